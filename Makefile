@@ -1,0 +1,93 @@
+# Serverless model API: every workflow of the project. `make help` lists the targets.
+# Each target builds what it needs first (venv, exported models, sam build).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(CURDIR)/$(VENV)/bin/python
+PORT        ?= 3000
+ARCH        ?= x86_64
+FUNCTION    ?= BreastCancerMlpFunction
+EVENT       ?= events/breast-cancer-mlp/infer.json
+BUILT       := .aws-sam/build/template.yaml
+
+# Lambda runs python3.12: the venv and `sam build` use it too. Found on PATH or in pyenv.
+PYTHON312   ?= $(firstword $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do "$$p" -c '' 2>/dev/null && command -v "$$p"; done))
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ARCH
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
+EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: help setup models template events add-model build validate serve invoke invoke-local test lint deploy clean distclean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "  variables: PORT=$(PORT) ARCH=$(ARCH) FUNCTION=$(FUNCTION) EVENT=$(EVENT)"
+
+setup: $(VENV)/.installed ## Create the venv (python3.12) with everything the project needs
+
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_export/requirements.txt
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install it (Lambda's runtime) or set PYTHON312=/path/to/python3.12"; exit 1; }
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+models: setup ## Train and export the models to build/models (skips the unchanged ones)
+	$(PY) -m model_export --out build/models
+	@touch build/models/.exported
+
+build/models/.exported: $(VENV)/.installed $(EXPORT_SRC) models.yaml
+	$(PY) -m model_export --out build/models
+	touch $@
+
+template: setup ## Render template.yaml's per-model blocks from models.yaml
+	$(PY) -m model_registry.template
+
+events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
+	$(PY) events/generate.py
+
+add-model: setup ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=1] [LABELS=a,b]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=1] [LABELS=a,b]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)")
+	$(PY) -m model_registry.template
+	$(PY) events/generate.py
+
+build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
+
+$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(SOURCES)
+	sam build --parameter-overrides Architecture=$(ARCH)
+
+validate: setup ## sam validate --lint (cfn-lint included)
+	sam validate --lint
+
+serve: build ## Serve every function of the template on http://127.0.0.1:$(PORT) without Docker
+	$(PY) -m local_api serve --port $(PORT)
+
+invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker)
+	sam local invoke $(FUNCTION) --event $(EVENT)
+
+invoke-local: build ## Run FUNCTION on EVENT without Docker, as sam local invoke would
+	$(PY) -m local_api invoke $(FUNCTION) --event $(EVENT)
+
+lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
+	ruff check .
+	mypy layers/serving/python/model_api local_api model_export model_registry
+	$(PY) -m model_registry.template --check
+
+test: build lint ## Everything: unit, handler, template, local API and end-to-end tests
+	$(PY) -m pytest
+
+deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
+	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy; else sam deploy --guided; fi
+
+clean: ## Remove build outputs (keeps the venvs)
+	rm -rf .aws-sam build .local-api .pytest_cache .ruff_cache .mypy_cache
+
+distclean: clean ## Remove build outputs and the venvs
+	rm -rf $(VENV) .venv-torch

@@ -1,0 +1,23 @@
+"""Lambda entry point of every model function (and of the server routes).
+
+Which model a function serves comes from its environment (MODEL_NAME, MODEL_VERSION) and its
+model layer under /opt/models, so a new model needs a template entry, never new Python code.
+The model is loaded and checked once per container, here at module scope, before any request.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from model_api.lambda_adapter import create_app, logger, metrics, tracer
+from model_api.service import InferenceService
+
+service = InferenceService.from_environment()
+app = create_app(service)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

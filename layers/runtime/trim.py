@@ -1,0 +1,57 @@
+"""Remove from the built runtime layer what never runs on Lambda, to keep the layer small.
+
+Test suites, type stubs and onnxruntime's offline tooling (quantization, transformer
+optimizers, converters) go: `import numpy, onnxruntime` and an inference session need none of
+them. So do the packages Lambda's python3.12 runtime already provides (boto3 and its
+dependencies, pulled in here by aws-xray-sdk): the runtime's own copies are used. Every removal
+is printed with its size, so the trim is visible in the build log.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+REMOVED_DIRS = (
+    "numpy/_core/tests",
+    "numpy/tests",
+    "numpy/f2py",
+    "numpy/typing/tests",
+    "onnxruntime/quantization",
+    "onnxruntime/transformers",
+    "onnxruntime/tools",
+    "onnxruntime/datasets",
+    "onnxruntime/backend",
+)
+REMOVED_GLOBS = ("**/tests", "**/*.pyi")
+PROVIDED_BY_LAMBDA = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil",
+                      "python_dateutil", "six")
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def trim(site: Path) -> int:
+    """Delete the listed paths under `site`; returns the bytes freed."""
+    targets = [site / rel for rel in REMOVED_DIRS if (site / rel).exists()]
+    for name in PROVIDED_BY_LAMBDA:
+        targets.extend(site.glob(name))
+        targets.extend(site.glob(f"{name}.py"))
+        targets.extend(site.glob(f"{name}-*.dist-info"))
+    for pattern in REMOVED_GLOBS:
+        targets.extend(p for p in site.glob(pattern) if p.exists())
+    freed = 0
+    for path in sorted(set(targets)):
+        if not path.exists():  # already gone with a parent
+            continue
+        size = size_of(path)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        freed += size
+    print(f"trimmed {freed / 1e6:.1f} MB from {site}")
+    return freed
+
+
+if __name__ == "__main__":
+    trim(Path(sys.argv[1]))

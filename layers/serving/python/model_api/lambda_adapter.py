@@ -1,0 +1,130 @@
+"""The one place the serving library meets API Gateway and Lambda (aws-lambda-powertools).
+
+Routes of the Open Inference Protocol map onto `InferenceService`; every failure becomes the
+protocol's `{"error": ...}` body in one exception handler. Logs carry ids, shapes and timings,
+never tensors (inference inputs are users' data).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+
+from model_api.errors import ModelAPIError
+from model_api.service import InferenceService
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+JSON = "application/json"
+
+
+def json_response(status: int, payload: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=JSON, body=json.dumps(payload))
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    """The request body as bytes; API Gateway base64-encodes it for our `*/*` binary media type."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ModelAPIError(400, f"request body is not valid base64: {exc}") from exc
+
+
+def count_server_error() -> None:
+    """Every 5xx counts: the rollout alarm on ServerErrors rolls back a version that answers them."""
+    metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+
+
+def create_app(service: InferenceService) -> APIGatewayRestResolver:
+    """A resolver serving the protocol's routes for the models `service` holds."""
+    app = APIGatewayRestResolver()
+
+    @app.exception_handler(ModelAPIError)
+    def protocol_error(error: ModelAPIError) -> Response:
+        if error.status >= 500:
+            count_server_error()
+            logger.error("model not serving", extra={"status": error.status, "reason": error.message})
+        else:
+            logger.info("request refused", extra={"status": error.status, "reason": error.message})
+        return json_response(error.status, {"error": error.message})
+
+    @app.exception_handler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        count_server_error()
+        logger.exception("unexpected error")
+        request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
+        return json_response(500, {"error": f"internal error (request id {request_id})"})
+
+    @app.not_found
+    def no_route(_: Exception) -> Response:
+        event = app.current_event
+        return json_response(404, {"error": f"No such route: {event.http_method} {event.path}"})
+
+    @app.get("/v2")
+    def server_metadata() -> Response:
+        return json_response(200, service.server_metadata())
+
+    @app.get("/v2/health/live")
+    def live() -> Response:
+        return json_response(200, service.live())
+
+    @app.get("/v2/health/ready")
+    def ready() -> Response:
+        return json_response(200, service.ready())
+
+    @app.get("/v2/models/<model>")
+    def model_metadata(model: str) -> Response:
+        return json_response(200, service.model_metadata(model))
+
+    @app.get("/v2/models/<model>/versions/<version>")
+    def version_metadata(model: str, version: str) -> Response:
+        return json_response(200, service.model_metadata(model, version))
+
+    @app.get("/v2/models/<model>/ready")
+    def model_ready(model: str) -> Response:
+        return json_response(200, service.model_ready(model))
+
+    @app.get("/v2/models/<model>/versions/<version>/ready")
+    def version_ready(model: str, version: str) -> Response:
+        return json_response(200, service.model_ready(model, version))
+
+    @app.post("/v2/models/<model>/infer")
+    def infer(model: str) -> Response:
+        return run_inference(model, None)
+
+    @app.post("/v2/models/<model>/versions/<version>/infer")
+    def version_infer(model: str, version: str) -> Response:
+        return run_inference(model, version)
+
+    @tracer.capture_method(capture_response=False)
+    def run_inference(model: str, version: str | None) -> Response:
+        event = app.current_event
+        started = time.perf_counter()
+        result = service.infer(model, version, raw_body(event.raw_event), dict(event.headers))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+        metrics.add_metric(name="InferenceRows", unit=MetricUnit.Count, value=result.rows)
+        logger.info(
+            "inference",
+            extra={"model": model, "version": version, "rows": result.rows,
+                   "latency_ms": round(elapsed_ms, 3)},
+        )
+        content_type = result.headers.get("Content-Type", JSON)
+        headers = {k: v for k, v in result.headers.items() if k != "Content-Type"}
+        # JSON answers go back as text; only binary tensors pay base64's 33 % in the 6 MB budget.
+        body: str | bytes = result.body.decode("utf-8") if content_type == JSON else result.body
+        return Response(status_code=200, content_type=content_type, body=body, headers=headers)
+
+    return app

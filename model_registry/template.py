@@ -1,0 +1,146 @@
+"""Render each registry entry into template.yaml, between the `# >>> model ...` markers.
+
+Only the marked blocks are generated; the rest of the template (API, shared layers, batch) is
+written by hand and keeps its comments. `--check` fails when the template is stale, so a
+registry edit without `make template` cannot land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model_registry.registry import REGISTRY, ROOT, ModelEntry, load
+
+TEMPLATE = ROOT / "template.yaml"
+GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
+RESOURCES = ("  # >>> model resources: " + GENERATED + "\n", "  # <<< model resources\n")
+OUTPUTS = ("  # >>> model outputs: " + GENERATED + "\n", "  # <<< model outputs\n")
+
+ROUTES = (  # (event name, method, path suffix)
+    ("ModelMetadata", "GET", ""),
+    ("ModelReady", "GET", "/ready"),
+    ("ModelInfer", "POST", "/infer"),
+    ("VersionMetadata", "GET", "/versions/{version}"),
+    ("VersionReady", "GET", "/versions/{version}/ready"),
+    ("VersionInfer", "POST", "/versions/{version}/infer"),
+)
+
+
+def resources(entry: ModelEntry) -> str:
+    c, name = entry.camel, entry.name
+    events = "\n".join(
+        f"        {event}:\n"
+        f"          Type: Api\n"
+        f"          Properties: {{RestApiId: !Ref ModelApi, Path: \"/v2/models/{name}{suffix}\", Method: {method}}}"
+        for event, method, suffix in ROUTES)
+    return f"""\
+  {c}ModelLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      LayerName: !Sub "${{AWS::StackName}}-model-{name}"
+      Description: "Model {name}, versions {', '.join(entry.versions)}, at /opt/models/{name}/<version>/."
+      ContentUri: layers/
+      CompatibleRuntimes: [python3.12]
+      RetentionPolicy: Delete
+    Metadata:
+      BuildMethod: makefile
+
+  {c}Function:
+    Type: AWS::Serverless::Function
+    Properties:
+      Description: Open Inference Protocol routes of model {name}.
+      CodeUri: functions/inference/
+      Handler: app.lambda_handler
+      Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
+      AutoPublishAlias: live
+      DeploymentPreference:
+        Type: !Ref DeploymentStrategy
+        Alarms: [!Ref {c}ErrorsAlarm, !Ref {c}ServerErrorsAlarm]
+      Environment:
+        Variables:
+          POWERTOOLS_SERVICE_NAME: {name}
+          MODEL_NAME: {name}
+          MODEL_VERSION: "{entry.current}"
+      Events:
+{events}
+
+  {c}FunctionLogGroup:
+    Type: AWS::Logs::LogGroup
+    Properties:
+      LogGroupName: !Sub "/aws/lambda/${{{c}Function}}"
+      RetentionInDays: !Ref LogRetentionDays
+
+  {c}ErrorsAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmDescription: Invocation errors (crash, timeout, init failure) of model {name}'s live alias; rolls a deployment back.
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Dimensions:
+        - {{Name: FunctionName, Value: !Ref {c}Function}}
+        - {{Name: Resource, Value: !Sub "${{{c}Function}}:live"}}
+      Statistic: Sum
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+
+  {c}ServerErrorsAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmDescription: 5xx answers of model {name} (model not ready, unexpected error); rolls a deployment back.
+      Namespace: ServerlessModelApi
+      MetricName: ServerErrors
+      Dimensions:
+        - {{Name: service, Value: {name}}}
+      Statistic: Sum
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+"""
+
+
+def outputs(entry: ModelEntry) -> str:
+    return f"""\
+  {entry.camel}FunctionName:
+    Description: Lambda function serving model {entry.name} (alias live).
+    Value: !Ref {entry.camel}Function
+"""
+
+
+def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
+    begin, end = markers
+    start = text.index(begin) + len(begin)
+    return text[:start] + block + text[text.index(end, start):]
+
+
+def render(entries: list[ModelEntry], template: str) -> str:
+    """The template with its model blocks rendered from `entries`."""
+    template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
+    return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if template.yaml is not up to date")
+    args = parser.parse_args(argv)
+    current = TEMPLATE.read_text()
+    wanted = render(load(REGISTRY), current)
+    if args.check:
+        if wanted != current:
+            print("template.yaml is out of date with models.yaml: run `make template`", file=sys.stderr)
+            return 1
+        return 0
+    if wanted != current:
+        TEMPLATE.write_text(wanted)
+        print(f"rendered {TEMPLATE.name} from {REGISTRY.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Fixtures every test tier shares: paths, exported models, a Lambda context, events."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "build" / "models"
+EVENTS_DIR = ROOT / "events"
+BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+# The venv's own command-line tools, whatever PATH the tests run with.
+SAM = str(Path(sys.executable).parent / "sam")
+CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
+
+# Powertools reads these at import: no X-Ray daemon here, and metrics need a namespace.
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ServerlessModelApiTests")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("SAM_CLI_TELEMETRY", "0")
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    log_group_name: str = "/aws/lambda/test-function"
+    log_stream_name: str = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+def exported_manifests() -> list[dict[str, Any]]:
+    """Manifests of the models `make models` exported (the tests' real models)."""
+    return [json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*/*/manifest.json"))]
+
+
+@pytest.fixture(scope="session")
+def manifests() -> dict[str, dict[str, Any]]:
+    found = {m["name"]: m for m in exported_manifests()}
+    if not found:
+        pytest.fail(f"no exported models under {MODELS_DIR}: run `make models` (make test does)")
+    return found
+
+
+def load_event(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

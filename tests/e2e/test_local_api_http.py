@@ -1,0 +1,132 @@
+"""End to end: `python -m local_api serve` on the built template, called over real HTTP on
+127.0.0.1, as a user would after `make serve`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from tests.conftest import BUILT_TEMPLATE, ROOT
+
+MODEL = "breast-cancer-mlp"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    assert BUILT_TEMPLATE.exists(), "run `make build` (make test does)"
+    port = free_port()
+    log = tmp_path_factory.mktemp("local-api") / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "local_api", "serve", "--template", str(BUILT_TEMPLATE), "--port", str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.get("/v2/health/live").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"local API did not start:\n{log.read_text()}"
+        time.sleep(0.2)
+    yield client
+    client.close()
+    # Ctrl-C stops it cleanly: exit without a traceback.
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=20)
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    assert f"http://127.0.0.1:{port}" in output, "the server prints its URL"
+
+
+def infer_body(rows: np.ndarray) -> dict[str, Any]:
+    return {"id": "all-rows", "inputs": [{"name": "features", "shape": list(rows.shape),
+                                          "datatype": "FP32", "data": rows.tolist()}]}
+
+
+def test_accuracy_over_the_whole_dataset_is_what_the_manifest_reports(
+        api: httpx.Client, manifests: dict[str, Any]) -> None:
+    dataset = load_breast_cancer()
+    response = api.post(f"/v2/models/{MODEL}/infer", json=infer_body(dataset.data))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    labels = next(o for o in body["outputs"] if o["name"] == "label")
+    assert body["id"] == "all-rows" and labels["shape"] == [len(dataset.target)]
+    accuracy = float(np.mean(np.array(labels["data"]) == dataset.target))
+    expected = manifests[MODEL]["metrics"]["full_dataset"]
+    assert expected["rows"] == len(dataset.target)
+    assert accuracy == pytest.approx(expected["accuracy"], abs=1e-9)
+
+
+def test_nested_and_flat_data_give_the_same_answer(api: httpx.Client) -> None:
+    rows = load_breast_cancer().data[:3]
+    nested = api.post(f"/v2/models/{MODEL}/infer", json=infer_body(rows)).json()
+    flat_body = infer_body(rows)
+    flat_body["inputs"][0]["data"] = rows.ravel().tolist()
+    flat = api.post(f"/v2/models/{MODEL}/versions/1/infer", json=flat_body).json()
+    assert nested["outputs"] == flat["outputs"]
+
+
+def test_binary_tensors_in_and_out(api: httpx.Client) -> None:
+    rows = load_breast_cancer().data[:4].astype("<f4")
+    header = json.dumps({"inputs": [{"name": "features", "shape": [4, 30], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": rows.nbytes}}],
+                         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
+    response = api.post(f"/v2/models/{MODEL}/infer", content=header + rows.tobytes(),
+                        headers={"Inference-Header-Content-Length": str(len(header)),
+                                 "Content-Type": "application/octet-stream"})
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    answer = json.loads(response.content[:length])
+    (output,) = answer["outputs"]
+    probabilities = np.frombuffer(response.content[length:], dtype="<f4").reshape(output["shape"])
+    assert probabilities.shape == (4, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_metadata_ready_and_server_routes(api: httpx.Client) -> None:
+    metadata = api.get(f"/v2/models/{MODEL}").json()
+    assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 30]}]
+    assert api.get(f"/v2/models/{MODEL}/ready").json()["ready"] is True
+    assert api.get(f"/v2/models/{MODEL}/versions/1/ready").status_code == 200
+    assert "binary_tensor_data" in api.get("/v2").json()["extensions"]
+    assert api.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path", "content", "status"), [
+    ("POST", f"/v2/models/{MODEL}/infer", b"{not json", 400),
+    ("POST", f"/v2/models/{MODEL}/infer", json.dumps({"inputs": []}).encode(), 400),
+    ("POST", f"/v2/models/{MODEL}/infer",
+     json.dumps({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32",
+                             "data": ["x"] * 30}]}).encode(), 400),
+    ("POST", f"/v2/models/{MODEL}/versions/7/infer", json.dumps({"inputs": []}).encode(), 404),
+    ("GET", "/v2/models/no-such-model", b"", 404),
+    ("DELETE", f"/v2/models/{MODEL}", b"", 404),
+    ("POST", f"/v2/models/{MODEL}/infer", struct.pack("<f", 1.0), 400),
+])
+def test_bad_requests_get_4xx_in_the_error_format_and_the_server_stays_up(
+        api: httpx.Client, method: str, path: str, content: bytes, status: int) -> None:
+    response = api.request(method, path, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"}
+    assert api.get("/v2/health/live").status_code == 200

@@ -1,0 +1,171 @@
+"""The real handler (functions/inference/app.py) on every event in events/, in-process.
+
+Each model function is the same handler with its own environment, so a handler module is
+imported once per function folder of events/ with that function's MODEL_NAME, as Lambda's
+module-scope init would run it in that function's container.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import struct
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
+
+HANDLER = ROOT / "functions" / "inference" / "app.py"
+EVENT_FILES = sorted(EVENTS_DIR.glob("*/*.json"))
+_handlers: dict[str, ModuleType] = {}
+
+
+def handler_for(function: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The handler module as the function `function` (a folder of events/) runs it."""
+    if function not in _handlers:
+        monkeypatch.setenv("MODELS_DIR", str(MODELS_DIR))
+        if function == "server":
+            monkeypatch.delenv("MODEL_NAME", raising=False)
+            monkeypatch.delenv("MODEL_VERSION", raising=False)
+        else:
+            manifest = json.loads(next((MODELS_DIR / function).glob("*/manifest.json")).read_text())
+            monkeypatch.setenv("MODEL_NAME", function)
+            monkeypatch.setenv("MODEL_VERSION", manifest["version"])
+        spec = importlib.util.spec_from_file_location(f"handler_{function.replace('-', '_')}", HANDLER)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _handlers[function] = module
+    return _handlers[function]
+
+
+def invoke(function: str, event: dict[str, Any], context: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    return handler_for(function, monkeypatch).lambda_handler(event, context)
+
+
+def decode_binary_response(response: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    body = base64.b64decode(response["body"]) if response["isBase64Encoded"] else response["body"].encode()
+    header_length = int(response["headers"]["Inference-Header-Content-Length"])
+    return json.loads(body[:header_length]), body[header_length:]
+
+
+def test_events_cover_every_route_of_every_model(manifests: dict[str, Any]) -> None:
+    routes = {"metadata", "ready", "infer", "infer-binary", "version-metadata", "version-ready", "version-infer"}
+    for name in manifests:
+        assert {p.stem for p in (EVENTS_DIR / name).glob("*.json")} == routes, name
+    assert {p.stem for p in (EVENTS_DIR / "server").glob("*.json")} == {"server-metadata", "health-live", "health-ready"}
+
+
+@pytest.mark.parametrize("event_path", EVENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_event_gets_a_protocol_answer(event_path: Path, lambda_context: Any,
+                                            monkeypatch: pytest.MonkeyPatch, manifests: dict[str, Any]) -> None:
+    function, route = event_path.parent.name, event_path.stem
+    response = invoke(function, load_event(event_path), lambda_context, monkeypatch)
+
+    assert response["statusCode"] == 200, response["body"]
+    if route == "infer-binary":
+        header, tensors = decode_binary_response(response)
+        assert header["id"] == "example-binary"
+        sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
+        assert sum(sizes) == len(tensors)
+        return
+    body = json.loads(response["body"])
+    if route in {"infer", "version-infer"}:
+        manifest = manifests[function]
+        assert body["model_name"] == function and body["model_version"] == manifest["version"]
+        assert body["id"] == "example-1"
+        assert {o["name"] for o in body["outputs"]} == {o["name"] for o in manifest["outputs"]}
+        assert all(o["shape"][0] == 2 for o in body["outputs"])
+    elif route in {"metadata", "version-metadata"}:
+        assert body["name"] == function and body["platform"] == "onnxruntime_onnx"
+        assert body["inputs"] == manifests[function]["inputs"]
+    elif route in {"ready", "version-ready"}:
+        assert body["ready"] is True
+    elif route == "server-metadata":
+        assert "binary_tensor_data" in body["extensions"]
+    elif route == "health-live":
+        assert body.get("live", True) is True
+    elif route == "health-ready":
+        assert body["ready"] is True
+
+
+def test_breast_cancer_rows_are_classified_as_the_dataset_labels_them(
+        lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the example event's rows 0 (malignant) and 19 (benign) of the dataset
+    event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json")
+    # When the function runs it
+    body = json.loads(invoke("breast-cancer-mlp", event, lambda_context, monkeypatch)["body"])
+    # Then the labels and probabilities say so
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"]["data"] == [0, 1]
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(2, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_binary_response_decodes_to_the_json_answer(lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    json_body = json.loads(invoke("breast-cancer-mlp", load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json"),
+                                  lambda_context, monkeypatch)["body"])
+    header, tensors = decode_binary_response(
+        invoke("breast-cancer-mlp", load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer-binary.json"),
+               lambda_context, monkeypatch))
+    offset, decoded = 0, {}
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        dtype = {"FP32": "<f4", "INT64": "<i8"}[output["datatype"]]
+        decoded[output["name"]] = np.frombuffer(tensors[offset:offset + size], dtype=dtype).tolist()
+        offset += size
+    for output in json_body["outputs"]:
+        assert np.allclose(decoded[output["name"]], output["data"], atol=1e-6)
+
+
+def bad(event_path: Path, **changes: Any) -> dict[str, Any]:
+    event = load_event(event_path)
+    event.update(changes)
+    return event
+
+
+INFER_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "infer.json"
+VERSION_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "version-infer.json"
+
+
+@pytest.mark.parametrize(("event", "status", "fragment"), [
+    (bad(INFER_EVENT, body=base64.b64encode(b"{not json").decode()), 400, "json"),
+    (bad(INFER_EVENT, body="%%% not base64 %%%"), 400, "base64"),
+    (bad(INFER_EVENT, body=base64.b64encode(json.dumps(
+        {"inputs": [{"name": "features", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}]}).encode()).decode()),
+     400, "shape"),
+    (bad(VERSION_EVENT, pathParameters={"version": "999"},
+         path="/v2/models/breast-cancer-mlp/versions/999/infer"), 404, "999"),
+    (bad(INFER_EVENT, path="/v2/models/no-such-model/infer"), 404, "no-such-model"),
+    (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
+    (bad(INFER_EVENT, body=base64.b64encode(struct.pack("<I", 7) + b"\xff").decode(),
+         headers={"Inference-Header-Content-Length": "1000"}), 400, ""),
+], ids=["malformed-json", "bad-base64", "wrong-shape", "unknown-version", "unknown-model", "no-route",
+        "lying-binary-header"])
+def test_bad_requests_get_a_4xx_in_the_protocol_error_format(
+        event: dict[str, Any], status: int, fragment: str, lambda_context: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    response = invoke("breast-cancer-mlp", event, lambda_context, monkeypatch)
+    assert response["statusCode"] == status
+    body = json.loads(response["body"])
+    assert set(body) == {"error"}
+    assert fragment.lower() in body["error"].lower()
+
+
+def test_an_unexpected_error_is_a_500_without_a_stack_trace(
+        lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = handler_for("breast-cancer-mlp", monkeypatch)
+
+    def explode(*_: Any) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(module.service, "infer", explode)
+    response = module.lambda_handler(load_event(INFER_EVENT), lambda_context)
+    assert response["statusCode"] == 500
+    assert "secret" not in response["body"] and "Traceback" not in response["body"]
+    assert lambda_context.aws_request_id in json.loads(response["body"])["error"]

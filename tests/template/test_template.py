@@ -1,0 +1,114 @@
+"""template.yaml: valid for SAM and cfn-lint, and one function, one model layer and every
+protocol route for each exported model; the built layers hold what the functions load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM
+
+TEMPLATE = ROOT / "template.yaml"
+MODEL_ROUTES = {
+    ("GET", ""), ("GET", "/ready"), ("POST", "/infer"),
+    ("GET", "/versions/{version}"), ("GET", "/versions/{version}/ready"), ("POST", "/versions/{version}/infer"),
+}
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, Any]:
+    template, errors = decode(str(TEMPLATE))
+    assert not errors, errors
+    return template["Resources"]
+
+
+def camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
+def api_routes(function: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["Properties"]["Method"].upper(), e["Properties"]["Path"])
+            for e in function["Properties"]["Events"].values() if e["Type"] == "Api"}
+
+
+def test_sam_validate_lint_passes() -> None:
+    result = subprocess.run([SAM, "validate", "--lint", "--template", str(TEMPLATE)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_passes() -> None:
+    result = subprocess.run([CFN_LINT, str(TEMPLATE)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_model_has_its_function_layer_and_routes(resources: dict[str, Any], manifests: dict[str, Any]) -> None:
+    for name in manifests:
+        function = resources[f"{camel(name)}Function"]
+        layers = [layer["Ref"] for layer in function["Properties"]["Layers"]]
+        assert layers == ["RuntimeLayer", "ServingLayer", f"{camel(name)}ModelLayer"]
+        assert resources[f"{camel(name)}ModelLayer"]["Type"] == "AWS::Serverless::LayerVersion"
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["MODEL_NAME"] == name
+        assert api_routes(function) == {(m, f"/v2/models/{name}{p}") for m, p in MODEL_ROUTES}
+
+
+def test_server_routes(resources: dict[str, Any]) -> None:
+    assert api_routes(resources["ServerFunction"]) == {
+        ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
+
+
+def test_api_requires_a_key_accepts_binary_and_answers_in_the_error_format(resources: dict[str, Any]) -> None:
+    api = resources["ModelApi"]["Properties"]
+    assert api["Auth"]["ApiKeyRequired"] is True
+    assert api["Auth"]["UsagePlan"]["Throttle"] and api["Auth"]["UsagePlan"]["Quota"]
+    assert api["BinaryMediaTypes"] == ["*~1*"]
+    for kind, response in api["GatewayResponses"].items():
+        body = response["ResponseTemplates"]["application/json"]
+        assert body.startswith('{"error": '), kind
+    statuses = {k: r.get("StatusCode") for k, r in api["GatewayResponses"].items()}
+    assert statuses["MISSING_AUTHENTICATION_TOKEN"] == 404
+    assert statuses["REQUEST_TOO_LARGE"] == 413
+    assert statuses["THROTTLED"] == 429
+
+
+def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
+    functions = [k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    for function in functions:
+        group = resources[f"{function}LogGroup"]["Properties"]
+        assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+        assert "RetentionInDays" in group
+
+
+def test_built_model_layers_hold_the_exported_models_unchanged(manifests: dict[str, Any]) -> None:
+    build = BUILT_TEMPLATE.parent
+    assert BUILT_TEMPLATE.exists(), "run `make build` (make test does)"
+    for name, manifest in manifests.items():
+        folder = build / f"{camel(name)}ModelLayer" / "models" / name / manifest["version"]
+        built = json.loads((folder / "manifest.json").read_text())
+        assert built == manifest
+        assert hashlib.sha256((folder / built["model_file"]).read_bytes()).hexdigest() == built["sha256"]
+
+
+def test_built_runtime_layer_is_trimmed_and_precompiled() -> None:
+    site = BUILT_TEMPLATE.parent / "RuntimeLayer" / "python"
+    assert (site / "onnxruntime").is_dir() and (site / "numpy").is_dir()
+    assert not (site / "onnxruntime" / "transformers").exists()
+    assert list((site / "onnxruntime" / "__pycache__").glob("__init__.cpython-312.pyc"))
+
+
+def test_sizes_stay_under_lambdas_limit() -> None:
+    """A function and its layers must fit Lambda's 250 MB unzipped."""
+    def size(path: Path) -> int:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    build = BUILT_TEMPLATE.parent
+    shared = size(build / "RuntimeLayer") + size(build / "ServingLayer")
+    for layer in build.glob("*ModelLayer"):
+        assert shared + size(layer) < 250 * 1024 * 1024, layer.name
