@@ -130,3 +130,20 @@ def test_bad_requests_get_4xx_in_the_error_format_and_the_server_stays_up(
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"}
     assert api.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_tritons_stock_http_client_works_unchanged(api: httpx.Client, binary: bool) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=str(api.base_url).removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready(MODEL)
+    assert client.get_model_metadata(MODEL)["inputs"][0]["name"] == "features"
+    rows = load_breast_cancer().data[:5].astype(np.float32)
+    features = triton.InferInput("features", list(rows.shape), "FP32")
+    features.set_data_from_numpy(rows, binary_data=binary)
+    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("label", "probabilities")]
+    result = client.infer(MODEL, [features], outputs=outputs, request_id="triton-1")
+    assert result.get_response()["id"] == "triton-1"
+    assert result.as_numpy("label").tolist() == [0, 0, 0, 0, 0]
+    assert result.as_numpy("probabilities").shape == (5, 2)

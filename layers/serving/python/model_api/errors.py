@@ -1,0 +1,47 @@
+"""Typed protocol errors: raised anywhere in the library, turned into HTTP answers in one place.
+
+The adapter answers every `ModelAPIError` with its `status` and the body `{"error": message}`,
+so a message must tell a person what was wrong and what is allowed instead.
+"""
+
+from __future__ import annotations
+
+
+class ModelAPIError(Exception):
+    """A failure the caller should see, with the HTTP status the protocol gives it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.message!r})"
+
+
+class BadRequest(ModelAPIError):
+    """400: the request is malformed or does not fit the model's signature."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class NotFound(ModelAPIError):
+    """404: no such model, version or output."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class TooLarge(ModelAPIError):
+    """413: the request (or the answer it asks for) is over a limit of `limits.py`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
+
+
+class NotReady(ModelAPIError):
+    """503: the model exists but failed to load (e.g. sha256 mismatch); it is never served."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)

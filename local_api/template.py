@@ -1,0 +1,172 @@
+"""Read the SAM template with SAM CLI's own providers (the ones `sam local start-api` uses).
+
+Reusing them means Globals, `Ref` to Parameters with defaults, the API's routes and binary media
+types and the layers' code locations are resolved exactly as SAM CLI resolves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+GatewayResponses = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a worker needs to run one function as Lambda would."""
+
+    logical_id: str
+    function_name: str
+    handler: str
+    runtime: str
+    code_dir: Path
+    layer_dirs: tuple[Path, ...]
+    environment: dict[str, str]
+    timeout: int
+    memory_size: int
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One API Gateway resource + method bound to a function."""
+
+    method: str
+    path: str
+    function_id: str
+    operation_name: str | None = None
+
+
+@dataclass
+class TemplateSpec:
+    """Everything the local API serves, read once at start-up."""
+
+    template_path: Path
+    functions: dict[str, FunctionSpec]
+    routes: list[RouteSpec]
+    binary_media_types: list[str]
+    stage_name: str
+    stage_variables: dict[str, str] | None
+    gateway_responses: GatewayResponses = field(default_factory=dict)
+
+
+def default_template_path() -> Path:
+    """The built template when `sam build` ran (as `sam local start-api`), else the source one."""
+    built = Path(".aws-sam/build/template.yaml")
+    return built if built.exists() else Path("template.yaml")
+
+
+def _resolve_dir(uri: str | None, base: Path) -> Path:
+    if not uri:
+        return base
+    path = Path(uri)
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _string_env(variables: dict[str, Any] | None) -> dict[str, str]:
+    """Lambda only has string environment values; the template may hold numbers and booleans."""
+    out: dict[str, str] = {}
+    for key, value in (variables or {}).items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            LOG.warning("environment variable %s is unresolved (%r); left empty", key, value)
+            out[key] = ""
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _gateway_responses(resources: dict[str, Any]) -> GatewayResponses:
+    """Both SAM's `GatewayResponses` on an Api and plain AWS::ApiGateway::GatewayResponse."""
+    found: GatewayResponses = {}
+    for resource in resources.values():
+        props = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Serverless::Api":
+            for rtype, response in (props.get("GatewayResponses") or {}).items():
+                params = (response.get("ResponseParameters") or {}).get("Headers") or {}
+                found.setdefault(rtype, {
+                    "StatusCode": response.get("StatusCode"),
+                    "ResponseTemplates": response.get("ResponseTemplates") or {},
+                    "Headers": dict(params),
+                })
+        elif resource.get("Type") == "AWS::ApiGateway::GatewayResponse":
+            params = props.get("ResponseParameters") or {}
+            prefix = "gatewayresponse.header."
+            found.setdefault(props.get("ResponseType", ""), {
+                "StatusCode": props.get("StatusCode"),
+                "ResponseTemplates": props.get("ResponseTemplates") or {},
+                "Headers": {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)},
+            })
+    return found
+
+
+def load_template(template: str | os.PathLike[str] | None = None,
+                  parameter_overrides: dict[str, str] | None = None) -> TemplateSpec:
+    """Read functions, routes, binary media types and gateway responses of a SAM template."""
+    # Imported here: SAM CLI takes about a second to import, `--help` should not pay it.
+    from samcli.lib.providers.api_provider import ApiProvider
+    from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+    path = Path(template) if template else default_template_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"template not found: {path}")
+    path = path.resolve()
+    stacks, _ = SamLocalStackProvider.get_stacks(
+        str(path), parameter_overrides=parameter_overrides or {})
+    base = path.parent
+
+    functions: dict[str, FunctionSpec] = {}
+    for fn in SamFunctionProvider(stacks, use_raw_codeuri=True).get_all():
+        if fn.packagetype != "Zip" or not (fn.runtime or "").startswith("python"):
+            LOG.warning("%s: only Zip python functions run locally (runtime %s, package %s); skipped",
+                        fn.name, fn.runtime, fn.packagetype)
+            continue
+        layers = []
+        for layer in fn.layers:
+            if not layer.codeuri:
+                LOG.warning("%s: layer %s is not in the template (an ARN); it cannot be fetched "
+                            "offline and is left out", fn.name, layer.arn)
+                continue
+            layers.append(_resolve_dir(layer.codeuri, base))
+        functions[fn.name] = FunctionSpec(
+            logical_id=fn.name,
+            function_name=fn.functionname or fn.name,
+            handler=fn.handler or "",
+            runtime=fn.runtime or "python3.12",
+            code_dir=_resolve_dir(fn.codeuri, base),
+            layer_dirs=tuple(layers),
+            environment=_string_env((fn.environment or {}).get("Variables")),
+            timeout=int(fn.timeout or 3),
+            memory_size=int(fn.memory or 128),
+        )
+
+    api = ApiProvider(stacks).api
+    routes = []
+    for route in api.routes:
+        if route.function_name not in functions:
+            LOG.warning("route %s %s: function %s cannot run locally; skipped",
+                        route.methods, route.path, route.function_name)
+            continue
+        for method in route.methods:
+            routes.append(RouteSpec(method.upper(), route.path, route.function_name,
+                                    route.operation_name))
+    responses: GatewayResponses = {}
+    for stack in stacks:
+        for rtype, response in _gateway_responses(stack.resources).items():
+            responses.setdefault(rtype, response)
+    return TemplateSpec(
+        template_path=path,
+        functions=functions,
+        routes=sorted(routes, key=lambda r: (r.path, r.method)),
+        binary_media_types=list(api.binary_media_types or []),
+        stage_name=api.stage_name or "Prod",
+        stage_variables=api.stage_variables or None,
+        gateway_responses=responses,
+    )
