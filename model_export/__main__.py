@@ -1,0 +1,75 @@
+"""`python -m model_export --out build/models`: export every model of models.yaml.
+
+Seed models are trained and exported by their recipe unless their fingerprint shows nothing
+changed; progress says which model, which step and how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from model_export.export import finish
+from model_export.fingerprint import fingerprint, is_current
+from model_export.seeds import RECIPES, SHARED_SOURCES
+from model_export.versions import SKLEARN_FRAMEWORKS
+from model_registry import registry
+from model_registry.registry import ModelEntry
+
+
+def progress(label: str) -> Callable[[str], AbstractContextManager[None]]:
+    """A `step(name)` context manager printing `label: name ... seconds` as each step ends."""
+
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        print(f"{label}: {name} ...", flush=True)
+        started = time.perf_counter()
+        yield
+        print(f"{label}: {name} done in {time.perf_counter() - started:.1f} s", flush=True)
+
+    return step
+
+
+def export_seed(entry: ModelEntry, version: str, out: Path, force: bool) -> None:
+    recipe = RECIPES.get((entry.name, version))
+    if recipe is None:
+        raise SystemExit(f"models.yaml lists seed model {entry.name} version {version}, "
+                         f"but model_export has no recipe for it (known: {sorted(RECIPES)})")
+    version_dir = out / entry.name / version
+    label = f"{entry.name}/{version}"
+    wanted = fingerprint(SHARED_SOURCES + recipe.sources, SKLEARN_FRAMEWORKS)
+    if not force and is_current(version_dir, wanted):
+        print(f"{label}: unchanged, skipped", flush=True)
+        return
+    step = progress(label)
+    started = time.perf_counter()
+    with step("train and convert"):
+        trained = recipe.train()
+    manifest = finish(trained, version_dir, wanted, step)
+    print(f"{label}: exported in {time.perf_counter() - started:.1f} s, "
+          f"metrics {manifest['metrics']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("build/models"),
+                        help="folder of <name>/<version>/ exports (default build/models)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="export only this model (repeatable)")
+    parser.add_argument("--force", action="store_true", help="export even if unchanged")
+    args = parser.parse_args(argv)
+    for entry in registry.load():
+        if args.only and entry.name not in args.only:
+            continue
+        for version in entry.versions:
+            if entry.source == "seed":
+                export_seed(entry, version, args.out, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

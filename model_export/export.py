@@ -1,0 +1,87 @@
+"""The one path every seed model takes from a trained graph to build/models/<name>/<version>/.
+
+A recipe trains its model and converts it (`Trained`); this module checks the graph, proves
+parity on the held-back rows, measures metrics with onnxruntime (the numbers the API will
+reproduce) and writes the version with its manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
+
+from model_export.artifact import write_version
+from model_export.check import Tolerance, check_graph, compare, session
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of one part of a dataset: model input and true targets."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained and converted model, with what is needed to check and describe it."""
+
+    model: onnx.ModelProto
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    task: str  # "classification" (label output) or "regression" (prediction output)
+    test: Split
+    full: Split
+    framework: Mapping[str, np.ndarray]  # the framework's own outputs on test.x, by output name
+    tolerances: Mapping[str, Tolerance]
+    description: str
+    dataset: str
+    seed: int
+    frameworks: Mapping[str, str]
+    labels: list[str] | None = None
+    extra_training: Mapping[str, Any] = field(default_factory=dict)
+
+
+def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    if task == "classification":
+        return {"accuracy": float(accuracy_score(split.y, outputs["label"])), "rows": len(split.y)}
+    prediction = outputs["prediction"]
+    return {"r2": float(r2_score(split.y, prediction)),
+            "mae": float(mean_absolute_error(split.y, prediction)), "rows": len(split.y)}
+
+
+def finish(trained: Trained, version_dir: Path, fingerprint: str,
+           step: Callable[[str], AbstractContextManager[None]]) -> dict[str, Any]:
+    """Check, measure and write `trained`; `step(name)` is a context manager that reports timing."""
+    with step("check"):
+        check_graph(trained.model, {"inputs": trained.inputs, "outputs": trained.outputs})
+        run = session(trained.model)
+        input_name = trained.inputs[0]["name"]
+        on_test = dict(zip([o.name for o in run.get_outputs()],
+                           run.run(None, {input_name: trained.test.x}), strict=True))
+        parity = compare(on_test, trained.framework, trained.tolerances)
+        on_full = dict(zip([o.name for o in run.get_outputs()],
+                           run.run(None, {input_name: trained.full.x}), strict=True))
+    manifest: dict[str, Any] = {
+        "name": version_dir.parent.name,
+        "version": version_dir.name,
+        **({"labels": trained.labels} if trained.labels is not None else {}),
+        "task": trained.task,
+        "metrics": {"test": metrics(trained.task, trained.test, on_test),
+                    "full_dataset": metrics(trained.task, trained.full, on_full)},
+        "description": trained.description,
+        "training": {"dataset": trained.dataset, "seed": trained.seed,
+                     "frameworks": dict(trained.frameworks), **trained.extra_training,
+                     "fingerprint": fingerprint},
+        "parity": parity,
+    }
+    with step("write"):
+        write_version(version_dir, trained.model.SerializeToString(), manifest)
+    return manifest

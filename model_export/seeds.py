@@ -1,0 +1,24 @@
+"""The seed models model_export/ trains: one recipe per (name, version) of models.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from model_export import breast_cancer
+from model_export.export import Trained
+
+# Every recipe's export also depends on these files (the shared export path).
+SHARED_SOURCES = ("__init__.py", "artifact.py", "check.py", "export.py", "versions.py",
+                  "requirements.txt")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    train: Callable[[], Trained]
+    sources: tuple[str, ...]  # files of model_export/ the model depends on, besides the shared
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("breast-cancer-mlp", "1"): Recipe(breast_cancer.train, ("breast_cancer.py",)),
+}
