@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model_export import breast_cancer
+from model_export import breast_cancer, diabetes, text_topics
 from model_export.export import Trained
 
 # Every recipe's export also depends on these files (the shared export path).
@@ -21,4 +21,7 @@ class Recipe:
 
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("breast-cancer-mlp", "1"): Recipe(breast_cancer.train, ("breast_cancer.py",)),
+    ("diabetes-linear", "1"): Recipe(diabetes.train, ("diabetes.py",)),
+    ("text-topics", "1"): Recipe(text_topics.train,
+                                 ("text_topics.py", "data/text_topics.jsonl")),
 }
