@@ -38,12 +38,24 @@ $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_e
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-models: setup ## Train and export the models to build/models (skips the unchanged ones)
+models: setup .venv-torch/.installed ## Train and export the models to build/models (skips the unchanged ones)
 	$(PY) -m model_export --out build/models
 	@touch build/models/.exported
 
-build/models/.exported: $(VENV)/.installed $(EXPORT_SRC) models.yaml
+build/models/.exported: $(VENV)/.installed .venv-torch/.installed $(EXPORT_SRC) models.yaml
 	$(PY) -m model_export --out build/models
+	touch $@
+
+# PyTorch (CPU wheel, cp311 only) trains digits-cnn in its own python3.11 venv, kept out of the
+# main venv and the Lambda layers; model_export runs it there as a subprocess.
+PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3.11*/bin/python3.11; do "$$p" -c '' 2>/dev/null && command -v "$$p"; done))
+
+.venv-torch: .venv-torch/.installed ## Create .venv-torch (python3.11 + CPU PyTorch) for digits-cnn
+
+.venv-torch/.installed: model_export/requirements-torch.txt
+	@test -n "$(PYTHON311)" || { echo "python3.11 not found (the torch CPU wheel is cp311): set PYTHON311=/path/to/python3.11"; exit 1; }
+	test -x .venv-torch/bin/python || $(PYTHON311) -m venv .venv-torch
+	.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check -r model_export/requirements-torch.txt
 	touch $@
 
 template: setup ## Render template.yaml's per-model blocks from models.yaml

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model_export import breast_cancer, diabetes, text_topics
+from model_export import breast_cancer, diabetes, digits, text_topics
 from model_export.export import Trained
 
 # Every recipe's export also depends on these files (the shared export path).
@@ -24,4 +24,6 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("diabetes-linear", "1"): Recipe(diabetes.train, ("diabetes.py",)),
     ("text-topics", "1"): Recipe(text_topics.train,
                                  ("text_topics.py", "data/text_topics.jsonl")),
+    ("digits-cnn", "1"): Recipe(digits.train,
+                                ("digits.py", "digits_cnn.py", "requirements-torch.txt")),
 }
