@@ -125,8 +125,8 @@ def load_template(template: str | os.PathLike[str] | None = None,
     functions: dict[str, FunctionSpec] = {}
     for fn in SamFunctionProvider(stacks, use_raw_codeuri=True).get_all():
         if fn.packagetype != "Zip" or not (fn.runtime or "").startswith("python"):
-            LOG.warning("%s: only Zip python functions run locally (runtime %s, package %s); skipped",
-                        fn.name, fn.runtime, fn.packagetype)
+            LOG.warning("%s: only Zip python functions run locally (runtime %s, package %s); "
+                        "skipped", fn.name, fn.runtime, fn.packagetype)
             continue
         layers = []
         for layer in fn.layers:

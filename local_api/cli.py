@@ -1,0 +1,111 @@
+"""`python -m local_api serve|invoke`: the Docker-free `sam local start-api` / `sam local invoke`.
+
+Both read the built template by default (.aws-sam/build/template.yaml, falling back to
+template.yaml) with SAM CLI's own providers. Logs go to stderr; `invoke` prints only the
+handler's answer (or Lambda's error document, exit status 1) on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from local_api import gateway, sandbox
+from local_api.template import TemplateSpec, default_template_path, load_template
+from local_api.worker import MAX_WORKERS, FunctionError, FunctionPool, RequestTooLarge
+
+LOG = logging.getLogger("local_api")
+STATE_DIR = Path(".local-api")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m local_api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve every function of the template over HTTP")
+    invoke = commands.add_parser("invoke", help="run one event through one function")
+    for command in (serve, invoke):
+        command.add_argument("--template", type=Path, default=None,
+                             help=f"SAM template (default: {default_template_path()})")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--api-key", default=None,
+                       help="require this x-api-key on every route (as the deployed API does)")
+    serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
+                       help="concurrent invocations (worker processes) per function; more wait")
+    serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
+                       help="API Gateway's integration timeout in seconds")
+    invoke.add_argument("function", help="logical id of the function in the template")
+    invoke.add_argument("--event", "-e", default=None,
+                        help="JSON event file, - for stdin (default: {})")
+    return parser
+
+
+def _route_table(spec: TemplateSpec) -> str:
+    width = max((len(route.path) for route in spec.routes), default=0)
+    return "\n".join(f"  {route.method:<7} {route.path:<{width}}  {route.function_id}"
+                     for route in spec.routes)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
+
+    spec = load_template(args.template)
+    sandboxes = sandbox.prepare(spec.functions.values(), STATE_DIR, sandbox.default_region())
+    api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
+                                             args.max_workers))
+    key = "x-api-key required" if args.api_key else "no API key required"
+    print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
+          f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+    serve(api, args.host, args.port)
+    return 0
+
+
+def _read_event(source: str | None) -> Any:
+    if source is None:
+        return {}
+    return json.loads(sys.stdin.read() if source == "-" else Path(source).read_text())
+
+
+async def _invoke_once(pool: FunctionPool, event: Any) -> str:
+    try:
+        return await pool.invoke(event)
+    finally:
+        await pool.close()
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    spec = load_template(args.template)
+    function = spec.functions.get(args.function)
+    if function is None:
+        LOG.error("no function %s in %s; functions: %s", args.function, spec.template_path,
+                  ", ".join(spec.functions) or "none")
+        return 2
+    (box,) = sandbox.prepare([function], STATE_DIR, sandbox.default_region()).values()
+    try:
+        print(asyncio.run(_invoke_once(FunctionPool(box, max_workers=1), _read_event(args.event))))
+    except FunctionError as error:
+        print(json.dumps(error.payload))
+        return 1
+    except RequestTooLarge as error:
+        LOG.error("Lambda refused the event: %s", error)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("samcli").setLevel(logging.WARNING)
+    try:
+        return _serve(args) if args.command == "serve" else _invoke(args)
+    except FileNotFoundError as error:
+        LOG.error("%s", error)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
+        return 130

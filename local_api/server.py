@@ -1,0 +1,158 @@
+"""The local API Gateway: a Starlette app served by uvicorn, one FunctionPool per function.
+
+Each request goes through API Gateway's steps in its order: the 10 MB payload limit, the route,
+the API key (only when the server was given one), then the function through a Lambda proxy
+integration within the integration timeout; whatever API Gateway would answer itself is a
+gateway response rendered from the template. Requests are served concurrently; each function's
+pool decides how many run at once (see local_api.worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from local_api import events, gateway
+from local_api.routes import RouteTable
+from local_api.sandbox import Sandbox
+from local_api.template import TemplateSpec
+from local_api.worker import FunctionError, FunctionPool, RequestTooLarge
+
+LOG = logging.getLogger(__name__)
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = None
+    integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
+    max_workers: int = 4
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused past API Gateway's payload limit without reading all of it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
+        raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > gateway.PAYLOAD_LIMIT:
+            raise gateway.GatewayError("REQUEST_TOO_LARGE", "body over 10 MB")
+    return bytes(body)
+
+
+class LocalApi:
+    """What the app serves: the template's routes, a pool per function, the gateway's rules."""
+
+    def __init__(self, spec: TemplateSpec, sandboxes: dict[str, Sandbox], settings: Settings):
+        self.spec = spec
+        self.settings = settings
+        self.routes = RouteTable(spec.routes)
+        self.pools = {name: FunctionPool(sandbox, settings.max_workers)
+                      for name, sandbox in sandboxes.items()}
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        http = events.HttpRequest(
+            method=request.method, path=request.url.path, headers=list(request.headers.items()),
+            query=list(request.query_params.multi_items()), body=b"",
+            source_ip=request.client.host if request.client else "127.0.0.1",
+            port=request.url.port or 80,
+            protocol=f"HTTP/{request.scope.get('http_version', '1.1')}")
+        context = {"httpMethod": http.method, "path": f"/{self.spec.stage_name}{http.path}",
+                   "stage": self.spec.stage_name, "requestId": request_id,
+                   "apiId": events.API_ID, "domainName": http.header("host") or ""}
+        target = "gateway"
+        try:
+            http = dataclasses.replace(http, body=await _read_body(request))
+            match = self.routes.match(http.method, raw_path.split("?")[0])
+            if match is None:
+                raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
+            context["resourcePath"] = match.route.path
+            key = self.settings.api_key
+            if key is not None and http.header("x-api-key") != key:
+                raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
+            target = match.route.function_id
+            event = events.build_event(
+                http, match, stage=self.spec.stage_name,
+                stage_variables=self.spec.stage_variables,
+                binary_media_types=self.spec.binary_media_types, request_id=request_id,
+                api_key=key)
+            answer = await self._integrate(target, event)
+            response = Response(answer.body, answer.status)
+            headers = answer.headers
+        except gateway.GatewayError as error:
+            LOG.warning("%s %s: %s", http.method, http.path, error)
+            rendered = gateway.render(self.spec.gateway_responses, error.response_type, context)
+            response = Response(rendered.body, rendered.status)
+            headers = rendered.headers
+        response.raw_headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                                 for name, value in [*headers, ("x-amzn-RequestId", request_id)]]
+        LOG.info('%s "%s %s" %d %.1f ms (%s)', http.source_ip, http.method, http.path,
+                 response.status_code, (time.perf_counter() - started) * 1000, target)
+        return response
+
+    async def _integrate(self, function_id: str, event: dict[str, Any]) -> events.HttpAnswer:
+        """The Lambda proxy integration: invoke, then turn the answer into HTTP."""
+        pool = self.pools[function_id]
+        try:
+            answer_json = await asyncio.wait_for(pool.invoke(event),
+                                                 self.settings.integration_timeout)
+            return events.to_http(answer_json, self.spec.binary_media_types)
+        except TimeoutError:
+            raise gateway.GatewayError(
+                "INTEGRATION_TIMEOUT",
+                f"no answer within {self.settings.integration_timeout:g} s") from None
+        except RequestTooLarge as error:
+            raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Lambda: {error}") from None
+        except FunctionError as error:
+            raise gateway.GatewayError("INTEGRATION_FAILURE", f"function error {error}") from None
+        except events.MalformedAnswer as error:
+            raise gateway.GatewayError("INTEGRATION_FAILURE",
+                                       f"Malformed Lambda proxy response: {error}") from None
+        except events.UndecodableBody as error:
+            raise gateway.GatewayError("API_CONFIGURATION_ERROR",
+                                       f"base64 decoding failed: {error}") from None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+    def app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await self.close()
+
+        return Starlette(routes=[Route("/{path:path}", self.handle, methods=METHODS)],
+                         lifespan=lifespan)
+
+
+def serve(api: LocalApi, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then stop the workers and return (no traceback)."""
+    config = uvicorn.Config(api.app(), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                            server_header=False)
+    # uvicorn re-raises the signal that stopped it once it has shut down; these make that a no-op
+    # so that Ctrl-C and SIGTERM both end in a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.Server(config).run()
