@@ -21,7 +21,10 @@ import pytest
 from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
-EVENT_FILES = sorted(EVENTS_DIR.glob("*/*.json"))
+# The inference handler's events: the server's and each exported model's (events/ also holds
+# other functions' events, e.g. the batch functions').
+EVENT_FILES = sorted(p for p in EVENTS_DIR.glob("*/*.json")
+                     if p.parent.name == "server" or (MODELS_DIR / p.parent.name).is_dir())
 _handlers: dict[str, ModuleType] = {}
 
 
@@ -50,7 +53,10 @@ def invoke(function: str, event: dict[str, Any], context: Any, monkeypatch: pyte
 
 def decode_binary_response(response: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     body = base64.b64decode(response["body"]) if response["isBase64Encoded"] else response["body"].encode()
-    header_length = int(response["headers"]["Inference-Header-Content-Length"])
+    # Powertools answers REST API events with multiValueHeaders; API Gateway accepts either form.
+    headers = {**response.get("headers", {}),
+               **{k: v[0] for k, v in response.get("multiValueHeaders", {}).items()}}
+    header_length = int(headers["Inference-Header-Content-Length"])
     return json.loads(body[:header_length]), body[header_length:]
 
 

@@ -92,7 +92,7 @@ def _decode_strings(name: str, count: int, raw: bytes) -> np.ndarray:
 def encode_tensor(array: np.ndarray, datatype: str) -> bytes:
     """The wire bytes of `array` as `datatype`."""
     if datatype == BYTES:
-        parts = []
+        parts: list[bytes] = []
         for item in array.ravel():
             data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
             parts += (_LENGTH.pack(len(data)), data)

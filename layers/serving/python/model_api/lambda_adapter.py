@@ -43,7 +43,7 @@ def raw_body(event: dict[str, Any]) -> bytes:
 
 
 def count_server_error() -> None:
-    """Every 5xx counts: the rollout alarm on ServerErrors rolls back a version that answers them."""
+    """Every 5xx counts: the rollout alarm on ServerErrors rolls back a version answering them."""
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
 
 
@@ -55,7 +55,8 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
     def protocol_error(error: ModelAPIError) -> Response:
         if error.status >= 500:
             count_server_error()
-            logger.error("model not serving", extra={"status": error.status, "reason": error.message})
+            logger.error("model not serving",
+                         extra={"status": error.status, "reason": error.message})
         else:
             logger.info("request refused", extra={"status": error.status, "reason": error.message})
         return json_response(error.status, {"error": error.message})

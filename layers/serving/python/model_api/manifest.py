@@ -142,8 +142,11 @@ def _tensor(item: Any, where: str) -> TensorSpec:
     if datatype not in DATATYPES:
         raise ManifestError(f"{where}.datatype is {datatype!r}; expected one of {DATATYPES}")
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(
+    if not isinstance(shape, list) or not shape or not all(
         type(dim) is int and dim >= -1 for dim in shape
     ):
-        raise ManifestError(f"{where}.shape must be a list of integers >= -1, got {shape!r}")
+        # The first dimension is the batch: every tensor has at least one.
+        raise ManifestError(
+            f"{where}.shape must be a non-empty list of integers >= -1, got {shape!r}"
+        )
     return TensorSpec(name=_string(item, "name"), datatype=datatype, shape=tuple(shape))

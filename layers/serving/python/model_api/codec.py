@@ -1,0 +1,565 @@
+"""Open Inference Protocol inference requests and responses <-> numpy, checked by the manifest.
+
+Every request is checked in full before the model sees it: its fields, each input's name,
+datatype and shape against the manifest, every data element's kind and range, and the limits
+of `limits.py`. Checks are vectorised where they can be (one `set(map(type, ...))` pass and one
+numpy conversion per tensor) because this runs on every request and most requests are small.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from model_api.binary import HEADER_LENGTH, decode_tensor, encode_tensor, split_body
+from model_api.datatypes import BYTES, is_float, is_integer, numpy_dtype
+from model_api.errors import BadRequest, ModelAPIError, NotFound, TooLarge
+from model_api.limits import (
+    MAX_BYTES_ELEMENT,
+    MAX_JSON_DEPTH,
+    MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    MAX_ROWS,
+    MAX_TENSOR_ELEMENTS,
+)
+from model_api.manifest import Manifest, TensorSpec
+
+JSON_TYPE = "application/json"
+BINARY_TYPE = "application/octet-stream"
+
+_REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
+_INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_OUTPUT_FIELDS = frozenset({"name", "parameters"})
+
+# Python types a JSON `data` element may have, per datatype (bool is not an int here).
+_ELEMENT_TYPES: dict[str, frozenset[type]] = {
+    "BOOL": frozenset({bool}),
+    **{t: frozenset({int}) for t in ("UINT8", "UINT16", "UINT32", "UINT64",
+                                     "INT8", "INT16", "INT32", "INT64")},
+    **{t: frozenset({int, float}) for t in ("FP16", "FP32", "FP64")},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A request that fits the manifest: arrays of the manifest's dtypes, outputs resolved."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[RequestedOutput, ...]
+    parameters: dict[str, Any]
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class InferResult:
+    """An encoded answer; `headers` carry Content-Type (and the binary header length)."""
+
+    body: bytes
+    headers: dict[str, str]
+    rows: int
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest) -> InferRequest:
+    """The checked request in `body`; a ModelAPIError says what to fix if it does not fit."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise TooLarge(
+            f"the request body is {len(body)} bytes; the limit is {MAX_REQUEST_BYTES} bytes "
+            "(send fewer rows per request)"
+        )
+    header_length = _header(headers, HEADER_LENGTH)
+    json_part, tail = split_body(body, header_length)
+    document = parse_json(json_part)
+    if not isinstance(document, dict):
+        raise BadRequest(
+            f"the request must be a JSON object with 'inputs', got {_describe(document)}"
+        )
+    _check_fields("the request", document, {"inputs"}, _REQUEST_FIELDS)
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest(f"'id' must be a string, got {_describe(request_id)}")
+    parameters = _parameters(document.get("parameters"), "the request")
+    binary_default = _flag(parameters, "binary_data_output", "the request")
+    outputs = _outputs(document.get("outputs"), manifest, binary_default)
+    inputs, rows = _inputs(document["inputs"], tail, header_length is not None, manifest)
+    return InferRequest(request_id, inputs, outputs, parameters, rows)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`: strict UTF-8, no NaN/Infinity, unique keys, bounded depth."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f"the request JSON is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON, or "
+            f"binary tensors after it with the {HEADER_LENGTH} header"
+        ) from None
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(
+            f"the request JSON nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
+        )
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+# json_depth keeps only brackets, quotes, backslashes and the letters an escape can start with,
+# drops whole strings from what is left, then counts; all of it runs in C (bytes.translate, re).
+_JSON_KEEP = b'[]{}"\\/bfnrtu'
+_DROP_ALL_BUT_KEEP = bytes(c for c in range(256) if c not in _JSON_KEEP)
+_DROP_ALL_BUT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, without parsing it.
+
+    Python's JSON parser recurses once per level, so a hostile body is measured before it
+    is parsed; exact for valid JSON (brackets inside strings are not counted).
+    """
+    skeleton = _STRING.sub(b"", raw.translate(None, _DROP_ALL_BUT_KEEP))
+    steps = skeleton.translate(_STEPS, _DROP_ALL_BUT_BRACKETS)
+    if not steps:
+        return 0
+    return int(np.frombuffer(steps, dtype=np.int8).cumsum().max())
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise BadRequest(f"the request JSON has the key {duplicate!r} twice in one object")
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, its name matched case-insensitively (API Gateway keeps the client's)."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+
+
+def _check_fields(where: str, item: Mapping[str, Any], required: set[str],
+                  allowed: frozenset[str]) -> None:
+    missing = sorted(required - item.keys())
+    if missing:
+        raise BadRequest(f"{where} is missing {_quoted(missing)}")
+    unknown = sorted(item.keys() - allowed)
+    if unknown:
+        raise BadRequest(
+            f"{where} has unknown field(s) {_quoted(unknown)}; allowed: {_quoted(sorted(allowed))}"
+        )
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: 'parameters' must be an object, got {_describe(value)}")
+    return value
+
+
+def _flag(parameters: Mapping[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(
+            f"{where}: parameter '{key}' must be true or false, got {_describe(value)}"
+        )
+    return value
+
+
+def _outputs(items: Any, manifest: Manifest, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    """The outputs asked for, in order; all of the manifest's when none (or []) are named."""
+    if items is None or items == []:
+        return tuple(RequestedOutput(spec.name, binary_default) for spec in manifest.outputs)
+    if not isinstance(items, list):
+        raise BadRequest(
+            f"'outputs' must be a list of {{\"name\": ...}} objects, got {_describe(items)}"
+        )
+    requested: dict[str, RequestedOutput] = {}
+    for index, item in enumerate(items):
+        where = f"outputs[{index}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object with a 'name', got {_describe(item)}")
+        _check_fields(where, item, {"name"}, _OUTPUT_FIELDS)
+        name = item["name"]
+        if not isinstance(name, str):
+            raise BadRequest(f"{where}.name must be a string, got {_describe(name)}")
+        if manifest.output(name) is None:
+            raise NotFound(
+                f"unknown output {name!r}; model '{manifest.name}' returns "
+                f"{_quoted(spec.name for spec in manifest.outputs)}"
+            )
+        if name in requested:
+            raise BadRequest(f"output {name!r} is asked for twice")
+        parameters = _parameters(item.get("parameters"), f"output {name!r}")
+        if "classification" in parameters:
+            raise BadRequest(
+                f"output {name!r}: the classification extension is not supported; ask for the "
+                "output itself (the model metadata's 'parameters.labels' name the classes)"
+            )
+        binary = _flag(parameters, "binary_data", f"output {name!r}", binary_default)
+        requested[name] = RequestedOutput(name, binary)
+    return tuple(requested.values())
+
+
+def _inputs(items: Any, tail: bytes, binary_header: bool,
+            manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
+    """Every input of the manifest as an array of its dtype, and the shared batch size."""
+    if not isinstance(items, list):
+        raise BadRequest(f"'inputs' must be a list of tensors, got {_describe(items)}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, item in enumerate(items):
+        where = f"inputs[{index}]"
+        if not isinstance(item, dict):
+            raise BadRequest(
+                f"{where} must be an object with name, shape, datatype and data, "
+                f"got {_describe(item)}"
+            )
+        _check_fields(where, item, {"name", "shape", "datatype"}, _INPUT_FIELDS)
+        spec = _input_spec(where, item["name"], manifest)
+        if spec.name in arrays:
+            raise BadRequest(f"input {spec.name!r} appears twice in 'inputs'")
+        if item["datatype"] != spec.datatype:
+            raise BadRequest(
+                f"input {spec.name!r} has datatype {_describe(item['datatype'])}; the model "
+                f"takes {spec.datatype}"
+            )
+        shape = _shape(spec, item["shape"])
+        size = _parameters(item.get("parameters"), f"input {spec.name!r}").get("binary_data_size")
+        if size is None:
+            if "data" not in item:
+                raise BadRequest(
+                    f"input {spec.name!r} has neither 'data' nor parameters.binary_data_size"
+                )
+            arrays[spec.name] = json_tensor(spec, shape, item["data"])
+            continue
+        if "data" in item:
+            raise BadRequest(
+                f"input {spec.name!r} has both 'data' and parameters.binary_data_size; send one"
+            )
+        if not binary_header:
+            raise BadRequest(
+                f"input {spec.name!r} has binary_data_size but the request has no "
+                f"{HEADER_LENGTH} header to say where its JSON ends"
+            )
+        if type(size) is not int or size < 0:
+            raise BadRequest(
+                f"input {spec.name!r}: binary_data_size must be a byte count, got {_describe(size)}"
+            )
+        if offset + size > len(tail):
+            raise BadRequest(
+                f"input {spec.name!r} has binary_data_size {size} but only "
+                f"{len(tail) - offset} bytes of binary data are left in the body"
+            )
+        arrays[spec.name] = decode_tensor(spec.name, spec.datatype, shape,
+                                          tail[offset:offset + size])
+        offset += size
+    missing = [spec.name for spec in manifest.inputs if spec.name not in arrays]
+    if missing:
+        raise BadRequest(
+            f"missing input(s) {_quoted(missing)}; model '{manifest.name}' takes "
+            f"{_signature(manifest.inputs)}"
+        )
+    if offset != len(tail):
+        raise BadRequest(
+            f"{len(tail) - offset} bytes after the JSON header belong to no input; "
+            "each binary input's parameters.binary_data_size must count its bytes"
+        )
+    batch = {name: array.shape[0] for name, array in arrays.items()}
+    if len(set(batch.values())) > 1:
+        raise BadRequest(f"inputs must have the same batch (first) dimension, got {batch}")
+    return arrays, next(iter(batch.values()))
+
+
+def _input_spec(where: str, name: Any, manifest: Manifest) -> TensorSpec:
+    if not isinstance(name, str):
+        raise BadRequest(f"{where}.name must be a string, got {_describe(name)}")
+    spec = manifest.input(name)
+    if spec is None:
+        raise BadRequest(
+            f"unknown input {name!r}; model '{manifest.name}' takes {_signature(manifest.inputs)}"
+        )
+    return spec
+
+
+def _shape(spec: TensorSpec, value: Any) -> tuple[int, ...]:
+    """The request's shape once it fits the manifest's and the limits."""
+    if not isinstance(value, list) or not all(type(dim) is int for dim in value):
+        raise BadRequest(
+            f"input {spec.name!r}: shape must be a list of integers, got {_clip(json.dumps(value))}"
+        )
+    fits = len(value) == len(spec.shape) and all(
+        dim > 0 if declared == -1 else dim == declared
+        for dim, declared in zip(value, spec.shape, strict=True)
+    )
+    if not fits:
+        raise BadRequest(
+            f"input {spec.name!r} has shape {value}; the model takes {list(spec.shape)} "
+            "(-1: any positive size)"
+        )
+    if value[0] > MAX_ROWS:
+        raise TooLarge(
+            f"input {spec.name!r} has {value[0]} rows; the limit is {MAX_ROWS} rows per request "
+            "(split it, or use the batch runner)"
+        )
+    count = math.prod(value)
+    if count > MAX_TENSOR_ELEMENTS:
+        raise TooLarge(
+            f"input {spec.name!r} has {count} elements; the limit is {MAX_TENSOR_ELEMENTS} "
+            "elements per tensor (send fewer rows)"
+        )
+    return tuple(value)
+
+
+def json_tensor(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndarray:
+    """The array of an input's JSON `data` (flat, or nested exactly like `shape`)."""
+    if not isinstance(data, list):
+        raise BadRequest(
+            f"input {spec.name!r}: data must be a JSON array, flat or nested like the shape, "
+            f"got {_describe(data)}"
+        )
+    nested = bool(data) and isinstance(data[0], list)
+    if spec.datatype == BYTES:
+        return _strings(spec, shape, data, nested)
+    # One pass in C over the elements' types before numpy sees them: numpy would parse
+    # "1.5" as a number, take true as 1, and size a str array by its longest element.
+    leaves: Iterable[Any] = data
+    if nested:
+        for _ in range(len(shape) - 1):
+            leaves = chain.from_iterable(leaves)
+    try:
+        types = set(map(type, leaves))
+    except TypeError:  # a number where a nested array belongs
+        raise _nesting_error(spec, shape) from None
+    if list in types:
+        raise _nesting_error(spec, shape)
+    if not types <= _ELEMENT_TYPES[spec.datatype]:
+        raise _element_error(spec, data)
+    try:
+        with np.errstate(over="ignore"):  # a float beyond the dtype's range becomes inf: below
+            array = np.array(data, dtype=numpy_dtype(spec.datatype))
+    except OverflowError:  # an integer out of the datatype's range
+        raise _element_error(spec, data) from None
+    except ValueError:  # ragged nesting
+        raise _nesting_error(spec, shape) from None
+    if is_float(spec.datatype) and not np.isfinite(array).all():
+        raise _element_error(spec, data)
+    return _shaped(spec, array, shape, nested)
+
+
+def _strings(spec: TensorSpec, shape: tuple[int, ...], data: list[Any],
+             nested: bool) -> np.ndarray:
+    """BYTES data: an object array of str, each element within MAX_BYTES_ELEMENT bytes."""
+    try:
+        array = np.array(data, dtype=object)
+    except ValueError:
+        raise _nesting_error(spec, shape) from None
+    array = _shaped(spec, array, shape, nested)
+    for index, value in enumerate(array.flat):
+        if type(value) is not str:
+            raise BadRequest(
+                f"input {spec.name!r} element {index} is {_describe(value)}; BYTES elements "
+                "are strings"
+            )
+        if value.isascii():
+            size = len(value)
+        else:
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    f"input {spec.name!r} element {index} is not valid Unicode (a lone "
+                    "surrogate escape)"
+                ) from None
+        if size > MAX_BYTES_ELEMENT:
+            raise TooLarge(
+                f"input {spec.name!r} element {index} is {size} bytes; the limit is "
+                f"{MAX_BYTES_ELEMENT} bytes per BYTES element"
+            )
+    return array
+
+
+def _shaped(spec: TensorSpec, array: np.ndarray, shape: tuple[int, ...],
+            nested: bool) -> np.ndarray:
+    if not nested:
+        count = math.prod(shape)
+        if array.size != count or array.ndim != 1:
+            raise BadRequest(
+                f"input {spec.name!r} has {array.size} data elements but shape {list(shape)} "
+                f"holds {count}"
+            )
+        return array.reshape(shape)
+    if array.shape != shape:
+        raise _nesting_error(spec, shape)
+    return array
+
+
+def _nesting_error(spec: TensorSpec, shape: tuple[int, ...]) -> BadRequest:
+    return BadRequest(
+        f"input {spec.name!r}: data must be nested exactly like shape {list(shape)}, "
+        "or be one flat array in row-major order"
+    )
+
+
+def _element_error(spec: TensorSpec, data: list[Any]) -> BadRequest:
+    """The first element of `data` that does not fit the datatype, named by its flat index."""
+    for index, value in enumerate(_walk(data)):
+        problem = _element_problem(value, spec.datatype)
+        if problem:
+            return BadRequest(f"input {spec.name!r} element {index} {problem}")
+    return BadRequest(f"input {spec.name!r}: data does not fit {spec.datatype}")
+
+
+def _walk(data: list[Any]) -> Iterator[Any]:
+    """The elements of nested lists in row-major order."""
+    for item in data:
+        if isinstance(item, list):
+            yield from _walk(item)
+        else:
+            yield item
+
+
+def _element_problem(value: Any, datatype: str) -> str | None:
+    """What is wrong with one numeric or BOOL element, or None."""
+    if datatype == "BOOL":
+        return None if type(value) is bool else f"is {_describe(value)}; BOOL takes true or false"
+    if is_integer(datatype):
+        if type(value) is not int:
+            return f"is {_describe(value)}; {datatype} takes integers"
+        info = np.iinfo(numpy_dtype(datatype))
+        if not info.min <= value <= info.max:
+            return f"is {_describe(value)}, outside {datatype}'s range {info.min}..{info.max}"
+        return None
+    if type(value) not in (int, float):
+        return f"is {_describe(value)}; {datatype} takes numbers"
+    largest = float(np.finfo(numpy_dtype(datatype)).max)
+    try:
+        fits = abs(float(value)) <= largest
+    except OverflowError:  # an integer beyond any float
+        fits = False
+    if fits:
+        return None
+    return f"is {_describe(value)}; {datatype} takes finite numbers within ±{largest:.7g}"
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def response_document(manifest: Manifest, request: InferRequest,
+                      results: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The protocol's JSON response, every requested output inline as `data`."""
+    document = _response_header(manifest, request)
+    document["outputs"] = [
+        {**_output_metadata(manifest, name, results[name]),
+         "data": _json_data(manifest, name, results[name])}
+        for name in (output.name for output in request.outputs)
+    ]
+    return document
+
+
+def encode_response(manifest: Manifest, request: InferRequest,
+                    results: Mapping[str, np.ndarray]) -> InferResult:
+    """The response body: JSON, or a JSON header then binary tensors when any output asks for it."""
+    document = _response_header(manifest, request)
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in request.outputs:
+        array = results[output.name]
+        entry = _output_metadata(manifest, output.name, array)
+        if output.binary:
+            blob = encode_tensor(array, entry["datatype"])
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_data(manifest, output.name, array)
+        outputs.append(entry)
+    document["outputs"] = outputs
+    header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    body = b"".join([header, *blobs])
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise TooLarge(
+            f"the response would be {len(body)} bytes; the limit is {MAX_RESPONSE_BYTES} "
+            "bytes (send fewer rows, ask for fewer outputs, or ask for binary_data outputs)"
+        )
+    if not blobs:
+        return InferResult(body, {"Content-Type": JSON_TYPE}, request.rows)
+    headers = {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}
+    return InferResult(body, headers, request.rows)
+
+
+def _response_header(manifest: Manifest, request: InferRequest) -> dict[str, Any]:
+    document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
+    if request.id is not None:
+        document["id"] = request.id
+    return document
+
+
+def _output_metadata(manifest: Manifest, name: str, array: np.ndarray) -> dict[str, Any]:
+    datatype = next(spec.datatype for spec in manifest.outputs if spec.name == name)
+    return {"name": name, "datatype": datatype, "shape": list(array.shape)}
+
+
+def _json_data(manifest: Manifest, name: str, array: np.ndarray) -> list[Any]:
+    """Flat row-major data; float32 values become the doubles they are, which round-trip."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ModelAPIError(
+            500,
+            f"model '{manifest.name}' returned NaN or infinite values in output {name!r}, which "
+            "JSON cannot carry; ask for it with parameters.binary_data: true to see them",
+        )
+    return array.ravel().tolist()
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    """A short, JSON-flavoured description of a value for an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "the string " + _clip(json.dumps(value))
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _clip(repr(value))
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _signature(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"'{s.name}' ({s.datatype} {list(s.shape)})" for s in specs)

@@ -1,0 +1,144 @@
+"""One exported model version, checked and loaded into an onnxruntime session.
+
+The model file is hashed before onnxruntime ever parses it, and the session is created from
+the very bytes that were hashed, so a file swapped or corrupted on disk is never run. The
+session's signature is then compared with the manifest, which is what requests are checked
+against: a mismatch would otherwise surface as an obscure error on the first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model_api.datatypes import ORT_TYPES
+from model_api.manifest import Manifest, ManifestError, TensorSpec, load_manifest
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+CPU = ("CPUExecutionProvider",)
+# Threads onnxruntime uses inside one operator; unset means one per CPU Lambda gives us.
+THREADS_VARIABLE = "MODEL_API_INTRA_OP_THREADS"
+
+
+class ModelLoadError(Exception):
+    """The version folder cannot be served; the message names the file and what is wrong."""
+
+
+class ModelIntegrityError(ModelLoadError):
+    """The model file is not the one its manifest describes (sha256 mismatch)."""
+
+
+def session_options() -> ort.SessionOptions:
+    """Session settings for a short-lived, one-request-at-a-time Lambda container."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads()
+    # One request runs at a time in a Lambda container: no use for parallel graph branches.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings would land in every cold start's log
+    return options
+
+
+def intra_op_threads() -> int:
+    """$MODEL_API_INTRA_OP_THREADS when it is a positive integer, else the CPU count."""
+    default = os.cpu_count() or 1
+    text = os.environ.get(THREADS_VARIABLE)
+    if text is None:
+        return default
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    logger.warning("%s=%r is not a positive integer; using %d threads",
+                   THREADS_VARIABLE, text, default)
+    return default
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A version whose file matched its sha256 and whose session matches its manifest."""
+
+    manifest: Manifest
+    session: ort.InferenceSession
+
+    @classmethod
+    def load(cls, version_dir: Path, providers: Sequence[str] | None = None) -> LoadedModel:
+        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not."""
+        try:
+            manifest = load_manifest(version_dir / MANIFEST_FILE)
+        except ManifestError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        model_path = version_dir / manifest.model_file
+        try:
+            model_bytes = model_path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        if digest != manifest.sha256:
+            raise ModelIntegrityError(
+                f"{model_path}: sha256 is {digest} but {MANIFEST_FILE} says {manifest.sha256}; "
+                "the file is not the exported model, so it is not served"
+            )
+        try:
+            session = ort.InferenceSession(
+                model_bytes, sess_options=session_options(), providers=list(providers or CPU)
+            )
+        except Exception as exc:  # onnxruntime's own error classes derive from Exception only
+            raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
+        _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
+        _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
+        return cls(manifest=manifest, session=session)
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The execution providers the session really uses (a missing GPU shows up here)."""
+        return tuple(self.session.get_providers())
+
+    def run(self, inputs: dict[str, np.ndarray],
+            output_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run the session; `inputs` must already fit the manifest (the codec checks them)."""
+        names = list(output_names)
+        return dict(zip(names, self.session.run(names, inputs), strict=True))
+
+
+def _check_signature(kind: str, specs: Sequence[TensorSpec], args: Sequence[ort.NodeArg],
+                     model_path: Path) -> None:
+    """ModelLoadError unless the graph's inputs (or outputs) are the manifest's."""
+    graph = {arg.name: arg for arg in args}
+    declared = [spec.name for spec in specs]
+    if set(graph) != set(declared):
+        raise ModelLoadError(
+            f"{model_path}: the graph's {kind}s are {sorted(graph)} but {MANIFEST_FILE} "
+            f"declares {sorted(declared)}"
+        )
+    for spec in specs:
+        arg = graph[spec.name]
+        datatype = ORT_TYPES.get(arg.type)
+        if datatype != spec.datatype:
+            raise ModelLoadError(
+                f"{model_path}: {kind} '{spec.name}' is {arg.type} in the graph but "
+                f"{spec.datatype} in {MANIFEST_FILE}"
+            )
+        if kind == "input" and not _shape_fits(spec.shape, arg.shape):
+            raise ModelLoadError(
+                f"{model_path}: input '{spec.name}' has shape {arg.shape} in the graph, which "
+                f"does not accept every shape {list(spec.shape)} of {MANIFEST_FILE} allows"
+            )
+
+
+def _shape_fits(declared: Sequence[int], graph: Sequence[int | str | None]) -> bool:
+    """Whether every request shape the manifest allows is one the graph accepts."""
+    if len(declared) != len(graph):
+        return False
+    return all(
+        not isinstance(fixed, int) or fixed == dim
+        for dim, fixed in zip(declared, graph, strict=True)
+    )

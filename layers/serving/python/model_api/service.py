@@ -1,0 +1,165 @@
+"""The protocol's operations for the models one function serves: what every route calls.
+
+A function serves one model (every version folder under `$MODELS_DIR/$MODEL_NAME/`) or, with no
+MODEL_NAME, none (the server routes). Loading happens once, at construction, and never raises:
+a version that fails its checks is kept as "not ready" and answers 503 with the reason logged,
+so a bad deployment shows up in health checks and alarms instead of as a crashing container.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from model_api import __version__
+from model_api.codec import InferResult, decode_request, encode_response
+from model_api.errors import NotFound, NotReady
+from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
+
+__all__ = ["InferResult", "InferenceService"]
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "serverless-model-api"
+DEFAULT_MODELS_DIR = "/opt/models"
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """Numeric versions in numeric order (2 before 10), then the others by name."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+class InferenceService:
+    """Metadata, health and inference for one model's versions (or for none)."""
+
+    def __init__(self, model_name: str | None = None,
+                 versions: Mapping[str, LoadedModel | str] | None = None,
+                 current_version: str | None = None) -> None:
+        """`versions` maps each version to its model, or to why it is not ready."""
+        self.model_name = model_name
+        given = dict(versions or {})
+        self.versions = {version: given[version] for version in sorted(given, key=version_key)}
+        self.current_version = current_version
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> InferenceService:
+        """The service of a function's MODELS_DIR, MODEL_NAME and MODEL_VERSION."""
+        return cls.from_directory(
+            Path(environ.get("MODELS_DIR") or DEFAULT_MODELS_DIR),
+            environ.get("MODEL_NAME") or None,
+            environ.get("MODEL_VERSION") or None,
+        )
+
+    @classmethod
+    def from_directory(cls, models_dir: Path, model_name: str | None,
+                       current_version: str | None) -> InferenceService:
+        """Load every version folder of `models_dir/model_name`; failures become not-ready."""
+        if model_name is None:
+            return cls()
+        model_dir = models_dir / model_name
+        try:
+            folders = [path for path in model_dir.iterdir()
+                       if path.is_dir() and not path.name.startswith(".")]
+        except OSError as exc:
+            logger.error("model %s: cannot list its versions in %s: %s", model_name, model_dir, exc)
+            folders = []
+        versions = {folder.name: _load_version(model_name, folder) for folder in folders}
+        if current_version is None:
+            logger.error("model %s: MODEL_VERSION is not set; unversioned routes answer 503",
+                         model_name)
+        elif current_version not in versions:
+            logger.error("model %s: MODEL_VERSION %s has no folder in %s", model_name,
+                         current_version, model_dir)
+        return cls(model_name, versions, current_version)
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    def live(self) -> dict[str, Any]:
+        return {"live": True}
+
+    def ready(self) -> dict[str, Any]:
+        """Ready when every version of the model loaded and the current one exists."""
+        if self.model_name is not None:
+            self.model(self.model_name)
+            for version in self.versions:
+                self.model(self.model_name, version)
+        return {"ready": True}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        manifest = self.model(name, version).manifest
+        metadata: dict[str, Any] = {
+            "name": name,
+            "versions": list(self.versions),
+            "platform": manifest.platform,
+            "inputs": [spec.metadata() for spec in manifest.inputs],
+            "outputs": [spec.metadata() for spec in manifest.outputs],
+        }
+        if manifest.labels is not None:
+            metadata["parameters"] = {"labels": list(manifest.labels)}
+        return metadata
+
+    def model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
+        self.model(name, version)
+        return {"name": name, "ready": True}
+
+    def infer(self, name: str, version: str | None, body: bytes,
+              headers: Mapping[str, str]) -> InferResult:
+        model = self.model(name, version)
+        request = decode_request(body, headers, model.manifest)
+        results = model.run(request.inputs, [output.name for output in request.outputs])
+        return encode_response(model.manifest, request, results)
+
+    def model(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
+        if name != self.model_name:
+            served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
+            raise NotFound(f"unknown model {name!r}; this endpoint serves {served}")
+        if version is None:
+            if self.current_version is None:
+                raise NotReady(f"model {name!r} has no current version: MODEL_VERSION is not set")
+            if self.current_version not in self.versions:
+                raise NotReady(
+                    f"model {name!r}: its current version {self.current_version!r} is not "
+                    f"installed (installed: {_listed(self.versions)})"
+                )
+            version = self.current_version
+        elif version not in self.versions:
+            raise NotFound(
+                f"model {name!r} has no version {version!r}; versions: {_listed(self.versions)}"
+            )
+        loaded = self.versions[version]
+        if isinstance(loaded, str):
+            raise NotReady(loaded)
+        return loaded
+
+
+def _load_version(name: str, folder: Path) -> LoadedModel | str:
+    """The loaded version, or the (client-facing) reason it is not ready, logged in full."""
+    not_ready = f"model {name!r} version {folder.name!r} is not ready"
+    try:
+        model = LoadedModel.load(folder)
+    except ModelIntegrityError as exc:
+        logger.error("%s: %s", not_ready, exc)
+        return f"{not_ready}: its model file failed the sha256 check"
+    except ModelLoadError as exc:
+        logger.error("%s: %s", not_ready, exc)
+        return f"{not_ready}: it failed to load (see the function's log)"
+    except Exception:  # construction must never raise: an unforeseen failure is a 503 too
+        logger.exception("%s: unexpected error while loading %s", not_ready, folder)
+        return f"{not_ready}: it failed to load (see the function's log)"
+    manifest = model.manifest
+    if (manifest.name, manifest.version) != (name, folder.name):
+        logger.error("%s: %s/manifest.json is for model %r version %r", not_ready, folder,
+                     manifest.name, manifest.version)
+        return f"{not_ready}: its manifest names another model or version"
+    logger.info("model %s version %s loaded (providers %s)", name, folder.name,
+                ", ".join(model.providers))
+    return model
+
+
+def _listed(versions: Mapping[str, object]) -> str:
+    return ", ".join(f"'{version}'" for version in versions) or "none"
