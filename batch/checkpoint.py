@@ -1,0 +1,66 @@
+"""The job's checkpoint: how far the completed chunks reach, written after every chunk.
+
+A retried job (spot reclaim, crash, kill -9) reads it and continues at the next chunk; a chunk
+that was being written when the job died is not in it, so it is redone and its part file
+overwritten. The chunk size is pinned in the checkpoint, so a retry cuts the same chunks and
+names the same parts even if it was started with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from batch.writer import put_json
+
+NAME = "_checkpoint.json"
+
+
+@dataclass
+class Checkpoint:
+    job_id: str
+    input_version: str
+    chunk_rows: int
+    next_chunk: int = 0
+    next_row: int = 0  # input lines (or .npy rows) done
+    next_byte: int = 0  # JSON Lines: byte offset of the next line
+    outputs_written: int = 0
+    errors: int = 0
+    parts: list[str] = field(default_factory=list)
+
+    def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str]
+                ) -> None:
+        self.next_chunk += 1
+        self.next_row += rows
+        self.next_byte = next_byte
+        self.outputs_written += outputs
+        self.errors += errors
+        self.parts.extend(parts)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"rows_read": self.next_row, "outputs_written": self.outputs_written,
+                "errors": self.errors}
+
+
+def load(s3: Any, bucket: str, prefix: str, job_id: str, input_version: str,
+         chunk_rows: int) -> Checkpoint:
+    """The job's checkpoint, or a fresh one when there is none for this job and input."""
+    try:
+        document: dict[str, Any] = json.loads(
+            s3.get_object(Bucket=bucket, Key=prefix + NAME)["Body"].read())
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+            raise
+        return Checkpoint(job_id, input_version, chunk_rows)
+    checkpoint = Checkpoint(**document)
+    if (checkpoint.job_id, checkpoint.input_version) != (job_id, input_version):
+        return Checkpoint(job_id, input_version, chunk_rows)
+    return checkpoint
+
+
+def save(s3: Any, bucket: str, prefix: str, checkpoint: Checkpoint) -> None:
+    put_json(s3, bucket, prefix + NAME, asdict(checkpoint))

@@ -1,0 +1,136 @@
+"""The jobs table (DynamoDB): one item per job, keyed by job id, holding its state and counts.
+
+States: submitting -> submitted -> running -> succeeded | failed; `submit_failed` when the
+Batch API refused a submission (the retried event may claim it again). The trigger claims a
+job with a conditional put, which is what makes it submit at most one job per object version;
+the runner updates state and counts as it goes, and the jobs API reads an item back.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from batch.aws import resource
+
+SUBMITTING = "submitting"
+SUBMIT_FAILED = "submit_failed"
+SUBMITTED = "submitted"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+COUNTS = ("rows_read", "outputs_written", "errors")
+# A claim lives as long as the invocation that holds it; then a retried event may take it over.
+_CLAIMABLE = ("attribute_not_exists(job_id) OR #s = :submit_failed "
+              "OR (#s = :submitting AND claim_expires_at < :now)")
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; JSON wants int or float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _conditional_failure(error: ClientError) -> bool:
+    return bool(error.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+class JobStore:
+    """Reads and writes job items; every write that could race is conditional."""
+
+    def __init__(self, table_name: str, table: Any = None) -> None:
+        self.table = table if table is not None else resource("dynamodb").Table(table_name)
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return _plain(item) if item else None
+
+    def claim(self, item: dict[str, Any], token: str, expires_at: float) -> bool:
+        """Write `item` as `submitting`, owned by `token`, unless someone else owns the job."""
+        now = time.time()
+        record = {**item, "status": SUBMITTING, "claim_token": token,
+                  "claim_expires_at": Decimal(str(round(expires_at, 3))),
+                  "updated_at": Decimal(str(round(now, 3)))}
+        return self._put(record, _CLAIMABLE, {":submit_failed": SUBMIT_FAILED,
+                                              ":submitting": SUBMITTING,
+                                              ":now": Decimal(str(round(now, 3)))})
+
+    def release(self, item: dict[str, Any], token: str, status: str, **fields: Any) -> bool:
+        """Move a job this token claimed to `status` (submitted, submit_failed, failed).
+
+        False when the job moved on without us (the runner already started it): not an error.
+        """
+        record = {**item, **fields, "status": status, "updated_at": _now()}
+        record.pop("claim_token", None)
+        record.pop("claim_expires_at", None)
+        return self._put(record, "#s = :submitting AND claim_token = :token",
+                         {":submitting": SUBMITTING, ":token": token})
+
+    def reject(self, item: dict[str, Any], reason: str) -> bool:
+        """Record an upload that cannot run (unknown model, empty file) as failed, once."""
+        record = {**item, "status": FAILED, "reason": reason, "updated_at": _now()}
+        return self._put(record, "attribute_not_exists(job_id)", None)
+
+    def update(self, job_id: str, status: str | None = None, fields: dict[str, Any] | None = None,
+               increment_attempts: bool = False, remove: tuple[str, ...] = ()) -> None:
+        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes."""
+        values: dict[str, Any] = {":updated_at": _now()}
+        names: dict[str, str] = {}
+        sets = ["updated_at = :updated_at"]
+        if status is not None:
+            sets.append("#s = :status")
+            names["#s"] = "status"
+            values[":status"] = status
+        for index, (name, value) in enumerate((fields or {}).items()):
+            names[f"#f{index}"] = name
+            values[f":f{index}"] = _number(value)
+            sets.append(f"#f{index} = :f{index}")
+        expression = "SET " + ", ".join(sets)
+        if increment_attempts:
+            expression += " ADD attempts :one"
+            values[":one"] = 1
+        for index, name in enumerate(remove):
+            names[f"#r{index}"] = name
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        kwargs: dict[str, Any] = {"Key": {"job_id": job_id}, "UpdateExpression": expression,
+                                  "ExpressionAttributeValues": values}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        self.table.update_item(**kwargs)
+
+    def _put(self, record: dict[str, Any], condition: str, values: dict[str, Any] | None) -> bool:
+        kwargs: dict[str, Any] = {"Item": {k: _number(v) for k, v in record.items()},
+                                  "ConditionExpression": condition}
+        if "#s" in condition:
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.table.put_item(**kwargs)
+        except ClientError as error:
+            if _conditional_failure(error):
+                return False
+            raise
+        return True
+
+
+def _now() -> Decimal:
+    return Decimal(str(round(time.time(), 3)))
+
+
+def _number(value: Any) -> Any:
+    """DynamoDB takes Decimal, not float."""
+    if isinstance(value, float):
+        return Decimal(str(round(value, 6)))
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,212 @@
+"""`make batch-local`: the whole event-driven loop on this machine, no AWS and no Docker.
+
+A moto server on 127.0.0.1 plays S3 and DynamoDB. The input is uploaded to
+`batch/input/<model>/<job>.<ext>`, the REAL trigger handler (functions/batch_trigger/app.py)
+gets the EventBridge "Object Created" event for that object version (the shape of
+events/batch/object-created.json), its local submitter starts the runner as a child process
+(retrying it as Batch's retry strategy would), the REAL jobs handler answers
+`GET /v2/batch/jobs/{job_id}` at the end, and the output is downloaded: the parts of a JSON
+Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per model output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from moto.server import ThreadedMotoServer
+
+from batch import submit
+from batch.aws import client
+from batch.keys import INPUT_PREFIX, InputObject, parse_key
+
+LOG = logging.getLogger("batch.local")
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events" / "batch"
+BUCKET = "local-model-api-batch"
+TABLE = "local-model-api-batch-jobs"
+REGION = "us-east-1"
+
+
+@dataclass
+class LocalContext:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name: str
+    aws_request_id: str
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local"
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+class LocalCloud:
+    """A moto server for S3 and DynamoDB, and the environment that points boto3 at it."""
+
+    def __init__(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def __enter__(self) -> LocalCloud:
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": REGION})
+        os.environ.pop("AWS_PROFILE", None)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.stop()
+
+
+def create_resources(bucket: str = BUCKET, table: str = TABLE) -> None:
+    """The bucket (versioned, as in the template) and the jobs table."""
+    s3 = client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client("dynamodb").create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}])
+
+
+def upload(path: Path, bucket: str, key: str) -> dict[str, Any]:
+    """Upload `path` and return the S3 "Object Created" event EventBridge would deliver."""
+    s3 = client("s3")
+    s3.upload_file(str(path), bucket, key)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return object_created_event(bucket, key, int(head["ContentLength"]),
+                                head["ETag"].strip('"'), head.get("VersionId") or "null")
+
+
+def object_created_event(bucket: str, key: str, size: int, etag: str, version_id: str
+                         ) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / "object-created.json").read_text())
+    event.update(id=str(uuid.uuid4()), region=REGION,
+                 time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 resources=[f"arn:aws:s3:::{bucket}"])
+    event["detail"]["bucket"]["name"] = bucket
+    event["detail"]["object"].update({"key": key, "size": size, "etag": etag,
+                                      "version-id": version_id,
+                                      "sequencer": f"{time.time_ns():020X}"})
+    return event
+
+
+def load_handler(function: str) -> ModuleType:
+    """Import functions/<function>/app.py as Lambda would (its module-scope init runs now)."""
+    path = ROOT / "functions" / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{function}_app", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TABLE
+                        ) -> dict[str, str]:
+    """What the template gives the trigger, with the local submitter instead of Batch's."""
+    models = sorted(p.parent.parent.name for p in models_dir.glob("*/*/manifest.json"))
+    return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, "BATCH_MODELS": ",".join(models),
+            "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
+            "BATCH_LOCAL_PYTHONPATH": os.pathsep.join(
+                [str(ROOT), str(ROOT / "layers" / "serving" / "python")]),
+            "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "ServerlessModelApiLocal"}
+
+
+def get_job(job_id: str) -> tuple[int, dict[str, Any]]:
+    """GET /v2/batch/jobs/{job_id} through the real jobs handler."""
+    event = json.loads((EVENTS / "get-job.json").read_text())
+    event["path"] = f"/v2/batch/jobs/{job_id}"
+    event["pathParameters"] = {"job_id": job_id}
+    jobs = load_handler("batch_jobs")
+    answer = jobs.lambda_handler(event, LocalContext("batch-jobs", str(uuid.uuid4())))
+    return int(answer["statusCode"]), json.loads(answer["body"])
+
+
+def download(obj: InputObject, output: Path) -> list[Path]:
+    """The job's outputs, as listed by its completion marker."""
+    s3 = client("s3")
+    marker = json.loads(s3.get_object(Bucket=obj.bucket,
+                                      Key=obj.output_prefix + "_SUCCESS.json")["Body"].read())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if obj.format == "jsonl":
+        with output.open("wb") as sink:
+            for part in marker["parts"]:
+                body = s3.get_object(Bucket=obj.bucket, Key=obj.output_prefix + part)["Body"]
+                shutil.copyfileobj(body, sink)
+        return [output]
+    written = []
+    for name in marker["outputs"]:
+        target = output.with_name(f"{output.stem}.{name}.npy")
+        s3.download_file(obj.bucket, f"{obj.output_prefix}{name}.npy", str(target))
+        written.append(target)
+    return written
+
+
+def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
+             job: str | None = None) -> dict[str, Any]:
+    """Upload, trigger, run, download; the job record as the jobs API returns it."""
+    extension = input_path.suffix.lstrip(".")
+    name = job or re.sub(r"[^A-Za-z0-9_.-]", "-", input_path.stem).lstrip("._-") or "job"
+    key = f"{INPUT_PREFIX}{model}/{name}.{extension}"
+    started = time.monotonic()
+    event = upload(input_path, BUCKET, key)
+    obj = parse_key(BUCKET, key, event["detail"]["object"]["version-id"])
+    LOG.info("uploaded s3://%s/%s (version %s); job %s", BUCKET, key, obj.version_id, obj.job_id)
+    trigger = load_handler("batch_trigger")
+    outcome = trigger.lambda_handler(event, LocalContext("batch-trigger", str(uuid.uuid4())))
+    LOG.info("trigger: %s", outcome)
+    submitter = submit.from_environment()
+    if outcome["status"] == "submitted" and isinstance(submitter, submit.LocalSubmitter):
+        LOG.info("runner attempts ended with %s", submitter.wait(obj.job_id))
+    status, record = get_job(obj.job_id)
+    if status == 200 and record.get("status") == "succeeded":
+        files = download(obj, output)
+        LOG.info("wrote %s", ", ".join(map(str, files)))
+    seconds = time.monotonic() - started
+    rows = int(record.get("rows_read", 0))
+    return {"job": record, "seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds) if seconds else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batch.local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--input", type=Path, required=True, help=".jsonl or .npy file")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
+    parser.add_argument("--job", help="job name in the key (default: the input file's stem)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
+    if args.input.suffix not in (".jsonl", ".npy"):
+        parser.error("--input must be a .jsonl or .npy file")
+    with LocalCloud():
+        create_resources()
+        os.environ.update(trigger_environment(args.models_dir.resolve()))
+        result = run_loop(args.model, args.input, args.output, args.models_dir, args.job)
+    print(json.dumps(result, indent=1))
+    return 0 if result["job"].get("status") == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Reading an input object from S3 a piece at a time, so memory stays bounded by the chunk.
+
+JSON Lines are streamed from a byte offset (a ranged GET) and split on b"\\n" with the offset
+after every line, which is what a checkpoint records; a dropped connection mid-stream reopens
+the range where it stopped. A .npy file is read by row ranges after its header.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import BotoCoreError
+
+LOG = logging.getLogger(__name__)
+BLOCK = 1 << 20
+STREAM_ATTEMPTS = 5
+NPY_HEADER_PREFETCH = 1 << 16
+
+
+class InputError(ValueError):
+    """The input object cannot be read as the format its key names."""
+
+
+@dataclass(frozen=True)
+class S3Object:
+    s3: Any
+    bucket: str
+    key: str
+    version_id: str
+
+    def get(self, byte_range: str | None = None) -> Any:
+        """The streaming body of this object version (optionally a `bytes=a-b` range)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version_id != "null":
+            kwargs["VersionId"] = self.version_id
+        if byte_range:
+            kwargs["Range"] = byte_range
+        return self.s3.get_object(**kwargs)["Body"]
+
+    def head(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version_id != "null":
+            kwargs["VersionId"] = self.version_id
+        return dict(self.s3.head_object(**kwargs))
+
+
+def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes, int]]:
+    """(line without its newline, byte offset just past it) for every line from `start`."""
+    position = start  # bytes of the object consumed from the stream so far
+    pending = b""
+    failures = 0
+    while position < size:
+        try:
+            body = source.get(f"bytes={position}-")
+            while block := body.read(BLOCK):
+                position += len(block)
+                pending += block
+                end_of_last = pending.rfind(b"\n")
+                if end_of_last < 0:
+                    continue
+                offset = position - len(pending)
+                complete, pending = pending[:end_of_last + 1], pending[end_of_last + 1:]
+                for line in complete.split(b"\n")[:-1]:
+                    offset += len(line) + 1
+                    yield line.rstrip(b"\r"), offset
+            failures = 0
+        except BotoCoreError as error:  # the stream broke; botocore retried the GET itself
+            failures += 1
+            if failures >= STREAM_ATTEMPTS:
+                raise
+            LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", source.bucket,
+                        source.key, position, error)
+            time.sleep(min(2.0**failures, 30.0))
+    if pending:
+        yield pending.rstrip(b"\r"), position
+
+
+@dataclass(frozen=True)
+class NpyLayout:
+    """Where the rows of a C-ordered .npy file lie."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+
+def npy_layout(source: S3Object, size: int) -> NpyLayout:
+    """Parse the header of a .npy object (one small ranged GET)."""
+    head = source.get(f"bytes=0-{min(size, NPY_HEADER_PREFETCH) - 1}").read()
+    stream = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+    except ValueError as error:
+        raise InputError(f"not a .npy file: {error}") from None
+    if fortran_order or dtype.hasobject or not shape:
+        raise InputError(".npy input must be a C-ordered numeric array with a batch dimension, "
+                         f"got shape {shape}, dtype {dtype}, fortran_order {fortran_order}")
+    layout = NpyLayout(tuple(shape), dtype, stream.tell())
+    if layout.data_offset + shape[0] * layout.row_bytes != size:
+        raise InputError(f".npy header says {shape} of {dtype} but the object is {size} bytes")
+    return layout
+
+
+def read_rows(source: S3Object, layout: NpyLayout, first: int, stop: int) -> np.ndarray:
+    """Rows [first, stop) of a .npy object."""
+    start = layout.data_offset + first * layout.row_bytes
+    end = layout.data_offset + stop * layout.row_bytes
+    data = source.get(f"bytes={start}-{end - 1}").read()
+    return np.frombuffer(data, dtype=layout.dtype).reshape((stop - first, *layout.shape[1:]))

@@ -1,0 +1,102 @@
+"""Starting a job: on AWS Batch in the cloud, as a local process in `make batch-local`.
+
+Both submitters take the same `InputObject` and hand the runner the same environment, so the
+trigger cannot tell them apart; `BATCH_SUBMITTER` (batch | local) picks one. The local one also
+plays the part of the job definition's retry strategy: a runner that dies (kill -9, crash) is
+started again, up to `BATCH_LOCAL_ATTEMPTS` attempts, and resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from typing import Any, Protocol
+
+from batch.aws import client
+from batch.keys import InputObject
+
+LOG = logging.getLogger(__name__)
+PERMANENT_EXIT = 2  # the runner's exit code for inputs that no retry can fix
+
+
+def runner_environment(obj: InputObject) -> dict[str, str]:
+    """What the runner reads to know its job (the container's environment on Batch)."""
+    return {"BATCH_INPUT_BUCKET": obj.bucket, "BATCH_INPUT_KEY": obj.key,
+            "BATCH_INPUT_VERSION": obj.version_id, "BATCH_JOB_ID": obj.job_id}
+
+
+class Submitter(Protocol):
+    def submit(self, obj: InputObject) -> str:
+        """Start the job for `obj`; returns the id the compute side gave it."""
+        ...
+
+
+class BatchSubmitter:
+    """SubmitJob on the stack's job queue and GPU job definition."""
+
+    def __init__(self, queue: str, definition: str, batch: Any = None) -> None:
+        self.queue, self.definition = queue, definition
+        self.batch = batch if batch is not None else client("batch")
+
+    def submit(self, obj: InputObject) -> str:
+        environment = [{"name": k, "value": v} for k, v in runner_environment(obj).items()]
+        response = self.batch.submit_job(
+            jobName=re.sub(r"[^A-Za-z0-9_-]", "_", obj.job_id)[:128],
+            jobQueue=self.queue, jobDefinition=self.definition,
+            containerOverrides={"environment": environment})
+        return str(response["jobId"])
+
+
+class LocalSubmitter:
+    """Runs `python -m batch.runner` as a child process, retrying as Batch would."""
+
+    def __init__(self, attempts: int = 3) -> None:
+        self.attempts = attempts
+        self._threads: dict[str, threading.Thread] = {}
+        self.exit_codes: dict[str, list[int]] = {}
+
+    def submit(self, obj: InputObject) -> str:
+        env = {**os.environ, **runner_environment(obj)}
+        if os.environ.get("BATCH_LOCAL_PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["BATCH_LOCAL_PYTHONPATH"]
+        self.exit_codes[obj.job_id] = []
+        thread = threading.Thread(target=self._attempts, args=(obj.job_id, env),
+                                  name=f"job-{obj.job_id}", daemon=True)
+        self._threads[obj.job_id] = thread
+        thread.start()
+        return f"local-{obj.job_id}"
+
+    def wait(self, job_id: str, timeout: float | None = None) -> list[int]:
+        """Block until the job's last attempt ended; the exit code of each attempt."""
+        self._threads[job_id].join(timeout)
+        return self.exit_codes[job_id]
+
+    def _attempts(self, job_id: str, env: dict[str, str]) -> None:
+        for attempt in range(1, self.attempts + 1):
+            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env)
+            LOG.info("job %s attempt %d: runner pid %d", job_id, attempt, process.pid)
+            code = process.wait()
+            self.exit_codes[job_id].append(code)
+            if code in (0, PERMANENT_EXIT):
+                return
+            LOG.warning("job %s attempt %d ended with %d; retrying", job_id, attempt, code)
+
+
+_local: LocalSubmitter | None = None
+
+
+def from_environment() -> Submitter:
+    """The submitter `BATCH_SUBMITTER` names; the local one is shared by the whole process."""
+    global _local
+    kind = os.environ.get("BATCH_SUBMITTER", "batch")
+    if kind == "local":
+        if _local is None:
+            _local = LocalSubmitter(int(os.environ.get("BATCH_LOCAL_ATTEMPTS", "3")))
+        return _local
+    if kind != "batch":
+        raise ValueError(f"BATCH_SUBMITTER must be 'batch' or 'local', not {kind!r}")
+    return BatchSubmitter(os.environ["BATCH_JOB_QUEUE"], os.environ["BATCH_JOB_DEFINITION"])

@@ -1,0 +1,102 @@
+"""What the trigger function does with one S3 "Object Created" event (no Powertools here).
+
+It validates the key, the model and the object's size, then claims the job id derived from
+the object version with a conditional put and only then submits: a duplicate or retried event
+finds the claim (or the submitted job) and submits nothing. A claim held by an invocation that
+died expires with that invocation, so the retried event can take it over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
+
+from batch.jobs import SUBMIT_FAILED, SUBMITTED, JobStore
+from batch.keys import InputObject, InvalidKey, parse_key
+from batch.submit import Submitter
+
+LOG = logging.getLogger(__name__)
+DEFAULT_MAX_BYTES = 100 * 1024**3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The trigger's environment, read once at cold start."""
+
+    models: frozenset[str]
+    max_bytes: int
+    bucket: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        models = frozenset(m.strip() for m in os.environ.get("BATCH_MODELS", "").split(",")
+                           if m.strip())
+        if not models:
+            raise ValueError("BATCH_MODELS must list the served models (comma-separated)")
+        return cls(models=models,
+                   max_bytes=int(os.environ.get("BATCH_MAX_INPUT_BYTES", DEFAULT_MAX_BYTES)),
+                   bucket=os.environ.get("BATCH_BUCKET") or None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # submitted | duplicate | rejected
+    job_id: str | None = None
+    reason: str | None = None
+    batch_job_id: str | None = None
+
+
+def job_item(obj: InputObject, size: int, etag: str) -> dict[str, Any]:
+    return {"job_id": obj.job_id, "model": obj.model, "job": obj.job, "format": obj.format,
+            "input": {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
+                      "size": size, "etag": etag},
+            "output_prefix": f"s3://{obj.bucket}/{obj.output_prefix}",
+            "submitted_at": round(time.time(), 3)}
+
+
+def refusal(obj: InputObject, size: int, settings: Settings) -> str | None:
+    """Why this upload cannot run, or None."""
+    if obj.model not in settings.models:
+        return (f"unknown model {obj.model!r}; batch jobs run the served models: "
+                f"{', '.join(sorted(settings.models))}")
+    if size <= 0:
+        return "the input object is empty"
+    if size > settings.max_bytes:
+        return f"the input object is {size} bytes; the limit is {settings.max_bytes} bytes"
+    return None
+
+
+def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Submitter,
+           settings: Settings, token: str, claim_expires_at: float) -> Outcome:
+    """Submit the job for the object an EventBridge S3 "Object Created" event names, once."""
+    bucket = event.detail.bucket.name
+    s3_object = event.detail.object
+    if settings.bucket and bucket != settings.bucket:
+        return Outcome("rejected", reason=f"bucket {bucket!r} is not the batch bucket")
+    try:
+        obj = parse_key(bucket, s3_object.key, s3_object.get("version-id") or "")
+    except InvalidKey as error:
+        return Outcome("rejected", reason=str(error))
+    size = s3_object.size or 0
+    item = job_item(obj, size, s3_object.etag)
+    reason = refusal(obj, size, settings)
+    if reason:
+        store.reject(item, reason)
+        return Outcome("rejected", job_id=obj.job_id, reason=reason)
+    if not store.claim(item, token, claim_expires_at):
+        existing = store.get(obj.job_id) or {}
+        return Outcome("duplicate", job_id=obj.job_id, reason=f"job is {existing.get('status')}")
+    try:
+        batch_job_id = submitter.submit(obj)
+    except Exception as error:
+        # Recorded, then raised: the event is retried and, once retries run out, dead-lettered.
+        store.release(item, token, SUBMIT_FAILED, reason=f"submission failed: {error}")
+        raise
+    if not store.release(item, token, SUBMITTED, batch_job_id=batch_job_id):
+        LOG.info("job %s moved on before it was marked submitted", obj.job_id)
+    return Outcome("submitted", job_id=obj.job_id, batch_job_id=batch_job_id)

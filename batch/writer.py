@@ -1,0 +1,99 @@
+"""Writing outputs to S3: whole part files per chunk, and large files by multipart upload.
+
+A part is written with one PUT, so a retried chunk overwrites its part instead of appending
+to it. The final .npy of each model output is streamed from the parts through a multipart
+upload, holding one part in memory at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+MULTIPART_BYTES = 16 * 1024 * 1024  # S3 wants parts of at least 5 MiB, except the last
+
+
+def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+    put_bytes(s3, bucket, key, json.dumps(document, indent=1).encode(), "application/json")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class MultipartWriter:
+    """A file-like sink that becomes one S3 object; a single PUT when it stays small."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, content_type: str) -> None:
+        self.s3, self.bucket, self.key, self.content_type = s3, bucket, key, content_type
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= MULTIPART_BYTES:
+            self._flush()
+
+    def close(self) -> None:
+        if self.upload_id is None:
+            put_bytes(self.s3, self.bucket, self.key, bytes(self.buffer), self.content_type)
+            return
+        if self.buffer:
+            self._flush()
+        self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                          UploadId=self.upload_id,
+                                          MultipartUpload={"Parts": self.parts})
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                           UploadId=self.upload_id)
+
+    def _flush(self) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.s3.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
+        number = len(self.parts) + 1
+        etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                   PartNumber=number, Body=bytes(self.buffer))["ETag"]
+        self.parts.append({"PartNumber": number, "ETag": etag})
+        self.buffer.clear()
+
+
+def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str) -> tuple[int, ...]:
+    """Write the row-wise concatenation of .npy parts to `key`; returns its shape."""
+    shapes, dtype = [], None
+    for part in part_keys:  # headers first: the final header needs the total row count
+        head = s3.get_object(Bucket=bucket, Key=part, Range="bytes=0-4095")["Body"].read()
+        stream = io.BytesIO(head)
+        np.lib.format.read_magic(stream)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        shapes.append(shape)
+    if dtype is None:
+        raise ValueError("no parts to concatenate")
+    total = (sum(shape[0] for shape in shapes), *shapes[0][1:])
+    writer = MultipartWriter(s3, bucket, key, "application/octet-stream")
+    try:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                     "shape": total})
+        writer.write(header.getvalue())
+        for part in part_keys:
+            data = s3.get_object(Bucket=bucket, Key=part)["Body"].read()
+            writer.write(np.ascontiguousarray(np.load(io.BytesIO(data))).tobytes())
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return total
