@@ -163,7 +163,8 @@ def _flag(answer: dict[str, Any]) -> bool:
 
 def _merged_headers(answer: dict[str, Any]) -> list[tuple[str, str]]:
     """multiValueHeaders, then the `headers` values they do not already hold."""
-    single, multi = answer.get("headers") or {}, answer.get("multiValueHeaders") or {}
+    single, multi = answer.get("headers"), answer.get("multiValueHeaders")
+    single, multi = {} if single is None else single, {} if multi is None else multi
     if not isinstance(single, dict) or not isinstance(multi, dict) or not all(
             isinstance(values, list) for values in multi.values()):
         raise MalformedAnswer("headers must be a map and multiValueHeaders a map of lists")
