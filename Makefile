@@ -78,8 +78,8 @@ $(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(
 validate: setup ## sam validate --lint (cfn-lint included)
 	sam validate --lint
 
-serve: build ## Serve every function of the template on http://127.0.0.1:$(PORT) without Docker
-	$(PY) -m local_api serve --port $(PORT)
+serve: build ## Serve every function of the template on http://127.0.0.1:$(PORT) without Docker (API_KEY=k to require x-api-key)
+	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker)
 	sam local invoke $(FUNCTION) --event $(EVENT)
