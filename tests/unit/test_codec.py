@@ -1,0 +1,447 @@
+"""codec: requests parsed and checked against a manifest, responses encoded, in JSON and binary."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from model_api import limits
+from model_api.binary import HEADER_LENGTH, encode_tensor
+from model_api.codec import (
+    InferRequest,
+    RequestedOutput,
+    decode_request,
+    encode_response,
+    json_depth,
+    response_document,
+)
+from model_api.datatypes import DATATYPES, NUMPY_DTYPES
+from model_api.errors import ModelAPIError
+
+from tests.unit.tiny_models import manifest_of
+
+FEATURES = manifest_of(("x", "FP32", (-1, 3)),
+                       outputs=[("label", "INT64", (-1,)), ("scores", "FP32", (-1, 2))])
+
+# Two rows of values per datatype, as JSON sends them.
+SAMPLES: dict[str, list[Any]] = {
+    "BOOL": [[True, False, True], [False, False, True]],
+    "UINT8": [[0, 1, 255], [7, 8, 9]],
+    "UINT16": [[0, 1, 65535], [7, 8, 9]],
+    "UINT32": [[0, 1, 2**32 - 1], [7, 8, 9]],
+    "UINT64": [[0, 1, 2**64 - 1], [7, 8, 9]],
+    "INT8": [[-128, 0, 127], [7, 8, 9]],
+    "INT16": [[-(2**15), 0, 2**15 - 1], [7, 8, 9]],
+    "INT32": [[-(2**31), 0, 2**31 - 1], [7, 8, 9]],
+    "INT64": [[-(2**63), 0, 2**63 - 1], [7, 8, 9]],
+    "FP16": [[0.5, -2, 65504.0], [1e-3, 0, 3]],
+    "FP32": [[0.1, -2, 3.4e38], [1e-30, 0, 3]],
+    "FP64": [[0.1, -2, 1.7e308], [5e-324, 0, 3]],
+    "BYTES": [["a", "", "naïve ☃"], ["x" * 10, "1", "true"]],
+}
+
+
+def body(*inputs: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps({"inputs": list(inputs), **fields}).encode()
+
+
+def tensor(data: Any, shape: list[int] | None = None, name: str = "x", datatype: str = "FP32",
+           **fields: Any) -> dict[str, Any]:
+    shape = shape if shape is not None else list(np.shape(data))
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data, **fields}
+
+
+def decode(raw: bytes, manifest: Any = FEATURES, headers: dict[str, str] | None = None) -> Any:
+    return decode_request(raw, headers or {}, manifest)
+
+
+def refused(raw: bytes, manifest: Any = FEATURES,
+            headers: dict[str, str] | None = None) -> ModelAPIError:
+    with pytest.raises(ModelAPIError) as caught:
+        decode(raw, manifest, headers)
+    return caught.value
+
+
+def binary_body(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, dict[str, str]]:
+    text = json.dumps(header).encode()
+    return text + b"".join(blobs), {HEADER_LENGTH: str(len(text))}
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def test_a_json_request_becomes_arrays_of_the_manifests_dtype() -> None:
+    request = decode(body(tensor([[1, 2, 3.5], [4, 5, 6]]), id="r1", parameters={"p": 1}))
+    assert request.id == "r1" and request.parameters == {"p": 1} and request.rows == 2
+    array = request.inputs["x"]
+    assert array.dtype == np.float32 and array.shape == (2, 3)
+    assert array.tolist() == [[1, 2, 3.5], [4, 5, 6]]
+    assert request.outputs == (RequestedOutput("label", False), RequestedOutput("scores", False))
+
+
+def test_flat_and_nested_data_are_the_same_tensor() -> None:
+    nested = decode(body(tensor([[1, 2, 3], [4, 5, 6]]))).inputs["x"]
+    flat = decode(body(tensor([1, 2, 3, 4, 5, 6], shape=[2, 3]))).inputs["x"]
+    assert np.array_equal(nested, flat) and flat.shape == (2, 3)
+
+
+def test_outputs_are_chosen_in_order_with_their_binary_flags() -> None:
+    request = decode(body(tensor([[1, 2, 3]]),
+                          outputs=[{"name": "scores", "parameters": {"binary_data": True}},
+                                   {"name": "label"}]))
+    assert request.outputs == (RequestedOutput("scores", True), RequestedOutput("label", False))
+
+
+def test_binary_data_output_makes_every_output_binary_unless_one_says_otherwise() -> None:
+    request = decode(body(tensor([[1, 2, 3]]), parameters={"binary_data_output": True},
+                          outputs=[{"name": "label", "parameters": {"binary_data": False}},
+                                   {"name": "scores"}]))
+    assert request.outputs == (RequestedOutput("label", False), RequestedOutput("scores", True))
+    everything = decode(body(tensor([[1, 2, 3]]), parameters={"binary_data_output": True}))
+    assert all(output.binary for output in everything.outputs)
+
+
+def test_headers_are_matched_case_insensitively() -> None:
+    rows = np.ones((1, 3), dtype="<f4")
+    raw, headers = binary_body({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                            "parameters": {"binary_data_size": 12}}]},
+                               rows.tobytes())
+    request = decode(raw, headers={HEADER_LENGTH.lower(): headers[HEADER_LENGTH]})
+    assert request.inputs["x"].tolist() == [[1, 1, 1]]
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_every_datatype_round_trips_through_json(datatype: str) -> None:
+    manifest = manifest_of(("x", datatype, (-1, 3)), outputs=[("y", datatype, (-1, 3))])
+    request = decode(body(tensor(SAMPLES[datatype], datatype=datatype)), manifest)
+    array = request.inputs["x"]
+    assert array.dtype == NUMPY_DTYPES[datatype] and array.shape == (2, 3)
+    answer = json.loads(encode_response(manifest, request, {"y": array}).body)
+    (output,) = answer["outputs"]
+    assert output["datatype"] == datatype and output["shape"] == [2, 3]
+    # The answer's numbers read back as the same values of the datatype.
+    expected = np.array(SAMPLES[datatype], dtype=NUMPY_DTYPES[datatype]).ravel()
+    assert np.array_equal(np.array(output["data"], dtype=NUMPY_DTYPES[datatype]), expected)
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_every_datatype_round_trips_through_binary_tensors(datatype: str) -> None:
+    manifest = manifest_of(("x", datatype, (-1, 3)), outputs=[("y", datatype, (-1, 3))])
+    array = np.array(SAMPLES[datatype], dtype=NUMPY_DTYPES[datatype])
+    blob = encode_tensor(array, datatype)
+    raw, headers = binary_body(
+        {"inputs": [{"name": "x", "shape": [2, 3], "datatype": datatype,
+                     "parameters": {"binary_data_size": len(blob)}}],
+         "parameters": {"binary_data_output": True}}, blob)
+    request = decode(raw, manifest, headers)
+    assert np.array_equal(request.inputs["x"], array)
+    result = encode_response(manifest, request, {"y": request.inputs["x"]})
+    assert result.headers["Content-Type"] == "application/octet-stream"
+    length = int(result.headers[HEADER_LENGTH])
+    header = json.loads(result.body[:length])
+    assert header["outputs"] == [{"name": "y", "datatype": datatype, "shape": [2, 3],
+                                  "parameters": {"binary_data_size": len(blob)}}]
+    assert result.body[length:] == blob
+
+
+def test_two_binary_inputs_are_read_in_the_order_of_inputs() -> None:
+    manifest = manifest_of(("a", "FP32", (-1, 2)), ("b", "INT8", (-1, 2)))
+    a, b = np.array([[1.5, 2.5]], "<f4"), np.array([[-1, 1]], "i1")
+    raw, headers = binary_body({"inputs": [
+        {"name": "b", "shape": [1, 2], "datatype": "INT8", "parameters": {"binary_data_size": 2}},
+        {"name": "a", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+    ]}, b.tobytes(), a.tobytes())
+    request = decode(raw, manifest, headers)
+    assert np.array_equal(request.inputs["a"], a) and np.array_equal(request.inputs["b"], b)
+
+
+def test_json_and_binary_inputs_mix_in_one_request() -> None:
+    manifest = manifest_of(("a", "FP32", (-1, 2)), ("b", "BYTES", (-1,)))
+    raw, headers = binary_body({"inputs": [
+        {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+        {"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}},
+    ]}, struct.pack("<I", 2) + b"hi")
+    request = decode(raw, manifest, headers)
+    assert request.inputs["b"].tolist() == ["hi"] and request.rows == 1
+
+
+def test_fp32_answers_read_back_as_the_same_float32() -> None:
+    values = np.array([0.1, 1 / 3, 3.4028235e38, 1.4e-45, -0.0], dtype=np.float32)
+    manifest = manifest_of(("x", "FP32", (-1,)), outputs=[("y", "FP32", (-1,))])
+    request = decode(body(tensor([0.0] * 5)), manifest)
+    document = json.loads(encode_response(manifest, request, {"y": values}).body)
+    assert np.array_equal(np.array(document["outputs"][0]["data"], dtype=np.float32), values)
+
+
+def test_response_document_names_the_model_and_echoes_the_id() -> None:
+    request = decode(body(tensor([[1, 2, 3]]), id="abc",
+                          outputs=[{"name": "label", "parameters": {"binary_data": True}}]))
+    document = response_document(FEATURES, request, {"label": np.array([1], dtype=np.int64)})
+    # response_document always carries data inline: the batch runner writes it as JSON.
+    assert document == {"model_name": "m", "model_version": "1", "id": "abc",
+                        "outputs": [{"name": "label", "datatype": "INT64", "shape": [1],
+                                     "data": [1]}]}
+
+
+def test_a_json_answer_has_no_binary_header_and_no_id_when_none_was_sent() -> None:
+    request = decode(body(tensor([[1, 2, 3]]), outputs=[{"name": "label"}]))
+    result = encode_response(FEATURES, request, {"label": np.array([0], dtype=np.int64)})
+    assert result.headers == {"Content-Type": "application/json"} and result.rows == 1
+    assert json.loads(result.body) == {"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]}
+
+
+def test_a_nan_in_a_json_answer_is_a_server_error_that_says_so() -> None:
+    request = decode(body(tensor([[1, 2, 3]]), outputs=[{"name": "scores"}]))
+    with pytest.raises(ModelAPIError) as caught:
+        encode_response(FEATURES, request, {"scores": np.array([[np.nan, 1]], dtype=np.float32)})
+    assert caught.value.status == 500 and "binary_data" in caught.value.message
+
+
+# --- validation errors ------------------------------------------------------------------------
+
+
+def many(n: int) -> list[float]:
+    return [0.0] * n
+
+
+@pytest.mark.parametrize(("raw", "status", "fragment"), [
+    (b"\xff{}", 400, "UTF-8"),
+    (b"{not json", 400, "not valid JSON"),
+    (b"", 400, "not valid JSON"),
+    (b'{"inputs": [], "inputs": []}', 400, "'inputs' twice"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1, 2]}]}',
+     400, "NaN is not a JSON number"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b"{}", 400, "missing 'inputs'"),
+    (body(tensor([[1, 2, 3]]), extra=1, more=2), 400, "unknown field(s) 'extra', 'more'"),
+    (body(tensor([[1, 2, 3]]), id=7), 400, "'id' must be a string"),
+    (body(tensor([[1, 2, 3]]), parameters=[]), 400, "'parameters' must be an object"),
+    (body(tensor([[1, 2, 3]]), parameters={"binary_data_output": "yes"}), 400, "true or false"),
+    (json.dumps({"inputs": {}}).encode(), 400, "'inputs' must be a list"),
+    (body(), 400, "missing input(s) 'x'"),
+    (body(["x"]), 400, "inputs[0] must be an object"),
+    (body({"name": "x", "shape": [1, 3]}), 400, "inputs[0] is missing 'datatype'"),
+    (body(tensor([[1, 2, 3]], color="red")), 400, "unknown field(s) 'color'"),
+    (body(tensor([[1, 2, 3]], name="z")), 400, "unknown input 'z'; model 'm' takes 'x' (FP32"),
+    (body(tensor([[1, 2, 3]], name=3)), 400, "name must be a string"),
+    (body(tensor([[1, 2, 3]]), tensor([[1, 2, 3]])), 400, "'x' appears twice"),
+    (body(tensor([[1, 2, 3]], datatype="FP64")), 400, "the model takes FP32"),
+    (body(tensor([[1, 2, 3]], datatype="FLOAT")), 400, "the model takes FP32"),
+    (body(tensor([1, 2, 3], shape=[3])), 400, "the model takes [-1, 3]"),
+    (body(tensor([[1, 2]])), 400, "shape [1, 2]"),
+    (body(tensor([], shape=[0, 3])), 400, "-1: any positive size"),
+    (body(tensor([[1, 2, 3]], shape=[1, "3"])), 400, "shape must be a list of integers"),
+    (body(tensor([[1, 2, 3]], shape=[True, 3])), 400, "shape must be a list of integers"),
+    (body({**tensor([[1, 2, 3]]), "shape": None}), 400, "shape must be a list of integers"),
+    (body(tensor("1,2,3", shape=[1, 3])), 400, "data must be a JSON array"),
+    (body(tensor([1, 2, 3, 4], shape=[1, 3])), 400, "4 data elements but shape [1, 3] holds 3"),
+    (body(tensor([[1, 2, 3], [4, 5]], shape=[2, 3])), 400, "nested exactly like shape [2, 3]"),
+    (body(tensor([[1, 2, 3], 4, 5, 6], shape=[2, 3])), 400, "nested exactly like shape"),
+    (body(tensor([[[1], [2], [3]]], shape=[1, 3])), 400, "nested exactly like shape"),
+    (body(tensor([[1, 2, 3, 4, 5, 6]], shape=[2, 3])), 400, "nested exactly like shape"),
+    (body(tensor([1, [2], 3], shape=[1, 3])), 400, "nested exactly like shape"),
+    (body(tensor([[1, "2", 3]])), 400, "element 1 is the string \"2\"; FP32 takes numbers"),
+    (body(tensor([[1, 2, True]])), 400, "element 2 is true; FP32 takes numbers"),
+    (body(tensor([[1, None, 3]])), 400, "element 1 is null"),
+    (body(tensor([[1, {}, 3]])), 400, "element 1 is an object"),
+    (body(tensor([[1, 2, 1e39]])), 400, "element 2 is 1e+39; FP32 takes finite numbers"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 1e400]}]}',
+     400, "element 2 is inf"),
+    (body(tensor([[1, 2, 3]]), outputs=[{"name": "nope"}]), 404,
+     "unknown output 'nope'; model 'm' returns 'label', 'scores'"),
+    (body(tensor([[1, 2, 3]]), outputs={"name": "label"}), 400, "'outputs' must be a list"),
+    (body(tensor([[1, 2, 3]]), outputs=["label"]), 400, "outputs[0] must be an object"),
+    (body(tensor([[1, 2, 3]]), outputs=[{"name": "label"}, {"name": "label"}]), 400,
+     "asked for twice"),
+    (body(tensor([[1, 2, 3]]), outputs=[{"name": "label", "binary": True}]), 400,
+     "unknown field(s) 'binary'"),
+    (body(tensor([[1, 2, 3]]), outputs=[{"name": "label", "parameters": {"classification": 2}}]),
+     400, "classification extension is not supported"),
+    (body(tensor([[1, 2, 3]]), outputs=[{"name": "label", "parameters": {"binary_data": 1}}]),
+     400, "'binary_data' must be true or false"),
+])
+def test_invalid_requests_are_refused_with_what_to_fix(raw: bytes, status: int,
+                                                       fragment: str) -> None:
+    error = refused(raw)
+    assert error.status == status
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize(("datatype", "value", "fragment"), [
+    ("UINT8", 256, "outside UINT8's range 0..255"),
+    ("UINT8", -1, "outside UINT8's range"),
+    ("INT8", -129, "outside INT8's range -128..127"),
+    ("INT64", 2**63, "outside INT64's range"),
+    ("UINT64", 2**64, "outside UINT64's range"),
+    ("INT32", 1.5, "is 1.5; INT32 takes integers"),
+    ("INT32", 2.0, "is 2.0; INT32 takes integers"),
+    ("INT16", True, "is true; INT16 takes integers"),
+    ("BOOL", 1, "is 1; BOOL takes true or false"),
+    ("BOOL", "true", "BOOL takes true or false"),
+    ("FP16", 70000, "FP16 takes finite numbers"),
+    ("FP64", 10**400, "FP64 takes finite numbers"),
+    ("FP64", "1.5", "FP64 takes numbers"),
+    ("BYTES", 1, "is 1; BYTES elements are strings"),
+    ("BYTES", None, "is null; BYTES elements are strings"),
+    ("BYTES", ["a"], "is an array; BYTES elements are strings"),
+])
+def test_each_element_must_be_of_the_datatypes_kind(datatype: str, value: Any,
+                                                     fragment: str) -> None:
+    manifest = manifest_of(("x", datatype, (-1, 2)))
+    good = SAMPLES[datatype][0][0]
+    error = refused(body(tensor([[good, value]], shape=[1, 2], datatype=datatype)), manifest)
+    assert error.status == 400 and fragment in error.message
+
+
+def test_a_lone_surrogate_is_not_a_string_the_model_can_take() -> None:
+    manifest = manifest_of(("x", "BYTES", (-1,)))
+    error = refused(b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", '
+                    b'"data": ["\\ud800"]}]}', manifest)
+    assert error.status == 400 and "not valid Unicode" in error.message
+
+
+def test_inputs_must_share_the_batch_dimension() -> None:
+    manifest = manifest_of(("a", "FP32", (-1, 2)), ("b", "FP32", (-1, 2)))
+    error = refused(body(tensor([[1, 2]], name="a"), tensor([[1, 2], [3, 4]], name="b")), manifest)
+    assert error.status == 400 and "same batch" in error.message and "'b': 2" in error.message
+
+
+def test_a_missing_input_is_named_with_the_signature() -> None:
+    manifest = manifest_of(("a", "FP32", (-1, 2)), ("b", "INT64", (-1, 2)))
+    error = refused(body(tensor([[1, 2]], name="a")), manifest)
+    assert error.status == 400
+    assert error.message == ("missing input(s) 'b'; model 'm' takes 'a' (FP32 [-1, 2]), "
+                             "'b' (INT64 [-1, 2])")
+
+
+# --- binary errors ----------------------------------------------------------------------------
+
+
+def binary_input(size: Any, **fields: Any) -> dict[str, Any]:
+    return {"name": "x", "shape": [1, 3], "datatype": "FP32",
+            "parameters": {"binary_data_size": size}, **fields}
+
+
+@pytest.mark.parametrize(("header", "tail", "fragment"), [
+    ({"inputs": [binary_input(12)]}, b"\0" * 11, "only 11 bytes of binary data are left"),
+    ({"inputs": [binary_input(12)]}, b"\0" * 13, "1 bytes after the JSON header belong to no"),
+    ({"inputs": [binary_input(8)]}, b"\0" * 8, "binary_data_size 8, but shape [1, 3]"),
+    ({"inputs": [binary_input(-1)]}, b"", "binary_data_size must be a byte count"),
+    ({"inputs": [binary_input(True)]}, b"", "binary_data_size must be a byte count"),
+    ({"inputs": [binary_input(12, data=[1, 2, 3])]}, b"\0" * 12, "both 'data' and"),
+    ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32"}]}, b"", "neither 'data' nor"),
+    ({"inputs": [binary_input(12)]}, np.array([1, np.inf, 2], "<f4").tobytes(), "NaN or infinite"),
+])
+def test_binary_requests_must_account_for_every_byte(header: dict[str, Any], tail: bytes,
+                                                     fragment: str) -> None:
+    raw, headers = binary_body(header, tail)
+    error = refused(raw, headers=headers)
+    assert error.status == 400 and fragment in error.message
+
+
+def test_binary_data_without_the_header_length_is_refused() -> None:
+    error = refused(body(binary_input(12)))
+    assert error.status == 400 and HEADER_LENGTH in error.message
+
+
+@pytest.mark.parametrize("length", ["abc", "-3", "0", "999"])
+def test_a_bad_header_length_is_refused(length: str) -> None:
+    error = refused(body(tensor([[1, 2, 3]])), headers={HEADER_LENGTH: length})
+    assert error.status == 400 and HEADER_LENGTH in error.message
+
+
+# --- limits: at the limit is served, over it is refused with the limit in the message ---------
+
+
+def test_request_bytes_at_and_over_the_limit() -> None:
+    text = body(tensor([[1, 2, 3]]))
+    at_limit = text + b" " * (limits.MAX_REQUEST_BYTES - len(text))
+    assert decode(at_limit).rows == 1
+    error = refused(at_limit + b" ")
+    assert error.status == 413 and str(limits.MAX_REQUEST_BYTES) in error.message
+
+
+def test_rows_at_and_over_the_limit() -> None:
+    manifest = manifest_of(("x", "UINT8", (-1,)))
+    at_limit = [0] * limits.MAX_ROWS
+    assert decode(body(tensor(at_limit, datatype="UINT8")), manifest).rows == limits.MAX_ROWS
+    error = refused(body(tensor([*at_limit, 0], datatype="UINT8")), manifest)
+    assert error.status == 413 and f"limit is {limits.MAX_ROWS} rows" in error.message
+
+
+def test_tensor_elements_at_and_over_the_limit() -> None:
+    columns = limits.MAX_TENSOR_ELEMENTS // 1024
+    manifest = manifest_of(("x", "UINT8", (-1, columns)))
+    array = np.zeros((1024, columns), dtype=np.uint8)
+    raw, headers = binary_body({"inputs": [{"name": "x", "shape": [1024, columns],
+                                            "datatype": "UINT8",
+                                            "parameters": {"binary_data_size": array.size}}]},
+                               array.tobytes())
+    assert decode(raw, manifest, headers).inputs["x"].shape == (1024, columns)
+    over, _ = binary_body({"inputs": [{"name": "x", "shape": [1025, columns],
+                                       "datatype": "UINT8", "data": []}]})
+    error = refused(over, manifest)
+    assert error.status == 413 and str(limits.MAX_TENSOR_ELEMENTS) in error.message
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_bytes_elements_at_and_over_the_limit(binary: bool) -> None:
+    manifest = manifest_of(("x", "BYTES", (-1,)))
+
+    def request(text: str) -> tuple[bytes, dict[str, str]]:
+        if not binary:
+            return body(tensor([text], datatype="BYTES")), {}
+        blob = encode_tensor(np.array([text], dtype=object), "BYTES")
+        return binary_body({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES",
+                                        "parameters": {"binary_data_size": len(blob)}}]}, blob)
+
+    # "é" is two bytes in UTF-8: the limit counts bytes, not characters.
+    at_limit = "é" * (limits.MAX_BYTES_ELEMENT // 2)
+    assert decode(*request(at_limit)[:1], manifest, request(at_limit)[1]).inputs["x"][0] == at_limit
+    error = refused(*request(at_limit + "a")[:1], manifest, request(at_limit + "a")[1])
+    assert error.status == 413 and str(limits.MAX_BYTES_ELEMENT) in error.message
+
+
+def nested(depth: int) -> bytes:
+    """A request whose JSON nests `depth` levels (request + inputs list + input + data)."""
+    data = "[" * (depth - 3) + "1" + "]" * (depth - 3)
+    return ('{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": '
+            + data + "}]}").encode()
+
+
+def test_json_depth_at_and_over_the_limit() -> None:
+    manifest = manifest_of(("x", "FP32", (-1,)))
+    assert json_depth(nested(limits.MAX_JSON_DEPTH)) == limits.MAX_JSON_DEPTH
+    # At the limit the document is parsed (and then refused for its nesting, not its depth).
+    assert "nested exactly like" in refused(nested(limits.MAX_JSON_DEPTH), manifest).message
+    error = refused(nested(limits.MAX_JSON_DEPTH + 1), manifest)
+    assert error.status == 400 and f"the limit is {limits.MAX_JSON_DEPTH}" in error.message
+
+
+def test_hostile_nesting_is_refused_before_parsing() -> None:
+    error = refused(b"[" * 1_000_000)
+    assert error.status == 400 and "1000000 levels deep" in error.message
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    (b"{}", 1), (b"1", 0), (b'{"a": [1, {"b": []}]}', 4),
+    (b'{"a": "[[[[{{{{", "b": ["]]]]"]}', 2),
+    (b'{"a": "\\"[[[", "b": "\\\\", "c": [[]]}', 3),
+    (b'{"a\\n[": "\\u005b\\t[", "b": [1]}', 2),
+])
+def test_json_depth_ignores_brackets_inside_strings(text: bytes, depth: int) -> None:
+    assert json.loads(text) is not None
+    assert json_depth(text) == depth
+
+
+def test_an_answer_over_the_response_limit_is_refused() -> None:
+    manifest = manifest_of(("x", "UINT8", (-1,)), outputs=[("y", "FP64", (-1,))])
+    rows = limits.MAX_RESPONSE_BYTES // 8
+    request = InferRequest(None, {}, (RequestedOutput("y", True),), {}, rows)
+    with pytest.raises(ModelAPIError) as caught:
+        encode_response(manifest, request, {"y": np.zeros(rows + 1)})
+    assert caught.value.status == 413 and str(limits.MAX_RESPONSE_BYTES) in caught.value.message
