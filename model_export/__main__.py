@@ -1,7 +1,9 @@
 """`python -m model_export --out build/models`: export every model of models.yaml.
 
 Seed models are trained and exported by their recipe unless their fingerprint shows nothing
-changed; progress says which model, which step and how long it took.
+changed; models added from an .onnx file (source: onnx) are copied again from the file that
+models.yaml records, after checking its sha256. Progress says which model, which step and how
+long it took.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from model_export.fingerprint import fingerprint, is_current
 from model_export.seeds import RECIPES, SHARED_SOURCES
 from model_export.versions import SKLEARN_FRAMEWORKS
 from model_registry import registry
+from model_registry.add import AddError, reimport
 from model_registry.registry import ModelEntry
 
 
@@ -54,6 +57,17 @@ def export_seed(entry: ModelEntry, version: str, out: Path, force: bool) -> None
           f"metrics {manifest['metrics']}", flush=True)
 
 
+def import_added(entry: ModelEntry, out: Path) -> None:
+    started = time.perf_counter()
+    try:
+        written = reimport(entry, out)
+    except AddError as exc:
+        raise SystemExit(f"{entry.name}: {exc}") from exc
+    skipped = [v for v in entry.versions if v not in written]
+    print(f"{entry.name}: imported versions {written or 'none'}, unchanged {skipped or 'none'} "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("build/models"),
@@ -65,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     for entry in registry.load():
         if args.only and entry.name not in args.only:
             continue
+        if entry.source == "onnx":
+            import_added(entry, args.out)
+            continue
         for version in entry.versions:
-            if entry.source == "seed":
-                export_seed(entry, version, args.out, args.force)
+            export_seed(entry, version, args.out, args.force)
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 from model_api.datatypes import ONNX_ELEMENT_TYPES
-from model_api.manifest import Manifest, load_manifest
+from model_api.manifest import Manifest, ManifestError, load_manifest
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -50,8 +50,9 @@ def tensor_spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
                              "of dimensions")
     shape = [dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else -1
              for dim in tensor.shape.dim]
-    if shape:
-        shape[0] = -1  # the first dimension is the batch
+    if not shape:
+        raise SignatureError(f"{value.name!r} is a scalar: the API needs a batch dimension first")
+    shape[0] = -1  # the first dimension is the batch
     return {"name": value.name, "datatype": datatype, "shape": shape}
 
 
@@ -62,6 +63,18 @@ def signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
         "inputs": [tensor_spec(v) for v in model.graph.input if v.name not in initializers],
         "outputs": [tensor_spec(v) for v in model.graph.output],
     }
+
+
+def canonical_bytes(model: onnx.ModelProto) -> bytes:
+    """The serialised model with its opset imports sorted by domain.
+
+    skl2onnx collects the domains in a set, so their order (and the file's sha256) would change
+    from one process to the next; sorted, the same training gives the same bytes.
+    """
+    imports = sorted(model.opset_import, key=lambda opset: opset.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model.SerializeToString()
 
 
 def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> Manifest:
@@ -93,3 +106,13 @@ def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return loaded
+
+
+def read_intact(version_dir: Path) -> Manifest | None:
+    """The manifest of an exported version whose model file matches its sha256, else None."""
+    try:
+        manifest = load_manifest(version_dir / MANIFEST_FILE)
+        model_bytes = (version_dir / manifest.model_file).read_bytes()
+    except (ManifestError, OSError):
+        return None
+    return manifest if sha256_of(model_bytes) == manifest.sha256 else None

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
-from model_export.artifact import write_version
+from model_export.artifact import canonical_bytes, write_version
 from model_export.check import Tolerance, check_graph, compare, session
 
 
@@ -83,5 +83,5 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
         "parity": parity,
     }
     with step("write"):
-        write_version(version_dir, trained.model.SerializeToString(), manifest)
+        write_version(version_dir, canonical_bytes(trained.model), manifest)
     return manifest

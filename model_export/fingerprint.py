@@ -12,9 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from model_api.manifest import ManifestError, load_manifest
-
-from model_export.artifact import MANIFEST_FILE, sha256_of
+from model_export.artifact import read_intact
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -30,10 +28,5 @@ def fingerprint(sources: Iterable[str], frameworks: Mapping[str, str]) -> str:
 
 def is_current(version_dir: Path, wanted: str) -> bool:
     """True when version_dir holds an intact export made with fingerprint `wanted`."""
-    try:
-        manifest = load_manifest(version_dir / MANIFEST_FILE)
-        model_bytes = (version_dir / manifest.model_file).read_bytes()
-    except (ManifestError, OSError):
-        return False
-    recorded = manifest.extra.get("training", {}).get("fingerprint")
-    return recorded == wanted and sha256_of(model_bytes) == manifest.sha256
+    manifest = read_intact(version_dir)
+    return manifest is not None and manifest.extra.get("training", {}).get("fingerprint") == wanted

@@ -1,0 +1,201 @@
+"""Bring your own ONNX: other exporters' files are served, unservable ones refused with a reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from model_api.manifest import load_manifest
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
+from model_registry import add as add_model
+from model_registry import registry
+from model_registry.add import AddError, add, reimport
+from tests.conftest import ROOT
+
+OPSET = [helper.make_opsetid("", 18)]
+
+
+def save_model(path: Path, graph: onnx.GraphProto) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="handmade")
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def handmade(path: Path, scale: float = 2.0) -> Path:
+    """A 3-class scorer built with onnx.helper: symbolic batch and a symbolic feature dim."""
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [1], [scale])
+    return save_model(path, helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["scaled"]),
+         helper.make_node("Softmax", ["scaled"], ["scores"], axis=1),
+         helper.make_node("ArgMax", ["scores"], ["class"], axis=1, keepdims=0)],
+        "handmade",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "classes"])],
+        [helper.make_tensor_value_info("class", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "classes"])],
+        [weights]))
+
+
+def one_op(path: Path, in_type: int, out_type: int, in_shape: list[int | str] | None = None,
+           cast: bool = False) -> Path:
+    """x -> y through one Identity (or a Cast to out_type); in_shape None: unknown rank."""
+    node = (helper.make_node("Cast", ["x"], ["y"], to=out_type) if cast
+            else helper.make_node("Identity", ["x"], ["y"]))
+    return save_model(path, helper.make_graph(
+        [node], "one_op",
+        [helper.make_tensor_value_info("x", in_type, in_shape)],
+        [helper.make_tensor_value_info("y", out_type, in_shape)]))
+
+
+@pytest.fixture
+def registry_path(tmp_path: Path) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text("# header kept\nmodels:\n"
+                    "  - {name: breast-cancer-mlp, source: seed, versions: ['1'], current: '1'}\n")
+    return path
+
+
+def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
+        tmp_path: Path, registry_path: Path) -> None:
+    source = handmade(tmp_path / "scorer.onnx")
+    models = tmp_path / "models"
+    entry = add("hand-scorer", source, labels=["red", "green", "blue"],
+                registry_path=registry_path, models_dir=models)
+
+    manifest = load_manifest(models / "hand-scorer" / "1" / "manifest.json")
+    assert (models / "hand-scorer" / "1" / "model.onnx").read_bytes() == source.read_bytes()
+    assert manifest.sha256 == entry.files["1"]["sha256"]
+    assert [(s.name, s.datatype, s.shape) for s in manifest.inputs] == [("x", "FP32", (-1, -1))]
+    assert [(s.name, s.datatype, s.shape) for s in manifest.outputs] == [
+        ("class", "INT64", (-1,)), ("scores", "FP32", (-1, -1))]
+    assert manifest.labels == ("red", "green", "blue")
+    assert manifest.platform == "onnxruntime_onnx"
+    assert sorted(p.name for p in (models / "hand-scorer" / "1").iterdir()) == [
+        "manifest.json", "model.onnx"]
+
+    saved = registry.load(registry_path)
+    assert registry_path.read_text().startswith("# header kept\n")
+    assert [e.name for e in saved] == ["breast-cancer-mlp", "hand-scorer"]
+    assert saved[1] == entry
+    assert (entry.source, entry.versions, entry.current) == ("onnx", ["1"], "1")
+    assert entry.files["1"]["path"] == str(source)
+
+
+def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
+        tmp_path: Path, registry_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    source = tmp_path / "logreg.onnx"
+    source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
+                               target_opset=18).SerializeToString())
+    add("logreg", source, registry_path=registry_path, models_dir=tmp_path / "models")
+    manifest = load_manifest(tmp_path / "models" / "logreg" / "1" / "manifest.json")
+    assert [(s.name, s.datatype) for s in manifest.outputs] == [
+        ("label", "INT64"), ("probabilities", "FP32")]
+    assert manifest.inputs[0].shape == (-1, 3)
+
+
+def test_a_second_version_is_served_beside_the_first_and_can_become_current(
+        tmp_path: Path, registry_path: Path) -> None:
+    models = tmp_path / "models"
+    add("scorer", handmade(tmp_path / "v1.onnx"), registry_path=registry_path, models_dir=models)
+    entry = add("scorer", handmade(tmp_path / "v2.onnx", scale=3.0),
+                registry_path=registry_path, models_dir=models)
+    assert (entry.versions, entry.current) == (["1", "2"], "1")
+    assert {p.name for p in (models / "scorer").iterdir()} == {"1", "2"}
+    entry = add("scorer", handmade(tmp_path / "v3.onnx", scale=4.0), version="2024-06",
+                make_current=True, registry_path=registry_path, models_dir=models)
+    assert (entry.versions, entry.current) == (["1", "2", "2024-06"], "2024-06")
+    # Adding the same file again under its version changes nothing.
+    again = add("scorer", tmp_path / "v2.onnx", version="2", registry_path=registry_path,
+                models_dir=models)
+    assert again.versions == entry.versions
+
+
+def refusal(tmp_path: Path, registry_path: Path, source: Path, name: str = "mine",
+            **kwargs: Any) -> str:
+    before = registry_path.read_text()
+    with pytest.raises(AddError) as error:
+        add(name, source, registry_path=registry_path, models_dir=tmp_path / "models",
+            **kwargs)
+    assert registry_path.read_text() == before, "a refused model must not be recorded"
+    return str(error.value)
+
+
+def test_files_the_api_cannot_serve_are_refused_with_the_reason(
+        tmp_path: Path, registry_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(handmade(tmp_path / "ok.onnx").read_bytes()[:-37])
+    assert "not a valid ONNX model" in refusal(tmp_path, registry_path, corrupt)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf \xff\x00\x13")
+    assert "not a valid ONNX model" in refusal(tmp_path, registry_path, garbage)
+
+    complex_input = one_op(tmp_path / "complex.onnx", TensorProto.COMPLEX64, TensorProto.COMPLEX64,
+                           ["N", 2])
+    assert "COMPLEX64" in refusal(tmp_path, registry_path, complex_input)
+    bfloat16_output = one_op(tmp_path / "bf16.onnx", TensorProto.FLOAT, TensorProto.BFLOAT16,
+                             ["N", 2], cast=True)
+    assert "BFLOAT16" in refusal(tmp_path, registry_path, bfloat16_output)
+    unknown_rank = one_op(tmp_path / "rank.onnx", TensorProto.FLOAT, TensorProto.FLOAT)
+    assert "rank" in refusal(tmp_path, registry_path, unknown_rank)
+    scalar = one_op(tmp_path / "scalar.onnx", TensorProto.FLOAT, TensorProto.FLOAT, in_shape=[])
+    assert "batch dimension" in refusal(tmp_path, registry_path, scalar)
+
+    x = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
+    zipmap = tmp_path / "zipmap.onnx"  # skl2onnx's default: probabilities as a sequence of maps
+    zipmap.write_bytes(to_onnx(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x[:1],
+                               target_opset=18).SerializeToString())
+    assert "zipmap=False" in refusal(tmp_path, registry_path, zipmap)
+
+
+def test_names_versions_and_labels_that_cannot_be_served_are_refused(
+        tmp_path: Path, registry_path: Path) -> None:
+    source = handmade(tmp_path / "ok.onnx")
+    assert "lower-case" in refusal(tmp_path, registry_path, source, name="My_Model")
+    assert "seed model" in refusal(tmp_path, registry_path, source, name="breast-cancer-mlp")
+    assert "seed model" in refusal(tmp_path, registry_path, source, name="digits-cnn")
+    assert "version" in refusal(tmp_path, registry_path, source, version="../1")
+    assert "distinct" in refusal(tmp_path, registry_path, source, labels=["a", "a"])
+    assert "cannot read" in refusal(tmp_path, registry_path, tmp_path / "missing.onnx")
+    add("mine", source, registry_path=registry_path, models_dir=tmp_path / "models")
+    other = handmade(tmp_path / "other.onnx", scale=5.0)
+    assert "different file" in refusal(tmp_path, registry_path, other, version="1")
+
+
+def test_a_file_under_build_is_refused_because_make_clean_deletes_it(
+        registry_path: Path) -> None:
+    with pytest.raises(AddError, match="under build/"):
+        add_model.recorded_path(ROOT / "build" / "models" / "x.onnx")
+    assert add_model.recorded_path(ROOT / "models" / "x.onnx") == "models/x.onnx"
+
+
+def test_make_models_reimports_added_versions_and_refuses_a_changed_file(
+        tmp_path: Path, registry_path: Path) -> None:
+    source = handmade(tmp_path / "scorer.onnx")
+    entry = add("scorer", source, labels=["a", "b", "c"], registry_path=registry_path,
+                models_dir=tmp_path / "first")
+    clean = tmp_path / "clean"
+    assert reimport(entry, clean) == ["1"]
+    assert reimport(entry, clean) == []  # unchanged: left alone
+    first = json.loads((tmp_path / "first" / "scorer" / "1" / "manifest.json").read_text())
+    assert json.loads((clean / "scorer" / "1" / "manifest.json").read_text()) == first
+    handmade(source, scale=9.0)
+    (clean / "scorer" / "1" / "model.onnx").unlink()
+    with pytest.raises(AddError, match="changed since it was added"):
+        reimport(entry, clean)
+
+
+def test_the_command_line_says_why_it_refuses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01")
+    assert add_model.main(["--name", "breast-cancer-mlp", "--onnx", str(garbage)]) == 2
+    assert "add-model refused: breast-cancer-mlp is a seed model" in capsys.readouterr().err
