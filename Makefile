@@ -64,9 +64,10 @@ template: setup ## Render template.yaml's per-model blocks from models.yaml
 events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
 	$(PY) events/generate.py
 
-add-model: setup ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=1] [LABELS=a,b]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=1] [LABELS=a,b]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)")
+# The seed models are exported first: events/generate.py writes events for every model.
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(CURRENT),--current)
 	$(PY) -m model_registry.template
 	$(PY) events/generate.py
 
