@@ -43,18 +43,23 @@ def camel_name(name: str) -> str:
 
 def check(entry: ModelEntry) -> ModelEntry:
     if not NAME.match(entry.name):
-        raise RegistryError(f"model name {entry.name!r}: use lower-case words joined by hyphens, e.g. my-model-2")
+        raise RegistryError(f"model name {entry.name!r}: use lower-case words joined by "
+                            "hyphens, e.g. my-model-2")
     if entry.source not in ("seed", "onnx"):
-        raise RegistryError(f"{entry.name}: source must be 'seed' or 'onnx', not {entry.source!r}")
+        raise RegistryError(
+            f"{entry.name}: source must be 'seed' or 'onnx', not {entry.source!r}")
     if not entry.versions:
         raise RegistryError(f"{entry.name}: list at least one version")
     for version in entry.versions:
         if not VERSION.match(version):
-            raise RegistryError(f"{entry.name}: version {version!r} must be 1-32 characters of [0-9A-Za-z._-]")
+            raise RegistryError(f"{entry.name}: version {version!r} must be 1-32 characters "
+                                "of [0-9A-Za-z._-]")
     if entry.current not in entry.versions:
-        raise RegistryError(f"{entry.name}: current version {entry.current!r} is not among {entry.versions}")
+        raise RegistryError(f"{entry.name}: current version {entry.current!r} is not among "
+                            f"{entry.versions}")
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):
-        raise RegistryError(f"{entry.name}: every version of an onnx model needs its file and sha256")
+        raise RegistryError(
+            f"{entry.name}: every version of an onnx model needs its file and sha256")
     return entry
 
 
@@ -81,9 +86,11 @@ def load(path: Path = REGISTRY) -> list[ModelEntry]:
 
 def save(entries: list[ModelEntry], path: Path = REGISTRY) -> None:
     """Rewrite the entries of models.yaml, keeping its header comment."""
-    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    header = "".join(line for line in path.read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
     items = []
     for entry in entries:
         item = {k: v for k, v in asdict(check(entry)).items() if v not in (None, {}, [])}
         items.append(item)
-    path.write_text(header + yaml.safe_dump({"models": items}, sort_keys=False, default_flow_style=None))
+    path.write_text(header + yaml.safe_dump({"models": items}, sort_keys=False,
+                                            default_flow_style=None))
