@@ -55,10 +55,36 @@ def error_payload(exc: BaseException, error_type: str | None = None) -> dict[str
             "stackTrace": traceback.format_tb(frames)}
 
 
+class InitError(Exception):
+    """A handler that cannot be loaded, with the error type and message Lambda gives it."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
 def load_handler(handler: str) -> Any:
+    """Import `module.function` as awslambdaric does, with its error types and messages."""
     module_name, _, function_name = handler.rpartition(".")
-    module = importlib.import_module(module_name)
-    return getattr(module, function_name)
+    try:
+        module = importlib.import_module(module_name.replace("/", "."))
+    except ImportError as exc:
+        raise InitError("Runtime.ImportModuleError",
+                        f"Unable to import module '{module_name}': {exc}") from exc
+    except SyntaxError as exc:
+        raise InitError("Runtime.UserCodeSyntaxError",
+                        f"Syntax error in module '{module_name}': {exc}") from exc
+    try:
+        return getattr(module, function_name)
+    except AttributeError:
+        raise InitError("Runtime.HandlerNotFound",
+                        f"Handler '{function_name}' missing on module '{module_name}'") from None
+
+
+def log_error(error: dict[str, Any]) -> None:
+    """An error as Lambda logs it: one [ERROR] line, then the stack trace."""
+    print(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n"
+          "Traceback (most recent call last):\n" + "".join(error["stackTrace"]), file=sys.stderr)
 
 
 def peak_memory_mb() -> int:
@@ -84,8 +110,7 @@ def invoke(handler: Any, request: dict[str, Any]) -> dict[str, Any]:
         result = handler(request["event"], context)
     except Exception as exc:  # any handler error is the invocation's answer
         error = error_payload(exc)
-        print(f"[ERROR] {error['errorType']}: {exc}\nTraceback (most recent call last):\n"
-              + "".join(error["stackTrace"]), file=sys.stderr)
+        log_error(error)
         return {"error": error}
     try:
         return {"result": json.dumps(result)}
@@ -107,8 +132,8 @@ def main(config: dict[str, Any]) -> None:
         handler = load_handler(os.environ["_HANDLER"])
         init_error = None
     except Exception as exc:  # reported as Lambda reports a failed init
-        traceback.print_exc()
-        init_error = error_payload(exc, "Runtime.ImportModuleError")
+        init_error = error_payload(exc, getattr(exc, "error_type", None))
+        log_error(init_error)
     init_ms = (time.perf_counter() - started) * 1000
     send(protocol_out, {"init_ms": init_ms, "error": init_error})
     if init_error:

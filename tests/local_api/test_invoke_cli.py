@@ -44,3 +44,13 @@ def test_an_unknown_function_lists_the_known_ones(tmp_path: Path) -> None:
     done = invoke(tmp_path, "Nope")
     assert done.returncode == 2 and done.stdout == ""
     assert "CounterA" in done.stderr
+
+
+def test_a_handler_that_cannot_be_imported(tmp_path: Path) -> None:
+    write_project(tmp_path)
+    done = invoke(tmp_path, "BrokenFunction")
+    assert done.returncode == 1
+    error = json.loads(done.stdout)
+    assert error["errorType"] == "Runtime.ImportModuleError"
+    assert error["errorMessage"] == ("Unable to import module 'no_such_module': "
+                                     "No module named 'no_such_module'")

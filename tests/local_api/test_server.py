@@ -77,6 +77,7 @@ def test_an_event_over_lambdas_6_mb_is_413(server: Server) -> None:
 
 @pytest.mark.parametrize("params", [
     {"raise": "boom"},                           # handler exception
+    {"exit": "3"},                               # the runtime process dies
     {"bytes": str(5 * 1024 * 1024)},             # base64 answer over Lambda's 6 MB
     {"answer": json.dumps({"body": "no statusCode"})},  # malformed proxy answer
     {"sleep": "2.5"},                            # the function's Timeout (2 s): Lambda's error
@@ -84,6 +85,12 @@ def test_an_event_over_lambdas_6_mb_is_413(server: Server) -> None:
 def test_function_failures_are_the_templates_502(server: Server, params: dict[str, str]) -> None:
     response = server.client.get("/echo", params=params)
     assert response.status_code == 502 and response.json() == {"error": "The function failed"}
+
+
+def test_a_handler_that_cannot_be_imported_is_a_502_every_time(server: Server) -> None:
+    for _ in range(2):  # Lambda retries the init on the next call: it fails again
+        response = server.client.get("/broken")
+        assert response.status_code == 502 and response.json() == {"error": "The function failed"}
 
 
 def test_timeout_kills_the_worker_and_the_next_call_is_a_cold_start(server: Server) -> None:
