@@ -74,7 +74,7 @@ class LocalApi:
             method=request.method, path=request.url.path, headers=list(request.headers.items()),
             query=list(request.query_params.multi_items()), body=b"",
             source_ip=request.client.host if request.client else "127.0.0.1",
-            port=request.url.port or 80,
+            port=request.scope["server"][1] if request.scope.get("server") else 0,
             protocol=f"HTTP/{request.scope.get('http_version', '1.1')}")
         context = {"httpMethod": http.method, "path": f"/{self.spec.stage_name}{http.path}",
                    "stage": self.spec.stage_name, "requestId": request_id,

@@ -166,7 +166,7 @@ class FunctionPool:
             raise RequestTooLarge(f"{len(event_json.encode())} bytes > {REQUEST_LIMIT}")
         request_id = request_id or str(uuid.uuid4())
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await self._start()
+            worker = self._take_idle() or await self._start()
             try:
                 return await worker.invoke(event_json, request_id, self.sandbox.function.timeout)
             finally:
@@ -174,6 +174,15 @@ class FunctionPool:
                     self._idle.append(worker)
                 else:
                     self._all.discard(worker)
+
+    def _take_idle(self) -> Worker | None:
+        """The most recently used idle worker still running (the warmest), if any."""
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            self._all.discard(worker)
+        return None
 
     async def _start(self) -> Worker:
         self._started += 1
