@@ -9,6 +9,7 @@ long it took.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,14 +26,18 @@ from model_registry.registry import ModelEntry
 
 
 def progress(label: str) -> Callable[[str], AbstractContextManager[None]]:
-    """A `step(name)` context manager printing `label: name ... seconds` as each step ends."""
+    """A `step(name)` context manager printing `label: name ... 1.2 s` (or `... failed`)."""
 
     @contextmanager
     def step(name: str) -> Iterator[None]:
-        print(f"{label}: {name} ...", flush=True)
+        print(f"{label}: {name} ...", end="", flush=True)
         started = time.perf_counter()
-        yield
-        print(f"{label}: {name} done in {time.perf_counter() - started:.1f} s", flush=True)
+        try:
+            yield
+        except BaseException:
+            print(" failed", flush=True)
+            raise
+        print(f" {time.perf_counter() - started:.1f} s", flush=True)
 
     return step
 
@@ -68,6 +73,14 @@ def import_added(entry: ModelEntry, out: Path) -> None:
           f"({time.perf_counter() - started:.1f} s)", flush=True)
 
 
+def prune(entry: ModelEntry, out: Path) -> None:
+    """Remove exported versions models.yaml no longer lists: a model layer ships every folder."""
+    for manifest in sorted((out / entry.name).glob("*/manifest.json")):
+        if manifest.parent.name not in entry.versions:
+            shutil.rmtree(manifest.parent)
+            print(f"{entry.name}/{manifest.parent.name}: not in models.yaml, removed", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("build/models"),
@@ -81,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if entry.source == "onnx":
             import_added(entry, args.out)
-            continue
-        for version in entry.versions:
-            export_seed(entry, version, args.out, args.force)
+        else:
+            for version in entry.versions:
+                export_seed(entry, version, args.out, args.force)
+        prune(entry, args.out)
     return 0
 
 

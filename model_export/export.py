@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class Trained:
     seed: int
     frameworks: Mapping[str, str]
     labels: list[str] | None = None
-    extra_training: Mapping[str, Any] = field(default_factory=dict)
 
 
 def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -78,8 +77,7 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
                     "full_dataset": metrics(trained.task, trained.full, on_full)},
         "description": trained.description,
         "training": {"dataset": trained.dataset, "seed": trained.seed,
-                     "frameworks": dict(trained.frameworks), **trained.extra_training,
-                     "fingerprint": fingerprint},
+                     "frameworks": dict(trained.frameworks), "fingerprint": fingerprint},
         "parity": parity,
     }
     with step("write"):

@@ -32,7 +32,7 @@ class AddError(ValueError):
     """The file or the request cannot be served; the message says why."""
 
 
-def inspect(model_bytes: bytes, source: str) -> dict[str, list[dict[str, Any]]]:
+def read_signature(model_bytes: bytes, source: str) -> dict[str, list[dict[str, Any]]]:
     """The manifest signature of a model file, or AddError saying why it cannot be served."""
     try:
         model = onnx.load_from_string(model_bytes)
@@ -73,7 +73,7 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    models_dir: Path) -> None:
     """Check the file and write build/models/<name>/<version>/ with its manifest."""
-    inspect(model_bytes, source)
+    read_signature(model_bytes, source)
     smoke_run(model_bytes, source)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
     if entry.labels:
