@@ -19,7 +19,7 @@ DEFAULT_ATTEMPTS = 8
 
 def retry_config() -> Config:
     attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", DEFAULT_ATTEMPTS))
-    return Config(retries={"max_attempts": attempts, "mode": "standard"},
+    return Config(retries={"total_max_attempts": attempts, "mode": "standard"},
                   connect_timeout=10, read_timeout=60)
 
 

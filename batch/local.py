@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         create_resources()
         os.environ.update(trigger_environment(args.models_dir.resolve()))
         result = run_loop(args.model, args.input, args.output, args.models_dir, args.job)
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result))  # the last line of stdout (the handlers log JSON there too)
     return 0 if result["job"].get("status") == "succeeded" else 1
 
 

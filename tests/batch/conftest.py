@@ -1,0 +1,131 @@
+"""Fixtures of the batch tests: a tiny ONNX model, a moto server on 127.0.0.1, a fresh bucket
+and jobs table per test, and helpers to write inputs and read outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from moto.server import ThreadedMotoServer
+from onnx import TensorProto, helper
+
+from batch.aws import client
+from batch.jobs import JobStore
+from batch.local import create_resources
+
+MODEL = "tiny-classifier"
+FEATURES = 4
+# Fixed weights: the answers are checkable by hand (numpy), independently of the batching.
+WEIGHTS = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 1.0], [0.0, 3.0]], dtype=np.float32)
+BIAS = np.array([0.1, -0.1], dtype=np.float32)
+
+
+def tiny_model(folder: Path) -> Path:
+    """models/<MODEL>/1/{model.onnx, manifest.json}: logits = x W + b, softmax and argmax."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["xw"]),
+         helper.make_node("Add", ["xw", "B"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+         helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0)],
+        "tiny",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor("W", TensorProto.FLOAT, WEIGHTS.shape, WEIGHTS.ravel().tolist()),
+         helper.make_tensor("B", TensorProto.FLOAT, BIAS.shape, BIAS.tolist())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    version = folder / MODEL / "1"
+    version.mkdir(parents=True)
+    data = model.SerializeToString()
+    (version / "model.onnx").write_bytes(data)
+    manifest = {"schema_version": 1, "name": MODEL, "version": "1",
+                "platform": "onnxruntime_onnx", "model_file": "model.onnx",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, FEATURES]}],
+                "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
+                            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
+                "labels": ["no", "yes"], "task": "classification"}
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, probabilities) computed with numpy."""
+    logits = rows.astype(np.float32) @ WEIGHTS + BIAS
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return logits.argmax(axis=1), exp / exp.sum(axis=1, keepdims=True)
+
+
+def request_line(request_id: str, rows: np.ndarray, **extra: Any) -> str:
+    return json.dumps({"id": request_id, **extra, "inputs": [
+        {"name": "features", "shape": list(rows.shape), "datatype": "FP32",
+         "data": rows.ravel().tolist()}]})
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Cloud:
+    """One test's bucket and jobs table on the shared moto server."""
+
+    endpoint: str
+    bucket: str
+    table: str
+
+    @property
+    def s3(self) -> Any:
+        return client("s3")
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.table)
+
+    def put(self, key: str, body: bytes) -> str:
+        """Upload; returns the version id."""
+        return str(self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)["VersionId"])
+
+    def text(self, key: str) -> str:
+        return str(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode())
+
+
+@pytest.fixture
+def cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_MAX_ATTEMPTS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    suffix = uuid.uuid4().hex[:10]
+    found = Cloud(moto_endpoint, f"batch-test-{suffix}", f"jobs-{suffix}")
+    create_resources(found.bucket, found.table)
+    return found
+
+
+def runner_env(cloud: Cloud, models_dir: Path) -> dict[str, str]:
+    """The environment of a runner child process (as the local submitter gives it)."""
+    root = Path(__file__).resolve().parents[2]
+    return {**os.environ, "MODELS_DIR": str(models_dir), "JOBS_TABLE": cloud.table,
+            "PYTHONPATH": os.pathsep.join([str(root), str(root / "layers/serving/python")])}

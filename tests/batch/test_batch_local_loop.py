@@ -1,0 +1,70 @@
+"""`make batch-local`'s loop end to end, as a user runs it: moto server, upload, the real
+trigger handler on the EventBridge event, the runner as a local process, the download."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.batch.conftest import FEATURES, MODEL, expected, request_line
+
+ROOT = Path(__file__).resolve().parents[2]
+RNG = np.random.default_rng(11)
+
+
+def run_local(models_dir: Path, source: Path, output: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
+         "--output", str(output), "--models-dir", str(models_dir)],
+        cwd=ROOT, env={**env, "BATCH_CHUNK_ROWS": "40"}, capture_output=True, text=True,
+        timeout=120)
+
+
+def test_jsonl_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
+    lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(150)]
+    lines[77] = "garbage"
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out" / "answers.jsonl"
+    result = run_local(models_dir, source, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["job"]["status"] == "succeeded"
+    assert (summary["job"]["rows_read"], summary["job"]["errors"]) == (150, 1)
+    assert "trigger: {'status': 'submitted'" in result.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 150
+    assert [r["id"] for r in records] == [f"r{n}" if n != 77 else None for n in range(150)]
+    assert records[77]["line"] == 78 and "error" in records[77]
+
+
+def test_npy_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
+    rows = RNG.normal(size=(90, FEATURES)).astype(np.float32)
+    source = tmp_path / "tensor.npy"
+    np.save(source, rows)
+    result = run_local(models_dir, source, tmp_path / "result.npy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(np.load(tmp_path / "result.label.npy"), labels)
+    np.testing.assert_allclose(np.load(tmp_path / "result.probabilities.npy"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text(request_line("a", np.zeros((1, FEATURES))) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "batch.local", "--model", "no-such-model", "--input",
+         str(source), "--output", str(tmp_path / "out.jsonl"), "--models-dir", str(models_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    job = json.loads(result.stdout.splitlines()[-1])["job"]
+    assert job["status"] == "failed" and "unknown model 'no-such-model'" in job["reason"]
+    assert not (tmp_path / "out.jsonl").exists()

@@ -1,0 +1,97 @@
+"""The Batch section of template.yaml: what issue 4 asks of each resource, least privilege."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from model_registry.registry import load
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    found, errors = decode(str(ROOT / "template.yaml"))
+    assert not errors, errors
+    return dict(found)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return dict(template["Resources"])
+
+
+def statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in function["Properties"]["Policies"] for s in policy["Statement"]]
+
+
+def test_bucket_is_private_encrypted_versioned_tls_only_and_tells_eventbridge(
+        resources: dict[str, Any]) -> None:
+    bucket = resources["BatchBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"] == {
+        "EventBridgeEnabled": True}
+    [deny] = resources["BatchBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_rule_sends_input_uploads_to_the_trigger_with_retries_and_a_dlq(
+        resources: dict[str, Any]) -> None:
+    function = resources["BatchTriggerFunction"]["Properties"]
+    rule = function["Events"]["ObjectCreated"]["Properties"]
+    assert rule["Pattern"]["detail-type"] == ["Object Created"]
+    assert rule["Pattern"]["detail"]["object"]["key"] == [{"prefix": "batch/input/"}]
+    assert rule["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+    assert rule["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    on_failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Destination"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+
+
+def test_trigger_may_only_claim_read_and_submit(resources: dict[str, Any]) -> None:
+    allowed = {a for s in statements(resources["BatchTriggerFunction"]) for a in
+               ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert allowed == {"dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob"}
+    jobs_api = statements(resources["BatchJobsFunction"])
+    assert [s["Action"] for s in jobs_api] == ["dynamodb:GetItem"]
+
+
+def test_runner_role_reads_inputs_writes_outputs_and_updates_jobs(
+        resources: dict[str, Any]) -> None:
+    [policy] = resources["BatchJobRole"]["Properties"]["Policies"]
+    by_sid = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert by_sid["ReadInputs"]["Resource"] == {"Fn::Sub": "${BatchBucket.Arn}/batch/input/*"}
+    assert "s3:PutObject" not in by_sid["ReadInputs"]["Action"]
+    assert by_sid["WriteOutputsAndCheckpoints"]["Resource"] == {
+        "Fn::Sub": "${BatchBucket.Arn}/batch/output/*"}
+    assert set(by_sid["RecordJobState"]["Action"]) == {"dynamodb:UpdateItem", "dynamodb:GetItem"}
+
+
+def test_job_definition_needs_a_gpu_retries_and_times_out(resources: dict[str, Any]) -> None:
+    definition = resources["BatchJobDefinition"]["Properties"]
+    assert {"Type": "GPU", "Value": "1"} in definition["ContainerProperties"][
+        "ResourceRequirements"]
+    assert definition["RetryStrategy"]["Attempts"] >= 2
+    assert definition["Timeout"]["AttemptDurationSeconds"] == {"Ref": "BatchJobTimeout"}
+    environment = {e["Name"]: e["Value"] for e in definition["ContainerProperties"]["Environment"]}
+    assert environment["REQUIRE_GPU"] == "true"
+    compute = resources["BatchComputeEnvironment"]["Properties"]["ComputeResources"]
+    assert compute["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
+
+
+def test_batch_functions_have_log_groups_and_the_jobs_route(resources: dict[str, Any]) -> None:
+    for function in ("BatchTriggerFunction", "BatchJobsFunction"):
+        assert "RetentionInDays" in resources[f"{function}LogGroup"]["Properties"]
+    assert "RetentionInDays" in resources["BatchRunnerLogGroup"]["Properties"]
+    event = resources["BatchJobsFunction"]["Properties"]["Events"]["GetJob"]["Properties"]
+    assert (event["Method"], event["Path"]) == ("GET", "/v2/batch/jobs/{job_id}")
+    assert event["RestApiId"] == {"Ref": "ModelApi"}
+
+
+def test_batch_models_are_registered_models(template: dict[str, Any]) -> None:
+    listed = template["Parameters"]["BatchModels"]["Default"].split(",")
+    assert set(listed) <= {entry.name for entry in load()}

@@ -1,0 +1,223 @@
+"""The trigger: validation, and exactly one job per object version whatever the deliveries."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
+
+from batch import jobs, trigger
+from batch.keys import InputObject, InvalidKey, parse_key
+from batch.local import load_handler, object_created_event
+from tests.batch.conftest import MODEL, Cloud
+from tests.conftest import EVENTS_DIR, LambdaContext
+
+SETTINGS = trigger.Settings(models=frozenset({MODEL}), max_bytes=1000)
+
+
+class RecordingSubmitter:
+    """Stands in for AWS Batch: records each submission (optionally failing the first ones)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.submitted: list[InputObject] = []
+        self.failures = failures
+        self.lock = threading.Lock()
+
+    def submit(self, obj: InputObject) -> str:
+        with self.lock:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("Batch said no")
+            self.submitted.append(obj)
+            return f"batch-{len(self.submitted)}"
+
+
+def event_for(cloud: Cloud, key: str = f"batch/input/{MODEL}/rows.jsonl", size: int = 10,
+              version: str = "v1") -> S3EventBridgeNotificationEvent:
+    raw = object_created_event(cloud.bucket, key, size, "e", version)
+    return S3EventBridgeNotificationEvent(raw)
+
+
+def handle(cloud: Cloud, event: S3EventBridgeNotificationEvent, submitter: RecordingSubmitter,
+           token: str = "req-1", expires_in: float = 30) -> trigger.Outcome:
+    return trigger.handle(event, cloud.store, submitter, SETTINGS, token, time.time() + expires_in)
+
+
+def test_the_sample_event_is_what_eventbridge_delivers() -> None:
+    event = json.loads((EVENTS_DIR / "batch" / "object-created.json").read_text())
+    assert event["source"] == "aws.s3" and event["detail-type"] == "Object Created"
+    assert set(event["detail"]["object"]) == {"key", "size", "etag", "version-id", "sequencer"}
+    parsed = S3EventBridgeNotificationEvent(event)
+    assert parse_key(parsed.detail.bucket.name, parsed.detail.object.key, "v").model
+
+
+@pytest.mark.parametrize("key", [
+    "batch/input/model/job.csv", "batch/input/job.jsonl", "batch/input/a/b/job.jsonl",
+    "other/model/job.jsonl", "batch/input/Bad_Model/job.jsonl", "batch/input/model/.jsonl",
+    "batch/input/model/../x.jsonl"])
+def test_invalid_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKey):
+        parse_key("b", key, "v")
+
+
+def test_job_id_is_one_per_object_version() -> None:
+    first = parse_key("b", f"batch/input/{MODEL}/rows.jsonl", "v1")
+    assert first.job_id == parse_key("b", f"batch/input/{MODEL}/rows.jsonl", "v1").job_id
+    assert first.job_id != parse_key("b", f"batch/input/{MODEL}/rows.jsonl", "v2").job_id
+    assert first.job_id.startswith("rows-") and first.output_prefix.endswith(f"/{first.job_id}/")
+
+
+def test_a_valid_upload_submits_one_job_and_records_it(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter()
+    outcome = handle(cloud, event_for(cloud), submitter)
+    assert outcome.status == "submitted" and outcome.batch_job_id == "batch-1"
+    record = cloud.store.get(outcome.job_id or "")
+    assert record is not None and record["status"] == jobs.SUBMITTED
+    assert record["input"]["version_id"] == "v1" and "claim_token" not in record
+
+
+def test_the_same_event_twice_starts_one_job(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter()
+    event = event_for(cloud)
+    first = handle(cloud, event, submitter, token="req-1")
+    second = handle(cloud, event, submitter, token="req-2")
+    assert (first.status, second.status) == ("submitted", "duplicate")
+    assert len(submitter.submitted) == 1
+
+
+def test_concurrent_deliveries_start_one_job(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter()
+    event = event_for(cloud)
+    outcomes: list[trigger.Outcome] = []
+    threads = [threading.Thread(target=lambda n=n: outcomes.append(
+        handle(cloud, event, submitter, token=f"req-{n}"))) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(o.status for o in outcomes).count("submitted") == 1
+    assert len(submitter.submitted) == 1
+
+
+def test_a_retried_event_after_a_failed_submission_starts_one_job(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter(failures=1)
+    event = event_for(cloud)
+    with pytest.raises(RuntimeError, match="Batch said no"):
+        handle(cloud, event, submitter, token="req-1")
+    job_id = parse_key(cloud.bucket, event.detail.object.key, "v1").job_id
+    record = cloud.store.get(job_id)
+    assert record is not None and record["status"] == jobs.SUBMIT_FAILED
+    assert "Batch said no" in record["reason"]
+    assert handle(cloud, event, submitter, token="req-2").status == "submitted"
+    assert handle(cloud, event, submitter, token="req-3").status == "duplicate"
+    assert len(submitter.submitted) == 1
+
+
+def test_a_claim_of_a_dead_invocation_expires_and_the_retry_takes_it_over(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter()
+    event = event_for(cloud)
+    obj = parse_key(cloud.bucket, event.detail.object.key, "v1")
+    # Given an invocation that claimed the job and died before submitting (claim now expired)
+    assert cloud.store.claim(trigger.job_item(obj, 10, "e"), "dead", time.time() - 1)
+    # When the event is retried, then the job is submitted once
+    assert handle(cloud, event, submitter, token="retry").status == "submitted"
+    assert len(submitter.submitted) == 1
+
+
+def test_a_live_claim_is_not_taken_over(cloud: Cloud) -> None:
+    event = event_for(cloud)
+    obj = parse_key(cloud.bucket, event.detail.object.key, "v1")
+    assert cloud.store.claim(trigger.job_item(obj, 10, "e"), "alive", time.time() + 60)
+    submitter = RecordingSubmitter()
+    assert handle(cloud, event, submitter, token="other").status == "duplicate"
+    assert submitter.submitted == []
+
+
+def test_a_new_version_of_the_same_key_is_a_new_job(cloud: Cloud) -> None:
+    submitter = RecordingSubmitter()
+    assert handle(cloud, event_for(cloud, version="v1"), submitter).status == "submitted"
+    assert handle(cloud, event_for(cloud, version="v2"), submitter).status == "submitted"
+    assert len({obj.job_id for obj in submitter.submitted}) == 2
+
+
+@pytest.mark.parametrize(("key", "size", "reason"), [
+    (f"batch/input/{MODEL}/rows.csv", 10, "must end in .jsonl or .npy"),
+    ("batch/input/no-such-model/rows.jsonl", 10, "unknown model 'no-such-model'"),
+    (f"batch/input/{MODEL}/rows.jsonl", 0, "empty"),
+    (f"batch/input/{MODEL}/rows.jsonl", 1001, "the limit is 1000 bytes"),
+])
+def test_uploads_that_cannot_run_are_refused(cloud: Cloud, key: str, size: int,
+                                             reason: str) -> None:
+    submitter = RecordingSubmitter()
+    outcome = handle(cloud, event_for(cloud, key=key, size=size), submitter)
+    assert outcome.status == "rejected" and reason in (outcome.reason or "")
+    assert submitter.submitted == []
+    if outcome.job_id:  # a well-formed key: the refusal is readable through the jobs API
+        record = cloud.store.get(outcome.job_id)
+        assert record is not None and record["status"] == jobs.FAILED
+
+
+def test_the_handler_submits_once_for_the_sample_event(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> None:
+    # Given the handler's environment, with the real Batch submitter pointed at a fake client
+    for name, value in {"JOBS_TABLE": cloud.table, "BATCH_MODELS": f"{MODEL},other",
+                        "BATCH_BUCKET": cloud.bucket, "BATCH_SUBMITTER": "batch",
+                        "BATCH_JOB_QUEUE": "queue", "BATCH_JOB_DEFINITION": "definition"}.items():
+        monkeypatch.setenv(name, value)
+    app = load_handler("batch_trigger")
+    calls: list[dict[str, Any]] = []
+
+    class FakeBatch:
+        def submit_job(self, **request: Any) -> dict[str, str]:
+            calls.append(request)
+            return {"jobId": "aws-batch-job-1"}
+
+    app.submitter.batch = FakeBatch()
+    event = json.loads((EVENTS_DIR / "batch" / "object-created.json").read_text())
+    event["detail"]["bucket"]["name"] = cloud.bucket
+    event["detail"]["object"]["key"] = f"batch/input/{MODEL}/example.jsonl"
+    # When EventBridge delivers it twice
+    first = app.lambda_handler(event, lambda_context)
+    second = app.lambda_handler(copy.deepcopy(event), lambda_context)
+    # Then one SubmitJob, with the runner's job in its environment
+    assert (first["status"], second["status"]) == ("submitted", "duplicate")
+    assert len(calls) == 1 and calls[0]["jobQueue"] == "queue"
+    environment = {e["name"]: e["value"] for e in calls[0]["containerOverrides"]["environment"]}
+    assert environment["BATCH_JOB_ID"] == first["job_id"]
+    assert environment["BATCH_INPUT_KEY"] == f"batch/input/{MODEL}/example.jsonl"
+
+
+def test_jobs_api_returns_the_record_or_404(cloud: Cloud, monkeypatch: pytest.MonkeyPatch,
+                                            lambda_context: LambdaContext) -> None:
+    monkeypatch.setenv("JOBS_TABLE", cloud.table)
+    handle(cloud, event_for(cloud), RecordingSubmitter())
+    job_id = parse_key(cloud.bucket, f"batch/input/{MODEL}/rows.jsonl", "v1").job_id
+    app = load_handler("batch_jobs")
+    template = json.loads((EVENTS_DIR / "batch" / "get-job.json").read_text())
+
+    def get(job: str) -> tuple[int, dict[str, Any]]:
+        event = {**template, "path": f"/v2/batch/jobs/{job}", "pathParameters": {"job_id": job}}
+        answer = app.lambda_handler(event, lambda_context)
+        return answer["statusCode"], json.loads(answer["body"])
+
+    status, body = get(job_id)
+    assert status == 200 and body["status"] == "submitted" and body["job_id"] == job_id
+    assert "claim_token" not in body
+    assert get("rows-000000000000")[0] == 404
+    status, body = get("not a job")
+    assert status == 404 and "error" in body
+
+
+def test_built_batch_layer_holds_the_lambda_modules() -> None:
+    layer = Path(__file__).resolve().parents[2] / ".aws-sam" / "build" / "BatchLayer"
+    if not layer.exists():
+        pytest.skip("run `make build` (make test does)")
+    names = {p.name for p in (layer / "python" / "batch").glob("*.py")}
+    assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "aws.py"} <= names
+    assert "runner.py" not in names  # numpy/onnxruntime code belongs to the image
