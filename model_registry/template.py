@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from model_registry.registry import REGISTRY, ROOT, ModelEntry, load
 
@@ -49,10 +48,26 @@ def resources(entry: ModelEntry) -> str:
 
   {c}Function:
     Type: AWS::Serverless::Function
+    Metadata:
+      checkov:
+        skip:
+          - id: CKV_AWS_116
+            comment: >-
+              Invoked synchronously by API Gateway only; a DLQ only ever receives
+              asynchronous events.
+          - id: CKV_AWS_115
+            comment: >-
+              Reserved concurrency is opt-in (FunctionReservedConcurrency); new accounts
+              cannot reserve any.
     Properties:
       Description: Open Inference Protocol routes of model {name}.
       CodeUri: functions/inference/
       Handler: app.lambda_handler
+      Role: !GetAtt {c}FunctionRole.Arn
+      LoggingConfig:
+        LogGroup: !Ref {c}FunctionLogGroup
+      ReservedConcurrentExecutions:
+        !If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]
       Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
       AutoPublishAlias: live
       DeploymentPreference:
@@ -69,8 +84,35 @@ def resources(entry: ModelEntry) -> str:
   {c}FunctionLogGroup:
     Type: AWS::Logs::LogGroup
     Properties:
-      LogGroupName: !Sub "/aws/lambda/${{{c}Function}}"
+      LogGroupName: !Sub "/aws/lambda/${{AWS::StackName}}/models/{name}"
       RetentionInDays: !Ref LogRetentionDays
+      KmsKeyId: !If [HasLogKmsKey, !Ref LogKmsKeyArn, !Ref AWS::NoValue]
+
+  {c}FunctionRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Description: Model {name}'s function writes its own logs and traces; no other AWS access.
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{Service: lambda.amazonaws.com}}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: own-logs-and-traces
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: [logs:CreateLogStream, logs:PutLogEvents]
+                Resource: !GetAtt {c}FunctionLogGroup.Arn
+              - Effect: Allow  # X-Ray has no resource-level permissions
+                Action:
+                  - xray:PutTraceSegments
+                  - xray:PutTelemetryRecords
+                  - xray:GetSamplingRules
+                  - xray:GetSamplingTargets
+                Resource: "*"
 
   {c}ErrorsAlarm:
     Type: AWS::CloudWatch::Alarm

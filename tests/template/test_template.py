@@ -17,7 +17,8 @@ from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM
 TEMPLATE = ROOT / "template.yaml"
 MODEL_ROUTES = {
     ("GET", ""), ("GET", "/ready"), ("POST", "/infer"),
-    ("GET", "/versions/{version}"), ("GET", "/versions/{version}/ready"), ("POST", "/versions/{version}/infer"),
+    ("GET", "/versions/{version}"), ("GET", "/versions/{version}/ready"),
+    ("POST", "/versions/{version}/infer"),
 }
 
 
@@ -48,7 +49,8 @@ def test_cfn_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_each_model_has_its_function_layer_and_routes(resources: dict[str, Any], manifests: dict[str, Any]) -> None:
+def test_each_model_has_its_function_layer_and_routes(
+        resources: dict[str, Any], manifests: dict[str, Any]) -> None:
     for name in manifests:
         function = resources[f"{camel(name)}Function"]
         layers = [layer["Ref"] for layer in function["Properties"]["Layers"]]
@@ -64,10 +66,14 @@ def test_server_routes(resources: dict[str, Any]) -> None:
         ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
 
 
-def test_api_requires_a_key_accepts_binary_and_answers_in_the_error_format(resources: dict[str, Any]) -> None:
+def test_api_requires_a_key_or_sigv4_accepts_binary_and_answers_in_the_error_format(
+        resources: dict[str, Any]) -> None:
     api = resources["ModelApi"]["Properties"]
-    assert api["Auth"]["ApiKeyRequired"] is True
-    assert api["Auth"]["UsagePlan"]["Throttle"] and api["Auth"]["UsagePlan"]["Quota"]
+    condition, iam, key = api["Auth"]["Fn::If"]  # ApiAuth: AWS_IAM or API_KEY
+    assert condition == "UseIamAuth"
+    assert iam["DefaultAuthorizer"] == "AWS_IAM"
+    assert key["ApiKeyRequired"] is True
+    assert key["UsagePlan"]["Throttle"] and key["UsagePlan"]["Quota"]
     assert api["BinaryMediaTypes"] == ["*~1*"]
     for kind, response in api["GatewayResponses"].items():
         body = response["ResponseTemplates"]["application/json"]
@@ -79,10 +85,13 @@ def test_api_requires_a_key_accepts_binary_and_answers_in_the_error_format(resou
 
 
 def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
-    functions = [k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
-    for function in functions:
-        group = resources[f"{function}LogGroup"]["Properties"]
-        assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+    functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    for name, function in functions.items():
+        group = resources[f"{name}LogGroup"]["Properties"]
+        # Either the function logs to it explicitly, or it bears Lambda's default name.
+        logging = function["Properties"].get("LoggingConfig", {})
+        assert (logging.get("LogGroup") == {"Ref": f"{name}LogGroup"}
+                or group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"}), name
         assert "RetentionInDays" in group
 
 
@@ -93,7 +102,8 @@ def test_built_model_layers_hold_the_exported_models_unchanged(manifests: dict[s
         folder = build / f"{camel(name)}ModelLayer" / "models" / name / manifest["version"]
         built = json.loads((folder / "manifest.json").read_text())
         assert built == manifest
-        assert hashlib.sha256((folder / built["model_file"]).read_bytes()).hexdigest() == built["sha256"]
+        digest = hashlib.sha256((folder / built["model_file"]).read_bytes()).hexdigest()
+        assert digest == built["sha256"]
 
 
 def test_built_runtime_layer_is_trimmed_and_precompiled() -> None:

@@ -1,0 +1,124 @@
+"""The API part of the stack as CloudFormation deploys it: who may call it, what its functions
+may do, what it logs. Read from the translated template, so SAM's implicit resources count."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.security.conftest import source_template, translate
+
+MODES = ("API_KEY", "AWS_IAM")
+LOGS_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+
+
+def inference_functions() -> list[str]:
+    """The functions running the protocol handler: one per model, and ServerFunction."""
+    return [name for name, r in source_template()["Resources"].items()
+            if r["Type"] == "AWS::Serverless::Function"
+            and r["Properties"].get("CodeUri") == "functions/inference/"]
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_the_inference_functions_are_found() -> None:
+    functions = inference_functions()
+    assert "ServerFunction" in functions and len(functions) >= 2, functions
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inference_functions_may_only_write_their_own_logs_and_traces(mode: str) -> None:
+    resources = translate(ApiAuth=mode)["Resources"]
+    for name in inference_functions():
+        properties = resources[name]["Properties"]
+        role_name = properties["Role"]["Fn::GetAtt"][0]
+        log_group = properties["LoggingConfig"]["LogGroup"]["Ref"]
+        role = resources[role_name]["Properties"]
+        assert not role.get("ManagedPolicyArns"), f"{name}: no managed policy (they are broad)"
+        (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}, name
+        statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        assert all(s["Effect"] == "Allow" for s in statements), name
+        actions = {a for s in statements for a in as_list(s["Action"])}
+        assert actions == LOGS_ACTIONS | XRAY_ACTIONS, f"{name}: {sorted(actions)}"
+        for statement in statements:
+            if set(as_list(statement["Action"])) & LOGS_ACTIONS:
+                assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
+        attached = [p for p, r in resources.items()
+                    if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+                    and {"Ref": role_name} in r["Properties"].get("Roles", [])]
+        assert not attached, f"{name}: policies attached to its role from outside: {attached}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str) -> None:
+    resources = translate(ApiAuth=mode)["Resources"]
+    body = resources["ModelApi"]["Properties"]["Body"]
+    expected = [{"api_key": []}] if mode == "API_KEY" else [{"AWS_IAM": []}]
+    methods = [(path, verb, spec) for path, verbs in body["paths"].items()
+               for verb, spec in verbs.items()]
+    assert len(methods) > 3
+    for path, verb, spec in methods:
+        assert spec.get("security") == expected, f"{verb.upper()} {path}: {spec.get('security')}"
+        # API Gateway invokes through the function's resource policy, never as the caller.
+        assert "credentials" not in spec["x-amazon-apigateway-integration"], path
+    plans = of_type(resources, "AWS::ApiGateway::UsagePlan")
+    keys = of_type(resources, "AWS::ApiGateway::ApiKey")
+    if mode == "API_KEY":
+        (plan,) = plans.values()
+        assert plan["Properties"]["Throttle"] and plan["Properties"]["Quota"]["Period"] == "DAY"
+        assert len(keys) == 1 and of_type(resources, "AWS::ApiGateway::UsagePlanKey")
+    else:
+        assert not plans and not keys
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_stage_throttles_and_writes_json_access_logs_without_bodies(mode: str) -> None:
+    resources = translate(ApiAuth=mode)["Resources"]
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    (settings,) = stage["Properties"]["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert settings["ThrottlingRateLimit"] and settings["ThrottlingBurstLimit"]
+    assert settings["DataTraceEnabled"] is False, "execution logs would hold request bodies"
+    access = stage["Properties"]["AccessLogSetting"]
+    group = access["DestinationArn"]["Fn::GetAtt"][0]
+    assert resources[group]["Properties"]["RetentionInDays"]
+    fields = json.loads(access["Format"])
+    assert {"requestId", "ip", "status", "latency", "apiKeyId"} <= set(fields), fields
+    assert not any("body" in value.lower() for value in fields.values()), fields
+
+
+def test_kms_key_and_reserved_concurrency_reach_every_inference_function_when_set() -> None:
+    default = translate()["Resources"]
+    hardened = translate(LogKmsKeyArn=KMS_KEY, FunctionReservedConcurrency="5")["Resources"]
+    groups = ["ModelApiAccessLogGroup"] + [
+        default[f]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for f in inference_functions()]
+    for group in groups:
+        assert "KmsKeyId" not in default[group]["Properties"], group
+        assert hardened[group]["Properties"]["KmsKeyId"] == KMS_KEY, group
+    for function in inference_functions():
+        assert "ReservedConcurrentExecutions" not in default[function]["Properties"], function
+        assert str(hardened[function]["Properties"]["ReservedConcurrentExecutions"]) == "5"
+
+
+@pytest.mark.parametrize("create", ["true", "false"])
+def test_the_account_logging_role_exists_before_the_stage_logs_and_outlives_the_stack(
+        create: str) -> None:
+    resources = translate(CreateApiGatewayLoggingRole=create)["Resources"]
+    after = resources["ModelApiAccessLogGroup"]["Metadata"]["AfterApiGatewayAccount"]
+    for name in ("ApiGatewayAccount", "ApiGatewayLoggingRole"):
+        assert resources[name]["Condition"] == "CreateApiGatewayLoggingRole"
+        assert resources[name]["DeletionPolicy"] == "Retain", "other APIs may log through it"
+    # A Ref orders the access log group (so the stage) after the account's role is set.
+    assert after == ({"Ref": "ApiGatewayAccount"} if create == "true" else "")
