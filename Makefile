@@ -24,7 +24,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events add-model build validate serve invoke invoke-local test lint deploy clean distclean
+.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,6 +87,15 @@ invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker)
 
 invoke-local: build ## Run FUNCTION on EVENT without Docker, as sam local invoke would
 	$(PY) -m local_api invoke $(FUNCTION) --event $(EVENT)
+
+# ---- batch (issue 4): the event-driven GPU batch loop, run locally over a moto server.
+# BatchLayer is built from batch/, so its sources count for `sam build` too.
+BATCH_SRC   := $(shell find batch -type f -not -path '*/__pycache__/*' 2>/dev/null)
+$(BUILT): $(BATCH_SRC)
+
+batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl
+	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file>"; exit 2; }
+	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)"
 
 lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
 	ruff check .
