@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from typing import Any
 
 import numpy as np
@@ -425,6 +426,15 @@ def test_json_depth_at_and_over_the_limit() -> None:
 def test_hostile_nesting_is_refused_before_parsing() -> None:
     error = refused(b"[" * 1_000_000)
     assert error.status == 400 and "1000000 levels deep" in error.message
+
+
+@pytest.mark.parametrize("tail", [b'"' + b'\\"' * 1_000_000, b'"' * 2_000_000,
+                                  b'"a\\' * 1_000_000])
+def test_unterminated_strings_cannot_make_the_depth_scan_slow(tail: bytes) -> None:
+    started = time.perf_counter()
+    error = refused(b"[" * 40 + tail)
+    assert error.status == 400 and "40 levels deep" in error.message
+    assert time.perf_counter() - started < 1
 
 
 @pytest.mark.parametrize(("text", "depth"), [

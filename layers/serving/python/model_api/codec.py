@@ -110,8 +110,9 @@ def parse_json(raw: bytes) -> Any:
             f"the request JSON is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON, or "
             f"binary tensors after it with the {HEADER_LENGTH} header"
         ) from None
-    depth = json_depth(raw)
-    if depth > MAX_JSON_DEPTH:
+    # A text cannot nest deeper than it has brackets, so most requests skip the scan.
+    may_nest_too_deep = raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+    if may_nest_too_deep and (depth := json_depth(raw)) > MAX_JSON_DEPTH:
         raise BadRequest(
             f"the request JSON nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
         )
@@ -126,7 +127,9 @@ def parse_json(raw: bytes) -> Any:
 _JSON_KEEP = b'[]{}"\\/bfnrtu'
 _DROP_ALL_BUT_KEEP = bytes(c for c in range(256) if c not in _JSON_KEEP)
 _DROP_ALL_BUT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# A string, or an unterminated one up to the end: possessive, and always matching from a quote,
+# so the scan stays linear whatever the text (a backtracking search would be quadratic).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
