@@ -349,7 +349,7 @@ def test_binary_data_without_the_header_length_is_refused() -> None:
     assert error.status == 400 and HEADER_LENGTH in error.message
 
 
-@pytest.mark.parametrize("length", ["abc", "-3", "0", "999"])
+@pytest.mark.parametrize("length", ["abc", "-3", "0", "999", "1" * 5000, "١٢"])
 def test_a_bad_header_length_is_refused(length: str) -> None:
     error = refused(body(tensor([[1, 2, 3]])), headers={HEADER_LENGTH: length})
     assert error.status == 400 and HEADER_LENGTH in error.message
@@ -455,3 +455,16 @@ def test_an_answer_over_the_response_limit_is_refused() -> None:
     with pytest.raises(ModelAPIError) as caught:
         encode_response(manifest, request, {"y": np.zeros(rows + 1)})
     assert caught.value.status == 413 and str(limits.MAX_RESPONSE_BYTES) in caught.value.message
+
+
+@pytest.mark.parametrize("raw", [
+    json.dumps({"inputs": [], **{f"k{i}": 0 for i in range(100_000)}}).encode(),
+    b'{"inputs": [], ' + b", ".join(b'"k%d": 0' % i for i in range(100_000)) + b', "k1": 1}',
+    body(tensor([[1, 2, 3]], name="z" * 1_000_000)),
+    body(tensor([[1, 2, 3]], shape=[1] * 100_000)),
+])
+def test_hostile_requests_get_a_short_message_quickly(raw: bytes) -> None:
+    started = time.perf_counter()
+    error = refused(raw)
+    assert error.status == 400 and len(error.message) < 1000
+    assert time.perf_counter() - started < 1

@@ -26,7 +26,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     text = header_length.strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:  # 19 digits: any int64
         raise BadRequest(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}")
     length = int(text)
     if not 0 < length <= len(body):

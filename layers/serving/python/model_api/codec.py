@@ -149,9 +149,13 @@ def json_depth(raw: bytes) -> int:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
-        keys = [key for key, _ in pairs]
-        duplicate = next(key for key in keys if keys.count(key) > 1)
-        raise BadRequest(f"the request JSON has the key {duplicate!r} twice in one object")
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(
+                    f"the request JSON has the key {_clip(repr(key))} twice in one object"
+                )
+            seen.add(key)
     return document
 
 
@@ -213,7 +217,7 @@ def _outputs(items: Any, manifest: Manifest, binary_default: bool) -> tuple[Requ
             raise BadRequest(f"{where}.name must be a string, got {_describe(name)}")
         if manifest.output(name) is None:
             raise NotFound(
-                f"unknown output {name!r}; model '{manifest.name}' returns "
+                f"unknown output {_clip(repr(name))}; model '{manifest.name}' returns "
                 f"{_quoted(spec.name for spec in manifest.outputs)}"
             )
         if name in requested:
@@ -305,7 +309,8 @@ def _input_spec(where: str, name: Any, manifest: Manifest) -> TensorSpec:
     spec = manifest.input(name)
     if spec is None:
         raise BadRequest(
-            f"unknown input {name!r}; model '{manifest.name}' takes {_signature(manifest.inputs)}"
+            f"unknown input {_clip(repr(name))}; model '{manifest.name}' takes "
+            f"{_signature(manifest.inputs)}"
         )
     return spec
 
@@ -322,8 +327,8 @@ def _shape(spec: TensorSpec, value: Any) -> tuple[int, ...]:
     )
     if not fits:
         raise BadRequest(
-            f"input {spec.name!r} has shape {value}; the model takes {list(spec.shape)} "
-            "(-1: any positive size)"
+            f"input {spec.name!r} has shape {_clip(str(value))}; the model takes "
+            f"{list(spec.shape)} (-1: any positive size)"
         )
     if value[0] > MAX_ROWS:
         raise TooLarge(
@@ -548,7 +553,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return "the string " + _clip(json.dumps(value))
+        return "the string " + _clip(json.dumps(value[:41]))
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):
@@ -560,8 +565,11 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _quoted(names: Iterable[str]) -> str:
-    return ", ".join(f"'{name}'" for name in names)
+def _quoted(names: Iterable[str], most: int = 10) -> str:
+    """'a', 'b', ... for a message: names clipped, and no more than `most` of them."""
+    listed = list(names)
+    shown = ", ".join(f"'{_clip(name)}'" for name in listed[:most])
+    return shown + (f" and {len(listed) - most} more" if len(listed) > most else "")
 
 
 def _signature(specs: Sequence[TensorSpec]) -> str:
