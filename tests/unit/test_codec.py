@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from model_api import limits
 from model_api.binary import HEADER_LENGTH, encode_tensor
 from model_api.codec import (
@@ -468,3 +471,35 @@ def test_hostile_requests_get_a_short_message_quickly(raw: bytes) -> None:
     error = refused(raw)
     assert error.status == 400 and len(error.message) < 1000
     assert time.perf_counter() - started < 1
+
+
+# --- properties -------------------------------------------------------------------------------
+
+NUMERIC = [datatype for datatype in DATATYPES if datatype != "BYTES"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), datatype=st.sampled_from(NUMERIC), binary=st.booleans())
+def test_any_answer_read_back_as_a_request_gives_the_same_tensor(data: st.DataObject,
+                                                                 datatype: str,
+                                                                 binary: bool) -> None:
+    # Given any finite tensor of the datatype, answered as JSON or binary
+    dtype = NUMPY_DTYPES[datatype]
+    array = data.draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+                                 elements=hnp.from_dtype(dtype, allow_nan=False,
+                                                         allow_infinity=False)))
+    shape = (-1,) * array.ndim
+    manifest = manifest_of(("x", datatype, shape), outputs=[("x", datatype, shape)])
+    request = InferRequest(None, {}, (RequestedOutput("x", binary),), {}, array.shape[0])
+    result = encode_response(manifest, request, {"x": array})
+    # When the answer is sent back as a request
+    if binary:
+        length = int(result.headers[HEADER_LENGTH])
+        outputs = json.loads(result.body[:length])["outputs"]
+        raw, headers = binary_body({"inputs": outputs}, result.body[length:])
+    else:
+        raw, headers = body(*json.loads(result.body)["outputs"]), {}
+    # Then it decodes to the very same values
+    decoded = decode(raw, manifest, headers).inputs["x"]
+    assert decoded.dtype == dtype and decoded.shape == array.shape
+    assert np.array_equal(decoded, array)
