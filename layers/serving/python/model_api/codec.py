@@ -1,4 +1,4 @@
-"""Open Inference Protocol inference requests and responses <-> numpy, checked by the manifest.
+"""Open Inference Protocol requests and responses <-> numpy, checked against a manifest.
 
 Every request is checked in full before the model sees it: its fields, each input's name,
 datatype and shape against the manifest, every data element's kind and range, and the limits
@@ -49,6 +49,8 @@ _ELEMENT_TYPES: dict[str, frozenset[type]] = {
 
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
+    """An output to return; `binary` sends it as binary tensor data after the JSON."""
+
     name: str
     binary: bool
 
