@@ -55,7 +55,7 @@ def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes,
     """(line without its newline, byte offset just past it) for every line from `start`."""
     position = start  # bytes of the object consumed from the stream so far
     pending = b""
-    failures = 0
+    failures, last_break = 0, -1
     while position < size:
         try:
             body = source.get(f"bytes={position}-")
@@ -70,9 +70,10 @@ def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes,
                 for line in complete.split(b"\n")[:-1]:
                     offset += len(line) + 1
                     yield line.rstrip(b"\r"), offset
-            failures = 0
         except BotoCoreError as error:  # the stream broke; botocore retried the GET itself
-            failures += 1
+            # Only breaks without progress in between count towards giving up.
+            failures = failures + 1 if position == last_break else 1
+            last_break = position
             if failures >= STREAM_ATTEMPTS:
                 raise
             LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", source.bucket,

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ResponseStreamingError
 
-from batch import runner
+from batch import reader, runner
 from batch.aws import client
 from batch.keys import parse_key
+from batch.reader import S3Object
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line, runner_env
 
 RNG = np.random.default_rng(7)
@@ -336,3 +337,36 @@ def test_a_required_gpu_that_is_not_active_fails_the_job(cloud: Cloud, models_di
         runner.run_job(job)
     record = cloud.store.get(job.job_id)
     assert record is not None and "CUDA is not active" in record["reason"]
+
+
+class BreakingBody:
+    """A response stream that drops the connection after `limit` bytes, as a reset would."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self.stream, self.left = io.BytesIO(data), limit
+
+    def read(self, size: int) -> bytes:
+        if self.left <= 0:
+            raise ResponseStreamingError(error="Connection reset by peer")
+        block = self.stream.read(min(size, self.left))
+        self.left -= len(block)
+        return block
+
+
+def test_a_broken_stream_is_reopened_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"".join(b'{"n": %d}\n' % n for n in range(5000))
+    ranges: list[str] = []
+
+    def get(self: S3Object, byte_range: str | None = None) -> BreakingBody:
+        assert byte_range is not None
+        ranges.append(byte_range)
+        start = int(byte_range.removeprefix("bytes=").split("-")[0])
+        return BreakingBody(data[start:], limit=7_000)  # every stream breaks after 7 kB
+
+    monkeypatch.setattr(S3Object, "get", get)
+    monkeypatch.setattr(reader.time, "sleep", lambda _: None)
+    source = S3Object(None, "bucket", "key", "v1")
+    lines = list(reader.iter_lines(source, 0, len(data)))
+    assert [json.loads(line)["n"] for line, _ in lines] == list(range(5000))
+    assert lines[-1][1] == len(data) and len(ranges) > 1
+    assert ranges[1] == "bytes=7000-"
