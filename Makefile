@@ -105,6 +105,10 @@ lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
 test: build lint ## Everything: unit, handler, template, local API and end-to-end tests
 	$(PY) -m pytest
 
+.PHONY: security
+security: build ## Security tests only: checkov on the deployed template, hostile requests, fuzzing
+	$(PY) -m pytest tests/security tests/hostile
+
 deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
 	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy; else sam deploy --guided; fi
 
