@@ -198,11 +198,17 @@ def test_a_json_answer_has_no_binary_header_and_no_id_when_none_was_sent() -> No
         {"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]}
 
 
-def test_a_nan_in_a_json_answer_is_a_server_error_that_says_so() -> None:
+def test_a_nan_in_a_json_answer_is_refused_as_the_requests_doing_but_binary_carries_it() -> None:
+    scores = {"scores": np.array([[np.inf, 1]], dtype=np.float32)}
     request = decode(body(tensor([[1, 2, 3]]), outputs=[{"name": "scores"}]))
     with pytest.raises(ModelAPIError) as caught:
-        encode_response(FEATURES, request, {"scores": np.array([[np.nan, 1]], dtype=np.float32)})
-    assert caught.value.status == 500 and "binary_data" in caught.value.message
+        encode_response(FEATURES, request, scores)
+    assert caught.value.status == 400 and "binary_data: true" in caught.value.message
+    binary = decode(body(tensor([[1, 2, 3]]), parameters={"binary_data_output": True},
+                         outputs=[{"name": "scores"}]))
+    result = encode_response(FEATURES, binary, scores)
+    tail = result.body[int(result.headers[HEADER_LENGTH]):]
+    assert np.frombuffer(tail, dtype="<f4").tolist() == [np.inf, 1]
 
 
 # --- validation errors ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 
 from model_api.binary import HEADER_LENGTH, decode_tensor, encode_tensor, split_body
 from model_api.datatypes import BYTES, is_float, is_integer, numpy_dtype
-from model_api.errors import BadRequest, ModelAPIError, NotFound, TooLarge
+from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
     MAX_BYTES_ELEMENT,
     MAX_JSON_DEPTH,
@@ -535,12 +535,16 @@ def _output_metadata(manifest: Manifest, name: str, array: np.ndarray) -> dict[s
 
 
 def _json_data(manifest: Manifest, name: str, array: np.ndarray) -> list[Any]:
-    """Flat row-major data; float32 values become the doubles they are, which round-trip."""
+    """Flat row-major data; float32 values become the doubles they are, which round-trip.
+
+    Finite inputs can still overflow a model (3e38 through a linear layer): that is the
+    request's doing, so a 400, not a 5xx that would count against the deployment.
+    """
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ModelAPIError(
-            500,
-            f"model '{manifest.name}' returned NaN or infinite values in output {name!r}, which "
-            "JSON cannot carry; ask for it with parameters.binary_data: true to see them",
+        raise BadRequest(
+            f"model '{manifest.name}' gives NaN or infinite values in output {name!r} for these "
+            "inputs (are they in the range the model was trained on?); JSON cannot carry them: "
+            "ask for the output with parameters.binary_data: true to receive them"
         )
     return array.ravel().tolist()
 
