@@ -1,0 +1,82 @@
+"""lambda_adapter: the protocol's routes on API Gateway REST events, errors as {"error": ...}."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from model_api.binary import HEADER_LENGTH
+from model_api.lambda_adapter import create_app
+from model_api.service import InferenceService
+
+from tests.conftest import LambdaContext
+from tests.unit.tiny_models import add_version
+
+
+def event(method: str, path: str, body: bytes | None = None,
+          headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A REST API proxy event as API Gateway sends it for our `*/*` binary media type."""
+    return {
+        "resource": path, "path": path, "httpMethod": method, "headers": headers or {},
+        "multiValueHeaders": {k: [v] for k, v in (headers or {}).items()},
+        "queryStringParameters": None, "pathParameters": None, "stageVariables": None,
+        "requestContext": {"requestId": "r-1", "stage": "v1", "httpMethod": method,
+                           "path": f"/v1{path}"},
+        "body": base64.b64encode(body).decode() if body is not None else None,
+        "isBase64Encoded": body is not None,
+    }
+
+
+def call(service: InferenceService, *args: Any, **kwargs: Any) -> tuple[int, Any, dict[str, Any]]:
+    answer = create_app(service).resolve(event(*args, **kwargs), LambdaContext())
+    raw = answer["body"]
+    if answer.get("isBase64Encoded"):
+        return answer["statusCode"], base64.b64decode(raw), answer["multiValueHeaders"]
+    return answer["statusCode"], json.loads(raw), answer["multiValueHeaders"]
+
+
+def test_the_server_function_answers_the_server_routes(tmp_path: Path) -> None:
+    server = InferenceService.from_environment({"MODELS_DIR": str(tmp_path)})
+    assert call(server, "GET", "/v2")[1]["extensions"] == ["binary_tensor_data"]
+    assert call(server, "GET", "/v2/health/live")[:2] == (200, {"live": True})
+    assert call(server, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+    status, body, _ = call(server, "GET", "/v2/models/add")
+    assert status == 404 and set(body) == {"error"} and "'add'" in body["error"]
+
+
+@pytest.fixture
+def model_function(tmp_path: Path) -> InferenceService:
+    add_version(tmp_path / "add" / "1")
+    return InferenceService.from_environment(
+        {"MODELS_DIR": str(tmp_path), "MODEL_NAME": "add", "MODEL_VERSION": "1"})
+
+
+def test_a_binary_answer_goes_back_base64_encoded_with_its_header(
+        model_function: InferenceService) -> None:
+    request = {"inputs": [{"name": n, "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}
+                          for n in ("a", "b")],
+               "parameters": {"binary_data_output": True}}
+    status, body, headers = call(model_function, "POST", "/v2/models/add/infer",
+                                 json.dumps(request).encode())
+    assert status == 200 and headers["Content-Type"] == ["application/octet-stream"]
+    length = int(headers[HEADER_LENGTH][0])
+    assert [o["name"] for o in json.loads(body[:length])["outputs"]] == ["sum", "copy"]
+
+
+def test_protocol_errors_keep_their_status_and_format(model_function: InferenceService) -> None:
+    status, body, _ = call(model_function, "POST", "/v2/models/add/versions/2/infer", b"{}")
+    assert status == 404 and body == {"error": "model 'add' has no version '2'; versions: '1'"}
+    status, body, _ = call(model_function, "POST", "/v2/models/add/infer", b"[")
+    assert status == 400 and body["error"].startswith("the request body is not valid JSON")
+
+
+def test_a_model_that_failed_to_load_answers_503(tmp_path: Path) -> None:
+    folder = add_version(tmp_path / "add" / "1")
+    (folder / "model.onnx").write_bytes(b"tampered")
+    service = InferenceService.from_environment(
+        {"MODELS_DIR": str(tmp_path), "MODEL_NAME": "add", "MODEL_VERSION": "1"})
+    status, body, _ = call(service, "GET", "/v2/models/add/ready")
+    assert status == 503 and "sha256" in body["error"]
