@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -221,3 +224,35 @@ def test_built_batch_layer_holds_the_lambda_modules() -> None:
     names = {p.name for p in (layer / "python" / "batch").glob("*.py")}
     assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "aws.py"} <= names
     assert "runner.py" not in names  # numpy/onnxruntime code belongs to the image
+
+
+def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(
+        cloud: Cloud, tmp_path: Path) -> None:
+    build = Path(__file__).resolve().parents[2] / ".aws-sam" / "build"
+    if not (build / "BatchTriggerFunction").exists():
+        pytest.skip("run `make build` (make test does)")
+    # Given only the built function and its layers on the path (not the repository's batch/)
+    path = [build / "BatchTriggerFunction", build / "BatchLayer" / "python",
+            build / "RuntimeLayer" / "python"]
+    event = object_created_event(cloud.bucket, "batch/input/not-served/rows.jsonl", 10, "e", "v")
+    script = (
+        "import json, sys, app, batch\n"
+        "ctx = type('Ctx', (), {'function_name': 'f', 'memory_limit_in_mb': 256,\n"
+        "    'invoked_function_arn': 'arn:aws:lambda:us-east-1:1:function:f',\n"
+        "    'aws_request_id': 'r', 'get_remaining_time_in_millis': lambda self: 9000})()\n"
+        "print(json.dumps({'batch': batch.__file__,\n"
+        "    'outcome': app.lambda_handler(json.loads(sys.argv[1]), ctx)}))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path)),
+           "JOBS_TABLE": cloud.table, "BATCH_MODELS": MODEL, "BATCH_BUCKET": cloud.bucket,
+           "BATCH_SUBMITTER": "batch", "BATCH_JOB_QUEUE": "q", "BATCH_JOB_DEFINITION": "d",
+           "POWERTOOLS_TRACE_DISABLED": "true"}
+    # When it handles an upload for a model it does not serve
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(event)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)
+    # Then the layer's code answered, and recorded the refusal in the table
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["batch"].startswith(str(build / "BatchLayer"))
+    assert answer["outcome"]["status"] == "rejected"
+    record = cloud.store.get(answer["outcome"]["job_id"])
+    assert record is not None and "unknown model 'not-served'" in record["reason"]
