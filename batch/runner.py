@@ -32,7 +32,7 @@ from model_api.model import LoadedModel, ModelLoadError
 from batch import checkpoint
 from batch.aws import client
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
-from batch.keys import InputObject, parse_key
+from batch.keys import InputObject, InvalidKey, parse_key
 from batch.microbatch import MicroBatcher
 from batch.progress import Progress
 from batch.reader import InputError, NpyLayout, S3Object, iter_lines, npy_layout, read_rows
@@ -321,7 +321,7 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
 
 
 def is_permanent(error: BaseException) -> bool:
-    if isinstance(error, PermanentError | InputError | ModelLoadError):
+    if isinstance(error, PermanentError | InputError | InvalidKey | ModelLoadError):
         return True
     return isinstance(error, ClientError) and (
         error.response["Error"]["Code"] in PERMANENT_S3_ERRORS)

@@ -370,3 +370,20 @@ def test_a_broken_stream_is_reopened_where_it_stopped(monkeypatch: pytest.Monkey
     assert [json.loads(line)["n"] for line, _ in lines] == list(range(5000))
     assert lines[-1][1] == len(data) and len(ranges) > 1
     assert ranges[1] == "bytes=7000-"
+
+
+def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setenv("MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("JOBS_TABLE", cloud.table)
+    args = ["--bucket", cloud.bucket, "--job-id", "x-000000000000"]
+    assert runner.main([*args, "--key", "batch/input/bad.csv"]) == 2
+    missing = f"batch/input/{MODEL}/missing.jsonl"  # S3 answers 404: no retry will find it
+    assert runner.main([*args[:2], "--key", missing,
+                        "--job-id", parse_key(cloud.bucket, missing, "null").job_id]) == 2
+    key, version = upload_lines(cloud, [request_line("a", RNG.normal(size=(1, FEATURES)))])
+    job_id = parse_key(cloud.bucket, key, version).job_id
+    assert runner.main([*args[:2], "--key", key, "--version-id", version, "--job-id", job_id,
+                        "--require-gpu"]) == (0 if "CUDAExecutionProvider" in
+                                              runner.ort.get_available_providers() else 1)
