@@ -46,8 +46,8 @@ def _conditional_failure(error: ClientError) -> bool:
 class JobStore:
     """Reads and writes job items; every write that could race is conditional."""
 
-    def __init__(self, table_name: str, table: Any = None) -> None:
-        self.table = table if table is not None else resource("dynamodb").Table(table_name)
+    def __init__(self, table_name: str) -> None:
+        self.table = resource("dynamodb").Table(table_name)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")

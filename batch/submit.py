@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from batch.aws import client
 from batch.keys import InputObject
@@ -38,9 +38,9 @@ class Submitter(Protocol):
 class BatchSubmitter:
     """SubmitJob on the stack's job queue and GPU job definition."""
 
-    def __init__(self, queue: str, definition: str, batch: Any = None) -> None:
+    def __init__(self, queue: str, definition: str) -> None:
         self.queue, self.definition = queue, definition
-        self.batch = batch if batch is not None else client("batch")
+        self.batch = client("batch")
 
     def submit(self, obj: InputObject) -> str:
         environment = [{"name": k, "value": v} for k, v in runner_environment(obj).items()]
