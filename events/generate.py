@@ -30,22 +30,47 @@ EXAMPLE_ROWS = 2
 def sam_event(method: str, resource: str) -> dict[str, Any]:
     """The event exactly as the SAM CLI generates it for this route."""
     out = subprocess.run(
-        ["sam", "local", "generate-event", "apigateway", "aws-proxy", "--method", method,
-         "--resource", resource, "--path", resource.lstrip("/"), "--stage", STAGE],
-        check=True, capture_output=True, text=True,
+        [
+            "sam",
+            "local",
+            "generate-event",
+            "apigateway",
+            "aws-proxy",
+            "--method",
+            method,
+            "--resource",
+            resource,
+            "--path",
+            resource.lstrip("/"),
+            "--stage",
+            STAGE,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)
 
 
-def route_event(method: str, resource: str, path_parameters: dict[str, str] | None = None,
-                body: bytes | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def route_event(
+    method: str,
+    resource: str,
+    path_parameters: dict[str, str] | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A SAM-generated event for one route, with the route's own parameters and body."""
     event = sam_event(method, resource)
     path = resource
     for key, value in (path_parameters or {}).items():
         path = path.replace("{" + key + "}", value)
-    event.update(path=path, pathParameters=path_parameters, queryStringParameters=None,
-                 multiValueQueryStringParameters=None, stageVariables=None)
+    event.update(
+        path=path,
+        pathParameters=path_parameters,
+        queryStringParameters=None,
+        multiValueQueryStringParameters=None,
+        stageVariables=None,
+    )
     event["requestContext"]["path"] = f"/{STAGE}{path}"
     for key, value in (headers or {}).items():
         event["headers"][key] = value
@@ -68,8 +93,12 @@ def example_inputs(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
     elif name == "digits-cnn":
         rows = datasets.load_digits().images[:EXAMPLE_ROWS]
     elif name == "text-topics":
-        rows = np.array(["The striker scored twice in the final minutes",
-                         "Whisk the eggs with sugar until pale, then fold in the flour"])
+        rows = np.array(
+            [
+                "The striker scored twice in the final minutes",
+                "Whisk the eggs with sugar until pale, then fold in the flour",
+            ]
+        )
     else:
         spec = manifest["inputs"][0]
         shape = [EXAMPLE_ROWS] + [d if d > 0 else 1 for d in spec["shape"][1:]]
@@ -81,8 +110,14 @@ def json_request(manifest: dict[str, Any], inputs: dict[str, np.ndarray]) -> byt
     tensors = []
     for spec in manifest["inputs"]:
         array = inputs[spec["name"]]
-        tensors.append({"name": spec["name"], "shape": list(array.shape),
-                        "datatype": spec["datatype"], "data": array.tolist()})
+        tensors.append(
+            {
+                "name": spec["name"],
+                "shape": list(array.shape),
+                "datatype": spec["datatype"],
+                "data": array.tolist(),
+            }
+        )
     return json.dumps({"id": "example-1", "inputs": tensors}).encode()
 
 
@@ -94,12 +129,21 @@ def binary_request(manifest: dict[str, Any], inputs: dict[str, np.ndarray]) -> t
         if spec["datatype"] == "BYTES":
             blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in array.flat)
         else:
-            blob = array.astype({"FP32": "<f4", "FP64": "<f8", "INT64": "<i8"}[spec["datatype"]]).tobytes()
+            blob = array.astype(
+                {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8"}[spec["datatype"]]
+            ).tobytes()
         blobs.append(blob)
-        tensors.append({"name": spec["name"], "shape": list(array.shape), "datatype": spec["datatype"],
-                        "parameters": {"binary_data_size": len(blob)}})
-    header = json.dumps({"id": "example-binary", "inputs": tensors,
-                         "parameters": {"binary_data_output": True}}).encode()
+        tensors.append(
+            {
+                "name": spec["name"],
+                "shape": list(array.shape),
+                "datatype": spec["datatype"],
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
+    header = json.dumps(
+        {"id": "example-binary", "inputs": tensors, "parameters": {"binary_data_output": True}}
+    ).encode()
     return header + b"".join(blobs), len(header)
 
 
@@ -111,8 +155,10 @@ def model_events(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     body = json_request(manifest, inputs)
     binary, header_length = binary_request(manifest, inputs)
     json_headers = {"Content-Type": "application/json"}
-    binary_headers = {"Content-Type": "application/octet-stream",
-                      "Inference-Header-Content-Length": str(header_length)}
+    binary_headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(header_length),
+    }
     return {
         "metadata": route_event("GET", base),
         "ready": route_event("GET", f"{base}/ready"),
@@ -143,7 +189,9 @@ def main(models_dir: Path) -> None:
     """Events for the server routes and for the current version of every registered model."""
     write(ROOT / "events" / "server", server_events())
     for entry in registry.load():
-        manifest = json.loads((models_dir / entry.name / entry.current / "manifest.json").read_text())
+        manifest = json.loads(
+            (models_dir / entry.name / entry.current / "manifest.json").read_text()
+        )
         write(ROOT / "events" / entry.name, model_events(manifest))
 
 

@@ -32,14 +32,15 @@ def resources(entry: ModelEntry) -> str:
     events = "\n".join(
         f"        {event}:\n"
         f"          Type: Api\n"
-        f"          Properties: {{RestApiId: !Ref ModelApi, Path: \"/v2/models/{name}{suffix}\", Method: {method}}}"
-        for event, method, suffix in ROUTES)
+        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "/v2/models/{name}{suffix}", Method: {method}}}'
+        for event, method, suffix in ROUTES
+    )
     return f"""\
   {c}ModelLayer:
     Type: AWS::Serverless::LayerVersion
     Properties:
       LayerName: !Sub "${{AWS::StackName}}-model-{name}"
-      Description: "Model {name}, versions {', '.join(entry.versions)}, at /opt/models/{name}/<version>/."
+      Description: "Model {name}, versions {", ".join(entry.versions)}, at /opt/models/{name}/<version>/."
       ContentUri: layers/
       CompatibleRuntimes: [python3.12]
       RetentionPolicy: Delete
@@ -158,7 +159,7 @@ def outputs(entry: ModelEntry) -> str:
 def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
     begin, end = markers
     start = text.index(begin) + len(begin)
-    return text[:start] + block + text[text.index(end, start):]
+    return text[:start] + block + text[text.index(end, start) :]
 
 
 def render(entries: list[ModelEntry], template: str) -> str:
@@ -169,13 +170,18 @@ def render(entries: list[ModelEntry], template: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if template.yaml is not up to date")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if template.yaml is not up to date"
+    )
     args = parser.parse_args(argv)
     current = TEMPLATE.read_text()
     wanted = render(load(REGISTRY), current)
     if args.check:
         if wanted != current:
-            print("template.yaml is out of date with models.yaml: run `make template`", file=sys.stderr)
+            print(
+                "template.yaml is out of date with models.yaml: run `make template`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if wanted != current:

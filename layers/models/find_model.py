@@ -27,7 +27,9 @@ def sha256_of(path: Path) -> str:
 def main(models_dir: Path, wanted: str) -> str:
     matches = [d for d in sorted(models_dir.glob("*/")) if camel_name(d.name) == wanted]
     if not matches:
-        sys.exit(f"no exported model under {models_dir} for layer {wanted}ModelLayer: run `make models`")
+        sys.exit(
+            f"no exported model under {models_dir} for layer {wanted}ModelLayer: run `make models`"
+        )
     model_dir = matches[0]
     versions = sorted(model_dir.glob("*/manifest.json"))
     if not versions:
@@ -36,7 +38,9 @@ def main(models_dir: Path, wanted: str) -> str:
         manifest = json.loads(manifest_path.read_text())
         model_file = manifest_path.parent / manifest["model_file"]
         if sha256_of(model_file) != manifest["sha256"]:
-            sys.exit(f"{model_file}: sha256 does not match {manifest_path}; refusing to build the layer")
+            sys.exit(
+                f"{model_file}: sha256 does not match {manifest_path}; refusing to build the layer"
+            )
     return model_dir.name
 
 

@@ -36,8 +36,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     log = tmp_path_factory.mktemp("local-api") / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "local_api", "serve", "--template", str(BUILT_TEMPLATE), "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "local_api",
+                "serve",
+                "--template",
+                str(BUILT_TEMPLATE),
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     deadline = time.monotonic() + 60
     while True:
@@ -60,12 +72,22 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 
 
 def infer_body(rows: np.ndarray) -> dict[str, Any]:
-    return {"id": "all-rows", "inputs": [{"name": "features", "shape": list(rows.shape),
-                                          "datatype": "FP32", "data": rows.tolist()}]}
+    return {
+        "id": "all-rows",
+        "inputs": [
+            {
+                "name": "features",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.tolist(),
+            }
+        ],
+    }
 
 
 def test_accuracy_over_the_whole_dataset_is_what_the_manifest_reports(
-        api: httpx.Client, manifests: dict[str, Any]) -> None:
+    api: httpx.Client, manifests: dict[str, Any]
+) -> None:
     dataset = load_breast_cancer()
     response = api.post(f"/v2/models/{MODEL}/infer", json=infer_body(dataset.data))
     assert response.status_code == 200, response.text
@@ -89,12 +111,27 @@ def test_nested_and_flat_data_give_the_same_answer(api: httpx.Client) -> None:
 
 def test_binary_tensors_in_and_out(api: httpx.Client) -> None:
     rows = load_breast_cancer().data[:4].astype("<f4")
-    header = json.dumps({"inputs": [{"name": "features", "shape": [4, 30], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": rows.nbytes}}],
-                         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
-    response = api.post(f"/v2/models/{MODEL}/infer", content=header + rows.tobytes(),
-                        headers={"Inference-Header-Content-Length": str(len(header)),
-                                 "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [4, 30],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    response = api.post(
+        f"/v2/models/{MODEL}/infer",
+        content=header + rows.tobytes(),
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
     assert response.status_code == 200, response.text
     length = int(response.headers["Inference-Header-Content-Length"])
     answer = json.loads(response.content[:length])
@@ -113,20 +150,40 @@ def test_metadata_ready_and_server_routes(api: httpx.Client) -> None:
     assert api.get("/v2/health/ready").status_code == 200
 
 
-@pytest.mark.parametrize(("method", "path", "content", "status"), [
-    ("POST", f"/v2/models/{MODEL}/infer", b"{not json", 400),
-    ("POST", f"/v2/models/{MODEL}/infer", json.dumps({"inputs": []}).encode(), 400),
-    ("POST", f"/v2/models/{MODEL}/infer",
-     json.dumps({"inputs": [{"name": "features", "shape": [1, 30], "datatype": "FP32",
-                             "data": ["x"] * 30}]}).encode(), 400),
-    ("POST", f"/v2/models/{MODEL}/versions/7/infer", json.dumps({"inputs": []}).encode(), 404),
-    ("GET", "/v2/models/no-such-model", b"", 404),
-    ("DELETE", f"/v2/models/{MODEL}", b"", 404),
-    ("POST", f"/v2/models/{MODEL}/infer", struct.pack("<f", 1.0), 400),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status"),
+    [
+        ("POST", f"/v2/models/{MODEL}/infer", b"{not json", 400),
+        ("POST", f"/v2/models/{MODEL}/infer", json.dumps({"inputs": []}).encode(), 400),
+        (
+            "POST",
+            f"/v2/models/{MODEL}/infer",
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "shape": [1, 30],
+                            "datatype": "FP32",
+                            "data": ["x"] * 30,
+                        }
+                    ]
+                }
+            ).encode(),
+            400,
+        ),
+        ("POST", f"/v2/models/{MODEL}/versions/7/infer", json.dumps({"inputs": []}).encode(), 404),
+        ("GET", "/v2/models/no-such-model", b"", 404),
+        ("DELETE", f"/v2/models/{MODEL}", b"", 404),
+        ("POST", f"/v2/models/{MODEL}/infer", struct.pack("<f", 1.0), 400),
+    ],
+)
 def test_bad_requests_get_4xx_in_the_error_format_and_the_server_stays_up(
-        api: httpx.Client, method: str, path: str, content: bytes, status: int) -> None:
-    response = api.request(method, path, content=content, headers={"Content-Type": "application/json"})
+    api: httpx.Client, method: str, path: str, content: bytes, status: int
+) -> None:
+    response = api.request(
+        method, path, content=content, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error"}
     assert api.get("/v2/health/live").status_code == 200
@@ -142,7 +199,9 @@ def test_tritons_stock_http_client_works_unchanged(api: httpx.Client, binary: bo
     rows = load_breast_cancer().data[:5].astype(np.float32)
     features = triton.InferInput("features", list(rows.shape), "FP32")
     features.set_data_from_numpy(rows, binary_data=binary)
-    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("label", "probabilities")]
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary) for name in ("label", "probabilities")
+    ]
     result = client.infer(MODEL, [features], outputs=outputs, request_id="triton-1")
     assert result.get_response()["id"] == "triton-1"
     assert result.as_numpy("label").tolist() == [0, 0, 0, 0, 0]

@@ -23,8 +23,11 @@ from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
 HANDLER = ROOT / "functions" / "inference" / "app.py"
 # The inference handler's events: the server's and each exported model's (events/ also holds
 # other functions' events, e.g. the batch functions').
-EVENT_FILES = sorted(p for p in EVENTS_DIR.glob("*/*.json")
-                     if p.parent.name == "server" or (MODELS_DIR / p.parent.name).is_dir())
+EVENT_FILES = sorted(
+    p
+    for p in EVENTS_DIR.glob("*/*.json")
+    if p.parent.name == "server" or (MODELS_DIR / p.parent.name).is_dir()
+)
 _handlers: dict[str, ModuleType] = {}
 
 
@@ -39,7 +42,9 @@ def handler_for(function: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
             manifest = json.loads(next((MODELS_DIR / function).glob("*/manifest.json")).read_text())
             monkeypatch.setenv("MODEL_NAME", function)
             monkeypatch.setenv("MODEL_VERSION", manifest["version"])
-        spec = importlib.util.spec_from_file_location(f"handler_{function.replace('-', '_')}", HANDLER)
+        spec = importlib.util.spec_from_file_location(
+            f"handler_{function.replace('-', '_')}", HANDLER
+        )
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -47,29 +52,53 @@ def handler_for(function: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return _handlers[function]
 
 
-def invoke(function: str, event: dict[str, Any], context: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def invoke(
+    function: str, event: dict[str, Any], context: Any, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     return handler_for(function, monkeypatch).lambda_handler(event, context)
 
 
 def decode_binary_response(response: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-    body = base64.b64decode(response["body"]) if response["isBase64Encoded"] else response["body"].encode()
+    body = (
+        base64.b64decode(response["body"])
+        if response["isBase64Encoded"]
+        else response["body"].encode()
+    )
     # Powertools answers REST API events with multiValueHeaders; API Gateway accepts either form.
-    headers = {**response.get("headers", {}),
-               **{k: v[0] for k, v in response.get("multiValueHeaders", {}).items()}}
+    headers = {
+        **response.get("headers", {}),
+        **{k: v[0] for k, v in response.get("multiValueHeaders", {}).items()},
+    }
     header_length = int(headers["Inference-Header-Content-Length"])
     return json.loads(body[:header_length]), body[header_length:]
 
 
 def test_events_cover_every_route_of_every_model(manifests: dict[str, Any]) -> None:
-    routes = {"metadata", "ready", "infer", "infer-binary", "version-metadata", "version-ready", "version-infer"}
+    routes = {
+        "metadata",
+        "ready",
+        "infer",
+        "infer-binary",
+        "version-metadata",
+        "version-ready",
+        "version-infer",
+    }
     for name in manifests:
         assert {p.stem for p in (EVENTS_DIR / name).glob("*.json")} == routes, name
-    assert {p.stem for p in (EVENTS_DIR / "server").glob("*.json")} == {"server-metadata", "health-live", "health-ready"}
+    assert {p.stem for p in (EVENTS_DIR / "server").glob("*.json")} == {
+        "server-metadata",
+        "health-live",
+        "health-ready",
+    }
 
 
 @pytest.mark.parametrize("event_path", EVENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_event_gets_a_protocol_answer(event_path: Path, lambda_context: Any,
-                                            monkeypatch: pytest.MonkeyPatch, manifests: dict[str, Any]) -> None:
+def test_every_event_gets_a_protocol_answer(
+    event_path: Path,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    manifests: dict[str, Any],
+) -> None:
     function, route = event_path.parent.name, event_path.stem
     response = invoke(function, load_event(event_path), lambda_context, monkeypatch)
 
@@ -101,7 +130,8 @@ def test_every_event_gets_a_protocol_answer(event_path: Path, lambda_context: An
 
 
 def test_breast_cancer_rows_are_classified_as_the_dataset_labels_them(
-        lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the example event's rows 0 (malignant) and 19 (benign) of the dataset
     event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json")
     # When the function runs it
@@ -113,17 +143,32 @@ def test_breast_cancer_rows_are_classified_as_the_dataset_labels_them(
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_binary_response_decodes_to_the_json_answer(lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    json_body = json.loads(invoke("breast-cancer-mlp", load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json"),
-                                  lambda_context, monkeypatch)["body"])
+def test_binary_response_decodes_to_the_json_answer(
+    lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    json_body = json.loads(
+        invoke(
+            "breast-cancer-mlp",
+            load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json"),
+            lambda_context,
+            monkeypatch,
+        )["body"]
+    )
     header, tensors = decode_binary_response(
-        invoke("breast-cancer-mlp", load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer-binary.json"),
-               lambda_context, monkeypatch))
+        invoke(
+            "breast-cancer-mlp",
+            load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer-binary.json"),
+            lambda_context,
+            monkeypatch,
+        )
+    )
     offset, decoded = 0, {}
     for output in header["outputs"]:
         size = output["parameters"]["binary_data_size"]
         dtype = {"FP32": "<f4", "INT64": "<i8"}[output["datatype"]]
-        decoded[output["name"]] = np.frombuffer(tensors[offset:offset + size], dtype=dtype).tolist()
+        decoded[output["name"]] = np.frombuffer(
+            tensors[offset : offset + size], dtype=dtype
+        ).tolist()
         offset += size
     for output in json_body["outputs"]:
         assert np.allclose(decoded[output["name"]], output["data"], atol=1e-6)
@@ -139,23 +184,70 @@ INFER_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "infer.json"
 VERSION_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "version-infer.json"
 
 
-@pytest.mark.parametrize(("event", "status", "fragment"), [
-    (bad(INFER_EVENT, body=base64.b64encode(b"{not json").decode()), 400, "json"),
-    (bad(INFER_EVENT, body="%%% not base64 %%%"), 400, "base64"),
-    (bad(INFER_EVENT, body=base64.b64encode(json.dumps(
-        {"inputs": [{"name": "features", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}]}).encode()).decode()),
-     400, "shape"),
-    (bad(VERSION_EVENT, pathParameters={"version": "999"},
-         path="/v2/models/breast-cancer-mlp/versions/999/infer"), 404, "999"),
-    (bad(INFER_EVENT, path="/v2/models/no-such-model/infer"), 404, "no-such-model"),
-    (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
-    (bad(INFER_EVENT, body=base64.b64encode(struct.pack("<I", 7) + b"\xff").decode(),
-         headers={"Inference-Header-Content-Length": "1000"}), 400, ""),
-], ids=["malformed-json", "bad-base64", "wrong-shape", "unknown-version", "unknown-model", "no-route",
-        "lying-binary-header"])
+@pytest.mark.parametrize(
+    ("event", "status", "fragment"),
+    [
+        (bad(INFER_EVENT, body=base64.b64encode(b"{not json").decode()), 400, "json"),
+        (bad(INFER_EVENT, body="%%% not base64 %%%"), 400, "base64"),
+        (
+            bad(
+                INFER_EVENT,
+                body=base64.b64encode(
+                    json.dumps(
+                        {
+                            "inputs": [
+                                {
+                                    "name": "features",
+                                    "shape": [1, 29],
+                                    "datatype": "FP32",
+                                    "data": [0.0] * 29,
+                                }
+                            ]
+                        }
+                    ).encode()
+                ).decode(),
+            ),
+            400,
+            "shape",
+        ),
+        (
+            bad(
+                VERSION_EVENT,
+                pathParameters={"version": "999"},
+                path="/v2/models/breast-cancer-mlp/versions/999/infer",
+            ),
+            404,
+            "999",
+        ),
+        (bad(INFER_EVENT, path="/v2/models/no-such-model/infer"), 404, "no-such-model"),
+        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
+        (
+            bad(
+                INFER_EVENT,
+                body=base64.b64encode(struct.pack("<I", 7) + b"\xff").decode(),
+                headers={"Inference-Header-Content-Length": "1000"},
+            ),
+            400,
+            "",
+        ),
+    ],
+    ids=[
+        "malformed-json",
+        "bad-base64",
+        "wrong-shape",
+        "unknown-version",
+        "unknown-model",
+        "no-route",
+        "lying-binary-header",
+    ],
+)
 def test_bad_requests_get_a_4xx_in_the_protocol_error_format(
-        event: dict[str, Any], status: int, fragment: str, lambda_context: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    event: dict[str, Any],
+    status: int,
+    fragment: str,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     response = invoke("breast-cancer-mlp", event, lambda_context, monkeypatch)
     assert response["statusCode"] == status
     body = json.loads(response["body"])
@@ -164,7 +256,8 @@ def test_bad_requests_get_a_4xx_in_the_protocol_error_format(
 
 
 def test_an_unexpected_error_is_a_500_without_a_stack_trace(
-        lambda_context: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module = handler_for("breast-cancer-mlp", monkeypatch)
 
     def explode(*_: Any) -> None:
