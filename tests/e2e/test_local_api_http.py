@@ -17,10 +17,13 @@ import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import mean_absolute_error, r2_score
 
 from tests.conftest import BUILT_TEMPLATE, ROOT
+from tests.datasets import whole_dataset
 
 MODEL = "breast-cancer-mlp"
+SEED_MODELS = ("breast-cancer-mlp", "diabetes-linear", "text-topics", "digits-cnn")
 
 
 def free_port() -> int:
@@ -85,19 +88,34 @@ def infer_body(rows: np.ndarray) -> dict[str, Any]:
     }
 
 
-def test_accuracy_over_the_whole_dataset_is_what_the_manifest_reports(
-    api: httpx.Client, manifests: dict[str, Any]
+@pytest.mark.parametrize("name", SEED_MODELS)
+def test_metrics_over_the_whole_dataset_are_what_the_manifest_reports(
+    api: httpx.Client, manifests: dict[str, Any], name: str
 ) -> None:
-    dataset = load_breast_cancer()
-    response = api.post(f"/v2/models/{MODEL}/infer", json=infer_body(dataset.data))
+    """Issue 3's promise: every seed model, all of its dataset in one request, through the API."""
+    inputs, targets = whole_dataset(name)
+    (signature,) = manifests[name]["inputs"]
+    data = inputs.tolist()
+    body = {"id": "all-rows", "inputs": [{"name": signature["name"], "shape": list(inputs.shape),
+                                          "datatype": signature["datatype"], "data": data}]}
+    response = api.post(f"/v2/models/{name}/infer", json=body)
     assert response.status_code == 200, response.text
-    body = response.json()
-    labels = next(o for o in body["outputs"] if o["name"] == "label")
-    assert body["id"] == "all-rows" and labels["shape"] == [len(dataset.target)]
-    accuracy = float(np.mean(np.array(labels["data"]) == dataset.target))
-    expected = manifests[MODEL]["metrics"]["full_dataset"]
-    assert expected["rows"] == len(dataset.target)
-    assert accuracy == pytest.approx(expected["accuracy"], abs=1e-9)
+    answer = response.json()
+    assert answer["id"] == "all-rows" and answer["model_name"] == name
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    expected = manifests[name]["metrics"]["full_dataset"]
+    assert expected["rows"] == len(targets)
+    if "accuracy" in expected:
+        labels = outputs["label"]
+        assert labels["shape"] == [len(targets)]
+        accuracy = float(np.mean(np.array(labels["data"], dtype=targets.dtype) == targets))
+        assert accuracy == pytest.approx(expected["accuracy"], abs=1e-9)
+    else:
+        prediction = np.array(outputs["prediction"]["data"], dtype=np.float32)
+        assert prediction.shape == targets.shape
+        assert float(r2_score(targets, prediction)) == pytest.approx(expected["r2"], rel=1e-6)
+        assert float(mean_absolute_error(targets, prediction)) == pytest.approx(
+            expected["mae"], rel=1e-6)
 
 
 def test_nested_and_flat_data_give_the_same_answer(api: httpx.Client) -> None:

@@ -15,12 +15,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from model_api.manifest import load_manifest
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
+from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from model_export.artifact import sha256_of
-from model_export.text_topics import load_corpus
 from tests.conftest import MODELS_DIR, ROOT
+from tests.datasets import whole_dataset
 
 SIGNATURES = {
     "breast-cancer-mlp": (
@@ -48,19 +48,6 @@ def version_dir(name: str) -> Path:
 def session(name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(version_dir(name) / "model.onnx"),
                                 providers=["CPUExecutionProvider"])
-
-
-def whole_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
-    if name == "breast-cancer-mlp":
-        data = load_breast_cancer()
-        return data.data.astype(np.float32), data.target
-    if name == "diabetes-linear":
-        data = load_diabetes()
-        return data.data.astype(np.float32), data.target
-    if name == "digits-cnn":
-        data = load_digits()
-        return data.images.astype(np.float32), data.target
-    return load_corpus()
 
 
 @pytest.mark.parametrize("name", sorted(SIGNATURES))
