@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from model_api.manifest import load_manifest
 from onnx import TensorProto, helper
@@ -17,7 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from model_registry import add as add_model
 from model_registry import registry
 from model_registry.add import AddError, add, reimport
-from tests.conftest import ROOT
+from model_registry.registry import ModelEntry
+from tests.conftest import ROOT, LambdaContext
+
+HANDLER = ROOT / "functions" / "inference" / "app.py"
+ROWS = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
 
 OPSET = [helper.make_opsetid("", 18)]
 
@@ -43,6 +50,19 @@ def handmade(path: Path, scale: float = 2.0) -> Path:
         [weights]))
 
 
+def direct(source: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """What onnxruntime itself answers for the file as it was given."""
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: rows}), strict=True))
+
+
+def assert_same(served_outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert served_outputs.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_allclose(served_outputs[name], value, rtol=1e-6, atol=1e-7)
+
+
 def one_op(path: Path, in_type: int, out_type: int, in_shape: list[int | str] | None = None,
            cast: bool = False) -> Path:
     """x -> y through one Identity (or a Cast to out_type); in_shape None: unknown rank."""
@@ -63,7 +83,7 @@ def registry_path(tmp_path: Path) -> Path:
 
 
 def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = handmade(tmp_path / "scorer.onnx")
     models = tmp_path / "models"
     entry = add("hand-scorer", source, labels=["red", "green", "blue"],
@@ -86,37 +106,79 @@ def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
     assert saved[1] == entry
     assert (entry.source, entry.versions, entry.current) == ("onnx", ["1"], "1")
     assert entry.files["1"]["path"] == str(source)
+    assert_same(served(models, entry, "/v2/models/hand-scorer/infer", ROWS, monkeypatch),
+                direct(source, ROWS))
 
 
 def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     source = tmp_path / "logreg.onnx"
     source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
                                target_opset=18).SerializeToString())
-    add("logreg", source, registry_path=registry_path, models_dir=tmp_path / "models")
+    entry = add("logreg", source, registry_path=registry_path, models_dir=tmp_path / "models")
     manifest = load_manifest(tmp_path / "models" / "logreg" / "1" / "manifest.json")
     assert [(s.name, s.datatype) for s in manifest.outputs] == [
         ("label", "INT64"), ("probabilities", "FP32")]
     assert manifest.inputs[0].shape == (-1, 3)
+    outputs = served(tmp_path / "models", entry, "/v2/models/logreg/infer", ROWS, monkeypatch)
+    np.testing.assert_array_equal(outputs["label"], classifier.predict(ROWS))
+    np.testing.assert_allclose(outputs["probabilities"], classifier.predict_proba(ROWS), atol=1e-5)
 
 
 def test_a_second_version_is_served_beside_the_first_and_can_become_current(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models = tmp_path / "models"
     add("scorer", handmade(tmp_path / "v1.onnx"), registry_path=registry_path, models_dir=models)
     entry = add("scorer", handmade(tmp_path / "v2.onnx", scale=3.0),
                 registry_path=registry_path, models_dir=models)
     assert (entry.versions, entry.current) == (["1", "2"], "1")
     assert {p.name for p in (models / "scorer").iterdir()} == {"1", "2"}
+    base = "/v2/models/scorer"
+    assert_same(served(models, entry, f"{base}/infer", ROWS, monkeypatch),
+                direct(tmp_path / "v1.onnx", ROWS))
+    assert_same(served(models, entry, f"{base}/versions/2/infer", ROWS, monkeypatch),
+                direct(tmp_path / "v2.onnx", ROWS))
     entry = add("scorer", handmade(tmp_path / "v3.onnx", scale=4.0), version="2024-06",
                 make_current=True, registry_path=registry_path, models_dir=models)
     assert (entry.versions, entry.current) == (["1", "2", "2024-06"], "2024-06")
+    assert_same(served(models, entry, f"{base}/infer", ROWS, monkeypatch),
+                direct(tmp_path / "v3.onnx", ROWS))
     # Adding the same file again under its version changes nothing.
     again = add("scorer", tmp_path / "v2.onnx", version="2", registry_path=registry_path,
                 models_dir=models)
     assert again.versions == entry.versions
+
+
+def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
+           monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+    """Outputs of an infer request for `rows` POSTed to `path` through the real inference handler
+    (module init included), run as the added model's function runs: its environment, its models,
+    an API Gateway event of events/ given this route and body."""
+    event = json.loads((ROOT / "events" / "breast-cancer-mlp" / "version-infer.json").read_text())
+    version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
+    manifest = load_manifest(models / entry.name / (version or entry.current) / "manifest.json")
+    tensor = {"name": manifest.inputs[0].name, "shape": list(rows.shape), "datatype": "FP32",
+              "data": rows.ravel().tolist()}
+    body = {"id": "byo", "inputs": [tensor]}
+    event.update(path=path, body=base64.b64encode(json.dumps(body).encode()).decode(),
+                 resource=path.replace(f"/versions/{version}/", "/versions/{version}/"),
+                 pathParameters={"version": version} if version else None)
+    event["requestContext"].update(path=f"/v1{path}", resourcePath=event["resource"])
+    monkeypatch.setenv("MODELS_DIR", str(models))
+    monkeypatch.setenv("MODEL_NAME", entry.name)
+    monkeypatch.setenv("MODEL_VERSION", entry.current)
+    spec = importlib.util.spec_from_file_location(f"handler_{entry.name}_{len(rows)}", HANDLER)
+    assert spec and spec.loader
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    answer = handler.lambda_handler(event, LambdaContext())
+    assert answer["statusCode"] == 200, answer["body"]
+    document = json.loads(base64.b64decode(answer["body"]) if answer["isBase64Encoded"]
+                          else answer["body"])
+    assert document["id"] == "byo" and document["model_name"] == entry.name
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in document["outputs"]}
 
 
 def refusal(tmp_path: Path, registry_path: Path, source: Path, name: str = "mine",
