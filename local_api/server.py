@@ -19,12 +19,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import request_response
 
 from local_api import events, gateway
 from local_api.routes import RouteTable
@@ -33,7 +34,10 @@ from local_api.template import TemplateSpec
 from local_api.worker import FunctionError, FunctionPool, RequestTooLarge
 
 LOG = logging.getLogger(__name__)
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# What a gateway response's $context.path may hold as is: RFC 3986 path characters and the
+# escapes; anything else a client got through raw (a quote, a backslash, a control character)
+# is percent-encoded, so the path always renders inside a JSON string.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -69,20 +73,23 @@ class LocalApi:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        # The path as sent, still percent-encoded, as routes match it and as a REST API's
+        # $context.path holds it (after the stage); see _PATH_SAFE.
+        sent = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        raw_path = quote(sent.split("?")[0], safe=_PATH_SAFE, encoding="latin-1")
         http = events.HttpRequest(
             method=request.method, path=request.url.path, headers=list(request.headers.items()),
             query=list(request.query_params.multi_items()), body=b"",
             source_ip=request.client.host if request.client else "127.0.0.1",
             port=request.scope["server"][1] if request.scope.get("server") else 0,
             protocol=f"HTTP/{request.scope.get('http_version', '1.1')}")
-        context = {"httpMethod": http.method, "path": f"/{self.spec.stage_name}{http.path}",
+        context = {"httpMethod": http.method, "path": f"/{self.spec.stage_name}{raw_path}",
                    "stage": self.spec.stage_name, "requestId": request_id,
                    "apiId": events.API_ID, "domainName": http.header("host") or ""}
         target = "gateway"
         try:
             http = dataclasses.replace(http, body=await _read_body(request))
-            match = self.routes.match(http.method, raw_path.split("?")[0])
+            match = self.routes.match(http.method, raw_path)
             if match is None:
                 raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
             context["resourcePath"] = match.route.path
@@ -142,8 +149,12 @@ class LocalApi:
             finally:
                 await self.close()
 
-        return Starlette(routes=[Route("/{path:path}", self.handle, methods=METHODS)],
-                         lifespan=lifespan)
+        app = Starlette(lifespan=lifespan)
+        # Every request reaches handle(), whatever its method or path (a newline included, which
+        # a "/{path:path}" route does not match): the template's routes decide, and an unknown
+        # one gets API Gateway's answer, never Starlette's plain-text 404 or 405.
+        app.router.default = request_response(self.handle)
+        return app
 
 
 def serve(api: LocalApi, host: str, port: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,11 +59,25 @@ def test_a_binary_answer_is_decoded(server: Server) -> None:
     assert response.headers["content-type"] == "application/octet-stream"
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("DELETE", "/echo")])
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/nope"), ("DELETE", "/echo"), ("PROPFIND", "/echo"),
+    ("GET", "/items/%0A/more"), ("GET", "/no%0Asuch%0D%00route")])  # newlines: no route either
 def test_no_such_route_is_the_templates_404(server: Server, method: str, path: str) -> None:
     response = server.client.request(method, path)
     assert response.status_code == 404
     assert response.json() == {"error": f"No such route: {method} /test{path}"}
+
+
+def test_the_404_of_a_path_sent_with_raw_quotes_is_still_json(server: Server) -> None:
+    """$context.path lands in a JSON string: what a client sends unencoded is encoded there."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b'GET /no"such\\route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404"), answer
+    assert json.loads(body) == {"error": "No such route: GET /test/no%22such%5Croute"}
 
 
 def test_over_api_gateways_10_mb_is_413(server: Server) -> None:
