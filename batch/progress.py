@@ -15,12 +15,13 @@ class Progress:
         self.total, self.start_done, self.start_rows = total, done, rows
         self.interval = interval
         self.started = self.last = time.monotonic()
+        self.logged: tuple[int, int] | None = None
 
     def update(self, done: int, rows: int, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < self.interval:
+        if (not force and now - self.last < self.interval) or self.logged == (done, rows):
             return
-        self.last = now
+        self.last, self.logged = now, (done, rows)
         elapsed = max(now - self.started, 1e-9)
         rate = (rows - self.start_rows) / elapsed
         fraction = done / self.total if self.total else 1.0
