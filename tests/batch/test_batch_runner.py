@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -324,6 +325,33 @@ def test_cuda_is_asked_for_only_when_this_onnxruntime_has_it() -> None:
     assert ("CUDAExecutionProvider" in providers) == (
         "CUDAExecutionProvider" in ort.get_available_providers())
     assert runner.choose_providers(use_gpu=False) == ["CPUExecutionProvider"]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_listed_but_not_active_runs_on_the_cpu_and_says_so(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime-gpu whose CUDA libraries do not load lists CUDA, then runs on the CPU."""
+    if "CUDAExecutionProvider" in runner.ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(runner.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runner.choose_providers(use_gpu=True) == ["CUDAExecutionProvider",
+                                                     "CPUExecutionProvider"]
+    lines = [request_line(f"r{n}", RNG.normal(size=(2, FEATURES))) for n in range(20)]
+    key, version = upload_lines(cloud, lines)
+    job = settings(cloud, models_dir, key, version)
+    with caplog.at_level(logging.WARNING, logger="batch.runner"):
+        summary = runner.run_job(job)
+    assert summary["providers"] == ["CPUExecutionProvider"]
+    assert "runs on the CPU: CUDA is not active" in caplog.text
+    for record, line in zip(output_records(cloud, job), lines, strict=True):
+        check_answer(record, line)
+    # The job definition sets REQUIRE_GPU: there the same session fails the job instead.
+    gpu_only = settings(cloud, models_dir, key, cloud.put(key, "\n".join(lines).encode()),
+                        require_gpu=True)
+    with pytest.raises(RuntimeError, match="GPU was required"):
+        runner.run_job(gpu_only)
 
 
 def test_a_required_gpu_that_is_not_active_fails_the_job(cloud: Cloud, models_dir: Path) -> None:
