@@ -93,9 +93,9 @@ invoke-local: build ## Run FUNCTION on EVENT without Docker, as sam local invoke
 BATCH_SRC   := $(shell find batch -type f -not -path '*/__pycache__/*' 2>/dev/null)
 $(BUILT): $(BATCH_SRC)
 
-batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl
-	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file>"; exit 2; }
-	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)"
+batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl [KILL_AFTER_ROWS=N]
+	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file> [KILL_AFTER_ROWS=N: SIGKILL the runner at N rows, then resume]"; exit 2; }
+	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)")
 
 lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
 	ruff check .

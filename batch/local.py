@@ -7,6 +7,8 @@ events/batch/object-created.json), its local submitter starts the runner as a ch
 (retrying it as Batch's retry strategy would), the REAL jobs handler answers
 `GET /v2/batch/jobs/{job_id}` at the end, and the output is downloaded: the parts of a JSON
 Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per model output.
+`--kill-after-rows N` plays a spot reclaim: the first runner is killed with SIGKILL once its
+checkpoint has N rows done, and the submitter's retry resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -174,15 +176,17 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     outcome = trigger.lambda_handler(event, LocalContext("batch-trigger", str(uuid.uuid4())))
     LOG.info("trigger: %s", outcome)
     submitter = submit.from_environment()
+    exit_codes: list[int] = []
     if outcome["status"] == "submitted" and isinstance(submitter, submit.LocalSubmitter):
-        LOG.info("runner attempts ended with %s", submitter.wait(obj.job_id))
+        exit_codes = submitter.wait(obj.job_id)
+        LOG.info("runner attempts ended with %s", exit_codes)
     status, record = get_job(obj.job_id)
     if status == 200 and record.get("status") == "succeeded":
         files = download(obj, output)
         LOG.info("wrote %s", ", ".join(map(str, files)))
     seconds = time.monotonic() - started
     rows = int(record.get("rows_read", 0))
-    return {"job": record, "seconds": round(seconds, 3),
+    return {"job": record, "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
             "rows_per_second": round(rows / seconds) if seconds else None}
 
 
@@ -194,15 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
     parser.add_argument("--job", help="job name in the key (default: the input file's stem)")
+    parser.add_argument("--kill-after-rows", type=int, default=0, metavar="N",
+                        help="SIGKILL the first runner once its checkpoint has N rows done "
+                             "(a spot reclaim); the retry resumes from the checkpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
     if args.input.suffix not in (".jsonl", ".npy"):
         parser.error("--input must be a .jsonl or .npy file")
+    if args.kill_after_rows < 0:
+        parser.error("--kill-after-rows must be >= 0")
     with LocalCloud():
         create_resources()
-        os.environ.update(trigger_environment(args.models_dir.resolve()))
+        os.environ.update(trigger_environment(args.models_dir.resolve()),
+                          BATCH_LOCAL_KILL_AFTER_ROWS=str(args.kill_after_rows))
         result = run_loop(args.model, args.input, args.output, args.models_dir, args.job)
     print(json.dumps(result))  # the last line of stdout (the handlers log JSON there too)
     return 0 if result["job"].get("status") == "succeeded" else 1

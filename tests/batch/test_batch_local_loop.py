@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(11)
 
 
-def run_local(models_dir: Path, source: Path, output: Path) -> subprocess.CompletedProcess[str]:
+def run_local(models_dir: Path, source: Path, output: Path, *options: str
+              ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run(
         [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
-         "--output", str(output), "--models-dir", str(models_dir)],
+         "--output", str(output), "--models-dir", str(models_dir), *options],
         cwd=ROOT, env={**env, "BATCH_CHUNK_ROWS": "40"}, capture_output=True, text=True,
         timeout=120)
 
@@ -42,6 +45,32 @@ def test_jsonl_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
     assert len(records) == 150
     assert [r["id"] for r in records] == [f"r{n}" if n != 77 else None for n in range(150)]
     assert records[77]["line"] == 78 and "error" in records[77]
+
+
+def test_a_spot_reclaim_midway_is_resumed_from_the_checkpoint(models_dir: Path,
+                                                              tmp_path: Path) -> None:
+    count = 6000  # 150 chunks of 40: the kill lands long before the end
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) + "\n"
+                              for n in range(count)))
+    output = tmp_path / "answers.jsonl"
+    # Given a runner killed with SIGKILL once its checkpoint has 200 rows done
+    result = run_local(models_dir, source, output, "--kill-after-rows", "200")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Then the submitter retried it, the retry resumed at a later chunk, nothing was lost
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["runner_exit_codes"] == [-signal.SIGKILL, 0]
+    job = summary["job"]
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    assert (job["rows_read"], job["outputs_written"], job["errors"]) == (count, count, 0)
+    killed = re.search(r"spot reclaim played: SIGKILL to runner pid \d+, its checkpoint at "
+                       r"chunk (\d+) \((\d+) rows done\)", result.stderr)
+    assert killed is not None and int(killed[2]) >= 200
+    resumed = re.search(r"resuming job \S+ at chunk (\d+)", result.stderr)
+    assert resumed is not None and int(resumed[1]) >= int(killed[1]) > 0
+    # and every line has exactly one record, in order
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert ids == [f"r{n}" for n in range(count)]
 
 
 def test_npy_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
