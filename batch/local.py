@@ -37,6 +37,7 @@ from batch.keys import INPUT_PREFIX, InputObject, parse_key
 LOG = logging.getLogger("batch.local")
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events" / "batch"
+SERVING = ROOT / "layers" / "serving" / "python"  # ServingLayer's /opt/python: model_api
 BUCKET = "local-model-api-batch"
 TABLE = "local-model-api-batch-jobs"
 REGION = "us-east-1"
@@ -110,7 +111,10 @@ def object_created_event(bucket: str, key: str, size: int, etag: str, version_id
 
 
 def load_handler(function: str) -> ModuleType:
-    """Import functions/<function>/app.py as Lambda would (its module-scope init runs now)."""
+    """Import functions/<function>/app.py as Lambda would (its module-scope init runs now),
+    the serving library importable as its layer makes it (the batch package already is)."""
+    if str(SERVING) not in sys.path:
+        sys.path.append(str(SERVING))
     path = ROOT / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"{function}_app", path)
     if spec is None or spec.loader is None:
@@ -127,7 +131,7 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
     return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, "BATCH_MODELS": ",".join(models),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
             "BATCH_LOCAL_PYTHONPATH": os.pathsep.join(
-                [str(ROOT), str(ROOT / "layers" / "serving" / "python")]),
+                [str(ROOT), str(SERVING)]),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessModelApiLocal"}
 
