@@ -1,7 +1,8 @@
 """The one place the serving library meets API Gateway and Lambda (aws-lambda-powertools).
 
 Routes of the Open Inference Protocol map onto `InferenceService`; every failure becomes the
-protocol's `{"error": ...}` body in one exception handler. Logs carry ids, shapes and timings,
+protocol's `{"error": ...}` body in one place, `answer_errors`, which the batch jobs function
+uses too (this module imports neither numpy nor onnxruntime). Logs carry ids, shapes and timings,
 never tensors (inference inputs are users' data).
 """
 
@@ -11,14 +12,17 @@ import base64
 import binascii
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from model_api.errors import ModelAPIError
-from model_api.service import InferenceService
+
+if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
+    from model_api.service import InferenceService
 
 logger = Logger()
 tracer = Tracer()
@@ -47,9 +51,12 @@ def count_server_error() -> None:
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
 
 
-def create_app(service: InferenceService) -> APIGatewayRestResolver:
-    """A resolver serving the protocol's routes for the models `service` holds."""
-    app = APIGatewayRestResolver()
+def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
+    """Make every failure of `app` the protocol's `{"error": message}` (every function of the API
+    answers this way): a `ModelAPIError` with its status; a path no route matches, a 404 (a
+    path parameter Powertools cannot match, such as a control character, included); Powertools'
+    own HTTP errors (`ServiceError`) with their status; anything else a 500 that counts in
+    ServerErrors and logs its traceback, but shows only the request id."""
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
@@ -61,6 +68,23 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
             logger.info("request refused", extra={"status": error.status, "reason": error.message})
         return json_response(error.status, {"error": error.message})
 
+    @app.exception_handler(ServiceError)
+    def http_error(error: ServiceError) -> Response:
+        message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
+        if error.status_code >= 500:
+            count_server_error()
+            logger.error("server error", extra={"status": error.status_code, "reason": message})
+        else:
+            logger.info("request refused", extra={"status": error.status_code, "reason": message})
+        return json_response(error.status_code, {"error": message or "request refused"})
+
+    # Registered explicitly: without it Powertools would look a NotFoundError up in the handlers
+    # by its classes, find the one for Exception below, and answer 500.
+    @app.not_found
+    def no_route(_: Exception) -> Response:
+        event = app.current_event
+        return json_response(404, {"error": f"No such route: {event.http_method} {event.path}"})
+
     @app.exception_handler(Exception)
     def unexpected_error(error: Exception) -> Response:
         count_server_error()
@@ -68,10 +92,12 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
         request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
         return json_response(500, {"error": f"internal error (request id {request_id})"})
 
-    @app.not_found
-    def no_route(_: Exception) -> Response:
-        event = app.current_event
-        return json_response(404, {"error": f"No such route: {event.http_method} {event.path}"})
+    return app
+
+
+def create_app(service: InferenceService) -> APIGatewayRestResolver:
+    """A resolver serving the protocol's routes for the models `service` holds."""
+    app = answer_errors(APIGatewayRestResolver())
 
     @app.get("/v2")
     def server_metadata() -> Response:
