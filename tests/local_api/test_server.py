@@ -53,6 +53,13 @@ def test_path_parameters_and_the_more_specific_route(server: Server) -> None:
     assert fixed["pathParameters"] is None and fixed["resource"] == "/items/fixed"
 
 
+def test_a_newline_in_a_path_parameter_reaches_the_event_path_too(server: Server) -> None:
+    """The event's path and its path parameter agree (urllib would drop the decoded newline
+    from the path, and the function would route a path the client never sent)."""
+    event = server.client.get("/items/%0A1").json()["event"]
+    assert event["pathParameters"] == {"id": "\n1"} and event["path"] == "/items/\n1"
+
+
 def test_a_binary_answer_is_decoded(server: Server) -> None:
     response = server.client.get("/echo", params={"bytes": "1000"})
     assert response.status_code == 200 and len(response.content) == 1000
