@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -63,8 +63,17 @@ def check(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """yaml's safe loader with the pristine constructor table: SAM CLI's yamlhelper (imported by
+    the local API's template reader) makes the global SafeLoader build OrderedDicts, which
+    `yaml.safe_dump` then refuses to write back into models.yaml."""
+
+    yaml_constructors: ClassVar[dict[Any, Any]] = dict(
+        yaml.constructor.SafeConstructor.yaml_constructors)
+
+
 def load(path: Path = REGISTRY) -> list[ModelEntry]:
-    raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    raw: dict[str, Any] = yaml.load(path.read_text(), Loader=_PlainLoader) or {}
     entries = []
     for item in raw.get("models") or []:
         item = dict(item)
