@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import time
 from typing import Any
 
@@ -435,6 +436,12 @@ def test_json_depth_at_and_over_the_limit() -> None:
 def test_hostile_nesting_is_refused_before_parsing() -> None:
     error = refused(b"[" * 1_000_000)
     assert error.status == 400 and "1000000 levels deep" in error.message
+
+
+def test_an_integer_of_more_digits_than_python_converts_is_a_400_in_the_clients_terms() -> None:
+    error = refused(body(tensor([0.5])).replace(b"0.5", b"9" * 5000))
+    assert error.status == 400 and f"{sys.get_int_max_str_digits()} digits" in error.message
+    assert "sys." not in error.message
 
 
 @pytest.mark.parametrize("tail", [b'"' + b'\\"' * 1_000_000, b'"' * 2_000_000,

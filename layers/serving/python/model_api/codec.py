@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -121,6 +122,11 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
+        if "integer string conversion" in str(exc):  # Python's own advice is not the client's
+            raise BadRequest(
+                "the request JSON has an integer literal of more than "
+                f"{sys.get_int_max_str_digits()} digits; no datatype holds it"
+            ) from None
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 
