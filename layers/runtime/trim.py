@@ -1,10 +1,18 @@
 """Remove from the built runtime layer what never runs on Lambda, to keep the layer small.
 
-Test suites, type stubs and onnxruntime's offline tooling (quantization, transformer
-optimizers, converters) go: `import numpy, onnxruntime` and an inference session need none of
-them. So do the packages Lambda's python3.12 runtime already provides (boto3 and its
-dependencies, pulled in here by aws-xray-sdk): the runtime's own copies are used. Every removal
-is printed with its size, so the trim is visible in the build log.
+Test suites, type stubs, C headers and onnxruntime's offline tooling (quantization,
+transformer optimizers, converters) go: `import numpy, onnxruntime` and an inference session
+need none of them. So do:
+- onnxruntime's `libonnxruntime.so.*` (35 MB): the C API library for programs that link
+  against onnxruntime; the Python binding (onnxruntime_pybind11_state) carries its own copy of
+  the runtime and does not load it (no DT_NEEDED entry, never dlopen'ed for the CPU provider);
+- protobuf and flatbuffers, which only those offline tools import;
+- numpy's `_simd` extension, which only numpy's own tests import;
+- `bin/` (f2py, numpy-config, onnxruntime_test): console scripts no Lambda runtime starts;
+- the packages Lambda's python3.12 runtime already provides (boto3 and its dependencies, pulled
+  in here by aws-xray-sdk): the runtime's own copies are used.
+Every removal is printed with its size, so the trim is visible in the build log; `make bench`
+runs every model from the trimmed layer (its cold-start section), which proves they still load.
 """
 
 import shutil
@@ -13,6 +21,7 @@ from pathlib import Path
 
 REMOVED_DIRS = (
     "numpy/_core/tests",
+    "numpy/_core/include",
     "numpy/tests",
     "numpy/f2py",
     "numpy/typing/tests",
@@ -21,13 +30,18 @@ REMOVED_DIRS = (
     "onnxruntime/tools",
     "onnxruntime/datasets",
     "onnxruntime/backend",
+    "google",
+    "flatbuffers",
+    "bin",
 )
-REMOVED_GLOBS = ("**/tests", "**/*.pyi")
+REMOVED_GLOBS = ("**/tests", "**/*.pyi", "**/*.pxd", "onnxruntime/capi/libonnxruntime.so.*",
+                 "numpy/_core/_simd.*.so", "protobuf-*.dist-info", "flatbuffers-*.dist-info")
 PROVIDED_BY_LAMBDA = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil",
                       "python_dateutil", "six")
 
 
 def size_of(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -48,6 +62,7 @@ def trim(site: Path) -> int:
             continue
         size = size_of(path)
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"  trimmed {path.relative_to(site)} ({size / 1e6:.2f} MB)")
         freed += size
     print(f"trimmed {freed / 1e6:.1f} MB from {site}")
     return freed
