@@ -17,6 +17,7 @@ from model_api.lambda_adapter import answer_errors, json_response, logger, metri
 from batch.jobs import JobStore
 from batch.keys import JOB_ID
 
+tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(APIGatewayRestResolver())
 store = JobStore(os.environ["JOBS_TABLE"])
 # Internal bookkeeping of the trigger's claim: not part of the job's public record.

@@ -25,7 +25,10 @@ if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy o
     from model_api.service import InferenceService
 
 logger = Logger()
-tracer = Tracer()
+# No auto-patching: Powertools' default patches every library X-Ray knows, which imports
+# botocore's client stack (~50 ms of every cold start, docs/performance.md) into inference
+# functions that call no AWS service. A function that does patches what it uses.
+tracer = Tracer(auto_patch=False)
 metrics = Metrics()
 
 JSON = "application/json"
