@@ -80,6 +80,7 @@ class Case:
     body: bytes
     status: int
     headers: dict[str, str] = field(default_factory=lambda: dict(JSON_TYPE))
+    says: str = ""  # over a limit: the message names the limit
 
 
 def named(case: Case, name: str, status: int | None = None) -> Case:
@@ -88,8 +89,14 @@ def named(case: Case, name: str, status: int | None = None) -> Case:
     return case
 
 
-def infer(name: str, body: bytes, status: int = 400, path: str = f"{MLP}/infer") -> Case:
-    return Case(name, "POST", path, body, status)
+def infer(name: str, body: bytes, status: int = 400, path: str = f"{MLP}/infer",
+          says: str = "") -> Case:
+    return Case(name, "POST", path, body, status, says=says)
+
+
+ROWS_LIMIT = f"the limit is {MAX_ROWS} rows"
+DEPTH_LIMIT = f"the limit is {MAX_JSON_DEPTH}"
+GATEWAY_LIMITS = "at most 10 MB, and the model functions at most 4 MiB"
 
 
 CASES = [
@@ -154,8 +161,9 @@ CASES = [
     infer("shape-of-strings", request(features() | {"shape": ["1", "30"]})),
     infer("shape-of-floats", request(features() | {"shape": [1.0, 30.0]})),
     infer("shape-not-a-list", request(features() | {"shape": 30})),
-    infer("absurd-rows", request(features() | {"shape": [10**12, 30]}), 413),
-    infer("rows-beyond-int64", request(features() | {"shape": [2**70, 30]}), 413),
+    infer("absurd-rows", request(features() | {"shape": [10**12, 30]}), 413, says=ROWS_LIMIT),
+    infer("rows-beyond-int64", request(features() | {"shape": [2**70, 30]}), 413,
+          says=ROWS_LIMIT),
     infer("shape-beyond-float", b'{"inputs": [{"name": "features", "shape": [1e999, 30], '
                                 b'"datatype": "FP32", "data": [0.5]}]}'),
     # NaN, Infinity, huge numbers
@@ -172,10 +180,11 @@ CASES = [
           request(features(value=3e38, width=10)), path=f"{LINEAR}/infer"),
     # Deep nesting (the parser recurses per level)
     infer("deeply-nested-data", request(features() | {"data": "X"}).replace(
-        b'"X"', b"[" * 100_000 + b"]" * 100_000)),
-    infer("unterminated-nesting", b'{"inputs": ' + b"[" * 1_000_000),
+        b'"X"', b"[" * 100_000 + b"]" * 100_000), says=DEPTH_LIMIT),
+    infer("unterminated-nesting", b'{"inputs": ' + b"[" * 1_000_000, says=DEPTH_LIMIT),
     # request object, parameters object, then arrays: one level over MAX_JSON_DEPTH
-    infer("nesting-one-over-the-limit", request(parameters={"p": arrays(MAX_JSON_DEPTH - 1)})),
+    infer("nesting-one-over-the-limit", request(parameters={"p": arrays(MAX_JSON_DEPTH - 1)}),
+          says=DEPTH_LIMIT),
     # Binary tensors whose sizes lie
     named(binary(binary_input(120), ROW, length=10_000), "header-length-beyond-body"),
     named(binary(binary_input(120), ROW, length=-1), "header-length-negative"),
@@ -207,13 +216,16 @@ CASES = [
     Case("get-on-infer", "GET", f"{MLP}/infer", b"", 404),
     # Sizes: over the function's 4 MiB, over Lambda's 6 MB event, over API Gateway's 10 MB
     infer("body-one-byte-over-4-MiB", request() + b" " * (MAX_REQUEST_BYTES + 1 - len(request())),
-          413),
-    infer("body-over-lambdas-6-MB-event", request() + b" " * (5 * MB), 413),
-    infer("body-over-api-gateways-10-MB", request() + b" " * (11 * MB), 413),
-    infer("rows-one-over-the-limit", request(features(MAX_ROWS + 1, value=0)), 413),
+          413, says=f"the limit is {MAX_REQUEST_BYTES} bytes"),
+    infer("body-over-lambdas-6-MB-event", request() + b" " * (5 * MB), 413, says=GATEWAY_LIMITS),
+    infer("body-over-api-gateways-10-MB", request() + b" " * (11 * MB), 413,
+          says=GATEWAY_LIMITS),
+    infer("rows-one-over-the-limit", request(features(MAX_ROWS + 1, value=0)), 413,
+          says=ROWS_LIMIT),
     infer("bytes-element-one-over-the-limit", dumps({"inputs": [
         {"name": "text", "shape": [1], "datatype": "BYTES",
-         "data": ["a" * (MAX_BYTES_ELEMENT + 1)]}]}), 413, f"{TEXT}/infer"),
+         "data": ["a" * (MAX_BYTES_ELEMENT + 1)]}]}), 413, f"{TEXT}/infer",
+          says=f"the limit is {MAX_BYTES_ELEMENT} bytes"),
 ]
 
 
@@ -222,12 +234,14 @@ def test_hostile_request_gets_its_4xx_in_the_error_format(
         local_api: httpx.Client, case: Case) -> None:
     response = local_api.request(case.method, case.path, content=case.body, headers=case.headers)
     assert_error_answer(response, case.status, case.id)
+    assert case.says in response.json()["error"], case.id
     assert local_api.get("/v2/health/live").status_code == 200
 
 
 def test_every_case_is_distinct_and_expects_a_4xx() -> None:
     assert len({case.id for case in CASES}) == len(CASES)
     assert all(400 <= case.status < 500 for case in CASES)
+    assert all(case.says for case in CASES if case.status == 413), "a 413 names its limit"
 
 
 # --- at the limits: served ------------------------------------------------------------------
