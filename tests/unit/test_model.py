@@ -140,3 +140,19 @@ def test_intra_op_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     else:
         monkeypatch.setenv(model_module.THREADS_VARIABLE, value)
     assert intra_op_threads() == (expected or 7)
+
+
+@pytest.mark.parametrize(("memory", "expected"), [("128", 1), ("1024", 1), ("3008", 2),
+                                                  ("10240", 6), ("", 8)])
+def test_threads_follow_the_vcpus_lambda_memory_pays_for(monkeypatch: pytest.MonkeyPatch,
+                                                         memory: str, expected: int) -> None:
+    monkeypatch.setattr(model_module.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv(model_module.THREADS_VARIABLE, raising=False)
+    monkeypatch.setenv(model_module.LAMBDA_MEMORY_VARIABLE, memory)
+    assert intra_op_threads() == expected
+
+
+def test_threads_never_spin_on_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(model_module.LAMBDA_MEMORY_VARIABLE, "1024")
+    options = model_module.session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
