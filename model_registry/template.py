@@ -71,6 +71,9 @@ def resources(entry: ModelEntry) -> str:
         !If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]
       Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
       AutoPublishAlias: live
+      SnapStart: !If [UseSnapStart, {{ApplyOn: PublishedVersions}}, !Ref AWS::NoValue]
+      ProvisionedConcurrencyConfig:
+        !If [HasProvisionedConcurrency, {{ProvisionedConcurrentExecutions: !Ref ProvisionedConcurrency}}, !Ref AWS::NoValue]
       DeploymentPreference:
         Type: !Ref DeploymentStrategy
         Alarms: [!Ref {c}ErrorsAlarm, !Ref {c}ServerErrorsAlarm]
