@@ -24,7 +24,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local test lint deploy clean distclean
+.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -96,6 +96,10 @@ $(BUILT): $(BATCH_SRC)
 batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl [KILL_AFTER_ROWS=N]
 	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file> [KILL_AFTER_ROWS=N: SIGKILL the runner at N rows, then resume]"; exit 2; }
 	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)")
+
+# ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
+bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch): table + bench-results/latest.json [ONLY=warm,cold]
+	PYTHONPATH=layers/serving/python $(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
 
 lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
 	ruff check .

@@ -1,0 +1,137 @@
+"""Cold start: a fresh process to the first response, per function, against a bare baseline.
+
+Each function's code and layers are first zipped as `sam deploy` zips them and unpacked as
+Lambda unpacks them (bench.deployed), then laid out as Lambda mounts them (local_api.sandbox:
+the layers merged into one /opt, the runtime's own boto3 & co. beside it), and
+bench/cold_probe.py runs in a new `python -I -S -B` (-B: /opt is read-only on Lambda, so
+Python can never write a fresher .pyc there) with the function's Lambda environment. The
+baseline is the same interpreter on the same layers doing only `import onnxruntime, numpy`,
+creating a session and running it once. Runs alternate between the two and the medians are
+reported, so a busy moment hurts both alike. Running from the built layers also proves the
+trimmed runtime layer still serves every model.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from model_api.datatypes import numpy_dtype
+
+from bench.common import EVENTS_DIR
+from bench.deployed import sam_zip, unpack
+from bench.functions import InferenceFunction, inference_functions, lambda_environment
+from bench.payloads import api_event, request
+from local_api import sandbox
+
+PROBE = Path(__file__).with_name("cold_probe.py")
+REPEATS = 5
+PHASES = ("startup", "imports", "init", "first_response", "total")
+MEASURES = (*PHASES, "max_rss_mb")
+
+
+def probe_config(function: InferenceFunction, box: sandbox.Sandbox, mode: str,
+                 result_file: Path) -> dict[str, Any]:
+    """What cold_probe.py needs: paths, the handler and its imports, the event, the inputs."""
+    handler_file = function.spec.code_dir / f"{function.spec.handler.rpartition('.')[0]}.py"
+    config: dict[str, Any] = {"mode": mode, "python_path": list(box.python_path),
+                              "handler": function.spec.handler,
+                              "imports": top_level_imports(handler_file),
+                              "result_file": str(result_file)}
+    if function.model is None:
+        config["event"] = json.loads((EVENTS_DIR / "server" / "health-ready.json").read_text())
+        return config
+    sent = request(function.model, 1, "json")
+    config["event"] = api_event(function.model, sent)
+    models = Path(box.environment["MODELS_DIR"]) / function.model
+    version = function.spec.environment["MODEL_VERSION"]
+    config["model_file"] = str(models / version / "model.onnx")
+    config["inputs"] = {tensor["name"]: {"data": tensor["data"], "shape": tensor["shape"],
+                                         "dtype": numpy_dtype(tensor["datatype"]).name}
+                        for tensor in json.loads(sent.body)["inputs"]}
+    return config
+
+
+def top_level_imports(source: Path) -> list[str]:
+    """Modules the handler file imports at module scope, in order (the probe times them apart
+    from the module's own init, and need not import `ast` itself)."""
+    modules: list[str] = []
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Import):
+            modules.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.append(node.module)
+    return modules
+
+
+def one_start(config_file: Path, result_file: Path, env: dict[str, str]) -> dict[str, float]:
+    """Milliseconds of each phase of one fresh process, counted from its spawn, and its peak
+    resident memory (MB)."""
+    result_file.unlink(missing_ok=True)
+    spawned = time.perf_counter()
+    probe = subprocess.run([sys.executable, "-I", "-S", "-B", str(PROBE), str(config_file)],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        raise RuntimeError(f"cold start of {config_file.stem} failed:\n{probe.stderr[-3000:]}")
+    stamps = json.loads(result_file.read_text())
+    if stamps["status"] != 200:
+        raise RuntimeError(f"{config_file}: first response was {stamps['status']}")
+    marks = [spawned, stamps["started"], stamps["imported"], stamps["initialised"],
+             stamps["answered"]]
+    phases = [(later - earlier) * 1000 for earlier, later in itertools.pairwise(marks)]
+    return {**dict(zip(PHASES, [*phases, (stamps["answered"] - spawned) * 1000], strict=True)),
+            "max_rss_mb": stamps["max_rss_mb"]}
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each phase (and of the peak memory) over the runs."""
+    return {key: round(statistics.median(run[key] for run in runs), 1) for key in MEASURES}
+
+
+def as_deployed(function: InferenceFunction, work: Path) -> InferenceFunction:
+    """The function with its code and layers replaced by their zip-and-unpack round trips."""
+    copies = {}
+    for folder in (function.spec.code_dir, *function.spec.layer_dirs):
+        target = work / "deployed" / folder.name
+        if not target.is_dir():
+            unpack(sam_zip(folder, work), target)
+        copies[folder] = target
+    spec = dataclasses.replace(function.spec, code_dir=copies[function.spec.code_dir],
+                               layer_dirs=tuple(copies[d] for d in function.spec.layer_dirs))
+    return dataclasses.replace(function, spec=spec)
+
+
+def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
+    """REPEATS cold starts of the function and of the baseline, in turns; their medians."""
+    function = as_deployed(built, work)
+    (box,) = sandbox.prepare([function.spec], work / function.name, "us-east-1").values()
+    env = {**{key: box.environment[key] for key in ("PATH", "LD_LIBRARY_PATH", "LANG")},
+           **lambda_environment(function, Path(box.environment["MODELS_DIR"]))}
+    runs: dict[str, list[dict[str, float]]] = {"handler": [], "baseline": []}
+    for mode in runs:
+        config = probe_config(function, box, mode, work / f"{function.name}-{mode}.result")
+        (work / f"{function.name}-{mode}.json").write_text(json.dumps(config))
+    for _ in range(REPEATS):
+        for mode, found in runs.items():
+            found.append(one_start(work / f"{function.name}-{mode}.json",
+                                   work / f"{function.name}-{mode}.result", env))
+    handler, base = medians(runs["handler"]), medians(runs["baseline"])
+    return {"function": function.name, "model": function.model, "repeats": REPEATS,
+            "handler": handler, "baseline": base,
+            "ratio": round(handler["total"] / base["total"], 2)}
+
+
+def run() -> list[dict[str, Any]]:
+    """Every inference function, from one set of deployed copies."""
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as work:
+        return [measure(function, Path(work)) for function in inference_functions()]

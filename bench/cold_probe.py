@@ -1,0 +1,88 @@
+"""One cold start in a fresh interpreter, timed from inside: run as a script, never imported.
+
+`python -I -S cold_probe.py CONFIG.json` starts with only the standard library on sys.path
+(as Lambda's runtime does), puts the function's code and layers in front, then either imports
+the handler module exactly as Lambda would and answers one event ("handler"), or does the bare
+minimum a model needs ("baseline": import onnxruntime and numpy, create a session, run it).
+Each phase's end is a time.perf_counter() stamp (CLOCK_MONOTONIC, shared by every process),
+so the parent can count from the moment it spawned this process. Results go to a file: stdout
+belongs to the handler's logs. The probe itself imports only what Lambda's own runtime
+loop has loaded before it imports a handler (json, importlib), so both modes pay alike.
+"""
+
+import time
+
+STARTED = time.perf_counter()
+
+import importlib  # noqa: E402 - the stamp above must come first
+import json  # noqa: E402
+import sys  # noqa: E402
+
+
+class Context:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name = "cold-start"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cold-start"
+    log_group_name = "/aws/lambda/cold-start"
+    log_stream_name = "cold-start"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+def handler(config: dict) -> dict:
+    """Imports, then the module's own init (model load), then one event through the handler."""
+    module_name, _, function_name = config["handler"].rpartition(".")
+    for name in config["imports"]:
+        importlib.import_module(name)
+    imported = time.perf_counter()
+    module = importlib.import_module(module_name)
+    initialised = time.perf_counter()
+    answer = getattr(module, function_name)(config["event"], Context())
+    answered = time.perf_counter()
+    return {"status": answer["statusCode"], "imported": imported, "initialised": initialised,
+            "answered": answered}
+
+
+def baseline(config: dict) -> dict:
+    """import onnxruntime, numpy; a session with default options; one run on the same input."""
+    import numpy
+    import onnxruntime
+
+    imported = time.perf_counter()
+    session = None
+    if config.get("model_file"):
+        session = onnxruntime.InferenceSession(config["model_file"],
+                                               providers=["CPUExecutionProvider"])
+    initialised = time.perf_counter()
+    if session is not None:
+        feeds = {name: numpy.array(tensor["data"], dtype=tensor["dtype"]).reshape(tensor["shape"])
+                 for name, tensor in config["inputs"].items()}
+        session.run(None, feeds)
+    answered = time.perf_counter()
+    return {"status": 200, "imported": imported, "initialised": initialised,
+            "answered": answered}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would count the parent's too)."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def main() -> None:
+    with open(sys.argv[1]) as file:
+        config = json.load(file)
+    sys.path[:0] = config["python_path"]
+    result = handler(config) if config["mode"] == "handler" else baseline(config)
+    result["started"] = STARTED
+    result["max_rss_mb"] = peak_rss_mb()
+    with open(config["result_file"], "w") as file:
+        json.dump(result, file)
+
+
+main()

@@ -1,0 +1,75 @@
+"""What every section shares: paths, bounded timing loops, percentiles and the machine's state.
+
+Timing loops stop at a count or a time budget, whichever comes first, so `make bench` stays
+within minutes on a loaded 2-core machine; every summary says how many samples it holds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+MODELS_DIR = ROOT / "build" / "models"
+EVENTS_DIR = ROOT / "events"
+RESULTS = ROOT / "bench-results" / "latest.json"
+ROWS = (1, 32, 1024)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest, not interpolated)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def summary(samples_ms: list[float]) -> dict[str, float]:
+    """p50, p99 and the sample count of a list of milliseconds."""
+    return {"p50_ms": round(percentile(samples_ms, 0.5), 4),
+            "p99_ms": round(percentile(samples_ms, 0.99), 4), "n": len(samples_ms)}
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], count: int, seconds: float,
+                     warmup: int = 5) -> dict[str, list[float]]:
+    """Milliseconds of each call, taken in turns: round i times every call once.
+
+    Alternating the calls spreads whatever else the machine does over all of them alike, so
+    their ratios hold even when the absolute numbers wander. Up to `count` rounds within
+    `seconds`, after `warmup` untimed rounds.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    deadline = time.perf_counter() + seconds
+    while len(samples[next(iter(calls))]) < count and time.perf_counter() < deadline:
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: CPU, cores, load (others' jobs share these cores)."""
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return {"cpu": cpu, "cores": os.cpu_count(), "uptime": uptime.strip(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

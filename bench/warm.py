@@ -1,0 +1,122 @@
+"""Warm overhead: the real handler, in-process, against `InferenceSession.run` on the same input.
+
+Each model is measured in a child process (`python -m bench.warm MODEL`) that imports
+functions/inference/app.py as Lambda does, with the function's Lambda environment (tracing on,
+every request sampled: the dearest case), so Powertools' per-process state and the model's
+memory never leak between models. Three timings per request, taken in turns: the whole handler
+(API Gateway event in, response dict out), the serving library alone (`service.infer`: decode,
+run, encode) and the raw session run on the very arrays the codec decoded, in a session with
+the same options. Their differences split the handler's own time into the Lambda adapter
+(Powertools: routing, logs, metrics, X-Ray) and the protocol codec. Requests are JSON at 1, 32
+and 1,024 rows, and binary tensors at 32 and 1,024.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from bench.common import MODELS_DIR, ROOT, ROWS, peak_rss_mb, summary, time_interleaved
+from bench.functions import HANDLER, inference_functions, lambda_environment
+
+# Per row count: (most rounds, seconds) of the three interleaved timings.
+BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
+CASES = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS if rows > 1]
+
+
+@dataclass
+class Context:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name: str
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    log_group_name: str = "/aws/lambda/bench"
+    log_stream_name: str = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 15_000
+
+
+def measure(model: str) -> list[dict[str, Any]]:
+    """In the child: handler, service and raw run timings for every case."""
+    import onnxruntime as ort
+    from model_api.codec import decode_request
+    from model_api.model import CPU, session_options
+
+    from bench.payloads import api_event, request
+
+    spec = importlib.util.spec_from_file_location("app", HANDLER)
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)  # module-scope init: the model loads here, as in Lambda
+    loaded = app.service.model(model)
+    raw = ort.InferenceSession(str(MODELS_DIR / model / loaded.manifest.version / "model.onnx"),
+                               sess_options=session_options(), providers=list(CPU))
+    context = Context(function_name=model)
+    results = []
+    for rows, encoding in CASES:
+        sent = request(model, rows, encoding)
+        event = api_event(model, sent)
+        decoded = decode_request(sent.body, sent.headers, loaded.manifest)
+        outputs = [output.name for output in decoded.outputs]
+        answer = app.lambda_handler(event, context)
+        if answer["statusCode"] != 200:
+            raise RuntimeError(f"{model} {encoding} at {rows} rows answered "
+                               f"{answer['statusCode']}: {answer['body'][:300]}")
+        timings = time_interleaved({
+            "handler": partial(app.lambda_handler, event, context),
+            "service": partial(app.service.infer, model, None, sent.body, sent.headers),
+            "raw": partial(raw.run, outputs, decoded.inputs),
+        }, *BUDGET[rows])
+        result: dict[str, Any] = {"model": model, "rows": rows, "encoding": encoding,
+                                  "request_bytes": len(sent.body),
+                                  **{name: summary(ms) for name, ms in timings.items()}}
+        handler, service, run = (result[k]["p50_ms"] for k in ("handler", "service", "raw"))
+        result["ratio"] = round(handler / run, 2)
+        result["overhead_ms"] = round(handler - run, 3)
+        result["overhead_per_row_us"] = round((handler - run) / rows * 1000, 2)
+        result["adapter_ms"] = round(handler - service, 3)
+        result["codec_ms"] = round(service - run, 3)
+        results.append(result)
+    peak = peak_rss_mb()  # after 1,024-row requests: what the memory size must hold
+    return [{**result, "max_rss_mb": round(peak, 1)} for result in results]
+
+
+def run() -> list[dict[str, Any]]:
+    """Every model function, one child process each."""
+    results: list[dict[str, Any]] = []
+    for function in inference_functions():
+        if function.model is None:
+            continue
+        env = {**os.environ, **lambda_environment(function, MODELS_DIR),
+               "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
+        child = subprocess.run([sys.executable, "-m", "bench.warm", function.model], env=env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               check=False)
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.warm {function.model} failed:\n{child.stderr[-3000:]}")
+        results.extend(json.loads(child.stdout.splitlines()[-1]))
+    return results
+
+
+def main() -> None:
+    """Child entry: the handler's logs go to /dev/null, the results to the real stdout."""
+    result_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 lives as long as we do
+    results = measure(sys.argv[1])
+    with open(result_fd, "w") as out:
+        out.write(json.dumps(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()
