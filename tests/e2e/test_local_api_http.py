@@ -4,12 +4,7 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,59 +14,20 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from tests.conftest import BUILT_TEMPLATE, ROOT
+from tests.conftest import local_api_server
 from tests.datasets import whole_dataset
 
 MODEL = "breast-cancer-mlp"
 SEED_MODELS = ("breast-cancer-mlp", "diabetes-linear", "text-topics", "digits-cnn")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    assert BUILT_TEMPLATE.exists(), "run `make build` (make test does)"
-    port = free_port()
     log = tmp_path_factory.mktemp("local-api") / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "local_api",
-                "serve",
-                "--template",
-                str(BUILT_TEMPLATE),
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.get("/v2/health/live").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"local API did not start:\n{log.read_text()}"
-        time.sleep(0.2)
-    yield client
-    client.close()
-    # Ctrl-C stops it cleanly: exit without a traceback.
-    server.send_signal(signal.SIGINT)
-    server.wait(timeout=20)
-    output = log.read_text()
-    assert "Traceback" not in output, output
-    assert f"http://127.0.0.1:{port}" in output, "the server prints its URL"
+    with local_api_server(log) as (client, port):
+        yield client
+    # Ctrl-C stopped it cleanly (no traceback); it printed its URL when it started.
+    assert f"http://127.0.0.1:{port}" in log.read_text(), "the server prints its URL"
 
 
 def infer_body(rows: np.ndarray) -> dict[str, Any]:
