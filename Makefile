@@ -79,7 +79,7 @@ $(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(
 validate: setup ## sam validate --lint (cfn-lint included)
 	sam validate --lint
 
-serve: build ## Serve every function of the template on http://127.0.0.1:$(PORT) without Docker (API_KEY=k to require x-api-key)
+serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker)
@@ -103,10 +103,10 @@ bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch): t
 
 lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
 	ruff check .
-	mypy layers/serving/python/model_api local_api model_export model_registry
+	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	$(PY) -m model_registry.template --check
 
-test: build lint ## Everything: unit, handler, template, local API and end-to-end tests
+test: build lint ## Everything: lint, unit, handler, template, security, local API, batch and end-to-end tests
 	$(PY) -m pytest
 
 .PHONY: security
