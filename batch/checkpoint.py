@@ -2,8 +2,9 @@
 
 A retried job (spot reclaim, crash, kill -9) reads it and continues at the next chunk; a chunk
 that was being written when the job died is not in it, so it is redone and its part file
-overwritten. The chunk size is pinned in the checkpoint, so a retry cuts the same chunks and
-names the same parts even if it was started with other settings.
+overwritten. The chunk limits (rows and input bytes) are pinned in the checkpoint, so a retry
+cuts the same chunks and names the same parts even if it was started with other settings. A
+checkpoint written before byte limits existed has none (`chunk_bytes` 0): rows alone, as then.
 """
 
 from __future__ import annotations
@@ -23,22 +24,27 @@ NAME = "_checkpoint.json"
 class Checkpoint:
     job_id: str
     input_version: str
-    chunk_rows: int
+    chunk_rows: int  # 0: no row limit
+    chunk_bytes: int = 0  # of input; 0: no byte limit
     next_chunk: int = 0
     next_row: int = 0  # input lines (or .npy rows) done
     next_byte: int = 0  # JSON Lines: byte offset of the next line
     outputs_written: int = 0
     errors: int = 0
     parts: list[str] = field(default_factory=list)
+    # .npy parts: part -> its header ({"descr", "shape"}), so that the final file is assembled
+    # without reading each part's header back
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str]
-                ) -> None:
+    def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str],
+                headers: dict[str, dict[str, Any]] | None = None) -> None:
         self.next_chunk += 1
         self.next_row += rows
         self.next_byte = next_byte
         self.outputs_written += outputs
         self.errors += errors
         self.parts.extend(parts)
+        self.headers.update(headers or {})
 
     @property
     def counts(self) -> dict[str, int]:
@@ -47,18 +53,19 @@ class Checkpoint:
 
 
 def load(s3: Any, bucket: str, prefix: str, job_id: str, input_version: str,
-         chunk_rows: int) -> Checkpoint:
-    """The job's checkpoint, or a fresh one when there is none for this job and input."""
+         chunk_rows: int, chunk_bytes: int = 0) -> Checkpoint:
+    """The job's checkpoint, or a fresh one (with these chunk limits) when there is none for
+    this job and input."""
     try:
         document: dict[str, Any] = json.loads(
             s3.get_object(Bucket=bucket, Key=prefix + NAME)["Body"].read())
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
             raise
-        return Checkpoint(job_id, input_version, chunk_rows)
+        return Checkpoint(job_id, input_version, chunk_rows, chunk_bytes)
     checkpoint = Checkpoint(**document)
     if (checkpoint.job_id, checkpoint.input_version) != (job_id, input_version):
-        return Checkpoint(job_id, input_version, chunk_rows)
+        return Checkpoint(job_id, input_version, chunk_rows, chunk_bytes)
     return checkpoint
 
 

@@ -4,13 +4,19 @@ Requests whose inputs have the same names, trailing shapes and dtypes, and that 
 same outputs, are concatenated on axis 0 up to `max_rows` rows and run once; the results are
 sliced back by each request's rows. A run that fails is split in halves until the request at
 fault stands alone and gets an error of its own, so one bad request never costs its neighbours
-their answers; a run that ran out of memory also lowers `max_rows` for the rest of the job.
+their answers; a run that ran out of memory also halves the micro-batch size for the rest of
+the job.
+
+The micro-batch size is `BATCH_ROWS` when given, else `BatchSizeTuner` picks it on the job's
+first rows: the best size depends on the model and the machine (256 rows for a small MLP on a
+CPU, 16,384 for a linear model whose runs cost mostly per call), so it is measured, not guessed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,75 @@ from model_api.model import LoadedModel
 LOG = logging.getLogger(__name__)
 Signature = tuple[Any, ...]
 MEMORY_ERRORS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+CPU_SIZES = (256, 1024, 4096, 16384)
+GPU_SIZES = (1024, 4096, 16384, 65536)
+TRIAL_RUNS = 3  # runs of each size, at least; then until TRIAL_SECONDS or TRIAL_MAX_RUNS
+TRIAL_SECONDS = 0.005
+TRIAL_MAX_RUNS = 10  # a fast model's trial stays short: its smaller sizes cost the most
+PAST_THE_PEAK = 0.8  # a size this much slower than the best so far ends the trial
+
+
+def is_memory_error(error: BaseException) -> bool:
+    return any(marker in str(error).lower() for marker in MEMORY_ERRORS)
+
+
+class BatchSizeTuner:
+    """The micro-batch size: `fixed` when given (BATCH_ROWS), else chosen by timing real
+    micro-batches of the job's first rows (their answers are kept: the trial costs only the
+    difference in speed). Sizes are tried smallest first, each for TRIAL_RUNS runs and then
+    until TRIAL_SECONDS or TRIAL_MAX_RUNS; a size's speed is its best run's rows/s, the run
+    least disturbed by other work on the machine. The trial stops at the last size or at the
+    first one clearly slower than the best so far, and the fastest size is kept for the rest of
+    the job (logged). Out of memory halves the size, during the trial or after it."""
+
+    def __init__(self, sizes: Sequence[int], fixed: int = 0) -> None:
+        self.sizes = [fixed] if fixed else sorted(sizes)
+        self.choice: int | None = fixed or None
+        self.index = 0
+        self.runs = 0
+        self.seconds = 0.0
+        self.best_rate = 0.0
+        self.rates: dict[int, float] = {}
+
+    @property
+    def size(self) -> int:
+        return self.choice if self.choice is not None else self.sizes[self.index]
+
+    def record(self, rows: int, seconds: float) -> None:
+        """A model run of `rows` rows took `seconds` (only runs at about the size on trial
+        count: a chunk's last, shorter micro-batch says little)."""
+        if self.choice is not None or rows * 2 < self.size or seconds <= 0:
+            return
+        self.runs += 1
+        self.seconds += seconds
+        self.best_rate = max(self.best_rate, rows / seconds)
+        if self.runs < TRIAL_RUNS or (self.seconds < TRIAL_SECONDS
+                                      and self.runs < TRIAL_MAX_RUNS):
+            return
+        size = self.size
+        self.rates[size] = self.best_rate
+        self.runs, self.seconds, self.best_rate = 0, 0.0, 0.0
+        fastest = max(self.rates, key=lambda s: self.rates[s])
+        if (self.index + 1 == len(self.sizes)
+                or self.rates[size] < PAST_THE_PEAK * self.rates[fastest]):
+            self._choose(fastest)
+        else:
+            self.index += 1
+
+    def out_of_memory(self, rows: int) -> int:
+        """A run of `rows` rows ran out of memory: at most half of that from now on."""
+        limit = max(1, min(rows, self.size) // 2)
+        if self.choice is None:
+            fitting = [s for s in self.rates if s <= limit]
+            self._choose(max(fitting, key=lambda s: self.rates[s]) if fitting else limit)
+        self.choice = min(self.choice or limit, limit)
+        return self.choice
+
+    def _choose(self, size: int) -> None:
+        self.choice = size
+        LOG.info("micro-batches of %d rows (rows/s measured on the first rows: %s)", size,
+                 ", ".join(f"{s}: {rate:.0f}" for s, rate in sorted(self.rates.items()))
+                 or "none")
 
 
 def signature(request: InferRequest) -> Signature:
@@ -31,9 +106,13 @@ def signature(request: InferRequest) -> Signature:
 class MicroBatcher:
     """Runs (position, request) pairs on one model; yields (position, results | error)."""
 
-    def __init__(self, model: LoadedModel, max_rows: int) -> None:
+    def __init__(self, model: LoadedModel, tuner: BatchSizeTuner) -> None:
         self.model = model
-        self.max_rows = max_rows
+        self.tuner = tuner
+
+    @property
+    def max_rows(self) -> int:
+        return self.tuner.size
 
     def run(self, requests: list[tuple[int, InferRequest]]
             ) -> Iterator[tuple[int, dict[str, np.ndarray] | str]]:
@@ -60,7 +139,9 @@ class MicroBatcher:
                   if len(batch) > 1 else first.inputs[name] for name in first.inputs}
         total = sum(request.rows for _, request in batch)
         try:
+            started = time.perf_counter()
             results = self.model.run(inputs, names)
+            self.tuner.record(total, time.perf_counter() - started)
         # onnxruntime raises its own exception types for anything a graph refuses at run time;
         # whatever it is, it must become an error record, never a lost line.
         except Exception as error:
@@ -84,10 +165,10 @@ class MicroBatcher:
         if len(batch) == 1:
             yield batch[0][0], f"model run failed: {error}"
             return
-        if any(marker in str(error).lower() for marker in MEMORY_ERRORS):
-            self.max_rows = max(1, self.max_rows // 2)
-            LOG.warning("out of memory with %d rows; micro-batches now at most %d rows",
-                        sum(r.rows for _, r in batch), self.max_rows)
+        if is_memory_error(error):
+            rows = sum(r.rows for _, r in batch)
+            LOG.warning("out of memory with %d rows; micro-batches now at most %d rows", rows,
+                        self.tuner.out_of_memory(rows))
         middle = len(batch) // 2
         yield from self._run_batch(batch[:middle])
         yield from self._run_batch(batch[middle:])

@@ -4,6 +4,9 @@
 the container (BATCH_INPUT_BUCKET, BATCH_INPUT_KEY, BATCH_INPUT_VERSION, BATCH_JOB_ID,
 JOBS_TABLE, MODELS_DIR, REQUIRE_GPU, ...). Every input line (or .npy row) yields exactly one
 output record, checkpointed per chunk; the job's state and counts go to the jobs table.
+A chunk is BATCH_CHUNK_BYTES of input (8 MiB; whole lines) or BATCH_CHUNK_ROWS rows, whichever
+ends first: each chunk costs a few S3 and DynamoDB requests (read, part, checkpoint, job
+record), so chunks are sized by bytes to amortise them whatever a row weighs.
 Exit codes: 0 done, 2 an input no retry can fix, anything else worth a retry.
 """
 
@@ -33,17 +36,18 @@ from batch import checkpoint
 from batch.aws import client
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
-from batch.microbatch import MicroBatcher
+from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher, is_memory_error
 from batch.progress import Progress
 from batch.reader import InputError, NpyLayout, S3Object, iter_lines, npy_layout, read_rows
 from batch.submit import PERMANENT_EXIT
-from batch.writer import concatenate_npy, npy_bytes, put_bytes, put_json
+from batch.writer import concatenate_npy, npy_bytes, npy_header, put_bytes, put_json
 
 LOG = logging.getLogger("batch.runner")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 SUCCESS = "_SUCCESS.json"
 PERMANENT_S3_ERRORS = ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "AccessDenied", "404", "403")
+CHUNK_BYTES = 8 << 20  # of input per chunk, by default
 
 
 class PermanentError(RuntimeError):
@@ -59,8 +63,9 @@ class Settings:
     models_dir: Path
     model_version: str | None = None
     table: str | None = None
-    chunk_rows: int = 10_000
-    batch_rows: int = 0  # 0: 1024 on the CPU, 8192 on a GPU
+    chunk_rows: int = 0  # 0: no row limit
+    chunk_bytes: int = CHUNK_BYTES  # of input; 0: no byte limit (then chunk_rows must be set)
+    batch_rows: int = 0  # 0: chosen on the first rows (microbatch.BatchSizeTuner)
     require_gpu: bool = False
     use_gpu: bool = True
     progress_seconds: float = 5.0
@@ -123,7 +128,7 @@ def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel 
                   model_error: str | None, batcher: MicroBatcher | None
                   ) -> tuple[list[bytes], int]:
     """One output record per line, in input order; and how many of them are errors."""
-    records: list[dict[str, Any] | None] = [None] * len(lines)
+    records: list[dict[str, Any] | bytes | None] = [None] * len(lines)
     decoded: list[tuple[int, InferRequest]] = []
     for index, line in enumerate(lines):
         if model is None:
@@ -142,27 +147,39 @@ def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel 
             if isinstance(outcome, str):
                 records[index] = error_record(lines[index], first_number + index, outcome)
                 continue
-            try:
-                records[index] = response_document(model.manifest, requests[index], outcome)
+            try:  # serialised at once: a chunk's documents never all live at the same time
+                records[index] = json.dumps(
+                    response_document(model.manifest, requests[index], outcome),
+                    separators=(",", ":")).encode()
             except ModelAPIError as error:
                 records[index] = error_record(lines[index], first_number + index, error.message)
-    errors = sum(1 for record in records if record is not None and "error" in record)
-    out = [json.dumps(record, separators=(",", ":")).encode() for record in records]
+    errors = sum(1 for record in records if isinstance(record, dict))
+    out = [record if isinstance(record, bytes) else json.dumps(record, separators=(",", ":"))
+           .encode() for record in records]
     return out, errors
 
 
-def chunks_of_lines(source: S3Object, start: int, size: int, rows: int
+def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int
                     ) -> Iterator[tuple[list[bytes], int]]:
-    """Lists of up to `rows` lines, each with the byte offset just past its last line."""
+    """Lists of whole lines, each with the byte offset just past its last line: a list ends
+    at `rows` lines or once its lines reach `max_bytes` bytes (0: no such limit). The cut
+    depends only on the input from `start`, so a resumed job cuts the same chunks."""
     lines: list[bytes] = []
-    end = start
+    end = chunk_start = start
     for line, end in iter_lines(source, start, size):
         lines.append(line)
-        if len(lines) == rows:
+        if len(lines) == rows or (max_bytes and end - chunk_start >= max_bytes):
             yield lines, end
-            lines = []
+            lines, chunk_start = [], end
     if lines:
         yield lines, end
+
+
+def npy_chunk_rows(chunk_rows: int, chunk_bytes: int, row_bytes: int) -> int:
+    """Rows per chunk of a .npy input: the row limit or as many rows as fit the byte limit
+    (at least one), whichever is fewer; 0 (the whole file) when neither limit is set."""
+    by_bytes = max(1, chunk_bytes // max(1, row_bytes)) if chunk_bytes else 0
+    return min((limit for limit in (chunk_rows, by_bytes) if limit), default=0)
 
 
 # ---------------------------------------------------------------------------- the job
@@ -184,20 +201,23 @@ class Job:
         head = self.source.head()
         size = int(head["ContentLength"])
         state = checkpoint.load(self.s3, self.settings.bucket, self.prefix, self.obj.job_id,
-                                self.settings.version_id, self.settings.chunk_rows)
+                                self.settings.version_id, self.settings.chunk_rows,
+                                self.settings.chunk_bytes)
         if state.next_chunk:
             LOG.info("resuming job %s at chunk %d (line/row %d)", self.obj.job_id,
                      state.next_chunk, state.next_row)
+        LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
+                 state.chunk_rows or "any", state.chunk_bytes or "any")
         model, model_error = self._model()
-        batch_rows = self.settings.batch_rows or (
-            8192 if model is not None and CUDA in model.providers else 1024)
-        batcher = MicroBatcher(model, batch_rows) if model is not None else None
+        sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
+        tuner = BatchSizeTuner(sizes, self.settings.batch_rows)
+        batcher = MicroBatcher(model, tuner) if model is not None else None
         if self.obj.format == "jsonl":
             self._jsonl(state, size, model, model_error, batcher)
         else:
             if model is None:
                 raise PermanentError(model_error or "no model")
-            self._npy(state, size, model, batch_rows)
+            self._npy(state, size, model, tuner)
         summary = {"job_id": self.obj.job_id, "model": self.obj.model,
                    "input": f"s3://{self.settings.bucket}/{self.settings.key}",
                    "input_version": self.settings.version_id, "format": self.obj.format,
@@ -222,8 +242,9 @@ class Job:
             return None, str(error)
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
-                    errors: int, parts: list[str], progress: Progress, position: int) -> None:
-        state.advance(rows, end, outputs, errors, parts)
+                    errors: int, parts: list[str], progress: Progress, position: int,
+                    headers: dict[str, dict[str, Any]] | None = None) -> None:
+        state.advance(rows, end, outputs, errors, parts, headers)
         checkpoint.save(self.s3, self.settings.bucket, self.prefix, state)
         if self.store is not None:
             self.store.update(self.obj.job_id, fields=state.counts)
@@ -232,7 +253,8 @@ class Job:
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
         progress = Progress(size, state.next_byte, state.next_row, self.settings.progress_seconds)
-        for lines, end in chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows):
+        for lines, end in chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
+                                          state.chunk_bytes):
             records, errors = process_lines(lines, state.next_row + 1, model, model_error,
                                             batcher)
             part = f"{self.prefix}part-{state.next_chunk:05d}.jsonl"
@@ -243,29 +265,45 @@ class Job:
         progress.update(size, state.next_row, force=True)
 
     def _npy(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel,
-             batch_rows: int) -> None:
+             tuner: BatchSizeTuner) -> None:
         layout = npy_layout(self.source, size)
         spec = self._check_npy(layout, model)
         outputs = [output.name for output in model.manifest.outputs]
         dtype = np.dtype(numpy_dtype(spec.datatype))
         total = layout.shape[0]
+        per_chunk = npy_chunk_rows(state.chunk_rows, state.chunk_bytes, layout.row_bytes) \
+            or max(1, total)
         progress = Progress(total, state.next_row, state.next_row, self.settings.progress_seconds)
         while state.next_row < total:
-            stop = min(state.next_row + state.chunk_rows, total)
+            stop = min(state.next_row + per_chunk, total)
             rows = read_rows(self.source, layout, state.next_row, stop).astype(dtype, copy=False)
             results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-            for first in range(0, len(rows), batch_rows):
-                ran = model.run({spec.name: rows[first:first + batch_rows]}, outputs)
+            first = 0
+            while first < len(rows):
+                batch = rows[first:first + tuner.size]
+                started = time.perf_counter()
+                try:
+                    ran = model.run({spec.name: batch}, outputs)
+                except Exception as error:  # onnxruntime's own types; only memory is retried
+                    if len(batch) == 1 or not is_memory_error(error):
+                        raise
+                    LOG.warning("out of memory with %d rows; micro-batches now at most %d rows",
+                                len(batch), tuner.out_of_memory(len(batch)))
+                    continue
+                tuner.record(len(batch), time.perf_counter() - started)
                 for name in outputs:
                     results[name].append(ran[name])
-            parts = []
+                first += len(batch)
+            parts, headers = [], {}
             for name in outputs:
                 part = f"{name}/part-{state.next_chunk:05d}.npy"
-                put_bytes(self.s3, self.settings.bucket, self.prefix + part,
-                          npy_bytes(np.concatenate(results[name])), "application/octet-stream")
+                array = np.concatenate(results[name])
+                put_bytes(self.s3, self.settings.bucket, self.prefix + part, npy_bytes(array),
+                          "application/octet-stream")
                 parts.append(part)
+                headers[part] = npy_header(array)
             self._checkpoint(state, stop - state.next_row, 0, stop - state.next_row, 0, parts,
-                             progress, stop)
+                             progress, stop, headers)
         progress.update(total, state.next_row, force=True)
 
     def _check_npy(self, layout: NpyLayout, model: LoadedModel) -> Any:
@@ -291,7 +329,9 @@ class Job:
         for output in model.manifest.outputs:
             parts = [self.prefix + p for p in state.parts if p.startswith(output.name + "/")]
             key = f"{self.prefix}{output.name}.npy"
-            shapes[output.name] = list(concatenate_npy(self.s3, self.settings.bucket, parts, key))
+            shapes[output.name] = list(concatenate_npy(
+                self.s3, self.settings.bucket, parts, key,
+                [state.headers.get(p.removeprefix(self.prefix)) for p in parts]))
         return shapes
 
 
@@ -337,8 +377,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--models-dir", type=Path, default=Path(env("MODELS_DIR", "/opt/models")))
     parser.add_argument("--model-version", default=env("MODEL_VERSION"))
     parser.add_argument("--table", default=env("JOBS_TABLE"))
-    parser.add_argument("--chunk-rows", type=int, default=int(env("BATCH_CHUNK_ROWS", "10000")))
-    parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")))
+    parser.add_argument("--chunk-rows", type=int, default=int(env("BATCH_CHUNK_ROWS", "0")),
+                        help="rows (JSON Lines: lines) per chunk; given alone, chunks are cut "
+                             "by rows only (default: by bytes)")
+    parser.add_argument("--chunk-bytes", type=int, default=env("BATCH_CHUNK_BYTES"),
+                        help=f"bytes of input per chunk (default {CHUNK_BYTES}; 0: no limit)")
+    parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")),
+                        help="rows per model run (default 0: timed on the first rows)")
     parser.add_argument("--require-gpu", action="store_true",
                         default=env("REQUIRE_GPU", "false").lower() == "true")
     parser.add_argument("--cpu", action="store_true", help="do not try CUDA")
@@ -348,12 +393,18 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     missing = [name for name in ("bucket", "key", "job_id") if not getattr(args, name)]
     if missing:
         parser.error(f"missing {', '.join(missing)} (arguments or BATCH_INPUT_* / BATCH_JOB_ID)")
-    if args.chunk_rows < 1 or args.batch_rows < 0:
-        parser.error("--chunk-rows must be >= 1 and --batch-rows >= 0")
+    if args.chunk_bytes is None:  # an explicit row count alone means rows only, as asked
+        args.chunk_bytes = 0 if args.chunk_rows else CHUNK_BYTES
+    args.chunk_bytes = int(args.chunk_bytes)
+    if min(args.chunk_rows, args.chunk_bytes, args.batch_rows) < 0 or not (
+            args.chunk_rows or args.chunk_bytes):
+        parser.error("--chunk-rows, --chunk-bytes and --batch-rows must be >= 0, and one of "
+                     "--chunk-rows and --chunk-bytes > 0")
     return Settings(bucket=args.bucket, key=args.key, version_id=args.version_id,
                     job_id=args.job_id, models_dir=args.models_dir,
                     model_version=args.model_version, table=args.table,
-                    chunk_rows=args.chunk_rows, batch_rows=args.batch_rows,
+                    chunk_rows=args.chunk_rows, chunk_bytes=args.chunk_bytes,
+                    batch_rows=args.batch_rows,
                     require_gpu=args.require_gpu, use_gpu=not args.cpu,
                     progress_seconds=args.progress_seconds)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,11 @@ def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) ->
 
 def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
     put_bytes(s3, bucket, key, json.dumps(document, indent=1).encode(), "application/json")
+
+
+def npy_header(array: np.ndarray) -> dict[str, Any]:
+    """What concatenate_npy needs of a part, kept in the checkpoint (JSON)."""
+    return {"descr": np.lib.format.dtype_to_descr(array.dtype), "shape": list(array.shape)}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -70,14 +76,21 @@ class MultipartWriter:
         self.buffer.clear()
 
 
-def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str) -> tuple[int, ...]:
-    """Write the row-wise concatenation of .npy parts to `key`; returns its shape."""
+def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str,
+                    known: Sequence[dict[str, Any] | None] = ()) -> tuple[int, ...]:
+    """Write the row-wise concatenation of .npy parts to `key`; returns its shape. `known`:
+    the parts' headers (npy_header) where the caller has them; the others are read."""
     shapes, dtype = [], None
-    for part in part_keys:  # headers first: the final header needs the total row count
-        head = s3.get_object(Bucket=bucket, Key=part, Range="bytes=0-4095")["Body"].read()
-        stream = io.BytesIO(head)
-        np.lib.format.read_magic(stream)
-        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    headers = list(known) + [None] * (len(part_keys) - len(known))
+    for part, known_header in zip(part_keys, headers, strict=True):  # the row count first
+        if known_header is not None:
+            shape = tuple(known_header["shape"])
+            dtype = np.lib.format.descr_to_dtype(known_header["descr"])
+        else:
+            head = s3.get_object(Bucket=bucket, Key=part, Range="bytes=0-4095")["Body"].read()
+            stream = io.BytesIO(head)
+            np.lib.format.read_magic(stream)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
         shapes.append(shape)
     if dtype is None:
         raise ValueError("no parts to concatenate")

@@ -176,15 +176,17 @@ def test_npy_rows_of_the_wrong_shape_fail_the_job_permanently(cloud: Cloud,
     assert record is not None and record["status"] == "failed" and "shape" in record["reason"]
 
 
-def test_a_job_killed_midway_resumes_and_writes_each_record_once(cloud: Cloud,
-                                                                  models_dir: Path) -> None:
+@pytest.mark.parametrize("chunking", [("--chunk-rows", "150"), ("--chunk-bytes", "20000")],
+                         ids=["rows", "bytes"])
+def test_a_job_killed_midway_resumes_and_writes_each_record_once(
+        cloud: Cloud, models_dir: Path, chunking: tuple[str, str]) -> None:
     count = 12_000
     lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(count)]
     key, version = upload_lines(cloud, lines, name="big")
     job = settings(cloud, models_dir, key, version)
     prefix = parse_key(job.bucket, key, version).output_prefix
     command = [sys.executable, "-m", "batch.runner", "--bucket", job.bucket, "--key", key,
-               "--version-id", version, "--job-id", job.job_id, "--chunk-rows", "150",
+               "--version-id", version, "--job-id", job.job_id, *chunking,
                "--progress-seconds", "0.2"]
     env = runner_env(cloud, models_dir)
     # Given a runner killed with SIGKILL after a few chunks
@@ -194,7 +196,6 @@ def test_a_job_killed_midway_resumes_and_writes_each_record_once(cloud: Cloud,
     first.wait(10)
     assert done and first.returncode == -signal.SIGKILL
     reached = checkpoint_chunks(cloud, prefix)
-    assert reached < count // 150, "the runner finished before it could be killed"
     # When the job is retried
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     # Then it resumed where the checkpoint was, and every line has exactly one record
@@ -203,6 +204,8 @@ def test_a_job_killed_midway_resumes_and_writes_each_record_once(cloud: Cloud,
     assert "rows/s=" in second.stderr and "eta=" in second.stderr
     records = output_records(cloud, job)
     assert [r["id"] for r in records] == [f"r{n}" for n in range(count)]
+    parts = json.loads(cloud.text(prefix + "_SUCCESS.json"))["parts"]
+    assert reached < len(parts) > 50, "the runner finished before it could be killed"
     record = cloud.store.get(job.job_id)
     assert record is not None and record["status"] == "succeeded"
     assert record["attempts"] == 2 and record["rows_read"] == count

@@ -1,0 +1,232 @@
+"""Chunks cut by bytes of input (the default) or rows: whole lines, boundaries pinned in the
+checkpoint so that a resumed job cuts the same chunks; the settings' variables; the micro-batch
+size chosen on the first rows, and halved on out-of-memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from batch import checkpoint, runner
+from batch.aws import client
+from batch.keys import parse_key
+from batch.microbatch import BatchSizeTuner
+from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line
+from tests.batch.test_batch_runner import Faults, faulty_s3, output_records, settings
+
+RNG = np.random.default_rng(23)
+
+
+def varied_lines(count: int) -> list[str]:
+    """Requests of 1 to 5 rows: lines of very different lengths."""
+    return [request_line(f"r{n}", RNG.normal(size=(1 + n % 5, FEATURES))) for n in range(count)]
+
+
+def byte_cuts(lines: list[str], budget: int) -> list[int]:
+    """Lines per chunk when a chunk ends at the first line that brings it to `budget` bytes."""
+    cuts, size, count = [], 0, 0
+    for line in lines:
+        size, count = size + len(line) + 1, count + 1
+        if size >= budget:
+            cuts.append(count)
+            size, count = 0, 0
+    return cuts + ([count] if count else [])
+
+
+def part_lines(cloud: Cloud, job: runner.Settings) -> list[int]:
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    marker = json.loads(cloud.text(prefix + "_SUCCESS.json"))
+    return [len(cloud.text(prefix + part).splitlines()) for part in marker["parts"]]
+
+
+def upload(cloud: Cloud, lines: list[str]) -> tuple[str, str]:
+    key = f"batch/input/{MODEL}/varied.jsonl"
+    return key, cloud.put(key, ("\n".join(lines) + "\n").encode())
+
+
+def test_jsonl_chunks_end_on_whole_lines_at_the_byte_budget(cloud: Cloud,
+                                                           models_dir: Path) -> None:
+    lines = varied_lines(200)
+    key, version = upload(cloud, lines)
+    job = settings(cloud, models_dir, key, version, chunk_bytes=3000)
+    runner.run_job(job)
+    assert part_lines(cloud, job) == byte_cuts(lines, 3000)
+    assert len(byte_cuts(lines, 3000)) > 5  # the budget cut the file mid-way, many times
+    assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(200)]
+    prefix = parse_key(job.bucket, key, version).output_prefix
+    pinned = json.loads(cloud.text(prefix + "_checkpoint.json"))
+    assert (pinned["chunk_rows"], pinned["chunk_bytes"]) == (0, 3000)
+
+
+def test_a_row_limit_ends_a_chunk_before_the_byte_budget(cloud: Cloud, models_dir: Path) -> None:
+    lines = varied_lines(50)
+    key, version = upload(cloud, lines)
+    job = settings(cloud, models_dir, key, version, chunk_rows=7, chunk_bytes=1 << 20)
+    runner.run_job(job)
+    assert part_lines(cloud, job) == [7] * 7 + [1]
+
+
+def test_a_resumed_job_cuts_the_chunks_pinned_in_its_checkpoint(cloud: Cloud,
+                                                                models_dir: Path) -> None:
+    lines = varied_lines(200)
+    key, version = upload(cloud, lines)
+    job = settings(cloud, models_dir, key, version, chunk_bytes=3000)
+    # Given a job that dies writing its third part (S3 failing past its retries)
+    with pytest.raises(ClientError, match="SlowDown"):
+        runner.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
+                                         ("PutObject",)))
+    # When it is retried with other chunk settings
+    retry = settings(cloud, models_dir, key, version, chunk_rows=3, chunk_bytes=100_000)
+    summary = runner.run_job(retry)
+    # Then it kept the first attempt's cuts, and every line has exactly one record
+    assert part_lines(cloud, job) == byte_cuts(lines, 3000)
+    assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(200)]
+    record = cloud.store.get(job.job_id)
+    assert record is not None and record["attempts"] == 2 and summary["rows_read"] == 200
+
+
+def dataclass_replace(job: runner.Settings, **changes: Any) -> runner.Settings:
+    return dataclasses.replace(job, **changes)
+
+
+def npy_job(cloud: Cloud, models_dir: Path, rows: np.ndarray, **overrides: Any
+            ) -> runner.Settings:
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    key = f"batch/input/{MODEL}/tensor.npy"
+    return settings(cloud, models_dir, key, cloud.put(key, buffer.getvalue()), **overrides)
+
+
+def npy_output(cloud: Cloud, job: runner.Settings, name: str) -> np.ndarray:
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    return np.load(io.BytesIO(client("s3").get_object(
+        Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")["Body"].read()))
+
+
+def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
+        cloud: Cloud, models_dir: Path) -> None:
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)  # 16 bytes a row
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
+    with pytest.raises(ClientError, match="SlowDown"):
+        runner.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
+                                         ("PutObject",)))
+    s3 = client("s3")
+    part_reads: list[str] = []
+    s3.meta.events.register("before-send.s3.GetObject",
+                            lambda request, **_: part_reads.append(request.url) if
+                            "/part-" in request.url else None)
+    summary = runner.run_job(dataclass_replace(job, chunk_bytes=1 << 20), s3=s3)
+    assert summary["parts"] == [f"{name}/part-{i:05d}.npy" for i in range(4)
+                                for name in ("label", "probabilities")]
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
+    # The final .npy is assembled from the headers kept in the checkpoint: one read a part.
+    assert len(part_reads) == 8
+
+
+def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_api.model import LoadedModel
+
+    original = LoadedModel.run
+    sizes: list[int] = []
+
+    def small_memory(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        (array,) = inputs.values()
+        sizes.append(len(array))
+        if len(array) > 3:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
+                               "allocate memory for requested buffer")
+        return original(self, inputs, names)
+
+    monkeypatch.setattr(LoadedModel, "run", small_memory)
+    rows = RNG.normal(size=(20, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, batch_rows=16)
+    runner.run_job(job)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
+    assert sizes[:4] == [16, 8, 4, 2] and set(sizes[4:]) == {2}
+
+
+def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud) -> None:
+    old = {"job_id": "j-1", "input_version": "v1", "chunk_rows": 10_000, "next_chunk": 3,
+           "next_row": 30_000, "next_byte": 123, "outputs_written": 30_000, "errors": 0,
+           "parts": ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]}
+    client("s3").put_object(Bucket=cloud.bucket, Key="out/_checkpoint.json",
+                            Body=json.dumps(old).encode())
+    state = checkpoint.load(client("s3"), cloud.bucket, "out/", "j-1", "v1", 0, 8 << 20)
+    assert (state.chunk_rows, state.chunk_bytes, state.next_chunk) == (10_000, 0, 3)
+
+
+@pytest.mark.parametrize(("environment", "arguments", "chunk_rows", "chunk_bytes"), [
+    ({}, [], 0, runner.CHUNK_BYTES),
+    ({"BATCH_CHUNK_ROWS": "10000"}, [], 10_000, 0),  # the old setting still means rows
+    ({"BATCH_CHUNK_BYTES": "1048576"}, [], 0, 1 << 20),
+    ({"BATCH_CHUNK_ROWS": "500", "BATCH_CHUNK_BYTES": "4096"}, [], 500, 4096),
+    ({"BATCH_CHUNK_BYTES": "4096"}, ["--chunk-rows", "9"], 9, 4096),
+])
+def test_chunk_settings_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], arguments: list[str],
+        chunk_rows: int, chunk_bytes: int) -> None:
+    for name in ("BATCH_CHUNK_ROWS", "BATCH_CHUNK_BYTES", "BATCH_ROWS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    parsed = runner.parse_args(["--bucket", "b", "--key", "k", "--job-id", "j", *arguments])
+    assert (parsed.chunk_rows, parsed.chunk_bytes, parsed.batch_rows) == (
+        chunk_rows, chunk_bytes, 0)
+    monkeypatch.setenv("BATCH_ROWS", "64")
+    assert runner.parse_args(["--bucket", "b", "--key", "k", "--job-id", "j"]).batch_rows == 64
+
+
+def test_no_chunk_limit_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--bucket", "b", "--key", "k", "--job-id", "j", "--chunk-rows", "0",
+                           "--chunk-bytes", "0"])
+
+
+# ---------------------------------------------------------------------------- batch size
+
+def feed(tuner: BatchSizeTuner, speeds: dict[int, float], runs: int = 40) -> None:
+    """Model runs at the tuner's current size, each at that size's rows/s."""
+    for _ in range(runs):
+        tuner.record(tuner.size, tuner.size / speeds[tuner.size])
+
+
+def test_the_fastest_size_on_the_first_rows_is_kept() -> None:
+    tuner = BatchSizeTuner((256, 1024, 4096, 16384))
+    feed(tuner, {256: 2e6, 1024: 2.5e6, 4096: 2.4e6, 16384: 1.9e6})
+    assert tuner.choice == 1024
+    assert set(tuner.rates) == {256, 1024, 4096, 16384}
+    feed(tuner, {1024: 1.0})  # once chosen, it stays
+    assert tuner.size == 1024
+
+
+def test_the_trial_stops_past_the_peak_and_ignores_short_runs() -> None:
+    tuner = BatchSizeTuner((256, 1024, 4096, 16384))
+    tuner.record(10, 1e-9)  # a chunk's last few rows: not a measure of 256
+    feed(tuner, {256: 3e6, 1024: 1e6})
+    assert tuner.choice == 256 and set(tuner.rates) == {256, 1024}
+
+
+def test_a_fixed_size_is_used_as_given_and_halved_on_out_of_memory() -> None:
+    tuner = BatchSizeTuner((256, 1024), fixed=100)
+    feed(tuner, {100: 1e6})
+    assert tuner.size == 100 and not tuner.rates
+    assert tuner.out_of_memory(100) == 50 and tuner.size == 50
+
+
+def test_out_of_memory_during_the_trial_ends_it_below_that_size() -> None:
+    tuner = BatchSizeTuner((256, 1024, 4096, 16384))
+    feed(tuner, {256: 1e6, 1024: 2e6}, runs=20)
+    assert tuner.size == 4096
+    assert tuner.out_of_memory(4096) == 1024 and tuner.size == 1024
