@@ -22,7 +22,8 @@ cold: fresh process to first response from the layers as Lambda unpacks them, me
 size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped below it).
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
-  time the runner's model runs took, without its S3 reads, writes and checkpoints."""
+  time the runner's model runs took, without its S3 reads, writes and checkpoints;
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -119,6 +120,10 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
                 else ""
             rows.append((f"{r['model']} {label}", f"{rate(r[key])} rows/s", raw, ratio(share), "",
                          target))
+        # The same S3 reads and writes, done by a bare onnxruntime program: the fair end to end.
+        job = r["raw_job_rows_per_s"]
+        rows.append((f"{r['model']} vs raw job", f"{rate(r['runner_rows_per_s'])} rows/s",
+                     f"{rate(job)} raw job", ratio(r["runner_rows_per_s"] / job), "", ""))
     return rows
 
 
