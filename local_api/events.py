@@ -33,7 +33,7 @@ REMAPPED_HEADERS = {"connection", "content-length", "date", "server", "transfer-
 @dataclass(frozen=True)
 class HttpRequest:
     method: str
-    path: str  # percent-decoded, without the stage
+    path: str  # as sent, percent-encoded (as a REST API passes it on), without the stage
     headers: Sequence[tuple[str, str]]
     query: Sequence[tuple[str, str]]
     body: bytes

@@ -73,15 +73,14 @@ class LocalApi:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        # The decoded path from the scope, not request.url.path: urllib drops a decoded newline or
-        # tab from a URL, which would turn /versions/%0A1 into /versions/1.
-        path: str = request.scope["path"]
-        # The path as sent, still percent-encoded, as routes match it and as a REST API's
-        # $context.path holds it (after the stage); see _PATH_SAFE.
-        sent = request.scope.get("raw_path", path.encode()).decode("latin-1")
+        # The path as sent, still percent-encoded, as routes match it and as a REST API passes it
+        # on (the event's path, $context.path after the stage); path parameters are decoded by the
+        # route match. Never request.url.path, which drops a decoded newline (/versions/%0A1 would
+        # become /versions/1). See _PATH_SAFE.
+        sent = request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1")
         raw_path = quote(sent.split("?")[0], safe=_PATH_SAFE, encoding="latin-1")
         http = events.HttpRequest(
-            method=request.method, path=path, headers=list(request.headers.items()),
+            method=request.method, path=raw_path, headers=list(request.headers.items()),
             query=list(request.query_params.multi_items()), body=b"",
             source_ip=request.client.host if request.client else "127.0.0.1",
             port=request.scope["server"][1] if request.scope.get("server") else 0,

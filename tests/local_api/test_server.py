@@ -53,11 +53,15 @@ def test_path_parameters_and_the_more_specific_route(server: Server) -> None:
     assert fixed["pathParameters"] is None and fixed["resource"] == "/items/fixed"
 
 
-def test_a_newline_in_a_path_parameter_reaches_the_event_path_too(server: Server) -> None:
-    """The event's path and its path parameter agree (urllib would drop the decoded newline
-    from the path, and the function would route a path the client never sent)."""
+def test_the_event_path_is_percent_encoded_as_sent_and_path_parameters_decoded(
+        server: Server) -> None:
+    """As a REST API passes them on: the path still percent-encoded (never the decoded newline,
+    and never without it, which would route a path the client never sent), parameters decoded."""
     event = server.client.get("/items/%0A1").json()["event"]
-    assert event["pathParameters"] == {"id": "\n1"} and event["path"] == "/items/\n1"
+    assert event["pathParameters"] == {"id": "\n1"} and event["path"] == "/items/%0A1"
+    assert event["requestContext"]["path"] == "/test/items/%0A1"  # the stage, then the path
+    spaced = server.client.get("/items/a%20b").json()["event"]
+    assert spaced["pathParameters"] == {"id": "a b"} and spaced["path"] == "/items/a%20b"
 
 
 def test_a_binary_answer_is_decoded(server: Server) -> None:
