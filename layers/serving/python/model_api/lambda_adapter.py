@@ -54,6 +54,17 @@ def count_server_error() -> None:
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
 
 
+def error_answer(status: int, message: str) -> Response:
+    """The protocol's error answer, logged: a refusal (4xx) as info; a 5xx as an error that
+    counts in ServerErrors."""
+    if status >= 500:
+        count_server_error()
+        logger.error("server error", extra={"status": status, "reason": message})
+    else:
+        logger.info("request refused", extra={"status": status, "reason": message})
+    return json_response(status, {"error": message})
+
+
 def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
     """Make every failure of `app` the protocol's `{"error": message}` (every function of the API
     answers this way): a `ModelAPIError` with its status; a path no route matches, a 404 (a
@@ -63,26 +74,15 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
-        if error.status >= 500:
-            count_server_error()
-            logger.error("model not serving",
-                         extra={"status": error.status, "reason": error.message})
-        else:
-            logger.info("request refused", extra={"status": error.status, "reason": error.message})
-        return json_response(error.status, {"error": error.message})
+        return error_answer(error.status, error.message)
 
     @app.exception_handler(ServiceError)
     def http_error(error: ServiceError) -> Response:
         message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
-        if error.status_code >= 500:
-            count_server_error()
-            logger.error("server error", extra={"status": error.status_code, "reason": message})
-        else:
-            logger.info("request refused", extra={"status": error.status_code, "reason": message})
-        return json_response(error.status_code, {"error": message or "request refused"})
+        return error_answer(error.status_code, message or "request refused")
 
-    # Registered explicitly: without it Powertools would look a NotFoundError up in the handlers
-    # by its classes, find the one for Exception below, and answer 500.
+    # Powertools would answer a path no route matches through the ServiceError handler above
+    # (NotFoundError is one) with its bare "Not found"; this says which route was asked for.
     @app.not_found
     def no_route(_: Exception) -> Response:
         event = app.current_event
