@@ -34,7 +34,7 @@ from schemathesis.checks import (
 )
 
 from batch.keys import JOB_ID
-from tests.conftest import MODELS_DIR, ROOT
+from tests.conftest import ROOT, exported_manifests
 
 SCHEMA = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
@@ -90,10 +90,6 @@ def test_schema_fuzzing_gets_no_server_error(local_api: httpx.Client, operation:
 
 # --- well-formed tensors -----------------------------------------------------------------------
 
-def manifests() -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*/*/manifest.json"))]
-
-
 def elements(datatype: str, magnitude: float) -> st.SearchStrategy[Any]:
     """Elements of a datatype up to `magnitude`, its extremes drawn often (where bugs live)."""
     if datatype == "BYTES":
@@ -140,10 +136,11 @@ def well_formed(draw: Callable[..., Any], manifest: dict[str, Any],
 def test_the_models_take_fp32_or_bytes() -> None:
     """well_formed packs binary tensors as FP32 or BYTES: a model of another datatype needs it
     extended first."""
-    assert {spec["datatype"] for m in manifests() for spec in m["inputs"]} <= {"FP32", "BYTES"}
+    datatypes = {spec["datatype"] for m in exported_manifests() for spec in m["inputs"]}
+    assert datatypes <= {"FP32", "BYTES"}
 
 
-@pytest.mark.parametrize("manifest", manifests(), ids=lambda manifest: manifest["name"])
+@pytest.mark.parametrize("manifest", exported_manifests(), ids=lambda manifest: manifest["name"])
 def test_well_formed_requests_of_ordinary_values_are_served(
         local_api: httpx.Client, manifest: dict[str, Any]) -> None:
     @FUZZ
@@ -160,7 +157,7 @@ def test_well_formed_requests_of_ordinary_values_are_served(
     fuzz()
 
 
-@pytest.mark.parametrize("manifest", [m for m in manifests()
+@pytest.mark.parametrize("manifest", [m for m in exported_manifests()
                                       if all(s["datatype"] == "FP32" for s in m["inputs"])],
                          ids=lambda manifest: manifest["name"])
 def test_well_formed_requests_of_extreme_values_get_no_server_error(

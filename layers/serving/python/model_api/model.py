@@ -56,9 +56,15 @@ def session_options() -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: warnings would land in every cold start's log
-    if os.environ.get(LAMBDA_MEMORY_VARIABLE):
+    if lambda_memory_mb() is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def lambda_memory_mb() -> int | None:
+    """The function's memory size when running on Lambda (its runtime sets the variable)."""
+    memory = os.environ.get(LAMBDA_MEMORY_VARIABLE, "")
+    return int(memory) if memory.isdigit() else None
 
 
 def intra_op_threads() -> int:
@@ -67,9 +73,9 @@ def intra_op_threads() -> int:
     else (outside Lambda) the CPU count."""
     cpus = os.cpu_count() or 1
     default = cpus
-    memory = os.environ.get(LAMBDA_MEMORY_VARIABLE, "")
-    if memory.isdigit():
-        default = max(1, min(cpus, round(int(memory) / MB_PER_VCPU)))
+    memory = lambda_memory_mb()
+    if memory is not None:
+        default = max(1, min(cpus, round(memory / MB_PER_VCPU)))
     text = os.environ.get(THREADS_VARIABLE)
     if text is None:
         return default
