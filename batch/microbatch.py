@@ -139,9 +139,7 @@ class MicroBatcher:
                   if len(batch) > 1 else first.inputs[name] for name in first.inputs}
         total = sum(request.rows for _, request in batch)
         try:
-            started = time.perf_counter()
-            results = self.model.run(inputs, names)
-            self.tuner.record(total, time.perf_counter() - started)
+            results = self.run_timed(inputs, names, total, splittable=len(batch) > 1)
         # onnxruntime raises its own exception types for anything a graph refuses at run time;
         # whatever it is, it must become an error record, never a lost line.
         except Exception as error:
@@ -160,15 +158,27 @@ class MicroBatcher:
                                  for name, result in results.items()}
             offset += request.rows
 
+    def run_timed(self, inputs: dict[str, np.ndarray], names: list[str], rows: int,
+                  splittable: bool) -> dict[str, np.ndarray]:
+        """One model run of `rows` rows, timed for the tuner. When it runs out of memory and
+        the caller will retry it in smaller parts (`splittable`), the micro-batch size is
+        halved first (logged); the run's error is raised either way."""
+        started = time.perf_counter()
+        try:
+            results = self.model.run(inputs, names)
+        except Exception as error:
+            if splittable and is_memory_error(error):
+                LOG.warning("out of memory with %d rows; micro-batches now at most %d rows",
+                            rows, self.tuner.out_of_memory(rows))
+            raise
+        self.tuner.record(rows, time.perf_counter() - started)
+        return results
+
     def _after_failure(self, batch: list[tuple[int, InferRequest]], error: Exception
                        ) -> Iterator[tuple[int, dict[str, np.ndarray] | str]]:
         if len(batch) == 1:
             yield batch[0][0], f"model run failed: {error}"
             return
-        if is_memory_error(error):
-            rows = sum(r.rows for _, r in batch)
-            LOG.warning("out of memory with %d rows; micro-batches now at most %d rows", rows,
-                        self.tuner.out_of_memory(rows))
         middle = len(batch) // 2
         yield from self._run_batch(batch[:middle])
         yield from self._run_batch(batch[middle:])

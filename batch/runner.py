@@ -215,9 +215,9 @@ class Job:
         if self.obj.format == "jsonl":
             self._jsonl(state, size, model, model_error, batcher)
         else:
-            if model is None:
+            if batcher is None:
                 raise PermanentError(model_error or "no model")
-            self._npy(state, size, model, tuner)
+            self._npy(state, size, batcher)
         summary = {"job_id": self.obj.job_id, "model": self.obj.model,
                    "input": f"s3://{self.settings.bucket}/{self.settings.key}",
                    "input_version": self.settings.version_id, "format": self.obj.format,
@@ -264,8 +264,8 @@ class Job:
                              [part.removeprefix(self.prefix)], progress, end)
         progress.update(size, state.next_row, force=True)
 
-    def _npy(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel,
-             tuner: BatchSizeTuner) -> None:
+    def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
+        model, tuner = batcher.model, batcher.tuner
         layout = npy_layout(self.source, size)
         spec = self._check_npy(layout, model)
         outputs = [output.name for output in model.manifest.outputs]
@@ -281,16 +281,13 @@ class Job:
             first = 0
             while first < len(rows):
                 batch = rows[first:first + tuner.size]
-                started = time.perf_counter()
                 try:
-                    ran = model.run({spec.name: batch}, outputs)
+                    ran = batcher.run_timed({spec.name: batch}, outputs, len(batch),
+                                            splittable=len(batch) > 1)
                 except Exception as error:  # onnxruntime's own types; only memory is retried
                     if len(batch) == 1 or not is_memory_error(error):
                         raise
-                    LOG.warning("out of memory with %d rows; micro-batches now at most %d rows",
-                                len(batch), tuner.out_of_memory(len(batch)))
-                    continue
-                tuner.record(len(batch), time.perf_counter() - started)
+                    continue  # at the size run_timed halved the micro-batch to
                 for name in outputs:
                     results[name].append(ran[name])
                 first += len(batch)
