@@ -10,71 +10,32 @@ in a worker process and turns tracing off, as no X-Ray daemon runs locally).
 from __future__ import annotations
 
 import http.client
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from bench.common import BUILT_TEMPLATE, ROOT, ROWS, summary
+from bench.common import BUILT_TEMPLATE, ROWS, summary
 from bench.payloads import model_names, request_body
+from local_api.background import HOST, free_port, serving
+from local_api.background import wait_until_answering as wait_for
 
-HOST = "127.0.0.1"
+__all__ = ["HOST", "free_port", "wait_for"]  # what bench.batch uses for its moto server
 CLIENTS = 4
 LATENCY_BUDGET = {1: (300, 2.0), 32: (300, 2.0), 1024: (40, 3.0)}  # (most requests, seconds)
 THROUGHPUT_BUDGET = (400, 3.0)  # per client, at 1 row
-START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
 def local_api() -> Iterator[int]:
-    """A local API serving the built template; yields its port, stops it on exit."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-local-api-") as state:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "local_api", "serve", "--template", str(BUILT_TEMPLATE),
-             "--host", HOST, "--port", str(port), "--max-workers", str(CLIENTS)],
-            cwd=state, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(port, server, "/v2/health/live")
-            yield port
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def wait_for(port: int, server: subprocess.Popen[bytes], path: str) -> None:
-    """Until GET `path` answers 200 on 127.0.0.1:`port`; an error if `server` dies first."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server for port {port} exited with status "
-                               f"{server.returncode}")
-        try:
-            status, _ = request(http.client.HTTPConnection(HOST, port, timeout=5), "GET", path)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"nothing answered GET {path} on port {port} in {START_TIMEOUT_S} s")
+    """A local API serving the built template (its state in a temporary folder); yields its port."""
+    with tempfile.TemporaryDirectory(prefix="bench-local-api-") as state, serving(
+            BUILT_TEMPLATE, subprocess.DEVNULL, max_workers=CLIENTS, cwd=Path(state)) as port:
+        yield port
 
 
 def request(connection: http.client.HTTPConnection, method: str, path: str,

@@ -78,7 +78,7 @@ class LocalApi:
         # route match. Never request.url.path, which drops a decoded newline (/versions/%0A1 would
         # become /versions/1). See _PATH_SAFE.
         sent = request.scope.get("raw_path", request.scope["path"].encode()).decode("latin-1")
-        raw_path = quote(sent.split("?")[0], safe=_PATH_SAFE, encoding="latin-1")
+        raw_path = quote(sent, safe=_PATH_SAFE, encoding="latin-1")  # ASGI: no query string in it
         http = events.HttpRequest(
             method=request.method, path=raw_path, headers=list(request.headers.items()),
             query=list(request.query_params.multi_items()), body=b"",

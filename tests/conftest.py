@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from local_api.background import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "build" / "models"
@@ -70,40 +68,17 @@ def load_event(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def local_api_server(log: Path) -> Iterator[tuple[httpx.Client, int]]:
-    """`python -m local_api serve` over the built template on a free port of 127.0.0.1, as a user
-    runs it after `make serve`: yields a client and the port once it answers, then stops it with
-    Ctrl-C (SIGINT). It must exit without a traceback: requests may be refused, never crash it."""
+    """The local API over the built template on a free port of 127.0.0.1, as a user runs it
+    after `make serve`: yields a client and the port once it answers, then stops it with Ctrl-C.
+    It must exit without a traceback: requests may be refused, never crash it."""
     assert BUILT_TEMPLATE.exists(), "run `make build` (make test does)"
-    port = free_port()
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "local_api", "serve", "--template", str(BUILT_TEMPLATE),
-             "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 60
-    while True:
+    with log.open("w") as out, serving(BUILT_TEMPLATE, out) as port:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         try:
-            if client.get("/v2/health/live").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"local API did not start:\n{log.read_text()}"
-        time.sleep(0.2)
-    try:
-        yield client, port
-    finally:
-        client.close()
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+            yield client, port
+        finally:
+            client.close()
     output = log.read_text()
     assert "Traceback" not in output, output[-5000:]

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from local_api.background import free_port
+from tests.conftest import ROOT
 
 ECHO = '''
 import base64, json, os, sys, time
