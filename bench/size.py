@@ -1,15 +1,15 @@
 """Size: each function's code plus its layers, unzipped (Lambda's 250 MB limit counts these)
-and zipped (what is uploaded; each layer is zipped once in a temporary folder, as sam deploy
-would, and shared by the functions that use it)."""
+and zipped (what is uploaded: each layer zipped once by SAM CLI's own function, as sam deploy
+does, and shared by the functions that use it)."""
 
 from __future__ import annotations
 
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from bench.common import BUILT_TEMPLATE
+from bench.deployed import sam_zip
 from local_api.template import load_template
 
 LAMBDA_LIMIT_MB = 250
@@ -23,12 +23,7 @@ def unzipped_bytes(folder: Path) -> int:
 
 
 def zipped_bytes(folder: Path, work: Path) -> int:
-    archive = work / f"{folder.name}.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                bundle.write(path, path.relative_to(folder))
-    return archive.stat().st_size
+    return sam_zip(folder, work).stat().st_size
 
 
 def run() -> dict[str, Any]:
