@@ -64,11 +64,20 @@ class Settings:
     model_version: str | None = None
     table: str | None = None
     chunk_rows: int = 0  # 0: no row limit
-    chunk_bytes: int = CHUNK_BYTES  # of input; 0: no byte limit (then chunk_rows must be set)
+    # of input; 0: no byte limit (then chunk_rows must be set); None: see byte_limit
+    chunk_bytes: int | None = None
     batch_rows: int = 0  # 0: chosen on the first rows (microbatch.BatchSizeTuner)
     require_gpu: bool = False
     use_gpu: bool = True
     progress_seconds: float = 5.0
+
+    @property
+    def byte_limit(self) -> int:
+        """Bytes of input per chunk of a fresh job: chunk_bytes when set, else none when
+        chunk_rows is set (rows given alone mean rows only), else CHUNK_BYTES."""
+        if self.chunk_bytes is not None:
+            return self.chunk_bytes
+        return 0 if self.chunk_rows else CHUNK_BYTES
 
 
 # ---------------------------------------------------------------------------- the model
@@ -202,7 +211,7 @@ class Job:
         size = int(head["ContentLength"])
         state = checkpoint.load(self.s3, self.settings.bucket, self.prefix, self.obj.job_id,
                                 self.settings.version_id, self.settings.chunk_rows,
-                                self.settings.chunk_bytes)
+                                self.settings.byte_limit)
         if state.next_chunk:
             LOG.info("resuming job %s at chunk %d (line/row %d)", self.obj.job_id,
                      state.next_chunk, state.next_row)
@@ -378,7 +387,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
                         help="rows (JSON Lines: lines) per chunk; given alone, chunks are cut "
                              "by rows only (default: by bytes)")
     parser.add_argument("--chunk-bytes", type=int, default=env("BATCH_CHUNK_BYTES"),
-                        help=f"bytes of input per chunk (default {CHUNK_BYTES}; 0: no limit)")
+                        help=f"bytes of input per chunk (default {CHUNK_BYTES}, none when "
+                             "--chunk-rows is given alone; 0: no limit)")
     parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")),
                         help="rows per model run (default 0: timed on the first rows)")
     parser.add_argument("--require-gpu", action="store_true",
@@ -390,11 +400,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     missing = [name for name in ("bucket", "key", "job_id") if not getattr(args, name)]
     if missing:
         parser.error(f"missing {', '.join(missing)} (arguments or BATCH_INPUT_* / BATCH_JOB_ID)")
-    if args.chunk_bytes is None:  # an explicit row count alone means rows only, as asked
-        args.chunk_bytes = 0 if args.chunk_rows else CHUNK_BYTES
-    args.chunk_bytes = int(args.chunk_bytes)
-    if min(args.chunk_rows, args.chunk_bytes, args.batch_rows) < 0 or not (
-            args.chunk_rows or args.chunk_bytes):
+    if min(args.chunk_rows, args.chunk_bytes or 0, args.batch_rows) < 0 or (
+            args.chunk_rows == 0 and args.chunk_bytes == 0):
         parser.error("--chunk-rows, --chunk-bytes and --batch-rows must be >= 0, and one of "
                      "--chunk-rows and --chunk-bytes > 0")
     return Settings(bucket=args.bucket, key=args.key, version_id=args.version_id,

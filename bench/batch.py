@@ -26,7 +26,6 @@ process of its own so that the fake S3 does not share our interpreter's lock, bu
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import os
@@ -159,9 +158,9 @@ def time_in_runs() -> Iterator[list[float]]:
 
 
 def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
-                 chunk_bytes: int = -1) -> tuple[float, float]:
+                 chunk_bytes: int | None = None) -> tuple[float, float]:
     """Rows per second of one whole runner job over the uploaded file (a fresh job each time),
-    and rows per second of the time its model runs took. chunk_bytes -1: the default."""
+    and rows per second of the time its model runs took. chunk_bytes None: the default."""
     from batch import local, runner
     from batch.keys import parse_key
 
@@ -171,10 +170,8 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     job = parse_key(local.BUCKET, key, version)
     settings = runner.Settings(bucket=local.BUCKET, key=key, version_id=version,
                                job_id=job.job_id, models_dir=MODELS_DIR, table=local.TABLE,
-                               batch_rows=batch_rows, chunk_rows=chunk_rows, use_gpu=False,
-                               progress_seconds=3600)
-    if chunk_bytes >= 0:
-        settings = dataclasses.replace(settings, chunk_bytes=chunk_bytes)
+                               batch_rows=batch_rows, chunk_rows=chunk_rows,
+                               chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
     with time_in_runs() as spent:
         started = time.perf_counter()
         summary = runner.run_job(settings)

@@ -182,10 +182,20 @@ def test_chunk_settings_from_the_environment(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     parsed = runner.parse_args(["--bucket", "b", "--key", "k", "--job-id", "j", *arguments])
-    assert (parsed.chunk_rows, parsed.chunk_bytes, parsed.batch_rows) == (
+    assert (parsed.chunk_rows, parsed.byte_limit, parsed.batch_rows) == (
         chunk_rows, chunk_bytes, 0)
     monkeypatch.setenv("BATCH_ROWS", "64")
     assert runner.parse_args(["--bucket", "b", "--key", "k", "--job-id", "j"]).batch_rows == 64
+
+
+def test_settings_in_code_resolve_the_chunk_limits_as_the_command_line_does(
+        tmp_path: Path) -> None:
+    job = runner.Settings(bucket="b", key="k", version_id="v", job_id="j", models_dir=tmp_path)
+    assert (job.chunk_rows, job.byte_limit) == (0, runner.CHUNK_BYTES)
+    rows_only = dataclasses.replace(job, chunk_rows=500)
+    assert (rows_only.chunk_rows, rows_only.byte_limit) == (500, 0)  # as --chunk-rows 500
+    both = dataclasses.replace(job, chunk_rows=500, chunk_bytes=4096)
+    assert (both.chunk_rows, both.byte_limit) == (500, 4096)
 
 
 def test_no_chunk_limit_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
