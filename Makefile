@@ -82,8 +82,10 @@ validate: setup ## sam validate --lint (cfn-lint included)
 serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
-invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker)
-	sam local invoke $(FUNCTION) --event $(EVENT)
+# INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
+# no registry can be reached: --invoke-image that image --skip-pull-image.
+invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker; INVOKE_IMAGE=local image)
+	sam local invoke $(FUNCTION) --event $(EVENT) $(if $(INVOKE_IMAGE),--invoke-image $(INVOKE_IMAGE) --skip-pull-image)
 
 invoke-local: build ## Run FUNCTION on EVENT without Docker, as sam local invoke would
 	$(PY) -m local_api invoke $(FUNCTION) --event $(EVENT)
