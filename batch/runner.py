@@ -129,43 +129,50 @@ def line_id(line: bytes) -> Any:
     return document.get("id") if isinstance(document, dict) else None
 
 
-def error_record(line: bytes, number: int, message: str) -> dict[str, Any]:
-    return {"id": line_id(line), "line": number, "error": message}
+def compact(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def error_record(line: bytes, number: int, message: str) -> bytes:
+    return compact({"id": line_id(line), "line": number, "error": message})
 
 
 def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel | None,
                   model_error: str | None, batcher: MicroBatcher | None
                   ) -> tuple[list[bytes], int]:
-    """One output record per line, in input order; and how many of them are errors."""
-    records: list[dict[str, Any] | bytes | None] = [None] * len(lines)
+    """One output record per line, in input order; and how many of them are errors. Each
+    record is serialised as it is made: a chunk's documents never all live at the same time."""
+    records: list[bytes] = [b""] * len(lines)
+    errors = 0
+
+    def fail(index: int, message: str) -> None:
+        nonlocal errors
+        records[index] = error_record(lines[index], first_number + index, message)
+        errors += 1
+
     decoded: list[tuple[int, InferRequest]] = []
     for index, line in enumerate(lines):
         if model is None:
-            records[index] = error_record(line, first_number + index, model_error or "no model")
-            continue
-        if not line.strip():
-            records[index] = {"id": None, "line": first_number + index, "error": "empty line"}
-            continue
-        try:
-            decoded.append((index, decode_request(line, {}, model.manifest)))
-        except ModelAPIError as error:
-            records[index] = error_record(line, first_number + index, error.message)
+            fail(index, model_error or "no model")
+        elif not line.strip():
+            fail(index, "empty line")  # its id is None: no JSON to take one from
+        else:
+            try:
+                decoded.append((index, decode_request(line, {}, model.manifest)))
+            except ModelAPIError as error:
+                fail(index, error.message)
     if batcher is not None and model is not None:
         requests = dict(decoded)
         for index, outcome in batcher.run(decoded):
             if isinstance(outcome, str):
-                records[index] = error_record(lines[index], first_number + index, outcome)
+                fail(index, outcome)
                 continue
-            try:  # serialised at once: a chunk's documents never all live at the same time
-                records[index] = json.dumps(
-                    response_document(model.manifest, requests[index], outcome),
-                    separators=(",", ":")).encode()
+            try:
+                records[index] = compact(
+                    response_document(model.manifest, requests[index], outcome))
             except ModelAPIError as error:
-                records[index] = error_record(lines[index], first_number + index, error.message)
-    errors = sum(1 for record in records if isinstance(record, dict))
-    out = [record if isinstance(record, bytes) else json.dumps(record, separators=(",", ":"))
-           .encode() for record in records]
-    return out, errors
+                fail(index, error.message)
+    return records, errors
 
 
 def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int
