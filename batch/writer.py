@@ -77,12 +77,12 @@ class MultipartWriter:
 
 
 def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str,
-                    known: Sequence[dict[str, Any] | None] = ()) -> tuple[int, ...]:
+                    known: Sequence[dict[str, Any] | None]) -> tuple[int, ...]:
     """Write the row-wise concatenation of .npy parts to `key`; returns its shape. `known`:
-    the parts' headers (npy_header) where the caller has them; the others are read."""
+    one per part, its header (npy_header) where the caller has it, else None: read from the
+    part (a checkpoint written before headers were kept has none)."""
     shapes, dtype = [], None
-    headers = list(known) + [None] * (len(part_keys) - len(known))
-    for part, known_header in zip(part_keys, headers, strict=True):  # the row count first
+    for part, known_header in zip(part_keys, known, strict=True):  # the row count first
         if known_header is not None:
             shape = tuple(known_header["shape"])
             dtype = np.lib.format.descr_to_dtype(known_header["descr"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from batch import checkpoint, runner
+from batch import checkpoint, runner, writer
 from batch.aws import client
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
@@ -132,6 +132,21 @@ def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
     assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
     # The final .npy is assembled from the headers kept in the checkpoint: one read a part.
     assert len(part_reads) == 8
+
+
+def test_npy_parts_without_a_kept_header_are_read_for_it(cloud: Cloud) -> None:
+    # A checkpoint from before headers were kept gives None for its parts.
+    parts = [np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((2, 2), dtype=np.float32)]
+    for n, part in enumerate(parts):
+        cloud.put(f"out/part-{n}.npy", writer.npy_bytes(part))
+    shape = writer.concatenate_npy(cloud.s3, cloud.bucket, ["out/part-0.npy", "out/part-1.npy"],
+                                   "out/all.npy", [None, writer.npy_header(parts[1])])
+    assert shape == (5, 2)
+    np.testing.assert_array_equal(np.load(io.BytesIO(cloud.s3.get_object(
+        Bucket=cloud.bucket, Key="out/all.npy")["Body"].read())), np.concatenate(parts))
+    with pytest.raises(ValueError):  # one header (or None) per part, no fewer
+        writer.concatenate_npy(cloud.s3, cloud.bucket, ["out/part-0.npy", "out/part-1.npy"],
+                               "out/all.npy", [None])
 
 
 def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path,
