@@ -119,7 +119,7 @@ deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
 	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy; else sam deploy --guided; fi
 
 clean: ## Remove build outputs (keeps the venvs)
-	rm -rf .aws-sam build .local-api .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .aws-sam build .pytest_cache .ruff_cache .mypy_cache
 
 distclean: clean ## Remove build outputs and the venvs
 	rm -rf $(VENV) .venv-torch

@@ -1,22 +1,20 @@
 """Over HTTP: the same requests through the local API (`python -m local_api serve`) on 127.0.0.1.
 
-The server runs the built template in a temporary folder (its .local-api state stays out of
-the tree) on a free loopback port. Latency is one client's sequential requests on a kept-alive
-connection; throughput is a few concurrent clients for a bounded count and time. What HTTP adds
-is the difference with the in-process handler of bench.warm (the local API runs each function
-in a worker process and turns tracing off, as no X-Ray daemon runs locally).
+The server runs the built template on a free loopback port. Latency is one client's sequential
+requests on a kept-alive connection; throughput is a few concurrent clients for a bounded count
+and time. What HTTP adds is the difference with the in-process handler of bench.warm (the local
+API runs each function in a worker process and turns tracing off, as no X-Ray daemon runs
+locally).
 """
 
 from __future__ import annotations
 
 import http.client
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from bench.common import BUILT_TEMPLATE, ROWS, summary
@@ -32,9 +30,8 @@ THROUGHPUT_BUDGET = (400, 3.0)  # per client, at 1 row
 
 @contextmanager
 def local_api() -> Iterator[int]:
-    """A local API serving the built template (its state in a temporary folder); yields its port."""
-    with tempfile.TemporaryDirectory(prefix="bench-local-api-") as state, serving(
-            BUILT_TEMPLATE, subprocess.DEVNULL, max_workers=CLIENTS, cwd=Path(state)) as port:
+    """A local API serving the built template; yields its port."""
+    with serving(BUILT_TEMPLATE, subprocess.DEVNULL, max_workers=CLIENTS) as port:
         yield port
 
 

@@ -51,8 +51,8 @@ def wait_until_answering(port: int, process: subprocess.Popen[bytes], path: str,
 
 
 @contextmanager
-def serving(template: Path, output: IO[str] | int, *, max_workers: int | None = None,
-            cwd: Path | None = None) -> Iterator[int]:
+def serving(template: Path, output: IO[str] | int, *,
+            max_workers: int | None = None) -> Iterator[int]:
     """Serve `template` on a free port until the block ends; yields the port once
     /v2/health/live answers. The server's output goes to `output` (a file or DEVNULL)."""
     port = free_port()
@@ -61,7 +61,7 @@ def serving(template: Path, output: IO[str] | int, *, max_workers: int | None = 
     if max_workers is not None:
         command += ["--max-workers", str(max_workers)]
     path = os.pathsep.join(filter(None, (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))))
-    server = subprocess.Popen(command, cwd=cwd or PROJECT_ROOT,
+    server = subprocess.Popen(command, cwd=PROJECT_ROOT,
                               env={**os.environ, "PYTHONPATH": path},
                               stdout=output, stderr=subprocess.STDOUT)
     try:

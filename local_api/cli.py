@@ -12,6 +12,9 @@ import asyncio
 import json
 import logging
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,15 @@ from local_api.template import TemplateSpec, default_template_path, load_templat
 from local_api.worker import MAX_WORKERS, FunctionError, FunctionPool, RequestTooLarge
 
 LOG = logging.getLogger("local_api")
-STATE_DIR = Path(".local-api")
+
+
+@contextmanager
+def state_folder() -> Iterator[Path]:
+    """This process's own folder for the functions' merged /opt trees (symlinks only), removed
+    when it stops: two local APIs, or a test run beside `make serve`, never rebuild each other's
+    layers under a worker that is importing from them."""
+    with tempfile.TemporaryDirectory(prefix="local-api-") as folder:
+        yield Path(folder)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,13 +66,14 @@ def _serve(args: argparse.Namespace) -> int:
     from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
 
     spec = load_template(args.template)
-    sandboxes = sandbox.prepare(spec.functions.values(), STATE_DIR, sandbox.default_region())
-    api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
-                                             args.max_workers))
-    key = "x-api-key required" if args.api_key else "no API key required"
-    print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
-          f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
-    serve(api, args.host, args.port)
+    with state_folder() as state:
+        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
+        api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
+                                                 args.max_workers))
+        key = "x-api-key required" if args.api_key else "no API key required"
+        print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
+              f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+        serve(api, args.host, args.port)
     return 0
 
 
@@ -85,15 +97,17 @@ def _invoke(args: argparse.Namespace) -> int:
         LOG.error("no function %s in %s; functions: %s", args.function, spec.template_path,
                   ", ".join(spec.functions) or "none")
         return 2
-    (box,) = sandbox.prepare([function], STATE_DIR, sandbox.default_region()).values()
-    try:
-        print(asyncio.run(_invoke_once(FunctionPool(box, max_workers=1), _read_event(args.event))))
-    except FunctionError as error:
-        print(json.dumps(error.payload))
-        return 1
-    except RequestTooLarge as error:
-        LOG.error("Lambda refused the event: %s", error)
-        return 1
+    with state_folder() as state:
+        (box,) = sandbox.prepare([function], state, sandbox.default_region()).values()
+        try:
+            print(asyncio.run(_invoke_once(FunctionPool(box, max_workers=1),
+                                           _read_event(args.event))))
+        except FunctionError as error:
+            print(json.dumps(error.payload))
+            return 1
+        except RequestTooLarge as error:
+            LOG.error("Lambda refused the event: %s", error)
+            return 1
     return 0
 
 

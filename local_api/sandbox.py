@@ -2,9 +2,10 @@
 
 Lambda extracts a function's layers, in order, into /opt (a later layer's file replaces an
 earlier one's, folders merge) and starts python with /var/task, then /opt/python, then the
-runtime's own packages on sys.path. Locally, /opt is `.local-api/<FunctionId>/opt`, a tree of
-symlinks into the built layer folders, and environment values that point into /opt are
-rewritten to point there, so MODELS_DIR=/opt/models finds the model layer's files.
+runtime's own packages on sys.path. Locally, /opt is `<state>/<FunctionId>/opt` in the serving
+process's own temporary folder, a tree of symlinks into the built layer folders, and
+environment values that point into /opt are rewritten to point there, so
+MODELS_DIR=/opt/models finds the model layer's files.
 """
 
 from __future__ import annotations

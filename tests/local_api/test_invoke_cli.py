@@ -54,3 +54,18 @@ def test_a_handler_that_cannot_be_imported(tmp_path: Path) -> None:
     assert error["errorType"] == "Runtime.ImportModuleError"
     assert error["errorMessage"] == ("Unable to import module 'no_such_module': "
                                      "No module named 'no_such_module'")
+
+
+def test_each_run_lays_out_its_own_opt_and_removes_it(tmp_path: Path) -> None:
+    """Two local runs at once (a `make serve` and the tests, say) never rebuild each other's
+    layer trees under a worker that is importing from them: each process has its own."""
+    write_project(tmp_path)
+    event = json.dumps({"queryStringParameters": None, "path": "/echo", "body": None})
+    opts = []
+    for _ in range(2):
+        done = invoke(tmp_path, "EchoFunction", "--event", "-", stdin=event)
+        assert done.returncode == 0, done.stderr
+        opts.append(Path(json.loads(json.loads(done.stdout)["body"])["sys_path"][1]))
+    assert opts[0] != opts[1] and all(p.name == "python" for p in opts)
+    assert not any(p.exists() for p in opts), "a run's /opt tree outlives it"
+    assert not any(tmp_path.glob(".local-api*")), "nothing is left in the working folder"

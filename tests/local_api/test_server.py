@@ -40,7 +40,7 @@ def test_the_handler_gets_the_event_context_and_layout_lambda_gives(server: Serv
     assert 0 < body["context"]["remaining_ms"] <= 2000
     assert body["shared"] == "layer two"  # the later layer wins in /opt/python
     path, env = body["sys_path"], body["env"]
-    assert path[0].endswith("/code") and path[1].endswith("/.local-api/EchoFunction/opt/python")
+    assert path[0].endswith("/code") and path[1].endswith("/EchoFunction/opt/python")
     assert not any("site-packages" in entry for entry in path)
     assert Path(env["MODELS_DIR"], "m/1/manifest.json").is_file()
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "EchoFunction" and env["_HANDLER"] == "echo.handler"
