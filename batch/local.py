@@ -33,11 +33,11 @@ from moto.server import ThreadedMotoServer
 from batch import submit
 from batch.aws import client
 from batch.keys import INPUT_PREFIX, InputObject, parse_key
+from batch.models import SERVING, serving_importable
 
 LOG = logging.getLogger("batch.local")
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events" / "batch"
-SERVING = ROOT / "layers" / "serving" / "python"  # ServingLayer's /opt/python: model_api
 BUCKET = "local-model-api-batch"
 TABLE = "local-model-api-batch-jobs"
 REGION = "us-east-1"
@@ -113,8 +113,7 @@ def object_created_event(bucket: str, key: str, size: int, etag: str, version_id
 def load_handler(function: str) -> ModuleType:
     """Import functions/<function>/app.py as Lambda would (its module-scope init runs now),
     the serving library importable as its layer makes it (the batch package already is)."""
-    if str(SERVING) not in sys.path:
-        sys.path.append(str(SERVING))
+    serving_importable()
     path = ROOT / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"{function}_app", path)
     if spec is None or spec.loader is None:

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,7 @@ from batch.aws import client
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher, is_memory_error
+from batch.models import versions
 from batch.progress import Progress
 from batch.reader import InputError, NpyLayout, S3Object, iter_lines, npy_layout, read_rows
 from batch.submit import PERMANENT_EXIT
@@ -91,11 +91,10 @@ def choose_providers(use_gpu: bool) -> list[str]:
 def version_dir(models_dir: Path, model: str, version: str | None) -> Path:
     """The model's version folder: the one asked for, else the highest version exported."""
     folder = models_dir / model
-    versions = sorted((p.parent.name for p in folder.glob("*/manifest.json")),
-                      key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", v)])
-    if version is None and versions:
-        version = versions[-1]
-    if version is None or version not in versions:
+    exported = versions(folder)
+    if version is None and exported:
+        version = exported[-1]
+    if version is None or version not in exported:
         raise PermanentError(f"unknown model {model!r} (version {version}) under {models_dir}")
     return folder / version
 

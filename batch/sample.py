@@ -7,7 +7,8 @@ The rows come from the dataset the model was trained on, as its manifest names i
 (`training.dataset`, a `sklearn.datasets.load_*` loader: breast-cancer-mlp, diabetes-linear,
 digits-cnn), repeated in order until `--rows` rows are written. `.jsonl`: one infer request of
 one row per line, `id` = the line number from 0; `.npy`: one array of the model's input
-(rows x the input's shape, its dtype).
+(rows x the input's shape, its dtype: any numeric datatype; a BYTES input takes JSON Lines).
+The model's highest version is read, as the runner picks it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from batch.models import ROOT, serving_importable, versions
+
 SKLEARN = "sklearn.datasets."
-FLOATS = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 
 
 def dataset_rows(manifest: dict[str, Any]) -> np.ndarray:
@@ -57,19 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out.suffix not in (".jsonl", ".npy") or args.rows < 1:
         parser.error("--out must be a .jsonl or .npy file and --rows >= 1")
-    manifests = sorted((args.models_dir / args.model).glob("*/manifest.json"))
-    if not manifests:
+    folder = args.models_dir / args.model
+    exported = versions(folder)
+    if not exported:
         parser.error(f"no exported model {args.model!r} under {args.models_dir} (make models)")
-    manifest = json.loads(manifests[-1].read_text())
-    rows = dataset_rows(manifest)
+    manifest = json.loads((folder / exported[-1] / "manifest.json").read_text())
     spec = manifest["inputs"][0]
+    if args.out.suffix == ".npy" and spec["datatype"] == "BYTES":
+        parser.error(f"input {spec['name']!r} of {manifest['name']} is BYTES (strings): "
+                     ".npy input takes numeric tensors only; write JSON Lines (.jsonl) instead")
+    rows = dataset_rows(manifest)
     if args.out.suffix == ".jsonl":
         write_jsonl(args.out, rows, args.rows, spec)
-    elif spec["datatype"] in FLOATS:
-        order = np.arange(args.rows) % len(rows)
-        np.save(args.out, rows[order].astype(FLOATS[spec["datatype"]]))
     else:
-        parser.error(f"input {spec['name']!r} is {spec['datatype']}: write JSON Lines instead")
+        serving_importable()
+        from model_api.datatypes import numpy_dtype
+
+        order = np.arange(args.rows) % len(rows)
+        np.save(args.out, rows[order].astype(numpy_dtype(spec["datatype"])))
     print(f"{args.out}: {args.rows} rows of {manifest['name']} ({len(rows)} dataset rows cycled)")
     return 0
 

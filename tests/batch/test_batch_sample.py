@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_breast_cancer
 
-from batch import sample
+from batch import runner, sample
 from tests.conftest import MODELS_DIR
 
 MODEL = "breast-cancer-mlp"
@@ -37,3 +38,35 @@ def test_npy_is_the_model_input_rows_in_its_dtype(tmp_path: Path) -> None:
     dataset = load_breast_cancer().data.astype(np.float32)
     np.testing.assert_array_equal(rows[:569], dataset)
     np.testing.assert_array_equal(rows[569:], dataset[:431])
+
+
+def exported(models_dir: Path, version: str, datatype: str) -> None:
+    """A copy of the model's manifest (all that sample reads) as `version`, input `datatype`."""
+    manifest = json.loads((MODELS_DIR / MODEL / "1" / "manifest.json").read_text())
+    manifest["inputs"][0]["datatype"] = datatype
+    folder = models_dir / MODEL / version
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_npy_takes_the_highest_version_by_number_and_any_numeric_datatype(
+        tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    exported(models, "9", "FP64")
+    exported(models, "10", "INT32")  # "9" > "10" as strings: the runner's choice is 10
+    out = tmp_path / "rows.npy"
+    assert sample.main(["--model", MODEL, "--rows", "10", "--out", str(out),
+                        "--models-dir", str(models)]) == 0
+    rows = np.load(out)
+    assert rows.dtype == np.int32
+    np.testing.assert_array_equal(rows, load_breast_cancer().data[:10].astype(np.int32))
+    assert runner.version_dir(models, MODEL, None).name == "10"
+
+
+def test_npy_of_a_bytes_input_is_refused_saying_to_use_json_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exported(tmp_path / "models", "1", "BYTES")
+    with pytest.raises(SystemExit):
+        sample.main(["--model", MODEL, "--rows", "10", "--out", str(tmp_path / "rows.npy"),
+                     "--models-dir", str(tmp_path / "models")])
+    assert "is BYTES" in capsys.readouterr().err and not (tmp_path / "rows.npy").exists()
