@@ -1,7 +1,7 @@
 """Running many decoded infer requests as few model runs, each answer split back per request.
 
 Requests whose inputs have the same names, trailing shapes and dtypes, and that ask for the
-same outputs, are concatenated on axis 0 up to `max_rows` rows and run once; the results are
+same outputs, are concatenated on axis 0 up to the micro-batch size and run once; the results are
 sliced back by each request's rows. A run that fails is split in halves until the request at
 fault stands alone and gets an error of its own, so one bad request never costs its neighbours
 their answers; a run that ran out of memory also halves the micro-batch size for the rest of
@@ -48,7 +48,7 @@ class BatchSizeTuner:
     the job (logged). Out of memory halves the size, during the trial or after it."""
 
     def __init__(self, sizes: Sequence[int], fixed: int = 0) -> None:
-        self.sizes = [fixed] if fixed else sorted(sizes)
+        self.sizes = sorted(sizes)  # on trial unless fixed
         self.choice: int | None = fixed or None
         self.index = 0
         self.runs = 0
@@ -110,10 +110,6 @@ class MicroBatcher:
         self.model = model
         self.tuner = tuner
 
-    @property
-    def max_rows(self) -> int:
-        return self.tuner.size
-
     def run(self, requests: list[tuple[int, InferRequest]]
             ) -> Iterator[tuple[int, dict[str, np.ndarray] | str]]:
         groups: dict[Signature, list[tuple[int, InferRequest]]] = {}
@@ -123,7 +119,7 @@ class MicroBatcher:
             batch: list[tuple[int, InferRequest]] = []
             rows = 0
             for item in group:
-                if batch and rows + item[1].rows > self.max_rows:
+                if batch and rows + item[1].rows > self.tuner.size:
                     yield from self._run_batch(batch)
                     batch, rows = [], 0
                 batch.append(item)

@@ -92,10 +92,6 @@ def test_a_resumed_job_cuts_the_chunks_pinned_in_its_checkpoint(cloud: Cloud,
     assert record is not None and record["attempts"] == 2 and summary["rows_read"] == 200
 
 
-def dataclass_replace(job: runner.Settings, **changes: Any) -> runner.Settings:
-    return dataclasses.replace(job, **changes)
-
-
 def npy_job(cloud: Cloud, models_dir: Path, rows: np.ndarray, **overrides: Any
             ) -> runner.Settings:
     buffer = io.BytesIO()
@@ -122,7 +118,7 @@ def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
     s3.meta.events.register("before-send.s3.GetObject",
                             lambda request, **_: part_reads.append(request.url) if
                             "/part-" in request.url else None)
-    summary = runner.run_job(dataclass_replace(job, chunk_bytes=1 << 20), s3=s3)
+    summary = runner.run_job(dataclasses.replace(job, chunk_bytes=1 << 20), s3=s3)
     assert summary["parts"] == [f"{name}/part-{i:05d}.npy" for i in range(4)
                                 for name in ("label", "probabilities")]
     labels, probabilities = expected(rows)
