@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import MODELS_DIR
-from bench.http import HOST, free_port, wait_for
 from bench.payloads import example_inputs
+from local_api.background import HOST, free_port, wait_until_answering
 
 # Rows per model, enough for a dozen chunks of the runner; .npy fits numeric inputs only.
 ROWS = {"breast-cancer-mlp": 400_000, "diabetes-linear": 400_000, "digits-cnn": 60_000}
@@ -61,7 +61,7 @@ def moto_server() -> Iterator[None]:
                        "AWS_DEFAULT_REGION": "us-east-1"})
     os.environ.pop("AWS_PROFILE", None)
     try:
-        wait_for(port, server, "/moto-api/")
+        wait_until_answering(port, server, "/moto-api/")
         yield
     finally:
         os.environ.clear()

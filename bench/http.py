@@ -19,10 +19,8 @@ from typing import Any
 
 from bench.common import BUILT_TEMPLATE, ROWS, summary
 from bench.payloads import model_names, request_body
-from local_api.background import HOST, free_port, serving
-from local_api.background import wait_until_answering as wait_for
+from local_api.background import HOST, serving
 
-__all__ = ["HOST", "free_port", "wait_for"]  # what bench.batch uses for its moto server
 CLIENTS = 4
 LATENCY_BUDGET = {1: (300, 2.0), 32: (300, 2.0), 1024: (40, 3.0)}  # (most requests, seconds)
 THROUGHPUT_BUDGET = (400, 3.0)  # per client, at 1 row
