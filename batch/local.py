@@ -23,7 +23,6 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +33,7 @@ from batch import submit
 from batch.aws import client
 from batch.keys import INPUT_PREFIX, InputObject, parse_key
 from batch.models import SERVING, serving_importable
+from local_api.context import LambdaContext
 
 LOG = logging.getLogger("batch.local")
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,19 +43,11 @@ TABLE = "local-model-api-batch-jobs"
 REGION = "us-east-1"
 
 
-@dataclass
-class LocalContext:
-    """The attributes of Lambda's context object that Powertools reads."""
-
-    function_name: str
-    aws_request_id: str
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local"
-    log_group_name: str = "/aws/lambda/local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+def context(function_name: str) -> LambdaContext:
+    """The context of one in-process call of a batch function (256 MB, as the template sizes
+    them)."""
+    return LambdaContext(function_name, str(uuid.uuid4()), memory_limit_in_mb=256,
+                         remaining_ms=30_000)
 
 
 class LocalCloud:
@@ -141,7 +133,7 @@ def get_job(job_id: str) -> tuple[int, dict[str, Any]]:
     event["path"] = f"/v2/batch/jobs/{job_id}"
     event["pathParameters"] = {"job_id": job_id}
     jobs = load_handler("batch_jobs")
-    answer = jobs.lambda_handler(event, LocalContext("batch-jobs", str(uuid.uuid4())))
+    answer = jobs.lambda_handler(event, context("batch-jobs"))
     return int(answer["statusCode"]), json.loads(answer["body"])
 
 
@@ -176,7 +168,7 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     obj = parse_key(BUCKET, key, event["detail"]["object"]["version-id"])
     LOG.info("uploaded s3://%s/%s (version %s); job %s", BUCKET, key, obj.version_id, obj.job_id)
     trigger = load_handler("batch_trigger")
-    outcome = trigger.lambda_handler(event, LocalContext("batch-trigger", str(uuid.uuid4())))
+    outcome = trigger.lambda_handler(event, context("batch-trigger"))
     LOG.info("trigger: %s", outcome)
     submitter = submit.from_environment()
     exit_codes: list[int] = []

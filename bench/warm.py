@@ -18,31 +18,16 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from bench.common import MODELS_DIR, ROOT, ROWS, peak_rss_mb, summary, time_interleaved
 from bench.functions import HANDLER, inference_functions, lambda_environment
+from local_api.context import LambdaContext
 
 # Per row count: (most rounds, seconds) of the three interleaved timings.
 BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
 CASES = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS if rows > 1]
-
-
-@dataclass
-class Context:
-    """The attributes of Lambda's context object that Powertools reads."""
-
-    function_name: str
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    log_group_name: str = "/aws/lambda/bench"
-    log_stream_name: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
 
 
 def measure(model: str) -> list[dict[str, Any]]:
@@ -60,7 +45,7 @@ def measure(model: str) -> list[dict[str, Any]]:
     loaded = app.service.model(model)
     raw = ort.InferenceSession(str(MODELS_DIR / model / loaded.manifest.version / "model.onnx"),
                                sess_options=session_options(), providers=list(CPU))
-    context = Context(function_name=model)
+    context = LambdaContext(function_name=model)
     results = []
     for rows, encoding in CASES:
         sent = request(model, rows, encoding)
