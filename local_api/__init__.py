@@ -13,6 +13,7 @@ answers API Gateway and Lambda would give.
     gateway.py   API Gateway's own answers (GatewayResponses) and limits
     server.py    the Starlette app on uvicorn;  cli.py  `python -m local_api serve|invoke`
     background.py  the server as a child process on a free port (end-to-end tests, make bench)
+    context.py   Lambda's context object for handlers called in-process (tests, batch, bench)
 
 What fails in AWS fails the same way here: no route (MISSING_AUTHENTICATION_TOKEN), wrong or
 missing x-api-key when serving with --api-key (INVALID_API_KEY), a body over 10 MB or an event
