@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 from batch import jobs, trigger
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.local import load_handler, object_created_event
+from model_registry.registry import NAME as REGISTRY_NAME
 from tests.batch.conftest import MODEL, Cloud
 from tests.conftest import EVENTS_DIR, LambdaContext
 
@@ -256,3 +257,17 @@ def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(
     assert answer["outcome"]["status"] == "rejected"
     record = cloud.store.get(answer["outcome"]["job_id"])
     assert record is not None and "unknown model 'not-served'" in record["reason"]
+
+
+@pytest.mark.parametrize("name", ["breast-cancer-mlp", "a", "m2", "x-1-y", "Model", "-a", "a-",
+                                  "a--b", "a_b", "1a", "a.b", ""])
+def test_a_key_names_a_model_exactly_when_the_registry_would_accept_the_name(name: str) -> None:
+    """batch/keys.py keeps its own copy of the registry's name rule (the trigger's layer does not
+    carry model_registry): the two must agree."""
+    key = f"batch/input/{name}/job.jsonl"
+    try:
+        parse_key("bucket", key, "v1")
+        accepted = True
+    except InvalidKey:
+        accepted = False
+    assert accepted == bool(REGISTRY_NAME.match(name)), name
