@@ -24,7 +24,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: help setup models template events openapi add-model remove-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,10 +32,11 @@ help: ## List the targets
 
 setup: $(VENV)/.installed ## Create the venv (python3.12) with everything the project needs
 
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_export/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_export/requirements.txt pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install it (Lambda's runtime) or set PYTHON312=/path/to/python3.12"; exit 1; }
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 models: setup .venv-torch/.installed ## Train and export the models to build/models (skips the unchanged ones)
@@ -58,18 +59,24 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 	.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check -r model_export/requirements-torch.txt
 	touch $@
 
-template: setup ## Render template.yaml's per-model blocks from models.yaml
+template: setup ## Render template.yaml's generated blocks from models.yaml and the route table
 	$(PY) -m model_registry.template
 
 events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
-	$(PY) events/generate.py
+	$(PY) -m model_registry.events
 
-# The seed models are exported first: events/generate.py writes events for every model.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(CURRENT),--current)
-	$(PY) -m model_registry.template
-	$(PY) events/generate.py
+openapi: build/models/.exported ## Write docs/openapi.json from the route table and the models
+	$(PY) -m model_registry.openapi
+
+# The seed models are exported first: add-model writes events and OpenAPI for every model. It
+# checks everything before it writes anything; a refusal leaves the tree as it was.
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [CURRENT=1]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [CURRENT=1]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(CURRENT),--current)
+
+remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [CURRENT=<version>]
+	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }
+	$(PY) -m model_registry.remove --name "$(NAME)" $(if $(VERSION),--version "$(VERSION)") $(if $(CURRENT),--current "$(CURRENT)")
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
@@ -101,9 +108,9 @@ batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-ml
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
 bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch): table + bench-results/latest.json [ONLY=warm,cold]
-	PYTHONPATH=layers/serving/python $(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
+	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
 
-lint: setup ## ruff, mypy, and template.yaml up to date with models.yaml
+lint: setup ## ruff, mypy, and the generated files (template.yaml, docs/openapi.json) up to date
 	ruff check .
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	$(PY) -m model_registry.template --check

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from model_api.routes import route
+
 from bench.common import BUILT_TEMPLATE, ROWS, summary
 from bench.payloads import model_names, request_body
 from local_api.background import HOST, serving
@@ -85,7 +87,7 @@ def run() -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with local_api() as port:
         for model in model_names():
-            path = f"/v2/models/{model}/infer"
+            path = route("ModelInfer").url(model=model)
             for _ in range(CLIENTS):  # start the function's workers before timing
                 timed_requests(port, path, request_body(model, 1), 3, 30.0)
             for rows in ROWS:

@@ -68,17 +68,25 @@ def import_added(entry: ModelEntry, out: Path) -> None:
         written = reimport(entry, out)
     except AddError as exc:
         raise SystemExit(f"{entry.name}: {exc}") from exc
-    skipped = [v for v in entry.versions if v not in written]
+    skipped = [v for v in entry.files if v not in written]
     print(f"{entry.name}: imported versions {written or 'none'}, unchanged {skipped or 'none'} "
           f"({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def prune(entry: ModelEntry, out: Path) -> None:
-    """Remove exported versions models.yaml no longer lists: a model layer ships every folder."""
-    for manifest in sorted((out / entry.name).glob("*/manifest.json")):
-        if manifest.parent.name not in entry.versions:
-            shutil.rmtree(manifest.parent)
-            print(f"{entry.name}/{manifest.parent.name}: not in models.yaml, removed", flush=True)
+def prune(entries: list[ModelEntry], out: Path) -> None:
+    """Remove exported models and versions models.yaml no longer lists: a model layer ships
+    every folder, and events, OpenAPI and the tests follow models.yaml."""
+    listed = {(entry.name, version) for entry in entries for version in entry.versions}
+    names = {entry.name for entry in entries}
+    for manifest in sorted(out.glob("*/*/manifest.json")):
+        version_dir = manifest.parent
+        if (version_dir.parent.name, version_dir.name) not in listed:
+            shutil.rmtree(version_dir)
+            print(f"{version_dir.parent.name}/{version_dir.name}: not in models.yaml, removed",
+                  flush=True)
+    for folder in sorted(out.iterdir()) if out.is_dir() else []:
+        if folder.is_dir() and folder.name not in names and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +97,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="export only this model (repeatable)")
     parser.add_argument("--force", action="store_true", help="export even if unchanged")
     args = parser.parse_args(argv)
-    for entry in registry.load():
+    entries = registry.load()
+    for entry in entries:
         if args.only and entry.name not in args.only:
             continue
-        if entry.source == "onnx":
-            import_added(entry, args.out)
-        else:
-            for version in entry.versions:
+        for version in entry.versions:
+            if version not in entry.files:  # a seed recipe's version
                 export_seed(entry, version, args.out, args.force)
-        prune(entry, args.out)
+        if entry.files:
+            import_added(entry, args.out)
+    if not args.only:
+        prune(entries, args.out)
     return 0
 
 

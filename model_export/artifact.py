@@ -1,4 +1,5 @@
-"""Write one exported version, build/models/<name>/<version>/{model.onnx, manifest.json}.
+"""Write one exported version: build/models/<name>/<version>/{model.onnx, manifest.json,
+examples.json}.
 
 Shared by the seed exporters and `model_registry.add`: the manifest's signature is read from the
 graph itself, and the written manifest is read back with the serving library's own loader, so a
@@ -11,10 +12,13 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+from model_api import examples as model_examples
 from model_api.datatypes import ONNX_ELEMENT_TYPES
 from model_api.manifest import Manifest, ManifestError, load_manifest
 
@@ -77,11 +81,14 @@ def canonical_bytes(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
 
-def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> Manifest:
-    """Write model.onnx and manifest.json (sha256 and signature filled in) all at once.
+def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any],
+                  examples: Mapping[str, np.ndarray] | None = None) -> Manifest:
+    """Write model.onnx, manifest.json (sha256 and signature filled in) and examples.json (the
+    given example inputs, else ones built from the signature) all at once.
 
-    The files are written to a sibling temporary folder that replaces `version_dir` only once
-    the manifest loads, so a failed export never leaves a half-written version behind.
+    Raises ExamplesError when `examples` do not fit the signature. The files are written to a
+    sibling temporary folder that replaces `version_dir` only once the manifest and examples
+    load, so a failed export never leaves a half-written version behind.
     """
     model = onnx.load_from_string(model_bytes)
     document = {
@@ -100,6 +107,9 @@ def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
         loaded = load_manifest(staging / MANIFEST_FILE)
+        model_examples.write(staging, model_examples.check(examples, loaded.inputs)
+                             if examples is not None
+                             else model_examples.from_signature(loaded.inputs))
         if version_dir.exists():
             shutil.rmtree(version_dir)
         staging.rename(version_dir)

@@ -20,6 +20,8 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 from model_export.artifact import canonical_bytes, write_version
 from model_export.check import Tolerance, check_graph, compare, session
 
+EXAMPLE_ROWS = 8  # held-back rows kept as the model's examples
+
 
 @dataclass(frozen=True)
 class Split:
@@ -81,5 +83,7 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
         "parity": parity,
     }
     with step("write"):
-        write_version(version_dir, canonical_bytes(trained.model), manifest)
+        # Real held-back rows travel with the model as its example inputs (model_api.examples).
+        write_version(version_dir, canonical_bytes(trained.model), manifest,
+                      {input_name: trained.test.x[:EXAMPLE_ROWS]})
     return manifest

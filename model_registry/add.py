@@ -2,14 +2,18 @@
 
 The file is checked before anything is recorded: it must be a valid ONNX model whose inputs
 and outputs are tensors of datatypes the API serves, with a known rank, and it must run in
-onnxruntime. Its manifest is derived from the graph, the file is copied to
-build/models/<name>/<version>/ and models.yaml records where it came from with its sha256, so
-`make models` can import it again (`reimport`) on a clean checkout.
+onnxruntime. Its manifest is derived from the graph; the file is kept in the repository at
+model_store/<name>/<version>/model.onnx and models.yaml records that path with its sha256, so
+`make models` exports it again (`reimport`) on a fresh clone. The whole change (registry,
+template, events, OpenAPI, export) is computed first and written only if every step passed
+(`model_registry.changes`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,13 +23,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 
-from model_export.artifact import SignatureError, read_intact, sha256_of, signature, write_version
+from model_export.artifact import (
+    MODEL_FILE,
+    SignatureError,
+    read_intact,
+    sha256_of,
+    signature,
+    write_version,
+)
 from model_export.seeds import RECIPES
 from model_registry import registry
-from model_registry.registry import ROOT, ModelEntry, RegistryError
-
-MODELS_DIR = ROOT / "build" / "models"
+from model_registry.changes import derived, staging
+from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
 
 
 class AddError(ValueError):
@@ -71,17 +82,23 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
 
 
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
-                   models_dir: Path) -> None:
-    """Check the file and write build/models/<name>/<version>/ with its manifest."""
-    read_signature(model_bytes, source)
-    smoke_run(model_bytes, source)
+                   version_dir: Path, examples: Examples | None = None,
+                   shown: str | None = None) -> None:
+    """Check the file and write its exported version (manifest, examples) to `version_dir`;
+    `source` is the stored path the manifest records, `shown` the name messages use."""
+    shown = shown or source
+    read_signature(model_bytes, shown)
+    smoke_run(model_bytes, shown)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
     if entry.labels:
         manifest.update(labels=list(entry.labels), task="classification")
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
         source={"file": source, "producer": _producer(model_bytes)})
-    write_version(models_dir / entry.name / version, model_bytes, manifest)
+    try:
+        write_version(version_dir, model_bytes, manifest, examples)
+    except ExamplesError as exc:
+        raise AddError(f"{shown}: {exc}") from exc
 
 
 def _producer(model_bytes: bytes) -> str:
@@ -89,13 +106,25 @@ def _producer(model_bytes: bytes) -> str:
     return f"{model.producer_name} {model.producer_version}".strip() or "unknown"
 
 
-def recorded_path(onnx_path: Path) -> str:
-    """How models.yaml records the file: relative to the repository when inside it."""
-    resolved = onnx_path.resolve()
-    if resolved.is_relative_to(ROOT / "build"):
-        raise AddError(f"{onnx_path} is under build/, which `make clean` deletes; keep the file "
-                       "outside build/ so `make models` can import it again")
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+def stored_path(name: str, version: str) -> str:
+    """Where models.yaml records an added version's file, relative to the repository."""
+    return f"{STORE}/{name}/{version}/{MODEL_FILE}"
+
+
+def read_examples(path: Path) -> Examples:
+    """Example inputs from a .npz (one array per input name) or a .json examples document
+    (`{"inputs": {name: rows}}`, model_api.examples); AddError if unreadable."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        if path.suffix == ".json":
+            document = json.loads(path.read_text())
+            return {name: np.array(rows) for name, rows in document["inputs"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AddError(f"cannot read examples from {path}: {exc}") from exc
+    raise AddError(f"examples {path}: give a .npz (one array per input) or a .json file "
+                   '({"inputs": {"<input>": [rows]}})')
 
 
 def next_version(entry: ModelEntry | None) -> str:
@@ -109,12 +138,18 @@ def next_version(entry: ModelEntry | None) -> str:
 
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
-        make_current: bool = False, registry_path: Path = registry.REGISTRY,
-        models_dir: Path = MODELS_DIR) -> ModelEntry:
-    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry."""
-    entries = registry.load(registry_path)
+        make_current: bool = False, examples_path: Path | None = None,
+        project: Project = PROJECT) -> ModelEntry:
+    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
+
+    The file is copied to model_store/<name>/<version>/model.onnx (with its examples), recorded
+    in models.yaml with its sha256, exported to build/models, and template.yaml, events/ and
+    docs/openapi.json are rendered again. Every check and render runs first: AddError (with the
+    reason) leaves every file as it was. A version of a seed model may be added from a file too.
+    """
+    entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
-    if (existing is not None and existing.source == "seed") or name in {n for n, _ in RECIPES}:
+    if existing is None and name in {n for n, _ in RECIPES}:
         raise AddError(f"{name} is a seed model trained by model_export/; pick another name")
     if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):
         raise AddError(f"labels {labels}: give distinct, non-empty names (labels[i] names class i)")
@@ -122,46 +157,75 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         model_bytes = onnx_path.read_bytes()
     except OSError as exc:
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
+    examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
-    record = {"path": recorded_path(onnx_path), "sha256": sha256_of(model_bytes)}
+    record = {"path": stored_path(name, version), "sha256": sha256_of(model_bytes)}
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels)
     elif version in existing.versions:
-        if existing.files[version]["sha256"] != record["sha256"]:
+        if existing.files.get(version, {}).get("sha256") != record["sha256"]:
+            what = existing.files[version]["path"] if version in existing.files else "its recipe"
             raise AddError(f"{name} version {version} already exists with a different file "
-                           f"({existing.files[version]['path']}); add it as a new version")
-        entry = replace(existing, files={**existing.files, version: record},
-                        labels=labels or existing.labels)
+                           f"({what}); add it as a new version")
+        entry = replace(existing, labels=labels or existing.labels)
     else:
         entry = replace(existing, versions=[*existing.versions, version],
                         files={**existing.files, version: record},
-                        labels=labels or existing.labels)
+                        labels=labels or existing.labels or _current_labels(existing, project))
     if make_current:
         entry = replace(entry, current=version)
     try:
         registry.check(entry)
     except RegistryError as exc:
         raise AddError(str(exc)) from exc
-    import_version(entry, version, model_bytes, record["path"], models_dir)
-    registry.save([entry if e.name == name else e for e in entries]
-                  + ([entry] if existing is None else []), registry_path)
+    new_entries = ([entry if e.name == name else e for e in entries]
+                   + ([entry] if existing is None else []))
+    staged_root = staging(project)
+    try:
+        staged = staged_root / name / version
+        import_version(entry, version, model_bytes, record["path"], staged, examples,
+                       shown=str(onnx_path))
+
+        def locate(model: str, wanted: str) -> Path:
+            return staged if (model, wanted) == (name, version) else \
+                project.models_dir / model / wanted
+
+        try:
+            change = derived(project, new_entries, locate)
+        except (ValueError, OSError, SystemExit) as exc:
+            raise AddError(f"{name} version {version} cannot be served: {exc}") from exc
+        stored = project.root / record["path"]
+        change.writes[stored] = model_bytes
+        if examples is not None:
+            change.writes[stored.with_name(EXAMPLES_FILE)] = (staged / EXAMPLES_FILE).read_text()
+        change.moves[staged] = project.models_dir / name / version
+        change.apply()
+    finally:
+        shutil.rmtree(staged_root, ignore_errors=True)
     return entry
 
 
-def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
-    """Copy each recorded file of an onnx entry into models_dir again; the versions written.
+def _current_labels(entry: ModelEntry, project: Project) -> list[str] | None:
+    """A seed model's class labels, from its current exported version (a version added from a
+    file serves the same classes unless told otherwise)."""
+    manifest = read_intact(project.models_dir / entry.name / entry.current)
+    return list(manifest.labels) if manifest and manifest.labels else None
 
-    A version already there with the recorded sha256 and labels is left alone; a source file
+
+def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
+             root: Path = ROOT) -> list[str]:
+    """Export each version recorded with a file (models.yaml `files`) into models_dir again, from
+    model_store/; the versions written.
+
+    A version already there with the recorded sha256 and labels is left alone; a stored file
     whose sha256 no longer matches models.yaml is refused, never served.
     """
     written = []
-    for version in entry.versions:
-        record = entry.files[version]
+    for version, record in entry.files.items():
         if _is_current(models_dir / entry.name / version, record["sha256"], entry.labels):
             continue
-        path = Path(record["path"])
-        source = path if path.is_absolute() else ROOT / path
+        source = root / record["path"]
         try:
             model_bytes = source.read_bytes()
         except OSError as exc:
@@ -170,7 +234,10 @@ def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
         if sha256_of(model_bytes) != record["sha256"]:
             raise AddError(f"{entry.name} version {version}: {record['path']} changed since it "
                            "was added (sha256 differs from models.yaml); add it as a new version")
-        import_version(entry, version, model_bytes, record["path"], models_dir)
+        stored_examples = source.with_name(EXAMPLES_FILE)
+        examples = read_examples(stored_examples) if stored_examples.exists() else None
+        import_version(entry, version, model_bytes, record["path"],
+                       models_dir / entry.name / version, examples)
         written.append(version)
     return written
 
@@ -187,16 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", required=True, type=Path, help="the .onnx file to serve")
     parser.add_argument("--version", help="version to add (default: 1, or the next number)")
     parser.add_argument("--labels", help="class names, comma-separated: labels[i] names class i")
+    parser.add_argument("--examples", type=Path,
+                        help="example inputs: .npz (one array per input) or .json")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
-        entry = add(args.name, args.onnx, args.version, labels, args.current)
+        entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2
-    print(f"added {entry.name}: versions {entry.versions}, current {entry.current}")
+    print(f"added {entry.name}: versions {entry.versions}, current {entry.current}; its file is "
+          f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")
     return 0
 
 

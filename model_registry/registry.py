@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -22,12 +23,64 @@ class RegistryError(ValueError):
 
 
 @dataclass(frozen=True)
+class Project:
+    """Where a project keeps each file the registry drives (a test's copy lives in tmp_path)."""
+
+    root: Path = ROOT
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "models.yaml"
+
+    @property
+    def template(self) -> Path:
+        return self.root / "template.yaml"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events"
+
+    @property
+    def openapi(self) -> Path:
+        return self.root / "docs" / "openapi.json"
+
+    @property
+    def models_dir(self) -> Path:
+        """Exported versions, `<name>/<version>/`: build output, rebuilt by `make models`."""
+        return self.root / "build" / "models"
+
+    @property
+    def store(self) -> Path:
+        """Added model files, `<name>/<version>/model.onnx` (+ examples.json): kept in the
+        repository, so a fresh clone rebuilds every added version from them."""
+        return self.root / STORE
+
+
+STORE = "model_store"
+# Where the exported version (name, version) is: build/models/<name>/<version> once written, a
+# staging folder while add-model still checks it.
+Locate = Callable[[str, str], Path]
+
+
+def exported(models_dir: Path) -> Locate:
+    return lambda name, version: models_dir / name / version
+
+
+PROJECT = Project()
+EXPORTED = exported(PROJECT.models_dir)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
+    """One served model. `source` seed: trained by model_export/ (its recipe versions); onnx:
+    added with `make add-model`. `files[version]` records a version added from a file (any
+    version of an onnx model; versions beside the recipes' of a seed model): its path under
+    model_store/ and its sha256."""
+
     name: str
     source: Literal["seed", "onnx"]
     versions: list[str]
     current: str
-    # For source "onnx": where each version's file came from and its sha256, and class labels.
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     labels: list[str] | None = None
 
@@ -60,6 +113,15 @@ def check(entry: ModelEntry) -> ModelEntry:
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):
         raise RegistryError(
             f"{entry.name}: every version of an onnx model needs its file and sha256")
+    if not set(entry.files) <= set(entry.versions):
+        raise RegistryError(f"{entry.name}: files for versions it does not list: "
+                            f"{sorted(set(entry.files) - set(entry.versions))}")
+    for version, record in entry.files.items():
+        path = Path(record.get("path", ""))
+        if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
+            raise RegistryError(
+                f"{entry.name} version {version}: file {record.get('path')!r} must be a path "
+                f"under {STORE}/ relative to the repository (no machine-specific paths)")
     return entry
 
 
@@ -93,13 +155,17 @@ def load(path: Path = REGISTRY) -> list[ModelEntry]:
     return entries
 
 
-def save(entries: list[ModelEntry], path: Path = REGISTRY) -> None:
-    """Rewrite the entries of models.yaml, keeping its header comment."""
+def dump(entries: list[ModelEntry], path: Path = REGISTRY) -> str:
+    """models.yaml's text for `entries`, keeping the header comment of the file at `path`."""
     header = "".join(line for line in path.read_text().splitlines(keepends=True)
                      if line.startswith("#"))
     items = []
     for entry in entries:
         item = {k: v for k, v in asdict(check(entry)).items() if v not in (None, {}, [])}
         items.append(item)
-    path.write_text(header + yaml.safe_dump({"models": items}, sort_keys=False,
-                                            default_flow_style=None))
+    return header + yaml.safe_dump({"models": items}, sort_keys=False, default_flow_style=None)
+
+
+def save(entries: list[ModelEntry], path: Path = REGISTRY) -> None:
+    """Rewrite the entries of models.yaml, keeping its header comment."""
+    path.write_text(dump(entries, path))

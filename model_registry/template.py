@@ -1,4 +1,6 @@
-"""Render each registry entry into template.yaml, between the `# >>> model ...` markers.
+"""Render template.yaml's generated blocks, between its `# >>> ...` markers: each registry entry's
+resources and outputs, every function's API events from the route table (model_api.routes),
+and the models a batch job may run.
 
 Only the marked blocks are generated; the rest of the template (API, shared layers, batch) is
 written by hand and keeps its comments. `--check` fails when the template is stale, so a
@@ -10,31 +12,36 @@ from __future__ import annotations
 import argparse
 import sys
 
+from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
+
 from model_registry.registry import REGISTRY, ROOT, ModelEntry, load
 
 TEMPLATE = ROOT / "template.yaml"
 GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
 RESOURCES = ("  # >>> model resources: " + GENERATED + "\n", "  # <<< model resources\n")
+GENERATED_ROUTES = "generated from model_api/routes.py by `make template`"
 OUTPUTS = ("  # >>> model outputs: " + GENERATED + "\n", "  # <<< model outputs\n")
 
-ROUTES = (  # (event name, method, path suffix)
-    ("ModelMetadata", "GET", ""),
-    ("ModelReady", "GET", "/ready"),
-    ("ModelInfer", "POST", "/infer"),
-    ("VersionMetadata", "GET", "/versions/{version}"),
-    ("VersionReady", "GET", "/versions/{version}/ready"),
-    ("VersionInfer", "POST", "/versions/{version}/infer"),
-)
+SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
+                 "        # <<< server routes\n")
+BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
+                     "        # <<< batch jobs routes\n")
+BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
+
+
+def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
+    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in)."""
+    return "".join(
+        f"        {route.name}:\n"
+        f"          Type: Api\n"
+        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}}}\n'
+        for route in routes
+    )
 
 
 def resources(entry: ModelEntry) -> str:
     c, name = entry.camel, entry.name
-    events = "\n".join(
-        f"        {event}:\n"
-        f"          Type: Api\n"
-        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "/v2/models/{name}{suffix}", Method: {method}}}'
-        for event, method, suffix in ROUTES
-    )
+    events = api_events(routes_of(MODEL), name)
     return f"""\
   {c}ModelLayer:
     Type: AWS::Serverless::LayerVersion
@@ -84,7 +91,6 @@ def resources(entry: ModelEntry) -> str:
           MODEL_VERSION: "{entry.current}"
       Events:
 {events}
-
   {c}FunctionLogGroup:
     Type: AWS::Logs::LogGroup
     Properties:
@@ -168,6 +174,10 @@ def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
 def render(entries: list[ModelEntry], template: str) -> str:
     """The template with its model blocks rendered from `entries`."""
     template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
+    template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
+    template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
+    template = replace_block(template, BATCH_MODELS,
+                             f"    Default: {','.join(e.name for e in entries)}\n")
     return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))
 
 

@@ -1,4 +1,5 @@
-"""Lambda entry point of `GET /v2/batch/jobs/{job_id}`: a batch job's state and counts.
+"""Lambda entry point of the batch jobs routes (model_api.routes, BATCH_JOBS): a job's state
+and counts.
 
 Reads the jobs table the trigger and the runner write. Errors are the serving library's
 (`model_api.lambda_adapter.answer_errors`, from ServingLayer), like every other error of the API:
@@ -12,7 +13,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_api.errors import NotFound
-from model_api.lambda_adapter import answer_errors, json_response, logger, metrics, tracer
+from model_api.lambda_adapter import (
+    answer_errors,
+    bind_routes,
+    json_response,
+    logger,
+    metrics,
+    tracer,
+)
+from model_api.routes import BATCH_JOBS
 
 from batch.jobs import JobStore
 from batch.keys import JOB_ID
@@ -24,7 +33,6 @@ store = JobStore(os.environ["JOBS_TABLE"])
 PRIVATE = ("claim_token", "claim_expires_at")
 
 
-@app.get("/v2/batch/jobs/<job_id>")
 @tracer.capture_method(capture_response=False)
 def get_job(job_id: str) -> Response:
     if not JOB_ID.fullmatch(job_id):
@@ -33,6 +41,9 @@ def get_job(job_id: str) -> Response:
     if job is None:
         raise NotFound(f"no batch job {job_id!r}")
     return json_response(200, {k: v for k, v in job.items() if k not in PRIVATE})
+
+
+bind_routes(app, BATCH_JOBS, {"get_job": get_job})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

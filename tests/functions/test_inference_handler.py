@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_api.routes import MODEL, SERVER, routes_of
+from sklearn.datasets import load_breast_cancer
 
+from model_registry import registry
 from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
@@ -73,23 +76,15 @@ def decode_binary_response(response: dict[str, Any]) -> tuple[dict[str, Any], by
     return json.loads(body[:header_length]), body[header_length:]
 
 
-def test_events_cover_every_route_of_every_model(manifests: dict[str, Any]) -> None:
-    routes = {
-        "metadata",
-        "ready",
-        "infer",
-        "infer-binary",
-        "version-metadata",
-        "version-ready",
-        "version-infer",
-    }
-    for name in manifests:
-        assert {p.stem for p in (EVENTS_DIR / name).glob("*.json")} == routes, name
+def test_events_cover_every_route_of_every_model() -> None:
+    # Every route of the table has its event (an inference route of a model a binary twin too).
+    model_routes = {route.example for route in routes_of(MODEL)} | {
+        f"{route.example}-binary" for route in routes_of(MODEL)
+        if route.request and "version" not in route.parameters}
+    for entry in registry.load():
+        assert {p.stem for p in (EVENTS_DIR / entry.name).glob("*.json")} == model_routes
     assert {p.stem for p in (EVENTS_DIR / "server").glob("*.json")} == {
-        "server-metadata",
-        "health-live",
-        "health-ready",
-    }
+        route.example for route in routes_of(SERVER)}
 
 
 @pytest.mark.parametrize("event_path", EVENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -112,10 +107,12 @@ def test_every_event_gets_a_protocol_answer(
     body = json.loads(response["body"])
     if route in {"infer", "version-infer"}:
         manifest = manifests[function]
-        assert body["model_name"] == function and body["model_version"] == manifest["version"]
+        current = next(e.current for e in registry.load() if e.name == function)
+        assert body["model_name"] == function and body["model_version"] == current
         assert body["id"] == "example-1"
         assert {o["name"] for o in body["outputs"]} == {o["name"] for o in manifest["outputs"]}
-        assert all(o["shape"][0] == 2 for o in body["outputs"])
+        rows = json.loads(base64.b64decode(load_event(event_path)["body"]))["inputs"][0]["shape"][0]
+        assert all(o["shape"][0] == rows for o in body["outputs"])
     elif route in {"metadata", "version-metadata"}:
         assert body["name"] == function and body["platform"] == "onnxruntime_onnx"
         assert body["inputs"] == manifests[function]["inputs"]
@@ -132,14 +129,19 @@ def test_every_event_gets_a_protocol_answer(
 def test_breast_cancer_rows_are_classified_as_the_dataset_labels_them(
     lambda_context: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given the example event's rows 0 (malignant) and 19 (benign) of the dataset
+    # Given the example event's rows: held-back rows of the dataset (model_api.examples)
     event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer.json")
+    rows = np.array(json.loads(base64.b64decode(event["body"]))["inputs"][0]["data"], np.float32)
+    dataset = load_breast_cancer()
+    found = [np.flatnonzero((dataset.data.astype(np.float32) == row).all(axis=1))[0]
+             for row in rows]
     # When the function runs it
     body = json.loads(invoke("breast-cancer-mlp", event, lambda_context, monkeypatch)["body"])
-    # Then the labels and probabilities say so
+    # Then the labels are the dataset's, and the probabilities are distributions
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert outputs["label"]["data"] == [0, 1]
-    probabilities = np.array(outputs["probabilities"]["data"]).reshape(2, 2)
+    assert set(dataset.target[found]) == {0, 1}
+    assert outputs["label"]["data"] == dataset.target[found].tolist()
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(len(rows), 2)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 

@@ -71,4 +71,4 @@ def test_an_unchanged_model_is_skipped_and_a_damaged_one_exported_again(
     assert "diabetes-linear/1: exported" in capsys.readouterr().out
     assert model_file.read_bytes() == first
     assert sorted(p.name for p in (tmp_path / "diabetes-linear" / "1").iterdir()) == [
-        "manifest.json", "model.onnx"]
+        "examples.json", "manifest.json", "model.onnx"]

@@ -20,8 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from model_registry import add as add_model
 from model_registry import registry
 from model_registry.add import AddError, add, reimport
-from model_registry.registry import ModelEntry
+from model_registry.registry import ModelEntry, Project
 from tests.conftest import ROOT, LambdaContext
+from tests.model_registry.conftest import snapshot
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
 ROWS = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
@@ -74,20 +75,12 @@ def one_op(path: Path, in_type: int, out_type: int, in_shape: list[int | str] | 
         [helper.make_tensor_value_info("y", out_type, in_shape)]))
 
 
-@pytest.fixture
-def registry_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models.yaml"
-    path.write_text("# header kept\nmodels:\n"
-                    "  - {name: breast-cancer-mlp, source: seed, versions: ['1'], current: '1'}\n")
-    return path
-
-
 def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
-        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     source = handmade(tmp_path / "scorer.onnx")
-    models = tmp_path / "models"
+    models = project.models_dir
     entry = add("hand-scorer", source, labels=["red", "green", "blue"],
-                registry_path=registry_path, models_dir=models)
+                project=project)
 
     manifest = load_manifest(models / "hand-scorer" / "1" / "manifest.json")
     assert (models / "hand-scorer" / "1" / "model.onnx").read_bytes() == source.read_bytes()
@@ -98,41 +91,44 @@ def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
     assert manifest.labels == ("red", "green", "blue")
     assert manifest.platform == "onnxruntime_onnx"
     assert sorted(p.name for p in (models / "hand-scorer" / "1").iterdir()) == [
-        "manifest.json", "model.onnx"]
+        "examples.json", "manifest.json", "model.onnx"]
 
-    saved = registry.load(registry_path)
-    assert registry_path.read_text().startswith("# header kept\n")
-    assert [e.name for e in saved] == ["breast-cancer-mlp", "hand-scorer"]
-    assert saved[1] == entry
+    saved = registry.load(project.registry)
+    assert project.registry.read_text().startswith("# The registry of served models")
+    assert [e.name for e in saved][-1] == "hand-scorer" and saved[-1] == entry
     assert (entry.source, entry.versions, entry.current) == ("onnx", ["1"], "1")
-    assert entry.files["1"]["path"] == str(source)
+    # The file is kept in the repository, recorded by a path relative to it.
+    assert entry.files["1"]["path"] == "model_store/hand-scorer/1/model.onnx"
+    assert (project.root / entry.files["1"]["path"]).read_bytes() == source.read_bytes()
+    assert "/v2/models/hand-scorer/infer" in project.template.read_text()
+    assert (project.events / "hand-scorer" / "version-infer.json").exists()
     assert_same(served(models, entry, "/v2/models/hand-scorer/infer", ROWS, monkeypatch),
                 direct(source, ROWS))
 
 
 def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
-        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     source = tmp_path / "logreg.onnx"
     source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
                                target_opset=18).SerializeToString())
-    entry = add("logreg", source, registry_path=registry_path, models_dir=tmp_path / "models")
-    manifest = load_manifest(tmp_path / "models" / "logreg" / "1" / "manifest.json")
+    entry = add("logreg", source, project=project)
+    manifest = load_manifest(project.models_dir / "logreg" / "1" / "manifest.json")
     assert [(s.name, s.datatype) for s in manifest.outputs] == [
         ("label", "INT64"), ("probabilities", "FP32")]
     assert manifest.inputs[0].shape == (-1, 3)
-    outputs = served(tmp_path / "models", entry, "/v2/models/logreg/infer", ROWS, monkeypatch)
+    outputs = served(project.models_dir, entry, "/v2/models/logreg/infer", ROWS, monkeypatch)
     np.testing.assert_array_equal(outputs["label"], classifier.predict(ROWS))
     np.testing.assert_allclose(outputs["probabilities"], classifier.predict_proba(ROWS), atol=1e-5)
 
 
 def test_a_second_version_is_served_beside_the_first_and_can_become_current(
-        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    models = tmp_path / "models"
-    add("scorer", handmade(tmp_path / "v1.onnx"), registry_path=registry_path, models_dir=models)
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = project.models_dir
+    add("scorer", handmade(tmp_path / "v1.onnx"), project=project)
     entry = add("scorer", handmade(tmp_path / "v2.onnx", scale=3.0),
-                registry_path=registry_path, models_dir=models)
+                project=project)
     assert (entry.versions, entry.current) == (["1", "2"], "1")
     assert {p.name for p in (models / "scorer").iterdir()} == {"1", "2"}
     base = "/v2/models/scorer"
@@ -141,13 +137,12 @@ def test_a_second_version_is_served_beside_the_first_and_can_become_current(
     assert_same(served(models, entry, f"{base}/versions/2/infer", ROWS, monkeypatch),
                 direct(tmp_path / "v2.onnx", ROWS))
     entry = add("scorer", handmade(tmp_path / "v3.onnx", scale=4.0), version="2024-06",
-                make_current=True, registry_path=registry_path, models_dir=models)
+                make_current=True, project=project)
     assert (entry.versions, entry.current) == (["1", "2", "2024-06"], "2024-06")
     assert_same(served(models, entry, f"{base}/infer", ROWS, monkeypatch),
                 direct(tmp_path / "v3.onnx", ROWS))
     # Adding the same file again under its version changes nothing.
-    again = add("scorer", tmp_path / "v2.onnx", version="2", registry_path=registry_path,
-                models_dir=models)
+    again = add("scorer", tmp_path / "v2.onnx", version="2", project=project)
     assert again.versions == entry.versions
 
 
@@ -181,83 +176,84 @@ def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
     return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in document["outputs"]}
 
 
-def refusal(tmp_path: Path, registry_path: Path, source: Path, name: str = "mine",
-            **kwargs: Any) -> str:
-    before = registry_path.read_text()
+def refusal(project: Project, source: Path, name: str = "mine", **kwargs: Any) -> str:
+    before = snapshot(project)
     with pytest.raises(AddError) as error:
-        add(name, source, registry_path=registry_path, models_dir=tmp_path / "models",
-            **kwargs)
-    assert registry_path.read_text() == before, "a refused model must not be recorded"
+        add(name, source, project=project, **kwargs)
+    assert snapshot(project) == before, "a refused model must leave every file as it was"
     return str(error.value)
 
 
 def test_files_the_api_cannot_serve_are_refused_with_the_reason(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, project: Project) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(handmade(tmp_path / "ok.onnx").read_bytes()[:-37])
-    assert "not a valid ONNX model" in refusal(tmp_path, registry_path, corrupt)
+    assert "not a valid ONNX model" in refusal(project, corrupt)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf \xff\x00\x13")
-    assert "not a valid ONNX model" in refusal(tmp_path, registry_path, garbage)
+    assert "not a valid ONNX model" in refusal(project, garbage)
 
     complex_input = one_op(tmp_path / "complex.onnx", TensorProto.COMPLEX64, TensorProto.COMPLEX64,
                            ["N", 2])
-    assert "COMPLEX64" in refusal(tmp_path, registry_path, complex_input)
+    assert "COMPLEX64" in refusal(project, complex_input)
     bfloat16_output = one_op(tmp_path / "bf16.onnx", TensorProto.FLOAT, TensorProto.BFLOAT16,
                              ["N", 2], cast=True)
-    assert "BFLOAT16" in refusal(tmp_path, registry_path, bfloat16_output)
+    assert "BFLOAT16" in refusal(project, bfloat16_output)
     unknown_rank = one_op(tmp_path / "rank.onnx", TensorProto.FLOAT, TensorProto.FLOAT)
-    assert "rank" in refusal(tmp_path, registry_path, unknown_rank)
+    assert "rank" in refusal(project, unknown_rank)
     scalar = one_op(tmp_path / "scalar.onnx", TensorProto.FLOAT, TensorProto.FLOAT, in_shape=[])
-    assert "batch dimension" in refusal(tmp_path, registry_path, scalar)
+    assert "batch dimension" in refusal(project, scalar)
 
     x = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
     zipmap = tmp_path / "zipmap.onnx"  # skl2onnx's default: probabilities as a sequence of maps
     zipmap.write_bytes(to_onnx(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x[:1],
                                target_opset=18).SerializeToString())
-    assert "zipmap=False" in refusal(tmp_path, registry_path, zipmap)
+    assert "zipmap=False" in refusal(project, zipmap)
 
 
 def test_names_versions_and_labels_that_cannot_be_served_are_refused(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, project: Project) -> None:
     source = handmade(tmp_path / "ok.onnx")
-    assert "lower-case" in refusal(tmp_path, registry_path, source, name="My_Model")
-    assert "seed model" in refusal(tmp_path, registry_path, source, name="breast-cancer-mlp")
-    assert "seed model" in refusal(tmp_path, registry_path, source, name="digits-cnn")
-    assert "version" in refusal(tmp_path, registry_path, source, version="../1")
-    assert "distinct" in refusal(tmp_path, registry_path, source, labels=["a", "a"])
-    assert "cannot read" in refusal(tmp_path, registry_path, tmp_path / "missing.onnx")
-    add("mine", source, registry_path=registry_path, models_dir=tmp_path / "models")
+    assert "lower-case" in refusal(project, source, name="My_Model")
+    # A seed's recipe version is not replaced by a file; a new version of a seed may be added.
+    assert "its recipe" in refusal(project, source, name="breast-cancer-mlp", version="1")
+    assert "version" in refusal(project, source, version="../1")
+    assert "distinct" in refusal(project, source, labels=["a", "a"])
+    assert "cannot read" in refusal(project, tmp_path / "missing.onnx")
+    add("mine", source, project=project)
     other = handmade(tmp_path / "other.onnx", scale=5.0)
-    assert "different file" in refusal(tmp_path, registry_path, other, version="1")
+    assert "different file" in refusal(project, other, version="1")
 
 
-def test_a_file_under_build_is_refused_because_make_clean_deletes_it(
-        registry_path: Path) -> None:
-    with pytest.raises(AddError, match="under build/"):
-        add_model.recorded_path(ROOT / "build" / "models" / "x.onnx")
-    assert add_model.recorded_path(ROOT / "models" / "x.onnx") == "models/x.onnx"
+def test_models_yaml_records_no_machine_specific_path(project: Project) -> None:
+    entry = ModelEntry("mine", "onnx", ["1"], "1",
+                       files={"1": {"path": "/home/me/model.onnx", "sha256": "0" * 64}})
+    with pytest.raises(registry.RegistryError, match="model_store/"):
+        registry.check(entry)
+    assert add_model.stored_path("mine", "2") == "model_store/mine/2/model.onnx"
 
 
 def test_make_models_reimports_added_versions_and_refuses_a_changed_file(
-        tmp_path: Path, registry_path: Path) -> None:
+        tmp_path: Path, project: Project) -> None:
     source = handmade(tmp_path / "scorer.onnx")
-    entry = add("scorer", source, labels=["a", "b", "c"], registry_path=registry_path,
-                models_dir=tmp_path / "first")
+    entry = add("scorer", source, labels=["a", "b", "c"], project=project)
     clean = tmp_path / "clean"
-    assert reimport(entry, clean) == ["1"]
-    assert reimport(entry, clean) == []  # unchanged: left alone
-    first = json.loads((tmp_path / "first" / "scorer" / "1" / "manifest.json").read_text())
+    # A fresh clone: build/models is empty, model_store/ and models.yaml are there.
+    assert reimport(entry, clean, project.root) == ["1"]
+    assert reimport(entry, clean, project.root) == []  # unchanged: left alone
+    first = json.loads((project.models_dir / "scorer" / "1" / "manifest.json").read_text())
     assert json.loads((clean / "scorer" / "1" / "manifest.json").read_text()) == first
-    handmade(source, scale=9.0)
+    handmade(project.root / entry.files["1"]["path"], scale=9.0)
     (clean / "scorer" / "1" / "model.onnx").unlink()
     with pytest.raises(AddError, match="changed since it was added"):
-        reimport(entry, clean)
+        reimport(entry, clean, project.root)
 
 
 def test_the_command_line_says_why_it_refuses(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00\x01")
-    assert add_model.main(["--name", "breast-cancer-mlp", "--onnx", str(garbage)]) == 2
-    assert "add-model refused: breast-cancer-mlp is a seed model" in capsys.readouterr().err
+    assert add_model.main(["--name", "a-new-model", "--onnx", str(garbage)]) == 2
+    assert "add-model refused: " in capsys.readouterr().err
+    assert add_model.main(["--name", "digits-cnn", "--onnx", str(garbage), "--version", "1"]) == 2
+    assert "add-model refused: digits-cnn version 1 already exists" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cfnlint.decode import decode
+from model_api.routes import MODEL, routes_of
 from samcli import yamlhelper
 
 from model_registry import registry, template
@@ -63,8 +64,8 @@ def test_save_then_load_round_trips_and_keeps_the_header(tmp_path: Path) -> None
             ["1", "2"],
             "2",
             files={
-                "1": {"path": "x.onnx", "sha256": "0" * 64},
-                "2": {"path": "y.onnx", "sha256": "1" * 64},
+                "1": {"path": "model_store/c/1/model.onnx", "sha256": "0" * 64},
+                "2": {"path": "model_store/c/2/model.onnx", "sha256": "1" * 64},
             },
             labels=["no", "yes"],
         ),
@@ -98,10 +99,8 @@ def test_each_entry_renders_a_layer_function_log_group_alarms_and_routes(tmp_pat
         assert function["Environment"]["Variables"]["MODEL_VERSION"] == current
         assert function["AutoPublishAlias"] == "live"
         assert len(function["DeploymentPreference"]["Alarms"]) == 2
-        assert {e["Properties"]["Path"] for e in function["Events"].values()} >= {
-            f"/v2/models/{name}/infer",
-            f"/v2/models/{name}/versions/{{version}}/infer",
-        }
+        assert {e["Properties"]["Path"] for e in function["Events"].values()} == {
+            route.for_model(name) for route in routes_of(MODEL)}
         for suffix in ("ModelLayer", "FunctionLogGroup", "ErrorsAlarm", "ServerErrorsAlarm"):
             assert f"{camel}{suffix}" in resources
     result = subprocess.run(

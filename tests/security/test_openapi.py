@@ -1,5 +1,6 @@
-"""docs/openapi.json: valid OpenAPI 3.0, and what tools/openapi.py renders from the template
-and the exported models today (so a new model or route cannot leave it stale)."""
+"""docs/openapi.json: valid OpenAPI 3.0, and what model_registry/openapi.py renders from the
+route table, the registry and the exported models today (so a new model or route cannot leave
+it stale)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import json
 
 from openapi_spec_validator import validate
 
-from tools.openapi import OUTPUT, render
+from model_registry.openapi import OUTPUT, render
 
 
 def test_the_committed_openapi_document_is_up_to_date() -> None:
-    assert OUTPUT.read_text() == render(), "docs/openapi.json is stale: run python tools/openapi.py"
+    assert OUTPUT.read_text() == render(), "docs/openapi.json is stale: run make openapi"
 
 
 def test_the_openapi_document_is_valid_and_documents_each_models_inputs() -> None:

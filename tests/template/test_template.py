@@ -11,15 +11,11 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import decode
+from model_api.routes import BATCH_JOBS, MODEL, SERVER, routes_of
 
 from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM
 
 TEMPLATE = ROOT / "template.yaml"
-MODEL_ROUTES = {
-    ("GET", ""), ("GET", "/ready"), ("POST", "/infer"),
-    ("GET", "/versions/{version}"), ("GET", "/versions/{version}/ready"),
-    ("POST", "/versions/{version}/infer"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +54,14 @@ def test_each_model_has_its_function_layer_and_routes(
         assert resources[f"{camel(name)}ModelLayer"]["Type"] == "AWS::Serverless::LayerVersion"
         variables = function["Properties"]["Environment"]["Variables"]
         assert variables["MODEL_NAME"] == name
-        assert api_routes(function) == {(m, f"/v2/models/{name}{p}") for m, p in MODEL_ROUTES}
+        assert api_routes(function) == {(r.method, r.for_model(name)) for r in routes_of(MODEL)}
 
 
 def test_server_routes(resources: dict[str, Any]) -> None:
     assert api_routes(resources["ServerFunction"]) == {
-        ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
+        (r.method, r.path) for r in routes_of(SERVER)}
+    assert api_routes(resources["BatchJobsFunction"]) == {
+        (r.method, r.path) for r in routes_of(BATCH_JOBS)}
 
 
 def test_api_requires_a_key_or_sigv4_accepts_binary_and_answers_in_the_error_format(

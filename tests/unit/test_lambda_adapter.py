@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from model_api.binary import HEADER_LENGTH
-from model_api.lambda_adapter import create_app
+from model_api.lambda_adapter import bind_routes, create_app
+from model_api.routes import BATCH_JOBS
 from model_api.service import InferenceService
 
 from tests.conftest import LambdaContext
@@ -80,3 +82,10 @@ def test_a_model_that_failed_to_load_answers_503(tmp_path: Path) -> None:
         {"MODELS_DIR": str(tmp_path), "MODEL_NAME": "add", "MODEL_VERSION": "1"})
     status, body, _ = call(service, "GET", "/v2/models/add/ready")
     assert status == 503 and "sha256" in body["error"]
+
+
+def test_a_function_must_serve_exactly_its_routes_operations() -> None:
+    with pytest.raises(ValueError, match="get_job"):
+        bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {})
+    with pytest.raises(ValueError, match="extra"):
+        bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {"get_job": print, "extra": print})

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -20,6 +21,7 @@ from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from model_api.errors import ModelAPIError
+from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
     from model_api.service import InferenceService
@@ -98,48 +100,28 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
     return app
 
 
+def bind_routes(app: APIGatewayRestResolver, function: str,
+                handlers: Mapping[str, Callable[..., Response]]) -> APIGatewayRestResolver:
+    """Serve on `app` every route of `model_api.routes` that `function` serves, each calling
+    `handlers[route.operation]` with the route's path parameters (a model route's versioned
+    twin adds `version`). Raises ValueError when `handlers` misses or adds an operation, so a
+    route in the table can never go unserved."""
+    table = routes_of(function)
+    wanted = {route.operation for route in table}
+    if wanted != set(handlers):
+        raise ValueError(f"{function} function: handlers for {sorted(set(handlers))}, routes "
+                         f"for {sorted(wanted)}")
+    for route in table:
+        app.route(route.resolver_path, route.method)(handlers[route.operation])
+    return app
+
+
 def create_app(service: InferenceService) -> APIGatewayRestResolver:
-    """A resolver serving the protocol's routes for the models `service` holds."""
+    """A resolver serving the server's and the model's routes for the models `service` holds."""
     app = answer_errors(APIGatewayRestResolver())
 
-    @app.get("/v2")
-    def server_metadata() -> Response:
-        return json_response(200, service.server_metadata())
-
-    @app.get("/v2/health/live")
-    def live() -> Response:
-        return json_response(200, service.live())
-
-    @app.get("/v2/health/ready")
-    def ready() -> Response:
-        return json_response(200, service.ready())
-
-    @app.get("/v2/models/<model>")
-    def model_metadata(model: str) -> Response:
-        return json_response(200, service.model_metadata(model))
-
-    @app.get("/v2/models/<model>/versions/<version>")
-    def version_metadata(model: str, version: str) -> Response:
-        return json_response(200, service.model_metadata(model, version))
-
-    @app.get("/v2/models/<model>/ready")
-    def model_ready(model: str) -> Response:
-        return json_response(200, service.model_ready(model))
-
-    @app.get("/v2/models/<model>/versions/<version>/ready")
-    def version_ready(model: str, version: str) -> Response:
-        return json_response(200, service.model_ready(model, version))
-
-    @app.post("/v2/models/<model>/infer")
-    def infer(model: str) -> Response:
-        return run_inference(model, None)
-
-    @app.post("/v2/models/<model>/versions/<version>/infer")
-    def version_infer(model: str, version: str) -> Response:
-        return run_inference(model, version)
-
     @tracer.capture_method(capture_response=False)
-    def run_inference(model: str, version: str | None) -> Response:
+    def infer(model: str, version: str | None = None) -> Response:
         event = app.current_event
         started = time.perf_counter()
         result = service.infer(model, version, raw_body(event.raw_event), dict(event.headers))
@@ -157,4 +139,16 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
         body: str | bytes = result.body.decode("utf-8") if content_type == JSON else result.body
         return Response(status_code=200, content_type=content_type, body=body, headers=headers)
 
-    return app
+    def answer(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
+        return lambda **parameters: json_response(200, document(**parameters))
+
+    bind_routes(app, SERVER, {
+        "server_metadata": answer(service.server_metadata),
+        "live": answer(service.live),
+        "ready": answer(service.ready),
+    })
+    return bind_routes(app, MODEL, {
+        "metadata": answer(service.model_metadata),
+        "ready": answer(service.model_ready),
+        "infer": infer,
+    })

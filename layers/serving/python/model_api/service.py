@@ -89,10 +89,10 @@ class InferenceService:
                 self.model(self.model_name, version)
         return {"ready": True}
 
-    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        manifest = self.model(name, version).manifest
+    def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        manifest = self.model(model, version).manifest
         metadata: dict[str, Any] = {
-            "name": name,
+            "name": model,
             "versions": list(self.versions),
             "platform": manifest.platform,
             "inputs": [spec.metadata() for spec in manifest.inputs],
@@ -102,16 +102,16 @@ class InferenceService:
             metadata["parameters"] = {"labels": list(manifest.labels)}
         return metadata
 
-    def model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
-        self.model(name, version)
-        return {"name": name, "ready": True}
+    def model_ready(self, model: str, version: str | None = None) -> dict[str, Any]:
+        self.model(model, version)
+        return {"name": model, "ready": True}
 
-    def infer(self, name: str, version: str | None, body: bytes,
+    def infer(self, model: str, version: str | None, body: bytes,
               headers: Mapping[str, str]) -> InferResult:
-        model = self.model(name, version)
-        request = decode_request(body, headers, model.manifest)
-        results = model.run(request.inputs, [output.name for output in request.outputs])
-        return encode_response(model.manifest, request, results)
+        loaded = self.model(model, version)
+        request = decode_request(body, headers, loaded.manifest)
+        results = loaded.run(request.inputs, [output.name for output in request.outputs])
+        return encode_response(loaded.manifest, request, results)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""

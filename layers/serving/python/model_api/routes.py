@@ -1,0 +1,132 @@
+"""Every route of the API, declared once: the Open Inference Protocol's REST routes (KServe V2,
+https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol) and this
+project's own.
+
+Everything else derives from `ROUTES`: the Powertools resolvers (`lambda_adapter.bind_routes`),
+the template's API events (`model_registry.template`), the events/ fixtures
+(`model_registry.events`), docs/openapi.json (`model_registry.openapi`) and the tests. A route is
+served by one kind of function: the server function (health, server metadata), each model's own
+function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin), or the
+batch jobs function. Adding a per-model route is one `ModelOperation` here, its handler in the
+serving library and its tests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SERVER = "server"
+MODEL = "model"
+BATCH_JOBS = "batch-jobs"
+FUNCTIONS = (SERVER, MODEL, BATCH_JOBS)
+
+GET, POST = "GET", "POST"
+MODEL_PATH = "/v2/models/{model}"
+VERSION_PATH = MODEL_PATH + "/versions/{version}"
+_PARAMETER = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method and path of the API, and the function kind that serves it.
+
+    `name` is the route's CloudFormation event name and the suffix of its OpenAPI operationId
+    (`ModelInfer`); `operation` is the handler it calls (`infer`; a model's route and its
+    versioned twin share one); `request` names the body it takes (`"inference"`: an inference
+    request, JSON or binary tensors; None: no body); `answer` is the OpenAPI schema of its 200.
+    """
+
+    name: str
+    operation: str
+    method: str
+    path: str
+    function: str
+    answer: str
+    request: str | None = None
+    summary: str = ""
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The path parameters, in order: ("model", "version") for a versioned model route."""
+        return tuple(_PARAMETER.findall(self.path))
+
+    @property
+    def resolver_path(self) -> str:
+        """The path in Powertools' rule syntax (`<model>` for `{model}`)."""
+        return _PARAMETER.sub(r"<\1>", self.path)
+
+    @property
+    def example(self) -> str:
+        """The stem of its events/ fixture: `infer`, `version-infer`, `health-ready`."""
+        words = re.findall(r"[A-Z][a-z]*", self.name)
+        if words[0] == "Model":
+            words = words[1:]
+        return "-".join(word.lower() for word in words)
+
+    def for_model(self, model: str) -> str:
+        """The path with `{model}` filled in, as the template declares a model's routes."""
+        return self.path.replace("{model}", model)
+
+    def url(self, **parameters: str) -> str:
+        """The path with every parameter filled in (values are not percent-encoded)."""
+        missing = set(self.parameters) - set(parameters)
+        if missing:
+            raise KeyError(f"route {self.name} needs {sorted(missing)}")
+        return _PARAMETER.sub(lambda match: parameters[match.group(1)], self.path)
+
+
+@dataclass(frozen=True)
+class ModelOperation:
+    """A per-model operation: served at `/v2/models/{model}<suffix>` and at its
+    `/versions/{version}<suffix>` twin by the model's own function."""
+
+    operation: str
+    method: str
+    suffix: str
+    answer: str
+    request: str | None = None
+    summary: str = ""
+
+    def routes(self) -> tuple[Route, Route]:
+        name = self.operation.title().replace("_", "")
+        return (Route(f"Model{name}", self.operation, self.method, MODEL_PATH + self.suffix,
+                      MODEL, self.answer, self.request, self.summary),
+                Route(f"Version{name}", self.operation, self.method, VERSION_PATH + self.suffix,
+                      MODEL, self.answer, self.request, f"{self.summary} (a given version)"))
+
+
+MODEL_OPERATIONS = (
+    ModelOperation("metadata", GET, "", "model_metadata",
+                   summary="Model metadata: inputs, outputs, versions, labels"),
+    ModelOperation("ready", GET, "/ready", "model_ready", summary="Model readiness"),
+    ModelOperation("infer", POST, "/infer", "inference_response", request="inference",
+                   summary="Inference"),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("ServerMetadata", "server_metadata", GET, "/v2", SERVER, "server_metadata",
+          summary="Server metadata: name, version, protocol extensions"),
+    Route("HealthLive", "live", GET, "/v2/health/live", SERVER, "server_live",
+          summary="Server liveness"),
+    Route("HealthReady", "ready", GET, "/v2/health/ready", SERVER, "server_ready",
+          summary="Server readiness"),
+    *(route for operation in MODEL_OPERATIONS for route in operation.routes()),
+    Route("GetJob", "get_job", GET, "/v2/batch/jobs/{job_id}", BATCH_JOBS, "batch_job",
+          summary="A batch job's state and counts"),
+)
+
+
+def routes_of(function: str) -> tuple[Route, ...]:
+    """The routes one kind of function serves (SERVER, MODEL or BATCH_JOBS)."""
+    if function not in FUNCTIONS:
+        raise ValueError(f"unknown function kind {function!r}; expected one of {FUNCTIONS}")
+    return tuple(route for route in ROUTES if route.function == function)
+
+
+def route(name: str) -> Route:
+    """The route called `name` (its event name, e.g. "ModelInfer"); KeyError if none."""
+    for candidate in ROUTES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no route named {name!r}")

@@ -1,0 +1,91 @@
+"""A registry change, computed whole before anything is written: models.yaml, template.yaml,
+events/, docs/openapi.json, the exported versions under build/models and the stored model files.
+
+`make add-model` and `make remove-model` build a `Changeset` (every check and every render runs
+while building it: a new version is exported into a staging folder first), then `apply` it. A
+refusal therefore leaves the tree byte-identical, and an applied change leaves every generated
+file in step with models.yaml, so `make test` is green with no other command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model_registry import events, openapi, registry, template
+from model_registry.registry import Locate, ModelEntry, Project
+
+
+@dataclass
+class Changeset:
+    """Files to write (path -> text or bytes), folders to move into place (staged -> final)
+    and paths to delete (files or folders), applied in that order by `apply`; folders emptied
+    by a delete are removed up to `root`."""
+
+    root: Path
+    writes: dict[Path, str | bytes] = field(default_factory=dict)
+    moves: dict[Path, Path] = field(default_factory=dict)
+    deletes: list[Path] = field(default_factory=list)
+
+    def apply(self) -> None:
+        for path, content in self.writes.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_name(f".{path.name}.new")
+            if isinstance(content, bytes):
+                staged.write_bytes(content)
+            else:
+                staged.write_text(content)
+            staged.replace(path)
+        for source, target in self.moves.items():
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.rename(target)
+        for path in self.deletes:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            _remove_empty_parents(path.parent, self.root)
+
+    def paths(self) -> list[Path]:
+        """Every path this change writes, moves into place or deletes."""
+        return [*self.writes, *self.moves.values(), *self.deletes]
+
+
+def derived(project: Project, entries: list[ModelEntry], locate: Locate) -> Changeset:
+    """models.yaml and every file generated from it for `entries`: template.yaml's blocks, the
+    events/ of every route, docs/openapi.json; event folders of models no longer listed are
+    deleted. Raises what a render raises (RegistryError, ManifestError, ExamplesError)."""
+    change = Changeset(project.root)
+    change.writes[project.registry] = registry.dump(entries, project.registry)
+    change.writes[project.template] = template.render(entries, project.template.read_text())
+    change.writes.update(events.render(entries, locate, project.events))
+    change.writes[project.openapi] = openapi.render(entries, locate)
+    generated = {path.parent for path in change.writes if path.is_relative_to(project.events)}
+    names = {entry.name for entry in entries}
+    for folder in sorted(project.events.iterdir()) if project.events.is_dir() else []:
+        if folder.is_dir() and folder not in generated and _is_model_folder(folder, names):
+            change.deletes.append(folder)
+    return change
+
+
+def _is_model_folder(folder: Path, names: set[str]) -> bool:
+    """An events folder of a model that is no longer registered (its events name a model)."""
+    return folder.name not in names and (folder / "metadata.json").exists()
+
+
+def staging(project: Project) -> Path:
+    """A fresh folder beside build/models for versions not yet accepted."""
+    project.models_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".staging-", dir=project.models_dir))
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove `folder` and its parents while they are empty, up to (not including) `root`."""
+    while folder != root and folder.is_relative_to(root) and folder.is_dir() \
+            and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

@@ -1,0 +1,137 @@
+"""Write events/<function>/<route>.json: one API Gateway proxy event per route of each function.
+
+Each event starts as `sam local generate-event apigateway aws-proxy` makes it, then gets the
+route's real resource, path parameters and a real request body (the model's own example inputs,
+`model_api.examples`, as JSON and as binary tensors), so the same files serve
+`sam local invoke -e`, the Docker-free `python -m local_api invoke`, the tests, and readers who
+want to see what a function receives. The routes come from the route table
+(`model_api.routes`); `make events` (and add-model / remove-model) rewrite them.
+
+Folders: events/server/ (the server function), events/<model>/ (each model's function, its
+current version's examples), events/batch/ (the batch jobs function; `object-created.json`
+there is the S3 event of the batch trigger, written by hand).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from model_api import examples as model_examples
+from model_api.binary import HEADER_LENGTH
+from model_api.manifest import Manifest, load_manifest
+from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
+
+from model_registry import registry
+from model_registry.registry import EXPORTED, PROJECT, ROOT, Locate, ModelEntry, exported
+
+EVENTS_DIR = ROOT / "events"
+STAGE = "v1"
+SERVER_FOLDER, BATCH_JOBS_FOLDER = "server", "batch"
+EXAMPLE_JOB_ID = "example-0123456789ab"
+JSON_HEADERS = {"Content-Type": "application/json"}
+Events = dict[str, dict[str, Any]]
+# The SAM CLI of this venv (on PATH under make), else the one on PATH.
+SAM = next((str(p) for p in [Path(sys.executable).with_name("sam")] if p.exists()), "sam")
+
+
+@cache
+def sam_event(method: str) -> str:
+    """The event exactly as the SAM CLI generates it (one call per method: the route's own
+    resource and path are filled in by `route_event`)."""
+    return subprocess.run(
+        [SAM, "local", "generate-event", "apigateway", "aws-proxy", "--method", method,
+         "--resource", "/resource", "--path", "resource", "--stage", STAGE],
+        check=True, capture_output=True, text=True).stdout
+
+
+def route_event(route: Route, parameters: dict[str, str], body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A SAM-generated event for `route`: its resource as the template declares it (`{model}`
+    filled in), its path parameters, and `body` base64-encoded (the API's binary media type is
+    */*, so API Gateway base64-encodes every body it passes on)."""
+    event = json.loads(sam_event(route.method))
+    model = parameters.get("model")
+    resource = route.for_model(model) if model else route.path
+    path = route.url(**parameters)
+    event.update(resource=resource, path=path,
+                 pathParameters={k: v for k, v in parameters.items() if k != "model"} or None,
+                 queryStringParameters=None, multiValueQueryStringParameters=None,
+                 stageVariables=None)
+    event["requestContext"].update(resourcePath=resource, path=f"/{STAGE}{path}",
+                                   httpMethod=route.method)
+    for key, value in (headers or {}).items():
+        event["headers"][key] = value
+        event["multiValueHeaders"][key] = [value]
+    event["body"] = base64.b64encode(body).decode() if body is not None else None
+    event["isBase64Encoded"] = body is not None
+    return event
+
+
+def model_events(manifest: Manifest, examples: model_examples.Examples) -> Events:
+    """The events of every model route for one model's current version: a route taking an
+    inference request gets its examples as JSON, and the unversioned one a binary twin too."""
+    body = model_examples.json_request(manifest, examples)
+    binary, header_length = model_examples.binary_request(manifest, examples)
+    binary_headers = {"Content-Type": "application/octet-stream",
+                      HEADER_LENGTH: str(header_length)}
+    found: Events = {}
+    for route in routes_of(MODEL):
+        parameters = {"model": manifest.name}
+        if "version" in route.parameters:
+            parameters["version"] = manifest.version
+        if route.request is None:
+            found[route.example] = route_event(route, parameters)
+            continue
+        found[route.example] = route_event(route, parameters, body, JSON_HEADERS)
+        if "version" not in route.parameters:
+            found[f"{route.example}-binary"] = route_event(route, parameters, binary,
+                                                           binary_headers)
+    return found
+
+
+def server_events() -> Events:
+    return {route.example: route_event(route, {}) for route in routes_of(SERVER)}
+
+
+def batch_jobs_events() -> Events:
+    return {route.example: route_event(route, {"job_id": EXAMPLE_JOB_ID})
+            for route in routes_of(BATCH_JOBS)}
+
+
+def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
+           events_dir: Path = EVENTS_DIR) -> dict[Path, str]:
+    """Every generated event file (path -> JSON text) for the registry `entries`, read from
+    each model's current exported version; ExamplesError or ManifestError if one is unusable."""
+    folders: dict[str, Events] = {SERVER_FOLDER: server_events(),
+                                  BATCH_JOBS_FOLDER: batch_jobs_events()}
+    for entry in entries:
+        version_dir = locate(entry.name, entry.current)
+        manifest = load_manifest(version_dir / "manifest.json")
+        folders[entry.name] = model_events(manifest, model_examples.load(version_dir, manifest))
+    return {events_dir / folder / f"{name}.json": json.dumps(event, indent=2) + "\n"
+            for folder, events in folders.items() for name, event in events.items()}
+
+
+def write(files: dict[Path, str]) -> None:
+    for path, text in files.items():
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the events of every registered model (from build/models, or the folder given)."""
+    args = sys.argv[1:] if argv is None else argv
+    write(render(registry.load(), exported(Path(args[0]) if args else PROJECT.models_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A model's lifecycle stays green: add (any signature, or a new version of a seed model), serve
+every generated event through the real handler, check OpenAPI, remove, and the tree is as it was.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
+from model_registry import openapi, registry, template
+from model_registry.add import AddError, add
+from model_registry.registry import Project, exported
+from model_registry.remove import RemoveError, remove
+from tests.conftest import ROOT, LambdaContext
+from tests.model_registry.conftest import snapshot
+
+HANDLER = ROOT / "functions" / "inference" / "app.py"
+
+
+def mixed_inputs(path: Path) -> Path:
+    """y = float(a) + float(b) + float(c): three inputs of FP16, BOOL and UINT64, [N, 2] each."""
+    nodes = [helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT)
+             for name in "abc"]
+    nodes += [helper.make_node("Add", ["a_f", "b_f"], ["ab"]),
+              helper.make_node("Add", ["ab", "c_f"], ["y"])]
+    inputs = [helper.make_tensor_value_info(name, kind, ["N", 2]) for name, kind in
+              (("a", TensorProto.FLOAT16), ("b", TensorProto.BOOL), ("c", TensorProto.UINT64))]
+    model = helper.make_model(
+        helper.make_graph(nodes, "mixed", inputs,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])]),
+        opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def two_inputs_int8(path: Path) -> Path:
+    """y = a + b on INT8 inputs (two inputs of one datatype)."""
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "add",
+        [helper.make_tensor_value_info(n, TensorProto.INT8, ["N", 3]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, ["N", 3])]),
+        opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def handle(project: Project, model: str, version: str, event: dict[str, Any],
+           monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict[str, Any] | bytes]:
+    """The real inference handler, initialised as `model`'s function (current `version`)."""
+    monkeypatch.setenv("MODELS_DIR", str(project.models_dir))
+    monkeypatch.setenv("MODEL_NAME", model)
+    monkeypatch.setenv("MODEL_VERSION", version)
+    spec = importlib.util.spec_from_file_location(f"lifecycle_{model}", HANDLER)
+    assert spec and spec.loader
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    answer = handler.lambda_handler(event, LambdaContext())
+    body = (base64.b64decode(answer["body"]) if answer["isBase64Encoded"]
+            else answer["body"].encode())
+    content_type = (answer.get("multiValueHeaders", {}).get("Content-Type", [""])[0]
+                    or answer.get("headers", {}).get("Content-Type", ""))
+    return answer["statusCode"], json.loads(body) if content_type == "application/json" else body
+
+
+def serve_every_event(project: Project, model: str, version: str,
+                      monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Each generated event of `model` through its function: all 200; the answers by route."""
+    files = sorted((project.events / model).glob("*.json"))
+    assert files, f"no events for {model}"
+    answers = {}
+    for path in files:
+        status, body = handle(project, model, version, json.loads(path.read_text()), monkeypatch)
+        assert status == 200, (path.name, body)
+        answers[path.stem] = body
+    return answers
+
+
+def test_add_serve_and_remove_leave_the_tree_as_it_was(
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(project)
+    # Given a model of three inputs (FP16, BOOL, UINT64) and a second version of a seed model
+    add("mixed-inputs", mixed_inputs(tmp_path / "mixed.onnx"), project=project)
+    seed_v1 = project.models_dir / "breast-cancer-mlp" / "1" / "model.onnx"
+    seed_v2 = tmp_path / "mlp-v2.onnx"
+    seed_v2.write_bytes(seed_v1.read_bytes())
+    entry = add("breast-cancer-mlp", seed_v2, project=project)
+    assert (entry.versions, entry.current, entry.source) == (["1", "2"], "1", "seed")
+
+    # Then every generated file follows: template, OpenAPI, events, and each event is served
+    entries = registry.load(project.registry)
+    assert template.render(entries, project.template.read_text()) == \
+        project.template.read_text()
+    assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
+    assert '"/v2/models/mixed-inputs/infer"' in project.openapi.read_text()
+    answers = serve_every_event(project, "mixed-inputs", "1", monkeypatch)
+    example = json.loads((project.models_dir / "mixed-inputs" / "1" / "examples.json")
+                         .read_text())["inputs"]
+    expected = np.add(np.add(np.array(example["a"], np.float32), np.array(example["b"], bool)),
+                      np.array(example["c"], np.float32))
+    outputs = answers["infer"]["outputs"]
+    np.testing.assert_array_equal(np.array(outputs[0]["data"]).reshape(outputs[0]["shape"]),
+                                  expected)
+    event = json.loads((project.events / "breast-cancer-mlp" / "version-infer.json").read_text())
+    event["path"] = event["path"].replace("/versions/1/", "/versions/2/")
+    event["pathParameters"] = {"version": "2"}
+    status, v2 = handle(project, "breast-cancer-mlp", "1", event, monkeypatch)
+    status1, v1 = handle(project, "breast-cancer-mlp", "1",
+                         json.loads((project.events / "breast-cancer-mlp" / "version-infer.json")
+                                    .read_text()), monkeypatch)
+    assert (status, status1) == (200, 200)
+    assert isinstance(v2, dict) and isinstance(v1, dict)
+    assert v2["model_version"] == "2" and v2["outputs"] == v1["outputs"]
+
+    # When both are removed (the current version is kept unless told otherwise)
+    with pytest.raises(RemoveError, match="current version"):
+        remove("breast-cancer-mlp", "1", project=project)
+    remove("breast-cancer-mlp", "2", project=project)
+    remove("mixed-inputs", project=project)
+
+    # Then the tree is byte for byte as it was
+    assert snapshot(project) == before
+
+
+def test_removing_the_current_version_names_the_next_one(
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    add("pair", two_inputs_int8(tmp_path / "v1.onnx"), project=project)
+    add("pair", two_inputs_int8(tmp_path / "v2.onnx"), version="2", project=project)
+    with pytest.raises(RemoveError, match="CURRENT"):
+        remove("pair", "1", project=project)
+    remaining = remove("pair", "1", new_current="2", project=project)
+    assert remaining is not None and (remaining.versions, remaining.current) == (["2"], "2")
+    assert not (project.models_dir / "pair" / "1").exists()
+    assert not (project.root / "model_store" / "pair" / "1").exists()
+    serve_every_event(project, "pair", "2", monkeypatch)
+    with pytest.raises(RemoveError, match="no version"):
+        remove("pair", "7", project=project)
+    with pytest.raises(RemoveError, match="no model"):
+        remove("nope", project=project)
+
+
+def test_a_refused_add_leaves_every_file_as_it_was(tmp_path: Path, project: Project) -> None:
+    before = snapshot(project)
+    x = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
+    zipmap = tmp_path / "zipmap.onnx"
+    zipmap.write_bytes(to_onnx(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x[:1],
+                               target_opset=18).SerializeToString())
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(mixed_inputs(tmp_path / "ok.onnx").read_bytes()[:-20])
+    bad_examples = tmp_path / "examples.json"
+    bad_examples.write_text(json.dumps({"inputs": {"a": [[1, 2, 3]]}}))
+    for source, kwargs, reason in [
+        (zipmap, {}, "zipmap=False"),
+        (corrupt, {}, "not a valid ONNX model"),
+        (tmp_path / "ok.onnx", {"examples_path": bad_examples}, "examples give inputs"),
+    ]:
+        with pytest.raises(AddError, match=reason):
+            add("refused", source, project=project, **kwargs)
+        assert snapshot(project) == before, reason
