@@ -180,3 +180,19 @@ def test_tritons_stock_http_client_works_unchanged(api: httpx.Client, binary: bo
     assert result.get_response()["id"] == "triton-1"
     assert result.as_numpy("label").tolist() == [0, 0, 0, 0, 0]
     assert result.as_numpy("probabilities").shape == (5, 2)
+
+
+def test_a_refusal_quoting_client_text_is_logged_whatever_it_holds(tmp_path: Any) -> None:
+    # Given a JSON key holding a lone surrogate (a valid JSON escape, not valid UTF-8 text)
+    body = b'{"\\ud800": 1, "inputs": []}'
+    log = tmp_path / "server.log"
+    with local_api_server(log) as (client, _):
+        # When it is posted
+        response = client.post(f"/v2/models/{MODEL}/infer", content=body,
+                               headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and set(response.json()) == {"error"}
+    # Then the function's refusal record is written, JSON-safe, with no traceback
+    records = [json.loads(line[line.index("{"):]) for line in log.read_text().splitlines()
+               if '"request refused"' in line]
+    assert any("\ud800" in record["reason"] for record in records), log.read_text()[-3000:]
+    assert "Logging error" not in log.read_text() and "UnicodeEncodeError" not in log.read_text()

@@ -26,7 +26,23 @@ from model_api.routes import MODEL, SERVER, routes_of
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
     from model_api.service import InferenceService
 
-logger = Logger()
+
+
+def log_line(record: dict[str, Any]) -> str:
+    """One JSON log line that every stream can write, whatever a client sent.
+
+    Powertools' default serializer keeps non-ASCII text as is (`ensure_ascii=False`), so a lone
+    surrogate that a client sent as a JSON escape (`{"\\ud800": 1}`) and that an error message
+    quotes back makes the UTF-8 stream raise UnicodeEncodeError: the record is lost and the
+    logging module prints a traceback. Here such a code point becomes its `\\uXXXX` escape
+    (valid JSON for the same string); other text stays readable. Values JSON cannot hold are
+    written with str(), as Powertools does.
+    """
+    text = json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+logger = Logger(json_serializer=log_line)
 # No auto-patching: Powertools' default patches every library X-Ray knows, which imports
 # botocore's client stack (~50 ms of every cold start, docs/performance.md) into inference
 # functions that call no AWS service. A function that does patches what it uses.
