@@ -71,10 +71,10 @@ def moto_server() -> Iterator[None]:
 
 
 def input_rows(model: str, rows: int) -> np.ndarray:
-    """The example request's rows repeated to `rows` rows."""
-    (tensor,) = example_inputs(model, 4)
-    examples = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-    return np.resize(examples, (rows, *examples.shape[1:]))
+    """The model's example rows (its single input's) repeated to `rows` rows."""
+    _, inputs = example_inputs(model, rows)
+    (array,) = inputs.values()
+    return array
 
 
 def raw_loop(model: str, rows: np.ndarray) -> dict[int, float]:

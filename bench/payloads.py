@@ -1,7 +1,8 @@
-"""Requests of 1 to 1,024 rows per model, made from the example rows in events/<model>/infer.json.
+"""Requests of 1 to 1,024 rows per model, made from the model's own example inputs.
 
-The example request's rows are repeated to the wanted count, so every model is measured on
-real inputs of its own: as JSON (the protocol's default encoding) or as binary tensors (the
+The examples of each registered model's current version (`model_api.examples`: real held-back
+rows for the seed models) are repeated to the wanted count, so every model is measured on real
+inputs of its own: as JSON (the protocol's default encoding) or as binary tensors (the
 `binary_data_size` extension, answers asked for as binary too), wrapped in the API Gateway
 event of events/<model>/infer.json.
 """
@@ -12,13 +13,16 @@ import base64
 import copy
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import model_api.examples as examples
 import numpy as np
-from model_api.binary import HEADER_LENGTH, encode_tensor
-from model_api.datatypes import numpy_dtype
+from model_api.binary import HEADER_LENGTH
+from model_api.manifest import Manifest, load_manifest
 
 from bench.common import EVENTS_DIR, MODELS_DIR
+from model_registry import registry
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,9 @@ class Request:
 
 
 def model_names() -> list[str]:
-    """Every exported model that has events (all of them, after `make build`)."""
-    return sorted(path.parent.parent.name for path in MODELS_DIR.glob("*/*/manifest.json")
-                  if (EVENTS_DIR / path.parent.parent.name / "infer.json").is_file())
+    """Every registered model that has its events (all of them, after `make build`)."""
+    return sorted(entry.name for entry in registry.load()
+                  if (EVENTS_DIR / entry.name / "infer.json").is_file())
 
 
 def example_event(model: str) -> dict[str, Any]:
@@ -40,44 +44,31 @@ def example_event(model: str) -> dict[str, Any]:
     return event
 
 
-def example_inputs(model: str, rows: int) -> list[dict[str, Any]]:
-    """The example request's input tensors with their rows repeated (or cut) to `rows`."""
-    event = example_event(model)
-    raw = event["body"]
-    document = json.loads(base64.b64decode(raw) if event.get("isBase64Encoded") else raw)
-    inputs: list[dict[str, Any]] = document["inputs"]
-    for tensor in inputs:
-        shape, data = tensor["shape"], tensor["data"]
-        nested = bool(data) and isinstance(data[0], list)
-        if nested:  # nested like the shape: one item per row
-            examples = data
-        else:  # flat, row-major
-            per_row = len(data) // shape[0]
-            examples = [data[i * per_row:(i + 1) * per_row] for i in range(shape[0])]
-        repeated = [examples[i % len(examples)] for i in range(rows)]
-        tensor["shape"] = [rows, *shape[1:]]
-        tensor["data"] = repeated if nested else [item for row in repeated for item in row]
-    return inputs
+@cache
+def _examples(model: str) -> tuple[Manifest, examples.Examples]:
+    """The current version's manifest and example inputs (model_api.examples)."""
+    current = next(entry.current for entry in registry.load() if entry.name == model)
+    version_dir = MODELS_DIR / model / current
+    manifest = load_manifest(version_dir / "manifest.json")
+    return manifest, examples.load(version_dir, manifest)
+
+
+def example_inputs(model: str, rows: int) -> tuple[Manifest, examples.Examples]:
+    """The model's example rows repeated (or cut) to `rows`, for every input."""
+    manifest, found = _examples(model)
+    return manifest, {name: array[np.arange(rows) % len(array)] for name, array in found.items()}
 
 
 def request_body(model: str, rows: int) -> bytes:
     """A JSON request of `rows` rows."""
-    return json.dumps({"inputs": example_inputs(model, rows)}).encode()
+    return examples.json_request(*example_inputs(model, rows))
 
 
 def binary_request(model: str, rows: int) -> Request:
     """The same rows as binary tensors, every output asked for as binary tensor data."""
-    header: dict[str, Any] = {"inputs": [], "parameters": {"binary_data_output": True}}
-    blobs = []
-    for tensor in example_inputs(model, rows):
-        array = np.array(tensor.pop("data"), dtype=numpy_dtype(tensor["datatype"]))
-        blob = encode_tensor(array.reshape(tensor["shape"]), tensor["datatype"])
-        header["inputs"].append({**tensor, "parameters": {"binary_data_size": len(blob)}})
-        blobs.append(blob)
-    json_part = json.dumps(header).encode()
-    return Request(b"".join([json_part, *blobs]),
-                   {"Content-Type": "application/octet-stream",
-                    HEADER_LENGTH: str(len(json_part))})
+    body, header_length = examples.binary_request(*example_inputs(model, rows))
+    return Request(body, {"Content-Type": "application/octet-stream",
+                          HEADER_LENGTH: str(header_length)})
 
 
 def request(model: str, rows: int, encoding: str) -> Request:
