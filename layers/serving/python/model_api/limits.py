@@ -36,3 +36,11 @@ MAX_BYTES_ELEMENT = 64 * 1024
 # input) plus one per dimension of nested `data`; 32 allows tensors of rank 29, far past any
 # model here, and keeps hostile nesting away from the recursive JSON parser.
 MAX_JSON_DEPTH = 32
+
+# One JSON Lines record (line) of a batch job. The batch runner has no event or response quota
+# (it reads S3 in ranged GETs and runs in a 14 GB container, template.yaml), so a record may be
+# far larger than an API request; what bounds it is memory: a line is held whole while it is
+# decoded, its elements become Python objects first (about 32 bytes each), and a chunk holds
+# its lines. 64 MiB (16 API requests) keeps one record under about 1 GB while decoded. A longer
+# line is never held: the reader skips its bytes and gives it an error record.
+BATCH_MAX_RECORD_BYTES = 64 * MiB
