@@ -223,8 +223,9 @@ def test_built_batch_layer_holds_the_lambda_modules() -> None:
     if not layer.exists():
         pytest.skip("run `make build` (make test does)")
     names = {p.name for p in (layer / "python" / "batch").glob("*.py")}
-    assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "aws.py"} <= names
+    assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "state.py", "aws.py"} <= names
     assert "runner.py" not in names  # numpy/onnxruntime code belongs to the image
+    assert not names & {"local.py", "local_submit.py", "sample.py"}  # local only
 
 
 def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(
