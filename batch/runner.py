@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from model_api.codec import InferRequest, decode_request, parse_json, response_document
 from model_api.datatypes import numpy_dtype
 from model_api.errors import ModelAPIError
-from model_api.limits import BATCH_MAX_RECORD_BYTES
+from model_api.limits import BATCH_MAX_RECORD_BYTES, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.service import resolve_version, version_folders
 
@@ -198,7 +198,7 @@ def process_lines(lines: Sequence[bytes | LongLine], first_number: int,
             fail(index, "empty line")  # its id is None: no JSON to take one from
         else:
             try:
-                decoded.append((index, decode_request(line, {}, model.manifest)))
+                decoded.append((index, decode_request(line, {}, model.manifest, BATCH_RECORD)))
             except ModelAPIError as error:
                 fail(index, error.message)
             except Exception as error:
