@@ -110,7 +110,10 @@ def version_dir(models_dir: Path, model: str, version: str | None,
         installed = []
     if not installed:
         raise PermanentError(f"unknown model {model!r}: no versions of it under {models_dir}")
-    current = current_version(model, registry) if version is None else None
+    try:
+        current = current_version(model, registry) if version is None else None
+    except (OSError, ValueError) as error:  # no registry, or model_registry.RegistryError
+        raise PermanentError(f"cannot read the registry of current versions: {error}") from None
     if version is None and current is None:
         raise PermanentError(f"model {model!r} is not in the registry (models.yaml), so it has "
                              "no current version; name one in the key: "
