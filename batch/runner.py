@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,8 +187,9 @@ def process_lines(lines: Sequence[bytes | LongLine], first_number: int,
         errors += 1
 
     def unforeseen(index: int, stage: str, error: Exception) -> None:
-        LOG.error("line %d: %s while %s it", first_number + index, type(error).__name__, stage,
-                  exc_info=True)
+        # Where it happened, not what it says: an exception's message may quote the line.
+        LOG.error("line %d: %s while it was %s, at\n%s", first_number + index,
+                  type(error).__name__, stage, "".join(traceback.format_tb(error.__traceback__)))
         fail(index, f"the line could not be {stage} ({type(error).__name__})")
 
     decoded: list[tuple[int, InferRequest]] = []

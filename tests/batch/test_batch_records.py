@@ -15,6 +15,7 @@ from model_api.errors import ModelAPIError
 from model_api.limits import API_REQUEST, BATCH_MAX_ROWS, MAX_REQUEST_BYTES, MAX_ROWS
 from model_api.model import LoadedModel
 
+from batch import runner
 from batch.microbatch import BatchSizeTuner, MicroBatcher
 from batch.runner import process_lines
 from tests.batch.conftest import FEATURES, MODEL, expected, request_line
@@ -92,3 +93,26 @@ def test_outputs_json_cannot_carry_point_to_npy_not_to_binary_outputs(
     error = str(record["error"])
     assert "JSON cannot carry them: a .npy input gives .npy outputs" in error
     assert "binary_data" not in error
+
+
+def test_an_unforeseen_error_costs_its_line_only_and_logs_no_payload(
+        model: LoadedModel, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    real = runner.decode_request
+
+    def flawed(body: bytes, *args: Any) -> Any:  # a codec defect that one line trips
+        if b"trip" in body:
+            raise ValueError(f"cannot convert {body[:30]!r}")
+        return real(body, *args)
+
+    monkeypatch.setattr(runner, "decode_request", flawed)
+    lines = [request_line(name, np.ones((1, FEATURES))).encode() for name in ("a", "trip", "c")]
+    records, errors = process_lines(lines, 1, model, None,
+                                    MicroBatcher(model, BatchSizeTuner((256,), 256)))
+    first, broken, last = (json.loads(record) for record in records)
+    assert errors == 1 and "outputs" in first and "outputs" in last
+    assert broken == {"id": "trip", "line": 2,
+                      "error": "the line could not be decoded (ValueError)"}
+    # The log says where (the traceback's frames), never what the line held
+    assert "ValueError while it was decoded" in caplog.text and "in flawed" in caplog.text
+    assert '"id": "trip"' not in caplog.text
