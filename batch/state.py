@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batch.jobs import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
 from batch.submit import JOB_ID_VARIABLE
@@ -99,7 +99,7 @@ def reconcile(store: JobStore, record: dict[str, Any], batch: Any,
         return record
     try:
         found = batch.describe_jobs(jobs=[batch_job_id]).get("jobs") or []
-    except ClientError as error:
+    except (ClientError, BotoCoreError) as error:  # the record as it is beats a 5xx
         LOG.warning("DescribeJobs %s failed: %s", batch_job_id, error)
         return record
     job_id = str(record["job_id"])

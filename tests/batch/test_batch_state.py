@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from batch import jobs, state
 from batch.aws import client
@@ -190,5 +191,19 @@ def test_a_fresh_unfinished_record_is_not_checked(cloud: Cloud) -> None:
     class Unreachable:
         def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
             raise AssertionError("a live job's record needs no DescribeJobs")
+
+    assert state.reconcile(cloud.store, record, Unreachable()) == record
+
+
+def test_batch_unreachable_leaves_the_record_as_it_is(cloud: Cloud,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "RECONCILE_AFTER_SECONDS", 0)
+    job_id = running_job(cloud)
+    record = cloud.store.get(job_id)
+    assert record is not None
+
+    class Unreachable:
+        def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+            raise EndpointConnectionError(endpoint_url="https://batch.us-east-1.amazonaws.com")
 
     assert state.reconcile(cloud.store, record, Unreachable()) == record
