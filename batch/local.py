@@ -34,7 +34,7 @@ from moto.server import ThreadedMotoServer
 from batch import local_submit, submit
 from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
-from batch.models import SERVING, registry_path, serving_importable
+from batch.models import registry_path
 from local_api.context import LambdaContext
 
 LOG = logging.getLogger("batch.local")
@@ -106,8 +106,7 @@ def object_created_event(bucket: str, key: str, size: int, etag: str, version_id
 
 def load_handler(function: str) -> ModuleType:
     """Import functions/<function>/app.py as Lambda would (its module-scope init runs now),
-    the serving library importable as its layer makes it (the batch package already is)."""
-    serving_importable()
+    (the serving library and the batch package are installed in the venv)."""
     path = ROOT / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"{function}_app", path)
     if spec is None or spec.loader is None:
@@ -125,8 +124,6 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
     return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, "BATCH_MODELS": ",".join(models),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
             "MODELS_REGISTRY": str((registry or registry_path()).resolve()),
-            "BATCH_LOCAL_PYTHONPATH": os.pathsep.join(
-                [str(ROOT), str(SERVING)]),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessModelApiLocal"}
 

@@ -46,8 +46,6 @@ class LocalSubmitter:
 
     def submit(self, obj: InputObject) -> str:
         env = {**os.environ, **runner_environment(obj)}
-        if os.environ.get("BATCH_LOCAL_PYTHONPATH"):
-            env["PYTHONPATH"] = os.environ["BATCH_LOCAL_PYTHONPATH"]
         self.exit_codes[obj.job_id] = []
         thread = threading.Thread(target=self._attempts, args=(obj, env),
                                   name=f"job-{obj.job_id}", daemon=True)

@@ -12,11 +12,9 @@ version and a named one, and the version order, are the serving library's
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVING = ROOT / "layers" / "serving" / "python"  # ServingLayer's /opt/python: model_api
 REGISTRY = ROOT / "models.yaml"
 
 
@@ -38,9 +36,3 @@ def current_version(model: str, registry: Path | None = None) -> str | None:
         if entry.name == model:
             return entry.current
     return None
-
-
-def serving_importable() -> None:
-    """Make `model_api` importable from the source tree, as its layer makes it on Lambda."""
-    if str(SERVING) not in sys.path:
-        sys.path.append(str(SERVING))

@@ -1,51 +1,40 @@
-"""A batch input made of a model's real dataset rows, cycled to any length (for `make batch-local`).
+"""A batch input made of a model's example rows, cycled to any length (for `make batch-local`).
 
     python -m batch.sample --model breast-cancer-mlp --rows 100000 --out rows.jsonl
     python -m batch.sample --model breast-cancer-mlp --rows 100000 --out rows.npy
 
-The rows come from the dataset the model was trained on, as its manifest names it
-(`training.dataset`, a `sklearn.datasets.load_*` loader: breast-cancer-mlp, diabetes-linear,
-digits-cnn), repeated in order until `--rows` rows are written. `.jsonl`: one infer request of
-one row per line, `id` = the line number from 0; `.npy`: one array of the model's input
-(rows x the input's shape, its dtype: any numeric datatype; a BYTES input takes JSON Lines).
-The model's current version (models.yaml) is read, as the runner picks it.
+The rows are the example inputs that travel with the model's current version (models.yaml), as
+`model_api.examples` reads them (real held-back dataset rows for a seed model), repeated in
+order until `--rows` rows are written. `.jsonl`: one infer request of one row per line (every
+input of the model), `id` = the line number from 0; `.npy`: one array of the model's single
+input (rows x the input's shape, its dtype: any numeric datatype; a BYTES input, or a model of
+several inputs, takes JSON Lines).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from model_api import examples
+from model_api.manifest import Manifest, load_manifest
 
-from batch.models import ROOT, current_version, registry_path, serving_importable
-
-SKLEARN = "sklearn.datasets."
-
-
-def dataset_rows(manifest: dict[str, Any]) -> np.ndarray:
-    """The model's dataset, reshaped to its single input's rows (float64, as sklearn has it)."""
-    dataset = str(manifest.get("training", {}).get("dataset", ""))
-    if not dataset.startswith(SKLEARN) or len(manifest["inputs"]) != 1:
-        raise SystemExit(f"{manifest['name']}: no sklearn dataset for a single input "
-                         f"(training.dataset is {dataset!r})")
-    module, loader = dataset.rsplit(".", 1)
-    data = getattr(importlib.import_module(module), loader)().data
-    shape = [len(data), *manifest["inputs"][0]["shape"][1:]]
-    return np.asarray(data).reshape(shape)
+from batch.models import ROOT, current_version, registry_path
 
 
-def write_jsonl(path: Path, rows: np.ndarray, count: int, spec: dict[str, Any]) -> None:
-    # The dataset's own decimal text (float64 repr), not float32 noise; the model casts.
-    bodies = [json.dumps(row.ravel().tolist()) for row in rows]
-    head = {"name": spec["name"], "shape": [1, *rows.shape[1:]], "datatype": spec["datatype"]}
-    prefix = json.dumps(head)[:-1]  # '{"name": ..., "datatype": "FP32"' without its "}"
+def write_jsonl(path: Path, manifest: Manifest, rows: examples.Examples, count: int) -> None:
+    """`count` lines, line n one request of the examples' row n modulo their count."""
+    size = len(next(iter(rows.values())))
+    lines = []
+    for row in range(size):
+        one = {name: array[row:row + 1] for name, array in rows.items()}
+        request = json.loads(examples.json_request(manifest, one))
+        lines.append(json.dumps(request["inputs"]))
     with path.open("w") as out:
         for n in range(count):
-            out.write(f'{{"id": "{n}", "inputs": [{prefix}, "data": {bodies[n % len(rows)]}}}]}}\n')
+            out.write(f'{{"id": "{n}", "inputs": {lines[n % size]}}}\n')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,21 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         parser.error(f"no exported {args.model!r} version {version} under {args.models_dir} "
                      "(make models)")
-    manifest = json.loads(path.read_text())
-    spec = manifest["inputs"][0]
-    if args.out.suffix == ".npy" and spec["datatype"] == "BYTES":
-        parser.error(f"input {spec['name']!r} of {manifest['name']} is BYTES (strings): "
-                     ".npy input takes numeric tensors only; write JSON Lines (.jsonl) instead")
-    rows = dataset_rows(manifest)
+    manifest = load_manifest(path)
+    if args.out.suffix == ".npy" and (len(manifest.inputs) != 1
+                                      or manifest.inputs[0].datatype == "BYTES"):
+        parser.error(f"{manifest.name} takes {len(manifest.inputs)} input(s) of "
+                     f"{', '.join(spec.datatype for spec in manifest.inputs)}: .npy input takes "
+                     "one numeric tensor only; write JSON Lines (.jsonl) instead")
+    rows = examples.load(path.parent, manifest)
+    size = len(next(iter(rows.values())))
     if args.out.suffix == ".jsonl":
-        write_jsonl(args.out, rows, args.rows, spec)
+        write_jsonl(args.out, manifest, rows, args.rows)
     else:
-        serving_importable()
-        from model_api.datatypes import numpy_dtype
-
-        order = np.arange(args.rows) % len(rows)
-        np.save(args.out, rows[order].astype(numpy_dtype(spec["datatype"])))
-    print(f"{args.out}: {args.rows} rows of {manifest['name']} ({len(rows)} dataset rows cycled)")
+        (array,) = rows.values()
+        np.save(args.out, array[np.arange(args.rows) % size])
+    print(f"{args.out}: {args.rows} rows of {manifest.name} ({size} example rows cycled)")
     return 0
 
 

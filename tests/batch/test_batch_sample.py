@@ -1,8 +1,9 @@
-"""`python -m batch.sample`: a batch input of the model's real dataset rows, cycled."""
+"""`python -m batch.sample`: a batch input of the model's example rows (real rows), cycled."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +16,27 @@ from tests.conftest import MODELS_DIR
 MODEL = "breast-cancer-mlp"
 
 
-def test_jsonl_is_one_request_per_dataset_row_cycled_with_line_ids(tmp_path: Path) -> None:
+def example_rows() -> np.ndarray:
+    """The model's example rows (model_api.examples): real held-back rows of its dataset."""
+    document = json.loads((MODELS_DIR / MODEL / "1" / "examples.json").read_text())
+    return np.array(document["inputs"]["features"], dtype=np.float32)
+
+
+def test_jsonl_is_one_request_per_example_row_cycled_with_line_ids(tmp_path: Path) -> None:
     out = tmp_path / "rows.jsonl"
-    assert sample.main(["--model", MODEL, "--rows", "600", "--out", str(out),
+    assert sample.main(["--model", MODEL, "--rows", "20", "--out", str(out),
                         "--models-dir", str(MODELS_DIR)]) == 0
-    dataset = load_breast_cancer().data
+    rows = example_rows()
+    dataset = load_breast_cancer().data.astype(np.float32)
     requests = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in requests] == [str(n) for n in range(600)]
-    for n in (0, 568, 569, 599):  # 569 rows in the dataset: line 569 is row 0 again
+    assert [r["id"] for r in requests] == [str(n) for n in range(20)]
+    for n in (0, len(rows) - 1, len(rows), 19):  # the examples cycle
         [tensor] = requests[n]["inputs"]
         assert (tensor["name"], tensor["shape"], tensor["datatype"]) == ("features", [1, 30],
                                                                          "FP32")
-        assert tensor["data"] == dataset[n % 569].tolist()
+        row = np.array(tensor["data"], dtype=np.float32).ravel()
+        np.testing.assert_array_equal(row, rows[n % len(rows)])
+        assert (dataset == row).all(axis=1).any()  # a real row of the dataset
 
 
 def test_npy_is_the_model_input_rows_in_its_dtype(tmp_path: Path) -> None:
@@ -35,9 +45,8 @@ def test_npy_is_the_model_input_rows_in_its_dtype(tmp_path: Path) -> None:
                         "--models-dir", str(MODELS_DIR)]) == 0
     rows = np.load(out)
     assert rows.shape == (1000, 30) and rows.dtype == np.float32
-    dataset = load_breast_cancer().data.astype(np.float32)
-    np.testing.assert_array_equal(rows[:569], dataset)
-    np.testing.assert_array_equal(rows[569:], dataset[:431])
+    examples = example_rows()
+    np.testing.assert_array_equal(rows, examples[np.arange(1000) % len(examples)])
 
 
 def exported(models_dir: Path, version: str, datatype: str, current: str | None = None
@@ -49,6 +58,8 @@ def exported(models_dir: Path, version: str, datatype: str, current: str | None 
     folder = models_dir / MODEL / version
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    if datatype != "BYTES":
+        shutil.copy(MODELS_DIR / MODEL / "1" / "examples.json", folder / "examples.json")
     versions = sorted(p.name for p in (models_dir / MODEL).iterdir())
     registry = models_dir.parent / "models.yaml"
     registry.write_text(json.dumps({"models": [{"name": MODEL, "source": "seed",
@@ -65,7 +76,7 @@ def test_npy_takes_the_current_version_and_any_numeric_datatype(tmp_path: Path) 
     assert sample.main(["--model", MODEL, "--rows", "10", "--out", str(out), *arguments]) == 0
     rows = np.load(out)
     assert rows.dtype == np.int32
-    np.testing.assert_array_equal(rows, load_breast_cancer().data[:10].astype(np.int32))
+    np.testing.assert_array_equal(rows, example_rows()[np.arange(10) % 8].astype(np.int32))
     registry = Path(arguments[-1])
     assert runner.version_dir(models, MODEL, None, registry).name == "10"
     assert runner.version_dir(models, MODEL, "9", registry).name == "9"
@@ -79,4 +90,4 @@ def test_npy_of_a_bytes_input_is_refused_saying_to_use_json_lines(
     with pytest.raises(SystemExit):
         sample.main(["--model", MODEL, "--rows", "10", "--out", str(tmp_path / "rows.npy"),
                      *arguments])
-    assert "is BYTES" in capsys.readouterr().err and not (tmp_path / "rows.npy").exists()
+    assert "input(s) of BYTES" in capsys.readouterr().err and not (tmp_path / "rows.npy").exists()
