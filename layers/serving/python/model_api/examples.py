@@ -74,9 +74,19 @@ def check(examples: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec]) -> E
     return checked
 
 
+def plain(array: np.ndarray) -> list[object]:
+    """`array` as nested lists for JSON; FP16 and FP32 values in their shortest decimal form
+    (17.99, not float32's 17.989999771118164), which parses back to the same value."""
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        shortest = [float(str(value)) for value in array.ravel()]
+        return np.array(shortest, dtype=np.float64).reshape(array.shape).tolist()
+    result: list[object] = array.tolist()
+    return result
+
+
 def to_document(examples: Mapping[str, np.ndarray]) -> dict[str, object]:
     """The examples.json document of `examples`."""
-    return {"inputs": {name: array.tolist() for name, array in examples.items()}}
+    return {"inputs": {name: plain(array) for name, array in examples.items()}}
 
 
 def write(version_dir: Path, examples: Mapping[str, np.ndarray]) -> None:
@@ -108,7 +118,7 @@ def json_request(manifest: Manifest, examples: Mapping[str, np.ndarray],
     """An inference request with `examples` as JSON tensors."""
     return json.dumps({"id": request_id, "inputs": [
         {"name": spec.name, "shape": list(examples[spec.name].shape), "datatype": spec.datatype,
-         "data": examples[spec.name].tolist()} for spec in manifest.inputs]}).encode()
+         "data": plain(examples[spec.name])} for spec in manifest.inputs]}).encode()
 
 
 def binary_request(manifest: Manifest, examples: Mapping[str, np.ndarray],
