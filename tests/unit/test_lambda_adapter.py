@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from model_api.binary import HEADER_LENGTH
-from model_api.lambda_adapter import create_app
+from model_api.lambda_adapter import create_app, path_from_parameters
 from model_api.service import InferenceService
 
 from tests.conftest import LambdaContext
@@ -80,3 +80,18 @@ def test_a_model_that_failed_to_load_answers_503(tmp_path: Path) -> None:
         {"MODELS_DIR": str(tmp_path), "MODEL_NAME": "add", "MODEL_VERSION": "1"})
     status, body, _ = call(service, "GET", "/v2/models/add/ready")
     assert status == 503 and "sha256" in body["error"]
+
+
+def test_the_function_serves_what_the_decoded_path_parameters_name() -> None:
+    """API Gateway passes the path as sent (percent-encoded) and the parameters decoded: the
+    route runs on the parameters (a model and a version written with escapes)."""
+    raw = event("GET", "/v2/models/m%2Dx/versions/%31/ready")
+    raw.update(resource="/v2/models/{model}/versions/{version}/ready",
+               pathParameters={"model": "m-x", "version": "1"})
+    rebuilt = path_from_parameters(raw)
+    assert rebuilt["path"] == "/v2/models/m-x/versions/1/ready"
+    assert rebuilt["requestContext"] == raw["requestContext"] and raw["path"].endswith("%31/ready")
+    literal = {**event("GET", "/v2/models/m%2Dx/ready"), "resource": "/v2/models/m-x/ready"}
+    assert path_from_parameters(literal)["path"] == "/v2/models/m-x/ready"
+    bare = {key: value for key, value in event("GET", "/v2").items() if key != "resource"}
+    assert path_from_parameters(bare) is bare  # no resource: the event as it came
