@@ -13,6 +13,7 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -36,7 +37,7 @@ JSON = "application/json"
 _TEMPLATE_PARAMETER = re.compile(r"\{([^{}+]+)\+?\}")
 
 
-def path_from_parameters(event: dict[str, Any]) -> dict[str, Any]:
+def path_from_parameters(event: Mapping[str, Any]) -> Mapping[str, Any]:
     """The event with `path` rebuilt from the `resource` API Gateway matched and its decoded
     `pathParameters`.
 
@@ -63,7 +64,7 @@ class RestApiResolver(APIGatewayRestResolver):
     """Powertools' REST API resolver, routing on the decoded path parameters
     (`path_from_parameters`) as API Gateway's own resource match does."""
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         return super().resolve(path_from_parameters(event), context)
 
 
