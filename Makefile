@@ -55,11 +55,14 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 
 .venv-torch: .venv-torch/.installed ## Create .venv-torch (python3.11 + CPU PyTorch) for digits-cnn
 
+# --no-compile: torch's thousands of modules are not byte-compiled at install; the venv runs one
+# export per model change, which compiles in memory only what it imports.
 .venv-torch/.installed: model_export/requirements-torch.txt
 	@test -n "$(PYTHON311)" || { echo "python3.11 not found (the torch CPU wheel is cp311): set PYTHON311=/path/to/python3.11"; exit 1; }
 	@test -x .venv-torch/bin/python || $(STEP) "creating .venv-torch with $(PYTHON311)" $(PYTHON311) -m venv .venv-torch
 	@$(STEP) "installing model_export/requirements-torch.txt into .venv-torch (CPU PyTorch)" \
-		.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check -r model_export/requirements-torch.txt
+		.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-compile \
+		-r model_export/requirements-torch.txt
 	@touch $@
 
 template: setup ## Render template.yaml's per-model blocks from models.yaml
