@@ -14,6 +14,7 @@ import logging
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         LOG.error("port %d on %s is in use (another `make serve`?): stop what serves it, or "
                   "pick another port: make serve PORT=%d", args.port, args.host, args.port + 1)
         return 2
+    started = time.perf_counter()
     spec = load_template(args.template)
     with state_folder() as state:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
@@ -98,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
                                                  args.max_workers, args.idle_timeout))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
-              f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+              f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"
+              f"{_route_table(spec)}\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
 
