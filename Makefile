@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events add-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,7 +87,11 @@ $(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(
 validate: setup ## sam validate --lint (cfn-lint included)
 	sam validate --lint
 
-serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
+# Checked before the set-up (minutes on a fresh clone), so a port in use is said first.
+port-free:
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
+
+serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
