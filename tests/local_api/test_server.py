@@ -219,7 +219,10 @@ def test_a_function_at_its_reserved_concurrency_is_throttled_not_queued(server: 
     Gateway answers when Lambda throttles (500), and the first is served."""
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(server.client.get, "/one", params={"sleep": "1.5"})
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "cold start: OneAtATime" not in server.log.read_text():  # the first one runs
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.05)
         started = time.monotonic()
         throttled = server.client.get("/one")
         assert time.monotonic() - started < 1  # refused, not queued behind the first
@@ -301,7 +304,7 @@ def test_a_burst_is_bounded_by_the_concurrency_limit_not_queued(tmp_path: Path) 
     def one(_: int) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
         connection.request("POST", "/echo?" + urllib.parse.urlencode(
-            {"sleep": "0.5", "answer": answer}), body=body)
+            {"sleep": "1.5", "answer": answer}), body=body)
         return connection.getresponse().status
 
     try:
