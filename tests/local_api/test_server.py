@@ -320,3 +320,21 @@ def test_a_burst_is_bounded_by_the_concurrency_limit_not_queued(tmp_path: Path) 
     assert peak_mb < 400, f"the server alone peaked at {peak_mb:.0f} MB"
     print(f"burst of 60 x 3.5 MB: {statuses.count(200)} served, {statuses.count(500)} "
           f"throttled, server peak {peak_mb:.0f} MB")
+
+
+def test_a_cold_start_longer_than_the_gateway_timeout_still_warms_a_worker(
+        tmp_path: Path) -> None:
+    """API Gateway counts its timeout from the invocation, cold start included: the first call
+    gets the 504, its cold start and invocation run on, and a later call is served warm."""
+    running = start_server(tmp_path, "--integration-timeout", "0.2")
+    try:
+        first = running.client.get("/echo", params={"sleep": "0.5"})
+        assert first.status_code == 504
+        deadline = time.monotonic() + 10
+        while "too late for its client" not in running.log.read_text():
+            assert time.monotonic() < deadline, running.log.read_text()
+            time.sleep(0.1)
+        assert running.client.get("/echo").status_code == 201
+    finally:
+        output = running.stop()
+    assert output.count("cold start: EchoFunction") == 1, output
