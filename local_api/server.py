@@ -155,64 +155,15 @@ class LocalApi:
         context = {"httpMethod": http.method, "path": raw_path,
                    "stage": self.spec.stage_name, "requestId": request_id,
                    "apiId": events.API_ID, "domainName": http.header("host") or ""}
-        target = "gateway"
         body = Body(request)
-        reservation: Reservation | None = None
+        served: list[str] = ["gateway"]  # the function that answered, once a route names it
         try:
-            try:
-                declared = http.header("content-length") or ""
-                if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
-                    raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
-                # API Gateway refuses a coding it does not know before it identifies the API.
-                try:  # API Gateway refuses a coding it does not know before anything else
-                    codings.check_supported(http.header("content-encoding"))
-                except codings.UnsupportedCoding as error:
-                    raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
-                match = self.routes.match(http.method, raw_path)
-                if match is None:
-                    raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
-                context["resourcePath"] = match.route.path
-                key = self.settings.api_key
-                if key is not None and http.header("x-api-key") != key:
-                    raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
-                target = match.route.function_id
-                pool = self.pools[target]
-                # The unit of concurrency is taken before the body is read, so that a burst holds
-                # at most the function's concurrency in bodies: the rest is refused and drained.
-                try:
-                    reservation = pool.reserve()
-                except Throttled as error:
-                    raise gateway.GatewayError(
-                        "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}"
-                    ) from None
-                raw = await body.read()
-                try:
-                    decoded = codings.decode(raw, http.header("content-encoding"),
-                                             gateway.PAYLOAD_LIMIT)
-                except codings.UnsupportedCoding as error:
-                    raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
-                except codings.DecodedTooLarge as error:
-                    raise gateway.GatewayError("REQUEST_TOO_LARGE", str(error)) from None
-                http = dataclasses.replace(http, body=decoded)
-                event = events.build_event(
-                    http, match, stage=self.spec.stage_name,
-                    stage_variables=self.spec.stage_variables,
-                    binary_media_types=self.spec.binary_media_types, request_id=request_id,
-                    api_key=key)
-                del raw, decoded
-                if await request.is_disconnected():
-                    raise ClientGone
-                answer = await self._integrate(pool, reservation, event, request_id)
-                reservation = None  # released by the invocation itself
-                answer = self._compressed(answer, http.header("accept-encoding"))
-            finally:
-                if reservation is not None:
-                    reservation.pool.release(reservation)
+            answer = await self._through_gateway(request, http, body, context, served)
             response = Response(answer.body, answer.status)
             headers = answer.headers
         except ClientGone:
             LOG.info('%s "%s %s" client closed the connection before its request was whole; '
-                     'not invoked (%s)', http.source_ip, http.method, http.path, target)
+                     'not invoked (%s)', http.source_ip, http.method, http.path, served[-1])
             return Response(b"", 400, headers={"connection": "close"})
         except gateway.GatewayError as error:
             LOG.warning("%s %s: %s", http.method, http.path, error)
@@ -224,8 +175,63 @@ class LocalApi:
         response.raw_headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
                                  for name, value in [*headers, ("x-amzn-RequestId", request_id)]]
         LOG.info('%s "%s %s" %d %.1f ms (%s)', http.source_ip, http.method, http.path,
-                 response.status_code, (time.perf_counter() - started) * 1000, target)
+                 response.status_code, (time.perf_counter() - started) * 1000, served[-1])
         return response
+
+    async def _through_gateway(self, request: Request, http: events.HttpRequest, body: Body,
+                               context: dict[str, str], served: list[str]) -> events.HttpAnswer:
+        """API Gateway's steps for one request, in its order; a GatewayError where it answers
+        itself, ClientGone when the client left before its request was whole."""
+        declared = http.header("content-length") or ""
+        if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
+            raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
+        try:  # API Gateway refuses a coding it does not know before it identifies the API
+            codings.check_supported(http.header("content-encoding"))
+        except codings.UnsupportedCoding as error:
+            raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
+        match = self.routes.match(http.method, http.path)
+        if match is None:
+            raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
+        context["resourcePath"] = match.route.path
+        key = self.settings.api_key
+        if key is not None and http.header("x-api-key") != key:
+            raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
+        served.append(match.route.function_id)
+        pool = self.pools[match.route.function_id]
+        # The unit of concurrency is taken before the body is read, so that a burst holds at
+        # most the function's concurrency in bodies: the rest is refused and drained.
+        try:
+            reservation = pool.reserve()
+        except Throttled as error:
+            raise gateway.GatewayError(
+                "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}") from None
+        handed_over = False
+        try:
+            raw = await body.read()
+            try:
+                decoded = codings.decode(raw, http.header("content-encoding"),
+                                         gateway.PAYLOAD_LIMIT)
+            except codings.UnsupportedCoding as error:
+                raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
+            except codings.DecodedTooLarge as error:
+                raise gateway.GatewayError("REQUEST_TOO_LARGE", str(error)) from None
+            del raw
+            event = events.build_event(
+                dataclasses.replace(http, body=decoded), match, stage=self.spec.stage_name,
+                stage_variables=self.spec.stage_variables,
+                binary_media_types=self.spec.binary_media_types,
+                request_id=context["requestId"], api_key=key)
+            del decoded
+            if await request.is_disconnected():
+                raise ClientGone
+            # From here the invocation owns the unit: it gives it back when it ends, even after
+            # API Gateway stopped waiting for it.
+            handed_over = True
+            answer = await self._integrate(pool, reservation, event, context["requestId"])
+        finally:
+            if not handed_over:
+                pool.release(reservation)
+        return self._compressed(answer, http.header("accept-encoding"))
 
     def _compressed(self, answer: events.HttpAnswer,
                     accept_encoding: str | None) -> events.HttpAnswer:

@@ -325,11 +325,13 @@ def test_a_burst_is_bounded_by_the_concurrency_limit_not_queued(tmp_path: Path) 
 def test_a_cold_start_longer_than_the_gateway_timeout_still_warms_a_worker(
         tmp_path: Path) -> None:
     """API Gateway counts its timeout from the invocation, cold start included: the first call
-    gets the 504, its cold start and invocation run on, and a later call is served warm."""
-    running = start_server(tmp_path, "--integration-timeout", "0.2")
+    gets the 504, its cold start and invocation run on holding their unit of concurrency (one
+    here: a call meanwhile is throttled), and a later call is served warm."""
+    running = start_server(tmp_path, "--integration-timeout", "0.2", "--max-workers", "1")
     try:
-        first = running.client.get("/echo", params={"sleep": "0.5"})
+        first = running.client.get("/echo", params={"sleep": "1"})
         assert first.status_code == 504
+        assert running.client.get("/echo").status_code == 500  # the unit is still in use
         deadline = time.monotonic() + 10
         while "too late for its client" not in running.log.read_text():
             assert time.monotonic() < deadline, running.log.read_text()
