@@ -11,6 +11,8 @@ ARCH        ?= x86_64
 FUNCTION    ?= BreastCancerMlpFunction
 EVENT       ?= events/breast-cancer-mlp/infer.json
 BUILT       := .aws-sam/build/template.yaml
+# Says each set-up step and its time (tools/step.sh LABEL COMMAND...).
+STEP        := $(CURDIR)/tools/step.sh
 
 # Lambda runs python3.12: the venv and `sam build` use it too. Found on PATH or in pyenv.
 PYTHON312   ?= $(firstword $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do "$$p" -c '' 2>/dev/null && command -v "$$p"; done))
@@ -24,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events openapi add-model remove-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi add-model remove-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,18 +36,20 @@ setup: $(VENV)/.installed ## Create the venv (python3.12) with everything the pr
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_export/requirements.txt pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install it (Lambda's runtime) or set PYTHON312=/path/to/python3.12"; exit 1; }
-	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	touch $@
+	@test -x $(PY) || $(STEP) "creating $(VENV) with $(PYTHON312)" $(PYTHON312) -m venv $(VENV)
+	@$(STEP) "installing requirements-dev.txt into $(VENV) (serving, export, SAM CLI, tests)" \
+		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@$(STEP) "installing this project (model_api and its tools) into $(VENV), editable" \
+		$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
 
 models: setup .venv-torch/.installed ## Train and export the models to build/models (skips the unchanged ones)
-	$(PY) -m model_export --out build/models
+	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_export --out build/models
 	@touch build/models/.exported
 
 build/models/.exported: $(VENV)/.installed .venv-torch/.installed $(EXPORT_SRC) models.yaml
-	$(PY) -m model_export --out build/models
-	touch $@
+	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_export --out build/models
+	@touch $@
 
 # PyTorch (CPU wheel, cp311 only) trains digits-cnn in its own python3.11 venv, kept out of the
 # main venv and the Lambda layers; model_export runs it there as a subprocess.
@@ -53,11 +57,15 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 
 .venv-torch: .venv-torch/.installed ## Create .venv-torch (python3.11 + CPU PyTorch) for digits-cnn
 
+# --no-compile: torch's thousands of modules are not byte-compiled at install; the venv runs one
+# export per model change, which compiles in memory only what it imports.
 .venv-torch/.installed: model_export/requirements-torch.txt
 	@test -n "$(PYTHON311)" || { echo "python3.11 not found (the torch CPU wheel is cp311): set PYTHON311=/path/to/python3.11"; exit 1; }
-	test -x .venv-torch/bin/python || $(PYTHON311) -m venv .venv-torch
-	.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check -r model_export/requirements-torch.txt
-	touch $@
+	@test -x .venv-torch/bin/python || $(STEP) "creating .venv-torch with $(PYTHON311)" $(PYTHON311) -m venv .venv-torch
+	@$(STEP) "installing model_export/requirements-torch.txt into .venv-torch (CPU PyTorch)" \
+		.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-compile \
+		-r model_export/requirements-torch.txt
+	@touch $@
 
 template: setup ## Render template.yaml's generated blocks from models.yaml and the route table
 	$(PY) -m model_registry.template
@@ -81,12 +89,17 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
 $(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(SOURCES)
-	sam build --parameter-overrides Architecture=$(ARCH)
+	@$(STEP) "sam build: the layers (runtime trimmed, serving, one per model) and the functions" \
+		sam build --parameter-overrides Architecture=$(ARCH)
 
 validate: setup ## sam validate --lint (cfn-lint included)
 	sam validate --lint
 
-serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
+# Checked before the set-up (minutes on a fresh clone), so a port in use is said first.
+port-free:
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
+
+serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
@@ -115,8 +128,9 @@ lint: setup ## ruff, mypy, and the generated files (template.yaml, docs/openapi.
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	$(PY) -m model_registry.template --check
 
+# --durations: the slowest tests, so that the time of `make test` can be watched.
 test: build lint ## Everything: lint, unit, handler, template, security, local API, batch and end-to-end tests
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 .PHONY: security
 security: build ## Security tests only: checkov on the deployed template, hostile requests, fuzzing

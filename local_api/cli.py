@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import json
 import logging
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,13 @@ from typing import Any
 
 from local_api import gateway, sandbox
 from local_api.template import TemplateSpec, default_template_path, load_template
-from local_api.worker import MAX_WORKERS, FunctionError, FunctionPool, RequestTooLarge
+from local_api.worker import (
+    IDLE_TIMEOUT_S,
+    MAX_WORKERS,
+    FunctionError,
+    FunctionPool,
+    RequestTooLarge,
+)
 
 LOG = logging.getLogger("local_api")
 
@@ -47,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None,
                        help="require this x-api-key on every route (as the deployed API does)")
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
-                       help="concurrent invocations (worker processes) per function; more wait")
+                       help="the local account's concurrency limit per function (worker "
+                            "processes); past it an invocation is throttled, as in Lambda")
+    serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
+                       help="seconds an idle worker is kept before it is stopped")
     serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
                        help="API Gateway's integration timeout in seconds")
     invoke.add_argument("function", help="logical id of the function in the template")
@@ -62,17 +73,35 @@ def _route_table(spec: TemplateSpec) -> str:
                      for route in spec.routes)
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether `host:port` cannot be bound (as uvicorn binds it, with SO_REUSEADDR)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
 
+    # Checked before anything is set up, so the user learns it first, not after the start-up.
+    if port_in_use(args.host, args.port):
+        LOG.error("port %d on %s is in use (another `make serve`?): stop what serves it, or "
+                  "pick another port: make serve PORT=%d", args.port, args.host, args.port + 1)
+        return 2
+    started = time.perf_counter()
     spec = load_template(args.template)
     with state_folder() as state:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
-                                                 args.max_workers))
+                                                 args.max_workers, args.idle_timeout))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
-              f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+              f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"
+              f"{_route_table(spec)}\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
 
@@ -100,7 +129,7 @@ def _invoke(args: argparse.Namespace) -> int:
     with state_folder() as state:
         (box,) = sandbox.prepare([function], state, sandbox.default_region()).values()
         try:
-            print(asyncio.run(_invoke_once(FunctionPool(box, max_workers=1),
+            print(asyncio.run(_invoke_once(FunctionPool(box, 1),
                                            _read_event(args.event))))
         except FunctionError as error:
             print(json.dumps(error.payload))

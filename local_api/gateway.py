@@ -24,10 +24,13 @@ DEFAULTS: dict[str, tuple[int, str]] = {
     "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
     "INVALID_API_KEY": (403, "Forbidden"),
     "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported Media Type"),
     # A Lambda proxy function error or malformed answer is a 502 (the documented default of the
     # type, 504, is not what a Lambda integration answers).
     "INTEGRATION_FAILURE": (502, "Internal server error"),
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
+    # Also what a client gets when Lambda throttles the function (429 from Lambda): API Gateway
+    # answers 500, not 429, behind a Lambda proxy integration (docs/architecture.md, "Overload").
     "API_CONFIGURATION_ERROR": (500, "Internal server error"),
 }
 _BUILT_IN_TEMPLATE = '{"message":$context.error.messageString}'

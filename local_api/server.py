@@ -27,37 +27,98 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import request_response
 
-from local_api import events, gateway
+from local_api import codings, events, gateway
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
-from local_api.worker import FunctionError, FunctionPool, RequestTooLarge
+from local_api.worker import (
+    IDLE_TIMEOUT_S,
+    MAX_WORKERS,
+    FunctionError,
+    FunctionPool,
+    RequestTooLarge,
+    Reservation,
+    Throttled,
+)
 
 LOG = logging.getLogger(__name__)
 # What a gateway response's $context.path may hold as is: RFC 3986 path characters and the
 # escapes; anything else a client got through raw (a quote, a backslash, a control character)
 # is percent-encoded, so the path always renders inside a JSON string.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+# What is read and dropped of a refused request's body so that its client can read the refusal
+# (Body.drain): a little over the largest body a client may mean to send (API Gateway's 10 MB),
+# and never longer than a slow client deserves. Past either the connection is closed.
+DRAIN_LIMIT = 4 * gateway.PAYLOAD_LIMIT
+DRAIN_TIMEOUT_S = 10.0
+
+
+def _concurrency(box: Sandbox, settings: Settings) -> int:
+    """A function's concurrency limit: its reserved concurrency, within the local account's."""
+    reserved = box.function.reserved_concurrency
+    return settings.max_workers if reserved is None else min(reserved, settings.max_workers)
 
 
 @dataclass(frozen=True)
 class Settings:
     api_key: str | None = None
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
-    max_workers: int = 4
+    max_workers: int = MAX_WORKERS
+    idle_timeout: float = IDLE_TIMEOUT_S
 
 
-async def _read_body(request: Request) -> bytes:
-    """The body, refused past API Gateway's payload limit without reading all of it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
-        raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > gateway.PAYLOAD_LIMIT:
-            raise gateway.GatewayError("REQUEST_TOO_LARGE", "body over 10 MB")
-    return bytes(body)
+class ClientGone(Exception):
+    """The client closed its connection before its request was whole."""
+
+
+class Body:
+    """A request's body read from the ASGI channel, so that what is left of it can be drained
+    after an early refusal: a client that writes its whole body before it reads (Python's
+    urllib, any client without `Expect: 100-continue`) then reads the refusal instead of a
+    reset connection."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.complete = request.method in ("GET", "HEAD") and \
+            not request.headers.get("content-length") and \
+            "transfer-encoding" not in request.headers
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while not self.complete:
+            message = await self.request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            self.complete = not message.get("more_body", False)
+            yield message.get("body", b"")
+
+    async def read(self) -> bytes:
+        """The whole body, refused past API Gateway's payload limit without reading all of it."""
+        declared = self.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
+            raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
+        body = bytearray()
+        async for chunk in self._chunks():
+            body += chunk
+            if len(body) > gateway.PAYLOAD_LIMIT:
+                raise gateway.GatewayError("REQUEST_TOO_LARGE", "body over 10 MB")
+        return bytes(body)
+
+    async def drain(self) -> bool:
+        """Read and drop the rest of the body, up to DRAIN_LIMIT bytes and DRAIN_TIMEOUT_S
+        seconds; whether it was all read (if not, the connection is closed after the answer)."""
+        declared = self.request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > DRAIN_LIMIT:
+            return self.complete
+        dropped = 0
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                async for chunk in self._chunks():
+                    dropped += len(chunk)
+                    if dropped > DRAIN_LIMIT:
+                        break
+        except (TimeoutError, ClientGone):
+            pass
+        return self.complete
 
 
 class LocalApi:
@@ -67,8 +128,12 @@ class LocalApi:
         self.spec = spec
         self.settings = settings
         self.routes = RouteTable(spec.routes)
-        self.pools = {name: FunctionPool(sandbox, settings.max_workers)
-                      for name, sandbox in sandboxes.items()}
+        self.pools = {
+            name: FunctionPool(sandbox, _concurrency(sandbox, settings), settings.idle_timeout)
+            for name, sandbox in sandboxes.items()}
+        # Invocations still running after API Gateway stopped waiting for them (they run on, as
+        # in Lambda); kept so that they are not garbage-collected and their errors are read.
+        self._detached: set[asyncio.Task[str]] = set()
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -85,50 +150,119 @@ class LocalApi:
             source_ip=request.client.host if request.client else "127.0.0.1",
             port=request.scope["server"][1] if request.scope.get("server") else 0,
             protocol=f"HTTP/{request.scope.get('http_version', '1.1')}")
-        context = {"httpMethod": http.method, "path": f"/{self.spec.stage_name}{raw_path}",
+        # $context.path is the path as called: on AWS the stage is part of it, here no caller
+        # types one, so a gateway answer never shows a prefix the caller did not send.
+        context = {"httpMethod": http.method, "path": raw_path,
                    "stage": self.spec.stage_name, "requestId": request_id,
                    "apiId": events.API_ID, "domainName": http.header("host") or ""}
-        target = "gateway"
+        body = Body(request)
+        served: list[str] = ["gateway"]  # the function that answered, once a route names it
         try:
-            http = dataclasses.replace(http, body=await _read_body(request))
-            match = self.routes.match(http.method, raw_path)
-            if match is None:
-                raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
-            context["resourcePath"] = match.route.path
-            key = self.settings.api_key
-            if key is not None and http.header("x-api-key") != key:
-                raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
-            target = match.route.function_id
-            event = events.build_event(
-                http, match, stage=self.spec.stage_name,
-                stage_variables=self.spec.stage_variables,
-                binary_media_types=self.spec.binary_media_types, request_id=request_id,
-                api_key=key)
-            answer = await self._integrate(target, event)
+            answer = await self._through_gateway(request, http, body, context, served)
             response = Response(answer.body, answer.status)
             headers = answer.headers
+        except ClientGone:
+            LOG.info('%s "%s %s" client closed the connection before its request was whole; '
+                     'not invoked (%s)', http.source_ip, http.method, http.path, served[-1])
+            return Response(b"", 400, headers={"connection": "close"})
         except gateway.GatewayError as error:
             LOG.warning("%s %s: %s", http.method, http.path, error)
             rendered = gateway.render(self.spec.gateway_responses, error.response_type, context)
             response = Response(rendered.body, rendered.status)
             headers = rendered.headers
+            if not await body.drain():
+                headers = [*headers, ("Connection", "close")]
         response.raw_headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
                                  for name, value in [*headers, ("x-amzn-RequestId", request_id)]]
         LOG.info('%s "%s %s" %d %.1f ms (%s)', http.source_ip, http.method, http.path,
-                 response.status_code, (time.perf_counter() - started) * 1000, target)
+                 response.status_code, (time.perf_counter() - started) * 1000, served[-1])
         return response
 
-    async def _integrate(self, function_id: str, event: dict[str, Any]) -> events.HttpAnswer:
-        """The Lambda proxy integration: invoke, then turn the answer into HTTP."""
-        pool = self.pools[function_id]
+    async def _through_gateway(self, request: Request, http: events.HttpRequest, body: Body,
+                               context: dict[str, str], served: list[str]) -> events.HttpAnswer:
+        """API Gateway's steps for one request, in its order; a GatewayError where it answers
+        itself, ClientGone when the client left before its request was whole."""
+        declared = http.header("content-length") or ""
+        if declared.isdigit() and int(declared) > gateway.PAYLOAD_LIMIT:
+            raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Content-Length {declared}")
+        try:  # API Gateway refuses a coding it does not know before it identifies the API
+            codings.check_supported(http.header("content-encoding"))
+        except codings.UnsupportedCoding as error:
+            raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
+        match = self.routes.match(http.method, http.path)
+        if match is None:
+            raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
+        context["resourcePath"] = match.route.path
+        key = self.settings.api_key
+        if key is not None and http.header("x-api-key") != key:
+            raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
+        served.append(match.route.function_id)
+        pool = self.pools[match.route.function_id]
+        # The unit of concurrency is taken before the body is read, so that a burst holds at
+        # most the function's concurrency in bodies: the rest is refused and drained.
         try:
-            answer_json = await asyncio.wait_for(pool.invoke(event),
+            reservation = pool.reserve()
+        except Throttled as error:
+            raise gateway.GatewayError(
+                "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}") from None
+        handed_over = False
+        try:
+            raw = await body.read()
+            try:
+                decoded = codings.decode(raw, http.header("content-encoding"),
+                                         gateway.PAYLOAD_LIMIT)
+            except codings.UnsupportedCoding as error:
+                raise gateway.GatewayError("UNSUPPORTED_MEDIA_TYPE", str(error)) from None
+            except codings.DecodedTooLarge as error:
+                raise gateway.GatewayError("REQUEST_TOO_LARGE", str(error)) from None
+            del raw
+            event = events.build_event(
+                dataclasses.replace(http, body=decoded), match, stage=self.spec.stage_name,
+                stage_variables=self.spec.stage_variables,
+                binary_media_types=self.spec.binary_media_types,
+                request_id=context["requestId"], api_key=key)
+            del decoded
+            if await request.is_disconnected():
+                raise ClientGone
+            # From here the invocation owns the unit: it gives it back when it ends, even after
+            # API Gateway stopped waiting for it.
+            handed_over = True
+            answer = await self._integrate(pool, reservation, event, context["requestId"])
+        finally:
+            if not handed_over:
+                pool.release(reservation)
+        return self._compressed(answer, http.header("accept-encoding"))
+
+    def _compressed(self, answer: events.HttpAnswer,
+                    accept_encoding: str | None) -> events.HttpAnswer:
+        """The answer as API Gateway sends it with payload compression on (codings module)."""
+        threshold = self.spec.minimum_compression_size
+        if threshold is None or len(answer.body) < threshold or any(
+                name.lower() == "content-encoding" for name, _ in answer.headers):
+            return answer
+        coding = codings.negotiate(accept_encoding)
+        if coding is None:
+            return answer
+        return events.HttpAnswer(answer.status, [*answer.headers, ("Content-Encoding", coding)],
+                                 codings.encode(answer.body, coding))
+
+    async def _integrate(self, pool: FunctionPool, reservation: Reservation,
+                         event: dict[str, Any], request_id: str) -> events.HttpAnswer:
+        """The Lambda proxy integration: invoke, then turn the answer into HTTP. API Gateway's
+        timeout answers the client, and the invocation runs on to its end (or to the function's
+        own Timeout), holding its unit of concurrency, as in Lambda."""
+        invocation = asyncio.ensure_future(pool.run(reservation, event, request_id))
+        try:
+            answer_json = await asyncio.wait_for(asyncio.shield(invocation),
                                                  self.settings.integration_timeout)
             return events.to_http(answer_json, self.spec.binary_media_types)
         except TimeoutError:
+            self._detached.add(invocation)
+            invocation.add_done_callback(self._finished_late)
             raise gateway.GatewayError(
                 "INTEGRATION_TIMEOUT",
-                f"no answer within {self.settings.integration_timeout:g} s") from None
+                f"no answer within {self.settings.integration_timeout:g} s; the invocation "
+                "runs on") from None
         except RequestTooLarge as error:
             raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Lambda: {error}") from None
         except FunctionError as error:
@@ -140,7 +274,17 @@ class LocalApi:
             raise gateway.GatewayError("API_CONFIGURATION_ERROR",
                                        f"base64 decoding failed: {error}") from None
 
+    def _finished_late(self, invocation: asyncio.Task[str]) -> None:
+        self._detached.discard(invocation)
+        if invocation.cancelled():
+            return
+        error = invocation.exception()
+        LOG.info("an invocation the gateway stopped waiting for ended: %s",
+                 f"error {error}" if error else "answered (too late for its client)")
+
     async def close(self) -> None:
+        for invocation in list(self._detached):
+            invocation.cancel()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
     def app(self) -> Starlette:

@@ -30,6 +30,7 @@ class FunctionSpec:
     environment: dict[str, str]
     timeout: int
     memory_size: int
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions, when a number
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class TemplateSpec:
     stage_name: str
     stage_variables: dict[str, str] | None
     gateway_responses: GatewayResponses = field(default_factory=dict)
+    # The API's MinimumCompressionSize (bytes), None when compression is off.
+    minimum_compression_size: int | None = None
 
 
 def default_template_path() -> Path:
@@ -106,6 +109,27 @@ def _gateway_responses(resources: dict[str, Any]) -> GatewayResponses:
     return found
 
 
+def _whole_number(value: Any) -> int | None:
+    """A template value that is a plain whole number (an unresolved intrinsic is None)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _api_property(resources: dict[str, Any], name: str) -> Any:
+    """A property of the template's AWS::Serverless::Api or AWS::ApiGateway::RestApi."""
+    for resource in resources.values():
+        if resource.get("Type") in ("AWS::Serverless::Api", "AWS::ApiGateway::RestApi"):
+            value = (resource.get("Properties") or {}).get(name)
+            if value is not None:
+                return value
+    return None
+
+
 def load_template(template: str | os.PathLike[str] | None = None,
                   parameter_overrides: dict[str, str] | None = None) -> TemplateSpec:
     """Read functions, routes, binary media types and gateway responses of a SAM template."""
@@ -145,6 +169,10 @@ def load_template(template: str | os.PathLike[str] | None = None,
             environment=_string_env((fn.environment or {}).get("Variables")),
             timeout=int(fn.timeout or 3),
             memory_size=int(fn.memory or 128),
+            reserved_concurrency=next(
+                (_whole_number(((stack.resources.get(fn.name) or {}).get("Properties") or {})
+                               .get("ReservedConcurrentExecutions")) for stack in stacks
+                 if fn.name in stack.resources), None),
         )
 
     api = ApiProvider(stacks).api
@@ -157,6 +185,8 @@ def load_template(template: str | os.PathLike[str] | None = None,
         for method in route.methods:
             routes.append(RouteSpec(method.upper(), route.path, route.function_name,
                                     route.operation_name))
+    compression = next((_whole_number(_api_property(stack.resources, "MinimumCompressionSize"))
+                        for stack in stacks), None)
     responses: GatewayResponses = {}
     for stack in stacks:
         for rtype, response in _gateway_responses(stack.resources).items():
@@ -169,4 +199,5 @@ def load_template(template: str | os.PathLike[str] | None = None,
         stage_name=api.stage_name or "Prod",
         stage_variables=api.stage_variables or None,
         gateway_responses=responses,
+        minimum_compression_size=compression,
     )

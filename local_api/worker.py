@@ -2,11 +2,11 @@
 
 A `FunctionPool` keeps a function's warm workers (processes running local_api/bootstrap.py with
 the function's sys.path and environment). An invocation takes an idle worker or starts a new
-one (a cold start, logged) while fewer than `max_workers` are busy; beyond that it waits for one
-to come free, in arrival order (Lambda would add execution environments up to its concurrency
-limit; locally a small cap keeps memory in check). Lambda's own limits apply here: the 6 MB
-request and response payloads, the function's Timeout (the worker is killed, as Lambda resets
-the sandbox), and an init or handler failure is the invocation's error document.
+one (a cold start, logged) while the function is under its concurrency limit; past it the
+invocation is throttled at once, never queued, as Lambda does (docs/architecture.md, "Overload").
+Lambda's own limits apply here: the 6 MB request and response payloads, the function's Timeout
+(the worker is killed, as Lambda resets the sandbox), an init or handler failure is the
+invocation's error document, and idle workers are stopped after a while.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ REQUEST_LIMIT = 6 * 1024 * 1024
 RESPONSE_LIMIT = 6 * 1024 * 1024 + 100
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on a function's init phase
 STOP_GRACE_S = 2.0
+# The local account's concurrency limit per function (Lambda's is 1,000 per account and Region
+# by default, far past what one machine's memory holds: a worker is ~100 MB with a model).
 MAX_WORKERS = 4
+# Seconds an idle worker is kept. Lambda reclaims idle execution environments after a period it
+# does not publish (minutes); five minutes keeps a working session warm and frees memory after.
+IDLE_TIMEOUT_S = 300.0
 # The pipe must hold an answer over the response limit, so that it can be refused as Lambda does.
 _READ_LIMIT = 4 * RESPONSE_LIMIT
 
@@ -149,50 +154,125 @@ def _too_large(size: int) -> dict[str, Any]:
                             f"payload size ({RESPONSE_LIMIT} bytes)."}
 
 
+class Throttled(Exception):
+    """Lambda refused the invocation: the function is at its concurrency limit (Lambda's
+    TooManyRequestsException, status 429). A synchronous invocation is never queued."""
+
+
+class Reservation:
+    """One unit of a function's concurrency, held from the moment API Gateway has a request for
+    the function until its invocation ends (or it is given back unused)."""
+
+    def __init__(self, pool: FunctionPool) -> None:
+        self.pool = pool
+        self.released = False
+
+
 class FunctionPool:
-    """The warm workers of one function; at most `max_workers` invocations run at once."""
+    """A function's execution environments (workers) under Lambda's concurrency rules.
 
-    def __init__(self, sandbox: Sandbox, max_workers: int = MAX_WORKERS) -> None:
+    - At most `concurrency` invocations run at once (the function's reserved concurrency, or
+      the account's limit); one more is refused at once with `Throttled`, never queued, so what
+      waits for a worker is bounded.
+    - An invocation runs to its end or to the function's Timeout, whoever stopped waiting for it.
+    - A worker idle for `idle_timeout` seconds is stopped (Lambda reclaims idle environments).
+    """
+
+    def __init__(self, sandbox: Sandbox, concurrency: int = MAX_WORKERS,
+                 idle_timeout: float = IDLE_TIMEOUT_S) -> None:
         self.sandbox = sandbox
-        self._slots = asyncio.Semaphore(max_workers)
-        self._idle: list[Worker] = []
+        self.concurrency = concurrency
+        self.idle_timeout = idle_timeout
+        self.running = 0
+        self.started = 0  # workers started (cold starts) since the pool was made
+        self._idle: list[tuple[Worker, float]] = []  # with the time each came free
         self._all: set[Worker] = set()
-        self._started = 0
+        self._reaper: asyncio.Task[None] | None = None
 
-    async def invoke(self, event: dict[str, Any], request_id: str | None = None) -> str:
-        """Run one event on a free worker; the handler's answer as JSON."""
-        event_json = json.dumps(event)
-        if len(event_json.encode()) > REQUEST_LIMIT:
-            raise RequestTooLarge(f"{len(event_json.encode())} bytes > {REQUEST_LIMIT}")
-        request_id = request_id or str(uuid.uuid4())
-        async with self._slots:
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def reserve(self) -> Reservation:
+        """One unit of concurrency, or Throttled when all `concurrency` units are in use."""
+        if self.running >= self.concurrency:
+            raise Throttled(f"{self.sandbox.function.logical_id} is at its concurrency limit "
+                            f"({self.concurrency})")
+        self.running += 1
+        return Reservation(self)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a unit of concurrency (once; later calls do nothing)."""
+        if not reservation.released:
+            reservation.released = True
+            self.running -= 1
+
+    async def run(self, reservation: Reservation, event: dict[str, Any],
+                  request_id: str | None = None) -> str:
+        """Run one event on an idle worker or a new one; the handler's answer as JSON. The
+        reservation is released when the invocation ends, however it ends."""
+        try:
+            event_json = json.dumps(event)
+            size = len(event_json.encode())
+            if size > REQUEST_LIMIT:
+                raise RequestTooLarge(f"{size} bytes > {REQUEST_LIMIT}")
+            self._start_reaper()
             worker = self._take_idle() or await self._start()
             try:
-                return await worker.invoke(event_json, request_id, self.sandbox.function.timeout)
+                return await worker.invoke(event_json, request_id or str(uuid.uuid4()),
+                                           self.sandbox.function.timeout)
             finally:
                 if worker.alive:
-                    self._idle.append(worker)
+                    self._idle.append((worker, time.monotonic()))
                 else:
                     self._all.discard(worker)
+        finally:
+            self.release(reservation)
+
+    async def invoke(self, event: dict[str, Any], request_id: str | None = None) -> str:
+        """Reserve and run in one step (Throttled when the function is at its limit)."""
+        return await self.run(self.reserve(), event, request_id)
 
     def _take_idle(self) -> Worker | None:
         """The most recently used idle worker still running (the warmest), if any."""
         while self._idle:
-            worker = self._idle.pop()
+            worker, _ = self._idle.pop()
             if worker.alive:
                 return worker
             self._all.discard(worker)
         return None
 
     async def _start(self) -> Worker:
-        self._started += 1
+        self.started += 1
         worker = await Worker.start(
-            self.sandbox, f"{self.sandbox.function.logical_id} worker {self._started}")
+            self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}")
         self._all.add(worker)
         return worker
 
+    def _start_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        """Stop the workers idle for `idle_timeout` seconds, until none is left."""
+        while self._idle or self.running:
+            await asyncio.sleep(min(self.idle_timeout / 4, 15.0))
+            now = time.monotonic()
+            expired = [worker for worker, since in self._idle
+                       if now - since >= self.idle_timeout]
+            if not expired:
+                continue
+            self._idle = [(worker, since) for worker, since in self._idle
+                          if worker not in expired]
+            LOG.info("reaping %d idle %s worker(s) (idle %.0f s or more)", len(expired),
+                     self.sandbox.function.logical_id, self.idle_timeout)
+            await asyncio.gather(*(worker.stop() for worker in expired))
+            self._all.difference_update(expired)
+
     async def close(self) -> None:
         """Stop every worker, busy or idle."""
+        if self._reaper is not None:
+            self._reaper.cancel()
         if self._all:
             LOG.info("stopping %d %s worker(s)", len(self._all), self.sandbox.function.logical_id)
         await asyncio.gather(*(worker.stop() for worker in self._all))

@@ -42,6 +42,8 @@ ERRORS = {
     "403": error_response("API Gateway: missing or invalid API key (ApiAuth API_KEY)."),
     "404": error_response("Unknown model, version, output or route."),
     "413": error_response("Over a documented limit (request or answer size, rows, elements)."),
+    "415": error_response("A Content-Encoding other than gzip, deflate or identity, or a body "
+                          "that is not what it says (API Gateway decodes request bodies)."),
     "429": error_response("API Gateway: throttled or over the daily quota."),
     "503": error_response("The model is not ready (e.g. its file failed the sha256 check)."),
 }
@@ -159,6 +161,7 @@ def operation(route: Route, service: str) -> dict[str, Any]:
     op["responses"] = {"200": ok, **ERRORS}
     if route.request is None:
         op["responses"].pop("413")
+        op["responses"].pop("415")
     return op
 
 

@@ -11,11 +11,12 @@ an unknown or malformed id is 404 `{"error": ...}`, and so is a path no route ma
 import os
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_api.errors import NotFound
 from model_api.lambda_adapter import (
+    RestApiResolver,
     answer_errors,
     bind_routes,
     json_response,
@@ -31,7 +32,7 @@ from batch.keys import JOB_ID
 from batch.state import reconcile
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
-app = answer_errors(APIGatewayRestResolver())
+app = answer_errors(RestApiResolver())
 store = JobStore(os.environ["JOBS_TABLE"])
 batch = client("batch")
 # Internal bookkeeping of the trigger's claim: not part of the job's public record.

@@ -11,12 +11,15 @@ need none of them. So do:
 - `bin/` (f2py, numpy-config, onnxruntime_test): console scripts no Lambda runtime starts;
 - the packages Lambda's python3.12 runtime already provides (boto3 and its dependencies, pulled
   in here by aws-xray-sdk): the runtime's own copies are used.
-Every removal is printed with its size, so the trim is visible in the build log; `make bench`
-runs every model from the trimmed layer (its cold-start section), which proves they still load.
+The build log gets one line: what was freed, by top-level package (`TRIM_VERBOSE=1` prints every
+removed path with its size); `make bench` runs every model from the trimmed layer (its
+cold-start section), which proves they still load.
 """
 
+import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 REMOVED_DIRS = (
@@ -56,15 +59,24 @@ def trim(site: Path) -> int:
         targets.extend(site.glob(f"{name}-*.dist-info"))
     for pattern in REMOVED_GLOBS:
         targets.extend(p for p in site.glob(pattern) if p.exists())
-    freed = 0
+    verbose = bool(os.environ.get("TRIM_VERBOSE"))
+    by_package: Counter[str] = Counter()
+    removed = 0
     for path in sorted(set(targets)):
         if not path.exists():  # already gone with a parent
             continue
         size = size_of(path)
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-        print(f"  trimmed {path.relative_to(site)} ({size / 1e6:.2f} MB)")
-        freed += size
-    print(f"trimmed {freed / 1e6:.1f} MB from {site}")
+        relative = path.relative_to(site)
+        if verbose:
+            print(f"  trimmed {relative} ({size / 1e6:.2f} MB)")
+        by_package[relative.parts[0].split("-")[0].removesuffix(".py")] += size
+        removed += 1
+    freed = sum(by_package.values())
+    largest = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in by_package.most_common(5))
+    more = ", ..." if len(by_package) > 5 else ""
+    print(f"trimmed {freed / 1e6:.1f} MB in {removed} paths from the runtime layer "
+          f"({largest or 'nothing to remove'}{more}; TRIM_VERBOSE=1 lists them)")
     return freed
 
 

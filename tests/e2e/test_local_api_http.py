@@ -196,3 +196,53 @@ def test_a_refusal_quoting_client_text_is_logged_whatever_it_holds(tmp_path: Any
                if '"request refused"' in line]
     assert any("\ud800" in record["reason"] for record in records), log.read_text()[-3000:]
     assert "Logging error" not in log.read_text() and "UnicodeEncodeError" not in log.read_text()
+
+
+@pytest.mark.parametrize("path", [
+    "/v2/models/breast%2Dcancer-mlp/ready", "/v2/models/breast-cancer-mlp/versions/%31/ready",
+    "/v2/models/%62reast-cancer-mlp/versions/1/ready"])
+def test_percent_encoded_path_parameters_name_the_same_model(api: httpx.Client, path: str) -> None:
+    """A REST API decodes path parameters: the escapes name the same model and version."""
+    response = api.get(path)
+    assert response.status_code == 200, response.text
+    assert response.json()["ready"] is True
+
+
+def test_an_escaped_version_infers(api: httpx.Client) -> None:
+    rows = load_breast_cancer().data[:2]
+    response = api.post(f"/v2/models/{MODEL}/versions/%31/infer", json=infer_body(rows))
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritons_client_compresses_its_request_and_reads_a_compressed_answer(
+        api: httpx.Client, algorithm: str) -> None:
+    """tritonclient.http's own request and response compression, unchanged: the gateway
+    decodes the body (Content-Encoding) and compresses the answer it accepts."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=str(api.base_url).removeprefix("http://"))
+    rows = load_breast_cancer().data[:50].astype(np.float32)
+    features = triton.InferInput("features", list(rows.shape), "FP32")
+    features.set_data_from_numpy(rows, binary_data=False)
+    result = client.infer(MODEL, [features], request_id="zipped",
+                          request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    assert result.get_response()["id"] == "zipped"
+    assert result.as_numpy("probabilities").shape == (50, 2)
+
+
+def test_large_answers_are_compressed_for_clients_that_accept_it(api: httpx.Client) -> None:
+    """As API Gateway with MinimumCompressionSize (1 KiB in template.yaml): a large answer is
+    gzip-encoded when the client asks for it, a small one and an unasked one never are."""
+    body = infer_body(load_breast_cancer().data[:200])
+    asked = api.post(f"/v2/models/{MODEL}/infer", json=body,
+                     headers={"Accept-Encoding": "gzip"})
+    assert asked.status_code == 200 and asked.headers["content-encoding"] == "gzip"
+    assert int(asked.headers["content-length"]) < len(asked.content)  # httpx decoded it
+    unasked = api.post(f"/v2/models/{MODEL}/infer", json=body,
+                       headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in unasked.headers and unasked.json() == asked.json()
+    small = api.get("/v2/health/live", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers and small.json() == {"live": True}

@@ -221,8 +221,11 @@ VERSION_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "version-infer.json"
             404,
             "999",
         ),
-        (bad(INFER_EVENT, path="/v2/models/no-such-model/infer"), 404, "no-such-model"),
-        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
+        # API Gateway sends the resource it matched with the path; the function routes on it.
+        (bad(INFER_EVENT, path="/v2/models/no-such-model/infer",
+             resource="/v2/models/no-such-model/infer"), 404, "no-such-model"),
+        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain",
+             resource="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
         (
             bad(
                 INFER_EVENT,

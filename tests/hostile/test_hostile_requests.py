@@ -313,3 +313,48 @@ def test_a_body_that_is_not_base64_is_a_400(mlp_handler: Any, lambda_context: An
     answer = mlp_handler.lambda_handler(event, lambda_context)
     assert answer["statusCode"] == 400, answer
     assert set(json.loads(answer["body"])) == {"error"}
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+    return gzip.compress(data, compresslevel=9)
+
+
+@pytest.mark.parametrize(("encoding", "body", "status", "says"), [
+    # A coding API Gateway does not decode, and bodies that are not what the header says.
+    ("br", request(), 415, "Content-Encoding"),
+    ("gzip", request(), 415, "Content-Encoding"),
+    ("deflate", b"\x78\x9c" + b"\x00" * 40, 415, "Content-Encoding"),
+    ("gzip", _gzip(request())[:-9], 415, "Content-Encoding"),           # truncated
+    ("gzip", _gzip(request()) + b"trailing", 415, "Content-Encoding"),   # bytes after the end
+    ("gzip, br", _gzip(request()), 415, "Content-Encoding"),
+    # A decompression bomb: 60 KB that would be 60 MB; refused at API Gateway's 10 MB.
+    ("gzip", _gzip(b" " * (60 * MB)), 413, "10 MB"),
+    # Decoded, the function's own limit applies to what it gets (4 MiB).
+    ("gzip", _gzip(request(features(value=0.5)) + b" " * MAX_REQUEST_BYTES), 413, "4194304"),
+], ids=["br", "plain-labelled-gzip", "bad-deflate", "truncated", "trailing", "gzip-then-br",
+        "bomb", "decoded-over-4MiB"])
+def test_content_codings_api_gateway_does_not_decode_are_415_and_bombs_413(
+        local_api: httpx.Client, encoding: str, body: bytes, status: int, says: str) -> None:
+    response = local_api.post(f"{MLP}/infer", content=body,
+                              headers={**JSON_TYPE, "Content-Encoding": encoding})
+    assert_error_answer(response, status, encoding)
+    assert says in response.json()["error"] or status == 413, response.json()
+    assert local_api.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity", "GZIP", "gzip, identity"])
+def test_every_coding_api_gateway_decodes_is_served(local_api: httpx.Client,
+                                                    encoding: str) -> None:
+    import zlib
+    plain = request(features(rows=3))
+    encoded = plain
+    for coding in (part.strip().lower() for part in encoding.split(",")):
+        if coding == "gzip":
+            encoded = _gzip(encoded)
+        elif coding == "deflate":
+            encoded = zlib.compress(encoded)
+    response = local_api.post(f"{MLP}/infer", content=encoded,
+                              headers={**JSON_TYPE, "Content-Encoding": encoding})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"][0] == 3

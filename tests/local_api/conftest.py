@@ -3,7 +3,8 @@
 Its functions exercise what the local API must do: EchoFunction answers with the event, its
 context, environment and sys.path, or misbehaves on request (?sleep=, ?raise=, ?exit=,
 ?bytes=, ?answer=); BrokenFunction's handler does not exist; CounterA/CounterB run the same
-module with different environments to show that each worker keeps its own module state. Two
+module with different environments to show that each worker keeps its own module state;
+OneAtATime has a reserved concurrency of 1. Two
 layers check Lambda's /opt layout (a later layer's file wins).
 """
 
@@ -88,6 +89,7 @@ Resources:
     Properties:
       StageName: test
       BinaryMediaTypes: ["*~1*"]
+      MinimumCompressionSize: 1024
       GatewayResponses:
         DEFAULT_4XX:
           ResponseTemplates:
@@ -128,6 +130,15 @@ Resources:
       Timeout: 20
       Events:
         Get: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /slow, Method: GET}}
+  OneAtATime:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: code/
+      Handler: echo.handler
+      Layers: [!Ref LayerOne, !Ref LayerTwo]
+      ReservedConcurrentExecutions: 1
+      Events:
+        Get: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /one, Method: GET}}
   BrokenFunction:
     Type: AWS::Serverless::Function
     Properties:

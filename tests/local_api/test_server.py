@@ -4,11 +4,18 @@ API Gateway's and Lambda's limits give the deployed API's answers."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import http.client
 import json
 import os
 import signal
 import socket
+import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.local_api.conftest import Server, start_server
+from tests.local_api.conftest import Server, local_api, start_server, write_project
 
 
 def echo(server: Server, **params: str) -> dict[str, Any]:
@@ -76,7 +83,8 @@ def test_a_binary_answer_is_decoded(server: Server) -> None:
 def test_no_such_route_is_the_templates_404(server: Server, method: str, path: str) -> None:
     response = server.client.request(method, path)
     assert response.status_code == 404
-    assert response.json() == {"error": f"No such route: {method} /test{path}"}
+    # The path as called: no stage prefix the caller never typed.
+    assert response.json() == {"error": f"No such route: {method} {path}"}
 
 
 def test_the_404_of_a_path_sent_with_raw_quotes_is_still_json(server: Server) -> None:
@@ -88,7 +96,7 @@ def test_the_404_of_a_path_sent_with_raw_quotes_is_still_json(server: Server) ->
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 404"), answer
-    assert json.loads(body) == {"error": "No such route: GET /test/no%22such%5Croute"}
+    assert json.loads(body) == {"error": "No such route: GET /no%22such%5Croute"}
 
 
 def test_over_api_gateways_10_mb_is_413(server: Server) -> None:
@@ -175,3 +183,160 @@ def test_the_server_survives_its_clients(server: Server) -> None:
             pytest.raises(httpx.ReadTimeout):
         impatient.get("/echo", params={"sleep": "1"})
     assert server.client.get("/a").status_code == 200
+
+
+def test_an_early_413_reaches_a_client_that_writes_its_whole_body_first(server: Server) -> None:
+    """urllib sends all 11 MB before it reads: the refusal is read, not a reset connection."""
+    url = f"http://127.0.0.1:{server.port}/echo"
+    for body in (b"x" * (11 * 1024 * 1024), b"x" * (5 * 1024 * 1024)):  # gateway's, Lambda's
+        request = urllib.request.Request(url, data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        assert json.loads(refused.value.read())["error"] == "Request Too Long"
+
+
+def test_compressed_bodies_are_decoded_and_large_answers_compressed(server: Server) -> None:
+    """MinimumCompressionSize (1024 in the tiny template) as API Gateway applies it."""
+    zipped = server.client.post("/echo", content=gzip.compress(b"\x00\x01" * 10),
+                                headers={"Content-Encoding": "gzip",
+                                         "Content-Type": "application/octet-stream",
+                                         "Accept-Encoding": "gzip"})
+    assert zipped.status_code == 201 and zipped.headers["content-encoding"] == "gzip"
+    event = zipped.json()["event"]  # the echo is far over 1 KiB
+    assert base64.b64decode(event["body"]) == b"\x00\x01" * 10
+    for accept in ("br, gzip", "identity", "*", "gzip;q=0"):  # not gzip or deflate first
+        answer = server.client.get("/echo", headers={"Accept-Encoding": accept})
+        assert "content-encoding" not in answer.headers, accept
+    assert "content-encoding" not in server.client.get(
+        "/a", headers={"Accept-Encoding": "gzip"}).headers  # under 1 KiB
+    assert server.client.get("/echo", headers={"Accept-Encoding": "deflate, gzip"}).headers[
+        "content-encoding"] == "deflate"
+
+
+def test_a_function_at_its_reserved_concurrency_is_throttled_not_queued(server: Server) -> None:
+    """OneAtATime reserves 1: a second concurrent call is refused at once with what API
+    Gateway answers when Lambda throttles (500), and the first is served."""
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(server.client.get, "/one", params={"sleep": "1.5"})
+        deadline = time.monotonic() + 10
+        while "cold start: OneAtATime" not in server.log.read_text():  # the first one runs
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.05)
+        started = time.monotonic()
+        throttled = server.client.get("/one")
+        assert time.monotonic() - started < 1  # refused, not queued behind the first
+        assert slow.result().status_code == 201
+    assert throttled.status_code == 500
+    assert throttled.json() == {"error": "Internal server error"}
+    assert server.client.get("/one").status_code == 201  # the unit came back
+
+
+def test_the_gateway_timeout_answers_504_and_the_invocation_runs_on(server: Server) -> None:
+    """As in Lambda: API Gateway stops waiting (3 s here), the function is not killed; its
+    worker finishes and serves the next call warm."""
+    late = "ended: answered (too late for its client)"
+    offset = len(server.log.read_text())
+    before = server.log.read_text().count(late)
+    first = server.client.get("/slow", params={"sleep": "3.5", "answer": '{"statusCode": 200}'})
+    assert first.status_code == 504
+    deadline = time.monotonic() + 10
+    while server.log.read_text().count(late) == before:
+        assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+        time.sleep(0.2)
+    log = server.log.read_text()
+    assert "Sandbox.Timedout" not in log[offset:]
+    cold = log.count("cold start: SlowFunction")
+    assert server.client.get("/slow", params={"answer": '{"statusCode": 200}'}).status_code == 200
+    assert server.log.read_text().count("cold start: SlowFunction") == cold  # warm
+
+
+def test_a_request_whose_client_has_gone_is_not_invoked(server: Server) -> None:
+    before = server.log.read_text().count("cold start: CounterB")
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial")
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while "not invoked (CounterB)" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+        time.sleep(0.1)
+    assert server.log.read_text().count("cold start: CounterB") == before
+
+
+def test_idle_workers_are_reaped(tmp_path: Path) -> None:
+    running = start_server(tmp_path, "--idle-timeout", "1")
+    try:
+        pid = running.client.get("/a").text.split()[2]
+        deadline = time.monotonic() + 10
+        while "reaping 1 idle CounterA worker(s)" not in running.log.read_text():
+            assert time.monotonic() < deadline, running.log.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+        assert running.client.get("/a").text.split()[1] == "1"  # a new worker: a cold start
+    finally:
+        running.stop()
+
+
+def test_serving_on_a_port_in_use_says_so_before_anything(tmp_path: Path) -> None:
+    template = write_project(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = local_api("serve", "--template", str(template), "--port", str(port),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert f"port {port} on 127.0.0.1 is in use" in output and f"PORT={port + 1}" in output
+    assert "Serving" not in output and "Traceback" not in output
+
+
+def test_a_burst_is_bounded_by_the_concurrency_limit_not_queued(tmp_path: Path) -> None:
+    """60 clients at once with 3.5 MB each on a 4-worker limit: at most 4 run (each served),
+    the rest get Lambda's throttle at once, and the server never holds their bodies."""
+    running = start_server(tmp_path, "--max-workers", "4")
+    body = b"x" * 3_500_000
+    answer = json.dumps({"statusCode": 200, "body": "ok"})
+    statuses: list[int] = []
+
+    def one(_: int) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
+        connection.request("POST", "/echo?" + urllib.parse.urlencode(
+            {"sleep": "1.5", "answer": answer}), body=body)
+        return connection.getresponse().status
+
+    try:
+        with ThreadPoolExecutor(60) as pool:
+            statuses = list(pool.map(one, range(60)))
+        status = Path(f"/proc/{running.process.pid}/status").read_text()
+        peak_mb = int(next(line for line in status.splitlines()
+                           if line.startswith("VmHWM:")).split()[1]) / 1024
+    finally:
+        output = running.stop()
+    assert set(statuses) <= {200, 500} and 200 in statuses and 500 in statuses, statuses
+    assert output.count("cold start: EchoFunction") <= 4
+    assert peak_mb < 400, f"the server alone peaked at {peak_mb:.0f} MB"
+    print(f"burst of 60 x 3.5 MB: {statuses.count(200)} served, {statuses.count(500)} "
+          f"throttled, server peak {peak_mb:.0f} MB")
+
+
+def test_a_cold_start_longer_than_the_gateway_timeout_still_warms_a_worker(
+        tmp_path: Path) -> None:
+    """API Gateway counts its timeout from the invocation, cold start included: the first call
+    gets the 504, its cold start and invocation run on holding their unit of concurrency (one
+    here: a call meanwhile is throttled), and a later call is served warm."""
+    running = start_server(tmp_path, "--integration-timeout", "0.2", "--max-workers", "1")
+    try:
+        first = running.client.get("/echo", params={"sleep": "1"})
+        assert first.status_code == 504
+        assert running.client.get("/echo").status_code == 500  # the unit is still in use
+        deadline = time.monotonic() + 10
+        while "too late for its client" not in running.log.read_text():
+            assert time.monotonic() < deadline, running.log.read_text()
+            time.sleep(0.1)
+        assert running.client.get("/echo").status_code == 201
+    finally:
+        output = running.stop()
+    assert output.count("cold start: EchoFunction") == 1, output

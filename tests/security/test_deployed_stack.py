@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.security.conftest import source_template, translate
 
 MODES = ("API_KEY", "AWS_IAM")
@@ -122,3 +123,14 @@ def test_the_account_logging_role_exists_before_the_stage_logs_and_outlives_the_
         assert resources[name]["DeletionPolicy"] == "Retain", "other APIs may log through it"
     # A Ref orders the access log group (so the stage) after the account's role is set.
     assert after == ({"Ref": "ApiGatewayAccount"} if create == "true" else "")
+
+
+def test_the_deployed_api_compresses_at_the_threshold_the_local_api_reads() -> None:
+    """Payload compression is API Gateway's (MinimumCompressionSize on the RestApi), and the
+    local API applies the same threshold it reads from the same template."""
+    from local_api.template import load_template
+
+    (api,) = of_type(translate()["Resources"], "AWS::ApiGateway::RestApi").values()
+    deployed = api["Properties"]["MinimumCompressionSize"]
+    assert int(deployed) == 1024
+    assert load_template(ROOT / "template.yaml").minimum_compression_size == int(deployed)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from model_api.binary import HEADER_LENGTH
-from model_api.lambda_adapter import bind_routes, create_app
+from model_api.lambda_adapter import bind_routes, create_app, path_from_parameters
 from model_api.routes import BATCH_JOBS
 from model_api.service import InferenceService
 
@@ -89,3 +89,16 @@ def test_a_function_must_serve_exactly_its_routes_operations() -> None:
         bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {})
     with pytest.raises(ValueError, match="extra"):
         bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {"get_job": print, "extra": print})
+def test_the_function_serves_what_the_decoded_path_parameters_name() -> None:
+    """API Gateway passes the path as sent (percent-encoded) and the parameters decoded: the
+    route runs on the parameters (a model and a version written with escapes)."""
+    raw = event("GET", "/v2/models/m%2Dx/versions/%31/ready")
+    raw.update(resource="/v2/models/{model}/versions/{version}/ready",
+               pathParameters={"model": "m-x", "version": "1"})
+    rebuilt = path_from_parameters(raw)
+    assert rebuilt["path"] == "/v2/models/m-x/versions/1/ready"
+    assert rebuilt["requestContext"] == raw["requestContext"] and raw["path"].endswith("%31/ready")
+    literal = {**event("GET", "/v2/models/m%2Dx/ready"), "resource": "/v2/models/m-x/ready"}
+    assert path_from_parameters(literal)["path"] == "/v2/models/m-x/ready"
+    bare = {key: value for key, value in event("GET", "/v2").items() if key != "resource"}
+    assert path_from_parameters(bare) is bare  # no resource: the event as it came

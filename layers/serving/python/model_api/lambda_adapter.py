@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,38 @@ tracer = Tracer(auto_patch=False)
 metrics = Metrics()
 
 JSON = "application/json"
+_TEMPLATE_PARAMETER = re.compile(r"\{([^{}+]+)\+?\}")
+
+
+def path_from_parameters(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event with `path` rebuilt from the `resource` API Gateway matched and its decoded
+    `pathParameters`.
+
+    A REST API matches the decoded path against its resources, then hands the function the path
+    as the client sent it, still percent-encoded (`/v2/models/breast%2Dcancer-mlp/ready`,
+    `.../versions/%31/infer`), with the resource (`/v2/models/breast-cancer-mlp/ready`, or
+    `.../versions/{version}/infer`) and the parameters decoded (`{"version": "1"}`). Powertools
+    routes on `path` and passes its raw segments on, so without this step the function would
+    look up model `breast%2Dcancer-mlp` and version `%31`; with it, the function serves what the
+    resource and the parameters name. An event without a resource is returned unchanged.
+    """
+    resource, parameters = event.get("resource"), event.get("pathParameters") or {}
+    if not isinstance(resource, str) or not isinstance(parameters, dict):
+        return event
+
+    def value(found: re.Match[str]) -> str:
+        named = parameters.get(found.group(1))
+        return named if isinstance(named, str) else found.group(0)
+
+    return {**event, "path": _TEMPLATE_PARAMETER.sub(value, resource)}
+
+
+class RestApiResolver(APIGatewayRestResolver):
+    """Powertools' REST API resolver, routing on the decoded path parameters
+    (`path_from_parameters`) as API Gateway's own resource match does."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        return super().resolve(path_from_parameters(event), context)
 
 
 def json_response(status: int, payload: dict[str, Any]) -> Response:
@@ -134,7 +167,7 @@ def bind_routes(app: APIGatewayRestResolver, function: str,
 
 def create_app(service: InferenceService) -> APIGatewayRestResolver:
     """A resolver serving the server's and the model's routes for the models `service` holds."""
-    app = answer_errors(APIGatewayRestResolver())
+    app = answer_errors(RestApiResolver())
 
     @tracer.capture_method(capture_response=False)
     def infer(model: str, version: str | None = None) -> Response:
