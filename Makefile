@@ -80,7 +80,8 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
-$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(SOURCES)
+# The console layer ships docs/openapi.json as GET /openapi.json.
+$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml docs/openapi.json $(SOURCES)
 	sam build --parameter-overrides Architecture=$(ARCH)
 
 validate: setup ## sam validate --lint (cfn-lint included)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from local_api import gateway, sandbox
+from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template
 from local_api.worker import MAX_WORKERS, FunctionError, FunctionPool, RequestTooLarge
 
@@ -66,13 +67,17 @@ def _serve(args: argparse.Namespace) -> int:
     from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
 
     spec = load_template(args.template)
+    local_lambda = LocalLambda.create(args.host, args.port)
     with state_folder() as state:
-        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
+        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
+                                    local_lambda.environment())
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
-                                                 args.max_workers))
+                                                 args.max_workers, local_lambda))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
-              f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+              f"{spec.stage_name}, {key})\n{_route_table(spec)}\n"
+              f"Console: http://{args.host}:{args.port}/   API docs: "
+              f"http://{args.host}:{args.port}/docs\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -27,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import request_response
 
-from local_api import events, gateway
+from local_api import events, gateway, lambda_endpoint
+from local_api.lambda_endpoint import LocalLambda
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
@@ -45,6 +47,8 @@ class Settings:
     api_key: str | None = None
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
     max_workers: int = 4
+    # Lambda's Invoke API for the functions themselves (None: not offered).
+    local_lambda: LocalLambda | None = None
 
 
 async def _read_body(request: Request) -> bytes:
@@ -71,6 +75,9 @@ class LocalApi:
                       for name, sandbox in sandboxes.items()}
 
     async def handle(self, request: Request) -> Response:
+        invoke = lambda_endpoint.INVOKE_PATH.match(request.scope["path"])
+        if invoke and request.method == "POST" and self.settings.local_lambda is not None:
+            return await self.invoke_api(request, invoke.group(1), self.settings.local_lambda)
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         # The path as sent, still percent-encoded, as routes match it and as a REST API passes it
@@ -96,7 +103,8 @@ class LocalApi:
                 raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
             context["resourcePath"] = match.route.path
             key = self.settings.api_key
-            if key is not None and http.header("x-api-key") != key:
+            if (key is not None and match.route.api_key_required
+                    and http.header("x-api-key") != key):
                 raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
             target = match.route.function_id
             event = events.build_event(
@@ -117,6 +125,35 @@ class LocalApi:
         LOG.info('%s "%s %s" %d %.1f ms (%s)', http.source_ip, http.method, http.path,
                  response.status_code, (time.perf_counter() - started) * 1000, target)
         return response
+
+    async def invoke_api(self, request: Request, name: str, local: LocalLambda) -> Response:
+        """Lambda's Invoke API (RequestResponse) for this process's own functions."""
+        try:
+            local.check_caller(request.headers.get("authorization"))
+            function = lambda_endpoint.find_function(name, self.spec.functions)
+            kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
+            if kind != "RequestResponse":
+                raise lambda_endpoint.LambdaError(
+                    400, "InvalidParameterValueException",
+                    f"the local API invokes RequestResponse only, not {kind}")
+            event = lambda_endpoint.parse_payload(await request.body())
+            headers = {"X-Amz-Executed-Version": "$LATEST"}
+            try:
+                answer = await self.pools[function.logical_id].invoke(event)
+            except FunctionError as error:
+                headers["X-Amz-Function-Error"] = "Unhandled"
+                answer = json.dumps(error.payload)
+            except RequestTooLarge as error:
+                raise lambda_endpoint.LambdaError(
+                    413, "RequestEntityTooLargeException", str(error)) from None
+            LOG.info("Lambda Invoke %s (%s)", function.logical_id, "error" if
+                     "X-Amz-Function-Error" in headers else "ok")
+            return Response(answer.encode(), 200, headers=headers,
+                            media_type="application/json")
+        except lambda_endpoint.LambdaError as error:
+            LOG.warning("Lambda Invoke %s: %s %s", name, error.error_type, error.message)
+            return Response(error.body(), error.status, media_type="application/json",
+                            headers={"x-amzn-ErrorType": error.error_type})
 
     async def _integrate(self, function_id: str, event: dict[str, Any]) -> events.HttpAnswer:
         """The Lambda proxy integration: invoke, then turn the answer into HTTP."""

@@ -36,3 +36,17 @@ MAX_BYTES_ELEMENT = 64 * 1024
 # input) plus one per dimension of nested `data`; 32 allows tensors of rank 29, far past any
 # model here, and keeps hostile nesting away from the recursive JSON parser.
 MAX_JSON_DEPTH = 32
+
+# The server function's model repository (model_api.repository): it asks every model version's
+# own function whether it is ready (one Lambda Invoke each). At most this many at once: the
+# index of tens of models takes a few round trips, and the server's 256 MB stays enough.
+REPOSITORY_INVOKE_CONCURRENCY = 8
+
+# One readiness invocation waits at most this long (seconds): a model function's cold start
+# (imports and model load, docs/performance.md) is 1-3 s; past this the version is listed as
+# UNAVAILABLE with the reason, well inside the server function's own timeout.
+REPOSITORY_INVOKE_TIMEOUT_S = 10
+
+# How long (seconds) the server keeps the index it asked for: health checks every second cost
+# one round of invocations every few seconds, and a deployment's change shows within this.
+REPOSITORY_CACHE_S = 5
