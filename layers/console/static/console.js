@@ -509,6 +509,7 @@ function showExplanation(outputs, parameters, result) {
   const target = outputs.target ? outputs.target.data.flat()[0] : undefined;
   const base = outputs.base_value ? outputs.base_value.data.flat()[0] : undefined;
   heading.textContent = "Attributions" + (parameters.method ? ` · ${parameters.method}` : "") +
+    (parameters.explained_output ? ` of ${parameters.explained_output}` : "") +
     (target !== undefined && (state.meta.parameters || {}).labels ? ` · for class ${labelName(target)}` : "") +
     (base !== undefined ? ` · base value ${Number(base).toFixed(3)}` : "");
   result.append(heading);
