@@ -292,7 +292,7 @@ function buildJson(meta) {
 
 // The image editor: a canvas of the input's H x W cells, drawn with the pointer; values run
 // from 0 to the examples' largest value (16 for digits-cnn's 0-16 pixels), shown darker.
-const image = { h: 0, w: 0, max: 1, pixels: [], canvas: null, overlay: null, cell: 32 };
+const image = { h: 0, w: 0, max: 1, pixels: [], canvas: null, cell: 32 };
 
 function buildCanvas(input) {
   image.h = input.shape[1];
@@ -307,21 +307,15 @@ function buildCanvas(input) {
   canvas.id = "draw-canvas";
   canvas.width = image.w * image.cell;
   canvas.height = image.h * image.cell;
-  const overlay = document.createElement("canvas");
-  overlay.id = "heatmap";
-  overlay.width = canvas.width;
-  overlay.height = canvas.height;
-  overlay.hidden = true;
   const stack = document.createElement("div");
   stack.className = "canvas-stack";
-  stack.append(canvas, overlay);
+  stack.append(canvas);
   const help = document.createElement("p");
   help.className = "hint";
   help.textContent = `Draw with the mouse or a finger: ${image.h}×${image.w} cells, values 0–${image.max}.`;
   wrap.append(stack, help);
   $("editor").append(wrap);
   image.canvas = canvas;
-  image.overlay = overlay;
   let drawing = false;
   const paint = (event) => {
     const box = canvas.getBoundingClientRect();
@@ -335,13 +329,12 @@ function buildCanvas(input) {
         image.pixels[i] = Math.min(image.max, image.pixels[i] + add);
       }
     }
-    overlay.hidden = true;
     drawImage();
   };
   canvas.addEventListener("pointerdown", (event) => { drawing = true; canvas.setPointerCapture(event.pointerId); paint(event); });
   canvas.addEventListener("pointermove", (event) => { if (drawing) paint(event); });
   canvas.addEventListener("pointerup", () => { drawing = false; });
-  $("clear-button").onclick = () => { image.pixels.fill(0); overlay.hidden = true; drawImage(); };
+  $("clear-button").onclick = () => { image.pixels.fill(0); drawImage(); };
   drawImage();
 }
 
@@ -372,7 +365,6 @@ function fillExample(row) {
     }
   } else if (state.kind === "image") {
     image.pixels = first ? first[row].flat() : new Array(image.h * image.w).fill(0);
-    image.overlay.hidden = true;
     drawImage();
   } else if (state.kind === "text") {
     $("text-input").value = first ? String(first[row]) : "";
@@ -463,8 +455,10 @@ async function run(route) {
   }
   $("result-error").hidden = true;
   const outputs = Object.fromEntries((answer.json.outputs || []).map((o) => [o.name, o]));
-  showPrediction(outputs, result);
-  if (route === "explain") showExplanation(outputs, answer.json.parameters || {}, result);
+  const [answerBox, explanationBox, chartBox] = ["div", "div", "div"].map((tag) => document.createElement(tag));
+  result.append(answerBox, explanationBox, chartBox);
+  showPrediction(outputs, answerBox, chartBox);
+  if (route === "explain") showExplanation(outputs, answer.json.parameters || {}, explanationBox);
 }
 
 function labelName(value) {
@@ -472,7 +466,7 @@ function labelName(value) {
   return typeof value === "number" && labels[value] !== undefined ? labels[value] : String(value);
 }
 
-function showPrediction(outputs, result) {
+function showPrediction(outputs, result, charts) {
   const labels = (state.meta.parameters || {}).labels || [];
   const answer = document.createElement("div");
   answer.className = "answer";
@@ -499,7 +493,7 @@ function showPrediction(outputs, result) {
     const values = probabilities.data.flat().slice(0, probabilities.shape[probabilities.shape.length - 1]);
     const names = values.map((_, i) => labels[i] !== undefined ? labels[i] : String(i));
     const top = values.indexOf(Math.max(...values));
-    barChart(result, "probabilities", "class probabilities", names, values,
+    barChart(charts, "probabilities", "class probabilities", names, values,
       values.map((_, i) => i === top ? "#4f46e5" : "#a5b4fc"), { min: 0, max: 1 });
   }
 }
@@ -522,7 +516,7 @@ function showExplanation(outputs, parameters, result) {
   }
   const attributions = outputs[key].data.flat(4);
   if (state.kind === "image") {
-    showHeatmap(attributions);
+    showHeatmap(attributions, result);
   } else if (state.kind === "text" && outputs.tokens) {
     showTokens(outputs.tokens.data.flat(), attributions, result);
   } else {
@@ -535,24 +529,37 @@ function showExplanation(outputs, parameters, result) {
   }
 }
 
-function showHeatmap(attributions) {
-  const overlay = image.overlay;
-  const ctx = overlay.getContext("2d");
-  ctx.clearRect(0, 0, overlay.width, overlay.height);
+// The drawing in light grey with each cell's attribution over it: red pushed the answer
+// towards the explained class, blue away from it; the strongest cell is the most opaque.
+function showHeatmap(attributions, result) {
+  const row = document.createElement("div");
+  row.className = "heatmap-row";
+  const canvas = document.createElement("canvas");
+  canvas.id = "heatmap";
+  const cell = Math.max(12, Math.floor(320 / Math.max(image.h, image.w)));
+  canvas.width = image.w * cell;
+  canvas.height = image.h * cell;
+  const ctx = canvas.getContext("2d");
   const scale = Math.max(1e-12, ...attributions.map(Math.abs));
   for (let r = 0; r < image.h; r += 1) {
     for (let c = 0; c < image.w; c += 1) {
-      const a = attributions[r * image.w + c] / scale;
-      ctx.fillStyle = a >= 0 ? `rgba(220,38,38,${0.75 * a})` : `rgba(37,99,235,${-0.75 * a})`;
-      ctx.fillRect(c * image.cell, r * image.cell, image.cell, image.cell);
+      const i = r * image.w + c;
+      const shade = Math.round(255 - 120 * image.pixels[i] / image.max);
+      ctx.fillStyle = `rgb(${shade},${shade},${shade})`;
+      ctx.fillRect(c * cell, r * cell, cell, cell);
+      const a = attributions[i] / scale;
+      ctx.fillStyle = a >= 0 ? `rgba(220,38,38,${0.85 * a})` : `rgba(37,99,235,${-0.85 * a})`;
+      ctx.fillRect(c * cell, r * cell, cell, cell);
     }
   }
-  overlay.hidden = false;
-  const note = document.createElement("p");
-  note.id = "heatmap-note";
-  note.className = "hint";
-  note.textContent = "Heatmap laid over the drawing: red pushed towards the class, blue away from it. Draw again to hide it.";
-  $("result").append(note);
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  legend.innerHTML = `<div><span class="swatch positive"></span> towards the class</div>
+    <div><span class="swatch negative"></span> away from it</div>
+    <p class="hint">Each cell of the drawing (light grey) shaded by its attribution; the
+      strongest is the most opaque.</p>`;
+  row.append(canvas, legend);
+  result.append(row);
 }
 
 function showTokens(tokens, attributions, result) {
@@ -598,6 +605,10 @@ window.addEventListener("DOMContentLoaded", () => {
   $("predict-button").addEventListener("click", () => run("predict"));
   $("explain-button").addEventListener("click", () => run("explain"));
   $("key-button").addEventListener("click", async () => { await askForKey(); loadIndex(); loadServerState(); });
+  window.addEventListener("hashchange", () => {
+    const wanted = decodeURIComponent(window.location.hash.slice(1));
+    if (wanted && wanted !== state.model && state.index.some((e) => e.name === wanted)) selectModel(wanted, "");
+  });
   loadIndex();
   loadServerState();
 });
