@@ -80,8 +80,8 @@ def test_a_models_ready_and_infer_agree_at_every_moment(api: httpx.Client, name:
                 api.post(f"{prefix}/infer", content=body,
                          headers={"Content-Type": "application/json"}).status_code)
 
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(both, prefixes * 4))
+    with ThreadPoolExecutor(2) as pool:  # two at a time: the versioned and unversioned routes
+        answers = list(pool.map(both, prefixes * 3))
     expected = (503, 503) if name == TAMPERED else (200, 200)
     assert set(answers) == {expected}, answers
     if name == TAMPERED:
