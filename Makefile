@@ -88,8 +88,9 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
-$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(SOURCES)
-	@$(STEP) "sam build: the layers (runtime trimmed, serving, one per model) and the functions" \
+# The console layer ships docs/openapi.json as GET /openapi.json.
+$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml docs/openapi.json $(SOURCES)
+	@$(STEP) "sam build: the layers (runtime trimmed, serving, console, one per model) and the functions" \
 		sam build --parameter-overrides Architecture=$(ARCH)
 
 validate: setup ## sam validate --lint (cfn-lint included)
@@ -99,7 +100,7 @@ validate: setup ## sam validate --lint (cfn-lint included)
 port-free:
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
 
-serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
+serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker; the console at / (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when

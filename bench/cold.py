@@ -47,8 +47,8 @@ def probe_config(function: InferenceFunction, box: sandbox.Sandbox, mode: str,
                               "handler": function.spec.handler,
                               "imports": top_level_imports(handler_file),
                               "result_file": str(result_file)}
-    if function.model is None:
-        config["event"] = json.loads((EVENTS_DIR / "server" / "health-ready.json").read_text())
+    if function.model is None:  # GET /v2: the server's own work (its readiness asks the models)
+        config["event"] = json.loads((EVENTS_DIR / "server" / "server-metadata.json").read_text())
         return config
     sent = request(function.model, 1, "json")
     config["event"] = api_event(function.model, sent)

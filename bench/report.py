@@ -106,6 +106,11 @@ def size_rows(result: dict[str, Any]) -> list[Row]:
     runtime = result["folders"].get("RuntimeLayer")
     if runtime:
         rows.append(("RuntimeLayer", f"{runtime['unzipped_mb']:.1f}MB", "", "", "", ""))
+    # The server function's pages: the console, Swagger UI and Chart.js (vendored at build)
+    console = result["folders"].get("ConsoleLayer")
+    if console:
+        rows.append(("ConsoleLayer", f"{console['unzipped_mb']:.1f}MB",
+                     f"{console['zipped_mb']:.1f}MB zipped", "", "", ""))
     return rows
 
 

@@ -52,20 +52,23 @@ def wait_until_answering(port: int, process: subprocess.Popen[bytes], path: str,
 
 @contextmanager
 def serving(template: Path, output: IO[str] | int, *,
-            max_workers: int | None = None) -> Iterator[int]:
+            max_workers: int | None = None, api_key: str | None = None) -> Iterator[int]:
     """Serve `template` on a free port until the block ends; yields the port once
-    /v2/health/live answers. The server's output goes to `output` (a file or DEVNULL)."""
+    /v2/health/live answers (with `api_key`, every keyed route needs it as x-api-key). The
+    server's output goes to `output` (a file or DEVNULL)."""
     port = free_port()
     command = [sys.executable, "-m", "local_api", "serve", "--template", str(template),
                "--host", HOST, "--port", str(port)]
     if max_workers is not None:
         command += ["--max-workers", str(max_workers)]
+    if api_key is not None:
+        command += ["--api-key", api_key]
     path = os.pathsep.join(filter(None, (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))))
     server = subprocess.Popen(command, cwd=PROJECT_ROOT,
                               env={**os.environ, "PYTHONPATH": path},
                               stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_until_answering(port, server, "/v2/health/live")
+        wait_until_answering(port, server, "/v2/health/live" if api_key is None else "/")
         yield port
     finally:
         server.send_signal(signal.SIGINT)

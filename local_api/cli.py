@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from local_api import gateway, sandbox
+from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template
 from local_api.worker import (
     IDLE_TIMEOUT_S,
@@ -94,14 +95,19 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     spec = load_template(args.template)
+    local_lambda = LocalLambda.create(args.host, args.port)
     with state_folder() as state:
-        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
+        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
+                                    local_lambda.environment())
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
-                                                 args.max_workers, args.idle_timeout))
+                                                 args.max_workers, args.idle_timeout,
+                                                 local_lambda))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"
-              f"{_route_table(spec)}\nCtrl-C to stop.", flush=True)
+              f"{_route_table(spec)}\n"
+              f"Console: http://{args.host}:{args.port}/   API docs: "
+              f"http://{args.host}:{args.port}/docs\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
 

@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +109,11 @@ def lambda_environment(function: FunctionSpec, opt_dir: Path, region: str) -> di
     return env
 
 
-def prepare(functions: Iterable[FunctionSpec], state_dir: Path,
-            region: str) -> dict[str, Sandbox]:
-    """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only)."""
+def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
+            given: Mapping[str, str] | None = None) -> dict[str, Sandbox]:
+    """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only).
+    `given` is added to every function's environment after the template's, as Lambda adds its
+    own (the local Lambda endpoint and credentials, local_api.lambda_endpoint)."""
     runtime = str(_runtime_dir(state_dir).absolute())
     sandboxes = {}
     for function in functions:
@@ -125,8 +127,8 @@ def prepare(functions: Iterable[FunctionSpec], state_dir: Path,
             LOG.warning("%s: its layers hold no python/ folder: were they built (`sam build`)?",
                         function.logical_id)
         python_path = (str(function.code_dir), str(opt_dir / "python"), runtime)
-        sandboxes[function.logical_id] = Sandbox(
-            function, opt_dir, python_path, lambda_environment(function, opt_dir, region))
+        environment = {**lambda_environment(function, opt_dir, region), **(given or {})}
+        sandboxes[function.logical_id] = Sandbox(function, opt_dir, python_path, environment)
     return sandboxes
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -27,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import request_response
 
-from local_api import codings, events, gateway
+from local_api import codings, events, gateway, lambda_endpoint
+from local_api.lambda_endpoint import LocalLambda
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
@@ -65,6 +67,8 @@ class Settings:
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
     max_workers: int = MAX_WORKERS
     idle_timeout: float = IDLE_TIMEOUT_S
+    # Lambda's Invoke API for the functions themselves (None: not offered).
+    local_lambda: LocalLambda | None = None
 
 
 class ClientGone(Exception):
@@ -136,6 +140,9 @@ class LocalApi:
         self._detached: set[asyncio.Task[str]] = set()
 
     async def handle(self, request: Request) -> Response:
+        invoke = lambda_endpoint.INVOKE_PATH.match(request.scope["path"])
+        if invoke and request.method == "POST" and self.settings.local_lambda is not None:
+            return await self.invoke_api(request, invoke.group(1), self.settings.local_lambda)
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         # The path as sent, still percent-encoded, as routes match it and as a REST API passes it
@@ -178,6 +185,38 @@ class LocalApi:
                  response.status_code, (time.perf_counter() - started) * 1000, served[-1])
         return response
 
+    async def invoke_api(self, request: Request, name: str, local: LocalLambda) -> Response:
+        """Lambda's Invoke API (RequestResponse) for this process's own functions."""
+        try:
+            local.check_caller(request.headers.get("authorization"))
+            function = lambda_endpoint.find_function(name, self.spec.functions)
+            kind = request.headers.get("x-amz-invocation-type", "RequestResponse")
+            if kind != "RequestResponse":
+                raise lambda_endpoint.LambdaError(
+                    400, "InvalidParameterValueException",
+                    f"the local API invokes RequestResponse only, not {kind}")
+            event = lambda_endpoint.parse_payload(await request.body())
+            headers = {"X-Amz-Executed-Version": "$LATEST"}
+            try:
+                answer = await self.pools[function.logical_id].invoke(event)
+            except FunctionError as error:
+                headers["X-Amz-Function-Error"] = "Unhandled"
+                answer = json.dumps(error.payload)
+            except RequestTooLarge as error:
+                raise lambda_endpoint.LambdaError(
+                    413, "RequestEntityTooLargeException", str(error)) from None
+            except Throttled as error:
+                raise lambda_endpoint.LambdaError(
+                    429, "TooManyRequestsException", f"Rate Exceeded: {error}") from None
+            LOG.info("Lambda Invoke %s (%s)", function.logical_id, "error" if
+                     "X-Amz-Function-Error" in headers else "ok")
+            return Response(answer.encode(), 200, headers=headers,
+                            media_type="application/json")
+        except lambda_endpoint.LambdaError as error:
+            LOG.warning("Lambda Invoke %s: %s %s", name, error.error_type, error.message)
+            return Response(error.body(), error.status, media_type="application/json",
+                            headers={"x-amzn-ErrorType": error.error_type})
+
     async def _through_gateway(self, request: Request, http: events.HttpRequest, body: Body,
                                context: dict[str, str], served: list[str]) -> events.HttpAnswer:
         """API Gateway's steps for one request, in its order; a GatewayError where it answers
@@ -194,7 +233,8 @@ class LocalApi:
             raise gateway.GatewayError("MISSING_AUTHENTICATION_TOKEN", "no such route")
         context["resourcePath"] = match.route.path
         key = self.settings.api_key
-        if key is not None and http.header("x-api-key") != key:
+        if (key is not None and match.route.api_key_required
+                and http.header("x-api-key") != key):
             raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
         served.append(match.route.function_id)
         pool = self.pools[match.route.function_id]

@@ -41,6 +41,7 @@ class RouteSpec:
     path: str
     function_id: str
     operation_name: str | None = None
+    api_key_required: bool = True
 
 
 @dataclass
@@ -128,6 +129,21 @@ def _api_property(resources: dict[str, Any], name: str) -> Any:
             if value is not None:
                 return value
     return None
+def _keyless_routes(stacks: list[Any]) -> set[tuple[str, str]]:
+    """(method, path) of the Api events with `Auth: {ApiKeyRequired: false}` (SAM's providers
+    do not carry it; `sam local start-api` checks no key at all)."""
+    found = set()
+    for stack in stacks:
+        for resource in stack.resources.values():
+            if resource.get("Type") != "AWS::Serverless::Function":
+                continue
+            for event in ((resource.get("Properties") or {}).get("Events") or {}).values():
+                props = event.get("Properties") or {}
+                auth = props.get("Auth")
+                if (event.get("Type") == "Api" and isinstance(auth, dict)
+                        and auth.get("ApiKeyRequired") is False):
+                    found.add((str(props.get("Method", "")).upper(), str(props.get("Path", ""))))
+    return found
 
 
 def load_template(template: str | os.PathLike[str] | None = None,
@@ -176,6 +192,7 @@ def load_template(template: str | os.PathLike[str] | None = None,
         )
 
     api = ApiProvider(stacks).api
+    keyless = _keyless_routes(stacks)
     routes = []
     for route in api.routes:
         if route.function_name not in functions:
@@ -184,7 +201,8 @@ def load_template(template: str | os.PathLike[str] | None = None,
             continue
         for method in route.methods:
             routes.append(RouteSpec(method.upper(), route.path, route.function_name,
-                                    route.operation_name))
+                                    route.operation_name,
+                                    (method.upper(), route.path) not in keyless))
     compression = next((_whole_number(_api_property(stack.resources, "MinimumCompressionSize"))
                         for stack in stacks), None)
     responses: GatewayResponses = {}

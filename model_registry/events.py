@@ -56,11 +56,13 @@ def route_event(route: Route, parameters: dict[str, str], body: bytes | None = N
     filled in), its path parameters, and `body` base64-encoded (the API's binary media type is
     */*, so API Gateway base64-encodes every body it passes on)."""
     event = json.loads(sam_event(route.method))
-    model = parameters.get("model")
+    # A model's own function has its name in its resources; the server's routes take {model}.
+    model = parameters.get("model") if route.function == MODEL else None
     resource = route.for_model(model) if model else route.path
     path = route.url(**parameters)
     event.update(resource=resource, path=path,
-                 pathParameters={k: v for k, v in parameters.items() if k != "model"} or None,
+                 pathParameters={k: v for k, v in parameters.items()
+                                 if k != "model" or not model} or None,
                  queryStringParameters=None, multiValueQueryStringParameters=None,
                  stageVariables=None)
     event["requestContext"].update(resourcePath=resource, path=f"/{STAGE}{path}",
@@ -95,8 +97,14 @@ def model_events(manifest: Manifest, examples: model_examples.Examples) -> Event
     return found
 
 
+# Path parameters of the server's own routes in its events: a model name, a console file.
+SERVER_EXAMPLE_PARAMETERS = {"model": "breast-cancer-mlp", "asset": "console.js"}
+
+
 def server_events() -> Events:
-    return {route.example: route_event(route, {}) for route in routes_of(SERVER)}
+    return {route.example: route_event(route, {name: SERVER_EXAMPLE_PARAMETERS[name]
+                                               for name in route.parameters})
+            for route in routes_of(SERVER)}
 
 
 def batch_jobs_events() -> Events:

@@ -89,6 +89,23 @@ SCHEMAS: dict[str, Any] = {
                        "shape": {"type": "array", "items": {"type": "integer"}},
                        "datatype": {"type": "string", "enum": list(DATATYPES)},
                        "parameters": ref("parameters"), "data": ref("tensor_data")}},
+    "repository_index": {
+        "type": "array", "description": "Every model version (Triton's model repository "
+        "extension): state READY, or UNAVAILABLE with the reason.",
+        "items": {"type": "object", "required": ["name", "version", "state", "reason"],
+                  "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                 "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                                 "reason": {"type": "string"}}}},
+    "repository_index_request": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"ready": {"type": "boolean",
+                                 "description": "true: only the versions ready to serve"}}},
+    "repository_load_request": {
+        "type": "object", "properties": {"parameters": ref("parameters")}},
+    "openapi": {"type": "object", "description": "This document."},
+    "html": {"type": "string", "description": "An HTML page."},
+    "static": {"type": "string", "format": "binary",
+               "description": "A script, style sheet or image of the console."},
     "batch_job": {"type": "object", "required": ["job_id", "status"],
                   "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}},
                   "additionalProperties": True},
@@ -158,10 +175,23 @@ def operation(route: Route, service: str) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {
             JSON: {"schema": ref(f"infer_request.{service}")},
             BINARY: {"schema": {"type": "string", "format": "binary"}}}}
+    elif route.request == "json":
+        op["requestBody"] = {"required": False, "content": {JSON: {"schema": ref(
+            "repository_index_request" if route.operation == "repository_index"
+            else "repository_load_request")}}}
+    if route.answer == "error":  # a route that only refuses (repository load, unload)
+        op["responses"] = {"400": error_response(route.summary),
+                           **{k: v for k, v in ERRORS.items() if k in ("403", "429")}}
+        return op
+    if route.content_type != JSON:
+        ok = {"description": "OK", "content": {route.content_type: {"schema": ref(route.answer)}}}
     op["responses"] = {"200": ok, **ERRORS}
     if route.request is None:
         op["responses"].pop("413")
         op["responses"].pop("415")
+    if route.keyless:  # static files: no key, no signature (model_api.routes.Route)
+        op["security"] = []
+        op["responses"] = {k: v for k, v in op["responses"].items() if k != "403"}
     return op
 
 

@@ -27,6 +27,14 @@ SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
 BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
                      "        # <<< batch jobs routes\n")
 BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
+SERVER_MODELS = (f"          # >>> server models: {GENERATED}\n",
+                 "          # <<< server models\n")
+SERVER_INVOKES = (f"              # >>> server invokes: {GENERATED}\n",
+                  "              # <<< server invokes\n")
+# A keyless route (the console's static files) opts out of the API key and, under ApiAuth
+# AWS_IAM, of the default IAM authorizer (NONE is only valid where there is a default).
+KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
+                "{ApiKeyRequired: false}]")
 
 
 def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
@@ -34,9 +42,30 @@ def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
     return "".join(
         f"        {route.name}:\n"
         f"          Type: Api\n"
-        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}}}\n'
+        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}'
+        + (f", Auth: {KEYLESS_AUTH}" if route.keyless else "") + "}\n"
         for route in routes
     )
+
+
+def server_models(entries: list[ModelEntry]) -> str:
+    """The server function's MODEL_FUNCTIONS: each model's function and versions, the registry
+    the repository index and server readiness come from (model_api.repository)."""
+    models = ",\n".join(
+        f'            "{e.name}": {{"function": "${{{e.camel}Function}}", "versions": '
+        f'[{", ".join(f'"{v}"' for v in e.versions)}]}}' for e in entries)
+    return f"          MODEL_FUNCTIONS: !Sub >-\n            {{\n{models}}}\n"
+
+
+def server_invokes(entries: list[ModelEntry]) -> str:
+    """The server role's one permission beyond logs: invoke each model function's alias live."""
+    if not entries:
+        return ""
+    arns = "".join(f'                  - !Sub "${{{e.camel}Function.Arn}}:live"\n'
+                   for e in entries)
+    return ("              - Effect: Allow  # ask each model version whether it is ready\n"
+            "                Action: lambda:InvokeFunction\n"
+            f"                Resource:\n{arns}")
 
 
 def resources(entry: ModelEntry) -> str:
@@ -175,6 +204,8 @@ def render(entries: list[ModelEntry], template: str) -> str:
     """The template with its model blocks rendered from `entries`."""
     template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
     template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
+    template = replace_block(template, SERVER_MODELS, server_models(entries))
+    template = replace_block(template, SERVER_INVOKES, server_invokes(entries))
     template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
     template = replace_block(template, BATCH_MODELS,
                              f"    Default: {','.join(e.name for e in entries)}\n")

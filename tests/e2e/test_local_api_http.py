@@ -246,3 +246,55 @@ def test_large_answers_are_compressed_for_clients_that_accept_it(api: httpx.Clie
     assert "content-encoding" not in unasked.headers and unasked.json() == asked.json()
     small = api.get("/v2/health/live", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers and small.json() == {"live": True}
+
+
+def test_the_model_repository_index_lists_every_registered_version(api: httpx.Client) -> None:
+    # Triton's model repository extension, from the registry and each model's own readiness:
+    # the server function asks every model function (Lambda Invoke, here the local API's).
+    import tritonclient.http as triton
+
+    from model_registry import registry
+
+    assert "model_repository" in api.get("/v2").json()["extensions"]
+    wanted = [{"name": e.name, "version": v, "state": "READY", "reason": ""}
+              for e in sorted(registry.load(), key=lambda e: e.name) for v in e.versions]
+    assert api.post("/v2/repository/index").json() == wanted
+    assert api.post("/v2/repository/index", json={"ready": True}).json() == wanted
+    client = triton.InferenceServerClient(url=str(api.base_url).removeprefix("http://"))
+    assert client.get_model_repository_index() == wanted
+    assert client.is_server_ready()
+    for action in ("load", "unload"):
+        refused = api.post(f"/v2/repository/models/{MODEL}/{action}")
+        assert refused.status_code == 400 and "deployed with the stack" in refused.json()["error"]
+    with pytest.raises(triton.InferenceServerException, match="deployed with the stack"):
+        client.load_model(MODEL)
+
+
+def test_only_the_functions_themselves_may_use_the_local_lambda_endpoint(
+        api: httpx.Client) -> None:
+    # The Invoke API the server function uses: a caller without the per-process key (a client
+    # of the API) cannot invoke a function directly, past the API key.
+    path = "/2015-03-31/functions/BreastCancerMlpFunction/invocations"
+    refused = api.post(path, json={})
+    assert refused.status_code == 403
+    assert refused.headers["x-amzn-ErrorType"] == "UnrecognizedClientException"
+    forged = api.post(path, json={}, headers={
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AKIAGUESS/20260101/us-east-1/lambda/"})
+    assert forged.status_code == 403
+
+
+def test_the_console_and_docs_are_served_with_their_vendored_libraries(
+        api: httpx.Client) -> None:
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("console.js", "console.css", "chart.umd.min.js", "swagger-ui-bundle.js",
+                  "swagger-ui.css", "docs.js"):
+        served = api.get(f"/static/{asset}", headers={"Accept-Encoding": "gzip"})
+        assert served.status_code == 200 and served.headers["content-encoding"] == "gzip", asset
+    assert api.get("/static/..%2Ftemplate.yaml").status_code == 404
+    assert api.get("/static/nope.js").json()["error"].startswith("no static file")
+    from model_registry.openapi import OUTPUT
+
+    assert api.get("/openapi.json").json() == json.loads(OUTPUT.read_text())
+    assert "swagger-ui-bundle.js" in api.get("/docs").text

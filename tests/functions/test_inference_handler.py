@@ -8,6 +8,7 @@ module-scope init would run it in that function's container.
 from __future__ import annotations
 
 import base64
+import gzip
 import importlib.util
 import json
 import struct
@@ -24,6 +25,8 @@ from model_registry import registry
 from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
+# The console layer as `sam build` made it (make test builds first).
+CONSOLE_DIR = ROOT / ".aws-sam" / "build" / "ConsoleLayer" / "console"
 # The inference handler's events: the server's and each exported model's (events/ also holds
 # other functions' events, e.g. the batch functions').
 EVENT_FILES = sorted(
@@ -41,6 +44,7 @@ def handler_for(function: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         if function == "server":
             monkeypatch.delenv("MODEL_NAME", raising=False)
             monkeypatch.delenv("MODEL_VERSION", raising=False)
+            monkeypatch.setenv("CONSOLE_DIR", str(CONSOLE_DIR))
         else:
             manifest = json.loads(next((MODELS_DIR / function).glob("*/manifest.json")).read_text())
             monkeypatch.setenv("MODEL_NAME", function)
@@ -97,7 +101,21 @@ def test_every_event_gets_a_protocol_answer(
     function, route = event_path.parent.name, event_path.stem
     response = invoke(function, load_event(event_path), lambda_context, monkeypatch)
 
+    if route in {"repository-load", "repository-unload"}:  # models are deployed, not loaded
+        assert response["statusCode"] == 400, response["body"]
+        assert "deployed with the stack" in json.loads(response["body"])["error"]
+        return
     assert response["statusCode"] == 200, response["body"]
+    if route in {"console", "docs", "console-asset", "open-api"}:  # the console layer's files
+        body = base64.b64decode(response["body"]) if response["isBase64Encoded"] else \
+            response["body"].encode()
+        content_type = response["multiValueHeaders"]["Content-Type"][0]
+        if response["multiValueHeaders"].get("Content-Encoding") == ["gzip"]:
+            body = gzip.decompress(body)
+        assert body.startswith(b"<!doctype html>") == (content_type.startswith("text/html"))
+        assert content_type.split(";")[0] in {"text/html", "text/javascript",
+                                              "application/json"}
+        return
     if route == "infer-binary":
         header, tensors = decode_binary_response(response)
         assert header["id"] == "example-binary"

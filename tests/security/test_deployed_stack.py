@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from model_api.routes import ROUTES
 
 from tests.conftest import ROOT
 from tests.security.conftest import source_template, translate
@@ -15,6 +16,7 @@ MODES = ("API_KEY", "AWS_IAM")
 LOGS_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords",
                 "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+INVOKE = "lambda:InvokeFunction"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 
 
@@ -52,10 +54,20 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(mode: str)
         statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
         assert all(s["Effect"] == "Allow" for s in statements), name
         actions = {a for s in statements for a in as_list(s["Action"])}
-        assert actions == LOGS_ACTIONS | XRAY_ACTIONS, f"{name}: {sorted(actions)}"
+        # The server function also asks each model version whether it is ready: it may invoke
+        # exactly the alias API Gateway invokes (live) of each model function, nothing else.
+        invokes = {INVOKE} if name == "ServerFunction" else set()
+        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes, f"{name}: {sorted(actions)}"
         for statement in statements:
             if set(as_list(statement["Action"])) & LOGS_ACTIONS:
                 assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
+            if INVOKE in as_list(statement["Action"]):
+                assert as_list(statement["Action"]) == [INVOKE]
+                models = [f for f in inference_functions() if f != "ServerFunction"]
+                # (SAM CLI's offline AWS::LanguageExtensions pass leaves a Sub's text bare)
+                assert [r.get("Fn::Sub") if isinstance(r, dict) else r
+                        for r in statement["Resource"]] == [f"${{{f}.Arn}}:live"
+                                                            for f in models], name
         attached = [p for p, r in resources.items()
                     if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
                     and {"Ref": role_name} in r["Properties"].get("Roles", [])]
@@ -70,8 +82,13 @@ def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str) -> None:
     methods = [(path, verb, spec) for path, verbs in body["paths"].items()
                for verb, spec in verbs.items()]
     assert len(methods) > 3
+    # Only the console's static files go without: they carry no data (docs/security.md)
+    keyless = {(r.method.lower(), r.path) for r in ROUTES if r.keyless}
+    assert keyless == {("get", "/"), ("get", "/docs"), ("get", "/static/{asset}")}
     for path, verb, spec in methods:
-        assert spec.get("security") == expected, f"{verb.upper()} {path}: {spec.get('security')}"
+        wanted = ([] if mode == "API_KEY" else [{"NONE": []}]) if (verb, path) in keyless \
+            else expected
+        assert spec.get("security") == wanted, f"{verb.upper()} {path}: {spec.get('security')}"
         # API Gateway invokes through the function's resource policy, never as the caller.
         assert "credentials" not in spec["x-amazon-apigateway-integration"], path
     plans = of_type(resources, "AWS::ApiGateway::UsagePlan")

@@ -42,7 +42,8 @@ def call(service: InferenceService, *args: Any, **kwargs: Any) -> tuple[int, Any
 
 def test_the_server_function_answers_the_server_routes(tmp_path: Path) -> None:
     server = InferenceService.from_environment({"MODELS_DIR": str(tmp_path)})
-    assert call(server, "GET", "/v2")[1]["extensions"] == ["binary_tensor_data"]
+    assert call(server, "GET", "/v2")[1]["extensions"] == ["binary_tensor_data",
+                                                           "model_repository"]
     assert call(server, "GET", "/v2/health/live")[:2] == (200, {"live": True})
     assert call(server, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
     status, body, _ = call(server, "GET", "/v2/models/add")

@@ -9,8 +9,14 @@ from model_api.routes import BATCH_JOBS, MODEL, ROUTES, SERVER, route, routes_of
 def test_the_table_holds_the_protocols_routes_and_the_jobs_route() -> None:
     # KServe V2 REST (shared/oip-v2-rest.md): health, server and model metadata, readiness and
     # inference, each model route with its /versions/{version} twin.
+    # And Triton's model repository extension, the console and the API docs (server function).
     assert {(r.method, r.path) for r in routes_of(SERVER)} == {
-        ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
+        ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"),
+        ("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/{model}/load"),
+        ("POST", "/v2/repository/models/{model}/unload"), ("GET", "/"), ("GET", "/docs"),
+        ("GET", "/static/{asset}"), ("GET", "/openapi.json")}
+    # Only the static files go without the key: they carry no data
+    assert {r.path for r in ROUTES if r.keyless} == {"/", "/docs", "/static/{asset}"}
     assert {(r.method, r.path) for r in routes_of(MODEL)} == {
         ("GET", "/v2/models/{model}"), ("GET", "/v2/models/{model}/versions/{version}"),
         ("GET", "/v2/models/{model}/ready"), ("GET", "/v2/models/{model}/versions/{version}/ready"),

@@ -45,7 +45,7 @@ def two_versions(tmp_path: Path) -> InferenceService:
 def test_the_server_function_serves_the_server_routes(tmp_path: Path) -> None:
     service = InferenceService.from_environment({"MODELS_DIR": str(tmp_path)})
     assert service.server_metadata() == {"name": "serverless-model-api", "version": __version__,
-                                         "extensions": ["binary_tensor_data"]}
+                                         "extensions": ["binary_tensor_data", "model_repository"]}
     assert service.live() == {"live": True} and service.ready() == {"ready": True}
     assert status_of(service.model_metadata, "add") == (
         404, "unknown model 'add'; this endpoint serves no model (server routes only)")
@@ -54,6 +54,7 @@ def test_the_server_function_serves_the_server_routes(tmp_path: Path) -> None:
 def test_every_version_folder_is_served_and_unversioned_routes_go_to_the_current(
         two_versions: InferenceService) -> None:
     metadata = two_versions.model_metadata("add")
+    examples = metadata.pop("parameters")["examples"]
     assert metadata == {
         "name": "add", "versions": ["1", "2", "10"], "platform": "onnxruntime_onnx",
         "inputs": [{"name": "a", "datatype": "FP32", "shape": [-1, 2]},
@@ -61,7 +62,10 @@ def test_every_version_folder_is_served_and_unversioned_routes_go_to_the_current
         "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1, 2]},
                     {"name": "copy", "datatype": "FP32", "shape": [-1, 2]}],
     }
-    assert two_versions.model_metadata("add", "1")["parameters"] == {"labels": ["neg", "pos"]}
+    # No examples.json: the examples are built from the signature (model_api.examples)
+    assert examples == {"inputs": {"a": [[0.0, 1.0], [2.0, 3.0]], "b": [[0.0, 1.0], [2.0, 3.0]]}}
+    assert two_versions.model_metadata("add", "1")["parameters"] == {
+        "labels": ["neg", "pos"], "examples": examples}
     assert two_versions.model_ready("add") == {"name": "add", "ready": True}
     assert two_versions.model_ready("add", "10") == {"name": "add", "ready": True}
     assert two_versions.ready() == {"ready": True}

@@ -79,7 +79,7 @@ def plain(array: np.ndarray) -> list[object]:
     (17.99, not float32's 17.989999771118164), which parses back to the same value."""
     if array.dtype.kind == "f" and array.dtype.itemsize < 8:
         shortest = [float(str(value)) for value in array.ravel()]
-        return np.array(shortest, dtype=np.float64).reshape(array.shape).tolist()
+        array = np.array(shortest, dtype=np.float64).reshape(array.shape)
     result: list[object] = array.tolist()
     return result
 

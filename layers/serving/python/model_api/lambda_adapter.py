@@ -21,10 +21,13 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
+from model_api import repository as model_repository
+from model_api.console import Console, StaticFile
 from model_api.errors import ModelAPIError
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
+    from model_api.repository import Repository
     from model_api.service import InferenceService
 
 
@@ -85,7 +88,7 @@ class RestApiResolver(APIGatewayRestResolver):
         return super().resolve(path_from_parameters(event), context)
 
 
-def json_response(status: int, payload: dict[str, Any]) -> Response:
+def json_response(status: int, payload: dict[str, Any] | list[Any]) -> Response:
     return Response(status_code=status, content_type=JSON, body=json.dumps(payload))
 
 
@@ -165,9 +168,25 @@ def bind_routes(app: APIGatewayRestResolver, function: str,
     return app
 
 
-def create_app(service: InferenceService) -> APIGatewayRestResolver:
-    """A resolver serving the server's and the model's routes for the models `service` holds."""
+def static_response(found: StaticFile) -> Response:
+    """A console file: text as text (no base64), gzip when the client accepts it."""
+    body: str | bytes = (found.body.decode("utf-8") if found.content_type.startswith(("text/",
+                         "application/json")) else found.body)
+    return Response(status_code=200, content_type=found.content_type, body=body,
+                    headers=dict(found.headers), compress=True)
+
+
+def create_app(service: InferenceService, repository: Repository | None = None,
+               console: Console | None = None) -> APIGatewayRestResolver:
+    """A resolver serving the server's and the model's routes for the models `service` holds.
+
+    `repository` answers the repository index and server readiness (default: the models
+    `service` holds; the server function's asks every model function, see
+    model_api.repository); `console` serves the static pages (default: $CONSOLE_DIR).
+    """
     app = answer_errors(RestApiResolver())
+    repository = repository or model_repository.ServiceRepository(service)
+    console = console or Console.from_environment()
 
     @tracer.capture_method(capture_response=False)
     def infer(model: str, version: str | None = None) -> Response:
@@ -191,10 +210,29 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
     def answer(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
         return lambda **parameters: json_response(200, document(**parameters))
 
+    def repository_index() -> Response:
+        body = raw_body(app.current_event.raw_event)
+        return json_response(200, model_repository.index_answer(repository, body))
+
+    def console_page() -> Response:
+        # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
+        # (static/…, v2/…) need the slash.
+        sent = app.current_event.request_context.path or "/"
+        if not sent.endswith("/"):
+            return Response(status_code=301, headers={"Location": sent + "/"}, body="")
+        return static_response(console.page("console"))
+
     bind_routes(app, SERVER, {
         "server_metadata": answer(service.server_metadata),
         "live": answer(service.live),
-        "ready": answer(service.ready),
+        "ready": answer(repository.ready),
+        "repository_index": repository_index,
+        "repository_load": answer(model_repository.refuse_load),
+        "repository_unload": answer(model_repository.refuse_load),
+        "console": console_page,
+        "docs": lambda: static_response(console.page("docs")),
+        "asset": lambda asset: static_response(console.asset(asset)),
+        "openapi": lambda: static_response(console.openapi()),
     })
     return bind_routes(app, MODEL, {
         "metadata": answer(service.model_metadata),

@@ -79,3 +79,16 @@ API_REQUEST = RequestLimits("request", MAX_REQUEST_BYTES, MAX_ROWS, MAX_TENSOR_E
 BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_MAX_ROWS,
                              BATCH_MAX_TENSOR_ELEMENTS, binary=False,
                              bigger="split it over several lines")
+# The server function's model repository (model_api.repository): it asks every model version's
+# own function whether it is ready (one Lambda Invoke each). At most this many at once: the
+# index of tens of models takes a few round trips, and the server's 256 MB stays enough.
+REPOSITORY_INVOKE_CONCURRENCY = 8
+
+# One readiness invocation waits at most this long (seconds): a model function's cold start
+# (imports and model load, docs/performance.md) is 1-3 s; past this the version is listed as
+# UNAVAILABLE with the reason, well inside the server function's own timeout.
+REPOSITORY_INVOKE_TIMEOUT_S = 10
+
+# How long (seconds) the server keeps the index it asked for: health checks every second cost
+# one round of invocations every few seconds, and a deployment's change shows within this.
+REPOSITORY_CACHE_S = 5

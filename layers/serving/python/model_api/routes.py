@@ -22,6 +22,8 @@ BATCH_JOBS = "batch-jobs"
 FUNCTIONS = (SERVER, MODEL, BATCH_JOBS)
 
 GET, POST = "GET", "POST"
+JSON = "application/json"
+HTML = "text/html"
 MODEL_PATH = "/v2/models/{model}"
 VERSION_PATH = MODEL_PATH + "/versions/{version}"
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
@@ -34,7 +36,10 @@ class Route:
     `name` is the route's CloudFormation event name and the suffix of its OpenAPI operationId
     (`ModelInfer`); `operation` is the handler it calls (`infer`; a model's route and its
     versioned twin share one); `request` names the body it takes (`"inference"`: an inference
-    request, JSON or binary tensors; None: no body); `answer` is the OpenAPI schema of its 200.
+    request, JSON or binary tensors; `"json"`: an optional JSON object; None: no body);
+    `answer` is the OpenAPI schema of its 200, sent as `content_type`. `keyless` routes (the
+    console's static files, which carry no data) are served without the API key or IAM
+    signature; the gateway's throttle still applies to them.
     """
 
     name: str
@@ -45,6 +50,8 @@ class Route:
     answer: str
     request: str | None = None
     summary: str = ""
+    content_type: str = JSON
+    keyless: bool = False
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -110,7 +117,30 @@ ROUTES: tuple[Route, ...] = (
     Route("HealthLive", "live", GET, "/v2/health/live", SERVER, "server_live",
           summary="Server liveness"),
     Route("HealthReady", "ready", GET, "/v2/health/ready", SERVER, "server_ready",
-          summary="Server readiness"),
+          summary="Server readiness: ready when every version of every model is"),
+    # The model repository extension as Triton defines it (protocol/extension_model_repository):
+    # the index of every model version and its state. Models are deployed with the stack, so
+    # load and unload are refused with a 400 that says so.
+    Route("RepositoryIndex", "repository_index", POST, "/v2/repository/index", SERVER,
+          "repository_index", request="json",
+          summary="Model repository index: every model version, its state and the reason"),
+    Route("RepositoryLoad", "repository_load", POST, "/v2/repository/models/{model}/load",
+          SERVER, "error", request="json",
+          summary="Load a model: refused (400), models are deployed with the stack"),
+    Route("RepositoryUnload", "repository_unload", POST,
+          "/v2/repository/models/{model}/unload", SERVER, "error", request="json",
+          summary="Unload a model: refused (400), models are deployed with the stack"),
+    # The console and the API's documentation, served by the server function from its console
+    # layer (/opt/console): static files that carry no data, so they need no key.
+    Route("Console", "console", GET, "/", SERVER, "html", content_type=HTML, keyless=True,
+          summary="The console: every model, an input editor, predictions and explanations"),
+    Route("Docs", "docs", GET, "/docs", SERVER, "html", content_type=HTML, keyless=True,
+          summary="Swagger UI over GET /openapi.json"),
+    Route("ConsoleAsset", "asset", GET, "/static/{asset}", SERVER, "static",
+          content_type="*/*", keyless=True,
+          summary="A static file of the console or Swagger UI (script, style sheet)"),
+    Route("OpenApi", "openapi", GET, "/openapi.json", SERVER, "openapi",
+          summary="This API's OpenAPI document (docs/openapi.json)"),
     *(route for operation in MODEL_OPERATIONS for route in operation.routes()),
     Route("GetJob", "get_job", GET, "/v2/batch/jobs/{job_id}", BATCH_JOBS, "batch_job",
           summary="A batch job's state and counts"),

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from model_api import __version__
+from model_api import examples as model_examples
 from model_api.codec import InferResult, decode_request, encode_response
 from model_api.errors import NotFound, NotReady
+from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 
 __all__ = ["InferResult", "InferenceService"]
@@ -25,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "serverless-model-api"
 DEFAULT_MODELS_DIR = "/opt/models"
+# The protocol extensions this API serves: Triton's binary tensor data and model repository
+# (index only: models are deployed with the stack, not loaded at run time).
+EXTENSIONS = ("binary_tensor_data", "model_repository")
 
 
 def version_key(version: str) -> tuple[int, int, str]:
@@ -68,12 +73,15 @@ class InferenceService:
 
     def __init__(self, model_name: str | None = None,
                  versions: Mapping[str, LoadedModel | str] | None = None,
-                 current_version: str | None = None) -> None:
-        """`versions` maps each version to its model, or to why it is not ready."""
+                 current_version: str | None = None,
+                 examples: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """`versions` maps each version to its model, or to why it is not ready; `examples`
+        maps a version to its example inputs (examples.json's document, `{"inputs": {...}}`)."""
         self.model_name = model_name
         given = dict(versions or {})
         self.versions = {version: given[version] for version in sorted(given, key=version_key)}
         self.current_version = current_version
+        self.examples = dict(examples or {})
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> InferenceService:
@@ -97,16 +105,18 @@ class InferenceService:
             logger.error("model %s: cannot list its versions in %s: %s", model_name, model_dir, exc)
             folders = []
         versions = {folder.name: _load_version(model_name, folder) for folder in folders}
+        examples = {folder.name: _load_examples(folder, loaded.manifest) for folder in folders
+                    if not isinstance(loaded := versions[folder.name], str)}
         if current_version is None:
             logger.error("model %s: MODEL_VERSION is not set; unversioned routes answer 503",
                          model_name)
         elif current_version not in versions:
             logger.error("model %s: MODEL_VERSION %s has no folder in %s", model_name,
                          current_version, model_dir)
-        return cls(model_name, versions, current_version)
+        return cls(model_name, versions, current_version, examples)
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def live(self) -> dict[str, Any]:
         return {"live": True}
@@ -120,6 +130,9 @@ class InferenceService:
         return {"ready": True}
 
     def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """The protocol's model metadata; `parameters` adds what the manifest knows (labels,
+        task, description, metrics on held-back rows and on the whole dataset) and the
+        version's example inputs (`examples`: `{"inputs": {"<input>": [rows]}}`)."""
         manifest = self.model(model, version).manifest
         metadata: dict[str, Any] = {
             "name": model,
@@ -128,8 +141,18 @@ class InferenceService:
             "inputs": [spec.metadata() for spec in manifest.inputs],
             "outputs": [spec.metadata() for spec in manifest.outputs],
         }
+        parameters: dict[str, Any] = {}
         if manifest.labels is not None:
-            metadata["parameters"] = {"labels": list(manifest.labels)}
+            parameters["labels"] = list(manifest.labels)
+        for key in ("task", "description"):
+            if getattr(manifest, key):
+                parameters[key] = getattr(manifest, key)
+        if manifest.metrics:
+            parameters["metrics"] = dict(manifest.metrics)
+        if manifest.version in self.examples:
+            parameters["examples"] = self.examples[manifest.version]
+        if parameters:
+            metadata["parameters"] = parameters
         return metadata
 
     def model_ready(self, model: str, version: str | None = None) -> dict[str, Any]:
@@ -177,6 +200,17 @@ def _load_version(name: str, folder: Path) -> LoadedModel | str:
     logger.info("model %s version %s loaded (providers %s)", name, folder.name,
                 ", ".join(model.providers))
     return model
+
+
+def _load_examples(folder: Path, manifest: Manifest) -> dict[str, Any]:
+    """The version's example inputs as examples.json's document; the signature's own values
+    when its file is missing or does not fit (logged: the model itself is still served)."""
+    try:
+        return model_examples.to_document(model_examples.load(folder, manifest))
+    except model_examples.ExamplesError as exc:
+        logger.error("model %s version %s: %s; its metadata gives examples built from its "
+                     "signature", manifest.name, manifest.version, exc)
+        return model_examples.to_document(model_examples.from_signature(manifest.inputs))
 
 
 def _listed(versions: Iterable[str]) -> str:

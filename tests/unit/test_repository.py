@@ -1,0 +1,168 @@
+"""model_api.repository: the index and the server's readiness, from each model function's own
+answer to its ready route. Here the "Lambda invoke" calls the real resolver of a model
+function in-process with the event the server sends; the local API tests do it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from model_api import limits
+from model_api.errors import ModelAPIError
+from model_api.lambda_adapter import create_app
+from model_api.repository import (
+    READY,
+    UNAVAILABLE,
+    IndexEntry,
+    InvokedRepository,
+    ModelFunction,
+    ServiceRepository,
+    index_answer,
+    parse_model_functions,
+)
+from model_api.service import InferenceService
+
+from tests.conftest import LambdaContext
+from tests.unit.test_lambda_adapter import event
+from tests.unit.tiny_models import add_version
+
+REQUEST = json.dumps({"inputs": [
+    {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+    {"name": "b", "shape": [1, 2], "datatype": "FP32", "data": [3, 4]}]}).encode()
+
+
+def model_function(models: Path, name: str, current: str) -> InferenceService:
+    return InferenceService.from_environment(
+        {"MODELS_DIR": str(models), "MODEL_NAME": name, "MODEL_VERSION": current})
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> dict[str, InferenceService]:
+    """Two model functions: `add` (versions 1 and 2, 2's file tampered) and `plus` (1)."""
+    add_version(tmp_path / "add" / "1")
+    (add_version(tmp_path / "add" / "2") / "model.onnx").write_bytes(b"tampered")
+    add_version(tmp_path / "plus" / "1")
+    return {"AddFunction": model_function(tmp_path, "add", "1"),
+            "PlusFunction": model_function(tmp_path, "plus", "1")}
+
+
+def invoker(functions: dict[str, InferenceService], calls: list[str] | None = None) -> Any:
+    apps = {name: create_app(service) for name, service in functions.items()}
+
+    def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        if calls is not None:
+            calls.append(function)
+        answer: dict[str, Any] = apps[function].resolve(event, LambdaContext())
+        return answer
+
+    return invoke
+
+
+MODELS = [ModelFunction("add", "AddFunction", ("1", "2")),
+          ModelFunction("plus", "PlusFunction", ("1",))]
+
+
+def test_the_index_is_each_versions_own_answer_and_readiness_needs_every_one(
+        stack: dict[str, InferenceService]) -> None:
+    repository = InvokedRepository(MODELS, invoker(stack))
+    sha = "model 'add' version '2' is not ready: its model file failed the sha256 check"
+    assert repository.index() == [IndexEntry("add", "1", READY),
+                                  IndexEntry("add", "2", UNAVAILABLE, sha),
+                                  IndexEntry("plus", "1", READY)]
+    with pytest.raises(ModelAPIError) as caught:
+        repository.ready()
+    assert caught.value.status == 503 and sha in caught.value.message
+    # The model's own /ready and its /infer say the same as the index, for each version
+    add = create_app(stack["AddFunction"])
+    for version, entry in (("1", READY), ("2", UNAVAILABLE)):
+        ready = add.resolve(event("GET", f"/v2/models/add/versions/{version}/ready"),
+                            LambdaContext())
+        infer = add.resolve(event("POST", f"/v2/models/add/versions/{version}/infer", REQUEST),
+                            LambdaContext())
+        assert (ready["statusCode"] == 200) == (infer["statusCode"] == 200) == (entry == READY)
+    # Through the server's routes: the index (Triton's shape), {"ready": true} filters
+    server = create_app(InferenceService(), repository)
+    answer = server.resolve(event("POST", "/v2/repository/index"), LambdaContext())
+    assert json.loads(answer["body"])[1] == {"name": "add", "version": "2",
+                                             "state": UNAVAILABLE, "reason": sha}
+    ready_only = server.resolve(event("POST", "/v2/repository/index", b'{"ready": true}'),
+                                LambdaContext())
+    assert [e["name"] + e["version"] for e in json.loads(ready_only["body"])] == ["add1", "plus1"]
+    health = server.resolve(event("GET", "/v2/health/ready"), LambdaContext())
+    assert health["statusCode"] == 503 and sha in json.loads(health["body"])["error"]
+
+
+def test_every_version_ready_makes_the_server_ready(tmp_path: Path) -> None:
+    add_version(tmp_path / "add" / "1")
+    repository = InvokedRepository([ModelFunction("add", "F", ("1",))],
+                                   invoker({"F": model_function(tmp_path, "add", "1")}))
+    assert repository.ready() == {"ready": True}
+
+
+def test_a_function_that_cannot_be_asked_is_unavailable_with_the_reason() -> None:
+    def failing(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("Sandbox.Timedout: init timed out")
+
+    (entry,) = InvokedRepository([ModelFunction("m", "MFunction", ("3",))], failing).index()
+    assert entry.state == UNAVAILABLE
+    assert "MFunction" in entry.reason and "timed out" in entry.reason
+
+
+def test_the_index_is_kept_for_its_cache_time_and_asked_in_parallel(
+        stack: dict[str, InferenceService]) -> None:
+    now = [100.0]
+    calls: list[str] = []
+    repository = InvokedRepository(MODELS, invoker(stack, calls), clock=lambda: now[0])
+    repository.index()
+    repository.index()
+    assert len(calls) == 3
+    now[0] += limits.REPOSITORY_CACHE_S
+    repository.index()
+    assert len(calls) == 6
+    # Parallel: every invocation of one round is in flight together (up to the bound)
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return {"statusCode": 200, "body": '{"ready": true}'}
+
+    many = [ModelFunction(f"m{i}", f"F{i}", ("1",)) for i in range(20)]
+    assert all(e.state == READY for e in InvokedRepository(many, slow).index())
+    assert most[0] == limits.REPOSITORY_INVOKE_CONCURRENCY
+
+
+def test_a_model_functions_own_index_and_the_refusals(tmp_path: Path) -> None:
+    add_version(tmp_path / "add" / "1")
+    own = ServiceRepository(model_function(tmp_path, "add", "1"))
+    assert index_answer(own, b"") == [{"name": "add", "version": "1", "state": READY,
+                                       "reason": ""}]
+    for body in (b"[", b"[]", b'{"ready": 1}', b'{"other": true}'):
+        with pytest.raises(ModelAPIError) as caught:
+            index_answer(own, body)
+        assert caught.value.status == 400
+    server = create_app(InferenceService(), own)
+    for action in ("load", "unload"):
+        answer = server.resolve(event("POST", f"/v2/repository/models/add/{action}"),
+                                LambdaContext())
+        assert answer["statusCode"] == 400
+        assert "deployed with the stack" in json.loads(answer["body"])["error"]
+
+
+def test_model_functions_come_from_the_rendered_registry() -> None:
+    text = ('{"b": {"function": "BFunction", "versions": ["1", "2"]}, '
+            '"a": {"function": "x", "versions": []}}')
+    assert parse_model_functions(text) == [ModelFunction("a", "x", ()),
+                                           ModelFunction("b", "BFunction", ("1", "2"))]
+    for bad in ('[]', '{"a": {"versions": []}}', '{"a": {"function": "f", "versions": [1]}}'):
+        with pytest.raises(ValueError):
+            parse_model_functions(bad)
