@@ -167,6 +167,9 @@ def model_events(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "version-metadata": route_event("GET", versioned, params),
         "version-ready": route_event("GET", f"{versioned}/ready", params),
         "version-infer": route_event("POST", f"{versioned}/infer", params, body, json_headers),
+        "explain": route_event("POST", f"{base}/explain", body=body, headers=json_headers),
+        "version-explain": route_event("POST", f"{versioned}/explain", params, body,
+                                       json_headers),
     }
 
 

@@ -11,11 +11,13 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx
 from model_api.datatypes import ONNX_ELEMENT_TYPES
+from model_api.explain import ExplanationError, load_explainer
 from model_api.manifest import Manifest, ManifestError, load_manifest
 
 MODEL_FILE = "model.onnx"
@@ -77,11 +79,14 @@ def canonical_bytes(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
 
-def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> Manifest:
-    """Write model.onnx and manifest.json (sha256 and signature filled in) all at once.
+def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any],
+                  files: Mapping[str, bytes] | None = None) -> Manifest:
+    """Write model.onnx, manifest.json (sha256 and signature filled in) and `files` (by name:
+    the explanation's background rows) all at once.
 
     The files are written to a sibling temporary folder that replaces `version_dir` only once
-    the manifest loads, so a failed export never leaves a half-written version behind.
+    the manifest loads and its explanation loads with it (model_api.explain, which checks the
+    background's sha256), so a failed export never leaves a half-written version behind.
     """
     model = onnx.load_from_string(model_bytes)
     document = {
@@ -99,7 +104,13 @@ def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any
     try:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        for name, data in (files or {}).items():
+            (staging / name).write_bytes(data)
         loaded = load_manifest(staging / MANIFEST_FILE)
+        try:
+            load_explainer(loaded, staging)
+        except ExplanationError as exc:
+            raise ManifestError(f"{version_dir}: its explanation cannot load: {exc}") from exc
         if version_dir.exists():
             shutil.rmtree(version_dir)
         staging.rename(version_dir)

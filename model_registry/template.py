@@ -21,9 +21,11 @@ ROUTES = (  # (event name, method, path suffix)
     ("ModelMetadata", "GET", ""),
     ("ModelReady", "GET", "/ready"),
     ("ModelInfer", "POST", "/infer"),
+    ("ModelExplain", "POST", "/explain"),
     ("VersionMetadata", "GET", "/versions/{version}"),
     ("VersionReady", "GET", "/versions/{version}/ready"),
     ("VersionInfer", "POST", "/versions/{version}/infer"),
+    ("VersionExplain", "POST", "/versions/{version}/explain"),
 )
 
 

@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "layers" / "serving" / "python"))  # model_api, as
 
 from model_api import limits  # noqa: E402
 from model_api.datatypes import DATATYPES  # noqa: E402
+from model_api.explain import output_specs  # noqa: E402
+from model_api.manifest import parse_manifest  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
 MODELS_DIR = ROOT / "build" / "models"
@@ -95,6 +97,30 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+EXPLAIN_PARAMETERS = {
+    "type": "object", "additionalProperties": True,
+    "description": "Explain options (model_api/explain.py): `target`, the class index to "
+                   "explain for every row (default: each row's predicted class); `samples`, "
+                   "Kernel SHAP's coalitions per row (1 to "
+                   f"{limits.MAX_SHAP_SAMPLES}; kernel_shap models only).",
+    "properties": {"target": {"type": "integer", "minimum": 0},
+                   "samples": {"type": "integer", "minimum": 1,
+                               "maximum": limits.MAX_SHAP_SAMPLES},
+                   "binary_data_output": {"type": "boolean"}}}
+
+
+def explain_request(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """An explain request of one model: an infer request whose `outputs` may also name the
+    explanation's outputs, with the explain options in `parameters`."""
+    extra = [spec.name for spec in output_specs(parse_manifest(manifest))]
+    schema = model_request(name, {**manifest, "outputs": manifest["outputs"]
+                                  + [{"name": extra_name} for extra_name in extra]})
+    schema["description"] = (f"Explain request of model {name}: the infer request, answered "
+                             "with attributions, base_value and target (docs/architecture.md).")
+    schema["properties"]["parameters"] = EXPLAIN_PARAMETERS
+    return schema
+
+
 def model_request(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """The inference request of one model: its inputs' names, datatypes and ranks."""
     inputs = [{
@@ -161,9 +187,13 @@ def operation(method: str, path: str, event: str, environment: dict[str, str],
         ok["content"][JSON]["schema"] = ref("server_ready")
     elif model and path.endswith("/ready"):
         ok["content"][JSON]["schema"] = ref("model_ready")
-    elif model and path.endswith("/infer"):
+    elif model and path.endswith(("/infer", "/explain")):
+        kind = path.rsplit("/", 1)[1]
         ok = {"description": "Outputs, as JSON or (binary outputs asked for) a JSON header "
-                             "followed by the tensors' bytes.",
+                             "followed by the tensors' bytes"
+                             + (" (explain: the model's outputs and attributions, base_value, "
+                                "target; parameters.method names the method)."
+                                if kind == "explain" else "."),
               "headers": {"Inference-Header-Content-Length": {
                   "description": "Bytes of the JSON header (binary answers only).",
                   "schema": {"type": "integer"}}},
@@ -174,7 +204,7 @@ def operation(method: str, path: str, event: str, environment: dict[str, str],
             "description": "Binary tensor extension: bytes of the JSON part of the body.",
             "schema": {"type": "integer", "minimum": 0}}]
         op["requestBody"] = {"required": True, "content": {
-            JSON: {"schema": ref(f"infer_request.{model}")},
+            JSON: {"schema": ref(f"{kind}_request.{model}")},
             BINARY: {"schema": {"type": "string", "format": "binary"}}}}
         manifests.setdefault(model, load_manifest(model, environment["MODEL_VERSION"]))
     elif model:
@@ -208,6 +238,7 @@ def render() -> str:
     schemas = dict(SCHEMAS)
     for model, manifest in sorted(manifests.items()):
         schemas[f"infer_request.{model}"] = model_request(model, manifest)
+        schemas[f"explain_request.{model}"] = explain_request(model, manifest)
     document = {
         "openapi": "3.0.3",
         "info": {

@@ -138,16 +138,28 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
     def version_infer(model: str, version: str) -> Response:
         return run_inference(model, version)
 
+    @app.post("/v2/models/<model>/explain")
+    def explain(model: str) -> Response:
+        return run_inference(model, None, explain=True)
+
+    @app.post("/v2/models/<model>/versions/<version>/explain")
+    def version_explain(model: str, version: str) -> Response:
+        return run_inference(model, version, explain=True)
+
     @tracer.capture_method(capture_response=False)
-    def run_inference(model: str, version: str | None) -> Response:
+    def run_inference(model: str, version: str | None, explain: bool = False) -> Response:
+        """Infer (or, `explain`, explain) and answer; metrics ExplainLatency/ExplainRows
+        for explanations, InferenceLatency/InferenceRows otherwise."""
         event = app.current_event
         started = time.perf_counter()
-        result = service.infer(model, version, raw_body(event.raw_event), dict(event.headers))
+        operation = service.explain if explain else service.infer
+        result = operation(model, version, raw_body(event.raw_event), dict(event.headers))
         elapsed_ms = (time.perf_counter() - started) * 1000
-        metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
-        metrics.add_metric(name="InferenceRows", unit=MetricUnit.Count, value=result.rows)
+        kind = "Explain" if explain else "Inference"
+        metrics.add_metric(name=f"{kind}Latency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+        metrics.add_metric(name=f"{kind}Rows", unit=MetricUnit.Count, value=result.rows)
         logger.info(
-            "inference",
+            kind.lower(),
             extra={"model": model, "version": version, "rows": result.rows,
                    "latency_ms": round(elapsed_ms, 3)},
         )

@@ -36,3 +36,30 @@ MAX_BYTES_ELEMENT = 64 * 1024
 # input) plus one per dimension of nested `data`; 32 allows tensors of rank 29, far past any
 # model here, and keeps hostile nesting away from the recursive JSON parser.
 MAX_JSON_DEPTH = 32
+
+# --- explanations (`/explain`, model_api/explain.py) -------------------------------------
+# Rows of one explain request. Explaining a row costs up to MAX_EXPLAIN_MODEL_ROWS / rows model
+# evaluations (Kernel SHAP: ~8,000 per breast-cancer row by default, ~10 ms on one core), so 64
+# rows stay near one second; bigger jobs belong to the batch runner ("explain": true).
+MAX_EXPLAIN_ROWS = 64
+
+# Rows the model evaluates for one explain request, all methods together (coalitions x
+# background rows per row for Kernel SHAP, occluded copies, ablated texts). 2**20 rows of the
+# breast-cancer MLP take about 1.5 s on one core, well inside the function's timeout; the
+# largest single run (one row's coalitions, MAX_SHAP_SAMPLES x MAX_BACKGROUND_ROWS) stays
+# under 2**20 rows too, so memory stays near 250 MB for 30 FP64 features.
+MAX_EXPLAIN_MODEL_ROWS = 2**20
+
+# Kernel SHAP coalitions per row (`parameters.samples`): 8,192 exceeds 2^13 - 2, so a model of
+# up to 13 features can ask for the exact answer; past that a sample's error shrinks as
+# 1/sqrt(samples) and the cost grows linearly.
+MAX_SHAP_SAMPLES = 8192
+
+# Background rows shipped with a Kernel SHAP model (make add-model BACKGROUND=...). Every
+# coalition is scored against each of them: cost is linear in the count, and the base value's
+# error falls as 1/sqrt(rows) (shap's docs suggest 10-100 summarised rows).
+MAX_BACKGROUND_ROWS = 100
+
+# Tokens of one text under token ablation: each is one more model evaluation, and the answer
+# carries a token and an attribution per token. Over the limit: 413 (never truncated).
+MAX_EXPLAIN_TOKENS = 512
