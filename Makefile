@@ -65,9 +65,9 @@ events: build/models/.exported ## Write events/<function>/<route>.json (sam loca
 	$(PY) events/generate.py
 
 # The seed models are exported first: events/generate.py writes events for every model.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(CURRENT),--current)
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1] [BACKGROUND=rows.npy]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(CURRENT),--current) $(if $(BACKGROUND),--background "$(BACKGROUND)")
 	$(PY) -m model_registry.template
 	$(PY) events/generate.py
 

@@ -10,6 +10,7 @@ build/models/<name>/<version>/ and models.yaml records where it came from with i
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from model_api.datatypes import numpy_dtype
+from model_api.explain import KERNEL_SHAP
+from model_api.manifest import ManifestError
 
+from model_export import explanation
 from model_export.artifact import SignatureError, read_intact, sha256_of, signature, write_version
 from model_export.seeds import RECIPES
 from model_registry import registry
@@ -70,10 +75,37 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
 
 
+def read_background(data: bytes, source: str,
+                    inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Background rows for Kernel SHAP from the bytes of a .npy (a model of one input) or .npz
+    (one array per input name) file, cast to each input's datatype; AddError saying why not."""
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise AddError(f"background {source} is not a .npy or .npz file: {exc}") from exc
+    if isinstance(loaded, np.ndarray):
+        if len(inputs) != 1:
+            raise AddError(f"background {source}: the model has {len(inputs)} inputs; give a "
+                           ".npz with one array per input name")
+        arrays = {inputs[0]["name"]: loaded}
+    else:
+        with loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+    dtypes = {spec["name"]: numpy_dtype(spec["datatype"]) for spec in inputs}
+    try:
+        return {name: array.astype(dtypes[name]) if name in dtypes and array.dtype.kind in "iuf"
+                else array for name, array in arrays.items()}
+    except (TypeError, ValueError) as exc:
+        raise AddError(f"background {source}: {exc}") from exc
+
+
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
-                   models_dir: Path) -> None:
-    """Check the file and write build/models/<name>/<version>/ with its manifest."""
-    read_signature(model_bytes, source)
+                   models_dir: Path, background: bytes | None = None,
+                   background_source: str = "") -> None:
+    """Check the file (and the background rows, if given) and write
+    build/models/<name>/<version>/ with its manifest and explanation (model_export.explanation
+    chooses the method from the graph)."""
+    found = read_signature(model_bytes, source)
     smoke_run(model_bytes, source)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
     if entry.labels:
@@ -81,7 +113,18 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
         source={"file": source, "producer": _producer(model_bytes)})
-    write_version(models_dir / entry.name / version, model_bytes, manifest)
+    rows = (read_background(background, background_source, found["inputs"])
+            if background is not None else None)
+    section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
+                                        rows)
+    if rows is not None and section["method"] != KERNEL_SHAP:
+        raise AddError(f"background {background_source} was given, but {source} is explained "
+                       f"by {section['method']} (background rows are for tabular models)")
+    manifest["explanation"] = section
+    try:
+        write_version(models_dir / entry.name / version, model_bytes, manifest, files)
+    except ManifestError as exc:
+        raise AddError(str(exc)) from exc
 
 
 def _producer(model_bytes: bytes) -> str:
@@ -110,8 +153,9 @@ def next_version(entry: ModelEntry | None) -> str:
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, registry_path: Path = registry.REGISTRY,
-        models_dir: Path = MODELS_DIR) -> ModelEntry:
-    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry."""
+        models_dir: Path = MODELS_DIR, background_path: Path | None = None) -> ModelEntry:
+    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
+    `background_path` (.npy, or .npz by input name): training rows for Kernel SHAP."""
     entries = registry.load(registry_path)
     existing = next((e for e in entries if e.name == name), None)
     if (existing is not None and existing.source == "seed") or name in {n for n, _ in RECIPES}:
@@ -124,6 +168,14 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
     version = version or next_version(existing)
     record = {"path": recorded_path(onnx_path), "sha256": sha256_of(model_bytes)}
+    background = None
+    if background_path is not None:
+        try:
+            background = background_path.read_bytes()
+        except OSError as exc:
+            raise AddError(f"cannot read {background_path}: {exc}") from exc
+        record.update(background=recorded_path(background_path),
+                      background_sha256=sha256_of(background))
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels)
@@ -143,7 +195,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         registry.check(entry)
     except RegistryError as exc:
         raise AddError(str(exc)) from exc
-    import_version(entry, version, model_bytes, record["path"], models_dir)
+    import_version(entry, version, model_bytes, record["path"], models_dir, background,
+                   record.get("background", ""))
     registry.save([entry if e.name == name else e for e in entries]
                   + ([entry] if existing is None else []), registry_path)
     return entry
@@ -170,9 +223,28 @@ def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
         if sha256_of(model_bytes) != record["sha256"]:
             raise AddError(f"{entry.name} version {version}: {record['path']} changed since it "
                            "was added (sha256 differs from models.yaml); add it as a new version")
-        import_version(entry, version, model_bytes, record["path"], models_dir)
+        background = _recorded_background(entry, version)
+        import_version(entry, version, model_bytes, record["path"], models_dir, background,
+                       record.get("background", ""))
         written.append(version)
     return written
+
+
+def _recorded_background(entry: ModelEntry, version: str) -> bytes | None:
+    """The background rows models.yaml records for a version, checked against their sha256."""
+    record = entry.files[version]
+    if "background" not in record:
+        return None
+    path = Path(record["background"])
+    try:
+        data = (path if path.is_absolute() else ROOT / path).read_bytes()
+    except OSError as exc:
+        raise AddError(f"{entry.name} version {version}: cannot read the background "
+                       f"{record['background']} recorded in models.yaml: {exc}") from exc
+    if sha256_of(data) != record.get("background_sha256"):
+        raise AddError(f"{entry.name} version {version}: {record['background']} changed since "
+                       "it was added (sha256 differs from models.yaml); add a new version")
+    return data
 
 
 def _is_current(version_dir: Path, sha256: str, labels: list[str] | None) -> bool:
@@ -187,12 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", required=True, type=Path, help="the .onnx file to serve")
     parser.add_argument("--version", help="version to add (default: 1, or the next number)")
     parser.add_argument("--labels", help="class names, comma-separated: labels[i] names class i")
+    parser.add_argument("--background", type=Path,
+                        help="training rows for Kernel SHAP explanations of a tabular model: "
+                             ".npy [rows, features], or .npz with one array per input name")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
-        entry = add(args.name, args.onnx, args.version, labels, args.current)
+        entry = add(args.name, args.onnx, args.version, labels, args.current,
+                    background_path=args.background)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2

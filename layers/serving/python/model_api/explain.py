@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from model_api.datatypes import BYTES, is_float
+from model_api.datatypes import BYTES, is_float, numpy_dtype
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
     MAX_BACKGROUND_ROWS,
@@ -307,8 +307,7 @@ class KernelShapExplainer(Explainer):
 
     def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         parts = np.split(flat, np.cumsum(self.sizes)[:-1], axis=1)
-        return {spec.name: part.reshape(-1, *spec.shape[1:]).astype(self.background[spec.name]
-                                                                     .dtype)
+        return {spec.name: part.reshape(-1, *spec.shape[1:]).astype(numpy_dtype(spec.datatype))
                 for spec, part in zip(self.specs, parts, strict=True)}
 
 
