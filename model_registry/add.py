@@ -112,7 +112,8 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
         manifest.update(labels=list(entry.labels), task="classification")
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
-        source={"file": source, "producer": _producer(model_bytes)})
+        source={"file": source, "producer": _producer(model_bytes),
+                **({"background_sha256": sha256_of(background)} if background else {})})
     rows = (read_background(background, background_source, found["inputs"])
             if background is not None else None)
     section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
@@ -211,7 +212,7 @@ def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
     written = []
     for version in entry.versions:
         record = entry.files[version]
-        if _is_current(models_dir / entry.name / version, record["sha256"], entry.labels):
+        if _is_current(models_dir / entry.name / version, record, entry.labels):
             continue
         path = Path(record["path"])
         source = path if path.is_absolute() else ROOT / path
@@ -247,10 +248,12 @@ def _recorded_background(entry: ModelEntry, version: str) -> bytes | None:
     return data
 
 
-def _is_current(version_dir: Path, sha256: str, labels: list[str] | None) -> bool:
+def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | None) -> bool:
     manifest = read_intact(version_dir)
-    return (manifest is not None and manifest.sha256 == sha256
-            and manifest.labels == (tuple(labels) if labels else None))
+    return (manifest is not None and manifest.sha256 == record["sha256"]
+            and manifest.labels == (tuple(labels) if labels else None)
+            and manifest.extra.get("source", {}).get("background_sha256")
+            == record.get("background_sha256"))
 
 
 def main(argv: list[str] | None = None) -> int:

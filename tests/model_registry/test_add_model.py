@@ -127,6 +127,42 @@ def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
     np.testing.assert_allclose(outputs["probabilities"], classifier.predict_proba(ROWS), atol=1e-5)
 
 
+def test_a_tabular_model_is_explained_with_the_background_it_was_added_with(
+        tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    source = tmp_path / "logreg.onnx"
+    source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
+                               target_opset=18).SerializeToString())
+    models = tmp_path / "models"
+    # Given no background rows: served, but /explain says how to enable explanations
+    entry = add("logreg", source, registry_path=registry_path, models_dir=models)
+    refused = served(models, entry, "/v2/models/logreg/explain", ROWS, monkeypatch, status=404)
+    assert "BACKGROUND=rows.npy" in refused["error"]
+    # When it is added again with BACKGROUND (float64 rows: cast to the input's FP32)
+    background = tmp_path / "rows.npy"
+    np.save(background, x[:10].astype(np.float64))
+    entry = add("logreg", source, version="2", make_current=True, registry_path=registry_path,
+                models_dir=models, background_path=background)
+    record = entry.files["2"]
+    assert record["background"] == str(background) and len(record["background_sha256"]) == 64
+    outputs = served(models, entry, "/v2/models/logreg/explain", ROWS, monkeypatch)
+    # Then Kernel SHAP (3 features: every coalition, exact) adds up to each row's probability
+    probabilities = classifier.predict_proba(ROWS)
+    target = outputs["target"]
+    np.testing.assert_array_equal(target, probabilities.argmax(axis=1))
+    np.testing.assert_allclose(outputs["base_value"] + outputs["attributions"].sum(axis=1),
+                               probabilities[np.arange(len(ROWS)), target], atol=1e-5)
+    # and `make models` imports it again, background included, from what models.yaml records
+    assert reimport(registry.load(registry_path)[1], tmp_path / "again") == ["1", "2"]
+    assert (tmp_path / "again" / "logreg" / "2" / "background.npz").exists()
+    # A background that does not fit the input is refused before anything is recorded
+    np.save(background, np.zeros((5, 4)))
+    message = refusal(tmp_path, registry_path, source, name="logreg", version="3",
+                      background_path=background)
+    assert "background" in message and "[5, 4]" in message
+
+
 def test_a_second_version_is_served_beside_the_first_and_can_become_current(
         tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models = tmp_path / "models"
@@ -152,10 +188,11 @@ def test_a_second_version_is_served_beside_the_first_and_can_become_current(
 
 
 def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
-           monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+           monkeypatch: pytest.MonkeyPatch, status: int = 200) -> dict[str, Any]:
     """Outputs of an infer request for `rows` POSTed to `path` through the real inference handler
     (module init included), run as the added model's function runs: its environment, its models,
-    an API Gateway event of events/ given this route and body."""
+    an API Gateway event of events/ given this route and body. For another `status` than 200,
+    the answer's JSON body."""
     event = json.loads((ROOT / "events" / "breast-cancer-mlp" / "version-infer.json").read_text())
     version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
     manifest = load_manifest(models / entry.name / (version or entry.current) / "manifest.json")
@@ -174,7 +211,10 @@ def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
     handler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(handler)
     answer = handler.lambda_handler(event, LambdaContext())
-    assert answer["statusCode"] == 200, answer["body"]
+    assert answer["statusCode"] == status, answer["body"]
+    if status != 200:
+        refused: dict[str, Any] = json.loads(answer["body"])
+        return refused
     document = json.loads(base64.b64decode(answer["body"]) if answer["isBase64Encoded"]
                           else answer["body"])
     assert document["id"] == "byo" and document["model_name"] == entry.name

@@ -265,7 +265,10 @@ class KernelShapExplainer(Explainer):
         super().__init__(manifest, output)
         self.specs = manifest.inputs
         self.background = background  # input name -> [K, *shape]
-        self.sizes = [math.prod(spec.shape[1:]) for spec in self.specs]
+        # Feature counts from the background: an input may declare a variable dimension
+        # (-1), but its explained requests must have the background's fixed shape.
+        self.shapes = {spec.name: background[spec.name].shape[1:] for spec in self.specs}
+        self.sizes = [math.prod(self.shapes[spec.name]) for spec in self.specs]
         self.features = sum(self.sizes)
         self.background_rows = next(iter(background.values())).shape[0]
         self.flat_background = np.concatenate(
@@ -274,6 +277,12 @@ class KernelShapExplainer(Explainer):
 
     def _explain(self, predict: Predictor, inputs: dict[str, np.ndarray], options: Options,
                  rows: int) -> Explanation:
+        for spec in self.specs:
+            if inputs[spec.name].shape[1:] != self.shapes[spec.name]:
+                raise BadRequest(
+                    f"input '{spec.name}' has shape {list(inputs[spec.name].shape)}; its "
+                    f"explanations are over the background's shape "
+                    f"{[-1, *self.shapes[spec.name]]}")
         samples = options.samples or DEFAULT_SHAP_SAMPLES
         if samples < 2 * self.features and 2 ** self.features - 2 > samples:
             raise BadRequest(f"parameter 'samples' is {samples}; Kernel SHAP over "
@@ -301,13 +310,14 @@ class KernelShapExplainer(Explainer):
             expected = scores[:, target[row]].reshape(count, k).mean(axis=1)
             values[row] = solve(masks, projection, expected - base[row], full[row] - base[row])
         split = np.split(values, np.cumsum(self.sizes)[:-1], axis=1)
-        attributions = {spec.name: part.reshape(rows, *spec.shape[1:])
+        attributions = {spec.name: part.reshape(rows, *self.shapes[spec.name])
                         for spec, part in zip(self.specs, split, strict=True)}
         return self._answer(attributions, base, target)
 
     def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         parts = np.split(flat, np.cumsum(self.sizes)[:-1], axis=1)
-        return {spec.name: part.reshape(-1, *spec.shape[1:]).astype(numpy_dtype(spec.datatype))
+        return {spec.name: part.reshape(-1, *self.shapes[spec.name]).astype(
+                    numpy_dtype(spec.datatype))
                 for spec, part in zip(self.specs, parts, strict=True)}
 
 
