@@ -150,11 +150,11 @@ def time_in_runs() -> Iterator[list[float]]:
         finally:
             spent.append(time.perf_counter() - started)
 
-    LoadedModel.run = timed
+    LoadedModel.run = timed  # type: ignore[method-assign]
     try:
         yield spent
     finally:
-        LoadedModel.run = original
+        LoadedModel.run = original  # type: ignore[method-assign]
 
 
 def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
