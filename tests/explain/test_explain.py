@@ -306,3 +306,22 @@ def test_a_model_without_an_explanation_answers_404_saying_how_to_enable_it(
     model = LoadedModel.load(folder)
     with pytest.raises(NotFound, match=r"BACKGROUND=rows\.npy"):
         explain(model, np.zeros((1, 30), np.float32))
+
+
+def test_a_row_past_the_run_size_is_scored_in_parts_with_the_same_answer(
+        models: dict[str, LoadedModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    model = models["breast-cancer-mlp"]
+    x, _ = held_back("breast-cancer-mlp")
+    whole = explain(model, x[:2])
+    runs: list[int] = []
+    predict = model.scores("probabilities")
+
+    def counted(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        runs.append(len(inputs["features"]))
+        return predict(inputs)
+
+    monkeypatch.setattr("model_api.explain.MAX_EXPLAIN_RUN_ROWS", 1000)
+    parts = model.explainer.explain(counted, {"features": x[:2]}, Options())
+    assert max(runs) <= 1000 and len(runs) > 3
+    np.testing.assert_allclose(parts.attributions["features"], whole.attributions["features"],
+                               atol=1e-6)

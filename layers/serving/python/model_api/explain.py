@@ -60,6 +60,7 @@ from model_api.limits import (
     MAX_BACKGROUND_ROWS,
     MAX_EXPLAIN_MODEL_ROWS,
     MAX_EXPLAIN_ROWS,
+    MAX_EXPLAIN_RUN_ROWS,
     MAX_EXPLAIN_TOKENS,
     MAX_SHAP_SAMPLES,
 )
@@ -271,8 +272,10 @@ class KernelShapExplainer(Explainer):
         self.sizes = [math.prod(self.shapes[spec.name]) for spec in self.specs]
         self.features = sum(self.sizes)
         self.background_rows = next(iter(background.values())).shape[0]
+        # One dtype holding every input's values exactly (FP32 for the seeds: no FP64 copies).
+        self.dtype = np.result_type(*(numpy_dtype(spec.datatype) for spec in self.specs))
         self.flat_background = np.concatenate(
-            [background[spec.name].reshape(self.background_rows, -1).astype(np.float64)
+            [background[spec.name].reshape(self.background_rows, -1).astype(self.dtype)
              for spec in self.specs], axis=1)
 
     def _explain(self, predict: Predictor, inputs: dict[str, np.ndarray], options: Options,
@@ -295,7 +298,7 @@ class KernelShapExplainer(Explainer):
                 f"{rows} rows x {count} coalitions x {k} background rows is "
                 f"{rows * per_row} model evaluations; the limit is {MAX_EXPLAIN_MODEL_ROWS} "
                 "per request (send fewer rows or a smaller 'samples')")
-        flat = np.concatenate([inputs[spec.name].reshape(rows, -1).astype(np.float64)
+        flat = np.concatenate([inputs[spec.name].reshape(rows, -1).astype(self.dtype)
                                for spec in self.specs], axis=1)
         # The background and the rows themselves, once: base value and full outputs.
         head = predict(self._unflatten(np.concatenate([self.flat_background, flat])))
@@ -304,10 +307,17 @@ class KernelShapExplainer(Explainer):
         base = base_scores[target]
         full = full_scores[np.arange(rows), target]
         values = np.empty((rows, self.features))
-        for row in range(rows):  # one batched run per row: its coalitions x the background
-            mixed = np.where(masks[:, None, :], flat[row], self.flat_background[None])
-            scores = predict(self._unflatten(mixed.reshape(per_row, self.features)))
-            expected = scores[:, target[row]].reshape(count, k).mean(axis=1)
+        # One batched run per row (its coalitions x the background), split only past
+        # MAX_EXPLAIN_RUN_ROWS model rows to bound the run's memory.
+        step = max(1, MAX_EXPLAIN_RUN_ROWS // k)
+        for row in range(rows):
+            expected = np.empty(count)
+            for start in range(0, count, step):
+                part = masks[start:start + step]
+                mixed = np.where(part[:, None, :], flat[row], self.flat_background[None])
+                scores = predict(self._unflatten(mixed.reshape(-1, self.features)))
+                expected[start:start + step] = scores[:, target[row]].reshape(
+                    len(part), k).mean(axis=1)
             values[row] = solve(masks, projection, expected - base[row], full[row] - base[row])
         split = np.split(values, np.cumsum(self.sizes)[:-1], axis=1)
         attributions = {spec.name: part.reshape(rows, *self.shapes[spec.name])

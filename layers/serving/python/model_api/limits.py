@@ -45,10 +45,15 @@ MAX_EXPLAIN_ROWS = 64
 
 # Rows the model evaluates for one explain request, all methods together (coalitions x
 # background rows per row for Kernel SHAP, occluded copies, ablated texts). 2**20 rows of the
-# breast-cancer MLP take about 1.5 s on one core, well inside the function's timeout; the
-# largest single run (one row's coalitions, MAX_SHAP_SAMPLES x MAX_BACKGROUND_ROWS) stays
-# under 2**20 rows too, so memory stays near 250 MB for 30 FP64 features.
+# breast-cancer MLP take 1.5-2.5 s on one core, inside the function's timeout.
 MAX_EXPLAIN_MODEL_ROWS = 2**20
+
+# Model rows in one session.run of Kernel SHAP. One row's coalitions x background rows are
+# scored in one run up to this size (8,192 for the seeds), in several past it: a run's
+# activations grow with its rows (131,072 rows x 128 hidden units x FP32 = 64 MiB per layer of
+# the breast-cancer MLP), and a 1,024 MB function must not run out of memory on a large
+# `samples` with a large background.
+MAX_EXPLAIN_RUN_ROWS = 2**17
 
 # Kernel SHAP coalitions per row (`parameters.samples`): 8,192 exceeds 2^13 - 2, so a model of
 # up to 13 features can ask for the exact answer; past that a sample's error shrinks as
