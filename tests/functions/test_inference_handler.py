@@ -82,6 +82,8 @@ def test_events_cover_every_route_of_every_model(manifests: dict[str, Any]) -> N
         "version-metadata",
         "version-ready",
         "version-infer",
+        "explain",
+        "version-explain",
     }
     for name in manifests:
         assert {p.stem for p in (EVENTS_DIR / name).glob("*.json")} == routes, name
@@ -115,6 +117,11 @@ def test_every_event_gets_a_protocol_answer(
         assert body["model_name"] == function and body["model_version"] == manifest["version"]
         assert body["id"] == "example-1"
         assert {o["name"] for o in body["outputs"]} == {o["name"] for o in manifest["outputs"]}
+        assert all(o["shape"][0] == 2 for o in body["outputs"])
+    elif route in {"explain", "version-explain"}:
+        assert body["id"] == "example-1" and body["parameters"]["method"]
+        names = [o["name"] for o in body["outputs"]]
+        assert {"attributions", "base_value", "target"} <= set(names)
         assert all(o["shape"][0] == 2 for o in body["outputs"])
     elif route in {"metadata", "version-metadata"}:
         assert body["name"] == function and body["platform"] == "onnxruntime_onnx"
@@ -220,7 +227,7 @@ VERSION_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "version-infer.json"
             "999",
         ),
         (bad(INFER_EVENT, path="/v2/models/no-such-model/infer"), 404, "no-such-model"),
-        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
+        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/generate"), 404, "No such route"),
         (
             bad(
                 INFER_EVENT,

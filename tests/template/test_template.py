@@ -16,9 +16,9 @@ from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM
 
 TEMPLATE = ROOT / "template.yaml"
 MODEL_ROUTES = {
-    ("GET", ""), ("GET", "/ready"), ("POST", "/infer"),
+    ("GET", ""), ("GET", "/ready"), ("POST", "/infer"), ("POST", "/explain"),
     ("GET", "/versions/{version}"), ("GET", "/versions/{version}/ready"),
-    ("POST", "/versions/{version}/infer"),
+    ("POST", "/versions/{version}/infer"), ("POST", "/versions/{version}/explain"),
 }
 
 
