@@ -123,11 +123,12 @@ class Explanation:
 def output_specs(manifest: Manifest) -> tuple[TensorSpec, ...]:
     """The tensor specs of the outputs an explanation adds to `manifest`'s (for the codec)."""
     config = manifest.extra.get("explanation")
-    method = config.get("method") if isinstance(config, dict) else None
-    if method in (None, NONE):
+    if not isinstance(config, dict) or config.get("method") in (None, NONE):
         return ()
-    explained = [spec for spec in manifest.inputs if method != TOKEN_ABLATION
-                 or spec.datatype == BYTES]
+    method = config["method"]
+    # Linear and Kernel SHAP explain every input; occlusion and token ablation the one named.
+    explained = [spec for spec in manifest.inputs
+                 if method in (LINEAR, KERNEL_SHAP) or spec.name == config.get("input")]
     single = len(explained) == 1
     specs = []
     for spec in explained:
