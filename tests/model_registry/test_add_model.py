@@ -301,3 +301,39 @@ def test_the_command_line_says_why_it_refuses(
     garbage.write_bytes(b"\x00\x01")
     assert add_model.main(["--name", "breast-cancer-mlp", "--onnx", str(garbage)]) == 2
     assert "add-model refused: breast-cancer-mlp is a seed model" in capsys.readouterr().err
+
+
+def test_a_model_of_two_inputs_gets_attributions_per_input(
+        tmp_path: Path, registry_path: Path) -> None:
+    """Kernel SHAP over both inputs' features together; the answer names each input's part."""
+    weights_a = helper.make_tensor("wa", TensorProto.FLOAT, [2, 2], [1.0, -1.0, 0.5, 2.0])
+    weights_b = helper.make_tensor("wb", TensorProto.FLOAT, [3, 2], [0.3, 0.0, -1.0, 1.0, 2.0, 0.1])
+    source = save_model(tmp_path / "two.onnx", helper.make_graph(
+        [helper.make_node("MatMul", ["a", "wa"], ["za"]),
+         helper.make_node("MatMul", ["b", "wb"], ["zb"]),
+         helper.make_node("Add", ["za", "zb"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probabilities"], axis=1)],
+        "two_inputs",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [weights_a, weights_b]))
+    rng = np.random.default_rng(3)
+    background = tmp_path / "rows.npz"
+    np.savez(background, a=rng.normal(size=(6, 2)), b=rng.normal(size=(6, 3)))
+    models = tmp_path / "models"
+    add("two-inputs", source, registry_path=registry_path, models_dir=models,
+        background_path=background)
+    from model_api.model import LoadedModel
+
+    model = LoadedModel.load(models / "two-inputs" / "1")
+    inputs = {"a": rng.normal(size=(4, 2)).astype(np.float32),
+              "b": rng.normal(size=(4, 3)).astype(np.float32)}
+    names = ["probabilities", "attributions_a", "attributions_b", "base_value", "target"]
+    outputs, parameters = model.explain(inputs, names, {})
+    assert parameters["method"] == "kernel_shap"
+    assert outputs["attributions_a"].shape == (4, 2) and outputs["attributions_b"].shape == (4, 3)
+    target = outputs["target"]
+    total = (outputs["base_value"] + outputs["attributions_a"].sum(axis=1)
+             + outputs["attributions_b"].sum(axis=1))
+    np.testing.assert_allclose(total, outputs["probabilities"][np.arange(4), target], atol=1e-5)
