@@ -42,7 +42,8 @@ def error_response(description: str) -> dict[str, Any]:
 ERRORS = {
     "400": error_response("Malformed or invalid request; the message says what to fix."),
     "403": error_response("API Gateway: missing or invalid API key (ApiAuth API_KEY)."),
-    "404": error_response("Unknown model, version, output or route."),
+    "404": error_response("Unknown model, version, output or route; /explain: a model without "
+                          "explanations (the message says how to enable them)."),
     "413": error_response("Over a documented limit (request or answer size, rows, elements)."),
     "429": error_response("API Gateway: throttled or over the daily quota."),
     "503": error_response("The model is not ready (e.g. its file failed the sha256 check)."),
