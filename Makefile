@@ -78,9 +78,9 @@ openapi: build/models/.exported ## Write docs/openapi.json from the route table 
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [CURRENT=1]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [CURRENT=1]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(CURRENT),--current)
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current)
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [CURRENT=<version>]
 	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }

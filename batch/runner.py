@@ -34,8 +34,10 @@ import onnxruntime as ort
 from botocore.exceptions import BotoCoreError, ClientError
 from model_api.codec import InferRequest, decode_request, parse_json, response_document
 from model_api.datatypes import numpy_dtype
-from model_api.errors import ModelAPIError
+from model_api.errors import BadRequest, ModelAPIError, NotFound
+from model_api.explain import with_outputs
 from model_api.limits import BATCH_MAX_RECORD_BYTES, BATCH_RECORD
+from model_api.manifest import Manifest
 from model_api.model import LoadedModel
 from model_api.service import resolve_version, version_folders
 
@@ -203,7 +205,16 @@ def process_lines(lines: Sequence[bytes | LongLine], first_number: int,
             fail(index, "empty line")  # its id is None: no JSON to take one from
         else:
             try:
-                decoded.append((index, decode_request(line, {}, model.manifest, BATCH_RECORD)))
+                request, manifest = decode_record(line, model.manifest)
+                if manifest is model.manifest:
+                    decoded.append((index, request))
+                    continue
+                # Explained one record at a time: every row is already many model rows.
+                results, parameters = model.explain(
+                    request.inputs, [output.name for output in request.outputs],
+                    request.parameters)
+                records[index] = compact(
+                    response_document(manifest, request, results, parameters))
             except ModelAPIError as error:
                 fail(index, error.message)
             except Exception as error:
@@ -222,6 +233,34 @@ def process_lines(lines: Sequence[bytes | LongLine], first_number: int,
             except Exception as error:
                 unforeseen(index, "answered", error)
     return records, errors
+
+
+def decode_record(line: bytes, manifest: Manifest) -> tuple[InferRequest, Manifest]:
+    """A record's request and the manifest it is answered against: the model's own, or, for a
+    record asking for explanations (`"parameters": {"explain": true}`), the model's with the
+    explanation's outputs (explain.with_outputs), which such a record may name in `outputs`."""
+    try:
+        request = decode_request(line, {}, manifest, BATCH_RECORD)
+    except NotFound as error:  # perhaps an explanation output, named by an explain record
+        explained = with_outputs(manifest)
+        try:
+            request = decode_request(line, {}, explained, BATCH_RECORD)
+        except ModelAPIError:
+            raise error from None
+        if not _explain_flag(request):
+            raise error from None
+        return request, explained
+    if _explain_flag(request):
+        explained = with_outputs(manifest)
+        return decode_request(line, {}, explained, BATCH_RECORD), explained
+    return request, manifest
+
+
+def _explain_flag(request: InferRequest) -> bool:
+    explain = request.parameters.get("explain", False)
+    if not isinstance(explain, bool):
+        raise BadRequest(f"parameter 'explain' must be true or false, got {explain!r:.40}")
+    return explain
 
 
 def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int

@@ -11,12 +11,17 @@ TABULAR = ("breast-cancer-mlp", "diabetes-linear")
 OVERHEAD_TARGET_MS = 0.5  # the handler's own time per request, for small requests (< 1024 rows)
 COLD_TARGET = 1.2
 BATCH_TARGET = 0.9
+EXPLAIN_RATIO_TARGET = 15.0  # explain / infer p50 over HTTP, breast-cancer-mlp at 1 row
+EXPLAIN_RATIO_MODEL = "breast-cancer-mlp"
+EXPLAIN_P50_TARGET_MS = 50.0  # explain p50 over HTTP at 1 row, every model
 HEADER = ("case", "served p50/p99", "baseline p50/p99", "ratio", "extra", "target")
 LEGEND = """\
 warm: the handler in-process (API Gateway event in, response out; X-Ray sampled) vs
   InferenceSession.run on the same arrays; extra = handler p50 - run p50, ms.
 http: one client on a kept-alive connection to the local API vs the in-process handler;
   "4 clients": requests/s of 4 concurrent clients at 1 row (their p50/p99 in the JSON).
+explain: /explain vs /infer of the same rows over HTTP on the local API, in turns in one
+  run; extra = explain p50 - infer p50, ms.
 cold: fresh process to first response from the layers as Lambda unpacks them, median of 5,
   vs `import numpy, onnxruntime` + session + one run; extra = ms.
 size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped below it).
@@ -89,6 +94,25 @@ def http_rows(results: list[dict[str, Any]], warm: list[dict[str, Any]]) -> list
     return rows
 
 
+def explain_rows(results: list[dict[str, Any]]) -> list[Row]:
+    rows: list[Row] = []
+    for r in results:
+        explain, infer = r["explain"], r["infer"]
+        target = ""
+        if r["rows"] == 1:
+            goals = [(f"≤{EXPLAIN_P50_TARGET_MS:.0f}ms", explain["p50_ms"]
+                      <= EXPLAIN_P50_TARGET_MS)]
+            if r["model"] == EXPLAIN_RATIO_MODEL:
+                goals.append((f"≤{EXPLAIN_RATIO_TARGET:.0f}x",
+                              r["ratio"] <= EXPLAIN_RATIO_TARGET))
+            target = ", ".join(judged(goal, ok) for goal, ok in goals)
+        rows.append((f"{r['model']} x{r['rows']}",
+                     f"{num(explain['p50_ms'])}/{num(explain['p99_ms'])}ms",
+                     f"{num(infer['p50_ms'])}/{num(infer['p99_ms'])}ms", ratio(r["ratio"]),
+                     num(explain["p50_ms"] - infer["p50_ms"]), target))
+    return rows
+
+
 def cold_rows(results: list[dict[str, Any]]) -> list[Row]:
     return [(r["function"], f"{r['handler']['total']:.0f}ms", f"{r['baseline']['total']:.0f}ms",
              ratio(r["ratio"]), f"{r['handler']['total'] - r['baseline']['total']:.0f}",
@@ -137,6 +161,7 @@ def table(results: dict[str, Any]) -> str:
     legend that says what each section compares."""
     makers = {"warm": lambda: warm_rows(results["warm"]),
               "http": lambda: http_rows(results["http"], results.get("warm", [])),
+              "explain": lambda: explain_rows(results["explain"]),
               "cold": lambda: cold_rows(results["cold"]),
               "size": lambda: size_rows(results["size"]),
               "batch": lambda: batch_rows(results["batch"])}

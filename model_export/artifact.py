@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from model_api import examples as model_examples
 from model_api.datatypes import ONNX_ELEMENT_TYPES
+from model_api.explain import ExplanationError, load_explainer
 from model_api.manifest import Manifest, ManifestError, load_manifest
 
 MODEL_FILE = "model.onnx"
@@ -82,14 +83,17 @@ def canonical_bytes(model: onnx.ModelProto) -> bytes:
 
 
 def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any],
-                  examples: Mapping[str, np.ndarray] | None = None) -> Manifest:
-    """Write model.onnx, manifest.json (sha256 and signature filled in) and examples.json (the
-    given example inputs, else ones built from the signature) all at once.
+                  examples: Mapping[str, np.ndarray] | None = None,
+                  files: Mapping[str, bytes] | None = None) -> Manifest:
+    """Write model.onnx, manifest.json (sha256 and signature filled in), examples.json (the
+    given example inputs, else ones built from the signature) and `files` (by name: the
+    explanation's background rows) all at once.
 
-    Raises ExamplesError when `examples` do not fit the signature. The files are written to a
-    sibling temporary folder that replaces `version_dir` only once the manifest and examples
-    load, so a failed export never leaves a half-written version behind.
-    """
+    Raises ExamplesError when `examples` do not fit the signature, ManifestError when the
+    explanation does not load. The files are written to a sibling temporary folder that
+    replaces `version_dir` only once the manifest loads, its explanation with it
+    (model_api.explain, which checks the background's sha256) and its examples, so a failed
+    export never leaves a half-written version behind.    """
     model = onnx.load_from_string(model_bytes)
     document = {
         "schema_version": 1,
@@ -106,7 +110,13 @@ def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any
     try:
         (staging / MODEL_FILE).write_bytes(model_bytes)
         (staging / MANIFEST_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        for name, data in (files or {}).items():
+            (staging / name).write_bytes(data)
         loaded = load_manifest(staging / MANIFEST_FILE)
+        try:
+            load_explainer(loaded, staging)
+        except ExplanationError as exc:
+            raise ManifestError(f"{version_dir}: its explanation cannot load: {exc}") from exc
         model_examples.write(staging, model_examples.check(examples, loaded.inputs)
                              if examples is not None
                              else model_examples.from_signature(loaded.inputs))

@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from model_export.check import Tolerance
+from model_export.explanation import sample_background
 from model_export.export import Split, Trained
 from model_export.versions import SKLEARN_FRAMEWORKS, TARGET_OPSET
 
@@ -57,4 +58,5 @@ def train() -> Trained:
         dataset="sklearn.datasets.load_breast_cancer",
         seed=SEED,
         frameworks=SKLEARN_FRAMEWORKS,
+        background={"features": sample_background(x_train, seed=SEED)},
     )

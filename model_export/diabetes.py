@@ -62,4 +62,6 @@ def train() -> Trained:
         dataset="sklearn.datasets.load_diabetes",
         seed=SEED,
         frameworks=SKLEARN_FRAMEWORKS,
+        linear=(regression.coef_.astype(np.float64)[None],
+                x_train.astype(np.float64).mean(axis=0)),
     )

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
+from model_export import explanation
 from model_export.artifact import canonical_bytes, write_version
 from model_export.check import Tolerance, check_graph, compare, session
 
@@ -48,6 +49,10 @@ class Trained:
     seed: int
     frameworks: Mapping[str, str]
     labels: list[str] | None = None
+    # For the explanation (model_export/explanation.py): training rows for Kernel SHAP's
+    # background, by input name; or a linear model's (coefficients, training means), FP64.
+    background: Mapping[str, np.ndarray] | None = None
+    linear: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -82,8 +87,12 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
                      "frameworks": dict(trained.frameworks), "fingerprint": fingerprint},
         "parity": parity,
     }
+    section, files = explanation.choose(version_dir.parent.name, trained.model,
+                                        {"inputs": trained.inputs, "outputs": trained.outputs},
+                                        trained.background, trained.linear)
+    manifest["explanation"] = section
     with step("write"):
         # Real held-back rows travel with the model as its example inputs (model_api.examples).
         write_version(version_dir, canonical_bytes(trained.model), manifest,
-                      {input_name: trained.test.x[:EXAMPLE_ROWS]})
+                      {input_name: trained.test.x[:EXAMPLE_ROWS]}, files)
     return manifest

@@ -9,8 +9,8 @@ from model_export import breast_cancer, diabetes, digits, text_topics
 from model_export.export import Trained
 
 # Every recipe's export also depends on these files (the shared export path).
-SHARED_SOURCES = ("__init__.py", "artifact.py", "check.py", "export.py", "versions.py",
-                  "requirements.txt")
+SHARED_SOURCES = ("__init__.py", "artifact.py", "check.py", "explanation.py", "export.py",
+                  "versions.py", "requirements.txt")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ template, events, OpenAPI, export) is computed first and written only if every s
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -23,8 +24,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
+from model_api.explain import KERNEL_SHAP
+from model_api.manifest import ManifestError
 
+from model_export import explanation
 from model_export.artifact import (
     MODEL_FILE,
     SignatureError,
@@ -81,29 +86,67 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
 
 
+def read_background(data: bytes, source: str,
+                    inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Background rows for Kernel SHAP from the bytes of a .npy (a model of one input) or .npz
+    (one array per input name) file, cast to each input's datatype; AddError saying why not."""
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise AddError(f"background {source} is not a .npy or .npz file: {exc}") from exc
+    if isinstance(loaded, np.ndarray):
+        if len(inputs) != 1:
+            raise AddError(f"background {source}: the model has {len(inputs)} inputs; give a "
+                           ".npz with one array per input name")
+        arrays = {inputs[0]["name"]: loaded}
+    else:
+        with loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+    dtypes = {spec["name"]: numpy_dtype(spec["datatype"]) for spec in inputs}
+    try:
+        return {name: array.astype(dtypes[name]) if name in dtypes and array.dtype.kind in "iuf"
+                else array for name, array in arrays.items()}
+    except (TypeError, ValueError) as exc:
+        raise AddError(f"background {source}: {exc}") from exc
+
+
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    version_dir: Path, examples: Examples | None = None,
-                   shown: str | None = None) -> None:
-    """Check the file and write its exported version (manifest, examples) to `version_dir`;
-    `source` is the stored path the manifest records, `shown` the name messages use."""
+                   background: bytes | None = None, shown: str | None = None) -> None:
+    """Check the file (and the background rows, if given) and write its exported version
+    (manifest with its explanation, chosen from the graph by model_export.explanation;
+    examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
+    name messages use."""
     shown = shown or source
-    read_signature(model_bytes, shown)
+    found = read_signature(model_bytes, shown)
     smoke_run(model_bytes, shown)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
     if entry.labels:
         manifest.update(labels=list(entry.labels), task="classification")
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
-        source={"file": source, "producer": _producer(model_bytes)})
+        source={"file": source, "producer": _producer(model_bytes),
+                **({"background_sha256": sha256_of(background)} if background else {})})
+    rows = (read_background(background, shown, found["inputs"])
+            if background is not None else None)
+    section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
+                                        rows)
+    if rows is not None and section["method"] != KERNEL_SHAP:
+        raise AddError(f"background rows were given, but {shown} is explained by "
+                       f"{section['method']} (background rows are for tabular models)")
+    manifest["explanation"] = section
     try:
-        write_version(version_dir, model_bytes, manifest, examples)
-    except ExamplesError as exc:
+        write_version(version_dir, model_bytes, manifest, examples, files)
+    except (ExamplesError, ManifestError) as exc:
         raise AddError(f"{shown}: {exc}") from exc
 
 
 def _producer(model_bytes: bytes) -> str:
     model = onnx.load_from_string(model_bytes)
     return f"{model.producer_name} {model.producer_version}".strip() or "unknown"
+
+
+BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
 
 
 def stored_path(name: str, version: str) -> str:
@@ -139,13 +182,15 @@ def next_version(entry: ModelEntry | None) -> str:
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, examples_path: Path | None = None,
-        project: Project = PROJECT) -> ModelEntry:
+        background_path: Path | None = None, project: Project = PROJECT) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
-    The file is copied to model_store/<name>/<version>/model.onnx (with its examples), recorded
-    in models.yaml with its sha256, exported to build/models, and template.yaml, events/ and
-    docs/openapi.json are rendered again. Every check and render runs first: AddError (with the
-    reason) leaves every file as it was. A version of a seed model may be added from a file too.
+    The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
+    background rows: `background_path`, .npy or .npz by input name, training rows for Kernel
+    SHAP), recorded in models.yaml with its sha256, exported to build/models, and template.yaml,
+    events/ and docs/openapi.json are rendered again. Every check and render runs first:
+    AddError (with the reason) leaves every file as it was. A version of a seed model may be
+    added from a file too.
     """
     entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
@@ -160,6 +205,15 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
     record = {"path": stored_path(name, version), "sha256": sha256_of(model_bytes)}
+    background = None
+    if background_path is not None:
+        try:
+            background = background_path.read_bytes()
+        except OSError as exc:
+            raise AddError(f"cannot read {background_path}: {exc}") from exc
+        record.update(background=str(Path(record["path"]).with_name(
+                          BACKGROUND_STORED + background_path.suffix)),
+                      background_sha256=sha256_of(background))
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels)
@@ -185,7 +239,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     try:
         staged = staged_root / name / version
         import_version(entry, version, model_bytes, record["path"], staged, examples,
-                       shown=str(onnx_path))
+                       background, shown=str(onnx_path))
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -199,6 +253,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         change.writes[stored] = model_bytes
         if examples is not None:
             change.writes[stored.with_name(EXAMPLES_FILE)] = (staged / EXAMPLES_FILE).read_text()
+        if background is not None:
+            change.writes[project.root / record["background"]] = background
         change.moves[staged] = project.models_dir / name / version
         change.apply()
     finally:
@@ -223,7 +279,7 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
     """
     written = []
     for version, record in entry.files.items():
-        if _is_current(models_dir / entry.name / version, record["sha256"], entry.labels):
+        if _is_current(models_dir / entry.name / version, record, entry.labels):
             continue
         source = root / record["path"]
         try:
@@ -237,15 +293,34 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
         stored_examples = source.with_name(EXAMPLES_FILE)
         examples = read_examples(stored_examples) if stored_examples.exists() else None
         import_version(entry, version, model_bytes, record["path"],
-                       models_dir / entry.name / version, examples)
+                       models_dir / entry.name / version, examples,
+                       _recorded_background(entry, version, root))
         written.append(version)
     return written
 
 
-def _is_current(version_dir: Path, sha256: str, labels: list[str] | None) -> bool:
+def _recorded_background(entry: ModelEntry, version: str, root: Path = ROOT) -> bytes | None:
+    """The background rows models.yaml records for a version, checked against their sha256."""
+    record = entry.files[version]
+    if "background" not in record:
+        return None
+    try:
+        data = (root / record["background"]).read_bytes()
+    except OSError as exc:
+        raise AddError(f"{entry.name} version {version}: cannot read the background "
+                       f"{record['background']} recorded in models.yaml: {exc}") from exc
+    if sha256_of(data) != record.get("background_sha256"):
+        raise AddError(f"{entry.name} version {version}: {record['background']} changed since "
+                       "it was added (sha256 differs from models.yaml); add a new version")
+    return data
+
+
+def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | None) -> bool:
     manifest = read_intact(version_dir)
-    return (manifest is not None and manifest.sha256 == sha256
-            and manifest.labels == (tuple(labels) if labels else None))
+    return (manifest is not None and manifest.sha256 == record["sha256"]
+            and manifest.labels == (tuple(labels) if labels else None)
+            and manifest.extra.get("source", {}).get("background_sha256")
+            == record.get("background_sha256"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,12 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", help="class names, comma-separated: labels[i] names class i")
     parser.add_argument("--examples", type=Path,
                         help="example inputs: .npz (one array per input) or .json")
+    parser.add_argument("--background", type=Path,
+                        help="training rows for Kernel SHAP explanations of a tabular model: "
+                             ".npy [rows, features], or .npz with one array per input name")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
-        entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples)
+        entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
+                    args.background)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,9 @@ from typing import Any
 
 from model_api import limits
 from model_api.datatypes import DATATYPES
-from model_api.routes import MODEL, ROUTES, Route
+from model_api.explain import output_specs
+from model_api.manifest import parse_manifest
+from model_api.routes import MODEL, ROUTES, TENSOR_REQUESTS, Route
 
 from model_registry import registry
 from model_registry.registry import EXPORTED, ROOT, Locate, ModelEntry
@@ -40,7 +42,8 @@ def error_response(description: str) -> dict[str, Any]:
 ERRORS = {
     "400": error_response("Malformed or invalid request; the message says what to fix."),
     "403": error_response("API Gateway: missing or invalid API key (ApiAuth API_KEY)."),
-    "404": error_response("Unknown model, version, output or route."),
+    "404": error_response("Unknown model, version, output or route; /explain: a model without "
+                          "explanations (the message says how to enable them)."),
     "413": error_response("Over a documented limit (request or answer size, rows, elements)."),
     "415": error_response("A Content-Encoding other than gzip, deflate or identity, or a body "
                           "that is not what it says (API Gateway decodes request bodies)."),
@@ -117,6 +120,30 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+EXPLAIN_PARAMETERS = {
+    "type": "object", "additionalProperties": True,
+    "description": "Explain options (model_api/explain.py): `target`, the class index to "
+                   "explain for every row (default: each row's predicted class); `samples`, "
+                   "Kernel SHAP's coalitions per row (1 to "
+                   f"{limits.MAX_SHAP_SAMPLES}; kernel_shap models only).",
+    "properties": {"target": {"type": "integer", "minimum": 0},
+                   "samples": {"type": "integer", "minimum": 1,
+                               "maximum": limits.MAX_SHAP_SAMPLES},
+                   "binary_data_output": {"type": "boolean"}}}
+
+
+def explain_request(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """An explain request of one model: an infer request whose `outputs` may also name the
+    explanation's outputs, with the explain options in `parameters`."""
+    extra = [spec.name for spec in output_specs(parse_manifest(manifest))]
+    schema = model_request(name, {**manifest, "outputs": manifest["outputs"]
+                                  + [{"name": extra_name} for extra_name in extra]})
+    schema["description"] = (f"Explain request of model {name}: the infer request, answered "
+                             "with attributions, base_value and target (docs/architecture.md).")
+    schema["properties"]["parameters"] = EXPLAIN_PARAMETERS
+    return schema
+
+
 def model_request(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """The inference request of one model: its inputs' names, datatypes and ranks."""
     inputs = [{
@@ -160,9 +187,12 @@ def operation(route: Route, service: str) -> dict[str, Any]:
                           "tags": [service]}
     ok: dict[str, Any] = {"description": "OK",
                           "content": {JSON: {"schema": ref(route.answer)}}}
-    if route.request == "inference":
+    if route.request in TENSOR_REQUESTS:
         ok = {"description": "Outputs, as JSON or (binary outputs asked for) a JSON header "
-                             "followed by the tensors' bytes.",
+                             "followed by the tensors' bytes"
+                             + (" (explain: the model's outputs and attributions, base_value, "
+                                "target; parameters.method names the method)."
+                                if route.request == "explain" else "."),
               "headers": {"Inference-Header-Content-Length": {
                   "description": "Bytes of the JSON header (binary answers only).",
                   "schema": {"type": "integer"}}},
@@ -173,7 +203,7 @@ def operation(route: Route, service: str) -> dict[str, Any]:
             "description": "Binary tensor extension: bytes of the JSON part of the body.",
             "schema": {"type": "integer", "minimum": 0}}]
         op["requestBody"] = {"required": True, "content": {
-            JSON: {"schema": ref(f"infer_request.{service}")},
+            JSON: {"schema": ref(f"{route.request}_request.{service}")},
             BINARY: {"schema": {"type": "string", "format": "binary"}}}}
     elif route.request == "json":
         op["requestBody"] = {"required": False, "content": {JSON: {"schema": ref(
@@ -181,7 +211,7 @@ def operation(route: Route, service: str) -> dict[str, Any]:
             else "repository_load_request")}}}
     if route.answer == "error":  # a route that only refuses (repository load, unload)
         op["responses"] = {"400": error_response(route.summary),
-                           **{k: v for k, v in ERRORS.items() if k in ("403", "429")}}
+                           **{k: v for k, v in ERRORS.items() if k in ("403", "404", "429")}}
         return op
     if route.content_type != JSON:
         ok = {"description": "OK", "content": {route.content_type: {"schema": ref(route.answer)}}}
@@ -223,8 +253,9 @@ def render(entries: list[ModelEntry] | None = None,
         entry[method] = operation(route, service)
     schemas = dict(SCHEMAS)
     for e in sorted(entries, key=lambda e: e.name):
-        schemas[f"infer_request.{e.name}"] = model_request(
-            e.name, load_manifest(locate(e.name, e.current)))
+        manifest = load_manifest(locate(e.name, e.current))
+        schemas[f"infer_request.{e.name}"] = model_request(e.name, manifest)
+        schemas[f"explain_request.{e.name}"] = explain_request(e.name, manifest)
     document = {
         "openapi": "3.0.3",
         "info": {

@@ -117,11 +117,12 @@ def check(entry: ModelEntry) -> ModelEntry:
         raise RegistryError(f"{entry.name}: files for versions it does not list: "
                             f"{sorted(set(entry.files) - set(entry.versions))}")
     for version, record in entry.files.items():
-        path = Path(record.get("path", ""))
-        if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
-            raise RegistryError(
-                f"{entry.name} version {version}: file {record.get('path')!r} must be a path "
-                f"under {STORE}/ relative to the repository (no machine-specific paths)")
+        for key in ("path", *(["background"] if "background" in record else [])):
+            path = Path(record.get(key, ""))
+            if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
+                raise RegistryError(
+                    f"{entry.name} version {version}: file {record.get(key)!r} must be a path "
+                    f"under {STORE}/ relative to the repository (no machine-specific paths)")
     return entry
 
 

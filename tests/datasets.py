@@ -26,3 +26,15 @@ def whole_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name == "text-topics":
         return load_corpus()
     raise ValueError(f"{name} is not a seed model")
+
+
+def held_back(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows seed model `name` was not trained on: its exporter's split (test_size 0.25,
+    random_state 0, stratified by class for the classifiers)."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = whole_dataset(name)
+    stratify = None if name == "diabetes-linear" else y
+    _, x_test, _, y_test = train_test_split(x, y, test_size=0.25, random_state=0,
+                                            stratify=stratify)
+    return x_test, y_test

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from model_api.explain import BACKGROUND_FILE, background_section, encode_background
 from moto.server import ThreadedMotoServer
 from onnx import TensorProto, helper
 
@@ -27,6 +28,8 @@ FEATURES = 4
 # Fixed weights: the answers are checkable by hand (numpy), independently of the batching.
 WEIGHTS = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 1.0], [0.0, 3.0]], dtype=np.float32)
 BIAS = np.array([0.1, -0.1], dtype=np.float32)
+BACKGROUND_ROWS = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.5, 2.0], [-0.5, 0.5, 1.0, -1.0]],
+                           dtype=np.float32)
 
 
 def tiny_model(folder: Path, version: str = "1", weights: np.ndarray = WEIGHTS,
@@ -59,6 +62,10 @@ def tiny_model(folder: Path, version: str = "1", weights: np.ndarray = WEIGHTS,
                 "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
                             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
                 "labels": ["no", "yes"], "task": "classification"}
+    # Explained by Kernel SHAP (exact on 4 features) over BACKGROUND_ROWS, as an export would.
+    background = encode_background({"features": BACKGROUND_ROWS})
+    (version_dir / BACKGROUND_FILE).write_bytes(background)
+    manifest["explanation"] = background_section("probabilities", background)
     (version_dir / "manifest.json").write_text(json.dumps(manifest))
     versions = sorted(p.name for p in (folder / MODEL).iterdir())
     registry(folder).write_text(json.dumps({"models": [

@@ -74,6 +74,36 @@ def test_a_spot_reclaim_midway_is_resumed_from_the_checkpoint(models_dir: Path,
     assert ids == [f"r{n}" for n in range(count)]
 
 
+def test_records_asking_for_explanations_get_them(models_dir: Path, tmp_path: Path) -> None:
+    rows = RNG.normal(size=(3, FEATURES))
+    lines = [request_line("plain", rows[:1]),
+             request_line("why", rows, parameters={"explain": True}),
+             request_line("why-no", rows[:1], parameters={"explain": True, "target": 0},
+                          outputs=[{"name": "attributions"}, {"name": "base_value"}]),
+             request_line("not-a-flag", rows[:1], parameters={"explain": "yes"}),
+             request_line("no-flag", rows[:1], outputs=[{"name": "attributions"}])]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "answers.jsonl"
+    result = run_local(models_dir, source, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, why, why_no, not_a_flag, no_flag = (
+        json.loads(line) for line in output.read_text().splitlines())
+    assert [o["name"] for o in plain["outputs"]] == ["label", "probabilities"]
+    assert "parameters" not in plain
+    assert why["parameters"] == {"method": "kernel_shap", "explained_output": "probabilities"}
+    outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in why["outputs"]}
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(outputs["target"], labels)
+    assert outputs["attributions"].shape == (3, FEATURES)
+    # Exact Kernel SHAP (4 features: every coalition) adds up to the explained probability.
+    np.testing.assert_allclose(outputs["base_value"] + outputs["attributions"].sum(axis=1),
+                               probabilities[np.arange(3), labels], atol=1e-5)
+    assert [o["name"] for o in why_no["outputs"]] == ["attributions", "base_value"]
+    assert "'explain' must be true or false" in not_a_flag["error"]
+    assert "unknown output 'attributions'" in no_flag["error"]
+
+
 def test_npy_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
     rows = RNG.normal(size=(90, FEATURES)).astype(np.float32)
     source = tmp_path / "tensor.npy"

@@ -298,3 +298,47 @@ def test_the_console_and_docs_are_served_with_their_vendored_libraries(
 
     assert api.get("/openapi.json").json() == json.loads(OUTPUT.read_text())
     assert "swagger-ui-bundle.js" in api.get("/docs").text
+EXPLAINED = {  # model -> (method, explained output, attributions' shape for one row)
+    "breast-cancer-mlp": ("kernel_shap", "probabilities", [1, 30]),
+    "diabetes-linear": ("linear", "prediction", [1, 10]),
+    "digits-cnn": ("occlusion", "probabilities", [1, 8, 8]),
+    "text-topics": ("token_ablation", "probabilities", None),
+}
+
+
+@pytest.mark.parametrize("name", SEED_MODELS)
+def test_explain_one_row_of_every_model(api: httpx.Client, manifests: dict[str, Any],
+                                        name: str) -> None:
+    """Issue 12's promise: `POST /v2/models/<model>/explain` with one row returns its
+    attributions in the input's shape; the additive methods' add up to the explained output."""
+    inputs, _ = whole_dataset(name)
+    (signature,) = manifests[name]["inputs"]
+    body = {"id": "why", "inputs": [{"name": signature["name"], "datatype": signature["datatype"],
+                                     "shape": [1, *inputs.shape[1:]],
+                                     "data": inputs[:1].tolist()}]}
+    response = api.post(f"/v2/models/{name}/explain", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    method, explained, shape = EXPLAINED[name]
+    assert answer["parameters"] == {"method": method, "explained_output": explained}
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    own = [o["name"] for o in manifests[name]["outputs"]]
+    assert list(outputs) == [*own, "attributions", *(["tokens"] if shape is None else []),
+                             "base_value", "target"]
+    assert outputs["base_value"]["datatype"] == "FP32" and outputs["target"]["datatype"] == "INT64"
+    attributions = np.array(outputs["attributions"]["data"]).reshape(
+        outputs["attributions"]["shape"])
+    if shape is None:
+        assert outputs["tokens"]["shape"] == outputs["attributions"]["shape"]
+        assert outputs["tokens"]["datatype"] == "BYTES"
+    else:
+        assert outputs["attributions"]["shape"] == shape
+    target = outputs["target"]["data"][0]
+    scores = np.array(outputs[explained]["data"]).reshape(1, -1)
+    if explained == "probabilities":
+        assert target == int(scores.argmax())
+    if method in ("kernel_shap", "linear"):
+        total = outputs["base_value"]["data"][0] + attributions.sum()
+        assert total == pytest.approx(scores[0, target], abs=1e-4)
+    versioned = api.post(f"/v2/models/{name}/versions/1/explain", json=body)
+    assert versioned.json()["outputs"] == answer["outputs"]

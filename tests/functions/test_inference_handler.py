@@ -116,7 +116,7 @@ def test_every_event_gets_a_protocol_answer(
         assert content_type.split(";")[0] in {"text/html", "text/javascript",
                                               "application/json"}
         return
-    if route == "infer-binary":
+    if route.endswith("-binary"):
         header, tensors = decode_binary_response(response)
         assert header["id"] == "example-binary"
         sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
@@ -129,6 +129,12 @@ def test_every_event_gets_a_protocol_answer(
         assert body["model_name"] == function and body["model_version"] == current
         assert body["id"] == "example-1"
         assert {o["name"] for o in body["outputs"]} == {o["name"] for o in manifest["outputs"]}
+        rows = json.loads(base64.b64decode(load_event(event_path)["body"]))["inputs"][0]["shape"][0]
+        assert all(o["shape"][0] == rows for o in body["outputs"])
+    elif route in {"explain", "version-explain", "explain-binary"}:
+        assert body["id"] == "example-1" and body["parameters"]["method"]
+        names = [o["name"] for o in body["outputs"]]
+        assert {"attributions", "base_value", "target"} <= set(names)
         rows = json.loads(base64.b64decode(load_event(event_path)["body"]))["inputs"][0]["shape"][0]
         assert all(o["shape"][0] == rows for o in body["outputs"])
     elif route in {"metadata", "version-metadata"}:
@@ -242,8 +248,8 @@ VERSION_EVENT = EVENTS_DIR / "breast-cancer-mlp" / "version-infer.json"
         # API Gateway sends the resource it matched with the path; the function routes on it.
         (bad(INFER_EVENT, path="/v2/models/no-such-model/infer",
              resource="/v2/models/no-such-model/infer"), 404, "no-such-model"),
-        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/explain",
-             resource="/v2/models/breast-cancer-mlp/explain"), 404, "No such route"),
+        (bad(INFER_EVENT, path="/v2/models/breast-cancer-mlp/generate",
+             resource="/v2/models/breast-cancer-mlp/generate"), 404, "No such route"),
         (
             bad(
                 INFER_EVENT,

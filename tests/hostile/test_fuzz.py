@@ -25,6 +25,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_api.limits import MAX_ROWS
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -47,6 +48,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # Elements a generated tensor holds at most (rows shrink for wide inputs), so that drawing
 # them stays cheap: the limits themselves are test_hostile_requests' business.
 MAX_ELEMENTS = 512
+# Rows per request: an explained row costs hundreds of model rows, so explain requests stay
+# small here (MAX_EXPLAIN_ROWS itself is test_hostile_requests' business).
+ROWS = {"infer": MAX_ROWS, "explain": 4}
 
 
 def check_answer(status: int, content: bytes, what: str) -> None:
@@ -99,11 +103,11 @@ def elements(datatype: str, magnitude: float) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def well_formed(draw: Callable[..., Any], manifest: dict[str, Any],
-                magnitude: float) -> tuple[bytes, dict[str, str], int]:
+def well_formed(draw: Callable[..., Any], manifest: dict[str, Any], magnitude: float,
+                max_rows: int = MAX_ROWS) -> tuple[bytes, dict[str, str], int]:
     """(body, headers, rows) of a request that fits `manifest`, JSON or binary tensors."""
     row_size = max(int(np.prod(spec["shape"][1:])) for spec in manifest["inputs"])
-    rows = draw(st.integers(1, max(1, MAX_ELEMENTS // row_size)))
+    rows = draw(st.integers(1, min(max_rows, max(1, MAX_ELEMENTS // row_size))))
     binary = draw(st.booleans())
     header: dict[str, Any] = {"id": draw(st.text(max_size=10)), "inputs": []}
     blobs = []
@@ -140,14 +144,15 @@ def test_the_models_take_fp32_or_bytes() -> None:
     assert datatypes <= {"FP32", "BYTES"}
 
 
+@pytest.mark.parametrize("route", ["infer", "explain"])
 @pytest.mark.parametrize("manifest", exported_manifests(), ids=lambda manifest: manifest["name"])
 def test_well_formed_requests_of_ordinary_values_are_served(
-        local_api: httpx.Client, manifest: dict[str, Any]) -> None:
+        local_api: httpx.Client, manifest: dict[str, Any], route: str) -> None:
     @FUZZ
-    @given(request=well_formed(manifest, magnitude=1e4))
+    @given(request=well_formed(manifest, magnitude=1e4, max_rows=ROWS[route]))
     def fuzz(request: tuple[bytes, dict[str, str], int]) -> None:
         body, headers, rows = request
-        response = local_api.post(f"/v2/models/{manifest['name']}/infer", content=body,
+        response = local_api.post(f"/v2/models/{manifest['name']}/{route}", content=body,
                                   headers=headers)
         assert response.status_code == 200, response.text[:300]
         length = int(response.headers.get("Inference-Header-Content-Length", len(response.content)))
@@ -160,14 +165,16 @@ def test_well_formed_requests_of_ordinary_values_are_served(
 @pytest.mark.parametrize("manifest", [m for m in exported_manifests()
                                       if all(s["datatype"] == "FP32" for s in m["inputs"])],
                          ids=lambda manifest: manifest["name"])
+@pytest.mark.parametrize("route", ["infer", "explain"])
 def test_well_formed_requests_of_extreme_values_get_no_server_error(
-        local_api: httpx.Client, manifest: dict[str, Any]) -> None:
+        local_api: httpx.Client, manifest: dict[str, Any], route: str) -> None:
     """FP32's largest finite values drive outputs to inf or NaN: the client's doing, a 400."""
     @FUZZ
-    @given(request=well_formed(manifest, magnitude=float(np.finfo(np.float32).max)))
+    @given(request=well_formed(manifest, magnitude=float(np.finfo(np.float32).max),
+                               max_rows=ROWS[route]))
     def fuzz(request: tuple[bytes, dict[str, str], int]) -> None:
         body, headers, _ = request
-        response = local_api.post(f"/v2/models/{manifest['name']}/infer", content=body,
+        response = local_api.post(f"/v2/models/{manifest['name']}/{route}", content=body,
                                   headers=headers)
         check_answer(response.status_code, response.content, manifest["name"])
 

@@ -19,15 +19,19 @@ import httpx
 import pytest
 from model_api.limits import (
     MAX_BYTES_ELEMENT,
+    MAX_EXPLAIN_ROWS,
+    MAX_EXPLAIN_TOKENS,
     MAX_JSON_DEPTH,
     MAX_REQUEST_BYTES,
     MAX_ROWS,
+    MAX_SHAP_SAMPLES,
 )
 
 from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, load_event
 from tests.hostile.conftest import assert_error_answer
 
 MLP = "/v2/models/breast-cancer-mlp"  # features: FP32 [-1, 30]; outputs label, probabilities
+CNN = "/v2/models/digits-cnn"  # image: FP32 [-1, 8, 8]; explained by occlusion
 LINEAR = "/v2/models/diabetes-linear"  # features: FP32 [-1, 10]; output prediction
 TEXT = "/v2/models/text-topics"  # text: BYTES [-1]
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -222,6 +226,44 @@ CASES = [
           says=GATEWAY_LIMITS),
     infer("rows-one-over-the-limit", request(features(MAX_ROWS + 1, value=0)), 413,
           says=ROWS_LIMIT),
+    # Explanations (/explain): the same body as infer, plus parameters target and samples
+    infer("explain-malformed-json", b'{"inputs": [', path=f"{MLP}/explain"),
+    infer("explain-nan-literal", request().replace(b"0.5", b"NaN", 1), path=f"{MLP}/explain"),
+    infer("explain-wrong-width", request(features() | {"shape": [1, 29]}),
+          path=f"{MLP}/explain"),
+    infer("explain-unknown-model", request(), 404, "/v2/models/no-such-model/explain"),
+    infer("explain-unknown-version", request(), 404, f"{MLP}/versions/7/explain"),
+    infer("explain-unknown-output", request(outputs=[{"name": "saliency"}]), 404,
+          f"{MLP}/explain"),
+    infer("explain-output-on-infer", request(outputs=[{"name": "attributions"}]), 404),
+    infer("explain-target-a-string", request(parameters={"target": "1"}), path=f"{MLP}/explain"),
+    infer("explain-target-negative", request(parameters={"target": -1}), path=f"{MLP}/explain"),
+    infer("explain-target-a-float", request(parameters={"target": 1.0}), path=f"{MLP}/explain"),
+    infer("explain-target-a-bool", request(parameters={"target": True}), path=f"{MLP}/explain"),
+    infer("explain-target-beyond-the-classes", request(parameters={"target": 2}),
+          path=f"{MLP}/explain"),
+    infer("explain-target-beyond-int64", request(parameters={"target": 2**70}),
+          path=f"{MLP}/explain"),
+    infer("explain-samples-zero", request(parameters={"samples": 0}), path=f"{MLP}/explain"),
+    infer("explain-samples-over-the-limit",
+          request(parameters={"samples": MAX_SHAP_SAMPLES + 1}), path=f"{MLP}/explain"),
+    infer("explain-samples-too-few-for-30-features", request(parameters={"samples": 59}),
+          path=f"{MLP}/explain"),
+    infer("explain-samples-a-string", request(parameters={"samples": "many"}),
+          path=f"{MLP}/explain"),
+    infer("explain-samples-on-occlusion", dumps({"parameters": {"samples": 100}, "inputs": [
+        {"name": "image", "shape": [1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}),
+        path=f"{CNN}/explain"),
+    infer("explain-huge-finite-inputs", request(features(value=3e38)), path=f"{MLP}/explain"),
+    infer("explain-huge-finite-inputs-linear", request(features(value=3e38, width=10)),
+          path=f"{LINEAR}/explain"),
+    infer("explain-rows-one-over-the-limit", request(features(MAX_EXPLAIN_ROWS + 1)), 413,
+          f"{MLP}/explain", says=f"the limit is {MAX_EXPLAIN_ROWS} rows"),
+    infer("explain-tokens-one-over-the-limit", dumps({"inputs": [
+        {"name": "text", "shape": [1], "datatype": "BYTES",
+         "data": ["a " * (MAX_EXPLAIN_TOKENS + 1)]}]}), 413, f"{TEXT}/explain",
+          says=f"at most {MAX_EXPLAIN_TOKENS}"),
+    Case("get-on-explain", "GET", f"{MLP}/explain", b"", 404),
     infer("bytes-element-one-over-the-limit", dumps({"inputs": [
         {"name": "text", "shape": [1], "datatype": "BYTES",
          "data": ["a" * (MAX_BYTES_ELEMENT + 1)]}]}), 413, f"{TEXT}/infer",
@@ -260,6 +302,18 @@ def test_max_rows_are_served(local_api: httpx.Client) -> None:
     assert response.status_code == 200, response.text[:500]
     label = next(o for o in response.json()["outputs"] if o["name"] == "label")
     assert label["shape"] == [MAX_ROWS]
+
+
+def test_explain_at_its_row_and_token_limits_is_served(local_api: httpx.Client) -> None:
+    response = local_api.post(f"{LINEAR}/explain", headers=JSON_TYPE,
+                              content=request(features(MAX_EXPLAIN_ROWS, width=10)))
+    assert response.status_code == 200, response.text[:500]
+    body = dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                              "data": ["a " * MAX_EXPLAIN_TOKENS]}]})
+    response = local_api.post(f"{TEXT}/explain", content=body, headers=JSON_TYPE)
+    assert response.status_code == 200, response.text[:500]
+    tokens = next(o for o in response.json()["outputs"] if o["name"] == "tokens")
+    assert tokens["shape"] == [1, MAX_EXPLAIN_TOKENS]
 
 
 def test_a_bytes_element_of_exactly_the_limit_is_served(local_api: httpx.Client) -> None:

@@ -123,6 +123,43 @@ def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
     np.testing.assert_allclose(outputs["probabilities"], classifier.predict_proba(ROWS), atol=1e-5)
 
 
+def test_a_tabular_model_is_explained_with_the_background_it_was_added_with(
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    source = tmp_path / "logreg.onnx"
+    source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
+                               target_opset=18).SerializeToString())
+    models = project.models_dir
+    # Given no background rows: served, but /explain says how to enable explanations
+    entry = add("logreg", source, project=project)
+    refused = served(models, entry, "/v2/models/logreg/explain", ROWS, monkeypatch, status=404)
+    assert "BACKGROUND=rows.npy" in refused["error"]
+    # When it is added again with BACKGROUND (float64 rows: cast to the input's FP32)
+    background = tmp_path / "rows.npy"
+    np.save(background, x[:10].astype(np.float64))
+    entry = add("logreg", source, version="2", make_current=True, project=project,
+                background_path=background)
+    record = entry.files["2"]
+    assert record["background"] == "model_store/logreg/2/background.npy"
+    assert len(record["background_sha256"]) == 64
+    outputs = served(models, entry, "/v2/models/logreg/explain", ROWS, monkeypatch)
+    # Then Kernel SHAP (3 features: every coalition, exact) adds up to each row's probability
+    probabilities = classifier.predict_proba(ROWS)
+    target = outputs["target"]
+    np.testing.assert_array_equal(target, probabilities.argmax(axis=1))
+    np.testing.assert_allclose(outputs["base_value"] + outputs["attributions"].sum(axis=1),
+                               probabilities[np.arange(len(ROWS)), target], atol=1e-5)
+    # and `make models` imports it again, background included, from what models.yaml records
+    added = next(e for e in registry.load(project.registry) if e.name == "logreg")
+    assert reimport(added, tmp_path / "again", project.root) == ["1", "2"]
+    assert (tmp_path / "again" / "logreg" / "2" / "background.npz").exists()
+    # A background that does not fit the input is refused before anything is recorded
+    np.save(background, np.zeros((5, 4)))
+    message = refusal(project, source, name="logreg", version="3", background_path=background)
+    assert "background" in message and "[5, 4]" in message
+
+
 def test_a_second_version_is_served_beside_the_first_and_can_become_current(
         tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     models = project.models_dir
@@ -147,10 +184,11 @@ def test_a_second_version_is_served_beside_the_first_and_can_become_current(
 
 
 def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
-           monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+           monkeypatch: pytest.MonkeyPatch, status: int = 200) -> dict[str, Any]:
     """Outputs of an infer request for `rows` POSTed to `path` through the real inference handler
     (module init included), run as the added model's function runs: its environment, its models,
-    an API Gateway event of events/ given this route and body."""
+    an API Gateway event of events/ given this route and body. For another `status` than 200,
+    the answer's JSON body."""
     event = json.loads((ROOT / "events" / "breast-cancer-mlp" / "version-infer.json").read_text())
     version = path.split("/versions/")[1].split("/")[0] if "/versions/" in path else None
     manifest = load_manifest(models / entry.name / (version or entry.current) / "manifest.json")
@@ -169,7 +207,10 @@ def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
     handler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(handler)
     answer = handler.lambda_handler(event, LambdaContext())
-    assert answer["statusCode"] == 200, answer["body"]
+    assert answer["statusCode"] == status, answer["body"]
+    if status != 200:
+        refused: dict[str, Any] = json.loads(answer["body"])
+        return refused
     document = json.loads(base64.b64decode(answer["body"]) if answer["isBase64Encoded"]
                           else answer["body"])
     assert document["id"] == "byo" and document["model_name"] == entry.name
@@ -257,3 +298,40 @@ def test_the_command_line_says_why_it_refuses(
     assert "add-model refused: " in capsys.readouterr().err
     assert add_model.main(["--name", "digits-cnn", "--onnx", str(garbage), "--version", "1"]) == 2
     assert "add-model refused: digits-cnn version 1 already exists" in capsys.readouterr().err
+
+
+def test_a_model_of_two_inputs_gets_attributions_per_input(
+        tmp_path: Path, project: Project) -> None:
+    """Kernel SHAP over both inputs' features together; the answer names each input's part."""
+    weights_a = helper.make_tensor("wa", TensorProto.FLOAT, [2, 2], [1.0, -1.0, 0.5, 2.0])
+    weights_b = helper.make_tensor("wb", TensorProto.FLOAT, [3, 2], [0.3, 0.0, -1.0, 1.0, 2.0, 0.1])
+    source = save_model(tmp_path / "two.onnx", helper.make_graph(
+        [helper.make_node("MatMul", ["a", "wa"], ["za"]),
+         helper.make_node("MatMul", ["b", "wb"], ["zb"]),
+         helper.make_node("Add", ["za", "zb"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probabilities"], axis=1)],
+        "two_inputs",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 2]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [weights_a, weights_b]))
+    rng = np.random.default_rng(3)
+    background = tmp_path / "rows.npz"
+    np.savez(background, a=rng.normal(size=(6, 2)), b=rng.normal(size=(6, 3)))
+    models = project.models_dir
+    entry = add("two-inputs", source, project=project, background_path=background)
+    assert entry.files["1"]["background"] == "model_store/two-inputs/1/background.npz"
+    assert (project.root / entry.files["1"]["background"]).read_bytes() == background.read_bytes()
+    from model_api.model import LoadedModel
+
+    model = LoadedModel.load(models / "two-inputs" / "1")
+    inputs = {"a": rng.normal(size=(4, 2)).astype(np.float32),
+              "b": rng.normal(size=(4, 3)).astype(np.float32)}
+    names = ["probabilities", "attributions_a", "attributions_b", "base_value", "target"]
+    outputs, parameters = model.explain(inputs, names, {})
+    assert parameters["method"] == "kernel_shap"
+    assert outputs["attributions_a"].shape == (4, 2) and outputs["attributions_b"].shape == (4, 3)
+    target = outputs["target"]
+    total = (outputs["base_value"] + outputs["attributions_a"].sum(axis=1)
+             + outputs["attributions_b"].sum(axis=1))
+    np.testing.assert_allclose(total, outputs["probabilities"][np.arange(4), target], atol=1e-5)

@@ -21,7 +21,10 @@ def test_the_table_holds_the_protocols_routes_and_the_jobs_route() -> None:
         ("GET", "/v2/models/{model}"), ("GET", "/v2/models/{model}/versions/{version}"),
         ("GET", "/v2/models/{model}/ready"), ("GET", "/v2/models/{model}/versions/{version}/ready"),
         ("POST", "/v2/models/{model}/infer"),
-        ("POST", "/v2/models/{model}/versions/{version}/infer")}
+        ("POST", "/v2/models/{model}/versions/{version}/infer"),
+        # and this API's explanations (issue 12)
+        ("POST", "/v2/models/{model}/explain"),
+        ("POST", "/v2/models/{model}/versions/{version}/explain")}
     assert {(r.method, r.path) for r in routes_of(BATCH_JOBS)} == {
         ("GET", "/v2/batch/jobs/{job_id}")}
     names = [r.name for r in ROUTES]

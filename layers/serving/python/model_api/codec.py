@@ -504,10 +504,11 @@ def _element_problem(value: Any, datatype: str) -> str | None:
 
 
 def response_document(manifest: Manifest, request: InferRequest,
-                      results: Mapping[str, np.ndarray]) -> dict[str, Any]:
+                      results: Mapping[str, np.ndarray],
+                      parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The protocol's JSON response, every requested output inline as `data`: the answer to a
     batch job's JSON Lines record (decoded with limits.BATCH_RECORD, so none asks for binary)."""
-    document = _response_header(manifest, request)
+    document = _response_header(manifest, request, parameters)
     document["outputs"] = [
         {**_output_metadata(manifest, name, results[name]),
          "data": _json_data(manifest, name, results[name], _NONFINITE_IN_JSON_LINES)}
@@ -517,9 +518,11 @@ def response_document(manifest: Manifest, request: InferRequest,
 
 
 def encode_response(manifest: Manifest, request: InferRequest,
-                    results: Mapping[str, np.ndarray]) -> InferResult:
-    """The response body: JSON, or a JSON header then binary tensors when any output asks for it."""
-    document = _response_header(manifest, request)
+                    results: Mapping[str, np.ndarray],
+                    parameters: Mapping[str, Any] | None = None) -> InferResult:
+    """The response body: JSON, or a JSON header then binary tensors when any output asks for
+    it; `parameters` become the answer's `parameters` object."""
+    document = _response_header(manifest, request, parameters)
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for output in request.outputs:
@@ -546,10 +549,13 @@ def encode_response(manifest: Manifest, request: InferRequest,
     return InferResult(body, headers, request.rows)
 
 
-def _response_header(manifest: Manifest, request: InferRequest) -> dict[str, Any]:
+def _response_header(manifest: Manifest, request: InferRequest,
+                     parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request.id is not None:
         document["id"] = request.id
+    if parameters:
+        document["parameters"] = dict(parameters)
     return document
 
 

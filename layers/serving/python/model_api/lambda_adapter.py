@@ -189,15 +189,19 @@ def create_app(service: InferenceService, repository: Repository | None = None,
     console = console or Console.from_environment()
 
     @tracer.capture_method(capture_response=False)
-    def infer(model: str, version: str | None = None) -> Response:
+    def run_inference(model: str, version: str | None, explain: bool = False) -> Response:
+        """Infer (or, `explain`, explain) and answer; metrics ExplainLatency/ExplainRows
+        for explanations, InferenceLatency/InferenceRows otherwise."""
         event = app.current_event
         started = time.perf_counter()
-        result = service.infer(model, version, raw_body(event.raw_event), dict(event.headers))
+        operation = service.explain if explain else service.infer
+        result = operation(model, version, raw_body(event.raw_event), dict(event.headers))
         elapsed_ms = (time.perf_counter() - started) * 1000
-        metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
-        metrics.add_metric(name="InferenceRows", unit=MetricUnit.Count, value=result.rows)
+        kind = "Explain" if explain else "Inference"
+        metrics.add_metric(name=f"{kind}Latency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+        metrics.add_metric(name=f"{kind}Rows", unit=MetricUnit.Count, value=result.rows)
         logger.info(
-            "inference",
+            kind.lower(),
             extra={"model": model, "version": version, "rows": result.rows,
                    "latency_ms": round(elapsed_ms, 3)},
         )
@@ -237,5 +241,6 @@ def create_app(service: InferenceService, repository: Repository | None = None,
     return bind_routes(app, MODEL, {
         "metadata": answer(service.model_metadata),
         "ready": answer(service.model_ready),
-        "infer": infer,
+        "infer": lambda model, version=None: run_inference(model, version),
+        "explain": lambda model, version=None: run_inference(model, version, explain=True),
     })

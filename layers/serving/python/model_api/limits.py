@@ -92,3 +92,34 @@ REPOSITORY_INVOKE_TIMEOUT_S = 10
 # How long (seconds) the server keeps the index it asked for: health checks every second cost
 # one round of invocations every few seconds, and a deployment's change shows within this.
 REPOSITORY_CACHE_S = 5
+# --- explanations (`/explain`, model_api/explain.py) -------------------------------------
+# Rows of one explain request. Explaining a row costs up to MAX_EXPLAIN_MODEL_ROWS / rows model
+# evaluations (Kernel SHAP: ~8,000 per breast-cancer row by default, ~10 ms on one core), so 64
+# rows stay near one second; bigger jobs belong to the batch runner ("explain": true).
+MAX_EXPLAIN_ROWS = 64
+
+# Rows the model evaluates for one explain request, all methods together (coalitions x
+# background rows per row for Kernel SHAP, occluded copies, ablated texts). 2**20 rows of the
+# breast-cancer MLP take 1.5-2.5 s on one core, inside the function's timeout.
+MAX_EXPLAIN_MODEL_ROWS = 2**20
+
+# Model rows in one session.run of Kernel SHAP. One row's coalitions x background rows are
+# scored in one run up to this size (8,192 for the seeds), in several past it: a run's
+# activations grow with its rows (131,072 rows x 128 hidden units x FP32 = 64 MiB per layer of
+# the breast-cancer MLP), and a 1,024 MB function must not run out of memory on a large
+# `samples` with a large background.
+MAX_EXPLAIN_RUN_ROWS = 2**17
+
+# Kernel SHAP coalitions per row (`parameters.samples`): 8,192 exceeds 2^13 - 2, so a model of
+# up to 13 features can ask for the exact answer; past that a sample's error shrinks as
+# 1/sqrt(samples) and the cost grows linearly.
+MAX_SHAP_SAMPLES = 8192
+
+# Background rows shipped with a Kernel SHAP model (make add-model BACKGROUND=...). Every
+# coalition is scored against each of them: cost is linear in the count, and the base value's
+# error falls as 1/sqrt(rows) (shap's docs suggest 10-100 summarised rows).
+MAX_BACKGROUND_ROWS = 100
+
+# Tokens of one text under token ablation: each is one more model evaluation, and the answer
+# carries a token and an attribution per token. Over the limit: 413 (never truncated).
+MAX_EXPLAIN_TOKENS = 512

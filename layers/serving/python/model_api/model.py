@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from model_api.datatypes import ORT_TYPES
+from model_api.explain import Explainer, ExplanationError, load_explainer, request_options
 from model_api.manifest import Manifest, ManifestError, TensorSpec, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ class LoadedModel:
 
     manifest: Manifest
     session: ort.InferenceSession
+    # How /explain explains it (model_api/explain.py), from the manifest; checked at load.
+    explainer: Explainer
 
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None) -> LoadedModel:
@@ -119,7 +123,11 @@ class LoadedModel:
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
         _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
         _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
-        return cls(manifest=manifest, session=session)
+        try:
+            explainer = load_explainer(manifest, version_dir)
+        except ExplanationError as exc:
+            raise ModelLoadError(f"{version_dir}: explanation: {exc}") from exc
+        return cls(manifest=manifest, session=session, explainer=explainer)
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -131,6 +139,32 @@ class LoadedModel:
         """Run the session; `inputs` must already fit the manifest (the codec checks them)."""
         names = list(output_names)
         return dict(zip(names, self.session.run(names, inputs), strict=True))
+
+    def explain(self, inputs: dict[str, np.ndarray], output_names: Sequence[str],
+                parameters: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The outputs `output_names` (the model's own and the explanation's, see
+        explain.with_outputs) for `inputs`, and the answer's parameters (`method`, and
+        `explained_output`). `parameters` are the request's: `target`, `samples`
+        (explain.request_options). Raises what the explainer raises (a 4xx ModelAPIError)."""
+        options = request_options(parameters)
+        explanation = self.explainer.explain(self.scores(self.explainer.output), inputs,
+                                             options)
+        results = explanation.outputs()
+        own = [name for name in output_names if name not in results]
+        if own:
+            results.update(self.run(inputs, own))
+        return ({name: results[name] for name in output_names},
+                {"method": explanation.method, "explained_output": explanation.output})
+
+    def scores(self, output: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """A predictor for the explainers: inputs -> `output` as FP64 [batch, classes]
+        ([batch, 1] for a regression output of shape [batch])."""
+
+        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            result = self.session.run([output], inputs)[0]
+            return np.asarray(result, dtype=np.float64).reshape(result.shape[0], -1)
+
+        return predict
 
 
 def _check_signature(kind: str, specs: Sequence[TensorSpec], args: Sequence[ort.NodeArg],

@@ -27,6 +27,7 @@ HTML = "text/html"
 MODEL_PATH = "/v2/models/{model}"
 VERSION_PATH = MODEL_PATH + "/versions/{version}"
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
+TENSOR_REQUESTS = ("infer", "explain")  # bodies that are an inference request
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Route:
 
     `name` is the route's CloudFormation event name and the suffix of its OpenAPI operationId
     (`ModelInfer`); `operation` is the handler it calls (`infer`; a model's route and its
-    versioned twin share one); `request` names the body it takes (`"inference"`: an inference
-    request, JSON or binary tensors; `"json"`: an optional JSON object; None: no body);
+    versioned twin share one); `request` names the body it takes (`"infer"`, `"explain"`: an
+    inference request, JSON or binary tensors, `TENSOR_REQUESTS`, whose OpenAPI schema is
+    `<request>_request.<model>`; `"json"`: an optional JSON object; None: no body);
     `answer` is the OpenAPI schema of its 200, sent as `content_type`. `keyless` routes (the
     console's static files, which carry no data) are served without the API key or IAM
     signature; the gateway's throttle still applies to them.
@@ -107,8 +109,12 @@ MODEL_OPERATIONS = (
     ModelOperation("metadata", GET, "", "model_metadata",
                    summary="Model metadata: inputs, outputs, versions, labels"),
     ModelOperation("ready", GET, "/ready", "model_ready", summary="Model readiness"),
-    ModelOperation("infer", POST, "/infer", "inference_response", request="inference",
+    ModelOperation("infer", POST, "/infer", "inference_response", request="infer",
                    summary="Inference"),
+    ModelOperation("explain", POST, "/explain", "inference_response", request="explain",
+                   summary="Explanation: the outputs with attributions, base_value and target "
+                           "(the model's method: linear, Kernel SHAP, occlusion or token "
+                           "ablation)"),
 )
 
 ROUTES: tuple[Route, ...] = (

@@ -18,6 +18,7 @@ from model_api import __version__
 from model_api import examples as model_examples
 from model_api.codec import InferResult, decode_request, encode_response
 from model_api.errors import NotFound, NotReady
+from model_api.explain import with_outputs
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 
@@ -165,6 +166,18 @@ class InferenceService:
         request = decode_request(body, headers, loaded.manifest)
         results = loaded.run(request.inputs, [output.name for output in request.outputs])
         return encode_response(loaded.manifest, request, results)
+
+    def explain(self, name: str, version: str | None, body: bytes,
+                headers: Mapping[str, str]) -> InferResult:
+        """An infer request answered with explanations (model_api/explain.py): the outputs it
+        names (default: the model's and the explanation's) and `parameters.method`."""
+        model = self.model(name, version)
+        manifest = with_outputs(model.manifest)
+        request = decode_request(body, headers, manifest)
+        results, parameters = model.explain(request.inputs,
+                                            [output.name for output in request.outputs],
+                                            request.parameters)
+        return encode_response(manifest, request, results, parameters)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
