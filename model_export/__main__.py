@@ -1,9 +1,9 @@
 """`python -m model_export --out build/models`: export every model of models.yaml.
 
 Seed models are trained and exported by their recipe unless their fingerprint shows nothing
-changed; models added from an .onnx file (source: onnx) are copied again from the file that
-models.yaml records, after checking its sha256. Progress says which model, which step and how
-long it took.
+changed; models added from an .onnx file (source: onnx), and the versions `make optimize`
+published, are copied again from the file that models.yaml records, after checking its sha256.
+Progress says which model, which step and how long it took.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def import_added(entry: ModelEntry, out: Path) -> None:
         written = reimport(entry, out)
     except AddError as exc:
         raise SystemExit(f"{entry.name}: {exc}") from exc
-    skipped = [v for v in entry.versions if v not in written]
+    skipped = [v for v in entry.files if v not in written]
     print(f"{entry.name}: imported versions {written or 'none'}, unchanged {skipped or 'none'} "
           f"({time.perf_counter() - started:.1f} s)", flush=True)
 
@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     for entry in registry.load():
         if args.only and entry.name not in args.only:
             continue
-        if entry.source == "onnx":
-            import_added(entry, args.out)
-        else:
+        if entry.source == "seed":  # its versions from a file (make optimize) are imported
             for version in entry.versions:
-                export_seed(entry, version, args.out, args.force)
+                if version not in entry.files:
+                    export_seed(entry, version, args.out, args.force)
+        if entry.files:
+            import_added(entry, args.out)
         prune(entry, args.out)
     return 0
 

@@ -4,13 +4,17 @@ The file is checked before anything is recorded: it must be a valid ONNX model w
 and outputs are tensors of datatypes the API serves, with a known rank, and it must run in
 onnxruntime. Its manifest is derived from the graph, the file is copied to
 build/models/<name>/<version>/ and models.yaml records where it came from with its sha256, so
-`make models` can import it again (`reimport`) on a clean checkout.
+`make models` can import it again (`reimport`) on a clean checkout. A version published by
+`make optimize` also records a JSON file of the manifest fields its graph cannot tell (metrics,
+the `optimization` section), and is the only kind of version a seed model takes from a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,9 @@ from model_registry import registry
 from model_registry.registry import ROOT, ModelEntry, RegistryError
 
 MODELS_DIR = ROOT / "build" / "models"
+# Manifest fields a version's fields file may set; the sha256 and signature always come from
+# the file itself.
+KEPT_FIELDS = frozenset({"labels", "task", "metrics", "description", "training", "optimization"})
 
 
 class AddError(ValueError):
@@ -70,9 +77,21 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
 
 
+def read_fields(path: Path) -> dict[str, Any]:
+    """The manifest fields kept in `path`: a JSON object with keys of KEPT_FIELDS, or AddError."""
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AddError(f"cannot read manifest fields from {path}: {exc}") from exc
+    if not isinstance(fields, dict) or not set(fields) <= KEPT_FIELDS:
+        raise AddError(f"{path}: give a JSON object with keys among {sorted(KEPT_FIELDS)}")
+    return fields
+
+
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
-                   models_dir: Path) -> None:
-    """Check the file and write build/models/<name>/<version>/ with its manifest."""
+                   models_dir: Path, fields: Mapping[str, Any] | None = None) -> None:
+    """Check the file and write build/models/<name>/<version>/ with its manifest (`fields`
+    override what is derived: see KEPT_FIELDS)."""
     read_signature(model_bytes, source)
     smoke_run(model_bytes, source)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
@@ -81,6 +100,7 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
         source={"file": source, "producer": _producer(model_bytes)})
+    manifest.update(fields or {})
     write_version(models_dir / entry.name / version, model_bytes, manifest)
 
 
@@ -110,12 +130,19 @@ def next_version(entry: ModelEntry | None) -> str:
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, registry_path: Path = registry.REGISTRY,
-        models_dir: Path = MODELS_DIR) -> ModelEntry:
-    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry."""
+        models_dir: Path = MODELS_DIR, fields: Path | None = None) -> ModelEntry:
+    """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
+
+    `fields` is a JSON file of manifest fields (KEPT_FIELDS) recorded with the file; a seed model
+    takes a version from a file only when its fields carry an `optimization` section.
+    """
     entries = registry.load(registry_path)
     existing = next((e for e in entries if e.name == name), None)
-    if (existing is not None and existing.source == "seed") or name in {n for n, _ in RECIPES}:
-        raise AddError(f"{name} is a seed model trained by model_export/; pick another name")
+    kept = read_fields(fields) if fields is not None else None
+    seed = (existing is not None and existing.source == "seed") or name in {n for n, _ in RECIPES}
+    if seed and (existing is None or "optimization" not in (kept or {})):
+        raise AddError(f"{name} is a seed model trained by model_export/; pick another name "
+                       "(`make optimize` alone adds versions to it)")
     if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):
         raise AddError(f"labels {labels}: give distinct, non-empty names (labels[i] names class i)")
     try:
@@ -124,6 +151,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
     version = version or next_version(existing)
     record = {"path": recorded_path(onnx_path), "sha256": sha256_of(model_bytes)}
+    if fields is not None:
+        record["fields"] = recorded_path(fields)
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels)
@@ -143,25 +172,29 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         registry.check(entry)
     except RegistryError as exc:
         raise AddError(str(exc)) from exc
-    import_version(entry, version, model_bytes, record["path"], models_dir)
+    import_version(entry, version, model_bytes, record["path"], models_dir, kept)
     registry.save([entry if e.name == name else e for e in entries]
                   + ([entry] if existing is None else []), registry_path)
     return entry
 
 
 def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
-    """Copy each recorded file of an onnx entry into models_dir again; the versions written.
+    """Copy each recorded file of an entry into models_dir again; the versions written.
 
     A version already there with the recorded sha256 and labels is left alone; a source file
-    whose sha256 no longer matches models.yaml is refused, never served.
+    whose sha256 no longer matches models.yaml is refused, never served. A seed model's trained
+    versions have no file: model_export trains them.
     """
     written = []
     for version in entry.versions:
-        record = entry.files[version]
-        if _is_current(models_dir / entry.name / version, record["sha256"], entry.labels):
+        record = entry.files.get(version)
+        if record is None:
             continue
-        path = Path(record["path"])
-        source = path if path.is_absolute() else ROOT / path
+        kept = read_fields(_resolve(record["fields"])) if "fields" in record else None
+        labels = (kept or {}).get("labels", entry.labels)
+        if _is_current(models_dir / entry.name / version, record["sha256"], labels):
+            continue
+        source = _resolve(record["path"])
         try:
             model_bytes = source.read_bytes()
         except OSError as exc:
@@ -170,9 +203,15 @@ def reimport(entry: ModelEntry, models_dir: Path = MODELS_DIR) -> list[str]:
         if sha256_of(model_bytes) != record["sha256"]:
             raise AddError(f"{entry.name} version {version}: {record['path']} changed since it "
                            "was added (sha256 differs from models.yaml); add it as a new version")
-        import_version(entry, version, model_bytes, record["path"], models_dir)
+        import_version(entry, version, model_bytes, record["path"], models_dir, kept)
         written.append(version)
     return written
+
+
+def _resolve(recorded: str) -> Path:
+    """A path as models.yaml records it (relative to the repository, or absolute)."""
+    path = Path(recorded)
+    return path if path.is_absolute() else ROOT / path
 
 
 def _is_current(version_dir: Path, sha256: str, labels: list[str] | None) -> bool:

@@ -27,7 +27,8 @@ class ModelEntry:
     source: Literal["seed", "onnx"]
     versions: list[str]
     current: str
-    # For source "onnx": where each version's file came from and its sha256, and class labels.
+    # For source "onnx": where each version's file came from and its sha256, and class labels;
+    # for a seed model, its versions published by `make optimize` (the others are trained).
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     labels: list[str] | None = None
 
@@ -60,6 +61,8 @@ def check(entry: ModelEntry) -> ModelEntry:
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):
         raise RegistryError(
             f"{entry.name}: every version of an onnx model needs its file and sha256")
+    if entry.source == "seed" and not set(entry.files) <= set(entry.versions):
+        raise RegistryError(f"{entry.name}: files recorded for versions it does not list")
     return entry
 
 
