@@ -24,7 +24,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: help setup models template events add-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: help setup models template events add-model optimize build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,9 +65,19 @@ events: build/models/.exported ## Write events/<function>/<route>.json (sam loca
 	$(PY) events/generate.py
 
 # The seed models are exported first: events/generate.py writes events for every model.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1]"; exit 2; }
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
 	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(CURRENT),--current)
+	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
+	$(PY) -m model_registry.template
+	$(PY) events/generate.py
+
+# ---- optimisation (issue 15): candidates measured against their parent, the best passing one
+# published as a new version (not current). The serving library is not installed in the venv.
+OPTIMIZE_CMD = PYTHONPATH=layers/serving/python $(PY) -m model_registry.optimize
+optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [DRY_RUN=1]
+	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows and targets] [DRY_RUN=1]"; exit 2; }
+	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(DRY_RUN),--dry-run)
 	$(PY) -m model_registry.template
 	$(PY) events/generate.py
 
