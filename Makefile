@@ -75,9 +75,9 @@ add-model: setup build/models/.exported ## Serve an existing .onnx file: make ad
 # ---- optimisation (issue 15): candidates measured against their parent, the best passing one
 # published as a new version (not current). The serving library is not installed in the venv.
 OPTIMIZE_CMD = PYTHONPATH=layers/serving/python $(PY) -m model_registry.optimize
-optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [DRY_RUN=1]
+optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [PASSES=7] [DRY_RUN=1]
 	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows and targets] [DRY_RUN=1]"; exit 2; }
-	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(DRY_RUN),--dry-run)
+	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(PASSES),--passes $(PASSES)) $(if $(DRY_RUN),--dry-run)
 	$(PY) -m model_registry.template
 	$(PY) events/generate.py
 

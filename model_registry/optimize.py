@@ -145,7 +145,6 @@ class Result:
 
     method: str
     model_bytes: bytes | None = None
-    seconds: float = 0.0  # to build it
     error: str | None = None
     size_ratio: float = math.nan
     latency_ms: dict[int, tuple[float, float]] = field(default_factory=dict)  # rows: parent, cand
@@ -199,7 +198,10 @@ QUANT_OPTIONS = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 FP16_BLOCKED = [*float16.DEFAULT_OP_BLOCK_LIST, "TfIdfVectorizer"]
 
 
+# Each method takes the parent's bytes, its rows and a scratch folder; returns the candidate's.
+
 def ort_offline(model: bytes, data: Dataset, work: Path) -> bytes:
+    """The graph onnxruntime runs after its EXTENDED optimisations (fusions), saved."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(work / "offline.onnx")
@@ -208,16 +210,19 @@ def ort_offline(model: bytes, data: Dataset, work: Path) -> bytes:
 
 
 def slim(model: bytes, data: Dataset, work: Path) -> bytes:
+    """onnxslim's simplified graph."""
     return canonical_bytes(onnxslim.slim(onnx.load_from_string(model)))
 
 
 def dynamic_int8(model: bytes, data: Dataset, work: Path) -> bytes:
+    """Int8 weights; activations quantised per run from their observed range."""
     quantize_dynamic(onnx.load_from_string(model), work / "dynamic.onnx",
                      weight_type=QuantType.QInt8, extra_options=QUANT_OPTIONS)
     return (work / "dynamic.onnx").read_bytes()
 
 
 def static_int8_qdq(model: bytes, data: Dataset, work: Path) -> bytes:
+    """QuantizeLinear/DequantizeLinear pairs with ranges calibrated on `data.calibration`."""
     # Without quant_pre_process: on breast-cancer-mlp it left the activations unquantised
     # (int8 weights only) and the model 1.6x slower at 1,024 rows instead of 1.5x faster.
     quantize_static(onnx.load_from_string(model), work / "qdq.onnx",
@@ -229,6 +234,7 @@ def static_int8_qdq(model: bytes, data: Dataset, work: Path) -> bytes:
 
 
 def fp16(model: bytes, data: Dataset, work: Path) -> bytes:
+    """float16 weights and arithmetic inside; float32 inputs and outputs as before."""
     converted = OnnxModel(float16.convert_float_to_float16(
         onnx.load_from_string(model), keep_io_types=True, op_block_list=FP16_BLOCKED))
     converted.topological_sort()  # the converter appends its input casts after their users
@@ -272,14 +278,12 @@ def first_line(exc: BaseException) -> str:
 
 def build(method: str, model: bytes, data: Dataset) -> Result:
     """Run one method on the parent's bytes; a tool's failure is the Result's error."""
-    started = time.perf_counter()
     result = Result(method)
     with tempfile.TemporaryDirectory(prefix=f"optimize-{method}-") as folder, quiet():
         try:
             result.model_bytes = METHODS[method](model, data, Path(folder))
         except Exception as exc:  # each tool raises its own types
             result.error = f"build failed: {first_line(exc)}"
-    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -310,6 +314,7 @@ def serving_session(model: bytes, timing: Timing) -> ort.InferenceSession:
 
 
 def outputs_of(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Every output of one run, by name."""
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(inputs)), strict=True))
 
@@ -364,32 +369,33 @@ def agreement(parent: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarr
     return found
 
 
-def timed_pass(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray],
-               runs: int) -> float:
-    """Median seconds of `runs` warm session.run calls."""
-    feeds = dict(feeds)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def run_seconds(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> float:
+    """Seconds of one session.run."""
+    started = time.perf_counter()
+    session.run(None, feeds)
+    return time.perf_counter() - started
 
 
 def interleaved(parent: ort.InferenceSession, candidate: ort.InferenceSession,
                 feeds: Mapping[str, np.ndarray], timing: Timing) -> tuple[float, float]:
-    """Median latencies in ms (parent, candidate): `timing.passes` passes, the order of the two
-    alternating, each pass the median of the same number of runs for both."""
-    for session in (parent, candidate):
-        timed_pass(session, feeds, 3)  # warm: first runs allocate
-    single = max(timed_pass(parent, feeds, 3), 1e-7)
-    runs = max(3, min(timing.max_runs, int(timing.pass_seconds / single)))
-    times: tuple[list[float], list[float]] = ([], [])
-    for number in range(timing.passes):
-        order = (0, 1) if number % 2 == 0 else (1, 0)
-        for which in order:
-            times[which].append(timed_pass((parent, candidate)[which], feeds, runs))
-    return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3
+    """Median latencies in ms (parent, candidate) over `timing.passes` passes, each pass's
+    figure the median of its runs. Within a pass the two take turns run by run (parent first
+    in even runs, candidate first in odd ones), so load from other processes, which comes and
+    goes over milliseconds on a shared machine, falls on both alike."""
+    feeds = dict(feeds)
+    for _ in range(3):  # warm: the first runs allocate
+        run_seconds(parent, feeds), run_seconds(candidate, feeds)
+    single = max(statistics.median(run_seconds(parent, feeds) for _ in range(3)), 1e-7)
+    runs = max(3, min(timing.max_runs, int(timing.pass_seconds / single / 2)))
+    passes: tuple[list[float], list[float]] = ([], [])
+    for _ in range(timing.passes):
+        times: tuple[list[float], list[float]] = ([], [])
+        for number in range(runs):
+            for which in ((0, 1) if number % 2 == 0 else (1, 0)):
+                times[which].append(run_seconds((parent, candidate)[which], feeds))
+        for which in (0, 1):
+            passes[which].append(statistics.median(times[which]))
+    return statistics.median(passes[0]) * 1e3, statistics.median(passes[1]) * 1e3
 
 
 def judge(result: Result, task: str | None, gate: Gate) -> list[str]:
@@ -465,16 +471,19 @@ WIDTHS = (15, 7, 7, 15, 6, 13, 6, 20, 20, 7, 7, 0)
 
 
 def table_row(cells: tuple[str, ...]) -> str:
+    """One Markdown table row, padded to WIDTHS."""
     return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, WIDTHS, strict=True)) + " |"
 
 
 def table_header() -> str:
+    """The table's header and rule lines."""
     rule = "|" + "|".join("-" * (w + 2) for w in WIDTHS[:-1]) + "|---------|"
     return table_row(COLUMNS) + "\n" + rule
 
 
 def delta_text(task: str | None, deltas: Mapping[str, float] | None,
                found: Mapping[str, Any] | None) -> str:
+    """A metric change for the table: pp of accuracy, or % relative for R² and MAE."""
     if not deltas or not found:
         return "-"
     if task == "classification":
@@ -484,7 +493,7 @@ def delta_text(task: str | None, deltas: Mapping[str, float] | None,
                     for k, d in deltas.items())
 
 
-def describe(result: Result, task: str | None, parent_size: int) -> str:
+def describe(result: Result, task: str | None) -> str:
     """The result as one row of the table."""
     if result.model_bytes is None or not result.latency_ms:
         size = f"{len(result.model_bytes) / 1024:.1f}" if result.model_bytes else "-"
@@ -609,7 +618,7 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
         if result.error is None:
             measure(result, parent, parent_bytes, data, timing, gate)
         results.append(result)
-        print(describe(result, parent.task, len(parent_bytes)), file=out, flush=True)
+        print(describe(result, parent.task), file=out, flush=True)
     outcome = Outcome(name, parent, results)
     passing = [r for r in results if r.passed]
     if not passing:
@@ -639,8 +648,9 @@ def manifest_fields(parent: Manifest, best: Result, timing: Timing,
         fields["metrics"] = best.metrics
     fields["description"] = (f"{parent.description or parent.name} Optimised by "
                              f"`make optimize` ({best.method}) from version {parent.version}.")
-    if "training" in parent.extra:
-        fields["training"] = parent.extra["training"]
+    if "training" in parent.extra:  # less the fingerprint: this version is not trained
+        fields["training"] = {k: v for k, v in parent.extra["training"].items()
+                              if k != "fingerprint"}
     with lambda_memory(timing.lambda_memory_mb):
         threads = session_options().intra_op_num_threads
     fields["optimization"] = {
