@@ -610,7 +610,8 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
                             "classification or regression to measure its metric")
     print(f"optimize {name} version {version} ({len(parent_bytes) / 1024:.1f} KB): rows from "
           f"{data.source}; {timing.passes} interleaved passes, session options of a "
-          f"{timing.lambda_memory_mb or 'non-Lambda'} MB function", file=out, flush=True)
+          f"{timing.lambda_memory_mb or 'non-Lambda'} MB function; load average "
+          f"{load_average()} on {os.cpu_count()} CPUs", file=out, flush=True)
     print(table_header(), file=out, flush=True)
     results = []
     for method in methods:
@@ -633,6 +634,11 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
     print(f"published {name} version {outcome.published} ({outcome.best.method}), not current: "
           f"serve it at /v2/models/{name}/versions/{outcome.published}", file=out, flush=True)
     return outcome
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages: how busy it was while timing."""
+    return [round(load, 2) for load in os.getloadavg()]
 
 
 def manifest_fields(parent: Manifest, best: Result, timing: Timing,
@@ -668,7 +674,7 @@ def manifest_fields(parent: Manifest, best: Result, timing: Timing,
         "measured": {"rows": data.source, "passes": timing.passes,
                      "lambda_memory_mb": timing.lambda_memory_mb, "intra_op_threads": threads,
                      "machine": f"{platform.machine()} {platform.processor()}".strip(),
-                     "cpus": os.cpu_count()},
+                     "cpus": os.cpu_count(), "load_average": load_average()},
     }
     return fields
 
