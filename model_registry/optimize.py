@@ -73,7 +73,7 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers import float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from model_export.artifact import canonical_bytes, read_intact, sha256_of
+from model_export.artifact import canonical_bytes, read_intact
 from model_export.export import Split, metrics
 from model_export.seeds import RECIPES
 from model_registry import add, registry
@@ -515,8 +515,10 @@ def describe(result: Result, task: str | None) -> str:
 # ---- the rows a model is measured on ------------------------------------------------------
 
 def seed_dataset(name: str, version: str, manifest: Manifest) -> Dataset | None:
-    """A seed version's rows from its recipe (split as it was trained), or None if none."""
-    recipe = RECIPES.get((name, version))
+    """A seed version's rows from its recipe (split as it was trained; for a version optimised
+    from a trained one, that one's recipe), or None if it has none."""
+    parent = manifest.extra.get("optimization", {}).get("parent_version")
+    recipe = RECIPES.get((name, version)) or RECIPES.get((name, str(parent)))
     if recipe is None:
         return None
     splits = recipe.splits()
@@ -698,7 +700,6 @@ def publish_version(entry: registry.ModelEntry, parent: Manifest, best: Result, 
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    assert sha256_of((folder / "model.onnx").read_bytes()) == sha256_of(best.model_bytes)
     return version
 
 

@@ -209,6 +209,11 @@ def test_a_seed_model_is_optimised_and_its_published_version_served_with_its_met
     # and `make models` on a clean clone imports version 2 from its file, trains version 1
     shutil.rmtree(models / "breast-cancer-mlp" / "2")
     assert add.reimport(entry, models) == ["2"]
+    # and version 2 can be optimised in turn, measured on its parent's recipe rows
+    again = optimize("breast-cancer-mlp", "2", methods=("onnxslim",), timing=FAST,
+                     publish=False, registry_path=registry_path, models_dir=models,
+                     out=io.StringIO())
+    assert set(again.results[0].metrics) == {"test", "full_dataset"}
 
 
 def test_a_larger_dense_model_quantises_to_a_quarter_of_its_size(
@@ -285,3 +290,12 @@ def test_a_seed_model_takes_a_file_version_only_from_make_optimize(
     with pytest.raises(add.AddError, match="keys among"):
         add.add("other", source, registry_path=registry_path, models_dir=tmp_path / "models",
                 fields=fields)
+
+
+def test_a_seed_model_lists_files_only_for_versions_it_lists() -> None:
+    entry = registry.ModelEntry("breast-cancer-mlp", "seed", ["1", "2"], "1",
+                                files={"2": {"path": "optimized/x.onnx", "sha256": "0" * 64}})
+    assert registry.check(entry) is entry
+    with pytest.raises(registry.RegistryError, match="versions it does not list"):
+        registry.check(registry.ModelEntry("breast-cancer-mlp", "seed", ["1"], "1",
+                                           files=entry.files))
