@@ -74,14 +74,6 @@ def one_op(path: Path, in_type: int, out_type: int, in_shape: list[int | str] | 
         [helper.make_tensor_value_info("y", out_type, in_shape)]))
 
 
-@pytest.fixture
-def registry_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models.yaml"
-    path.write_text("# header kept\nmodels:\n"
-                    "  - {name: breast-cancer-mlp, source: seed, versions: ['1'], current: '1'}\n")
-    return path
-
-
 def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
         tmp_path: Path, registry_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = handmade(tmp_path / "scorer.onnx")

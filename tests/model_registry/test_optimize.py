@@ -80,14 +80,6 @@ def labels_of(model: Path | bytes, rows: np.ndarray) -> np.ndarray:
     return session.run(["label"], {"features": rows})[0]
 
 
-@pytest.fixture
-def registry_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models.yaml"
-    path.write_text("# header kept\nmodels:\n"
-                    "  - {name: breast-cancer-mlp, source: seed, versions: ['1'], current: '1'}\n")
-    return path
-
-
 def added(tmp_path: Path, registry_path: Path, model: Path, rows: np.ndarray,
           targets: np.ndarray) -> Path:
     """Add `model` as `dense` version 1 (a classifier) and write its rows file; the file."""
