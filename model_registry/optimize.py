@@ -149,7 +149,7 @@ class Result:
     size_ratio: float = math.nan
     latency_ms: dict[int, tuple[float, float]] = field(default_factory=dict)  # rows: parent, cand
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # split: candidate's
-    metric_delta: dict[str, dict[str, float]] = field(default_factory=dict)
+    parent_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # the same run's
     agreement: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -157,6 +157,18 @@ class Result:
         """Parent latency / candidate latency at `rows` rows: above 1 is faster."""
         parent, candidate = self.latency_ms.get(rows, (math.nan, math.nan))
         return parent / candidate
+
+    @property
+    def metric_delta(self) -> dict[str, dict[str, float]]:
+        """Candidate minus parent, per split and metric (no row counts)."""
+        return {split: {key: value - self.parent_metrics[split][key]
+                        for key, value in found.items() if key != "rows"}
+                for split, found in self.metrics.items()}
+
+    def relative_change(self, split: str, key: str) -> float:
+        """(candidate - parent) / |parent| of one metric: R² and MAE are judged this way."""
+        parent = self.parent_metrics[split][key]
+        return (self.metrics[split][key] - parent) / abs(parent) if parent else math.inf
 
     @property
     def passed(self) -> bool:
@@ -409,10 +421,9 @@ def judge(result: Result, task: str | None, gate: Gate) -> list[str]:
             if not loss <= gate.max_accuracy_loss_pp:
                 failures.append(f"metric: accuracy {-loss:+.2f} pp on {split} "
                                 f"(loss > {gate.max_accuracy_loss_pp} pp)")
-        else:
-            parent = {k: result.metrics[split][k] - d for k, d in deltas.items()}
-            worse = {"r2": -deltas["r2"] / abs(parent["r2"]) if parent["r2"] else math.inf,
-                     "mae": deltas["mae"] / parent["mae"] if parent["mae"] else math.inf}
+        else:  # R² lower or MAE higher is worse
+            worse = {"r2": -result.relative_change(split, "r2"),
+                     "mae": result.relative_change(split, "mae")}
             for key, change in worse.items():
                 if not change <= gate.max_relative_regression:
                     failures.append(f"metric: {key} {change:+.1%} worse on {split} "
@@ -442,7 +453,7 @@ def measure(result: Result, parent: Manifest, parent_bytes: bytes, data: Dataset
         candidate = serving_session(result.model_bytes, timing)
         reference = serving_session(parent_bytes, timing)
         result.metrics = measure_metrics(parent.task, candidate, data)
-        parent_metrics = measure_metrics(parent.task, reference, data)
+        result.parent_metrics = measure_metrics(parent.task, reference, data)
         compared = data.full or data.test
         result.agreement = agreement(outputs_of(reference, compared.inputs),
                                      outputs_of(candidate, compared.inputs))
@@ -452,10 +463,6 @@ def measure(result: Result, parent: Manifest, parent_bytes: bytes, data: Dataset
     except Exception as exc:  # onnxruntime's own types: a candidate that cannot run
         result.error = f"does not run: {first_line(exc)}"
         return result
-    result.metric_delta = {
-        split: {key: value - parent_metrics[split][key]
-                for key, value in found.items() if key != "rows"}
-        for split, found in result.metrics.items()}
     result.size_ratio = len(parent_bytes) / len(result.model_bytes)
     for rows in ROW_COUNTS:
         result.latency_ms[rows] = interleaved(reference, candidate, data.test.take(rows), timing)
@@ -481,16 +488,14 @@ def table_header() -> str:
     return table_row(COLUMNS) + "\n" + rule
 
 
-def delta_text(task: str | None, deltas: Mapping[str, float] | None,
-               found: Mapping[str, Any] | None) -> str:
+def delta_text(result: Result, task: str | None, split: str) -> str:
     """A metric change for the table: pp of accuracy, or % relative for R² and MAE."""
-    if not deltas or not found:
+    deltas = result.metric_delta.get(split)
+    if not deltas:
         return "-"
     if task == "classification":
         return f"{deltas['accuracy'] * 100:+.2f} pp"
-    parent = {k: found[k] - d for k, d in deltas.items()}
-    return " ".join(f"{k} {d / abs(parent[k]) if parent[k] else 0:+.2%}"
-                    for k, d in deltas.items())
+    return " ".join(f"{key} {result.relative_change(split, key):+.2%}" for key in deltas)
 
 
 def describe(result: Result, task: str | None) -> str:
@@ -505,9 +510,7 @@ def describe(result: Result, task: str | None) -> str:
         result.method, f"{len(result.model_bytes) / 1024:.1f}", f"{result.size_ratio:.2f}x",
         f"{c1:.4f}/{p1:.4f}", f"{result.latency_ratio(1):.2f}x",
         f"{ck:.3f}/{pk:.3f}", f"{result.latency_ratio(1024):.2f}x",
-        delta_text(task, result.metric_delta.get("test"), result.metrics.get("test")),
-        delta_text(task, result.metric_delta.get("full_dataset"),
-                   result.metrics.get("full_dataset")),
+        delta_text(result, task, "test"), delta_text(result, task, "full_dataset"),
         "-" if agree is None else f"{agree:.1%}",
         f"{result.agreement.get('max_abs_diff', 0):.2g}", verdict))
 

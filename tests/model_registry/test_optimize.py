@@ -237,14 +237,14 @@ def test_the_gate(accuracy_delta: float, size_ratio: float, speedups: tuple[floa
     result = Result("m", size_ratio=size_ratio,
                     latency_ms={1: (1.0, 1.0 / speedups[0]), 1024: (1.0, 1.0 / speedups[1])})
     result.metrics = {"test": {"accuracy": 0.9 + accuracy_delta, "rows": 100}}
-    result.metric_delta = {"test": {"accuracy": accuracy_delta}}
+    result.parent_metrics = {"test": {"accuracy": 0.9, "rows": 100}}
     assert [f.split(":")[0] for f in judge(result, "classification", Gate())] == failed
 
 
 def test_the_gate_for_regression_is_relative() -> None:
     result = Result("m", size_ratio=2.0, latency_ms={1: (1.0, 1.0), 1024: (1.0, 1.0)})
-    result.metrics = {"test": {"r2": 0.495, "mae": 40.5, "rows": 10}}
-    result.metric_delta = {"test": {"r2": -0.005, "mae": 0.5}}  # R² -1 %, MAE +1.25 %
+    result.metrics = {"test": {"r2": 0.496, "mae": 40.5, "rows": 10}}  # R² -0.8 %, MAE +1.25 %
+    result.parent_metrics = {"test": {"r2": 0.5, "mae": 40.0, "rows": 10}}
     assert judge(result, "regression", Gate()) == [
         "metric: mae +1.2% worse on test (> 1%)"]
 
