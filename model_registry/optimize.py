@@ -442,31 +442,62 @@ def judge(result: Result, task: str | None, gate: Gate) -> list[str]:
     return failures
 
 
-def measure(result: Result, parent: Manifest, parent_bytes: bytes, data: Dataset,
-            timing: Timing, gate: Gate) -> Result:
+@dataclass(frozen=True)
+class Parent:
+    """The version being optimised, loaded and measured once for every candidate."""
+
+    manifest: Manifest
+    model_bytes: bytes
+    session: ort.InferenceSession  # with the serving options, as the candidates'
+    signature: dict[str, list[dict[str, Any]]]
+    metrics: dict[str, dict[str, Any]]
+    outputs: dict[str, np.ndarray]  # on the rows agreement is measured on
+
+    @classmethod
+    def load(cls, manifest: Manifest, model_bytes: bytes, data: Dataset,
+             timing: Timing) -> Parent:
+        """OptimizeError when the parent itself does not run on the rows."""
+        try:
+            session = serving_session(model_bytes, timing)
+            return cls(manifest, model_bytes, session,
+                       add.read_signature(model_bytes, "the parent"),
+                       measure_metrics(manifest.task, session, data),
+                       outputs_of(session, agreement_rows(data).inputs))
+        except OptimizeError:
+            raise
+        except Exception as exc:  # onnxruntime's own types, AddError
+            raise OptimizeError(f"the parent does not run on the rows: {first_line(exc)}"
+                                ) from exc
+
+
+def agreement_rows(data: Dataset) -> Rows:
+    """The rows a candidate's outputs are compared with the parent's on: all there are."""
+    return data.full or data.test
+
+
+def measure(result: Result, parent: Parent, data: Dataset, timing: Timing,
+            gate: Gate) -> Result:
     """Fill in `result`'s figures against the parent, then the rules it fails."""
     assert result.model_bytes is not None
     try:
-        if add.read_signature(result.model_bytes, result.method) != add.read_signature(
-                parent_bytes, "the parent"):
+        if add.read_signature(result.model_bytes, result.method) != parent.signature:
             raise OptimizeError("its inputs or outputs differ from the parent's")
         candidate = serving_session(result.model_bytes, timing)
-        reference = serving_session(parent_bytes, timing)
-        result.metrics = measure_metrics(parent.task, candidate, data)
-        result.parent_metrics = measure_metrics(parent.task, reference, data)
-        compared = data.full or data.test
-        result.agreement = agreement(outputs_of(reference, compared.inputs),
-                                     outputs_of(candidate, compared.inputs))
+        result.metrics = measure_metrics(parent.manifest.task, candidate, data)
+        result.parent_metrics = parent.metrics
+        result.agreement = agreement(parent.outputs,
+                                     outputs_of(candidate, agreement_rows(data).inputs))
     except (AddError, OptimizeError) as exc:
         result.error = f"refused: {first_line(exc)}"
         return result
     except Exception as exc:  # onnxruntime's own types: a candidate that cannot run
         result.error = f"does not run: {first_line(exc)}"
         return result
-    result.size_ratio = len(parent_bytes) / len(result.model_bytes)
+    result.size_ratio = len(parent.model_bytes) / len(result.model_bytes)
     for rows in ROW_COUNTS:
-        result.latency_ms[rows] = interleaved(reference, candidate, data.test.take(rows), timing)
-    result.failures = judge(result, parent.task, gate)
+        result.latency_ms[rows] = interleaved(parent.session, candidate, data.test.take(rows),
+                                              timing)
+    result.failures = judge(result, parent.manifest.task, gate)
     return result
 
 
@@ -544,7 +575,8 @@ def file_dataset(path: Path, manifest: Manifest) -> Dataset:
     missing = [n for n in names if n not in arrays]
     if missing:
         raise OptimizeError(f"{path} has no array for inputs {missing} (it has {sorted(arrays)})")
-    inputs = {n: arrays[n] for n in names}
+    inputs = {spec.name: arrays[spec.name].astype(NUMPY_DTYPES[spec.datatype])
+              for spec in manifest.inputs}
     targets = arrays.get("targets")
     counts = {len(v) for v in (*inputs.values(), *([targets] if targets is not None else []))}
     if len(counts) != 1 or 0 in counts:
@@ -607,12 +639,12 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
     parent_bytes = (models_dir / name / version / parent.model_file).read_bytes()
     if task is not None and parent.task is None:
         parent = replace(parent, task=task)
-    seeded = seed_dataset(name, version, parent)
     data = (file_dataset(rows, parent) if rows is not None
-            else seeded if seeded is not None else random_dataset(parent))
+            else seed_dataset(name, version, parent) or random_dataset(parent))
     if parent.task is None and data.test.targets is not None:
         raise OptimizeError(f"{name} {version} has no task in its manifest: give --task "
                             "classification or regression to measure its metric")
+    reference = Parent.load(parent, parent_bytes, data, timing)
     print(f"optimize {name} version {version} ({len(parent_bytes) / 1024:.1f} KB): rows from "
           f"{data.source}; {timing.passes} interleaved passes, session options of a "
           f"{timing.lambda_memory_mb or 'non-Lambda'} MB function; load average "
@@ -622,7 +654,7 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
     for method in methods:
         result = build(method, parent_bytes, data)
         if result.error is None:
-            measure(result, parent, parent_bytes, data, timing, gate)
+            measure(result, reference, data, timing, gate)
         results.append(result)
         print(describe(result, parent.task), file=out, flush=True)
     outcome = Outcome(name, parent, results)
