@@ -100,6 +100,9 @@ class Gate:
     min_speedup: float = 1.2  # parent latency / candidate latency, at 1 or at 1,024 rows
     min_size_ratio: float = 2.0  # parent bytes / candidate bytes
     max_slowdown: float = 1.25  # candidate latency / parent latency, at 1 and at 1,024 rows
+    # A speed-up counts only at a row count where the parent timed against a second session of
+    # itself (the control) came out within this factor of 1: else the machine was too noisy.
+    max_control_deviation: float = 1.1
 
 
 @dataclass(frozen=True)
@@ -410,8 +413,10 @@ def interleaved(parent: ort.InferenceSession, candidate: ort.InferenceSession,
     return statistics.median(passes[0]) * 1e3, statistics.median(passes[1]) * 1e3
 
 
-def judge(result: Result, task: str | None, gate: Gate) -> list[str]:
-    """The rules `result` fails (empty: it passes); each names the figure and the threshold."""
+def judge(result: Result, task: str | None, gate: Gate,
+          control: Mapping[int, float] | None = None) -> list[str]:
+    """The rules `result` fails (empty: it passes); each names the figure and the threshold.
+    `control`: the parent's latency ratio against itself by row count (1.0 when absent)."""
     failures = []
     if not result.metric_delta:
         failures.append("metric: not measured (no rows with targets; give --rows)")
@@ -429,11 +434,17 @@ def judge(result: Result, task: str | None, gate: Gate) -> list[str]:
                     failures.append(f"metric: {key} {change:+.1%} worse on {split} "
                                     f"(> {gate.max_relative_regression:.0%})")
     speedups = [result.latency_ratio(rows) for rows in ROW_COUNTS]
-    if not (max(speedups) >= gate.min_speedup or result.size_ratio >= gate.min_size_ratio):
+    noisy = {rows: ratio for rows, ratio in (control or {}).items()
+             if not 1 / gate.max_control_deviation <= ratio <= gate.max_control_deviation}
+    faster = any(speedup >= gate.min_speedup and rows not in noisy
+                 for rows, speedup in zip(ROW_COUNTS, speedups, strict=True))
+    if not (faster or result.size_ratio >= gate.min_size_ratio):
+        uncounted = "".join(f"; not counted at {rows:,} rows: the parent timed {ratio:.2f}x "
+                            "against itself" for rows, ratio in sorted(noisy.items()))
         failures.append(f"benefit: {speedups[0]:.2f}x/{speedups[1]:.2f}x faster at "
                         f"{ROW_COUNTS[0]}/{ROW_COUNTS[1]:,} rows, {result.size_ratio:.2f}x "
                         f"smaller (needs >= {gate.min_speedup}x faster or "
-                        f">= {gate.min_size_ratio}x smaller)")
+                        f">= {gate.min_size_ratio}x smaller{uncounted})")
     for rows, speedup in zip(ROW_COUNTS, speedups, strict=True):
         if not speedup >= 1 / gate.max_slowdown:
             failures.append(f"slower: {1 / speedup:.2f}x the parent's time at {rows:,} "
@@ -452,6 +463,7 @@ class Parent:
     signature: dict[str, list[dict[str, Any]]]
     metrics: dict[str, dict[str, Any]]
     outputs: dict[str, np.ndarray]  # on the rows agreement is measured on
+    control: dict[int, float] = field(default_factory=dict)  # latency ratio against itself
 
     @classmethod
     def load(cls, manifest: Manifest, model_bytes: bytes, data: Dataset,
@@ -468,6 +480,17 @@ class Parent:
         except Exception as exc:  # onnxruntime's own types, AddError
             raise OptimizeError(f"the parent does not run on the rows: {first_line(exc)}"
                                 ) from exc
+
+
+def control(parent: Parent, data: Dataset, timing: Timing) -> dict[int, float]:
+    """The parent timed against a second session of itself, as a candidate is: latency ratio
+    by row count. Far from 1, the machine is too noisy for a speed-up of that size to count."""
+    twin = serving_session(parent.model_bytes, timing)
+    ratios = {}
+    for count in ROW_COUNTS:
+        parent_ms, twin_ms = interleaved(parent.session, twin, data.test.take(count), timing)
+        ratios[count] = parent_ms / twin_ms
+    return ratios
 
 
 def agreement_rows(data: Dataset) -> Rows:
@@ -497,7 +520,7 @@ def measure(result: Result, parent: Parent, data: Dataset, timing: Timing,
     for rows in ROW_COUNTS:
         result.latency_ms[rows] = interleaved(parent.session, candidate, data.test.take(rows),
                                               timing)
-    result.failures = judge(result, parent.manifest.task, gate)
+    result.failures = judge(result, parent.manifest.task, gate, parent.control)
     return result
 
 
@@ -645,11 +668,17 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
         raise OptimizeError(f"{name} {version} has no task in its manifest: give --task "
                             "classification or regression to measure its metric")
     reference = Parent.load(parent, parent_bytes, data, timing)
+    reference = replace(reference, control=control(reference, data, timing))
     print(f"optimize {name} version {version} ({len(parent_bytes) / 1024:.1f} KB): rows from "
           f"{data.source}; {timing.passes} interleaved passes, session options of a "
           f"{timing.lambda_memory_mb or 'non-Lambda'} MB function; load average "
           f"{load_average()} on {os.cpu_count()} CPUs", file=out, flush=True)
     print(table_header(), file=out, flush=True)
+    print(table_row(("parent itself", f"{len(parent_bytes) / 1024:.1f}", "", "", "",
+                     "", "", "", "", "", "", "control: "
+                     + ", ".join(f"{r:.2f}x at {rows:,} row{'s' if rows > 1 else ''}"
+                                 for rows, r in reference.control.items())
+                     + " against a second session of itself")), file=out, flush=True)
     results = []
     for method in methods:
         result = build(method, parent_bytes, data)
@@ -666,7 +695,7 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
     if not publish:
         print(f"best: {outcome.best.method} (not published: dry run)", file=out, flush=True)
         return outcome
-    outcome.published = publish_version(entry, parent, outcome.best, data, timing,
+    outcome.published = publish_version(entry, reference, outcome.best, data, timing,
                                         registry_path, models_dir, store)
     print(f"published {name} version {outcome.published} ({outcome.best.method}), not current: "
           f"serve it at /v2/models/{name}/versions/{outcome.published}", file=out, flush=True)
@@ -678,10 +707,11 @@ def load_average() -> list[float]:
     return [round(load, 2) for load in os.getloadavg()]
 
 
-def manifest_fields(parent: Manifest, best: Result, timing: Timing,
+def manifest_fields(reference: Parent, best: Result, timing: Timing,
                     data: Dataset) -> dict[str, Any]:
     """The new version's manifest fields: the parent's description of the task and data, the
     candidate's own measured metrics, and the `optimization` section."""
+    parent = reference.manifest
     fields: dict[str, Any] = {}
     if parent.labels is not None:
         fields["labels"] = list(parent.labels)
@@ -711,12 +741,14 @@ def manifest_fields(parent: Manifest, best: Result, timing: Timing,
         "measured": {"rows": data.source, "passes": timing.passes,
                      "lambda_memory_mb": timing.lambda_memory_mb, "intra_op_threads": threads,
                      "machine": f"{platform.machine()} {platform.processor()}".strip(),
-                     "cpus": os.cpu_count(), "load_average": load_average()},
+                     "cpus": os.cpu_count(), "load_average": load_average(),
+                     "control_ratio_1": round(reference.control[1], 4),
+                     "control_ratio_1024": round(reference.control[1024], 4)},
     }
     return fields
 
 
-def publish_version(entry: registry.ModelEntry, parent: Manifest, best: Result, data: Dataset,
+def publish_version(entry: registry.ModelEntry, parent: Parent, best: Result, data: Dataset,
                     timing: Timing, registry_path: Path, models_dir: Path, store: Path) -> str:
     """Keep the candidate's file and fields under `store`/<name>/<version>/ and add it as the
     model's next version (not current) with model_registry.add; the version."""

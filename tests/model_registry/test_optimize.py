@@ -127,6 +127,8 @@ def test_a_passing_candidate_is_published_with_the_figures_that_were_measured(
     assert best is not None
     assert optimization["latency_ratio_1"] == round(best.latency_ratio(1), 4) > 0
     assert optimization["latency_ratio_1024"] == round(best.latency_ratio(1024), 4) > 0
+    assert {"control_ratio_1", "control_ratio_1024", "load_average"} <= set(
+        optimization["measured"])
     assert manifest.labels == ("c0", "c1", "c2", "c3") and manifest.task == "classification"
     # and a clean clone's `make models` imports the same bytes with the same manifest
     before = (models / "dense" / "2" / "manifest.json").read_text()
@@ -239,6 +241,16 @@ def test_the_gate(accuracy_delta: float, size_ratio: float, speedups: tuple[floa
     result.metrics = {"test": {"accuracy": 0.9 + accuracy_delta, "rows": 100}}
     result.parent_metrics = {"test": {"accuracy": 0.9, "rows": 100}}
     assert [f.split(":")[0] for f in judge(result, "classification", Gate())] == failed
+
+
+def test_a_speed_up_counts_only_where_the_parent_times_steadily_against_itself() -> None:
+    result = Result("m", size_ratio=1.0, latency_ms={1: (1.0, 1.0), 1024: (1.0, 0.75)})
+    result.metrics = result.parent_metrics = {"test": {"accuracy": 0.9, "rows": 100}}
+    assert judge(result, "classification", Gate(), {1: 1.0, 1024: 1.05}) == []
+    (failure,) = judge(result, "classification", Gate(), {1: 1.0, 1024: 0.8})
+    assert failure.startswith("benefit: 1.00x/1.33x faster") and "timed 0.80x" in failure
+    result.size_ratio = 2.5  # smaller is measured exactly: it counts however noisy the timing
+    assert judge(result, "classification", Gate(), {1: 1.0, 1024: 0.8}) == []
 
 
 def test_the_gate_for_regression_is_relative() -> None:
