@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi add-model remove-model build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi add-model remove-model optimize build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -78,13 +78,22 @@ openapi: build/models/.exported ## Write docs/openapi.json from the route table 
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1]"; exit 2; }
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
 	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current)
+	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [CURRENT=<version>]
 	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }
 	$(PY) -m model_registry.remove --name "$(NAME)" $(if $(VERSION),--version "$(VERSION)") $(if $(CURRENT),--current "$(CURRENT)")
+
+# ---- optimisation (issue 15): candidates measured against their parent, the best passing one
+# published as a new version (not current), through add-model (registry, template, events,
+# OpenAPI in one atomic change).
+OPTIMIZE_CMD = $(PY) -m model_registry.optimize
+optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [PASSES=7] [DRY_RUN=1]
+	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows and targets] [DRY_RUN=1]"; exit 2; }
+	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(PASSES),--passes $(PASSES)) $(if $(DRY_RUN),--dry-run)
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 

@@ -1,9 +1,9 @@
 """`python -m model_export --out build/models`: export every model of models.yaml.
 
 Seed models are trained and exported by their recipe unless their fingerprint shows nothing
-changed; models added from an .onnx file (source: onnx) are copied again from the file that
-models.yaml records, after checking its sha256. Progress says which model, which step and how
-long it took.
+changed; models added from an .onnx file (source: onnx), and the versions `make optimize`
+published, are copied again from the file that models.yaml records, after checking its sha256.
+Progress says which model, which step and how long it took.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
 
 from model_export.check import Tolerance
-from model_export.export import Split, Trained
+from model_export.export import Split, Splits, Trained
 from model_export.versions import SKLEARN_FRAMEWORKS, TARGET_OPSET
 
 SEED = 0
@@ -36,12 +36,18 @@ def flatten_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     return model
 
 
-def train() -> Trained:
+def splits() -> Splits:
+    """load_diabetes() rows as float32 and its float64 targets; 25 % held back."""
     data = load_diabetes()
     x, y = data.data.astype(np.float32), data.target
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED)
-    regression = LinearRegression().fit(x_train, y_train)
-    n_features = x.shape[1]
+    return Splits(Split(x_train, y_train), Split(x_test, y_test), Split(x, y))
+
+
+def train() -> Trained:
+    rows = splits()
+    regression = LinearRegression().fit(rows.train.x, rows.train.y)
+    n_features = rows.full.x.shape[1]
     model = convert_sklearn(
         regression, name="diabetes-linear",
         initial_types=[("features", FloatTensorType([None, n_features]))],
@@ -52,9 +58,9 @@ def train() -> Trained:
         inputs=[{"name": "features", "datatype": "FP32", "shape": [-1, n_features]}],
         outputs=[{"name": OUTPUT, "datatype": "FP32", "shape": [-1]}],
         task="regression",
-        test=Split(x_test, y_test),
-        full=Split(x, y),
-        framework={OUTPUT: regression.predict(x_test).astype(np.float32)},
+        test=rows.test,
+        full=rows.full,
+        framework={OUTPUT: regression.predict(rows.test.x).astype(np.float32)},
         tolerances={OUTPUT: Tolerance("rel", 1e-4)},
         description="Disease progression one year after baseline from the 10 features of the "
                     "diabetes data set (as load_diabetes returns them: mean-centred and "
@@ -63,5 +69,5 @@ def train() -> Trained:
         seed=SEED,
         frameworks=SKLEARN_FRAMEWORKS,
         linear=(regression.coef_.astype(np.float64)[None],
-                x_train.astype(np.float64).mean(axis=0)),
+                rows.train.x.astype(np.float64).mean(axis=0)),
     )

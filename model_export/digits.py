@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from model_export.check import Tolerance
-from model_export.export import Split, Trained
+from model_export.export import Split, Splits, Trained
 
 ROOT = Path(__file__).resolve().parent.parent
 # Override with TORCH_PYTHON=/path/to/python when the torch venv lives elsewhere.
@@ -40,6 +41,22 @@ def run_torch_export(out: Path) -> None:
                          f"{result.stdout}{result.stderr}")
 
 
+def split_rows(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-back row indices: 25 % held back, stratified (digits_cnn's split)."""
+    train_rows, test_rows = train_test_split(np.arange(len(targets)), test_size=0.25,
+                                             random_state=seed, stratify=targets)
+    return train_rows, test_rows
+
+
+def splits() -> Splits:
+    """load_digits() images as float32 [n, 8, 8] and targets as int64, split as trained."""
+    data = load_digits()
+    images, targets = data.images.astype(np.float32), data.target.astype(np.int64)
+    train_rows, test_rows = split_rows(targets, SEED)
+    return Splits(Split(images[train_rows], targets[train_rows]),
+                  Split(images[test_rows], targets[test_rows]), Split(images, targets))
+
+
 def train() -> Trained:
     with tempfile.TemporaryDirectory(prefix="digits-cnn-") as folder:
         out = Path(folder)
@@ -48,8 +65,10 @@ def train() -> Trained:
         reference = dict(np.load(out / "reference.npz"))
         frameworks = json.loads((out / "frameworks.json").read_text())
     data = load_digits()
-    images, targets = data.images.astype(np.float32), data.target.astype(np.int64)
-    test_rows = reference["test_rows"]
+    rows = splits()
+    if not np.array_equal(reference["test_rows"], split_rows(rows.full.y, SEED)[1]):
+        raise SystemExit("digits-cnn: the torch venv held back other rows than splits() "
+                         "(scikit-learn versions differ?); the test metrics would be wrong")
     return Trained(
         model=model,
         inputs=[{"name": "image", "datatype": "FP32", "shape": [-1, 8, 8]}],
@@ -57,8 +76,8 @@ def train() -> Trained:
                  {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
         task="classification",
         labels=[str(digit) for digit in data.target_names],
-        test=Split(images[test_rows], targets[test_rows]),
-        full=Split(images, targets),
+        test=rows.test,
+        full=rows.full,
         framework={"label": reference["label"], "probabilities": reference["probabilities"]},
         tolerances={"label": Tolerance("exact"), "probabilities": Tolerance("abs", 1e-5)},
         description="Handwritten digit (0-9) from an 8x8 image with pixel values 0-16, exactly "

@@ -33,6 +33,20 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Splits:
+    """A seed model's dataset as its served input takes it: the rows it was trained on, the
+    held-back rows its `test` metrics are measured on, and the whole dataset (`full_dataset`).
+
+    One source for the split: the recipe trains on `train`, and `make optimize` calibrates on
+    `train` and measures on `test` and `full` without training again.
+    """
+
+    train: Split
+    test: Split
+    full: Split
+
+
+@dataclass(frozen=True)
 class Trained:
     """A trained and converted model, with what is needed to check and describe it."""
 

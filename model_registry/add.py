@@ -6,7 +6,8 @@ onnxruntime. Its manifest is derived from the graph; the file is kept in the rep
 model_store/<name>/<version>/model.onnx and models.yaml records that path with its sha256, so
 `make models` exports it again (`reimport`) on a fresh clone. The whole change (registry,
 template, events, OpenAPI, export) is computed first and written only if every step passed
-(`model_registry.changes`).
+(`model_registry.changes`). A version published by `make optimize` also keeps a JSON file of
+the manifest fields its graph cannot tell (metrics, the `optimization` section) beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import json
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,11 @@ from model_export.seeds import RECIPES
 from model_registry import registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
+
+# Manifest fields a version's fields file may set; the sha256 and signature always come from
+# the file itself.
+KEPT_FIELDS = frozenset({"labels", "task", "metrics", "description", "training", "optimization"})
+FIELDS_STORED = "fields.json"  # model_store/<name>/<version>/fields.json
 
 
 class AddError(ValueError):
@@ -86,6 +93,17 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
 
 
+def read_fields(path: Path) -> dict[str, Any]:
+    """The manifest fields kept in `path`: a JSON object with keys of KEPT_FIELDS, or AddError."""
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AddError(f"cannot read manifest fields from {path}: {exc}") from exc
+    if not isinstance(fields, dict) or not set(fields) <= KEPT_FIELDS:
+        raise AddError(f"{path}: give a JSON object with keys among {sorted(KEPT_FIELDS)}")
+    return fields
+
+
 def read_background(data: bytes, source: str,
                     inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Background rows for Kernel SHAP from the bytes of a .npy (a model of one input) or .npz
@@ -112,11 +130,12 @@ def read_background(data: bytes, source: str,
 
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    version_dir: Path, examples: Examples | None = None,
-                   background: bytes | None = None, shown: str | None = None) -> None:
+                   background: bytes | None = None, shown: str | None = None,
+                   fields: Mapping[str, Any] | None = None) -> None:
     """Check the file (and the background rows, if given) and write its exported version
     (manifest with its explanation, chosen from the graph by model_export.explanation;
     examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
-    name messages use."""
+    name messages use, `fields` override what is derived (see KEPT_FIELDS)."""
     shown = shown or source
     found = read_signature(model_bytes, shown)
     smoke_run(model_bytes, shown)
@@ -135,6 +154,7 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
         raise AddError(f"background rows were given, but {shown} is explained by "
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
+    manifest.update(fields or {})
     try:
         write_version(version_dir, model_bytes, manifest, examples, files)
     except (ExamplesError, ManifestError) as exc:
@@ -182,7 +202,8 @@ def next_version(entry: ModelEntry | None) -> str:
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, examples_path: Path | None = None,
-        background_path: Path | None = None, project: Project = PROJECT) -> ModelEntry:
+        background_path: Path | None = None, fields: Path | None = None,
+        project: Project = PROJECT) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -190,10 +211,12 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     SHAP), recorded in models.yaml with its sha256, exported to build/models, and template.yaml,
     events/ and docs/openapi.json are rendered again. Every check and render runs first:
     AddError (with the reason) leaves every file as it was. A version of a seed model may be
-    added from a file too.
+    added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
+    `make optimize` measured) kept beside the file.
     """
     entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
+    kept = read_fields(fields) if fields is not None else None
     if existing is None and name in {n for n, _ in RECIPES}:
         raise AddError(f"{name} is a seed model trained by model_export/; pick another name")
     if labels is not None and (not all(labels) or len(set(labels)) != len(labels)):
@@ -214,6 +237,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         record.update(background=str(Path(record["path"]).with_name(
                           BACKGROUND_STORED + background_path.suffix)),
                       background_sha256=sha256_of(background))
+    if kept is not None:
+        record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels)
@@ -239,7 +264,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     try:
         staged = staged_root / name / version
         import_version(entry, version, model_bytes, record["path"], staged, examples,
-                       background, shown=str(onnx_path))
+                       background, shown=str(onnx_path), fields=kept)
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -255,6 +280,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             change.writes[stored.with_name(EXAMPLES_FILE)] = (staged / EXAMPLES_FILE).read_text()
         if background is not None:
             change.writes[project.root / record["background"]] = background
+        if kept is not None:
+            change.writes[project.root / record["fields"]] = json.dumps(kept, indent=2) + "\n"
         change.moves[staged] = project.models_dir / name / version
         change.apply()
     finally:
@@ -279,7 +306,9 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
     """
     written = []
     for version, record in entry.files.items():
-        if _is_current(models_dir / entry.name / version, record, entry.labels):
+        kept = read_fields(root / record["fields"]) if "fields" in record else None
+        labels = (kept or {}).get("labels", entry.labels)
+        if _is_current(models_dir / entry.name / version, record, labels):
             continue
         source = root / record["path"]
         try:
@@ -294,7 +323,7 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
         examples = read_examples(stored_examples) if stored_examples.exists() else None
         import_version(entry, version, model_bytes, record["path"],
                        models_dir / entry.name / version, examples,
-                       _recorded_background(entry, version, root))
+                       _recorded_background(entry, version, root), fields=kept)
         written.append(version)
     return written
 

@@ -81,6 +81,8 @@ class ModelEntry:
     source: Literal["seed", "onnx"]
     versions: list[str]
     current: str
+    # For source "onnx": where each version's file came from and its sha256, and class labels;
+    # for a seed model, its versions published by `make optimize` (the others are trained).
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     labels: list[str] | None = None
 
@@ -117,7 +119,7 @@ def check(entry: ModelEntry) -> ModelEntry:
         raise RegistryError(f"{entry.name}: files for versions it does not list: "
                             f"{sorted(set(entry.files) - set(entry.versions))}")
     for version, record in entry.files.items():
-        for key in ("path", *(["background"] if "background" in record else [])):
+        for key in ("path", *(k for k in ("background", "fields") if k in record)):
             path = Path(record.get(key, ""))
             if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
                 raise RegistryError(
