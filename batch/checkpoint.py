@@ -5,6 +5,8 @@ that was being written when the job died is not in it, so it is redone and its p
 overwritten. The chunk limits (rows and input bytes) are pinned in the checkpoint, so a retry
 cuts the same chunks and names the same parts even if it was started with other settings. A
 checkpoint written before byte limits existed has none (`chunk_bytes` 0): rows alone, as then.
+The model version the job serves is pinned the same way: a retry answers with the version the
+first attempt chose, even if the registry's `current` changed in between.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from batch.keys import InputObject
 from batch.writer import put_json
-
-NAME = "_checkpoint.json"
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Checkpoint:
     input_version: str
     chunk_rows: int  # 0: no row limit
     chunk_bytes: int = 0  # of input; 0: no byte limit
+    model_version: str = ""  # the version the first attempt served ("": not pinned yet)
     next_chunk: int = 0
     next_row: int = 0  # input lines (or .npy rows) done
     next_byte: int = 0  # JSON Lines: byte offset of the next line
@@ -52,22 +54,21 @@ class Checkpoint:
                 "errors": self.errors}
 
 
-def load(s3: Any, bucket: str, prefix: str, job_id: str, input_version: str,
-         chunk_rows: int, chunk_bytes: int = 0) -> Checkpoint:
+def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0) -> Checkpoint:
     """The job's checkpoint, or a fresh one (with these chunk limits) when there is none for
     this job and input."""
     try:
         document: dict[str, Any] = json.loads(
-            s3.get_object(Bucket=bucket, Key=prefix + NAME)["Body"].read())
+            s3.get_object(Bucket=obj.bucket, Key=obj.checkpoint_key)["Body"].read())
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
             raise
-        return Checkpoint(job_id, input_version, chunk_rows, chunk_bytes)
+        return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
     checkpoint = Checkpoint(**document)
-    if (checkpoint.job_id, checkpoint.input_version) != (job_id, input_version):
-        return Checkpoint(job_id, input_version, chunk_rows, chunk_bytes)
+    if (checkpoint.job_id, checkpoint.input_version) != (obj.job_id, obj.version_id):
+        return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
     return checkpoint
 
 
-def save(s3: Any, bucket: str, prefix: str, checkpoint: Checkpoint) -> None:
-    put_json(s3, bucket, prefix + NAME, asdict(checkpoint))
+def save(s3: Any, obj: InputObject, checkpoint: Checkpoint) -> None:
+    put_json(s3, obj.bucket, obj.checkpoint_key, asdict(checkpoint))

@@ -3,7 +3,8 @@
 States: submitting -> submitted -> running -> succeeded | failed; `submit_failed` when the
 Batch API refused a submission (the retried event may claim it again). The trigger claims a
 job with a conditional put, which is what makes it submit at most one job per object version;
-the runner updates state and counts as it goes, and the jobs API reads an item back.
+the runner updates state and counts as it goes, and the jobs API reads an item back. A job
+whose runner could not record its end is finished by batch.state (`failed`, with the reason).
 """
 
 from __future__ import annotations
@@ -106,6 +107,25 @@ class JobStore:
         if names:
             kwargs["ExpressionAttributeNames"] = names
         self.table.update_item(**kwargs)
+
+    def finish(self, job_id: str, status: str, not_if: str, fields: dict[str, Any]) -> bool:
+        """Set a final `status` and `fields` on an existing job unless its status is `not_if`
+        (so that a success the runner recorded is never overwritten); False when it was."""
+        names = {"#s": "status", **{f"#f{i}": name for i, name in enumerate(fields)}}
+        values = {":status": status, ":not_if": not_if, ":updated_at": _now(),
+                  **{f":f{i}": _number(value) for i, value in enumerate(fields.values())}}
+        sets = ["#s = :status", "updated_at = :updated_at",
+                *(f"#f{i} = :f{i}" for i in range(len(fields)))]
+        try:
+            self.table.update_item(
+                Key={"job_id": job_id}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(job_id) AND #s <> :not_if",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as error:
+            if _conditional_failure(error):
+                return False
+            raise
+        return True
 
     def _put(self, record: dict[str, Any], condition: str, values: dict[str, Any] | None) -> bool:
         kwargs: dict[str, Any] = {"Item": {k: _number(v) for k, v in record.items()},

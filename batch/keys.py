@@ -1,9 +1,21 @@
-"""The S3 layout of a batch job and the job id derived from an object version.
+"""The S3 layout of a batch job, in one place, and the job id derived from an object version.
 
-`batch/input/<model>/<job>.jsonl|.npy` starts a job; its outputs go under
-`batch/output/<model>/<job_id>/`. The job id is `<job>-<12 hex>`, the hex a hash of
-bucket/key/versionId, so each object version maps to exactly one id: that is what makes the
-trigger idempotent, and a re-upload of the same key a new job with its own output folder.
+Inputs (an upload starts a job):
+    batch/input/<model>/<job>.jsonl|.npy                          the model's current version
+    batch/input/<model>/versions/<version>/<job>.jsonl|.npy       that version
+(the same choice the API makes between /v2/models/<model>/infer and
+/v2/models/<model>/versions/<version>/infer).
+
+Outputs, under `batch/output/<model>/<job_id>/`:
+    part-00000.jsonl …               JSON Lines: one part per chunk
+    <output>/part-00000.npy …        .npy: one part per chunk and model output
+    <output>.npy                     .npy: the parts of each model output, assembled
+    _checkpoint.json                 how far the completed chunks reach (batch.checkpoint)
+    _SUCCESS.json                    written last: the counts and the parts, in order
+
+The job id is `<job>-<12 hex>`, the hex a hash of bucket/key/versionId, so each object version
+maps to exactly one id: that is what makes the trigger idempotent, and a re-upload of the same
+key a new job with its own output folder.
 """
 
 from __future__ import annotations
@@ -14,19 +26,30 @@ from dataclasses import dataclass
 
 INPUT_PREFIX = "batch/input/"
 OUTPUT_PREFIX = "batch/output/"
+VERSIONS = "versions"  # batch/input/<model>/versions/<version>/<job>.<format>
 FORMATS = ("jsonl", "npy")
+CHECKPOINT = "_checkpoint.json"
+SUCCESS = "_SUCCESS.json"
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # model names, as model_registry requires
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")  # versions, as model_registry requires
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{12}")
 
 
 class InvalidKey(ValueError):
-    """The object key is not `batch/input/<model>/<job>.jsonl|.npy`."""
+    """The object key is not `batch/input/<model>[/versions/<version>]/<job>.jsonl|.npy`."""
+
+
+def input_key(model: str, job: str, format: str, version: str | None = None) -> str:
+    """The key an upload must have to start a job of `model` (at `version`; None: current)."""
+    folder = f"{model}/{VERSIONS}/{version}" if version is not None else model
+    return f"{INPUT_PREFIX}{folder}/{job}.{format}"
 
 
 @dataclass(frozen=True)
 class InputObject:
-    """One uploaded object version that a job runs over."""
+    """One uploaded object version that a job runs over; `version` None means the model's
+    current version (resolved by the runner, batch.models.resolve_version)."""
 
     bucket: str
     key: str
@@ -34,6 +57,7 @@ class InputObject:
     model: str
     job: str
     format: str
+    version: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -44,23 +68,57 @@ class InputObject:
     def output_prefix(self) -> str:
         return f"{OUTPUT_PREFIX}{self.model}/{self.job_id}/"
 
+    # Keys under output_prefix. Parts are named relative to it (as the checkpoint and the
+    # _SUCCESS.json marker list them); the others are whole keys.
+    @property
+    def checkpoint_key(self) -> str:
+        return self.output_prefix + CHECKPOINT
+
+    @property
+    def success_key(self) -> str:
+        return self.output_prefix + SUCCESS
+
+    def output_key(self, part: str) -> str:
+        """The key of a part (or of an assembled output) named relative to output_prefix."""
+        return self.output_prefix + part
+
+    @staticmethod
+    def jsonl_part(chunk: int) -> str:
+        return f"part-{chunk:05d}.jsonl"
+
+    @staticmethod
+    def npy_part(output: str, chunk: int) -> str:
+        return f"{output}/part-{chunk:05d}.npy"
+
+    @staticmethod
+    def npy_output(output: str) -> str:
+        return f"{output}.npy"
+
 
 def parse_key(bucket: str, key: str, version_id: str) -> InputObject:
     """The job an input key describes; InvalidKey says what a valid key looks like."""
-    expected = f"expected {INPUT_PREFIX}<model>/<job>.jsonl or .npy"
+    expected = (f"expected {INPUT_PREFIX}<model>/<job>.jsonl|.npy (the current version) or "
+                f"{INPUT_PREFIX}<model>/{VERSIONS}/<version>/<job>.jsonl|.npy")
     if not key.startswith(INPUT_PREFIX):
         raise InvalidKey(f"key {key!r} is not under {INPUT_PREFIX}: {expected}")
     parts = key[len(INPUT_PREFIX):].split("/")
-    if len(parts) != 2:
+    version: str | None = None
+    if len(parts) == 4 and parts[1] == VERSIONS:
+        model, _, version, filename = parts
+    elif len(parts) == 2:
+        model, filename = parts
+    else:
         raise InvalidKey(f"key {key!r}: {expected}")
-    model, filename = parts
     job, dot, extension = filename.rpartition(".")
     if not dot or extension not in FORMATS:
         raise InvalidKey(f"key {key!r}: the file must end in .jsonl or .npy")
     if not _NAME.fullmatch(model):
         raise InvalidKey(f"key {key!r}: model {model!r} must be lower-case words joined by hyphens")
+    if version is not None and not _VERSION.fullmatch(version):
+        raise InvalidKey(f"key {key!r}: version {version!r} must be 1-32 characters of "
+                         "[0-9A-Za-z._-], starting with a letter or digit")
     if not _JOB.fullmatch(job):
         raise InvalidKey(
             f"key {key!r}: job name {job!r} must be 1-64 characters of [A-Za-z0-9_.-], "
             "starting with a letter or digit")
-    return InputObject(bucket, key, version_id or "null", model, job, extension)
+    return InputObject(bucket, key, version_id or "null", model, job, extension, version)

@@ -8,7 +8,9 @@ events/batch/object-created.json), its local submitter starts the runner as a ch
 `GET /v2/batch/jobs/{job_id}` at the end, and the output is downloaded: the parts of a JSON
 Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per model output.
 `--kill-after-rows N` plays a spot reclaim: the first runner is killed with SIGKILL once its
-checkpoint has N rows done, and the submitter's retry resumes from that checkpoint.
+checkpoint has N rows done, and the submitter's retry resumes from that checkpoint
+(`--kill-attempts K`: the first K attempts are killed; as many as the attempts, and the job
+ends `failed` with the submitter's reason). The local submitter is batch.local_submit.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
-from batch import submit
+from batch import local_submit, submit
 from batch.aws import client
-from batch.keys import INPUT_PREFIX, InputObject, parse_key
-from batch.models import SERVING, serving_importable
+from batch.keys import InputObject, input_key, parse_key
+from batch.models import SERVING, registry_path, serving_importable
 from local_api.context import LambdaContext
 
 LOG = logging.getLogger("batch.local")
@@ -115,12 +117,14 @@ def load_handler(function: str) -> ModuleType:
     return module
 
 
-def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TABLE
-                        ) -> dict[str, str]:
-    """What the template gives the trigger, with the local submitter instead of Batch's."""
+def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TABLE,
+                        registry: Path | None = None) -> dict[str, str]:
+    """What the template gives the trigger, with the local submitter instead of Batch's (the
+    runner child inherits it: its models, their registry, the jobs table)."""
     models = sorted(p.parent.parent.name for p in models_dir.glob("*/*/manifest.json"))
     return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, "BATCH_MODELS": ",".join(models),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
+            "MODELS_REGISTRY": str((registry or registry_path()).resolve()),
             "BATCH_LOCAL_PYTHONPATH": os.pathsep.join(
                 [str(ROOT), str(SERVING)]),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
@@ -140,29 +144,29 @@ def get_job(job_id: str) -> tuple[int, dict[str, Any]]:
 def download(obj: InputObject, output: Path) -> list[Path]:
     """The job's outputs, as listed by its completion marker."""
     s3 = client("s3")
-    marker = json.loads(s3.get_object(Bucket=obj.bucket,
-                                      Key=obj.output_prefix + "_SUCCESS.json")["Body"].read())
+    marker = json.loads(s3.get_object(Bucket=obj.bucket, Key=obj.success_key)["Body"].read())
     output.parent.mkdir(parents=True, exist_ok=True)
     if obj.format == "jsonl":
         with output.open("wb") as sink:
             for part in marker["parts"]:
-                body = s3.get_object(Bucket=obj.bucket, Key=obj.output_prefix + part)["Body"]
+                body = s3.get_object(Bucket=obj.bucket, Key=obj.output_key(part))["Body"]
                 shutil.copyfileobj(body, sink)
         return [output]
     written = []
     for name in marker["outputs"]:
         target = output.with_name(f"{output.stem}.{name}.npy")
-        s3.download_file(obj.bucket, f"{obj.output_prefix}{name}.npy", str(target))
+        s3.download_file(obj.bucket, obj.output_key(obj.npy_output(name)), str(target))
         written.append(target)
     return written
 
 
 def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
-             job: str | None = None) -> dict[str, Any]:
-    """Upload, trigger, run, download; the job record as the jobs API returns it."""
+             job: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """Upload, trigger, run, download; the job record as the jobs API returns it. `version`
+    None runs the model's current version."""
     extension = input_path.suffix.lstrip(".")
     name = job or re.sub(r"[^A-Za-z0-9_.-]", "-", input_path.stem).lstrip("._-") or "job"
-    key = f"{INPUT_PREFIX}{model}/{name}.{extension}"
+    key = input_key(model, name, extension, version)
     started = time.monotonic()
     event = upload(input_path, BUCKET, key)
     obj = parse_key(BUCKET, key, event["detail"]["object"]["version-id"])
@@ -172,7 +176,7 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     LOG.info("trigger: %s", outcome)
     submitter = submit.from_environment()
     exit_codes: list[int] = []
-    if outcome["status"] == "submitted" and isinstance(submitter, submit.LocalSubmitter):
+    if outcome["status"] == "submitted" and isinstance(submitter, local_submit.LocalSubmitter):
         exit_codes = submitter.wait(obj.job_id)
         LOG.info("runner attempts ended with %s", exit_codes)
     status, record = get_job(obj.job_id)
@@ -193,22 +197,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
     parser.add_argument("--job", help="job name in the key (default: the input file's stem)")
+    parser.add_argument("--version", help="the model version to run (default: its current "
+                        "one): the key becomes batch/input/<model>/versions/<version>/<job>")
+    parser.add_argument("--registry", type=Path, default=registry_path(),
+                        help="models.yaml, where each model's current version is declared")
     parser.add_argument("--kill-after-rows", type=int, default=0, metavar="N",
                         help="SIGKILL the first runner once its checkpoint has N rows done "
                              "(a spot reclaim); the retry resumes from the checkpoint")
+    parser.add_argument("--kill-attempts", type=int, default=1, metavar="K",
+                        help="with --kill-after-rows: kill the first K attempts the same way "
+                             "(K >= BATCH_LOCAL_ATTEMPTS, 3: every attempt; the job fails)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
     if args.input.suffix not in (".jsonl", ".npy"):
         parser.error("--input must be a .jsonl or .npy file")
-    if args.kill_after_rows < 0:
-        parser.error("--kill-after-rows must be >= 0")
+    if args.kill_after_rows < 0 or args.kill_attempts < 0:
+        parser.error("--kill-after-rows and --kill-attempts must be >= 0")
     with LocalCloud():
         create_resources()
-        os.environ.update(trigger_environment(args.models_dir.resolve()),
-                          BATCH_LOCAL_KILL_AFTER_ROWS=str(args.kill_after_rows))
-        result = run_loop(args.model, args.input, args.output, args.models_dir, args.job)
+        os.environ.update(trigger_environment(args.models_dir.resolve(), registry=args.registry),
+                          BATCH_LOCAL_KILL_AFTER_ROWS=str(args.kill_after_rows),
+                          BATCH_LOCAL_KILL_ATTEMPTS=str(args.kill_attempts))
+        result = run_loop(args.model, args.input, args.output, args.models_dir, args.job,
+                          args.version)
     print(json.dumps(result))  # the last line of stdout (the handlers log JSON there too)
     return 0 if result["job"].get("status") == "succeeded" else 1
 

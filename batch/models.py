@@ -1,21 +1,43 @@
-"""Exported models on disk (`<models dir>/<model>/<version>/manifest.json`), without the serving
-library: `python -m batch.sample` runs where `model_api` is not on the path."""
+"""Which version of a model a batch job serves: the current one from the registry, the API's rule.
+
+`current` is declared in one place, models.yaml (model_registry): the API's functions get it as
+MODEL_VERSION rendered from there into template.yaml, and the runner reads it from the same
+file, copied into the image beside the exported models (batch/Dockerfile) and read from the
+repository locally. Reading the registry itself rather than a copy written at export time
+means there is no second record of `current` to go stale. The choice between the current
+version and a named one, and the version order, are the serving library's
+(model_api.service.resolve_version, version_folders), so both paths answer alike.
+"""
 
 from __future__ import annotations
 
-import re
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = ROOT / "layers" / "serving" / "python"  # ServingLayer's /opt/python: model_api
+REGISTRY = ROOT / "models.yaml"
 
 
-def versions(folder: Path) -> list[str]:
-    """The versions exported under a model's folder, lowest first, numbers compared as numbers
-    ("9" before "10")."""
-    return sorted((p.parent.name for p in folder.glob("*/manifest.json")),
-                  key=lambda v: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", v)])
+def registry_path() -> Path:
+    """models.yaml: MODELS_REGISTRY when set (the image sets /app/models.yaml), else the
+    repository's."""
+    return Path(os.environ.get("MODELS_REGISTRY") or REGISTRY)
+
+
+def current_version(model: str, registry: Path | None = None) -> str | None:
+    """The registry's current version of `model`; None when the registry does not list it.
+
+    Raises OSError when the registry cannot be read, model_registry.RegistryError when it is
+    not valid.
+    """
+    from model_registry.registry import load  # pyyaml: the runner's image and the venv only
+
+    for entry in load(registry or registry_path()):
+        if entry.name == model:
+            return entry.current
+    return None
 
 
 def serving_importable() -> None:

@@ -51,11 +51,28 @@ class S3Object:
         return dict(self.s3.head_object(**kwargs))
 
 
-def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes, int]]:
-    """(line without its newline, byte offset just past it) for every line from `start`."""
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the reader's limit, in place of its bytes (never held in memory)."""
+
+    length: int  # bytes, without the newline
+
+
+def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0
+               ) -> Iterator[tuple[bytes | LongLine, int]]:
+    """(line without its newline, byte offset just past it) for every line from `start`; a
+    line over `max_line` bytes (0: no limit) comes as a LongLine, its bytes skipped as they
+    arrive, so that no line, however long, holds more than `max_line` + BLOCK bytes."""
     position = start  # bytes of the object consumed from the stream so far
     pending = b""
+    skipped = 0  # leading bytes of the current line dropped because it is too long
     failures, last_break = 0, -1
+
+    def finished(line: bytes) -> bytes | LongLine:
+        length = skipped + len(line)
+        return LongLine(length) if skipped or (max_line and length > max_line) \
+            else line.rstrip(b"\r")
+
     while position < size:
         try:
             body = source.get(f"bytes={position}-")
@@ -63,13 +80,16 @@ def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes,
                 position += len(block)
                 pending += block
                 end_of_last = pending.rfind(b"\n")
-                if end_of_last < 0:
-                    continue
-                offset = position - len(pending)
-                complete, pending = pending[:end_of_last + 1], pending[end_of_last + 1:]
-                for line in complete.split(b"\n")[:-1]:
-                    offset += len(line) + 1
-                    yield line.rstrip(b"\r"), offset
+                if end_of_last >= 0:
+                    offset = position - len(pending)
+                    complete, pending = pending[:end_of_last + 1], pending[end_of_last + 1:]
+                    for line in complete.split(b"\n")[:-1]:
+                        offset += len(line) + 1
+                        yield finished(line), offset
+                        skipped = 0
+                if max_line and skipped + len(pending) > max_line:
+                    skipped += len(pending)
+                    pending = b""
         except BotoCoreError as error:  # the stream broke; botocore retried the GET itself
             # Only breaks without progress in between count towards giving up.
             failures = failures + 1 if position == last_break else 1
@@ -79,8 +99,8 @@ def iter_lines(source: S3Object, start: int, size: int) -> Iterator[tuple[bytes,
             LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", source.bucket,
                         source.key, position, error)
             time.sleep(min(2.0**failures, 30.0))
-    if pending:
-        yield pending.rstrip(b"\r"), position
+    if pending or skipped:
+        yield finished(pending), position
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,12 @@ output record, checkpointed per chunk; the job's state and counts go to the jobs
 A chunk is BATCH_CHUNK_BYTES of input (8 MiB; whole lines) or BATCH_CHUNK_ROWS rows, whichever
 ends first: each chunk costs a few S3 and DynamoDB requests (read, part, checkpoint, job
 record), so chunks are sized by bytes to amortise them whatever a row weighs.
-Exit codes: 0 done, 2 an input no retry can fix, anything else worth a retry.
+The model version is the one the input key names, else the registry's current one
+(batch.models), chosen by the serving library's rule, as the API chooses it.
+Every line, whatever it holds (any bytes, nesting or size), gets exactly one record; only a
+fault of the job itself (its input unreadable, S3 failing, the model not loading) fails it.
+Exit codes: 0 done, 1 a transient fault (S3 or the network still failing after their retries,
+no GPU on this host: worth a retry), 2 anything else (a retry would fail the same way).
 """
 
 from __future__ import annotations
@@ -25,33 +30,39 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from botocore.exceptions import ClientError
-from model_api.codec import InferRequest, decode_request, response_document
+from botocore.exceptions import BotoCoreError, ClientError
+from model_api.codec import InferRequest, decode_request, parse_json, response_document
 from model_api.datatypes import numpy_dtype
 from model_api.errors import ModelAPIError
-from model_api.model import LoadedModel, ModelLoadError
+from model_api.limits import BATCH_MAX_RECORD_BYTES, BATCH_RECORD
+from model_api.model import LoadedModel
+from model_api.service import resolve_version, version_folders
 
 from batch import checkpoint
 from batch.aws import client
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
-from batch.keys import InputObject, InvalidKey, parse_key
+from batch.keys import InputObject, parse_key
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher, is_memory_error
-from batch.models import versions
+from batch.models import current_version
 from batch.progress import Progress
-from batch.reader import InputError, NpyLayout, S3Object, iter_lines, npy_layout, read_rows
+from batch.reader import LongLine, NpyLayout, S3Object, iter_lines, npy_layout, read_rows
 from batch.submit import PERMANENT_EXIT
 from batch.writer import concatenate_npy, npy_bytes, npy_header, put_bytes, put_json
 
 LOG = logging.getLogger("batch.runner")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-SUCCESS = "_SUCCESS.json"
 PERMANENT_S3_ERRORS = ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "AccessDenied", "404", "403")
 CHUNK_BYTES = 8 << 20  # of input per chunk, by default
 
 
 class PermanentError(RuntimeError):
     """A failure that a retry of the job cannot fix (bad input, model not in the image)."""
+
+
+class HostError(RuntimeError):
+    """A fault of the host the job landed on (no active GPU): another attempt may land on a
+    good one, so it is retried."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Settings:
     version_id: str
     job_id: str
     models_dir: Path
-    model_version: str | None = None
+    registry: Path | None = None  # models.yaml; None: batch.models.registry_path()
     table: str | None = None
     chunk_rows: int = 0  # 0: no row limit
     # of input; 0: no byte limit (then chunk_rows must be set); None: see byte_limit
@@ -88,29 +99,48 @@ def choose_providers(use_gpu: bool) -> list[str]:
     return [CUDA, CPU] if use_gpu and CUDA in available else [CPU]
 
 
-def version_dir(models_dir: Path, model: str, version: str | None) -> Path:
-    """The model's version folder: the one asked for, else the highest version exported."""
-    folder = models_dir / model
-    exported = versions(folder)
-    if version is None and exported:
-        version = exported[-1]
-    if version is None or version not in exported:
-        raise PermanentError(f"unknown model {model!r} (version {version}) under {models_dir}")
-    return folder / version
+def version_dir(models_dir: Path, model: str, version: str | None,
+                registry: Path | None = None) -> Path:
+    """The folder of the version a job serves: `version`, else the registry's current one,
+    chosen among the exported versions by the serving library's rule (as the API chooses).
+    PermanentError says why there is none."""
+    try:
+        installed = [folder.name for folder in version_folders(models_dir / model)]
+    except OSError:
+        installed = []
+    if not installed:
+        raise PermanentError(f"unknown model {model!r}: no versions of it under {models_dir}")
+    try:
+        current = current_version(model, registry) if version is None else None
+    except (OSError, ValueError) as error:  # no registry, or model_registry.RegistryError
+        raise PermanentError(f"cannot read the registry of current versions: {error}") from None
+    if version is None and current is None:
+        raise PermanentError(f"model {model!r} is not in the registry (models.yaml), so it has "
+                             "no current version; name one in the key: "
+                             f"batch/input/{model}/versions/<version>/<job>")
+    try:
+        return models_dir / model / resolve_version(model, version, current, installed)
+    except ModelAPIError as error:
+        raise PermanentError(error.message) from None
 
 
-def load_model(settings: Settings, model: str) -> LoadedModel:
+def load_model(settings: Settings, model: str, version: str | None) -> LoadedModel:
     """Load with the best provider and check what is ACTIVE: onnxruntime-gpu falls back to the
     CPU silently when its CUDA libraries do not match, and that must never go unnoticed."""
     providers = choose_providers(settings.use_gpu)
-    loaded = LoadedModel.load(version_dir(settings.models_dir, model, settings.model_version),
-                              providers=providers)
+    folder = version_dir(settings.models_dir, model, version, settings.registry)
+    try:
+        loaded = LoadedModel.load(folder, providers=providers)
+    except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
+        raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
+                             f"{error}") from error
     active = list(loaded.providers)
     if CUDA in active:
-        LOG.info("model %s runs on the GPU (active providers %s)", model, active)
+        LOG.info("model %s version %s runs on the GPU (active providers %s)", model,
+                 folder.name, active)
     elif settings.require_gpu:
-        raise RuntimeError(f"a GPU was required but CUDA is not active (active {active}, "
-                           f"available {ort.get_available_providers()})")
+        raise HostError(f"a GPU was required but CUDA is not active (active {active}, "
+                        f"available {ort.get_available_providers()})")
     else:
         LOG.warning("!!! model %s runs on the CPU: CUDA is not active (active %s, available "
                     "%s) !!!", model, active, ort.get_available_providers())
@@ -119,28 +149,34 @@ def load_model(settings: Settings, model: str) -> LoadedModel:
 
 # ---------------------------------------------------------------------------- JSON Lines
 
-def line_id(line: bytes) -> Any:
-    """The request's `id` for an error record, if the line is JSON enough to have one."""
+def line_id(line: bytes) -> str | None:
+    """The request's `id` for an error record: a string `id` of a line that is a JSON object,
+    else None. Never raises, whatever the line holds (parse_json bounds the nesting that
+    Python's recursive parser would otherwise die of)."""
     try:
-        document = json.loads(line)
-    except ValueError:
+        document = parse_json(line)
+    except Exception:  # ModelAPIError for anything not JSON; the line's error is said already
         return None
-    return document.get("id") if isinstance(document, dict) else None
+    request_id = document.get("id") if isinstance(document, dict) else None
+    return request_id if isinstance(request_id, str) else None
 
 
 def compact(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def error_record(line: bytes, number: int, message: str) -> bytes:
-    return compact({"id": line_id(line), "line": number, "error": message})
+def error_record(line: bytes | LongLine, number: int, message: str) -> bytes:
+    request_id = line_id(line) if isinstance(line, bytes) else None
+    return compact({"id": request_id, "line": number, "error": message})
 
 
-def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel | None,
-                  model_error: str | None, batcher: MicroBatcher | None
-                  ) -> tuple[list[bytes], int]:
+def process_lines(lines: Sequence[bytes | LongLine], first_number: int,
+                  model: LoadedModel | None, model_error: str | None,
+                  batcher: MicroBatcher | None) -> tuple[list[bytes], int]:
     """One output record per line, in input order; and how many of them are errors. Each
-    record is serialised as it is made: a chunk's documents never all live at the same time."""
+    record is serialised as it is made: a chunk's documents never all live at the same time.
+    Whatever a line holds, it costs only its own record: an unforeseen error while decoding or
+    answering it (a defect, logged without the line) becomes that line's error record."""
     records: list[bytes] = [b""] * len(lines)
     errors = 0
 
@@ -149,17 +185,27 @@ def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel 
         records[index] = error_record(lines[index], first_number + index, message)
         errors += 1
 
+    def unforeseen(index: int, stage: str, error: Exception) -> None:
+        LOG.error("line %d: %s while %s it", first_number + index, type(error).__name__, stage,
+                  exc_info=True)
+        fail(index, f"the line could not be {stage} ({type(error).__name__})")
+
     decoded: list[tuple[int, InferRequest]] = []
     for index, line in enumerate(lines):
         if model is None:
             fail(index, model_error or "no model")
+        elif isinstance(line, LongLine):
+            fail(index, f"the line is {line.length} bytes; the limit is "
+                        f"{BATCH_MAX_RECORD_BYTES} bytes per JSON Lines record")
         elif not line.strip():
             fail(index, "empty line")  # its id is None: no JSON to take one from
         else:
             try:
-                decoded.append((index, decode_request(line, {}, model.manifest)))
+                decoded.append((index, decode_request(line, {}, model.manifest, BATCH_RECORD)))
             except ModelAPIError as error:
                 fail(index, error.message)
+            except Exception as error:
+                unforeseen(index, "decoded", error)
     if batcher is not None and model is not None:
         requests = dict(decoded)
         for index, outcome in batcher.run(decoded):
@@ -171,17 +217,19 @@ def process_lines(lines: Sequence[bytes], first_number: int, model: LoadedModel 
                     response_document(model.manifest, requests[index], outcome))
             except ModelAPIError as error:
                 fail(index, error.message)
+            except Exception as error:
+                unforeseen(index, "answered", error)
     return records, errors
 
 
 def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int
-                    ) -> Iterator[tuple[list[bytes], int]]:
+                    ) -> Iterator[tuple[list[bytes | LongLine], int]]:
     """Lists of whole lines, each with the byte offset just past its last line: a list ends
     at `rows` lines or once its lines reach `max_bytes` bytes (0: no such limit). The cut
     depends only on the input from `start`, so a resumed job cuts the same chunks."""
-    lines: list[bytes] = []
+    lines: list[bytes | LongLine] = []
     end = chunk_start = start
-    for line, end in iter_lines(source, start, size):
+    for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES):
         lines.append(line)
         if len(lines) == rows or (max_bytes and end - chunk_start >= max_bytes):
             yield lines, end
@@ -209,21 +257,19 @@ class Job:
             raise PermanentError(f"job id {settings.job_id} does not belong to "
                                  f"{settings.key} version {settings.version_id}")
         self.source = S3Object(s3, settings.bucket, settings.key, settings.version_id)
-        self.prefix = self.obj.output_prefix
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         head = self.source.head()
         size = int(head["ContentLength"])
-        state = checkpoint.load(self.s3, self.settings.bucket, self.prefix, self.obj.job_id,
-                                self.settings.version_id, self.settings.chunk_rows,
+        state = checkpoint.load(self.s3, self.obj, self.settings.chunk_rows,
                                 self.settings.byte_limit)
         if state.next_chunk:
             LOG.info("resuming job %s at chunk %d (line/row %d)", self.obj.job_id,
                      state.next_chunk, state.next_row)
         LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
                  state.chunk_rows or "any", state.chunk_bytes or "any")
-        model, model_error = self._model()
+        model, model_error = self._model(state)
         sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
         tuner = BatchSizeTuner(sizes, self.settings.batch_rows)
         batcher = MicroBatcher(model, tuner) if model is not None else None
@@ -233,34 +279,44 @@ class Job:
             if batcher is None:
                 raise PermanentError(model_error or "no model")
             self._npy(state, size, batcher)
-        summary = {"job_id": self.obj.job_id, "model": self.obj.model,
-                   "input": f"s3://{self.settings.bucket}/{self.settings.key}",
-                   "input_version": self.settings.version_id, "format": self.obj.format,
-                   **state.counts, "parts": state.parts,
-                   "providers": list(model.providers) if model is not None else [],
-                   "seconds_this_attempt": round(time.monotonic() - started, 3)}
+        summary: dict[str, Any] = {
+            "job_id": self.obj.job_id, "model": self.obj.model,
+            "input": f"s3://{self.settings.bucket}/{self.settings.key}",
+            "input_version": self.settings.version_id, "format": self.obj.format,
+            "model_version": state.model_version or None, **state.counts, "parts": state.parts,
+            "providers": list(model.providers) if model is not None else [],
+            "seconds_this_attempt": round(time.monotonic() - started, 3)}
         if self.obj.format == "npy" and model is not None:
             summary["outputs"] = self._assemble_npy(state, model)
-        put_json(self.s3, self.settings.bucket, self.prefix + SUCCESS, summary)
+        put_json(self.s3, self.settings.bucket, self.obj.success_key, summary)
         if model_error:
             raise PermanentError(model_error)
         return summary
 
-    def _model(self) -> tuple[LoadedModel | None, str | None]:
-        """The model, or (JSON Lines only) the reason every line gets an error record."""
+    def _model(self, state: checkpoint.Checkpoint) -> tuple[LoadedModel | None, str | None]:
+        """The model, or (JSON Lines only) the reason every line gets an error record. The
+        version is the one pinned in the checkpoint by an earlier attempt, else the key's,
+        else the current one; it is pinned (and recorded in the job) once chosen."""
+        version = state.model_version or self.obj.version
         try:
-            return load_model(self.settings, self.obj.model), None
-        except (PermanentError, ModelLoadError) as error:
+            model = load_model(self.settings, self.obj.model, version)
+        except PermanentError as error:
             if self.obj.format != "jsonl":
                 raise
             LOG.error("%s: every line gets an error record", error)
             return None, str(error)
+        if state.model_version and state.model_version != self.obj.version:
+            LOG.info("serving version %s, pinned by the first attempt", state.model_version)
+        state.model_version = model.manifest.version
+        if self.store is not None:
+            self.store.update(self.obj.job_id, fields={"model_version": state.model_version})
+        return model, None
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
                     errors: int, parts: list[str], progress: Progress, position: int,
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
-        checkpoint.save(self.s3, self.settings.bucket, self.prefix, state)
+        checkpoint.save(self.s3, self.obj, state)
         if self.store is not None:
             self.store.update(self.obj.job_id, fields=state.counts)
         progress.update(position, state.next_row)
@@ -272,11 +328,11 @@ class Job:
                                           state.chunk_bytes):
             records, errors = process_lines(lines, state.next_row + 1, model, model_error,
                                             batcher)
-            part = f"{self.prefix}part-{state.next_chunk:05d}.jsonl"
-            put_bytes(self.s3, self.settings.bucket, part, b"\n".join(records) + b"\n",
-                      "application/x-ndjson")
-            self._checkpoint(state, len(lines), end, len(records) - errors, errors,
-                             [part.removeprefix(self.prefix)], progress, end)
+            part = self.obj.jsonl_part(state.next_chunk)
+            put_bytes(self.s3, self.settings.bucket, self.obj.output_key(part),
+                      b"\n".join(records) + b"\n", "application/x-ndjson")
+            self._checkpoint(state, len(lines), end, len(records) - errors, errors, [part],
+                             progress, end)
         progress.update(size, state.next_row, force=True)
 
     def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
@@ -308,9 +364,10 @@ class Job:
                 first += len(batch)
             parts, headers = [], {}
             for name in outputs:
-                part = f"{name}/part-{state.next_chunk:05d}.npy"
+                part = self.obj.npy_part(name, state.next_chunk)
                 array = np.concatenate(results[name])
-                put_bytes(self.s3, self.settings.bucket, self.prefix + part, npy_bytes(array),
+                put_bytes(self.s3, self.settings.bucket, self.obj.output_key(part),
+                          npy_bytes(array),
                           "application/octet-stream")
                 parts.append(part)
                 headers[part] = npy_header(array)
@@ -339,11 +396,11 @@ class Job:
                       ) -> dict[str, list[int]]:
         shapes = {}
         for output in model.manifest.outputs:
-            parts = [self.prefix + p for p in state.parts if p.startswith(output.name + "/")]
-            key = f"{self.prefix}{output.name}.npy"
+            parts = [p for p in state.parts if p.startswith(output.name + "/")]
             shapes[output.name] = list(concatenate_npy(
-                self.s3, self.settings.bucket, parts, key,
-                [state.headers.get(p.removeprefix(self.prefix)) for p in parts]))
+                self.s3, self.settings.bucket, [self.obj.output_key(p) for p in parts],
+                self.obj.output_key(self.obj.npy_output(output.name)),
+                [state.headers.get(p) for p in parts]))
         return shapes
 
 
@@ -361,7 +418,13 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
     try:
         summary = Job(settings, s3, store).run()
     except Exception as error:
-        if store is not None:
+        # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
+        # transient one the job stays `running` with the reason until the next attempt starts,
+        # or until Batch gives up and batch.state records it `failed`.
+        if store is not None and is_transient(error):
+            store.update(settings.job_id, fields={
+                "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
+        elif store is not None:
             store.update(settings.job_id, FAILED, fields={
                 "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
         raise
@@ -372,11 +435,14 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
     return summary
 
 
-def is_permanent(error: BaseException) -> bool:
-    if isinstance(error, PermanentError | InputError | InvalidKey | ModelLoadError):
-        return True
-    return isinstance(error, ClientError) and (
-        error.response["Error"]["Code"] in PERMANENT_S3_ERRORS)
+def is_transient(error: BaseException) -> bool:
+    """Whether another attempt may succeed: S3 or DynamoDB still failing after botocore's own
+    retries (throttling, 5xx, a dropped connection), the network, a host without its GPU.
+    Anything else (bad input, a model that does not load, a defect) would fail the same way
+    again, so it is not retried."""
+    if isinstance(error, ClientError):
+        return error.response["Error"]["Code"] not in PERMANENT_S3_ERRORS
+    return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError)
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
@@ -387,7 +453,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--version-id", default=env("BATCH_INPUT_VERSION", "null"))
     parser.add_argument("--job-id", default=env("BATCH_JOB_ID"))
     parser.add_argument("--models-dir", type=Path, default=Path(env("MODELS_DIR", "/opt/models")))
-    parser.add_argument("--model-version", default=env("MODEL_VERSION"))
+    parser.add_argument("--registry", type=Path, default=env("MODELS_REGISTRY"),
+                        help="models.yaml, where the models' current versions are declared")
     parser.add_argument("--table", default=env("JOBS_TABLE"))
     parser.add_argument("--chunk-rows", type=int, default=int(env("BATCH_CHUNK_ROWS", "0")),
                         help="rows (JSON Lines: lines) per chunk; given alone, chunks are cut "
@@ -412,7 +479,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
                      "--chunk-rows and --chunk-bytes > 0")
     return Settings(bucket=args.bucket, key=args.key, version_id=args.version_id,
                     job_id=args.job_id, models_dir=args.models_dir,
-                    model_version=args.model_version, table=args.table,
+                    registry=args.registry, table=args.table,
                     chunk_rows=args.chunk_rows, chunk_bytes=args.chunk_bytes,
                     batch_rows=args.batch_rows,
                     require_gpu=args.require_gpu, use_gpu=not args.cpu,
@@ -428,10 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_job(settings)
     except Exception as error:
-        permanent = is_permanent(error)
+        transient = is_transient(error)
         LOG.exception("job %s failed (%s)", settings.job_id,
-                      "permanent" if permanent else "a retry may succeed")
-        return PERMANENT_EXIT if permanent else 1
+                      "a retry may succeed" if transient else "permanent")
+        return 1 if transient else PERMANENT_EXIT
     LOG.info("job %s done: %s", settings.job_id,
              {k: summary[k] for k in ("rows_read", "outputs_written", "errors")})
     return 0

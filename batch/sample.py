@@ -8,7 +8,7 @@ The rows come from the dataset the model was trained on, as its manifest names i
 digits-cnn), repeated in order until `--rows` rows are written. `.jsonl`: one infer request of
 one row per line, `id` = the line number from 0; `.npy`: one array of the model's input
 (rows x the input's shape, its dtype: any numeric datatype; a BYTES input takes JSON Lines).
-The model's highest version is read, as the runner picks it.
+The model's current version (models.yaml) is read, as the runner picks it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from batch.models import ROOT, serving_importable, versions
+from batch.models import ROOT, current_version, registry_path, serving_importable
 
 SKLEARN = "sklearn.datasets."
 
@@ -55,14 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help=".jsonl or .npy file")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
+    parser.add_argument("--registry", type=Path, default=registry_path(),
+                        help="models.yaml, where the model's current version is declared")
     args = parser.parse_args(argv)
     if args.out.suffix not in (".jsonl", ".npy") or args.rows < 1:
         parser.error("--out must be a .jsonl or .npy file and --rows >= 1")
-    folder = args.models_dir / args.model
-    exported = versions(folder)
-    if not exported:
-        parser.error(f"no exported model {args.model!r} under {args.models_dir} (make models)")
-    manifest = json.loads((folder / exported[-1] / "manifest.json").read_text())
+    version = current_version(args.model, args.registry)
+    if version is None:
+        parser.error(f"model {args.model!r} is not in the registry {args.registry}")
+    path = args.models_dir / args.model / version / "manifest.json"
+    if not path.is_file():
+        parser.error(f"no exported {args.model!r} version {version} under {args.models_dir} "
+                     "(make models)")
+    manifest = json.loads(path.read_text())
     spec = manifest["inputs"][0]
     if args.out.suffix == ".npy" and spec["datatype"] == "BYTES":
         parser.error(f"input {spec['name']!r} of {manifest['name']} is BYTES (strings): "

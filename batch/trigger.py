@@ -52,7 +52,10 @@ class Outcome:
 
 
 def job_item(obj: InputObject, size: int, etag: str) -> dict[str, Any]:
+    """The job's record: `model_version` is the key's version, or "current" until the runner
+    writes the version it resolved."""
     return {"job_id": obj.job_id, "model": obj.model, "job": obj.job, "format": obj.format,
+            "model_version": obj.version or "current",
             "input": {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id,
                       "size": size, "etag": etag},
             "output_prefix": f"s3://{obj.bucket}/{obj.output_prefix}",

@@ -1,7 +1,9 @@
 """Lambda entry point of the batch jobs routes (model_api.routes, BATCH_JOBS): a job's state
 and counts.
 
-Reads the jobs table the trigger and the runner write. Errors are the serving library's
+Reads the jobs table the trigger and the runner write; a record that has shown an unfinished
+job for a while is checked against AWS Batch first (batch.state.reconcile), so a job Batch has
+failed or forgotten is answered `failed`, never `running`. Errors are the serving library's
 (`model_api.lambda_adapter.answer_errors`, from ServingLayer), like every other error of the API:
 an unknown or malformed id is 404 `{"error": ...}`, and so is a path no route matches.
 """
@@ -23,12 +25,15 @@ from model_api.lambda_adapter import (
 )
 from model_api.routes import BATCH_JOBS
 
+from batch.aws import client
 from batch.jobs import JobStore
 from batch.keys import JOB_ID
+from batch.state import reconcile
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(APIGatewayRestResolver())
 store = JobStore(os.environ["JOBS_TABLE"])
+batch = client("batch")
 # Internal bookkeeping of the trigger's claim: not part of the job's public record.
 PRIVATE = ("claim_token", "claim_expires_at")
 
@@ -40,6 +45,7 @@ def get_job(job_id: str) -> Response:
     job = store.get(job_id)
     if job is None:
         raise NotFound(f"no batch job {job_id!r}")
+    job = reconcile(store, job, batch)
     return json_response(200, {k: v for k, v in job.items() if k not in PRIVATE})
 
 

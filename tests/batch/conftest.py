@@ -29,8 +29,11 @@ WEIGHTS = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 1.0], [0.0, 3.0]], dtype=np
 BIAS = np.array([0.1, -0.1], dtype=np.float32)
 
 
-def tiny_model(folder: Path) -> Path:
-    """models/<MODEL>/1/{model.onnx, manifest.json}: logits = x W + b, softmax and argmax."""
+def tiny_model(folder: Path, version: str = "1", weights: np.ndarray = WEIGHTS,
+               current: str = "1") -> Path:
+    """models/<MODEL>/<version>/{model.onnx, manifest.json}: logits = x W + b, softmax and
+    argmax; and the registry models/models.yaml listing the versions there, `current` current
+    (MODELS_REGISTRY in the cloud fixture)."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["features", "W"], ["xw"]),
          helper.make_node("Add", ["xw", "B"], ["logits"]),
@@ -40,24 +43,32 @@ def tiny_model(folder: Path) -> Path:
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURES])],
         [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
          helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor("W", TensorProto.FLOAT, WEIGHTS.shape, WEIGHTS.ravel().tolist()),
+        [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.ravel().tolist()),
          helper.make_tensor("B", TensorProto.FLOAT, BIAS.shape, BIAS.tolist())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    version = folder / MODEL / "1"
-    version.mkdir(parents=True)
+    version_dir = folder / MODEL / version
+    version_dir.mkdir(parents=True)
     data = model.SerializeToString()
-    (version / "model.onnx").write_bytes(data)
-    manifest = {"schema_version": 1, "name": MODEL, "version": "1",
+    (version_dir / "model.onnx").write_bytes(data)
+    manifest = {"schema_version": 1, "name": MODEL, "version": version,
                 "platform": "onnxruntime_onnx", "model_file": "model.onnx",
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, FEATURES]}],
                 "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
                             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
                 "labels": ["no", "yes"], "task": "classification"}
-    (version / "manifest.json").write_text(json.dumps(manifest))
+    (version_dir / "manifest.json").write_text(json.dumps(manifest))
+    versions = sorted(p.name for p in (folder / MODEL).iterdir())
+    registry(folder).write_text(json.dumps({"models": [
+        {"name": MODEL, "source": "seed", "versions": versions, "current": current}]}))
     return folder
+
+
+def registry(models_dir: Path) -> Path:
+    """The registry (models.yaml; JSON is YAML) of the models under `models_dir`."""
+    return models_dir / "models.yaml"
 
 
 def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +123,9 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Cloud:
-    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+def cloud(moto_endpoint: str, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    for name, value in {"MODELS_REGISTRY": str(registry(models_dir)),
+                        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                         "AWS_MAX_ATTEMPTS": "3"}.items():
         monkeypatch.setenv(name, value)

@@ -169,12 +169,13 @@ def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path
 
 
 def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud) -> None:
-    old = {"job_id": "j-1", "input_version": "v1", "chunk_rows": 10_000, "next_chunk": 3,
+    obj = parse_key(cloud.bucket, f"batch/input/{MODEL}/old.jsonl", "v1")
+    old = {"job_id": obj.job_id, "input_version": "v1", "chunk_rows": 10_000, "next_chunk": 3,
            "next_row": 30_000, "next_byte": 123, "outputs_written": 30_000, "errors": 0,
            "parts": ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]}
-    client("s3").put_object(Bucket=cloud.bucket, Key="out/_checkpoint.json",
+    client("s3").put_object(Bucket=cloud.bucket, Key=obj.checkpoint_key,
                             Body=json.dumps(old).encode())
-    state = checkpoint.load(client("s3"), cloud.bucket, "out/", "j-1", "v1", 0, 8 << 20)
+    state = checkpoint.load(client("s3"), obj, 0, 8 << 20)
     assert (state.chunk_rows, state.chunk_bytes, state.next_chunk) == (10_000, 0, 3)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.batch.conftest import FEATURES, MODEL, expected, request_line
+from tests.batch.conftest import FEATURES, MODEL, expected, registry, request_line
 
 ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(11)
@@ -24,7 +24,8 @@ def run_local(models_dir: Path, source: Path, output: Path, *options: str
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run(
         [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
-         "--output", str(output), "--models-dir", str(models_dir), *options],
+         "--output", str(output), "--models-dir", str(models_dir),
+         "--registry", str(registry(models_dir)), *options],
         cwd=ROOT, env={**env, "BATCH_CHUNK_ROWS": "40"}, capture_output=True, text=True,
         timeout=120)
 
@@ -97,3 +98,22 @@ def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: 
     job = json.loads(result.stdout.splitlines()[-1])["job"]
     assert job["status"] == "failed" and "unknown model 'no-such-model'" in job["reason"]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_job_killed_on_every_attempt_ends_failed_with_the_reason(models_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) + "\n"
+                              for n in range(4000)))
+    # Given a runner killed with SIGKILL on each of its three attempts
+    result = run_local(models_dir, source, tmp_path / "answers.jsonl",
+                       "--kill-after-rows", "40", "--kill-attempts", "3")
+    # Then the submitter gave up and the jobs API says failed, with why and how often
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["runner_exit_codes"] == [-signal.SIGKILL] * 3
+    job = summary["job"]
+    assert (job["status"], job["attempts"]) == ("failed", 3)
+    assert job["reason"] == ("the local submitter gave up after 3 attempt(s): the runner ended "
+                             "with -9, -9, -9 (negative: killed by that signal)")
+    assert 40 <= job["rows_read"] < 4000 and not (tmp_path / "answers.jsonl").exists()

@@ -62,8 +62,12 @@ def test_rule_sends_input_uploads_to_the_trigger_with_retries_and_a_dlq(
 def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str, Any]) -> None:
     assert actions(resources["BatchTriggerFunctionRole"]) == {
         "dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob", "sqs:SendMessage"}
-    assert actions(resources["BatchJobsFunctionRole"]) == {"dynamodb:GetItem"}
-    for function in ("BatchTriggerFunction", "BatchJobsFunction"):
+    # The jobs API finishes a stale job that Batch has failed or forgotten (batch.state)
+    assert actions(resources["BatchJobsFunctionRole"]) == {
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "batch:DescribeJobs"}
+    assert actions(resources["BatchStateFunctionRole"]) == {
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
+    for function in ("BatchTriggerFunction", "BatchJobsFunction", "BatchStateFunction"):
         assert resources[function]["Properties"]["Role"] == {
             "Fn::GetAtt": [f"{function}Role", "Arn"]}
 
@@ -91,8 +95,23 @@ def test_job_definition_needs_a_gpu_retries_and_times_out(resources: dict[str, A
     assert compute["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
 
 
+def test_batch_gives_up_on_a_job_and_the_state_function_hears_it(
+        resources: dict[str, Any]) -> None:
+    function = resources["BatchStateFunction"]["Properties"]
+    rule = function["Events"]["JobFailed"]["Properties"]
+    assert rule["Pattern"] == {"source": ["aws.batch"], "detail-type": ["Batch Job State Change"],
+                               "detail": {"jobQueue": [{"Ref": "BatchJobQueue"}],
+                                          "status": ["FAILED"]}}
+    assert rule["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+    assert {"Ref": "BatchLayer"} in function["Layers"]
+    [statement] = resources["BatchDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"]
+    assert {"Fn::GetAtt": ["BatchStateFunctionJobFailed", "Arn"]} in statement["Condition"][
+        "ArnEquals"]["aws:SourceArn"]
+
+
 def test_batch_functions_have_log_groups_and_the_jobs_route(resources: dict[str, Any]) -> None:
-    for function in ("BatchTriggerFunction", "BatchJobsFunction"):
+    for function in ("BatchTriggerFunction", "BatchJobsFunction", "BatchStateFunction"):
         assert "RetentionInDays" in resources[f"{function}LogGroup"]["Properties"]
     assert "RetentionInDays" in resources["BatchRunnerLogGroup"]["Properties"]
     event = resources["BatchJobsFunction"]["Properties"]["Events"]["GetJob"]["Properties"]

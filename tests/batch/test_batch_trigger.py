@@ -16,9 +16,10 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 
 from batch import jobs, trigger
-from batch.keys import InputObject, InvalidKey, parse_key
+from batch.keys import InputObject, InvalidKey, input_key, parse_key
 from batch.local import load_handler, object_created_event
 from model_registry.registry import NAME as REGISTRY_NAME
+from model_registry.registry import VERSION as REGISTRY_VERSION
 from tests.batch.conftest import MODEL, Cloud
 from tests.conftest import EVENTS_DIR, LambdaContext
 
@@ -223,8 +224,9 @@ def test_built_batch_layer_holds_the_lambda_modules() -> None:
     if not layer.exists():
         pytest.skip("run `make build` (make test does)")
     names = {p.name for p in (layer / "python" / "batch").glob("*.py")}
-    assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "aws.py"} <= names
+    assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "state.py", "aws.py"} <= names
     assert "runner.py" not in names  # numpy/onnxruntime code belongs to the image
+    assert not names & {"local.py", "local_submit.py", "sample.py"}  # local only
 
 
 def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(
@@ -271,3 +273,30 @@ def test_a_key_names_a_model_exactly_when_the_registry_would_accept_the_name(nam
     except InvalidKey:
         accepted = False
     assert accepted == bool(REGISTRY_NAME.match(name)), name
+
+
+@pytest.mark.parametrize("version", ["1", "10", "2024.1", "v2-rc_1", "a" * 32, "a" * 33, "-1",
+                                     ".1", "v/2", "", "v 2"])
+def test_a_key_names_a_version_exactly_when_the_registry_would_accept_it(version: str) -> None:
+    """The same for versions: batch/input/<model>/versions/<version>/<job>.jsonl."""
+    key = f"batch/input/{MODEL}/versions/{version}/job.jsonl"
+    try:
+        obj = parse_key("bucket", key, "v1")
+        accepted = obj.version == version and obj.model == MODEL and obj.job == "job"
+    except InvalidKey:
+        accepted = False
+    assert accepted == bool(REGISTRY_VERSION.match(version)), version
+
+
+def test_the_key_names_a_version_or_leaves_it_to_the_current_one() -> None:
+    current = parse_key("b", input_key(MODEL, "rows", "jsonl"), "v1")
+    named = parse_key("b", input_key(MODEL, "rows", "jsonl", "2"), "v1")
+    assert (current.key, current.version) == (f"batch/input/{MODEL}/rows.jsonl", None)
+    assert (named.key, named.version) == (f"batch/input/{MODEL}/versions/2/rows.jsonl", "2")
+    assert current.job_id != named.job_id and named.output_prefix.startswith(
+        f"batch/output/{MODEL}/rows-")
+    for bad in (f"batch/input/{MODEL}/version/2/rows.jsonl",
+                f"batch/input/{MODEL}/versions/rows.jsonl",
+                f"batch/input/{MODEL}/versions/2/x/rows.jsonl"):
+        with pytest.raises(InvalidKey, match="versions/<version>"):
+            parse_key("b", bad, "v1")

@@ -23,12 +23,11 @@ from model_api.binary import HEADER_LENGTH, decode_tensor, encode_tensor, split_
 from model_api.datatypes import BYTES, is_float, is_integer, numpy_dtype
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
+    API_REQUEST,
     MAX_BYTES_ELEMENT,
     MAX_JSON_DEPTH,
-    MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
-    MAX_ROWS,
-    MAX_TENSOR_ELEMENTS,
+    RequestLimits,
 )
 from model_api.manifest import Manifest, TensorSpec
 
@@ -79,12 +78,17 @@ class InferResult:
 # --- requests -------------------------------------------------------------------------------
 
 
-def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest) -> InferRequest:
-    """The checked request in `body`; a ModelAPIError says what to fix if it does not fit."""
-    if len(body) > MAX_REQUEST_BYTES:
+def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
+                   limits: RequestLimits = API_REQUEST) -> InferRequest:
+    """The checked request in `body`; a ModelAPIError says what to fix if it does not fit.
+
+    `limits`: the path's (limits.API_REQUEST, or BATCH_RECORD for a line of a batch job, which
+    refuses binary tensor data and binary outputs, as its answer is a JSON line).
+    """
+    if len(body) > limits.max_bytes:
         raise TooLarge(
-            f"the request body is {len(body)} bytes; the limit is {MAX_REQUEST_BYTES} bytes "
-            "(send fewer rows per request)"
+            f"the {limits.unit} body is {len(body)} bytes; the limit is {limits.max_bytes} "
+            f"bytes (send fewer rows per {limits.unit})"
         )
     header_length = _header(headers, HEADER_LENGTH)
     json_part, tail = split_body(body, header_length)
@@ -100,7 +104,15 @@ def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest) 
     parameters = _parameters(document.get("parameters"), "the request")
     binary_default = _flag(parameters, "binary_data_output", "the request")
     outputs = _outputs(document.get("outputs"), manifest, binary_default)
-    inputs, rows = _inputs(document["inputs"], tail, header_length is not None, manifest)
+    binary = [output.name for output in outputs if output.binary]
+    if binary and not limits.binary:
+        raise BadRequest(
+            f"output(s) {_quoted(binary)} asked for as binary data (binary_data_output or "
+            f"binary_data): the answer to a {limits.unit} is JSON, so drop the flag (a .npy "
+            "input gives .npy outputs)"
+        )
+    inputs, rows = _inputs(document["inputs"], tail, header_length is not None, manifest,
+                           limits)
     return InferRequest(request_id, inputs, outputs, parameters, rows)
 
 
@@ -241,8 +253,8 @@ def _outputs(items: Any, manifest: Manifest, binary_default: bool) -> tuple[Requ
     return tuple(requested.values())
 
 
-def _inputs(items: Any, tail: bytes, binary_header: bool,
-            manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
+def _inputs(items: Any, tail: bytes, binary_header: bool, manifest: Manifest,
+            limits: RequestLimits) -> tuple[dict[str, np.ndarray], int]:
     """Every input of the manifest as an array of its dtype, and the shared batch size."""
     if not isinstance(items, list):
         raise BadRequest(f"'inputs' must be a list of tensors, got {_describe(items)}")
@@ -264,7 +276,7 @@ def _inputs(items: Any, tail: bytes, binary_header: bool,
                 f"input {spec.name!r} has datatype {_describe(item['datatype'])}; the model "
                 f"takes {spec.datatype}"
             )
-        shape = _shape(spec, item["shape"])
+        shape = _shape(spec, item["shape"], limits)
         size = _parameters(item.get("parameters"), f"input {spec.name!r}").get("binary_data_size")
         if size is None:
             if "data" not in item:
@@ -276,6 +288,11 @@ def _inputs(items: Any, tail: bytes, binary_header: bool,
         if "data" in item:
             raise BadRequest(
                 f"input {spec.name!r} has both 'data' and parameters.binary_data_size; send one"
+            )
+        if not limits.binary:
+            raise BadRequest(
+                f"input {spec.name!r} has binary_data_size, but a {limits.unit} carries no "
+                "binary tensor data: send its values as 'data' (or upload a .npy input)"
             )
         if not binary_header:
             raise BadRequest(
@@ -323,7 +340,7 @@ def _input_spec(where: str, name: Any, manifest: Manifest) -> TensorSpec:
     return spec
 
 
-def _shape(spec: TensorSpec, value: Any) -> tuple[int, ...]:
+def _shape(spec: TensorSpec, value: Any, limits: RequestLimits) -> tuple[int, ...]:
     """The request's shape once it fits the manifest's and the limits."""
     if not isinstance(value, list) or not all(type(dim) is int for dim in value):
         raise BadRequest(
@@ -338,16 +355,16 @@ def _shape(spec: TensorSpec, value: Any) -> tuple[int, ...]:
             f"input {spec.name!r} has shape {_clip(str(value))}; the model takes "
             f"{list(spec.shape)} (-1: any positive size)"
         )
-    if value[0] > MAX_ROWS:
+    if value[0] > limits.max_rows:
         raise TooLarge(
-            f"input {spec.name!r} has {value[0]} rows; the limit is {MAX_ROWS} rows per request "
-            "(split it, or use the batch runner)"
+            f"input {spec.name!r} has {value[0]} rows; the limit is {limits.max_rows} rows per "
+            f"{limits.unit} ({limits.bigger})"
         )
     count = math.prod(value)
-    if count > MAX_TENSOR_ELEMENTS:
+    if count > limits.max_tensor_elements:
         raise TooLarge(
-            f"input {spec.name!r} has {count} elements; the limit is {MAX_TENSOR_ELEMENTS} "
-            "elements per tensor (send fewer rows)"
+            f"input {spec.name!r} has {count} elements; the limit is "
+            f"{limits.max_tensor_elements} elements per tensor (send fewer rows)"
         )
     return tuple(value)
 
@@ -488,11 +505,12 @@ def _element_problem(value: Any, datatype: str) -> str | None:
 
 def response_document(manifest: Manifest, request: InferRequest,
                       results: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The protocol's JSON response, every requested output inline as `data`."""
+    """The protocol's JSON response, every requested output inline as `data`: the answer to a
+    batch job's JSON Lines record (decoded with limits.BATCH_RECORD, so none asks for binary)."""
     document = _response_header(manifest, request)
     document["outputs"] = [
         {**_output_metadata(manifest, name, results[name]),
-         "data": _json_data(manifest, name, results[name])}
+         "data": _json_data(manifest, name, results[name], _NONFINITE_IN_JSON_LINES)}
         for name in (output.name for output in request.outputs)
     ]
     return document
@@ -512,7 +530,7 @@ def encode_response(manifest: Manifest, request: InferRequest,
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = _json_data(manifest, output.name, array)
+            entry["data"] = _json_data(manifest, output.name, array, _NONFINITE_IN_A_RESPONSE)
         outputs.append(entry)
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
@@ -540,17 +558,23 @@ def _output_metadata(manifest: Manifest, name: str, array: np.ndarray) -> dict[s
     return {"name": name, "datatype": datatype, "shape": list(array.shape)}
 
 
-def _json_data(manifest: Manifest, name: str, array: np.ndarray) -> list[Any]:
+# How to receive NaN or infinite outputs, which JSON cannot carry, on each path.
+_NONFINITE_IN_A_RESPONSE = "ask for the output with parameters.binary_data: true to receive them"
+_NONFINITE_IN_JSON_LINES = "a .npy input gives .npy outputs, which carry them"
+
+
+def _json_data(manifest: Manifest, name: str, array: np.ndarray, nonfinite: str) -> list[Any]:
     """Flat row-major data; float32 values become the doubles they are, which round-trip.
 
     Finite inputs can still overflow a model (3e38 through a linear layer): that is the
-    request's doing, so a 400, not a 5xx that would count against the deployment.
+    request's doing, so a 400, not a 5xx that would count against the deployment; `nonfinite`
+    says how to receive such values on the caller's path.
     """
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BadRequest(
             f"model '{manifest.name}' gives NaN or infinite values in output {name!r} for these "
-            "inputs (are they in the range the model was trained on?); JSON cannot carry them: "
-            "ask for the output with parameters.binary_data: true to receive them"
+            f"inputs (are they in the range the model was trained on?); JSON cannot carry them: "
+            f"{nonfinite}"
         )
     return array.ravel().tolist()
 

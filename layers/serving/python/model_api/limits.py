@@ -7,6 +7,8 @@ most of these derive from: 6 MB (6,291,456 bytes) for the request event and for 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 MiB = 1024 * 1024
 
 # Request body, decoded. API Gateway base64-encodes every body for our `*/*` binary media type
@@ -36,3 +38,44 @@ MAX_BYTES_ELEMENT = 64 * 1024
 # input) plus one per dimension of nested `data`; 32 allows tensors of rank 29, far past any
 # model here, and keeps hostile nesting away from the recursive JSON parser.
 MAX_JSON_DEPTH = 32
+
+# One JSON Lines record (line) of a batch job. The batch runner has no event or response quota
+# (it reads S3 in ranged GETs and runs in a 14 GB container, template.yaml), so a record may be
+# far larger than an API request; what bounds it is memory: a line is held whole while it is
+# decoded, its elements become Python objects first (about 32 bytes each), and a chunk holds
+# its lines. 64 MiB (16 API requests) keeps one record under about 1 GB while decoded. A longer
+# line is never held: the reader skips its bytes and gives it an error record.
+BATCH_MAX_RECORD_BYTES = 64 * MiB
+
+# Rows of one input in a batch record. A record runs as one model call (records are batched
+# together, never split), so its rows bound that call's memory on the GPU; 2**20 rows is 16 to
+# 1,024 times the micro-batch sizes the runner times (batch/microbatch.py). Larger work belongs
+# on several lines. A record that still runs out of memory gets its own error record.
+BATCH_MAX_ROWS = 1024 * 1024
+
+# Elements of one input tensor in a batch record (2**24): what a BATCH_MAX_RECORD_BYTES line of
+# JSON can hold at about 4 bytes an element ("0.5,"), and about 0.5 GB as Python objects while
+# it is decoded.
+BATCH_MAX_TENSOR_ELEMENTS = 16 * MiB
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The limits one infer request meets on a path, and how its refusals name it there."""
+
+    unit: str  # what one request is called in messages
+    max_bytes: int
+    max_rows: int
+    max_tensor_elements: int
+    binary: bool  # whether binary tensor data (inputs after the JSON, binary outputs) travels
+    bigger: str  # where a request over max_rows should go instead
+
+
+# An API request (Lambda behind API Gateway).
+API_REQUEST = RequestLimits("request", MAX_REQUEST_BYTES, MAX_ROWS, MAX_TENSOR_ELEMENTS,
+                            binary=True, bigger="split it, or use the batch runner")
+# A JSON Lines record (line) of a batch job: JSON only (a line has no room for a binary tail,
+# and its answer is a JSON line; a .npy input is the batch path's binary form).
+BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_MAX_ROWS,
+                             BATCH_MAX_TENSOR_ELEMENTS, binary=False,
+                             bigger="split it over several lines")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,37 @@ DEFAULT_MODELS_DIR = "/opt/models"
 def version_key(version: str) -> tuple[int, int, str]:
     """Numeric versions in numeric order (2 before 10), then the others by name."""
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def version_folders(model_dir: Path) -> list[Path]:
+    """A model's version folders in version_key order; hidden ones (a half-written export is
+    `.<version>-…`) are not versions. OSError when `model_dir` cannot be listed."""
+    return sorted((path for path in model_dir.iterdir()
+                   if path.is_dir() and not path.name.startswith(".")),
+                  key=lambda path: version_key(path.name))
+
+
+def resolve_version(name: str, version: str | None, current: str | None,
+                    installed: Sequence[str]) -> str:
+    """The version of model `name` that serves a request for `version` (None: the current one),
+    among the `installed` ones (in version_key order). The API's functions and the batch runner
+    both choose with this, so the two paths serve the same version for the same ask.
+
+    Raises NotFound when `version` is not installed; NotReady when there is no current version
+    or it is not installed.
+    """
+    if version is None:
+        if current is None:
+            raise NotReady(f"model {name!r} has no current version: MODEL_VERSION is not set")
+        if current not in installed:
+            raise NotReady(
+                f"model {name!r}: its current version {current!r} is not "
+                f"installed (installed: {_listed(installed)})"
+            )
+        return current
+    if version not in installed:
+        raise NotFound(f"model {name!r} has no version {version!r}; versions: {_listed(installed)}")
+    return version
 
 
 class InferenceService:
@@ -61,8 +92,7 @@ class InferenceService:
             return cls()
         model_dir = models_dir / model_name
         try:
-            folders = [path for path in model_dir.iterdir()
-                       if path.is_dir() and not path.name.startswith(".")]
+            folders = version_folders(model_dir)
         except OSError as exc:
             logger.error("model %s: cannot list its versions in %s: %s", model_name, model_dir, exc)
             folders = []
@@ -118,19 +148,7 @@ class InferenceService:
         if name != self.model_name:
             served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
             raise NotFound(f"unknown model {name!r}; this endpoint serves {served}")
-        if version is None:
-            if self.current_version is None:
-                raise NotReady(f"model {name!r} has no current version: MODEL_VERSION is not set")
-            if self.current_version not in self.versions:
-                raise NotReady(
-                    f"model {name!r}: its current version {self.current_version!r} is not "
-                    f"installed (installed: {_listed(self.versions)})"
-                )
-            version = self.current_version
-        elif version not in self.versions:
-            raise NotFound(
-                f"model {name!r} has no version {version!r}; versions: {_listed(self.versions)}"
-            )
+        version = resolve_version(name, version, self.current_version, list(self.versions))
         loaded = self.versions[version]
         if isinstance(loaded, str):
             raise NotReady(loaded)
@@ -161,5 +179,5 @@ def _load_version(name: str, folder: Path) -> LoadedModel | str:
     return model
 
 
-def _listed(versions: Mapping[str, object]) -> str:
+def _listed(versions: Iterable[str]) -> str:
     return ", ".join(f"'{version}'" for version in versions) or "none"

@@ -1,0 +1,112 @@
+"""The local submitter of `make batch-local`: AWS Batch's part played on this machine.
+
+Local only: neither BatchLayer (batch/Makefile LAMBDA_MODULES) nor the runner's image
+(batch/Dockerfile) carries this module; `batch.submit.from_environment` imports it when
+`BATCH_SUBMITTER=local`. It runs `python -m batch.runner` as a child process and plays:
+- the job definition's retry strategy: a runner that dies (kill -9, crash, exit 1) is started
+  again, up to `BATCH_LOCAL_ATTEMPTS` (3) attempts, and resumes from its checkpoint; exit 0 and
+  exit 2 (a permanent fault) end the job;
+- Batch giving up: after the last attempt, a job whose runner did not record its end is marked
+  `failed` with the reason and the attempt count (batch.state.gave_up, the rule the AWS path
+  uses);
+- spot reclaims, when `BATCH_LOCAL_KILL_AFTER_ROWS` is set: an attempt is killed with SIGKILL
+  as soon as the job's checkpoint shows that many rows done; the first
+  `BATCH_LOCAL_KILL_ATTEMPTS` (1) attempts are (as many as the attempts: killed every time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from batch import checkpoint, state
+from batch.aws import client
+from batch.jobs import JobStore
+from batch.keys import InputObject
+from batch.submit import PERMANENT_EXIT, runner_environment
+
+LOG = logging.getLogger(__name__)
+RECLAIM_POLL_SECONDS = 0.1
+
+
+class LocalSubmitter:
+    """Runs `python -m batch.runner` as a child process, retrying as Batch would."""
+
+    def __init__(self, attempts: int = 3, kill_after_rows: int = 0, kill_attempts: int = 1,
+                 table: str | None = None) -> None:
+        self.attempts, self.kill_after_rows = attempts, kill_after_rows
+        self.kill_attempts, self.table = kill_attempts, table
+        self._threads: dict[str, threading.Thread] = {}
+        self.exit_codes: dict[str, list[int]] = {}
+
+    def submit(self, obj: InputObject) -> str:
+        env = {**os.environ, **runner_environment(obj)}
+        if os.environ.get("BATCH_LOCAL_PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["BATCH_LOCAL_PYTHONPATH"]
+        self.exit_codes[obj.job_id] = []
+        thread = threading.Thread(target=self._attempts, args=(obj, env),
+                                  name=f"job-{obj.job_id}", daemon=True)
+        self._threads[obj.job_id] = thread
+        thread.start()
+        return f"local-{obj.job_id}"
+
+    def wait(self, job_id: str, timeout: float | None = None) -> list[int]:
+        """Block until the job's last attempt ended; the exit code of each attempt."""
+        self._threads[job_id].join(timeout)
+        return self.exit_codes[job_id]
+
+    def _attempts(self, obj: InputObject, env: dict[str, str]) -> None:
+        job_id = obj.job_id
+        codes = self.exit_codes[job_id]
+        for attempt in range(1, self.attempts + 1):
+            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env)
+            LOG.info("job %s attempt %d: runner pid %d", job_id, attempt, process.pid)
+            if attempt <= self.kill_attempts and self.kill_after_rows > 0:
+                threading.Thread(target=self._reclaim, args=(obj, process), daemon=True,
+                                 name=f"reclaim-{job_id}").start()
+            codes.append(process.wait())
+            if codes[-1] in (0, PERMANENT_EXIT):
+                return
+            LOG.warning("job %s attempt %d ended with %d%s", job_id, attempt, codes[-1],
+                        "; retrying" if attempt < self.attempts else "")
+        reason = (f"the local submitter gave up after {len(codes)} attempt(s): the runner "
+                  f"ended with {', '.join(map(str, codes))} (negative: killed by that signal)")
+        LOG.error("job %s: %s", job_id, reason)
+        if self.table:
+            state.gave_up(JobStore(self.table), job_id, len(codes), reason)
+
+    def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes]) -> None:
+        """Play a spot reclaim: SIGKILL the runner once its checkpoint has `kill_after_rows`
+        rows done (the checkpoint, not a timer: the retry must have progress to resume from)."""
+        s3 = client("s3")
+        while process.poll() is None:
+            done = checkpoint.load(s3, obj, chunk_rows=0)
+            if done.next_row >= self.kill_after_rows:
+                process.send_signal(signal.SIGKILL)  # a no-op if it has just exited
+                LOG.warning("job %s: spot reclaim played: SIGKILL to runner pid %d, its "
+                            "checkpoint at chunk %d (%d rows done)", obj.job_id, process.pid,
+                            done.next_chunk, done.next_row)
+                return
+            time.sleep(RECLAIM_POLL_SECONDS)
+        LOG.warning("job %s: the runner ended before its checkpoint reached %d rows; nothing "
+                    "was killed", obj.job_id, self.kill_after_rows)
+
+
+_shared: LocalSubmitter | None = None
+
+
+def shared() -> LocalSubmitter:
+    """The process's one local submitter, configured from the environment."""
+    global _shared
+    if _shared is None:
+        env = os.environ.get
+        _shared = LocalSubmitter(int(env("BATCH_LOCAL_ATTEMPTS", "3")),
+                                 int(env("BATCH_LOCAL_KILL_AFTER_ROWS", "0")),
+                                 int(env("BATCH_LOCAL_KILL_ATTEMPTS", "1")),
+                                 env("JOBS_TABLE") or None)
+    return _shared

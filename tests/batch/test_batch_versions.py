@@ -1,0 +1,96 @@
+"""One version rule, one current: the same rows through the API's handler and through the
+batch loop (`make batch-local`'s) give byte-identical answers, for a model with two versions
+whose current one is not the highest: unversioned asks serve `current`, named ones that
+version."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from batch.models import current_version
+from tests.batch.conftest import FEATURES, MODEL, WEIGHTS, registry, request_line, tiny_model
+from tests.conftest import EVENTS_DIR, ROOT, LambdaContext
+
+RNG = np.random.default_rng(5)
+ROWS = [request_line(f"r{n}", RNG.normal(size=(1 + n % 2, FEATURES))) for n in range(12)]
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-classifier versions 1 and 2 (other weights: other answers); 1 is current."""
+    folder = tiny_model(tmp_path_factory.mktemp("versions"), "1")
+    return tiny_model(folder, "2", WEIGHTS[:, ::-1].copy(), current="1")
+
+
+def api_answers(models_dir: Path, version: str | None, monkeypatch: pytest.MonkeyPatch,
+                context: LambdaContext) -> list[bytes]:
+    """POST each row to the inference function's handler, as its template entry configures
+    it (MODEL_VERSION: the registry's current); the response bodies."""
+    monkeypatch.setenv("MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("MODEL_NAME", MODEL)
+    monkeypatch.setenv("MODEL_VERSION", current_version(MODEL, registry(models_dir)) or "")
+    spec = importlib.util.spec_from_file_location(
+        f"inference_app_{version}", ROOT / "functions" / "inference" / "app.py")
+    assert spec and spec.loader
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    sample = json.loads((EVENTS_DIR / "breast-cancer-mlp" / "infer.json").read_text())
+    route = f"/v2/models/{MODEL}" + (f"/versions/{version}" if version else "") + "/infer"
+    answers = []
+    for row in ROWS:
+        event: dict[str, Any] = {**sample, "path": route, "resource": route,
+                                 "pathParameters": {"version": version} if version else None,
+                                 "body": base64.b64encode(row.encode()).decode(),
+                                 "isBase64Encoded": True}
+        answer = app.lambda_handler(event, context)
+        assert answer["statusCode"] == 200, answer["body"]
+        body = answer["body"]
+        answers.append(base64.b64decode(body) if answer.get("isBase64Encoded") else body.encode())
+    return answers
+
+
+def batch_answers(models_dir: Path, version: str | None, tmp_path: Path) -> list[bytes]:
+    """The same rows as one JSON Lines job of the local batch loop; its output records."""
+    source = tmp_path / f"rows-{version}.jsonl"
+    source.write_text("\n".join(ROWS) + "\n")
+    output = tmp_path / f"answers-{version}.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
+         "--output", str(output), "--models-dir", str(models_dir),
+         "--registry", str(registry(models_dir)), *(["--version", version] if version else [])],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = json.loads(result.stdout.splitlines()[-1])["job"]
+    assert job["model_version"] == (version or "1")
+    return output.read_bytes().splitlines()
+
+
+@pytest.mark.parametrize("version", [None, "2"], ids=["current", "v2"])
+def test_the_api_and_the_batch_loop_serve_the_same_version_alike(
+        two_versions: Path, version: str | None, monkeypatch: pytest.MonkeyPatch,
+        lambda_context: LambdaContext, tmp_path: Path) -> None:
+    api = api_answers(two_versions, version, monkeypatch, lambda_context)
+    batch = batch_answers(two_versions, version, tmp_path)
+    assert batch == api
+    served = {json.loads(answer)["model_version"] for answer in api}
+    assert served == {version or "1"}  # current is 1, though 2 is the highest
+
+
+def test_the_two_versions_answer_differently(two_versions: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             lambda_context: LambdaContext) -> None:
+    """Else the comparison above could not tell the versions apart."""
+    one, two = (api_answers(two_versions, v, monkeypatch, lambda_context) for v in ("1", "2"))
+    labels = [[json.loads(a)["outputs"][0]["data"] for a in answers] for answers in (one, two)]
+    assert labels[0] != labels[1]
