@@ -12,7 +12,10 @@ The model version is the one the input key names, else the registry's current on
 Every line, whatever it holds (any bytes, nesting or size), gets exactly one record; only a
 fault of the job itself (its input unreadable, S3 failing, the model not loading) fails it.
 Exit codes: 0 done, 1 a transient fault (S3 or the network still failing after their retries,
-no GPU on this host: worth a retry), 2 anything else (a retry would fail the same way).
+no GPU on this host: worth a retry), 2 anything else (a retry would fail the same way), the job
+erased under it included: before each write the runner checks that its job is not being erased
+(DELETE), and its record updates are refused once it is; it then stops and deletes what it
+wrote meanwhile, so nothing is left in the erased prefixes.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from model_api.limits import BATCH_MAX_RECORD_BYTES, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.service import resolve_version, version_folders
 
-from batch import checkpoint
+from batch import checkpoint, erase, notify
 from batch.aws import client
-from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
+from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
 from batch.keys import InputObject, parse_key
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher, is_memory_error
 from batch.models import current_version
@@ -286,6 +289,7 @@ class Job:
             "model_version": state.model_version or None, **state.counts, "parts": state.parts,
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
+        self._live()
         if self.obj.format == "npy" and model is not None:
             summary["outputs"] = self._assemble_npy(state, model)
         put_json(self.s3, self.settings.bucket, self.obj.success_key, summary)
@@ -317,9 +321,18 @@ class Job:
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
         checkpoint.save(self.s3, self.obj, state)
-        if self.store is not None:
-            self.store.update(self.obj.job_id, fields=state.counts)
+        if self.store is not None:  # refused (JobErased) once the job is being erased
+            unit = "bytes" if self.obj.format == "jsonl" else "rows"
+            self.store.update(self.obj.job_id, fields={
+                **state.counts, "progress": progress.snapshot(position, state.next_row, unit)})
         progress.update(position, state.next_row)
+
+    def _live(self) -> None:
+        """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
+        nothing is written into its erased prefixes. A write that slips in between this check
+        and the erasure is caught by the conditional update after it (run_job cleans up)."""
+        if self.store is not None:
+            self.store.live(self.obj.job_id)
 
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
@@ -328,6 +341,7 @@ class Job:
                                           state.chunk_bytes):
             records, errors = process_lines(lines, state.next_row + 1, model, model_error,
                                             batcher)
+            self._live()
             part = self.obj.jsonl_part(state.next_chunk)
             put_bytes(self.s3, self.settings.bucket, self.obj.output_key(part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
@@ -363,6 +377,7 @@ class Job:
                     results[name].append(ran[name])
                 first += len(batch)
             parts, headers = [], {}
+            self._live()
             for name in outputs:
                 part = self.obj.npy_part(name, state.next_chunk)
                 array = np.concatenate(results[name])
@@ -407,31 +422,44 @@ class Job:
 # ---------------------------------------------------------------------------- entry point
 
 def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -> dict[str, Any]:
-    """Run the job, recording its state in the jobs table (when there is one)."""
+    """Run the job, recording its state in the jobs table (when there is one) and sending the
+    job-end event (batch.notify) when it ends. JobErased when the job was erased under it:
+    it stops and deletes whatever it wrote after the erasure began."""
     s3 = s3 if s3 is not None else client("s3")
     if store is None and settings.table:
         store = JobStore(settings.table)
-    if store is not None:
-        store.update(settings.job_id, RUNNING, increment_attempts=True, fields={
-            "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
-            "started_at": time.time()})
     try:
-        summary = Job(settings, s3, store).run()
-    except Exception as error:
-        # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
-        # transient one the job stays `running` with the reason until the next attempt starts,
-        # or until Batch gives up and batch.state records it `failed`.
-        if store is not None and is_transient(error):
-            store.update(settings.job_id, fields={
-                "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
-        elif store is not None:
-            store.update(settings.job_id, FAILED, fields={
-                "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
+        if store is not None:
+            store.update(settings.job_id, RUNNING, increment_attempts=True, fields={
+                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
+                "started_at": time.time()})
+        try:
+            summary = Job(settings, s3, store).run()
+        except JobErased:
+            raise
+        except Exception as error:
+            # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
+            # transient one the job stays `running` with the reason until the next attempt
+            # starts, or until Batch gives up and batch.state records it `failed`.
+            if store is not None and is_transient(error):
+                store.update(settings.job_id, fields={
+                    "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
+            elif store is not None:
+                store.update(settings.job_id, FAILED, fields={
+                    "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
+                notify.job_finished(store.get(settings.job_id) or {})
+            raise
+        if store is not None:
+            store.update(settings.job_id, SUCCEEDED, remove=("reason",), fields={
+                "finished_at": time.time(),
+                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})
+            notify.job_finished(store.get(settings.job_id) or {})
+    except JobErased:
+        obj = parse_key(settings.bucket, settings.key, settings.version_id)
+        removed = erase.erase(s3, settings.bucket, obj.output_prefix)
+        LOG.warning("job %s was erased while it ran: stopped; %d object version(s) it wrote "
+                    "after the erasure began were deleted", settings.job_id, removed)
         raise
-    if store is not None:
-        store.update(settings.job_id, SUCCEEDED, remove=("reason",), fields={
-            "finished_at": time.time(),
-            **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})
     return summary
 
 
@@ -494,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              settings.version_id)
     try:
         summary = run_job(settings)
+    except JobErased:
+        return PERMANENT_EXIT  # nothing to retry: the job is gone
     except Exception as error:
         transient = is_transient(error)
         LOG.exception("job %s failed (%s)", settings.job_id,

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="require this x-api-key on every route (as the deployed API does)")
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
                        help="concurrent invocations (worker processes) per function; more wait")
+    serve.add_argument("--no-batch", dest="batch", action="store_false",
+                       help="do not start the batch path's local AWS (S3, DynamoDB, "
+                            "EventBridge on moto) for the asynchronous jobs routes")
     serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
                        help="API Gateway's integration timeout in seconds")
     invoke.add_argument("function", help="logical id of the function in the template")
@@ -66,8 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
     from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
 
     spec = load_template(args.template)
-    with state_folder() as state:
-        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region())
+    with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+        sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
+                                    overrides)
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
                                                  args.max_workers))
         key = "x-api-key required" if args.api_key else "no API key required"
@@ -75,6 +79,22 @@ def _serve(args: argparse.Namespace) -> int:
               f"{spec.stage_name}, {key})\n{_route_table(spec)}\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
+
+
+@contextmanager
+def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[str, str]]]:
+    """The batch path's local AWS (batch.local_stack) while serving, when the template has its
+    jobs function and `wanted`; the environment overrides of the functions that use it."""
+    if not wanted or "BatchJobsFunction" not in spec.functions:
+        yield {}
+        return
+    from batch.local_stack import LocalStack  # moto: only when serving the batch path
+
+    with LocalStack() as stack:
+        print(f"Batch jobs: local S3/DynamoDB/EventBridge at {stack.endpoint}, bucket "
+              f"{stack.bucket}; uploads run the runner here", flush=True)
+        yield stack.overrides({name: function.environment
+                               for name, function in spec.functions.items()})
 
 
 def _read_event(source: str | None) -> Any:

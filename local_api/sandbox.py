@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +109,11 @@ def lambda_environment(function: FunctionSpec, opt_dir: Path, region: str) -> di
     return env
 
 
-def prepare(functions: Iterable[FunctionSpec], state_dir: Path,
-            region: str) -> dict[str, Sandbox]:
-    """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only)."""
+def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
+            overrides: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Sandbox]:
+    """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only).
+    `overrides` (function id -> variables) replace or add environment variables, like SAM
+    CLI's --env-vars: the local AWS endpoints of the batch path (batch.local_stack)."""
     runtime = str(_runtime_dir(state_dir).absolute())
     sandboxes = {}
     for function in functions:
@@ -125,8 +127,9 @@ def prepare(functions: Iterable[FunctionSpec], state_dir: Path,
             LOG.warning("%s: its layers hold no python/ folder: were they built (`sam build`)?",
                         function.logical_id)
         python_path = (str(function.code_dir), str(opt_dir / "python"), runtime)
-        sandboxes[function.logical_id] = Sandbox(
-            function, opt_dir, python_path, lambda_environment(function, opt_dir, region))
+        environment = lambda_environment(function, opt_dir, region)
+        environment.update((overrides or {}).get(function.logical_id, {}))
+        sandboxes[function.logical_id] = Sandbox(function, opt_dir, python_path, environment)
     return sandboxes
 
 

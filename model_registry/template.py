@@ -29,14 +29,25 @@ BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
 BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
 
 
-def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
-    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in)."""
+def api_events(routes: tuple[Route, ...], model: str | None = None, prefix: str = "") -> str:
+    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in;
+    `prefix` before each event name)."""
     return "".join(
-        f"        {route.name}:\n"
+        f"        {prefix}{route.name}:\n"
         f"          Type: Api\n"
         f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}}}\n'
         for route in routes
     )
+
+
+def batch_jobs_events(entries: list[ModelEntry]) -> str:
+    """The batch jobs function's events: its routes that name a model once per model, with
+    the model in the path as a model function's are (API Gateway then routes /v2/models/<name>/
+    by literal resources only, never a `{model}` variable beside them)."""
+    routes = routes_of(BATCH_JOBS)
+    shared = tuple(route for route in routes if not route.per_model)
+    per_model = tuple(route for route in routes if route.per_model)
+    return api_events(shared) + "".join(api_events(per_model, e.name, e.camel) for e in entries)
 
 
 def resources(entry: ModelEntry) -> str:
@@ -175,7 +186,7 @@ def render(entries: list[ModelEntry], template: str) -> str:
     """The template with its model blocks rendered from `entries`."""
     template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
     template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
-    template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
+    template = replace_block(template, BATCH_JOBS_EVENTS, batch_jobs_events(entries))
     template = replace_block(template, BATCH_MODELS,
                              f"    Default: {','.join(e.name for e in entries)}\n")
     return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))

@@ -84,7 +84,7 @@ def test_powertools_http_errors_keep_their_status(jobs: ModuleType,
     def refuse(job_id: str) -> None:
         raise BadRequestError(f"bad {job_id}")
 
-    monkeypatch.setattr(jobs.store, "get", refuse)
+    monkeypatch.setattr(jobs.jobs.store, "get", refuse)
     assert assert_error(call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB), 400) == f"bad {JOB}"
 
 
@@ -93,6 +93,6 @@ def test_an_unexpected_failure_is_a_500_naming_only_the_request(
     def fail(_: str) -> None:
         raise RuntimeError("table secrets")
 
-    monkeypatch.setattr(jobs.store, "get", fail)
+    monkeypatch.setattr(jobs.jobs.store, "get", fail)
     message = assert_error(call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB), 500)
     assert "secrets" not in message and LambdaContext.aws_request_id in message
