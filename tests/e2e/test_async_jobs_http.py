@@ -52,11 +52,16 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
             os.environ["BATCH_CHUNK_BYTES"] = saved
 
 
+def local_aws(url: str) -> dict[str, str]:
+    """boto3's arguments for the local stack a presigned URL points at."""
+    return {"endpoint_url": urlunsplit((*urlsplit(url)[:2], "", "", "")),
+            "region_name": "us-east-1", "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing"}
+
+
 def s3_at(url: str) -> Any:
     """An S3 client of the local stack the URL points at (to look, not to use the API)."""
-    endpoint = urlunsplit(urlsplit(url)[:2] + ("", "", ""))
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
+    return boto3.client("s3", **local_aws(url),
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 
 
@@ -256,7 +261,7 @@ def test_a_job_of_another_model_or_an_unknown_one_is_404(api: httpx.Client) -> N
         for path in (f"/v2/models/{OTHER}/jobs/{job_id}",
                      f"/v2/batch/jobs/{job_id[:-1]}{'0' if job_id[-1] != '0' else '1'}",
                      f"/v2/models/{MODEL}/jobs/0123456789abcdef-0123456789ab",
-                     f"/v2/batch/jobs/not-a-job"):
+                     "/v2/batch/jobs/not-a-job"):
             answer = api.request(method, path)
             assert answer.status_code == 404 and "no batch job" in answer.json()["error"], path
     assert api.post("/v2/models/no-such-model/jobs", json={"size": 10}).status_code == 404
@@ -304,9 +309,7 @@ def test_a_finished_job_sends_its_event(api: httpx.Client, tmp_path: Path) -> No
                                                "datatype": "FP32", "data": [0.0] * 30}]})
             + "\n").encode()
     job = create(api, len(body))
-    endpoint = urlunsplit(urlsplit(job["upload_url"])[:2] + ("", "", ""))
-    aws = {"endpoint_url": endpoint, "region_name": "us-east-1",
-           "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    aws = local_aws(job["upload_url"])
     events, sqs = boto3.client("events", **aws), boto3.client("sqs", **aws)
     queue = sqs.create_queue(QueueName="job-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"]

@@ -1,0 +1,97 @@
+"""Jobs created through the API (batch.jobs_api) against the trigger and the runner, over the
+moto server: the key layout of an issued job, one job per issued key, and a runner that finds
+its job erased under it (the HTTP side is tests/e2e/test_async_jobs_http.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch import jobs, runner
+from batch.jobs_api import JobsApi, Settings
+from batch.keys import InvalidKey, input_key, issue_job_id, parse_key
+from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line
+from tests.batch.test_batch_runner import RNG
+from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
+
+
+def test_an_issued_job_id_is_its_key_whatever_the_object_version() -> None:
+    job_id = issue_job_id()
+    for version in (None, "2"):
+        key = input_key("m", job_id, "npy", version, issued=True)
+        assert key == ("batch/input/m/" + (f"versions/{version}/" if version else "")
+                       + f"jobs/{job_id}.npy")
+        first, second = parse_key("b", key, "v1"), parse_key("b", key, "v2")
+        assert first.issued and first.job_id == second.job_id == job_id
+        assert first.version == version and first.output_prefix == f"batch/output/m/{job_id}/"
+    plain = parse_key("b", "batch/input/m/rows.jsonl", "v1")
+    assert not plain.issued and plain.job_id != parse_key("b", plain.key, "v2").job_id
+    with pytest.raises(InvalidKey, match="job id the API issues"):
+        parse_key("b", "batch/input/m/jobs/rows.jsonl", "v1")
+
+
+def api(cloud: Cloud) -> JobsApi:
+    return JobsApi(Settings(cloud.bucket, frozenset({MODEL}), 1 << 20, 30), cloud.store,
+                   cloud.s3, None)
+
+
+def test_the_upload_claims_its_job_once_and_never_after_delete(cloud: Cloud) -> None:
+    created = api(cloud).create(MODEL, None, json.dumps(
+        {"size": 10, "parameters": {"team": "x"}}).encode())
+    key = input_key(MODEL, created["job_id"], "jsonl", issued=True)
+    submitter = RecordingSubmitter()
+    # The upload claims the job the API created, keeping what the API recorded
+    outcome = handle(cloud, event_for(cloud, key, version="v1"), submitter)
+    assert (outcome.status, outcome.job_id) == ("submitted", created["job_id"])
+    record = cloud.store.get(created["job_id"])
+    assert record is not None and record["status"] == jobs.SUBMITTED
+    assert record["parameters"] == {"team": "x"} and record["input"]["version_id"] == "v1"
+    # A second upload to the same URL starts nothing
+    again = handle(cloud, event_for(cloud, key, version="v2"), submitter)
+    assert again.status == "rejected" and "submitted, not awaiting" in str(again.reason)
+    # An upload to the key of a job that was erased (or never created) records nothing
+    gone = input_key(MODEL, issue_job_id(), "jsonl", issued=True)
+    outcome = handle(cloud, event_for(cloud, gone), submitter)
+    assert outcome.status == "rejected" and cloud.store.get(str(outcome.job_id)) is None
+    assert len(submitter.submitted) == 1
+
+
+def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
+        cloud: Cloud, models_dir: Path) -> None:
+    lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(40)]
+    created = api(cloud).create(MODEL, None, json.dumps({"size": 10}).encode())
+    key = input_key(MODEL, created["job_id"], "jsonl", issued=True)
+    version = cloud.put(key, ("\n".join(lines) + "\n").encode())
+    obj = parse_key(cloud.bucket, key, version)
+    assert handle(cloud, event_for(cloud, key, version=version),
+                  RecordingSubmitter()).status == "submitted"
+    settings = runner.Settings(bucket=cloud.bucket, key=key, version_id=version,
+                               job_id=obj.job_id, models_dir=models_dir, table=cloud.table,
+                               chunk_rows=10, progress_seconds=0)
+    s3 = cloud.s3
+    written: list[str] = []
+
+    def erase_before_second_part(params: dict[str, Any], **_: Any) -> None:
+        """DELETE begins between the runner's check and its write of the second part."""
+        written.append(params["Key"])
+        if params["Key"].endswith("part-00001.jsonl"):
+            cloud.store.mark_erasing(obj.job_id)
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", erase_before_second_part)
+    with pytest.raises(jobs.JobErased):
+        runner.run_job(settings, s3=s3)
+    # It wrote the first part and checkpoint, then the second part, whose record update was
+    # refused: it stopped there (no third part) and deleted every version it had written
+    assert [k.rsplit("/", 1)[1] for k in written] == [
+        "part-00000.jsonl", "_checkpoint.json", "part-00001.jsonl", "_checkpoint.json"]
+    listed = s3.list_object_versions(Bucket=cloud.bucket, Prefix=obj.output_prefix)
+    assert not listed.get("Versions") and not listed.get("DeleteMarkers")
+    assert runner.main(["--bucket", cloud.bucket, "--key", key, "--version-id", version,
+                        "--job-id", obj.job_id, "--models-dir", str(models_dir),
+                        "--table", cloud.table]) == 2  # a retry finds it erased: exit 2
+    record = cloud.store.get(obj.job_id)
+    assert record is not None and record["status"] == jobs.ERASING  # the record never moved on
+
