@@ -104,8 +104,11 @@ def read_job_request(body: bytes, max_bytes: int) -> dict[str, Any]:
                        f"{JOB_MAX_REQUEST_BYTES} (the input goes to upload_url, not here)")
     usage = ('send {"size": <bytes of the input>, "format": "jsonl" | "npy", "parameters": '
              '{...}} (format and parameters optional)')
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
     try:
-        document = json.loads(body or b"null")
+        document = json.loads(body or b"null", parse_constant=refuse_constant)
     except (ValueError, RecursionError):
         raise BadRequest(f"the job request is not JSON: {usage}") from None
     if not isinstance(document, dict):
@@ -161,7 +164,8 @@ class JobsApi:
             "model_version": version or "current", "status": AWAITING_UPLOAD,
             "input": {"bucket": obj.bucket, "key": obj.key, "size": request["size"]},
             "output_prefix": f"s3://{obj.bucket}/{obj.output_prefix}",
-            "parameters": request["parameters"], "created_at": round(now, 3),
+            # as JSON text: DynamoDB takes no floats, and would change nothing else we return
+            "parameters": json.dumps(request["parameters"]), "created_at": round(now, 3),
             "upload_expires_at": round(now + JOB_UPLOAD_URL_SECONDS, 3),
             # DynamoDB's TTL removes the item when the bucket's lifecycle removes the data
             "expires_at": int(now + self.settings.retention_days * 86400)}
@@ -199,6 +203,8 @@ class JobsApi:
         """The job's public record; `output_urls` once it succeeded, from output `start` on."""
         record = reconcile(self.store, self._record(job_id, model), self.batch)
         answer = {k: v for k, v in record.items() if k not in PRIVATE}
+        if isinstance(answer.get("parameters"), str):
+            answer["parameters"] = json.loads(answer["parameters"])
         if record.get("status") == SUCCEEDED:
             answer["output_urls"] = self.output_urls(record, start)
         return answer

@@ -75,7 +75,8 @@ class LocalStack:
             [sys.executable, "-m", "batch.local_s3", "--host", HOST, "--port", str(port),
              "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+            start_new_session=True)  # a Ctrl-C stops the API first, then it stops this
         wait_until_answering(port, self._server, "/moto-api/")
         self.endpoint = f"http://{HOST}:{port}"
         os.environ.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -145,9 +146,10 @@ class LocalStack:
             try:
                 messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
                                                WaitTimeSeconds=1).get("Messages", [])
-            except Exception:  # the server stopping under us; anything else is logged
+            except Exception as error:  # botocore's: the local S3 stopped or is overloaded
                 if not self._stop.is_set():
-                    LOG.exception("reading the event queue failed")
+                    LOG.warning("reading the event queue failed (%s: %s); retrying in 1 s",
+                                type(error).__name__, error)
                     self._stop.wait(1)
                 continue
             for message in messages:

@@ -41,6 +41,8 @@ def api(cloud: Cloud) -> JobsApi:
 def test_the_upload_claims_its_job_once_and_never_after_delete(cloud: Cloud) -> None:
     created = api(cloud).create(MODEL, None, json.dumps(
         {"size": 10, "parameters": {"team": "x"}}).encode())
+    described = api(cloud).describe(created["job_id"], MODEL)
+    assert described["parameters"] == {"team": "x"}
     key = input_key(MODEL, created["job_id"], "jsonl", issued=True)
     submitter = RecordingSubmitter()
     # The upload claims the job the API created, keeping what the API recorded
@@ -48,7 +50,8 @@ def test_the_upload_claims_its_job_once_and_never_after_delete(cloud: Cloud) -> 
     assert (outcome.status, outcome.job_id) == ("submitted", created["job_id"])
     record = cloud.store.get(created["job_id"])
     assert record is not None and record["status"] == jobs.SUBMITTED
-    assert record["parameters"] == {"team": "x"} and record["input"]["version_id"] == "v1"
+    assert json.loads(record["parameters"]) == {"team": "x"}
+    assert record["input"]["version_id"] == "v1"
     # A second upload to the same URL starts nothing
     again = handle(cloud, event_for(cloud, key, version="v2"), submitter)
     assert again.status == "rejected" and "submitted, not awaiting" in str(again.reason)

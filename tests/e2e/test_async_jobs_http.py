@@ -127,14 +127,15 @@ def erase_and_check(api: httpx.Client, job: dict[str, Any], record: dict[str, An
 def run_jsonl(api: httpx.Client, tmp_path: Path, rows: int) -> None:
     path = tmp_path / "rows.jsonl"
     sample.main(["--model", MODEL, "--rows", str(rows), "--out", str(path)])
-    job = create(api, path.stat().st_size, parameters={"owner": "e2e"})
+    parameters = {"owner": "e2e", "weights": [0.5, 1e-3], "": {"nested": [None, True]}}
+    job = create(api, path.stat().st_size, parameters=parameters)
     started = time.monotonic()
     upload(job, path)
     record = wait_for(api, job, finished)
     seconds = time.monotonic() - started
     assert record["status"] == "succeeded", record
     assert (record["rows_read"], record["outputs_written"], record["errors"]) == (rows, rows, 0)
-    assert record["parameters"] == {"owner": "e2e"} and record["progress"]["fraction_done"] == 1
+    assert record["parameters"] == parameters and record["progress"]["fraction_done"] == 1
     urls = record["output_urls"]
     assert urls["total"] == len(urls["parts"]) and urls["next_start"] is None
     manifest = json.loads(fetch(urls["manifest"]))
@@ -245,8 +246,9 @@ def test_s3_refuses_a_tampered_expired_or_oversized_upload(api: httpx.Client) ->
     ({"size": 10, "parameters": []}, 400, "parameters"),
     ({"size": 10, "colour": "red"}, 400, "unknown field"),
     ("not json", 400, "not JSON"),
+    ('{"size": 10, "parameters": {"x": NaN}}', 400, "not JSON"),
 ], ids=["no-size", "string-size", "zero", "over-5-GiB", "format", "parameters", "unknown",
-        "not-json"])
+        "not-json", "nan"])
 def test_a_job_request_that_cannot_be_served_is_refused(
         api: httpx.Client, request_body: Any, status: int, says: str) -> None:
     content = request_body if isinstance(request_body, str) else json.dumps(request_body)
