@@ -137,6 +137,19 @@ class PresignedUrlChecks:
         return self.app(environ, start_response)
 
 
+class OneLineErrors(logging.Filter):
+    """moto's own failures as one line (type and message), not werkzeug's traceback: they are
+    500s that botocore retries, such as moto's ListObjectVersions racing a concurrent PUT of
+    the same prefix ('NoneType' object is not iterable), seen while a job is erased mid-run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Error on request:"):  # werkzeug renders the traceback into it
+            last = message.strip().splitlines()[-1]
+            record.msg, record.args = f"moto failed on a request (a 500): {last}", None
+        return True
+
+
 def serve(host: str, port: int, secrets: Mapping[str, str]) -> None:
     """Serve moto's S3, DynamoDB, SQS, EventBridge ... with presigned URLs checked."""
     from moto.moto_server.threaded_moto_server import MotoRequestHandler
@@ -158,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.setLevel(logging.WARNING)  # a line per request otherwise
+    werkzeug.addFilter(OneLineErrors())
     serve(args.host, args.port, {args.access_key: args.secret_key})
     return 0
 
