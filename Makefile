@@ -86,7 +86,7 @@ $(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(
 validate: setup ## sam validate --lint (cfn-lint included)
 	sam validate --lint
 
-serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker (API_KEY=k to require x-api-key)
+serve: build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker, asynchronous jobs included (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
