@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,18 @@ class PermanentError(RuntimeError):
 class HostError(RuntimeError):
     """A fault of the host the job landed on (no active GPU): another attempt may land on a
     good one, so it is retried."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: ECS stops the container (a spot reclaim, or TerminateJob after a DELETE) and
+    SIGKILLs it 30 s later. Raised where the runner is, so that its record is updated on the
+    way out: a reclaimed job is retried; an erased one finds its update refused and deletes
+    what it wrote since the erasure began, before the SIGKILL. A BaseException, like
+    KeyboardInterrupt, so that no per-line `except Exception` turns it into a line's record."""
+
+
+def _terminated(signum: int, _: object) -> None:
+    raise Terminated(f"stopped by signal {signum} (SIGTERM)")
 
 
 @dataclass(frozen=True)
@@ -437,7 +450,7 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
             summary = Job(settings, s3, store).run()
         except JobErased:
             raise
-        except Exception as error:
+        except (Exception, Terminated) as error:
             # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
             # transient one the job stays `running` with the reason until the next attempt
             # starts, or until Batch gives up and batch.state records it `failed`.
@@ -465,12 +478,13 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
 
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt may succeed: S3 or DynamoDB still failing after botocore's own
-    retries (throttling, 5xx, a dropped connection), the network, a host without its GPU.
-    Anything else (bad input, a model that does not load, a defect) would fail the same way
-    again, so it is not retried."""
+    retries (throttling, 5xx, a dropped connection), the network, a host without its GPU, a
+    SIGTERM (a spot reclaim). Anything else (bad input, a model that does not load, a defect)
+    would fail the same way again, so it is not retried."""
     if isinstance(error, ClientError):
         return error.response["Error"]["Code"] not in PERMANENT_S3_ERRORS
-    return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError)
+    return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError
+                      | Terminated)
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
@@ -520,11 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     LOG.info("job %s: s3://%s/%s (version %s)", settings.job_id, settings.bucket, settings.key,
              settings.version_id)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run_job(settings)
     except JobErased:
         return PERMANENT_EXIT  # nothing to retry: the job is gone
-    except Exception as error:
+    except (Exception, Terminated) as error:
         transient = is_transient(error)
         LOG.exception("job %s failed (%s)", settings.job_id,
                       "a retry may succeed" if transient else "permanent")

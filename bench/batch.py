@@ -222,6 +222,7 @@ def run() -> list[dict[str, Any]]:
 
     logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found endpoint for s3 via ..."
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the async job
     results = []
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
             serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port:

@@ -5,6 +5,9 @@ its job erased under it (the HTTP side is tests/e2e/test_async_jobs_http.py)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,14 @@ import pytest
 from batch import jobs, runner
 from batch.jobs_api import JobsApi, Settings
 from batch.keys import InvalidKey, input_key, issue_job_id, parse_key
-from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line
-from tests.batch.test_batch_runner import RNG
+from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line, runner_env
+from tests.batch.test_batch_runner import (
+    RNG,
+    checkpoint_chunks,
+    settings,
+    upload_lines,
+    wait_for,
+)
 from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
 
 
@@ -98,3 +107,35 @@ def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
     record = cloud.store.get(obj.job_id)
     assert record is not None and record["status"] == jobs.ERASING  # the record never moved on
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("erased", [False, True], ids=["reclaimed", "erased"])
+def test_sigterm_updates_the_record_on_the_way_out(cloud: Cloud, models_dir: Path,
+                                                   erased: bool) -> None:
+    """ECS's SIGTERM (a spot reclaim, or TerminateJob after DELETE) reaches the runner as an
+    exception: a reclaimed job records why and exits 1 (retried); an erased one finds its
+    update refused, deletes what it wrote and exits 2. Never a bare -15."""
+    lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(12_000)]
+    key, version = upload_lines(cloud, lines, name=f"sigterm-{erased}")
+    job = settings(cloud, models_dir, key, version)
+    prefix = parse_key(job.bucket, key, version).output_prefix
+    runner_process = subprocess.Popen(
+        [sys.executable, "-m", "batch.runner", "--bucket", job.bucket, "--key", key,
+         "--version-id", version, "--job-id", job.job_id, "--chunk-rows", "100"],
+        env=runner_env(cloud, models_dir), stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: checkpoint_chunks(cloud, prefix) >= 2, runner_process)
+    if erased:
+        cloud.store.mark_erasing(job.job_id)
+    runner_process.send_signal(signal.SIGTERM)
+    _, log = runner_process.communicate(timeout=60)
+    record = cloud.store.get(job.job_id)
+    assert record is not None
+    if erased:
+        assert runner_process.returncode == 2, log
+        listed = cloud.s3.list_object_versions(Bucket=cloud.bucket, Prefix=prefix)
+        assert not listed.get("Versions") and not listed.get("DeleteMarkers")
+        assert record["status"] == jobs.ERASING
+    else:
+        assert runner_process.returncode == 1, log
+        assert record["status"] == jobs.RUNNING and "SIGTERM" in record["reason"]
