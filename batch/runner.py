@@ -71,9 +71,9 @@ class HostError(RuntimeError):
 
 class Terminated(BaseException):
     """SIGTERM: ECS stops the container (a spot reclaim, or TerminateJob after a DELETE) and
-    SIGKILLs it 30 s later. Raised where the runner is, so that its record is updated on the
+    kills it 30 s later. Raised where the runner is, so that its record is updated on the
     way out: a reclaimed job is retried; an erased one finds its update refused and deletes
-    what it wrote since the erasure began, before the SIGKILL. A BaseException, like
+    what it wrote since the erasure began, before it is killed. A BaseException, like
     KeyboardInterrupt, so that no per-line `except Exception` turns it into a line's record."""
 
 
