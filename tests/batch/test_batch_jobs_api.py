@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_api.errors import NotFound
 
 from batch import jobs, runner
 from batch.jobs_api import JobsApi, Settings
@@ -139,3 +140,37 @@ def test_sigterm_updates_the_record_on_the_way_out(cloud: Cloud, models_dir: Pat
     else:
         assert runner_process.returncode == 1, log
         assert record["status"] == jobs.RUNNING and "SIGTERM" in record["reason"]
+
+
+class RecordingBatch:
+    """AWS Batch's TerminateJob as the jobs API calls it (moto's Batch finishes a job before
+    a test could stop it): the calls, in order."""
+
+    def __init__(self) -> None:
+        self.terminated: list[tuple[str, str]] = []
+
+    def terminate_job(self, jobId: str, reason: str) -> None:
+        self.terminated.append((jobId, reason))
+
+
+@pytest.mark.parametrize(("status", "batch_job_id", "stopped"), [
+    (jobs.RUNNING, "batch-7", True), (jobs.SUBMITTED, "batch-7", True),
+    (jobs.SUCCEEDED, "batch-7", False), (jobs.RUNNING, "local-123", False),
+    (jobs.AWAITING_UPLOAD, None, False)])
+def test_delete_terminates_the_batch_job_only_while_it_may_run(
+        cloud: Cloud, status: str, batch_job_id: str | None, stopped: bool) -> None:
+    batch = RecordingBatch()
+    jobs_api = JobsApi(Settings(cloud.bucket, frozenset({MODEL}), 1 << 20, 30), cloud.store,
+                       cloud.s3, batch)
+    job_id = jobs_api.create(MODEL, None, b'{"size": 10}')["job_id"]
+    fields = {"batch_job_id": batch_job_id} if batch_job_id else {}
+    cloud.store.update(job_id, status, fields=fields)
+    with pytest.raises(NotFound):
+        jobs_api.erase(job_id, "another-model")
+    answer = jobs_api.erase(job_id, MODEL)
+    assert answer["stopped"] == (batch_job_id if stopped else None)
+    assert batch.terminated == ([(batch_job_id, f"job {job_id} erased (DELETE)")]
+                                if stopped else [])
+    assert cloud.store.get(job_id) is None
+    with pytest.raises(NotFound):
+        jobs_api.describe(job_id)
