@@ -119,9 +119,12 @@ class JobStore:
         return self._put(record, "#s = :submitting AND claim_token = :token",
                          {":submitting": SUBMITTING, ":token": token})
 
-    def reject(self, item: dict[str, Any], reason: str) -> bool:
-        """Record an upload that cannot run (unknown model, empty file) as failed, once."""
+    def reject(self, item: dict[str, Any], reason: str, issued: bool = False) -> bool:
+        """Record an upload that cannot run (unknown model, empty file) as failed, once;
+        `issued`: the upload of a job the API created, while that job awaits it."""
         record = {**item, "status": FAILED, "reason": reason, "updated_at": _now()}
+        if issued:
+            return self._put(record, "#s = :awaiting", {":awaiting": AWAITING_UPLOAD})
         return self._put(record, "attribute_not_exists(job_id)", None)
 
     def update(self, job_id: str, status: str | None = None, fields: dict[str, Any] | None = None,

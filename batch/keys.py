@@ -43,7 +43,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{12}")
 
 
 class InvalidKey(ValueError):
-    """The object key is not `batch/input/<model>[/versions/<version>]/<job>.jsonl|.npy`."""
+    """The object key is not `batch/input/<model>[/versions/<version>][/jobs]/<job>.jsonl|.npy`."""
 
 
 def input_key(model: str, job: str, format: str, version: str | None = None,

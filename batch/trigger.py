@@ -18,14 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 
-from batch.jobs import (
-    AWAITING_UPLOAD,
-    FAILED,
-    SUBMIT_FAILED,
-    SUBMITTED,
-    SUCCEEDED,
-    JobStore,
-)
+from batch.jobs import AWAITING_UPLOAD, SUBMIT_FAILED, SUBMITTED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.submit import Submitter
 
@@ -104,13 +97,8 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
                            reason=f"job {obj.job_id} is {said}, not awaiting an upload")
         item = {**created, **item, "input": {**created.get("input", {}), **item["input"]}}
     reason = refusal(obj, size, settings)
-    if reason and obj.issued:
-        store.finish(obj.job_id, FAILED, not_if=SUCCEEDED, fields={
-            **{k: v for k, v in item.items() if k not in ("job_id", "status")},
-            "reason": reason})
-        return Outcome("rejected", job_id=obj.job_id, reason=reason)
     if reason:
-        store.reject(item, reason)
+        store.reject(item, reason, issued=obj.issued)
         return Outcome("rejected", job_id=obj.job_id, reason=reason)
     if not store.claim(item, token, claim_expires_at, issued=obj.issued):
         existing = store.get(obj.job_id) or {}

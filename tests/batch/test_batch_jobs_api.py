@@ -8,13 +8,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from model_api.errors import NotFound
 
-from batch import jobs, runner
+from batch import jobs, runner, trigger
 from batch.jobs_api import JobsApi, Settings
 from batch.keys import InvalidKey, input_key, issue_job_id, parse_key
 from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line, runner_env
@@ -174,3 +175,17 @@ def test_delete_terminates_the_batch_job_only_while_it_may_run(
     assert cloud.store.get(job_id) is None
     with pytest.raises(NotFound):
         jobs_api.describe(job_id)
+
+
+def test_an_upload_its_job_cannot_run_fails_that_job(cloud: Cloud) -> None:
+    """A model taken out of the batch models between POST and the upload: the job is
+    recorded failed with the reason (a PutItem, all the trigger's role may write)."""
+    job_id = api(cloud).create(MODEL, None, b'{"size": 10}')["job_id"]
+    key = input_key(MODEL, job_id, "jsonl", issued=True)
+    without = trigger.Settings(models=frozenset({"another-model"}), max_bytes=1000)
+    outcome = trigger.handle(event_for(cloud, key), cloud.store, RecordingSubmitter(), without,
+                             "req-1", time.time() + 30)
+    record = cloud.store.get(job_id)
+    assert outcome.status == "rejected" and record is not None
+    assert record["status"] == jobs.FAILED and "unknown model" in record["reason"]
+    assert record["input"]["key"] == key and record["expires_at"]  # the API's fields kept
