@@ -136,6 +136,8 @@ def run_jsonl(api: httpx.Client, tmp_path: Path, rows: int) -> None:
     assert record["status"] == "succeeded", record
     assert (record["rows_read"], record["outputs_written"], record["errors"]) == (rows, rows, 0)
     assert record["parameters"] == parameters and record["progress"]["fraction_done"] == 1
+    assert (record["progress"]["rows_done"], record["progress"]["rows_total"],
+            record["progress"]["rows_total_exact"]) == (rows, rows, True)
     urls = record["output_urls"]
     assert urls["total"] == len(urls["parts"]) and urls["next_start"] is None
     manifest = json.loads(fetch(urls["manifest"]))
