@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from model_api.errors import NotFound
+from model_api.errors import BadRequest, NotFound
 
 from batch import jobs, runner, trigger
+from batch import jobs_api as jobs_api_module
 from batch.jobs_api import JobsApi, Settings
 from batch.keys import InvalidKey, input_key, issue_job_id, parse_key
 from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line, runner_env
@@ -189,3 +190,27 @@ def test_an_upload_its_job_cannot_run_fails_that_job(cloud: Cloud) -> None:
     assert outcome.status == "rejected" and record is not None
     assert record["status"] == jobs.FAILED and "unknown model" in record["reason"]
     assert record["input"]["key"] == key and record["expires_at"]  # the API's fields kept
+
+
+def test_output_urls_page_through_every_part(cloud: Cloud,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A succeeded job's outputs, as its _SUCCESS.json lists them, JOB_MAX_OUTPUT_URLS at a
+    time (2 here), each a presigned GET of that part's key."""
+    monkeypatch.setattr(jobs_api_module, "JOB_MAX_OUTPUT_URLS", 2)
+    jobs_api = api(cloud)
+    job_id = jobs_api.create(MODEL, None, b'{"size": 10}')["job_id"]
+    obj = parse_key(cloud.bucket, input_key(MODEL, job_id, "jsonl", issued=True), "null")
+    parts = [obj.jsonl_part(chunk) for chunk in range(5)]
+    cloud.put(obj.success_key, json.dumps({"parts": parts}).encode())
+    cloud.store.update(job_id, jobs.SUCCEEDED)
+    pages = []
+    start: int | None = 0
+    while start is not None:
+        urls = jobs_api.describe(job_id, MODEL, start)["output_urls"]
+        pages.append([part["name"] for part in urls["parts"]])
+        assert urls["total"] == 5 and obj.success_key in urls["manifest"]
+        assert all(obj.output_key(part["name"]) in part["url"] for part in urls["parts"])
+        start = urls["next_start"]
+    assert pages == [parts[0:2], parts[2:4], parts[4:5]]
+    with pytest.raises(BadRequest, match="0 to 4"):
+        jobs_api.describe(job_id, MODEL, 5)
