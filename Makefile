@@ -109,7 +109,7 @@ validate: setup ## sam validate --lint (cfn-lint included)
 port-free:
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
 
-serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker; the console at / (API_KEY=k to require x-api-key)
+serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker; the console at /, asynchronous jobs included (API_KEY=k to require x-api-key)
 	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when

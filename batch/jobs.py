@@ -1,7 +1,10 @@
 """The jobs table (DynamoDB): one item per job, keyed by job id, holding its state and counts.
 
 States: submitting -> submitted -> running -> succeeded | failed; `submit_failed` when the
-Batch API refused a submission (the retried event may claim it again). The trigger claims a
+Batch API refused a submission (the retried event may claim it again). A job created through the
+API starts `awaiting_upload` (its upload claims it); `erasing` while DELETE erases it, after
+which the item is gone: every write of the runner is conditional on neither, so an erased job is
+never brought back by a late update (JobErased). The trigger claims a
 job with a conditional put, which is what makes it submit at most one job per object version;
 the runner updates state and counts as it goes, and the jobs API reads an item back. A job
 whose runner could not record its end is finished by batch.state (`failed`, with the reason).
@@ -23,10 +26,17 @@ SUBMITTED = "submitted"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+AWAITING_UPLOAD = "awaiting_upload"
+ERASING = "erasing"
+FINAL = (SUCCEEDED, FAILED)
 COUNTS = ("rows_read", "outputs_written", "errors")
 # A claim lives as long as the invocation that holds it; then a retried event may take it over.
 _CLAIMABLE = ("attribute_not_exists(job_id) OR #s = :submit_failed "
               "OR (#s = :submitting AND claim_expires_at < :now)")
+
+
+class JobErased(RuntimeError):
+    """The job is being erased (DELETE), or is gone: whoever is working on it must stop."""
 
 
 def _plain(value: Any) -> Any:
@@ -54,15 +64,49 @@ class JobStore:
         item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
         return _plain(item) if item else None
 
-    def claim(self, item: dict[str, Any], token: str, expires_at: float) -> bool:
-        """Write `item` as `submitting`, owned by `token`, unless someone else owns the job."""
+    def claim(self, item: dict[str, Any], token: str, expires_at: float,
+              issued: bool = False) -> bool:
+        """Write `item` as `submitting`, owned by `token`, unless someone else owns the job.
+        `issued` (a job the API created): only while it is `awaiting_upload`, never when the
+        item is gone (an upload after DELETE starts nothing)."""
         now = time.time()
         record = {**item, "status": SUBMITTING, "claim_token": token,
                   "claim_expires_at": Decimal(str(round(expires_at, 3))),
                   "updated_at": Decimal(str(round(now, 3)))}
+        if issued:
+            return self._put(record, "#s = :awaiting", {":awaiting": AWAITING_UPLOAD})
         return self._put(record, _CLAIMABLE, {":submit_failed": SUBMIT_FAILED,
                                               ":submitting": SUBMITTING,
                                               ":now": Decimal(str(round(now, 3)))})
+
+    def create(self, item: dict[str, Any]) -> bool:
+        """Write a new job item (the API's, `awaiting_upload`); False when the id is taken."""
+        return self._put({**item, "updated_at": _now()}, "attribute_not_exists(job_id)", None)
+
+    def mark_erasing(self, job_id: str) -> dict[str, Any] | None:
+        """Set `erasing` on an existing job; its item as it was before, or None when gone."""
+        try:
+            answer = self.table.update_item(
+                Key={"job_id": job_id}, UpdateExpression="SET #s = :erasing, updated_at = :now",
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":erasing": ERASING, ":now": _now()},
+                ReturnValues="ALL_OLD")
+        except ClientError as error:
+            if _conditional_failure(error):
+                return None
+            raise
+        return _plain(answer["Attributes"])
+
+    def delete(self, job_id: str) -> None:
+        self.table.delete_item(Key={"job_id": job_id})
+
+    def live(self, job_id: str) -> dict[str, Any]:
+        """The job's item, unless it is being erased or gone (JobErased)."""
+        record = self.get(job_id)
+        if record is None or record.get("status") == ERASING:
+            raise JobErased(f"job {job_id} was erased")
+        return record
 
     def release(self, item: dict[str, Any], token: str, status: str, **fields: Any) -> bool:
         """Move a job this token claimed to `status` (submitted, submit_failed, failed).
@@ -75,20 +119,23 @@ class JobStore:
         return self._put(record, "#s = :submitting AND claim_token = :token",
                          {":submitting": SUBMITTING, ":token": token})
 
-    def reject(self, item: dict[str, Any], reason: str) -> bool:
-        """Record an upload that cannot run (unknown model, empty file) as failed, once."""
+    def reject(self, item: dict[str, Any], reason: str, issued: bool = False) -> bool:
+        """Record an upload that cannot run (unknown model, empty file) as failed, once;
+        `issued`: the upload of a job the API created, while that job awaits it."""
         record = {**item, "status": FAILED, "reason": reason, "updated_at": _now()}
+        if issued:
+            return self._put(record, "#s = :awaiting", {":awaiting": AWAITING_UPLOAD})
         return self._put(record, "attribute_not_exists(job_id)", None)
 
     def update(self, job_id: str, status: str | None = None, fields: dict[str, Any] | None = None,
                increment_attempts: bool = False, remove: tuple[str, ...] = ()) -> None:
-        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes."""
-        values: dict[str, Any] = {":updated_at": _now()}
-        names: dict[str, str] = {}
+        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes.
+        JobErased when the job is being erased or gone (the update would bring it back)."""
+        values: dict[str, Any] = {":updated_at": _now(), ":erasing": ERASING}
+        names: dict[str, str] = {"#s": "status"}
         sets = ["updated_at = :updated_at"]
         if status is not None:
             sets.append("#s = :status")
-            names["#s"] = "status"
             values[":status"] = status
         for index, (name, value) in enumerate((fields or {}).items()):
             names[f"#f{index}"] = name
@@ -102,11 +149,15 @@ class JobStore:
             names[f"#r{index}"] = name
         if remove:
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        kwargs: dict[str, Any] = {"Key": {"job_id": job_id}, "UpdateExpression": expression,
-                                  "ExpressionAttributeValues": values}
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        self.table.update_item(**kwargs)
+        try:
+            self.table.update_item(
+                Key={"job_id": job_id}, UpdateExpression=expression,
+                ConditionExpression="attribute_exists(job_id) AND #s <> :erasing",
+                ExpressionAttributeValues=values, ExpressionAttributeNames=names)
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise JobErased(f"job {job_id} was erased") from None
+            raise
 
     def finish(self, job_id: str, status: str, not_if: str, fields: dict[str, Any]) -> bool:
         """Set a final `status` and `fields` on an existing job unless its status is `not_if`

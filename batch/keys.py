@@ -4,7 +4,11 @@ Inputs (an upload starts a job):
     batch/input/<model>/<job>.jsonl|.npy                          the model's current version
     batch/input/<model>/versions/<version>/<job>.jsonl|.npy       that version
 (the same choice the API makes between /v2/models/<model>/infer and
-/v2/models/<model>/versions/<version>/infer).
+/v2/models/<model>/versions/<version>/infer). A job created through the API
+(`POST /v2/models/<model>[/versions/<version>]/jobs`, batch.jobs_api) has its own folder:
+    batch/input/<model>[/versions/<version>]/jobs/<job_id>.jsonl|.npy
+where the job id was issued before the upload (`issue_job_id`): that key is the job, so a
+second upload to it is a duplicate, not a new job.
 
 Outputs, under `batch/output/<model>/<job_id>/`:
     part-00000.jsonl …               JSON Lines: one part per chunk
@@ -13,20 +17,22 @@ Outputs, under `batch/output/<model>/<job_id>/`:
     _checkpoint.json                 how far the completed chunks reach (batch.checkpoint)
     _SUCCESS.json                    written last: the counts and the parts, in order
 
-The job id is `<job>-<12 hex>`, the hex a hash of bucket/key/versionId, so each object version
-maps to exactly one id: that is what makes the trigger idempotent, and a re-upload of the same
-key a new job with its own output folder.
+The job id of an upload is `<job>-<12 hex>`, the hex a hash of bucket/key/versionId, so each
+object version maps to exactly one id: that is what makes the trigger idempotent, and a re-upload
+of the same key a new job with its own output folder. An API job's id is its key's file name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 INPUT_PREFIX = "batch/input/"
 OUTPUT_PREFIX = "batch/output/"
 VERSIONS = "versions"  # batch/input/<model>/versions/<version>/<job>.<format>
+ISSUED = "jobs"  # batch/input/<model>[/versions/<version>]/jobs/<job_id>.<format>
 FORMATS = ("jsonl", "npy")
 CHECKPOINT = "_checkpoint.json"
 SUCCESS = "_SUCCESS.json"
@@ -37,13 +43,22 @@ JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{12}")
 
 
 class InvalidKey(ValueError):
-    """The object key is not `batch/input/<model>[/versions/<version>]/<job>.jsonl|.npy`."""
+    """The object key is not `batch/input/<model>[/versions/<version>][/jobs]/<job>.jsonl|.npy`."""
 
 
-def input_key(model: str, job: str, format: str, version: str | None = None) -> str:
-    """The key an upload must have to start a job of `model` (at `version`; None: current)."""
+def input_key(model: str, job: str, format: str, version: str | None = None,
+              issued: bool = False) -> str:
+    """The key an upload must have to start a job of `model` (at `version`; None: current);
+    `issued`: `job` is a job id the API issued (issue_job_id)."""
     folder = f"{model}/{VERSIONS}/{version}" if version is not None else model
+    if issued:
+        folder += f"/{ISSUED}"
     return f"{INPUT_PREFIX}{folder}/{job}.{format}"
+
+
+def issue_job_id() -> str:
+    """A fresh, unguessable job id for the API (112 random bits), of the JOB_ID form."""
+    return f"{secrets.token_hex(8)}-{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -58,9 +73,12 @@ class InputObject:
     job: str
     format: str
     version: str | None = None
+    issued: bool = False  # the API issued the job id: it is `job`, whatever the object version
 
     @property
     def job_id(self) -> str:
+        if self.issued:
+            return self.job
         digest = hashlib.sha256(f"{self.bucket}/{self.key}#{self.version_id}".encode()).hexdigest()
         return f"{self.job}-{digest[:12]}"
 
@@ -103,6 +121,9 @@ def parse_key(bucket: str, key: str, version_id: str) -> InputObject:
         raise InvalidKey(f"key {key!r} is not under {INPUT_PREFIX}: {expected}")
     parts = key[len(INPUT_PREFIX):].split("/")
     version: str | None = None
+    issued = len(parts) in (3, 5) and parts[-2] == ISSUED
+    if issued:
+        parts = parts[:-2] + parts[-1:]
     if len(parts) == 4 and parts[1] == VERSIONS:
         model, _, version, filename = parts
     elif len(parts) == 2:
@@ -117,8 +138,11 @@ def parse_key(bucket: str, key: str, version_id: str) -> InputObject:
     if version is not None and not _VERSION.fullmatch(version):
         raise InvalidKey(f"key {key!r}: version {version!r} must be 1-32 characters of "
                          "[0-9A-Za-z._-], starting with a letter or digit")
+    if issued and not JOB_ID.fullmatch(job):
+        raise InvalidKey(f"key {key!r}: {job!r} is not a job id the API issues "
+                         "(<16 hex>-<12 hex>); jobs/ holds only the uploads of API jobs")
     if not _JOB.fullmatch(job):
         raise InvalidKey(
             f"key {key!r}: job name {job!r} must be 1-64 characters of [A-Za-z0-9_.-], "
             "starting with a letter or digit")
-    return InputObject(bucket, key, version_id or "null", model, job, extension, version)
+    return InputObject(bucket, key, version_id or "null", model, job, extension, version, issued)

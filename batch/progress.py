@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 LOG = logging.getLogger("batch.progress")
 
@@ -16,6 +17,22 @@ class Progress:
         self.interval = interval
         self.started = self.last = time.monotonic()
         self.logged: tuple[int, int] | None = None
+
+    def snapshot(self, done: int, rows: int, unit: str) -> dict[str, Any]:
+        """The job's progress for its record: rows done of rows (a JSON Lines input's total
+        estimated from the bytes read until its end, `rows_total_exact` false), how far through
+        the input `done` is (in `unit`: "bytes" of a JSON Lines input, "rows" of a .npy one),
+        rows/s this attempt and the seconds left at that pace."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        through = (done - self.start_done) / elapsed
+        # A JSON Lines file's line count is known only at its end: estimated from the bytes.
+        estimate = round(rows * self.total / done) if done else None
+        return {"rows_done": rows, "rows_total": self.total if unit == "rows" else estimate,
+                "rows_total_exact": unit == "rows" or done == self.total,
+                f"input_{unit}_done": done, f"input_{unit}_total": self.total,
+                "fraction_done": round(done / self.total, 4) if self.total else 1.0,
+                "rows_per_second": round((rows - self.start_rows) / elapsed, 1),
+                "eta_seconds": round((self.total - done) / through, 1) if through > 0 else None}
 
     def update(self, done: int, rows: int, force: bool = False) -> None:
         now = time.monotonic()

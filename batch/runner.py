@@ -12,7 +12,10 @@ The model version is the one the input key names, else the registry's current on
 Every line, whatever it holds (any bytes, nesting or size), gets exactly one record; only a
 fault of the job itself (its input unreadable, S3 failing, the model not loading) fails it.
 Exit codes: 0 done, 1 a transient fault (S3 or the network still failing after their retries,
-no GPU on this host: worth a retry), 2 anything else (a retry would fail the same way).
+no GPU on this host: worth a retry), 2 anything else (a retry would fail the same way), the job
+erased under it included: before each write the runner checks that its job is not being erased
+(DELETE), and its record updates are refused once it is; it then stops and deletes what it
+wrote meanwhile, so nothing is left in the erased prefixes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -41,9 +45,9 @@ from model_api.manifest import Manifest
 from model_api.model import LoadedModel
 from model_api.service import resolve_version, version_folders
 
-from batch import checkpoint
+from batch import checkpoint, erase, notify
 from batch.aws import client
-from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobStore
+from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
 from batch.keys import InputObject, parse_key
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher, is_memory_error
 from batch.models import current_version
@@ -66,6 +70,18 @@ class PermanentError(RuntimeError):
 class HostError(RuntimeError):
     """A fault of the host the job landed on (no active GPU): another attempt may land on a
     good one, so it is retried."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: ECS stops the container (a spot reclaim, or TerminateJob after a DELETE) and
+    kills it 30 s later. Raised where the runner is, so that its record is updated on the
+    way out: a reclaimed job is retried; an erased one finds its update refused and deletes
+    what it wrote since the erasure began, before it is killed. A BaseException, like
+    KeyboardInterrupt, so that no per-line `except Exception` turns it into a line's record."""
+
+
+def _terminated(signum: int, _: object) -> None:
+    raise Terminated(f"stopped by signal {signum} (SIGTERM)")
 
 
 @dataclass(frozen=True)
@@ -327,6 +343,7 @@ class Job:
             "model_version": state.model_version or None, **state.counts, "parts": state.parts,
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
+        self._live()
         if self.obj.format == "npy" and model is not None:
             summary["outputs"] = self._assemble_npy(state, model)
         put_json(self.s3, self.settings.bucket, self.obj.success_key, summary)
@@ -358,9 +375,18 @@ class Job:
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
         checkpoint.save(self.s3, self.obj, state)
-        if self.store is not None:
-            self.store.update(self.obj.job_id, fields=state.counts)
+        if self.store is not None:  # refused (JobErased) once the job is being erased
+            unit = "bytes" if self.obj.format == "jsonl" else "rows"
+            self.store.update(self.obj.job_id, fields={
+                **state.counts, "progress": progress.snapshot(position, state.next_row, unit)})
         progress.update(position, state.next_row)
+
+    def _live(self) -> None:
+        """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
+        nothing is written into its erased prefixes. A write that slips in between this check
+        and the erasure is caught by the conditional update after it (run_job cleans up)."""
+        if self.store is not None:
+            self.store.live(self.obj.job_id)
 
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
@@ -369,6 +395,7 @@ class Job:
                                           state.chunk_bytes):
             records, errors = process_lines(lines, state.next_row + 1, model, model_error,
                                             batcher)
+            self._live()
             part = self.obj.jsonl_part(state.next_chunk)
             put_bytes(self.s3, self.settings.bucket, self.obj.output_key(part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
@@ -404,6 +431,7 @@ class Job:
                     results[name].append(ran[name])
                 first += len(batch)
             parts, headers = [], {}
+            self._live()
             for name in outputs:
                 part = self.obj.npy_part(name, state.next_chunk)
                 array = np.concatenate(results[name])
@@ -448,42 +476,56 @@ class Job:
 # ---------------------------------------------------------------------------- entry point
 
 def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -> dict[str, Any]:
-    """Run the job, recording its state in the jobs table (when there is one)."""
+    """Run the job, recording its state in the jobs table (when there is one) and sending the
+    job-end event (batch.notify) when it ends. JobErased when the job was erased under it:
+    it stops and deletes whatever it wrote after the erasure began."""
     s3 = s3 if s3 is not None else client("s3")
     if store is None and settings.table:
         store = JobStore(settings.table)
-    if store is not None:
-        store.update(settings.job_id, RUNNING, increment_attempts=True, fields={
-            "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
-            "started_at": time.time()})
     try:
-        summary = Job(settings, s3, store).run()
-    except Exception as error:
-        # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
-        # transient one the job stays `running` with the reason until the next attempt starts,
-        # or until Batch gives up and batch.state records it `failed`.
-        if store is not None and is_transient(error):
-            store.update(settings.job_id, fields={
-                "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
-        elif store is not None:
-            store.update(settings.job_id, FAILED, fields={
-                "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
+        if store is not None:
+            store.update(settings.job_id, RUNNING, increment_attempts=True, fields={
+                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
+                "started_at": time.time()})
+        try:
+            summary = Job(settings, s3, store).run()
+        except JobErased:
+            raise
+        except (Exception, Terminated) as error:
+            # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
+            # transient one the job stays `running` with the reason until the next attempt
+            # starts, or until Batch gives up and batch.state records it `failed`.
+            if store is not None and is_transient(error):
+                store.update(settings.job_id, fields={
+                    "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
+            elif store is not None:
+                store.update(settings.job_id, FAILED, fields={
+                    "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
+                notify.job_finished(store.get(settings.job_id) or {})
+            raise
+        if store is not None:
+            store.update(settings.job_id, SUCCEEDED, remove=("reason",), fields={
+                "finished_at": time.time(),
+                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})
+            notify.job_finished(store.get(settings.job_id) or {})
+    except JobErased:
+        obj = parse_key(settings.bucket, settings.key, settings.version_id)
+        removed = erase.erase(s3, settings.bucket, obj.output_prefix)
+        LOG.warning("job %s was erased while it ran: stopped; %d object version(s) it wrote "
+                    "after the erasure began were deleted", settings.job_id, removed)
         raise
-    if store is not None:
-        store.update(settings.job_id, SUCCEEDED, remove=("reason",), fields={
-            "finished_at": time.time(),
-            **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})
     return summary
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt may succeed: S3 or DynamoDB still failing after botocore's own
-    retries (throttling, 5xx, a dropped connection), the network, a host without its GPU.
-    Anything else (bad input, a model that does not load, a defect) would fail the same way
-    again, so it is not retried."""
+    retries (throttling, 5xx, a dropped connection), the network, a host without its GPU, a
+    SIGTERM (a spot reclaim). Anything else (bad input, a model that does not load, a defect)
+    would fail the same way again, so it is not retried."""
     if isinstance(error, ClientError):
         return error.response["Error"]["Code"] not in PERMANENT_S3_ERRORS
-    return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError)
+    return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError
+                      | Terminated)
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
@@ -533,9 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     LOG.info("job %s: s3://%s/%s (version %s)", settings.job_id, settings.bucket, settings.key,
              settings.version_id)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run_job(settings)
-    except Exception as error:
+    except JobErased:
+        return PERMANENT_EXIT  # nothing to retry: the job is gone
+    except (Exception, Terminated) as error:
         transient = is_transient(error)
         LOG.exception("job %s failed (%s)", settings.job_id,
                       "a retry may succeed" if transient else "permanent")

@@ -3,7 +3,9 @@
 It validates the key, the model and the object's size, then claims the job id derived from
 the object version with a conditional put and only then submits: a duplicate or retried event
 finds the claim (or the submitted job) and submits nothing. A claim held by an invocation that
-died expires with that invocation, so the retried event can take it over.
+died expires with that invocation, so the retried event can take it over. The upload of a job
+the API created (batch/input/<model>/jobs/<job_id>.<ext>) claims that job while it is
+`awaiting_upload`; any other upload to its key (a second one, one after DELETE) starts nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 
-from batch.jobs import SUBMIT_FAILED, SUBMITTED, JobStore
+from batch.jobs import AWAITING_UPLOAD, SUBMIT_FAILED, SUBMITTED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.submit import Submitter
 
@@ -87,11 +89,18 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         return Outcome("rejected", reason=str(error))
     size = s3_object.size or 0
     item = job_item(obj, size, s3_object.etag)
+    if obj.issued:
+        created = store.get(obj.job_id)
+        if created is None or created.get("status") != AWAITING_UPLOAD:
+            said = created.get("status") if created else "not there (erased, or never created)"
+            return Outcome("rejected", job_id=obj.job_id,
+                           reason=f"job {obj.job_id} is {said}, not awaiting an upload")
+        item = {**created, **item, "input": {**created.get("input", {}), **item["input"]}}
     reason = refusal(obj, size, settings)
     if reason:
-        store.reject(item, reason)
+        store.reject(item, reason, issued=obj.issued)
         return Outcome("rejected", job_id=obj.job_id, reason=reason)
-    if not store.claim(item, token, claim_expires_at):
+    if not store.claim(item, token, claim_expires_at, issued=obj.issued):
         existing = store.get(obj.job_id) or {}
         return Outcome("duplicate", job_id=obj.job_id, reason=f"job is {existing.get('status')}")
     try:

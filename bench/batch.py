@@ -19,6 +19,13 @@ What each number includes (rows/s = input rows / those seconds):
 - runner "in run" (`runner_run_rows_per_s`): rows per second of the time the default job spent
   in `LoadedModel.run` (timed from outside), the batch-size trial's slower sizes included.
 
+- async path (`async_rows_per_s`): the same .npy as an asynchronous job over HTTP, as a client
+  with only the API runs it (`make serve`'s local API and its local stack, batch.local_stack):
+  from the start of the PUT to `upload_url` to the last output downloaded through
+  `output_urls`, polling the job every 0.1 s. It adds to the runner: the upload through the
+  presigned URL, the S3 event's delivery to the trigger (polled each second), the runner's
+  process start and imports, the status polls and the downloads.
+
 S3 and the jobs table are a moto server on 127.0.0.1 (as `make batch-local` uses), in a
 process of its own so that the fake S3 does not share our interpreter's lock, but on the same
 2 cores: its request handling and copying take CPU time the model would otherwise have.
@@ -40,9 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import MODELS_DIR
+from bench.common import BUILT_TEMPLATE, MODELS_DIR
 from bench.payloads import example_inputs
-from local_api.background import HOST, free_port, wait_until_answering
+from local_api.background import HOST, free_port, serving, wait_until_answering
 
 # Rows per model, enough for a dozen chunks of the runner; .npy fits numeric inputs only.
 ROWS = {"breast-cancer-mlp": 400_000, "diabetes-linear": 400_000, "digits-cnn": 60_000}
@@ -162,12 +169,14 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     """Rows per second of one whole runner job over the uploaded file (a fresh job each time),
     and rows per second of the time its model runs took. chunk_bytes None: the default."""
     from batch import local, runner
+    from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
 
     key = f"batch/input/{model}/bench-{batch_rows}-{chunk_rows}-{chunk_bytes}.npy"
     event = local.upload(path, local.BUCKET, key)
     version = event["detail"]["object"]["version-id"]
     job = parse_key(local.BUCKET, key, version)
+    JobStore(local.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
     settings = runner.Settings(bucket=local.BUCKET, key=key, version_id=version,
                                job_id=job.job_id, models_dir=MODELS_DIR, table=local.TABLE,
                                batch_rows=batch_rows, chunk_rows=chunk_rows,
@@ -180,6 +189,32 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     return rows / elapsed, rows / sum(spent)
 
 
+def async_speed(api: str, model: str, path: Path) -> float:
+    """Rows per second of `path` (.npy) as an asynchronous job over HTTP on the local API at
+    `api`: upload to `upload_url`, poll the job, download every output from `output_urls`."""
+    import httpx
+
+    size = path.stat().st_size
+    with httpx.Client(base_url=api, timeout=300) as client:
+        job = client.post(f"/v2/models/{model}/jobs", json={"size": size, "format": "npy"})
+        job.raise_for_status()
+        created = job.json()
+        started = time.perf_counter()
+        with path.open("rb") as body:
+            httpx.put(created["upload_url"], content=body, timeout=300,
+                      headers={"Content-Length": str(size)}).raise_for_status()
+        while (record := client.get(created["status_url"]).json())["status"] not in (
+                "succeeded", "failed"):
+            time.sleep(0.1)
+        if record["status"] != "succeeded":
+            raise RuntimeError(f"the async job failed: {record.get('reason')}")
+        for part in record["output_urls"]["parts"]:
+            httpx.get(part["url"], timeout=300).raise_for_status()
+        elapsed = time.perf_counter() - started
+        client.delete(created["status_url"]).raise_for_status()
+    return int(record["rows_read"]) / elapsed
+
+
 def run() -> list[dict[str, Any]]:
     """Per model: the raw loop at every batch size, the raw job, the runner by default and
     tuned by hand."""
@@ -187,8 +222,10 @@ def run() -> list[dict[str, Any]]:
 
     logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found endpoint for s3 via ..."
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the async job
     results = []
-    with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work:
+    with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
+            serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port:
         local.create_resources()
         for model, count in ROWS.items():
             rows = input_rows(model, count)
@@ -199,6 +236,7 @@ def run() -> list[dict[str, Any]]:
             job = raw_job(model, path, best)
             default, in_runs = runner_speed(model, path, 0)
             tuned, _ = runner_speed(model, path, best, chunk_rows=count, chunk_bytes=0)
+            over_http = async_speed(f"http://{HOST}:{port}", model, path)
             results.append({
                 "model": model, "rows": count,
                 "raw_rows_per_s": {str(size): round(speed) for size, speed in raw.items()},
@@ -206,6 +244,8 @@ def run() -> list[dict[str, Any]]:
                 "raw_job_rows_per_s": round(job),
                 "runner_rows_per_s": round(default), "runner_tuned_rows_per_s": round(tuned),
                 "runner_run_rows_per_s": round(in_runs),
+                "async_rows_per_s": round(over_http),
+                "ratio_async_runner": round(over_http / default, 2),
                 "tuned": {"batch_rows": best, "chunk_rows": count, "chunk_bytes": 0},
                 "ratio": round(default / raw[best], 2),
                 "ratio_tuned": round(tuned / raw[best], 2),
@@ -213,6 +253,6 @@ def run() -> list[dict[str, Any]]:
                 "ratio_tuned_raw_job": round(tuned / job, 2)})
             print(f"batch: {model}: end to end, runner {default:,.0f} rows/s (tuned "
                   f"{tuned:,.0f}) vs raw job {job:,.0f} rows/s (session, S3 GET, loop at "
-                  f"b{best}, S3 PUTs): {default / job:.2f}x ({tuned / job:.2f}x)",
-                  file=sys.stderr)
+                  f"b{best}, S3 PUTs): {default / job:.2f}x ({tuned / job:.2f}x); as an "
+                  f"async job over HTTP {over_http:,.0f} rows/s", file=sys.stderr)
     return results

@@ -28,7 +28,9 @@ size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
-  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop."""
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop;
+  "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
+  last output is downloaded from output_urls) vs the runner alone, in the same run."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -153,6 +155,11 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
         job = r["raw_job_rows_per_s"]
         rows.append((f"{r['model']} vs raw job", f"{rate(r['runner_rows_per_s'])} rows/s",
                      f"{rate(job)} raw job", ratio(r["runner_rows_per_s"] / job), "", ""))
+        # The asynchronous job over HTTP (upload to outputs downloaded) against the runner.
+        if "async_rows_per_s" in r:
+            rows.append((f"{r['model']} async HTTP", f"{rate(r['async_rows_per_s'])} rows/s",
+                         f"{rate(r['runner_rows_per_s'])} runner",
+                         ratio(r["async_rows_per_s"] / r["runner_rows_per_s"]), "", ""))
     return rows
 
 

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                             "processes); past it an invocation is throttled, as in Lambda")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped")
+    serve.add_argument("--no-batch", dest="batch", action="store_false",
+                       help="do not start the batch path's local AWS (S3, DynamoDB, "
+                            "EventBridge on moto) for the asynchronous jobs routes")
     serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
                        help="API Gateway's integration timeout in seconds")
     invoke.add_argument("function", help="logical id of the function in the template")
@@ -96,9 +99,9 @@ def _serve(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     spec = load_template(args.template)
     local_lambda = LocalLambda.create(args.host, args.port)
-    with state_folder() as state:
+    with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
-                                    local_lambda.environment())
+                                    local_lambda.environment(), overrides)
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  local_lambda))
@@ -110,6 +113,22 @@ def _serve(args: argparse.Namespace) -> int:
               f"http://{args.host}:{args.port}/docs\nCtrl-C to stop.", flush=True)
         serve(api, args.host, args.port)
     return 0
+
+
+@contextmanager
+def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[str, str]]]:
+    """The batch path's local AWS (batch.local_stack) while serving, when the template has its
+    jobs function and `wanted`; the environment overrides of the functions that use it."""
+    if not wanted or "BatchJobsFunction" not in spec.functions:
+        yield {}
+        return
+    from batch.local_stack import LocalStack  # moto: only when serving the batch path
+
+    with LocalStack() as stack:
+        print(f"Batch jobs: local S3/DynamoDB/EventBridge at {stack.endpoint}, bucket "
+              f"{stack.bucket}; uploads run the runner here", flush=True)
+        yield stack.overrides({name: function.environment
+                               for name, function in spec.functions.items()})
 
 
 def _read_event(source: str | None) -> Any:

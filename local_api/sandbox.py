@@ -110,10 +110,13 @@ def lambda_environment(function: FunctionSpec, opt_dir: Path, region: str) -> di
 
 
 def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
-            given: Mapping[str, str] | None = None) -> dict[str, Sandbox]:
+            given: Mapping[str, str] | None = None,
+            overrides: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Sandbox]:
     """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only).
     `given` is added to every function's environment after the template's, as Lambda adds its
-    own (the local Lambda endpoint and credentials, local_api.lambda_endpoint)."""
+    own (the local Lambda endpoint and credentials, local_api.lambda_endpoint); `overrides`
+    (function id -> variables) replace or add variables last, like SAM CLI's --env-vars: the
+    local AWS endpoints of the batch path (batch.local_stack)."""
     runtime = str(_runtime_dir(state_dir).absolute())
     sandboxes = {}
     for function in functions:
@@ -127,7 +130,8 @@ def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
             LOG.warning("%s: its layers hold no python/ folder: were they built (`sam build`)?",
                         function.logical_id)
         python_path = (str(function.code_dir), str(opt_dir / "python"), runtime)
-        environment = {**lambda_environment(function, opt_dir, region), **(given or {})}
+        environment = {**lambda_environment(function, opt_dir, region), **(given or {}),
+                       **(overrides or {}).get(function.logical_id, {})}
         sandboxes[function.logical_id] = Sandbox(function, opt_dir, python_path, environment)
     return sandboxes
 

@@ -35,6 +35,7 @@ STAGE = "v1"
 SERVER_FOLDER, BATCH_JOBS_FOLDER = "server", "batch"
 EXAMPLE_JOB_ID = "example-0123456789ab"
 JSON_HEADERS = {"Content-Type": "application/json"}
+JOB_REQUEST = b'{"size": 1024, "format": "jsonl"}'  # a job of a 1,024-byte JSON Lines input
 Events = dict[str, dict[str, Any]]
 # The SAM CLI of this venv (on PATH under make), else the one on PATH.
 SAM = next((str(p) for p in [Path(sys.executable).with_name("sam")] if p.exists()), "sam")
@@ -107,17 +108,27 @@ def server_events() -> Events:
             for route in routes_of(SERVER)}
 
 
-def batch_jobs_events() -> Events:
-    return {route.example: route_event(route, {"job_id": EXAMPLE_JOB_ID})
-            for route in routes_of(BATCH_JOBS)}
+def batch_jobs_events(model: str) -> Events:
+    """The batch jobs function's events; a route naming a model names `model` (and its
+    version "1"); a job request asks for a 1,024-byte JSON Lines input."""
+    found: Events = {}
+    for route in routes_of(BATCH_JOBS):
+        parameters = {name: value for name, value in
+                      (("model", model), ("version", "1"), ("job_id", EXAMPLE_JOB_ID))
+                      if name in route.parameters}
+        body = JOB_REQUEST if route.request == "job" else None
+        found[route.example] = route_event(route, parameters, body,
+                                           JSON_HEADERS if body else None)
+    return found
 
 
 def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
            events_dir: Path = EVENTS_DIR) -> dict[Path, str]:
     """Every generated event file (path -> JSON text) for the registry `entries`, read from
     each model's current exported version; ExamplesError or ManifestError if one is unusable."""
-    folders: dict[str, Events] = {SERVER_FOLDER: server_events(),
-                                  BATCH_JOBS_FOLDER: batch_jobs_events()}
+    folders: dict[str, Events] = {SERVER_FOLDER: server_events()}
+    if entries:
+        folders[BATCH_JOBS_FOLDER] = batch_jobs_events(entries[0].name)
     for entry in entries:
         version_dir = locate(entry.name, entry.current)
         manifest = load_manifest(version_dir / "manifest.json")

@@ -21,7 +21,7 @@ from model_api import limits
 from model_api.datatypes import DATATYPES
 from model_api.explain import output_specs
 from model_api.manifest import parse_manifest
-from model_api.routes import MODEL, ROUTES, TENSOR_REQUESTS, Route
+from model_api.routes import ROUTES, TENSOR_REQUESTS, Route
 
 from model_registry import registry
 from model_registry.registry import EXPORTED, ROOT, Locate, ModelEntry
@@ -110,8 +110,36 @@ SCHEMAS: dict[str, Any] = {
     "static": {"type": "string", "format": "binary",
                "description": "A script, style sheet or image of the console."},
     "batch_job": {"type": "object", "required": ["job_id", "status"],
-                  "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}},
+                  "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
+                                 "progress": {"type": "object"},
+                                 "output_urls": {"type": "object", "description": (
+                                     "Once succeeded: presigned GETs of the manifest and of "
+                                     "every output, with their expiry.")}},
                   "additionalProperties": True},
+    "job_request": {
+        "type": "object", "required": ["size"], "additionalProperties": False,
+        "properties": {
+            "size": {"type": "integer", "minimum": 1,
+                     "description": "Bytes of the input: upload_url accepts exactly this "
+                                    "Content-Length (at most BatchMaxInputBytes, 5 GiB)."},
+            "format": {"type": "string", "enum": ["jsonl", "npy"], "default": "jsonl"},
+            "parameters": {"type": "object", "additionalProperties": True,
+                           "description": "Your own attributes of the job, returned as sent."}}},
+    "job_created": {
+        "type": "object", "required": ["job_id", "upload_url", "status_url"],
+        "properties": {
+            "job_id": {"type": "string"}, "status": {"type": "string"},
+            "upload_url": {"type": "string", "description": "Presigned S3 PUT of the input."},
+            "upload": {"type": "object", "description": "method, size, headers, expires_in, "
+                                                         "expires_at of upload_url"},
+            "status_url": {"type": "string",
+                           "description": "Path of the job, relative to the API's base URL."}},
+        "additionalProperties": True},
+    "job_erased": {
+        "type": "object", "required": ["job_id", "erased"],
+        "properties": {"job_id": {"type": "string"}, "stopped": {"type": "string"},
+                       "erased": {"type": "object"}},
+        "additionalProperties": True},
     "inference_response": {
         "type": "object", "required": ["model_name", "outputs"],
         "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
@@ -205,6 +233,8 @@ def operation(route: Route, service: str) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {
             JSON: {"schema": ref(f"{route.request}_request.{service}")},
             BINARY: {"schema": {"type": "string", "format": "binary"}}}}
+    elif route.request == "job":
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref("job_request")}}}
     elif route.request == "json":
         op["requestBody"] = {"required": False, "content": {JSON: {"schema": ref(
             "repository_index_request" if route.operation == "repository_index"
@@ -215,7 +245,7 @@ def operation(route: Route, service: str) -> dict[str, Any]:
         return op
     if route.content_type != JSON:
         ok = {"description": "OK", "content": {route.content_type: {"schema": ref(route.answer)}}}
-    op["responses"] = {"200": ok, **ERRORS}
+    op["responses"] = {str(route.status): ok, **ERRORS}
     if route.request is None:
         op["responses"].pop("413")
         op["responses"].pop("415")
@@ -240,7 +270,7 @@ def render(entries: list[ModelEntry] | None = None,
     entries = registry.load() if entries is None else entries
     found: list[tuple[str, str, Route, str]] = []
     for route in ROUTES:
-        if route.function == MODEL:
+        if route.per_model:
             found += [(route.for_model(e.name), route.method.lower(), route, e.name)
                       for e in entries]
         else:

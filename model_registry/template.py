@@ -37,10 +37,11 @@ KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
                 "{ApiKeyRequired: false}]")
 
 
-def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
-    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in)."""
+def api_events(routes: tuple[Route, ...], model: str | None = None, prefix: str = "") -> str:
+    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in;
+    `prefix` before each event name)."""
     return "".join(
-        f"        {route.name}:\n"
+        f"        {prefix}{route.name}:\n"
         f"          Type: Api\n"
         f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}'
         + (f", Auth: {KEYLESS_AUTH}" if route.keyless else "") + "}\n"
@@ -66,6 +67,16 @@ def server_invokes(entries: list[ModelEntry]) -> str:
     return ("              - Effect: Allow  # ask each model version whether it is ready\n"
             "                Action: lambda:InvokeFunction\n"
             f"                Resource:\n{arns}")
+
+
+def batch_jobs_events(entries: list[ModelEntry]) -> str:
+    """The batch jobs function's events: its routes that name a model once per model, with
+    the model in the path as a model function's are (API Gateway then routes /v2/models/<name>/
+    by literal resources only, never a `{model}` variable beside them)."""
+    routes = routes_of(BATCH_JOBS)
+    shared = tuple(route for route in routes if not route.per_model)
+    per_model = tuple(route for route in routes if route.per_model)
+    return api_events(shared) + "".join(api_events(per_model, e.name, e.camel) for e in entries)
 
 
 def resources(entry: ModelEntry) -> str:
@@ -206,7 +217,7 @@ def render(entries: list[ModelEntry], template: str) -> str:
     template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
     template = replace_block(template, SERVER_MODELS, server_models(entries))
     template = replace_block(template, SERVER_INVOKES, server_invokes(entries))
-    template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
+    template = replace_block(template, BATCH_JOBS_EVENTS, batch_jobs_events(entries))
     template = replace_block(template, BATCH_MODELS,
                              f"    Default: {','.join(e.name for e in entries)}\n")
     return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))

@@ -1,11 +1,13 @@
-"""Lambda entry point of the batch jobs routes (model_api.routes, BATCH_JOBS): a job's state
-and counts.
+"""Lambda entry point of the batch jobs routes (model_api.routes, BATCH_JOBS): asynchronous jobs
+created with an upload URL, read back with their progress and output URLs, and erased
+(logic in batch.jobs_api).
 
-Reads the jobs table the trigger and the runner write; a record that has shown an unfinished
-job for a while is checked against AWS Batch first (batch.state.reconcile), so a job Batch has
-failed or forgotten is answered `failed`, never `running`. Errors are the serving library's
-(`model_api.lambda_adapter.answer_errors`, from ServingLayer), like every other error of the API:
-an unknown or malformed id is 404 `{"error": ...}`, and so is a path no route matches.
+Reads and writes the jobs table the trigger and the runner write; a record that has shown an
+unfinished job for a while is checked against AWS Batch first (batch.state.reconcile), so a
+job Batch has failed or forgotten is answered `failed`, never `running`. Errors are the serving
+library's (`model_api.lambda_adapter.answer_errors`, from ServingLayer), like every other error
+of the API: an unknown or malformed id, or a job of another model, is 404 `{"error": ...}`, and
+so is a path no route matches.
 """
 
 import os
@@ -14,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api.errors import NotFound
+from model_api.errors import BadRequest
 from model_api.lambda_adapter import (
     RestApiResolver,
     answer_errors,
@@ -22,35 +24,42 @@ from model_api.lambda_adapter import (
     json_response,
     logger,
     metrics,
+    raw_body,
     tracer,
 )
 from model_api.routes import BATCH_JOBS
 
 from batch.aws import client
 from batch.jobs import JobStore
-from batch.keys import JOB_ID
-from batch.state import reconcile
+from batch.jobs_api import JobsApi, Settings, presigner
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(RestApiResolver())
-store = JobStore(os.environ["JOBS_TABLE"])
-batch = client("batch")
-# Internal bookkeeping of the trigger's claim: not part of the job's public record.
-PRIVATE = ("claim_token", "claim_expires_at")
+settings = Settings.from_environment()
+jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"]), presigner(),
+               client("batch"))
 
 
 @tracer.capture_method(capture_response=False)
-def get_job(job_id: str) -> Response:
-    if not JOB_ID.fullmatch(job_id):
-        raise NotFound(f"no batch job {job_id!r}: ids look like <job>-<12 hex>")
-    job = store.get(job_id)
-    if job is None:
-        raise NotFound(f"no batch job {job_id!r}")
-    job = reconcile(store, job, batch)
-    return json_response(200, {k: v for k, v in job.items() if k not in PRIVATE})
+def create_job(model: str, version: str | None = None) -> Response:
+    return json_response(201, jobs.create(model, version, raw_body(app.current_event.raw_event)))
 
 
-bind_routes(app, BATCH_JOBS, {"get_job": get_job})
+@tracer.capture_method(capture_response=False)
+def get_job(job_id: str, model: str | None = None) -> Response:
+    start = app.current_event.get_query_string_value("start", "0") or "0"
+    if not start.isdigit():
+        raise BadRequest(f"start={start!r}: expected the index of the first output (0, 1, ...)")
+    return json_response(200, jobs.describe(job_id, model, int(start)))
+
+
+@tracer.capture_method(capture_response=False)
+def delete_job(job_id: str, model: str | None = None) -> Response:
+    return json_response(200, jobs.erase(job_id, model))
+
+
+bind_routes(app, BATCH_JOBS, {"create_job": create_job, "get_job": get_job,
+                              "delete_job": delete_job})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -40,7 +40,8 @@ def test_a_record_larger_than_an_api_request_is_served(model: LoadedModel) -> No
     assert len(line) > MAX_REQUEST_BYTES  # and 6 times the rows: over both API limits
     with pytest.raises(ModelAPIError, match=r"^the request body is \d+ bytes"):
         decode_request(line.encode(), {}, model.manifest, API_REQUEST)
-    with pytest.raises(ModelAPIError, match=r"\(split it, or use the batch runner\)$"):
+    with pytest.raises(ModelAPIError,
+                       match=r"\(split it, or send it as an asynchronous job: POST \.\.\./jobs\)$"):
         decode_request(request_line("big", rows[:MAX_ROWS + 1]).encode(), {}, model.manifest,
                        API_REQUEST)
     record = answer(model, line)

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError, ResponseStreamingError
 
 from batch import reader, runner
 from batch.aws import client
+from batch.jobs import SUBMITTED
 from batch.keys import parse_key
 from batch.reader import S3Object
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line, runner_env
@@ -30,10 +31,14 @@ RNG = np.random.default_rng(7)
 
 def settings(cloud: Cloud, models_dir: Path, key: str, version: str,
              **overrides: Any) -> runner.Settings:
+    """The runner's settings for the uploaded `key`; its job item is written `submitted`, as
+    the trigger leaves it (the runner's writes need the item: a missing one means erased)."""
     obj = parse_key(cloud.bucket, key, version)
     values: dict[str, Any] = {"bucket": cloud.bucket, "key": key, "version_id": version,
                               "job_id": obj.job_id, "models_dir": models_dir,
                               "table": cloud.table, "progress_seconds": 0.0, **overrides}
+    if values["table"]:
+        cloud.store.create({"job_id": obj.job_id, "model": obj.model, "status": SUBMITTED})
     return runner.Settings(**values)
 
 
@@ -414,10 +419,11 @@ def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models
     args = ["--bucket", cloud.bucket, "--job-id", "x-000000000000"]
     assert runner.main([*args, "--key", "batch/input/bad.csv"]) == 2
     missing = f"batch/input/{MODEL}/missing.jsonl"  # S3 answers 404: no retry will find it
-    assert runner.main([*args[:2], "--key", missing,
-                        "--job-id", parse_key(cloud.bucket, missing, "null").job_id]) == 2
+    missing_id = settings(cloud, models_dir, missing, "null").job_id  # its item, as triggered
+    assert runner.main([*args[:2], "--key", missing, "--job-id", missing_id]) == 2
+    assert cloud.store.get(missing_id)["status"] == "failed"
     key, version = upload_lines(cloud, [request_line("a", RNG.normal(size=(1, FEATURES)))])
-    job_id = parse_key(cloud.bucket, key, version).job_id
+    job_id = settings(cloud, models_dir, key, version).job_id
     assert runner.main([*args[:2], "--key", key, "--version-id", version, "--job-id", job_id,
                         "--require-gpu"]) == (0 if "CUDAExecutionProvider" in
                                               runner.ort.get_available_providers() else 1)

@@ -147,7 +147,7 @@ def test_the_jobs_api_never_shows_running_a_job_batch_failed_or_forgot(
         assert outcome.job_id is not None
         cloud.store.update(outcome.job_id, jobs.RUNNING)
     app = load_handler("batch_jobs")
-    app.batch = FailedBatch(client("batch"), failed.batch_job_id)
+    app.jobs.batch = FailedBatch(client("batch"), failed.batch_job_id)
     template = json.loads((EVENTS_DIR / "batch" / "get-job.json").read_text())
 
     def get(job_id: str | None) -> dict[str, Any]:

@@ -62,9 +62,12 @@ def test_rule_sends_input_uploads_to_the_trigger_with_retries_and_a_dlq(
 def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str, Any]) -> None:
     assert actions(resources["BatchTriggerFunctionRole"]) == {
         "dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob", "sqs:SendMessage"}
-    # The jobs API finishes a stale job that Batch has failed or forgotten (batch.state)
+    # The jobs API finishes a stale job that Batch has failed or forgotten (batch.state);
+    # it creates jobs, signs their upload and output URLs, and erases them (batch.jobs_api)
     assert actions(resources["BatchJobsFunctionRole"]) == {
-        "dynamodb:GetItem", "dynamodb:UpdateItem", "batch:DescribeJobs"}
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
+        "batch:DescribeJobs", "batch:TerminateJob", "s3:PutObject", "s3:GetObject",
+        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions"}
     assert actions(resources["BatchStateFunctionRole"]) == {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
     for function in ("BatchTriggerFunction", "BatchJobsFunction", "BatchStateFunction"):

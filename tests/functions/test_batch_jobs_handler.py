@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+from model_api.routes import BATCH_JOBS, routes_of
 from moto import mock_aws
 
 from batch.local import load_handler
@@ -21,6 +22,7 @@ from tests.conftest import EVENTS_DIR, LambdaContext
 
 TABLE = "jobs"
 JOB = "rows-0123456789ab"
+MODELS = ("breast-cancer-mlp", "diabetes-linear", "text-topics", "digits-cnn")
 TEMPLATE = json.loads((EVENTS_DIR / "batch" / "get-job.json").read_text())
 
 
@@ -28,6 +30,7 @@ TEMPLATE = json.loads((EVENTS_DIR / "batch" / "get-job.json").read_text())
 def jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing", "JOBS_TABLE": TABLE,
+                        "BATCH_BUCKET": "batch", "BATCH_MODELS": ",".join(MODELS),
                         "POWERTOOLS_TRACE_DISABLED": "true",
                         "POWERTOOLS_METRICS_NAMESPACE": "Test"}.items():
         monkeypatch.setenv(name, value)
@@ -59,6 +62,25 @@ def assert_error(answer: tuple[int, dict[str, Any]], status: int) -> str:
     return str(answer[1]["error"])
 
 
+def test_every_jobs_event_reaches_its_route(jobs: ModuleType) -> None:
+    """events/batch/ as `make events` writes them: a job request is created (201, its upload
+    URL signed for the stated size); the example job does not exist, so reading or erasing
+    it, under its model or by id, is 404."""
+    names = {route.example for route in routes_of(BATCH_JOBS)}
+    assert names == {"create-job", "version-create-job", "get-model-job", "delete-model-job",
+                     "get-job", "delete-job"}
+    events = {name: json.loads((EVENTS_DIR / "batch" / f"{name}.json").read_text())
+              for name in names}
+    for name, event in sorted(events.items()):
+        answer = jobs.lambda_handler(event, LambdaContext())
+        body = json.loads(answer["body"])
+        if name.endswith("create-job"):
+            assert answer["statusCode"] == 201, body
+            assert "content-length" in body["upload_url"] and body["upload"]["size"] == 1024
+        else:
+            assert answer["statusCode"] == 404 and "no batch job" in body["error"], (name, body)
+
+
 def test_a_job_is_its_public_record(jobs: ModuleType) -> None:
     status, body = call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB)
     assert status == 200 and body == {"job_id": JOB, "status": "running", "rows_read": 7}
@@ -84,7 +106,7 @@ def test_powertools_http_errors_keep_their_status(jobs: ModuleType,
     def refuse(job_id: str) -> None:
         raise BadRequestError(f"bad {job_id}")
 
-    monkeypatch.setattr(jobs.store, "get", refuse)
+    monkeypatch.setattr(jobs.jobs.store, "get", refuse)
     assert assert_error(call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB), 400) == f"bad {JOB}"
 
 
@@ -93,6 +115,6 @@ def test_an_unexpected_failure_is_a_500_naming_only_the_request(
     def fail(_: str) -> None:
         raise RuntimeError("table secrets")
 
-    monkeypatch.setattr(jobs.store, "get", fail)
+    monkeypatch.setattr(jobs.jobs.store, "get", fail)
     message = assert_error(call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB), 500)
     assert "secrets" not in message and LambdaContext.aws_request_id in message

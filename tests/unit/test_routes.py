@@ -6,7 +6,7 @@ import pytest
 from model_api.routes import BATCH_JOBS, MODEL, ROUTES, SERVER, route, routes_of
 
 
-def test_the_table_holds_the_protocols_routes_and_the_jobs_route() -> None:
+def test_the_table_holds_the_protocols_routes_and_the_jobs_routes() -> None:
     # KServe V2 REST (shared/oip-v2-rest.md): health, server and model metadata, readiness and
     # inference, each model route with its /versions/{version} twin.
     # And Triton's model repository extension, the console and the API docs (server function).
@@ -25,8 +25,14 @@ def test_the_table_holds_the_protocols_routes_and_the_jobs_route() -> None:
         # and this API's explanations (issue 12)
         ("POST", "/v2/models/{model}/explain"),
         ("POST", "/v2/models/{model}/versions/{version}/explain")}
+    # Asynchronous jobs (issue 14): created under a model, read and erased there or by id.
     assert {(r.method, r.path) for r in routes_of(BATCH_JOBS)} == {
-        ("GET", "/v2/batch/jobs/{job_id}")}
+        ("POST", "/v2/models/{model}/jobs"), ("POST", "/v2/models/{model}/versions/{version}/jobs"),
+        ("GET", "/v2/models/{model}/jobs/{job_id}"), ("DELETE", "/v2/models/{model}/jobs/{job_id}"),
+        ("GET", "/v2/batch/jobs/{job_id}"), ("DELETE", "/v2/batch/jobs/{job_id}")}
+    assert {r.name for r in routes_of(BATCH_JOBS) if r.per_model} == {
+        "CreateJob", "VersionCreateJob", "GetModelJob", "DeleteModelJob"}
+    assert {r.status for r in ROUTES if r.name.endswith("CreateJob")} == {201}
     names = [r.name for r in ROUTES]
     assert len(set(names)) == len(names)
     assert len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)

@@ -59,6 +59,31 @@ BATCH_MAX_ROWS = 1024 * 1024
 BATCH_MAX_TENSOR_ELEMENTS = 16 * MiB
 
 
+# An asynchronous job's input (POST /v2/models/{model}/jobs, batch.jobs_api): one object sent
+# with one presigned PUT, which S3 takes up to 5 GiB (more needs a multipart upload, which one
+# URL cannot make); the template's BatchMaxInputBytes may lower it. The client states the size
+# when it creates the job and the URL is signed for exactly that Content-Length, since a
+# presigned PUT cannot otherwise cap what is sent.
+JOB_MAX_UPLOAD_BYTES = 5 * 1024**3
+
+# How long a job's upload URL is valid: an hour sends 5 GiB at 12 Mbit/s. A URL signed with a
+# function's temporary credentials also stops working when they expire, whichever comes first.
+JOB_UPLOAD_URL_SECONDS = 3600
+
+# How long the output URLs of a finished job are valid; every GET of the job signs fresh ones.
+JOB_OUTPUT_URL_SECONDS = 3600
+
+# Output URLs in one answer (about 700 bytes each as JSON: 1,000 keep it under 1 MB, far inside
+# the 4 MiB response budget). A JSON Lines job writes a part per 8 MiB of input, so 1,000 parts
+# cover about 8 GB of input; `?start=N` pages through more.
+JOB_MAX_OUTPUT_URLS = 1000
+
+# A job request's body, and its `parameters` as stored with the job (a DynamoDB item is at most
+# 400 KB; the parameters are the client's own attributes, returned as sent).
+JOB_MAX_REQUEST_BYTES = 64 * 1024
+JOB_MAX_PARAMETERS_BYTES = 16 * 1024
+
+
 @dataclass(frozen=True)
 class RequestLimits:
     """The limits one infer request meets on a path, and how its refusals name it there."""
@@ -73,7 +98,8 @@ class RequestLimits:
 
 # An API request (Lambda behind API Gateway).
 API_REQUEST = RequestLimits("request", MAX_REQUEST_BYTES, MAX_ROWS, MAX_TENSOR_ELEMENTS,
-                            binary=True, bigger="split it, or use the batch runner")
+                            binary=True,
+                            bigger="split it, or send it as an asynchronous job: POST .../jobs")
 # A JSON Lines record (line) of a batch job: JSON only (a line has no room for a binary tail,
 # and its answer is a JSON line; a .npy input is the batch path's binary form).
 BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_MAX_ROWS,

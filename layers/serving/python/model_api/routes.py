@@ -8,7 +8,10 @@ the template's API events (`model_registry.template`), the events/ fixtures
 served by one kind of function: the server function (health, server metadata), each model's own
 function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin), or the
 batch jobs function. Adding a per-model route is one `ModelOperation` here, its handler in the
-serving library and its tests.
+serving library and its tests. The batch jobs function serves the asynchronous jobs: created
+under a model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or at
+`/v2/batch/jobs/{job_id}`; the template declares its routes that name a model once per model
+(`per_model`), like a model function's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ MODEL = "model"
 BATCH_JOBS = "batch-jobs"
 FUNCTIONS = (SERVER, MODEL, BATCH_JOBS)
 
-GET, POST = "GET", "POST"
+GET, POST, DELETE = "GET", "POST", "DELETE"
 JSON = "application/json"
 HTML = "text/html"
 MODEL_PATH = "/v2/models/{model}"
@@ -38,8 +41,9 @@ class Route:
     (`ModelInfer`); `operation` is the handler it calls (`infer`; a model's route and its
     versioned twin share one); `request` names the body it takes (`"infer"`, `"explain"`: an
     inference request, JSON or binary tensors, `TENSOR_REQUESTS`, whose OpenAPI schema is
-    `<request>_request.<model>`; `"json"`: an optional JSON object; None: no body);
-    `answer` is the OpenAPI schema of its 200, sent as `content_type`. `keyless` routes (the
+    `<request>_request.<model>`; `"json"`: an optional JSON object; `"job"`: a job request; None: no body);
+    `answer` is the OpenAPI schema of its success answer, whose status is `status`, sent as
+    `content_type`. `keyless` routes (the
     console's static files, which carry no data) are served without the API key or IAM
     signature; the gateway's throttle still applies to them.
     """
@@ -54,11 +58,18 @@ class Route:
     summary: str = ""
     content_type: str = JSON
     keyless: bool = False
+    status: int = 200
 
     @property
     def parameters(self) -> tuple[str, ...]:
         """The path parameters, in order: ("model", "version") for a versioned model route."""
         return tuple(_PARAMETER.findall(self.path))
+
+    @property
+    def per_model(self) -> bool:
+        """Whether the path is under a model's (`/v2/models/{model}...`): the template and
+        OpenAPI list it once per model, with the model's name in it."""
+        return self.path.startswith(MODEL_PATH)
 
     @property
     def resolver_path(self) -> str:
@@ -148,8 +159,20 @@ ROUTES: tuple[Route, ...] = (
     Route("OpenApi", "openapi", GET, "/openapi.json", SERVER, "openapi",
           summary="This API's OpenAPI document (docs/openapi.json)"),
     *(route for operation in MODEL_OPERATIONS for route in operation.routes()),
+    Route("CreateJob", "create_job", POST, MODEL_PATH + "/jobs", BATCH_JOBS, "job_created",
+          request="job", summary="Create an asynchronous job: its upload URL and status URL",
+          status=201),
+    Route("VersionCreateJob", "create_job", POST, VERSION_PATH + "/jobs", BATCH_JOBS,
+          "job_created", request="job", summary="Create an asynchronous job of a given version",
+          status=201),
+    Route("GetModelJob", "get_job", GET, MODEL_PATH + "/jobs/{job_id}", BATCH_JOBS, "batch_job",
+          summary="A job of this model: state, progress, counts, output URLs"),
+    Route("DeleteModelJob", "delete_job", DELETE, MODEL_PATH + "/jobs/{job_id}", BATCH_JOBS,
+          "job_erased", summary="Erase a job of this model: stop it, delete its data"),
     Route("GetJob", "get_job", GET, "/v2/batch/jobs/{job_id}", BATCH_JOBS, "batch_job",
-          summary="A batch job's state and counts"),
+          summary="A batch job's state, progress, counts and output URLs"),
+    Route("DeleteJob", "delete_job", DELETE, "/v2/batch/jobs/{job_id}", BATCH_JOBS,
+          "job_erased", summary="Erase a batch job: stop it, delete its input, outputs, record"),
 )
 
 

@@ -1,0 +1,37 @@
+"""Erasing objects from the versioned batch bucket: every version and delete marker, not just
+the current object (a plain DeleteObject on a versioned bucket only adds a delete marker and
+keeps the data). Used by DELETE /v2/batch/jobs/{job_id} (batch.jobs_api) and by a runner that
+finds its job erased under it (batch.runner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys per request
+
+
+def object_versions(s3: Any, bucket: str, prefix: str, exact: bool = False
+                    ) -> list[dict[str, str]]:
+    """Every version and delete marker under `prefix` (`exact`: of the key `prefix` only), as
+    DeleteObjects wants them: [{"Key", "VersionId"}]."""
+    found: list[dict[str, str]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
+            if not exact or entry["Key"] == prefix:
+                found.append({"Key": entry["Key"], "VersionId": entry["VersionId"]})
+    return found
+
+
+def erase(s3: Any, bucket: str, prefix: str, exact: bool = False) -> int:
+    """Delete every version under `prefix` (`exact`: of that key); how many were deleted.
+    Raises RuntimeError naming the keys S3 refused to delete."""
+    versions = object_versions(s3, bucket, prefix, exact)
+    for first in range(0, len(versions), _DELETE_BATCH):
+        answer = s3.delete_objects(Bucket=bucket, Delete={
+            "Objects": versions[first:first + _DELETE_BATCH], "Quiet": True})
+        refused = answer.get("Errors") or []
+        if refused:
+            raise RuntimeError(f"S3 refused to delete {len(refused)} object version(s), e.g. "
+                               f"{refused[0].get('Key')}: {refused[0].get('Message')}")
+    return len(versions)

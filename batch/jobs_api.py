@@ -1,0 +1,287 @@
+"""Asynchronous jobs over HTTPS: what the batch jobs function does for `POST .../jobs`,
+`GET .../jobs/{job_id}` and `DELETE .../jobs/{job_id}` (routes in model_api.routes).
+
+A client with the API key and no AWS credentials creates a job, uploads its input to the job's
+presigned URL, polls, downloads the outputs from presigned URLs and erases everything:
+
+- create: a job id is issued (keys.issue_job_id), its item written `awaiting_upload`, and a
+  presigned S3 PUT returned for its input key `batch/input/<model>[/versions/<v>]/jobs/<id>.<ext>`.
+  The URL is signed for exactly the Content-Length the client stated (`size`), since S3 does
+  not cap a presigned PUT any other way: a longer or shorter body is refused by S3 (403
+  SignatureDoesNotMatch), like a tampered URL or one past its expiry (403 AccessDenied).
+  A presigned POST with a `content-length-range` policy would cap the size without stating it,
+  but needs a multipart form instead of `curl -T file URL`; both top out at S3's 5 GiB per
+  request. The upload then starts the job through the usual S3 -> EventBridge -> trigger path.
+- describe: the item (state, counts, `progress`) and, once `succeeded`, `output_urls`:
+  presigned GETs of the `_SUCCESS.json` manifest and of every output it lists, with their expiry.
+- erase: the item is marked `erasing` (from then on the runner's writes are refused and it
+  stops, see batch.runner), a running Batch job is terminated, every object version of the
+  input and under the output prefix is deleted, then the item.
+
+Errors are model_api's typed errors (the adapter turns them into `{"error": ...}` answers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from model_api.errors import BadRequest, NotFound, TooLarge
+from model_api.limits import (
+    JOB_MAX_OUTPUT_URLS,
+    JOB_MAX_PARAMETERS_BYTES,
+    JOB_MAX_REQUEST_BYTES,
+    JOB_MAX_UPLOAD_BYTES,
+    JOB_OUTPUT_URL_SECONDS,
+    JOB_UPLOAD_URL_SECONDS,
+)
+from model_api.routes import route
+
+from batch import erase
+from batch.aws import retry_config
+from batch.jobs import AWAITING_UPLOAD, ERASING, FINAL, SUCCEEDED, JobStore
+from batch.keys import FORMATS, JOB_ID, InputObject, InvalidKey, input_key, issue_job_id, parse_key
+from batch.state import reconcile
+
+LOG = logging.getLogger(__name__)
+# The trigger's bookkeeping of its claim: not part of the job's public record.
+PRIVATE = ("claim_token", "claim_expires_at")
+JOB_FIELDS = ("format", "size", "parameters")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The jobs function's environment, read once at cold start."""
+
+    bucket: str
+    models: frozenset[str]
+    max_bytes: int  # largest input a job may declare: BatchMaxInputBytes, at most 5 GiB
+    retention_days: int  # the bucket's lifecycle; job items expire (TTL) after as many days
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        env = os.environ.get
+        return cls(bucket=env("BATCH_BUCKET", ""),
+                   models=frozenset(m.strip() for m in env("BATCH_MODELS", "").split(",")
+                                    if m.strip()),
+                   max_bytes=min(int(env("BATCH_MAX_INPUT_BYTES", JOB_MAX_UPLOAD_BYTES)),
+                                 JOB_MAX_UPLOAD_BYTES),
+                   retention_days=int(env("DATA_RETENTION_DAYS", "30")))
+
+
+def presigner() -> Any:
+    """An S3 client that signs URLs with SigV4 (botocore's default presign is still SigV2 for
+    S3), at the region's own endpoint (the global one redirects, which breaks the signature),
+    or at AWS_ENDPOINT_URL (the local S3) when that is set. In AWS the URL is https."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    config = retry_config().merge(Config(signature_version="s3v4",
+                                         s3={"addressing_style": "virtual"}))
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        config = config.merge(Config(s3={"addressing_style": "path"}))
+        return boto3.client("s3", region_name=region, config=config)
+    return boto3.client("s3", region_name=region, config=config,
+                        endpoint_url=f"https://s3.{region}.amazonaws.com")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00",
+                                                                                      "Z")
+
+
+def read_job_request(body: bytes, max_bytes: int) -> dict[str, Any]:
+    """The job request `{"size": bytes, "format": "jsonl"|"npy", "parameters": {...}}`, checked:
+    BadRequest or TooLarge saying what is allowed."""
+    if len(body) > JOB_MAX_REQUEST_BYTES:
+        raise TooLarge(f"the job request is {len(body)} bytes; the limit is "
+                       f"{JOB_MAX_REQUEST_BYTES} (the input goes to upload_url, not here)")
+    usage = ('send {"size": <bytes of the input>, "format": "jsonl" | "npy", "parameters": '
+             '{...}} (format and parameters optional)')
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        document = json.loads(body or b"null", parse_constant=refuse_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest(f"the job request is not JSON: {usage}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"the job request must be a JSON object: {usage}")
+    unknown = sorted(set(document) - set(JOB_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {unknown} in the job request: {usage}")
+    size = document.get("size")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise BadRequest("`size` (the input's bytes, an integer) is required: the upload URL is "
+                         f"signed for exactly that Content-Length; {usage}")
+    if size < 1:
+        raise BadRequest(f"`size` is {size}; an input has at least one byte")
+    if size > max_bytes:
+        raise TooLarge(f"`size` is {size} bytes; a job's input may have at most {max_bytes} "
+                       "bytes (one presigned PUT); split it over several jobs")
+    format_ = document.get("format", "jsonl")
+    if format_ not in FORMATS:
+        raise BadRequest(f"`format` is {format_!r}; expected one of {list(FORMATS)}")
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest("`parameters` must be a JSON object (your own attributes of the job, "
+                         "returned as sent)")
+    if len(json.dumps(parameters)) > JOB_MAX_PARAMETERS_BYTES:
+        raise TooLarge(f"`parameters` is over {JOB_MAX_PARAMETERS_BYTES} bytes of JSON")
+    return {"size": size, "format": format_, "parameters": parameters}
+
+
+class JobsApi:
+    """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue."""
+
+    def __init__(self, settings: Settings, store: JobStore, s3: Any, batch: Any) -> None:
+        self.settings, self.store, self.s3, self.batch = settings, store, s3, batch
+
+    # ------------------------------------------------------------------------------ create
+    def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
+        """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
+        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request."""
+        if model not in self.settings.models:
+            raise NotFound(f"unknown model {model!r}; jobs run the models "
+                           f"{', '.join(sorted(self.settings.models))}")
+        request = read_job_request(body, self.settings.max_bytes)
+        job_id = issue_job_id()
+        try:
+            obj = parse_key(self.settings.bucket,
+                            input_key(model, job_id, request["format"], version, issued=True),
+                            "null")
+        except InvalidKey as error:  # only the version can be wrong here
+            raise BadRequest(str(error)) from None
+        now = time.time()
+        item = {
+            "job_id": job_id, "model": model, "job": job_id, "format": obj.format,
+            "model_version": version or "current", "status": AWAITING_UPLOAD,
+            "input": {"bucket": obj.bucket, "key": obj.key, "size": request["size"]},
+            "output_prefix": f"s3://{obj.bucket}/{obj.output_prefix}",
+            # as JSON text: DynamoDB takes no floats, and would change nothing else we return
+            "parameters": json.dumps(request["parameters"]), "created_at": round(now, 3),
+            "upload_expires_at": round(now + JOB_UPLOAD_URL_SECONDS, 3),
+            # DynamoDB's TTL removes the item when the bucket's lifecycle removes the data
+            "expires_at": int(now + self.settings.retention_days * 86400)}
+        if not self.store.create(item):  # 112 random bits: never seen, but never overwritten
+            raise RuntimeError(f"job id {job_id} was already taken")
+        url = self.s3.generate_presigned_url(
+            "put_object", HttpMethod="PUT", ExpiresIn=JOB_UPLOAD_URL_SECONDS,
+            Params={"Bucket": obj.bucket, "Key": obj.key, "ContentLength": request["size"]})
+        LOG.info("job created", extra={"job_id": job_id, "model": model, "version": version,
+                                       "format": obj.format, "size": request["size"]})
+        return {"job_id": job_id, "model": model, "model_version": item["model_version"],
+                "format": obj.format, "status": AWAITING_UPLOAD, "upload_url": url,
+                "upload": {"method": "PUT", "size": request["size"],
+                           "headers": {"Content-Length": str(request["size"])},
+                           "expires_in": JOB_UPLOAD_URL_SECONDS,
+                           "expires_at": _iso(now + JOB_UPLOAD_URL_SECONDS)},
+                "status_url": route("GetModelJob").url(model=model, job_id=job_id),
+                "parameters": request["parameters"]}
+
+    # ------------------------------------------------------------------------------ describe
+    def _record(self, job_id: str, model: str | None) -> dict[str, Any]:
+        """The job's item; NotFound for an id that is not one, an unknown job, a job of
+        another model (when the route names one) or a job being erased."""
+        if not JOB_ID.fullmatch(job_id):
+            raise NotFound(f"no batch job {job_id!r}: ids look like <job>-<12 hex>")
+        record = self.store.get(job_id)
+        if record is None or record.get("status") == ERASING:
+            raise NotFound(f"no batch job {job_id!r}")
+        if model is not None and record.get("model") != model:
+            raise NotFound(f"no batch job {job_id!r} of model {model!r}")
+        return record
+
+    def describe(self, job_id: str, model: str | None = None, start: int = 0
+                 ) -> dict[str, Any]:
+        """The job's public record; `output_urls` once it succeeded, from output `start` on."""
+        record = reconcile(self.store, self._record(job_id, model), self.batch)
+        answer = {k: v for k, v in record.items() if k not in PRIVATE}
+        if isinstance(answer.get("parameters"), str):
+            answer["parameters"] = json.loads(answer["parameters"])
+        if record.get("status") == SUCCEEDED:
+            answer["output_urls"] = self.output_urls(record, start)
+        return answer
+
+    def _input(self, record: dict[str, Any]) -> InputObject:
+        source = record["input"]
+        return parse_key(source["bucket"], source["key"], source.get("version_id") or "null")
+
+    def output_urls(self, record: dict[str, Any], start: int = 0) -> dict[str, Any]:
+        """Presigned GETs of the `_SUCCESS.json` manifest and of the outputs it lists (a JSON
+        Lines job's parts in input order; a .npy job's assembled `<output>.npy` files), at most
+        JOB_MAX_OUTPUT_URLS of them from `start`, valid JOB_OUTPUT_URL_SECONDS."""
+        obj = self._input(record)
+        marker = json.loads(self.s3.get_object(Bucket=obj.bucket,
+                                               Key=obj.success_key)["Body"].read())
+        names = (list(marker["parts"]) if obj.format == "jsonl"
+                 else [obj.npy_output(name) for name in marker.get("outputs", {})])
+        if start < 0 or (names and start >= len(names)):
+            raise BadRequest(f"start={start}: the job has {len(names)} outputs (0 to "
+                             f"{len(names) - 1})")
+        page = names[start:start + JOB_MAX_OUTPUT_URLS]
+        now = time.time()
+
+        def get(key: str) -> str:
+            return str(self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": obj.bucket, "Key": key},
+                ExpiresIn=JOB_OUTPUT_URL_SECONDS))
+
+        following = start + len(page)
+        return {"manifest": get(obj.success_key),
+                "parts": [{"name": name, "url": get(obj.output_key(name))} for name in page],
+                "total": len(names), "start": start,
+                "next_start": following if following < len(names) else None,
+                "expires_in": JOB_OUTPUT_URL_SECONDS,
+                "expires_at": _iso(now + JOB_OUTPUT_URL_SECONDS)}
+
+    # ------------------------------------------------------------------------------ erase
+    def erase(self, job_id: str, model: str | None = None) -> dict[str, Any]:
+        """Stop the job if it runs, delete its input (every version of an API job's key; only
+        its own version of an uploaded key, whose other versions are other jobs), every object
+        version under its output prefix, then its item. What was erased."""
+        self._record(job_id, model)
+        record = self.store.mark_erasing(job_id)
+        if record is None:
+            raise NotFound(f"no batch job {job_id!r}")
+        stopped = self._terminate(record)
+        obj = self._input(record)
+        if obj.issued:
+            inputs = erase.erase(self.s3, obj.bucket, obj.key, exact=True)
+        else:
+            inputs = self._erase_version(obj)
+        outputs = erase.erase(self.s3, obj.bucket, obj.output_prefix)
+        self.store.delete(job_id)
+        LOG.info("job erased", extra={"job_id": job_id, "input_versions": inputs,
+                                      "output_versions": outputs, "stopped": stopped})
+        return {"job_id": job_id, "status": "erased", "stopped": stopped,
+                "erased": {"input": {"key": obj.key, "versions": inputs},
+                           "outputs": {"prefix": obj.output_prefix, "versions": outputs},
+                           "record": True}}
+
+    def _erase_version(self, obj: InputObject) -> int:
+        if obj.version_id == "null":
+            return erase.erase(self.s3, obj.bucket, obj.key, exact=True)
+        self.s3.delete_object(Bucket=obj.bucket, Key=obj.key, VersionId=obj.version_id)
+        return 1
+
+    def _terminate(self, record: dict[str, Any]) -> str | None:
+        """TerminateJob on the job's AWS Batch job while it may still run; its id, or None.
+        A local job (`local-…`) has no Batch job: its runner stops on its own when it finds
+        the job erased before its next write (batch.runner)."""
+        batch_job_id = str(record.get("batch_job_id") or "")
+        if (not batch_job_id or batch_job_id.startswith("local-")
+                or record.get("status") in (*FINAL, AWAITING_UPLOAD)):
+            return None
+        try:
+            self.batch.terminate_job(jobId=batch_job_id,
+                                     reason=f"job {record['job_id']} erased (DELETE)")
+        except ClientError as error:  # a job Batch already forgot: nothing left to stop
+            LOG.warning("TerminateJob %s: %s", batch_job_id, error)
+        return batch_job_id

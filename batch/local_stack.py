@@ -1,0 +1,173 @@
+"""The batch path's AWS side for `make serve`: asynchronous jobs over HTTP with no AWS account.
+
+`LocalStack` starts the local S3 (batch.local_s3: moto, presigned URLs checked as S3 checks
+them) in a process of its own on 127.0.0.1, creates the versioned batch bucket with its
+EventBridge notifications on, the jobs table, and an EventBridge rule with the template's
+pattern (`Object Created` under batch/input/) whose target is an SQS queue. A thread here plays
+EventBridge's Lambda target: it takes each event from the queue and hands it to the REAL
+trigger handler (functions/batch_trigger/app.py), whose local submitter runs the runner as a
+child process (batch.local_submit), retrying it as Batch would; an event whose handler failed
+goes back to the queue and is retried. The functions the local API serves get `overrides()`:
+the endpoint, the local credentials and the resource names, so the batch jobs function signs
+URLs that this S3 answers. A client then needs nothing but HTTP:
+
+    POST /v2/models/<model>/jobs -> upload_url; curl -T rows.jsonl "$upload_url";
+    GET the status_url until succeeded; curl each output URL; DELETE the job.
+
+Local only: neither BatchLayer nor the runner's image carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from batch.aws import client
+from batch.keys import INPUT_PREFIX
+from batch.local import (
+    BUCKET,
+    REGION,
+    ROOT,
+    TABLE,
+    context,
+    create_resources,
+    load_handler,
+    trigger_environment,
+)
+from batch.models import registry_path
+
+LOG = logging.getLogger(__name__)
+HOST = "127.0.0.1"
+ACCESS_KEY = SECRET_KEY = "testing"
+QUEUE = "local-model-api-batch-events"
+RULE = "local-model-api-batch-object-created"
+# Environment variables that mark a function of the batch path (they all read the jobs table).
+BATCH_FUNCTION_VARIABLE = "JOBS_TABLE"
+
+
+class LocalStack:
+    """The local S3/DynamoDB/EventBridge/SQS and the EventBridge -> trigger delivery."""
+
+    def __init__(self, models_dir: Path = ROOT / "build" / "models",
+                 registry: Path | None = None, bucket: str = BUCKET, table: str = TABLE) -> None:
+        self.models_dir, self.registry = models_dir.resolve(), registry or registry_path()
+        self.bucket, self.table = bucket, table
+        self.endpoint = ""
+        self._server: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._trigger: ModuleType | None = None
+
+    # ------------------------------------------------------------------------ life cycle
+    def start(self) -> LocalStack:
+        from local_api.background import free_port, wait_until_answering
+
+        port = free_port()
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "batch.local_s3", "--host", HOST, "--port", str(port),
+             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+            start_new_session=True)  # a Ctrl-C stops the API first, then it stops this
+        wait_until_answering(port, self._server, "/moto-api/")
+        self.endpoint = f"http://{HOST}:{port}"
+        os.environ.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION})
+        os.environ.pop("AWS_PROFILE", None)
+        queue_url = self._create()
+        os.environ.update(trigger_environment(self.models_dir, self.bucket, self.table,
+                                              self.registry))
+        self._trigger = load_handler("batch_trigger")
+        self._thread = threading.Thread(target=self._deliver, args=(queue_url,),
+                                        name="eventbridge-to-trigger", daemon=True)
+        self._thread.start()
+        LOG.info("local S3, DynamoDB, EventBridge at %s: bucket %s, jobs table %s",
+                 self.endpoint, self.bucket, self.table)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.terminate()
+            self._server.wait(timeout=20)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def overrides(self, environments: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """For each function of the batch path among `environments` (function id -> its
+        template environment), the variables that point it at this stack."""
+        values = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                  "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "JOBS_TABLE": self.table,
+                  "BATCH_BUCKET": self.bucket, "BATCH_SUBMITTER": "local",
+                  "BATCH_MODELS": os.environ["BATCH_MODELS"]}
+        return {function: {k: v for k, v in values.items()
+                           if k in environment or k.startswith("AWS_")}
+                for function, environment in environments.items()
+                if BATCH_FUNCTION_VARIABLE in environment}
+
+    # ------------------------------------------------------------------------ resources
+    def _create(self) -> str:
+        """Bucket, table, queue and the rule; the queue's URL."""
+        create_resources(self.bucket, self.table)
+        s3, events, sqs = client("s3"), client("events"), client("sqs")
+        s3.put_bucket_notification_configuration(
+            Bucket=self.bucket,
+            NotificationConfiguration={"EventBridgeConfiguration": {}})
+        queue_url = sqs.create_queue(QueueName=QUEUE,
+                                     Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"]
+                                             )["Attributes"]["QueueArn"]
+        # The pattern of the template's BatchTriggerFunction ObjectCreated rule.
+        events.put_rule(Name=RULE, EventPattern=json.dumps({
+            "source": ["aws.s3"], "detail-type": ["Object Created"],
+            "detail": {"bucket": {"name": [self.bucket]},
+                       "object": {"key": [{"prefix": INPUT_PREFIX}]}}}))
+        events.put_targets(Rule=RULE, Targets=[{"Id": "trigger", "Arn": queue_arn}])
+        return str(queue_url)
+
+    # ------------------------------------------------------------------------ delivery
+    def _deliver(self, queue_url: str) -> None:
+        sqs = client("sqs")
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=1).get("Messages", [])
+            except Exception as error:  # botocore's: the local S3 stopped or is overloaded
+                if not self._stop.is_set():
+                    LOG.warning("reading the event queue failed (%s: %s); retrying in 1 s",
+                                type(error).__name__, error)
+                    self._stop.wait(1)
+                continue
+            for message in messages:
+                if self._invoke(json.loads(message["Body"])):
+                    sqs.delete_message(QueueUrl=queue_url,
+                                       ReceiptHandle=message["ReceiptHandle"])
+
+    def _invoke(self, event: dict[str, Any]) -> bool:
+        """The trigger on one event, as EventBridge's Lambda target; False to retry it."""
+        detail_object = event.get("detail", {}).get("object", {})
+        if "eTag" in detail_object:  # moto writes eTag; S3's EventBridge events say etag
+            detail_object["etag"] = detail_object.pop("eTag")
+        assert self._trigger is not None
+        try:
+            outcome = self._trigger.lambda_handler(event, context("batch-trigger"))
+        except Exception:
+            LOG.exception("the trigger failed on %s; the event will be retried",
+                          detail_object.get("key"))
+            return False
+        LOG.info("trigger: %s", outcome)
+        return True
