@@ -41,11 +41,11 @@ class Route:
     (`ModelInfer`); `operation` is the handler it calls (`infer`; a model's route and its
     versioned twin share one); `request` names the body it takes (`"infer"`, `"explain"`: an
     inference request, JSON or binary tensors, `TENSOR_REQUESTS`, whose OpenAPI schema is
-    `<request>_request.<model>`; `"json"`: an optional JSON object; `"job"`: a job request; None: no body);
-    `answer` is the OpenAPI schema of its success answer, whose status is `status`, sent as
-    `content_type`. `keyless` routes (the
-    console's static files, which carry no data) are served without the API key or IAM
-    signature; the gateway's throttle still applies to them.
+    `<request>_request.<model>`; `"json"`: an optional JSON object; `"job"`: a job request;
+    None: no body); `answer` is the OpenAPI schema of its success answer, whose status is
+    `status`, sent as `content_type`. `keyless` routes (the console's static files, which carry
+    no data) are served without the API key or IAM signature; the gateway's throttle still
+    applies to them.
     """
 
     name: str
