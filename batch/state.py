@@ -9,7 +9,8 @@ nobody would. So:
   shown unfinished for RECONCILE_AFTER_SECONDS, in case that event was lost: a job Batch has
   failed, or no longer knows, is marked `failed`, never shown running (`reconcile`);
 - locally, the local submitter marks it `failed` when its last attempt ends (`gave_up`).
-The source says "AWS Batch", "local submitter"; one rule (`gave_up`) writes all three.
+The source says "AWS Batch", "local submitter"; one rule (`gave_up`) writes all three, and
+sends the job-end event (batch.notify) as the runner does when it finishes a job itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from batch import notify
 from batch.jobs import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
 from batch.submit import JOB_ID_VARIABLE
 
@@ -41,8 +43,11 @@ def gave_up(store: JobStore, job_id: str, attempts: int, reason: str) -> bool:
     runner_reason = record.get("reason")
     if runner_reason and runner_reason != reason and not str(runner_reason).startswith(reason):
         reason = f"{reason}; the runner's last error: {runner_reason}"
-    return store.finish(job_id, FAILED, not_if=SUCCEEDED, fields={
+    finished = store.finish(job_id, FAILED, not_if=SUCCEEDED, fields={
         "reason": reason, "attempts": attempts, "finished_at": time.time()})
+    if finished:
+        notify.job_finished(store.get(job_id) or {"job_id": job_id, "status": FAILED})
+    return finished
 
 
 def batch_reason(detail: dict[str, Any]) -> str:

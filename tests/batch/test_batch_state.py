@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from batch import jobs, state
+from batch import jobs, notify, state
 from batch.aws import client
 from batch.local import load_handler
 from batch.submit import BatchSubmitter
@@ -71,6 +71,28 @@ def test_batch_giving_up_marks_the_job_failed_with_its_reason_and_attempts(
         "AWS Batch gave up after 3 attempt(s): Essential container in task exited; last "
         "attempt exited with code 137; OutOfMemoryError: Container killed due to memory usage")
     assert record["rows_read"] == 16_287 and "finished_at" in record
+
+
+def test_batch_giving_up_sends_the_job_end_event(
+        cloud: Cloud, state_handler: Any, lambda_context: LambdaContext) -> None:
+    # Given a rule that sends the job-end events to a queue, as a subscriber would
+    job_id = running_job(cloud)
+    events, sqs = client("events"), client("sqs")
+    queue = sqs.create_queue(QueueName=f"ended-{job_id}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"]
+                                   )["Attributes"]["QueueArn"]
+    events.put_rule(Name=f"ended-{job_id}", EventPattern=json.dumps({
+        "source": [notify.SOURCE], "detail-type": [notify.DETAIL_TYPE],
+        "detail": {"job_id": [job_id]}}))
+    events.put_targets(Rule=f"ended-{job_id}", Targets=[{"Id": "queue", "Arn": arn}])
+    # When Batch gives up on the job
+    state_handler.lambda_handler(batch_event(job_id), lambda_context)
+    # Then its job-end event says failed, with the reason and the attempts
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=2).get("Messages", [])
+    (detail,) = [json.loads(message["Body"])["detail"] for message in messages]
+    assert (detail["job_id"], detail["status"], detail["attempts"]) == (job_id, "failed", 3)
+    assert detail["reason"].startswith("AWS Batch gave up after 3 attempt(s)")
 
 
 def test_a_success_or_another_batch_job_is_never_overwritten(

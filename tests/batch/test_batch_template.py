@@ -67,9 +67,11 @@ def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str,
     assert actions(resources["BatchJobsFunctionRole"]) == {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
         "batch:DescribeJobs", "batch:TerminateJob", "s3:PutObject", "s3:GetObject",
-        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions"}
+        "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
+        "events:PutEvents"}
+    # Both finish jobs Batch gave up on, so both send the job-end event (batch.notify)
     assert actions(resources["BatchStateFunctionRole"]) == {
-        "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"}
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage", "events:PutEvents"}
     for function in ("BatchTriggerFunction", "BatchJobsFunction", "BatchStateFunction"):
         assert resources[function]["Properties"]["Role"] == {
             "Fn::GetAtt": [f"{function}Role", "Arn"]}
