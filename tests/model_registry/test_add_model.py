@@ -106,13 +106,20 @@ def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
                 direct(source, ROWS))
 
 
-def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
-        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def logistic_regression(tmp_path: Path) -> tuple[np.ndarray, LogisticRegression, Path]:
+    """A scikit-learn logistic regression on 3 features, its training rows and its ONNX file
+    (skl2onnx, zipmap=False)."""
     x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     source = tmp_path / "logreg.onnx"
     source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
                                target_opset=18).SerializeToString())
+    return x, classifier, source
+
+
+def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, classifier, source = logistic_regression(tmp_path)
     entry = add("logreg", source, project=project)
     manifest = load_manifest(project.models_dir / "logreg" / "1" / "manifest.json")
     assert [(s.name, s.datatype) for s in manifest.outputs] == [
@@ -125,11 +132,7 @@ def test_an_sklearn_model_converted_without_zipmap_is_served_with_its_own_names(
 
 def test_a_tabular_model_is_explained_with_the_background_it_was_added_with(
         tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
-    classifier = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
-    source = tmp_path / "logreg.onnx"
-    source.write_bytes(to_onnx(classifier, x[:1], options={"zipmap": False},
-                               target_opset=18).SerializeToString())
+    x, classifier, source = logistic_regression(tmp_path)
     models = project.models_dir
     # Given no background rows: served, but /explain says how to enable explanations
     entry = add("logreg", source, project=project)
