@@ -83,9 +83,9 @@ add-model: setup build/models/.exported ## Serve an existing .onnx file: make ad
 	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current)
 	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
 
-remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [CURRENT=<version>]
-	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }
-	$(PY) -m model_registry.remove --name "$(NAME)" $(if $(VERSION),--version "$(VERSION)") $(if $(CURRENT),--current "$(CURRENT)")
+remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [NEW_CURRENT=<version>]
+	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [NEW_CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }
+	$(PY) -m model_registry.remove --name "$(NAME)" $(if $(VERSION),--version "$(VERSION)") $(if $(NEW_CURRENT),--current "$(NEW_CURRENT)")
 
 # ---- optimisation (issue 15): candidates measured against their parent, the best passing one
 # published as a new version (not current), through add-model (registry, template, events,

@@ -42,8 +42,9 @@ SEED_BACKGROUND_ROWS = 16
 
 def enable_hint(name: str) -> str:
     return (f"a tabular model needs background rows for Kernel SHAP: add it again with "
-            f"`make add-model NAME={name} ONNX=... BACKGROUND=rows.npy` (1 to 100 typical "
-            f"training rows; .npz with one array per input for several inputs)")
+            f"`make add-model NAME={name} ONNX=... BACKGROUND=rows.npy CURRENT=1` (1 to 100 "
+            f"typical training rows; .npz with one array per input for several inputs; "
+            f"CURRENT=1 makes the new version the one the unversioned routes explain)")
 
 
 def tokenizer_pattern(model: onnx.ModelProto) -> str | None:

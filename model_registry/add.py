@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2
-    print(f"added {entry.name}: versions {entry.versions}, current {entry.current}; its file is "
+    print(f"added {entry.name}: versions {entry.versions}, current {entry.current} (restart "
+          f"`make serve` to serve it); its file is "
           f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")
     return 0
 

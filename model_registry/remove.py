@@ -42,15 +42,15 @@ def remove(name: str, version: str | None = None, new_current: str | None = None
             if new_current not in others:
                 raise RemoveError(
                     f"version {version!r} is the current version of {name!r}: name the version "
-                    f"that becomes current (CURRENT=…, one of {', '.join(others)})")
+                    f"that becomes current (NEW_CURRENT=…, one of {', '.join(others)})")
             current = str(new_current)
         files = {v: f for v, f in entry.files.items() if v != version}
         # A seed model's labels are recorded only for its versions added from files.
         labels = None if entry.source == "seed" and not files else entry.labels
         remaining = replace(entry, versions=others, current=current, files=files, labels=labels)
     elif new_current is not None:
-        raise RemoveError("CURRENT names the new current version when VERSION is the current "
-                          "one; the whole model is being removed")
+        raise RemoveError("NEW_CURRENT names the new current version when VERSION is the "
+                          "current one; the whole model is being removed")
     new_entries = [remaining or e if e.name == name else e for e in entries
                    if e.name != name or remaining is not None]
     change = derived(project, new_entries, exported(project.models_dir))

@@ -143,7 +143,7 @@ def test_removing_the_current_version_names_the_next_one(
         tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     add("pair", two_inputs_int8(tmp_path / "v1.onnx"), project=project)
     add("pair", two_inputs_int8(tmp_path / "v2.onnx"), version="2", project=project)
-    with pytest.raises(RemoveError, match="CURRENT"):
+    with pytest.raises(RemoveError, match="NEW_CURRENT"):
         remove("pair", "1", project=project)
     remaining = remove("pair", "1", new_current="2", project=project)
     assert remaining is not None and (remaining.versions, remaining.current) == (["2"], "2")
