@@ -98,23 +98,24 @@ def model_events(manifest: Manifest, examples: model_examples.Examples) -> Event
     return found
 
 
-# Path parameters of the server's own routes in its events: a model name, a console file.
-SERVER_EXAMPLE_PARAMETERS = {"model": "breast-cancer-mlp", "asset": "console.js"}
+EXAMPLE_ASSET = "console.js"  # a console file, for the server's static route
 
 
-def server_events() -> Events:
-    return {route.example: route_event(route, {name: SERVER_EXAMPLE_PARAMETERS[name]
-                                               for name in route.parameters})
+def server_events(model: str) -> Events:
+    """The server function's events; a route naming a model (repository load, unload) names
+    `model`, the registry's first."""
+    values = {"model": model, "asset": EXAMPLE_ASSET}
+    return {route.example: route_event(route, {name: values[name] for name in route.parameters})
             for route in routes_of(SERVER)}
 
 
-def batch_jobs_events(model: str) -> Events:
+def batch_jobs_events(model: str, version: str) -> Events:
     """The batch jobs function's events; a route naming a model names `model` (and its
-    version "1"); a job request asks for a 1,024-byte JSON Lines input."""
+    `version`); a job request asks for a 1,024-byte JSON Lines input."""
     found: Events = {}
     for route in routes_of(BATCH_JOBS):
         parameters = {name: value for name, value in
-                      (("model", model), ("version", "1"), ("job_id", EXAMPLE_JOB_ID))
+                      (("model", model), ("version", version), ("job_id", EXAMPLE_JOB_ID))
                       if name in route.parameters}
         body = JOB_REQUEST if route.request == "job" else None
         found[route.example] = route_event(route, parameters, body,
@@ -126,9 +127,10 @@ def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
            events_dir: Path = EVENTS_DIR) -> dict[Path, str]:
     """Every generated event file (path -> JSON text) for the registry `entries`, read from
     each model's current exported version; ExamplesError or ManifestError if one is unusable."""
-    folders: dict[str, Events] = {SERVER_FOLDER: server_events()}
-    if entries:
-        folders[BATCH_JOBS_FOLDER] = batch_jobs_events(entries[0].name)
+    folders: dict[str, Events] = {}
+    if entries:  # routes that name a model name the registry's first, at its current version
+        folders[SERVER_FOLDER] = server_events(entries[0].name)
+        folders[BATCH_JOBS_FOLDER] = batch_jobs_events(entries[0].name, entries[0].current)
     for entry in entries:
         version_dir = locate(entry.name, entry.current)
         manifest = load_manifest(version_dir / "manifest.json")
