@@ -54,6 +54,7 @@ def train() -> Trained:
                  {"name": "probabilities", "datatype": "FP32", "shape": [-1, n_classes]}],
         task="classification",
         labels=[str(name) for name in data.target_names],
+        feature_names={"features": [str(name) for name in data.feature_names]},
         test=rows.test,
         full=rows.full,
         framework={"label": pipeline.predict(rows.test.x).astype(np.int64),

@@ -58,6 +58,7 @@ def train() -> Trained:
         inputs=[{"name": "features", "datatype": "FP32", "shape": [-1, n_features]}],
         outputs=[{"name": OUTPUT, "datatype": "FP32", "shape": [-1]}],
         task="regression",
+        feature_names={"features": [str(name) for name in load_diabetes().feature_names]},
         test=rows.test,
         full=rows.full,
         framework={OUTPUT: regression.predict(rows.test.x).astype(np.float32)},

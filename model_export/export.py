@@ -63,6 +63,9 @@ class Trained:
     seed: int
     frameworks: Mapping[str, str]
     labels: list[str] | None = None
+    # Names of a tabular input's columns (the dataset's own), by input name: the console shows
+    # them beside the values and the attributions.
+    feature_names: Mapping[str, list[str]] | None = None
     # For the explanation (model_export/explanation.py): training rows for Kernel SHAP's
     # background, by input name; or a linear model's (coefficients, training means), FP64.
     background: Mapping[str, np.ndarray] | None = None
@@ -93,6 +96,9 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
         "name": version_dir.parent.name,
         "version": version_dir.name,
         **({"labels": trained.labels} if trained.labels is not None else {}),
+        **({"feature_names": {name: list(columns) for name, columns
+                              in trained.feature_names.items()}}
+           if trained.feature_names is not None else {}),
         "task": trained.task,
         "metrics": {"test": metrics(trained.task, trained.test, on_test),
                     "full_dataset": metrics(trained.task, trained.full, on_full)},

@@ -297,3 +297,15 @@ def test_an_unexpected_error_is_a_500_without_a_stack_trace(
     assert response["statusCode"] == 500
     assert "secret" not in response["body"] and "Traceback" not in response["body"]
     assert lambda_context.aws_request_id in json.loads(response["body"])["error"]
+
+
+def test_tabular_metadata_names_the_columns_of_the_dataset(
+    lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The console labels the values and the attributions with them (parameters.feature_names)
+    body = json.loads(invoke("breast-cancer-mlp", load_event(EVENTS_DIR / "breast-cancer-mlp"
+                                                             / "metadata.json"),
+                             lambda_context, monkeypatch)["body"])
+    names = body["parameters"]["feature_names"]["features"]
+    assert names == [str(name) for name in load_breast_cancer().feature_names]
+    assert names[0] == "mean radius" and len(names) == 30

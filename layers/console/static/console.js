@@ -259,6 +259,13 @@ function renderEditor(meta) {
   fillExample(0);
 }
 
+// A tabular input's column i: its name from the manifest (parameters.feature_names), else
+// input[i].
+function featureName(input, i) {
+  const names = ((state.meta.parameters || {}).feature_names || {})[input.name];
+  return names && names[i] !== undefined ? names[i] : `${input.name}[${i}]`;
+}
+
 function buildTable(input) {
   const grid = document.createElement("div");
   grid.className = "feature-grid";
@@ -266,7 +273,7 @@ function buildTable(input) {
     const cell = document.createElement("label");
     cell.className = "feature";
     cell.innerHTML = `<span></span><input type="text" inputmode="decimal" spellcheck="false">`;
-    cell.querySelector("span").textContent = `${input.name}[${i}]`;
+    cell.querySelector("span").textContent = featureName(input, i);
     cell.querySelector("input").dataset.index = String(i);
     grid.append(cell);
   }
@@ -521,7 +528,7 @@ function showExplanation(outputs, parameters, result) {
     showTokens(outputs.tokens.data.flat(), attributions, result);
   } else {
     const input = state.meta.inputs[0];
-    const names = attributions.map((_, i) => `${input.name}[${i}]`);
+    const names = attributions.map((_, i) => featureName(input, i));
     const order = attributions.map((_, i) => i).sort((a, b) => Math.abs(attributions[b]) - Math.abs(attributions[a])).slice(0, 20);
     barChart(result, "attributions", "signed attribution (top 20 by size)",
       order.map((i) => names[i]), order.map((i) => attributions[i]),

@@ -132,8 +132,9 @@ class InferenceService:
 
     def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
         """The protocol's model metadata; `parameters` adds what the manifest knows (labels,
-        task, description, metrics on held-back rows and on the whole dataset) and the
-        version's example inputs (`examples`: `{"inputs": {"<input>": [rows]}}`)."""
+        task, description, metrics on held-back rows and on the whole dataset, a tabular
+        input's column names: `feature_names`, `{"<input>": [names]}`) and the version's
+        example inputs (`examples`: `{"inputs": {"<input>": [rows]}}`)."""
         manifest = self.model(model, version).manifest
         metadata: dict[str, Any] = {
             "name": model,
@@ -150,6 +151,8 @@ class InferenceService:
                 parameters[key] = getattr(manifest, key)
         if manifest.metrics:
             parameters["metrics"] = dict(manifest.metrics)
+        if isinstance(manifest.extra.get("feature_names"), dict):
+            parameters["feature_names"] = manifest.extra["feature_names"]
         if manifest.version in self.examples:
             parameters["examples"] = self.examples[manifest.version]
         if parameters:
