@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import model_api.examples as examples
 import numpy as np
-from model_api import examples
 from model_api.manifest import Manifest, load_manifest
 
 from batch.models import ROOT, current_version, registry_path

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import model_api.examples as model_examples
 import numpy as np
 import onnx
-from model_api import examples as model_examples
 from model_api.datatypes import ONNX_ELEMENT_TYPES
 from model_api.explain import ExplanationError, load_explainer
 from model_api.manifest import Manifest, ManifestError, load_manifest

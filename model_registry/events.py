@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from model_api import examples as model_examples
+import model_api.examples as model_examples
 from model_api.binary import HEADER_LENGTH
 from model_api.manifest import Manifest, load_manifest
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of

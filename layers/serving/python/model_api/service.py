@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import model_api.examples as model_examples
 from model_api import __version__
-from model_api import examples as model_examples
 from model_api.codec import InferResult, decode_request, encode_response
 from model_api.errors import NotFound, NotReady
 from model_api.explain import with_outputs
