@@ -216,7 +216,8 @@ def test_s3_refuses_a_tampered_expired_or_oversized_upload(api: httpx.Client) ->
         refused = put(url, content)
         assert refused.status_code == 403 and "SignatureDoesNotMatch" in refused.text
     # Tampered: another key, another expiry, another signature
-    other_key = url.replace(job["job_id"], job["job_id"][:-1] + "0")
+    last = job["job_id"][-1]
+    other_key = url.replace(job["job_id"], job["job_id"][:-1] + ("1" if last == "0" else "0"))
     other_expiry = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=7200")
     signature = urlsplit(url).query.rsplit("X-Amz-Signature=", 1)[1]
     other_signature = url.replace(signature, signature[::-1])
