@@ -36,6 +36,7 @@ from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
 from batch.models import registry_path
 from local_api.context import LambdaContext
+from model_registry.registry import PROJECT
 
 LOG = logging.getLogger("batch.local")
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--input", type=Path, required=True, help=".jsonl or .npy file")
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
+    parser.add_argument("--models-dir", type=Path, default=PROJECT.models_dir)
     parser.add_argument("--job", help="job name in the key (default: the input file's stem)")
     parser.add_argument("--version", help="the model version to run (default: its current "
                         "one): the key becomes batch/input/<model>/versions/<version>/<job>")

@@ -43,6 +43,7 @@ from batch.local import (
     trigger_environment,
 )
 from batch.models import registry_path
+from model_registry.registry import PROJECT
 
 LOG = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -56,7 +57,7 @@ BATCH_FUNCTION_VARIABLE = "JOBS_TABLE"
 class LocalStack:
     """The local S3/DynamoDB/EventBridge/SQS and the EventBridge -> trigger delivery."""
 
-    def __init__(self, models_dir: Path = ROOT / "build" / "models",
+    def __init__(self, models_dir: Path = PROJECT.models_dir,
                  registry: Path | None = None, bucket: str = BUCKET, table: str = TABLE) -> None:
         self.models_dir, self.registry = models_dir.resolve(), registry or registry_path()
         self.bucket, self.table = bucket, table

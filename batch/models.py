@@ -15,12 +15,13 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = ROOT / "models.yaml"
 
 
 def registry_path() -> Path:
     """models.yaml: MODELS_REGISTRY when set (the image sets /app/models.yaml), else the
     repository's."""
+    from model_registry.registry import REGISTRY  # the image copies model_registry too
+
     return Path(os.environ.get("MODELS_REGISTRY") or REGISTRY)
 
 

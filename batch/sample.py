@@ -21,7 +21,8 @@ import model_api.examples as examples
 import numpy as np
 from model_api.manifest import Manifest, load_manifest
 
-from batch.models import ROOT, current_version, registry_path
+from batch.models import current_version, registry_path
+from model_registry.registry import PROJECT
 
 
 def write_jsonl(path: Path, manifest: Manifest, rows: examples.Examples, count: int) -> None:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help=".jsonl or .npy file")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "models")
+    parser.add_argument("--models-dir", type=Path, default=PROJECT.models_dir)
     parser.add_argument("--registry", type=Path, default=registry_path(),
                         help="models.yaml, where the model's current version is declared")
     args = parser.parse_args(argv)

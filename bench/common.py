@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from model_registry.registry import PROJECT
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
-MODELS_DIR = ROOT / "build" / "models"
+MODELS_DIR = PROJECT.models_dir
 EVENTS_DIR = ROOT / "events"
 RESULTS = ROOT / "bench-results" / "latest.json"
 ROWS = (1, 32, 1024)

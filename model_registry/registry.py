@@ -11,7 +11,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = ROOT / "models.yaml"
+REGISTRY_FILE = "models.yaml"
+REGISTRY = ROOT / REGISTRY_FILE
 # Lower-case words joined by hyphens: valid in a URL, and it maps one-to-one onto a CloudFormation
 # logical ID (breast-cancer-mlp -> BreastCancerMlp) because no word may be empty.
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -30,7 +31,7 @@ class Project:
 
     @property
     def registry(self) -> Path:
-        return self.root / "models.yaml"
+        return self.root / REGISTRY_FILE
 
     @property
     def template(self) -> Path:
