@@ -80,7 +80,7 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
-$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml $(SOURCES)
+$(BUILT): $(VENV)/.installed build/models/.exported template.yaml $(wildcard stacks/*.yaml) models.yaml $(SOURCES)
 	sam build --parameter-overrides Architecture=$(ARCH)
 
 validate: setup ## sam validate --lint (cfn-lint included)

@@ -143,8 +143,10 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples), recorded
-    in models.yaml with its sha256, exported to build/models, and template.yaml, events/ and
-    docs/openapi.json are rendered again. Every check and render runs first: AddError (with the
+    in models.yaml with its sha256, exported to build/models, and its group's stack
+    (stacks/models-<group>.yaml, the first group with room), template.yaml, its events/ and
+    docs/openapi.json are rendered again: the other models' files are not touched, so adding a
+    model costs the same however many exist. Every check and render runs first: AddError (with the
     reason) leaves every file as it was. A version of a seed model may be added from a file too.
     """
     entries = registry.load(project.registry)
@@ -162,7 +164,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     record = {"path": stored_path(name, version), "sha256": sha256_of(model_bytes)}
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
-                           labels=labels)
+                           labels=labels, group=registry.free_group(entries))
     elif version in existing.versions:
         if existing.files.get(version, {}).get("sha256") != record["sha256"]:
             what = existing.files[version]["path"] if version in existing.files else "its recipe"
@@ -192,7 +194,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
                 project.models_dir / model / wanted
 
         try:
-            change = derived(project, new_entries, locate)
+            change = derived(project, new_entries, locate, touched=[entry])
         except (ValueError, OSError, SystemExit) as exc:
             raise AddError(f"{name} version {version} cannot be served: {exc}") from exc
         stored = project.root / record["path"]

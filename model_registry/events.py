@@ -105,11 +105,12 @@ def batch_jobs_events() -> Events:
 
 
 def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
-           events_dir: Path = EVENTS_DIR) -> dict[Path, str]:
+           events_dir: Path = EVENTS_DIR, shared: bool = True) -> dict[Path, str]:
     """Every generated event file (path -> JSON text) for the registry `entries`, read from
-    each model's current exported version; ExamplesError or ManifestError if one is unusable."""
-    folders: dict[str, Events] = {SERVER_FOLDER: server_events(),
-                                  BATCH_JOBS_FOLDER: batch_jobs_events()}
+    each model's current exported version; ExamplesError or ManifestError if one is unusable.
+    `shared`: the server and batch jobs functions' events too (a model's change leaves them)."""
+    folders: dict[str, Events] = ({SERVER_FOLDER: server_events(),
+                                   BATCH_JOBS_FOLDER: batch_jobs_events()} if shared else {})
     for entry in entries:
         version_dir = locate(entry.name, entry.current)
         manifest = load_manifest(version_dir / "manifest.json")

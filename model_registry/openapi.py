@@ -171,9 +171,12 @@ def load_manifest(version_dir: Path) -> dict[str, Any]:
 
 
 def render(entries: list[ModelEntry] | None = None,
-           locate: Locate = EXPORTED) -> str:
+           locate: Locate = EXPORTED, known: dict[str, Any] | None = None) -> str:
     """docs/openapi.json's content for the registry `entries` (models.yaml's by default) and
-    their exported current versions; SystemExit when a manifest is missing."""
+    their exported current versions; SystemExit when a manifest is missing. `known`: request
+    schemas already rendered (`infer_request.<name>` -> schema, from the previous document), used
+    instead of reading those models' manifests again, so one model's change reads one manifest."""
+    known = known or {}
     entries = registry.load() if entries is None else entries
     found: list[tuple[str, str, Route, str]] = []
     for route in ROUTES:
@@ -190,7 +193,8 @@ def render(entries: list[ModelEntry] | None = None,
         entry[method] = operation(route, service)
     schemas = dict(SCHEMAS)
     for e in sorted(entries, key=lambda e: e.name):
-        schemas[f"infer_request.{e.name}"] = model_request(
+        key = f"infer_request.{e.name}"
+        schemas[key] = known[key] if key in known else model_request(
             e.name, load_manifest(locate(e.name, e.current)))
     document = {
         "openapi": "3.0.3",

@@ -1,20 +1,30 @@
-"""Render template.yaml's generated blocks, between its `# >>> ...` markers: each registry entry's
-resources and outputs, every function's API events from the route table (model_api.routes),
-and the models a batch job may run.
+"""Render the deployment's templates from models.yaml and the route table (model_api.routes).
 
-Only the marked blocks are generated; the rest of the template (API, shared layers, batch) is
-written by hand and keeps its comments. `--check` fails when the template is stale, so a
-registry edit without `make template` cannot land.
+template.yaml is the root stack: its `# >>> ...` blocks are generated (one nested stack per group
+of models, their outputs, the server and batch jobs functions' API events, the models a batch
+job may run); the rest (the server API, shared layers, batch) is written by hand and keeps its
+comments. Each group of at most GROUP_SIZE models (models.yaml `group`) is one generated nested
+stack, stacks/models-<group>.yaml: its own REST API (a copy of the root's ModelApi, with the
+Parameters and Conditions it uses), and each model's layer, function, routes, log group, role and
+alarms. A model therefore adds nothing to the root stack but its share of a group, and a group's
+stack and API stay within their quotas (model_registry.quotas; docs/architecture.md).
+
+`--check` fails when any of them is stale, so a registry edit without `make template` cannot land.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
+import yaml
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 
-from model_registry.registry import REGISTRY, ROOT, ModelEntry, load
+from model_registry.registry import PROJECT, REGISTRY, ROOT, ModelEntry, Project, load
 
 TEMPLATE = ROOT / "template.yaml"
 GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
@@ -27,6 +37,27 @@ SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
 BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
                      "        # <<< batch jobs routes\n")
 BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
+STACKS = "stacks"
+# What a group's stack copies from the root template: its REST API and the API's access log.
+GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
+# The root's shared layers, passed to each group as parameters of the same name.
+SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
+# Conditions only model functions use (the root's own functions do not): declared in each group.
+GROUP_CONDITIONS: dict[str, Any] = {
+    "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
+    "HasProvisionedConcurrency": {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "ProvisionedConcurrency"}, 0]}]},
+}
+
+
+def group_file(group: int) -> str:
+    """A group's template, relative to the repository root."""
+    return f"{STACKS}/models-{group}.yaml"
+
+
+def group_id(group: int) -> str:
+    """A group's nested stack in the root template."""
+    return f"ModelsGroup{group}"
 
 
 def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
@@ -40,15 +71,18 @@ def api_events(routes: tuple[Route, ...], model: str | None = None) -> str:
 
 
 def resources(entry: ModelEntry) -> str:
+    """One model's resources in its group's stack (YAML text, paths relative to stacks/)."""
     c, name = entry.camel, entry.name
     events = api_events(routes_of(MODEL), name)
+    reserved = (str(entry.reserved_concurrency) if entry.reserved_concurrency else
+                "!If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]")
     return f"""\
   {c}ModelLayer:
     Type: AWS::Serverless::LayerVersion
     Properties:
       LayerName: !Sub "${{AWS::StackName}}-model-{name}"
       Description: "Model {name}, versions {", ".join(entry.versions)}, at /opt/models/{name}/<version>/."
-      ContentUri: layers/
+      ContentUri: ../layers/
       CompatibleRuntimes: [python3.12]
       RetentionPolicy: Delete
     Metadata:
@@ -65,17 +99,16 @@ def resources(entry: ModelEntry) -> str:
               asynchronous events.
           - id: CKV_AWS_115
             comment: >-
-              Reserved concurrency is opt-in (FunctionReservedConcurrency); new accounts
-              cannot reserve any.
+              Reserved concurrency is opt-in (models.yaml reserved_concurrency, or
+              FunctionReservedConcurrency); new accounts cannot reserve any.
     Properties:
       Description: Open Inference Protocol routes of model {name}.
-      CodeUri: functions/inference/
+      CodeUri: ../functions/inference/
       Handler: app.lambda_handler
       Role: !GetAtt {c}FunctionRole.Arn
       LoggingConfig:
         LogGroup: !Ref {c}FunctionLogGroup
-      ReservedConcurrentExecutions:
-        !If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]
+      ReservedConcurrentExecutions: {reserved}
       Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
       AutoPublishAlias: live
       SnapStart: !If [UseSnapStart, {{ApplyOn: PublishedVersions}}, !Ref AWS::NoValue]
@@ -171,35 +204,195 @@ def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
     return text[:start] + block + text[text.index(end, start) :]
 
 
-def render(entries: list[ModelEntry], template: str) -> str:
-    """The template with its model blocks rendered from `entries`."""
-    template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
+def groups_of(entries: Iterable[ModelEntry]) -> dict[int, list[ModelEntry]]:
+    """The models of each group, in registry order, by group number (ascending)."""
+    found: dict[int, list[ModelEntry]] = {}
+    for entry in entries:
+        found.setdefault(entry.group, []).append(entry)
+    return dict(sorted(found.items()))
+
+
+def _names(node: Any) -> Iterator[tuple[str, str]]:
+    """("ref", name) for each Ref, GetAtt and ${name} in a Sub; ("condition", name) for each
+    condition an Fn::If or a Condition names, anywhere in a parsed template fragment."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                yield "ref", value
+            elif key == "Fn::GetAtt":
+                yield "ref", (value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                for part in text.split("${")[1:]:
+                    yield "ref", part.split("}")[0].split(".")[0]
+            elif key == "Fn::If":
+                yield "condition", value[0]
+            elif key == "Condition" and isinstance(value, str):
+                yield "condition", value
+            yield from _names(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _names(item)
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml's safe dumper that also writes OrderedDicts as plain mappings: SAM CLI's yamlhelper
+    (imported by the local API and the tests) makes the safe loader build them."""
+
+
+_Dumper.add_representer(OrderedDict, lambda dumper, data: dumper.represent_dict(data.items()))
+
+
+def _parse(text: str) -> dict[str, Any]:
+    from samtranslator.yaml_helper import yaml_parse
+
+    parsed: dict[str, Any] = yaml_parse(text)
+    return parsed
+
+
+def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) -> str:
+    """The nested stack of one group of models: its REST API (the root's ModelApi and access log
+    group, copied) and each model's resources, with the root's Parameters, Conditions and
+    Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
+    body: dict[str, Any] = {name: dict(root["Resources"][name]) for name in GROUP_API}
+    for resource in body.values():
+        resource.pop("Metadata", None)  # the root orders the whole group after the account
+    for entry in entries:
+        body.update(_parse(resources(entry)))
+    outputs = {
+        "ApiUrl": {"Description": f"Base URL of the API of group {group} (append /v2/...).",
+                   "Value": root["Outputs"]["ApiUrl"]["Value"]},
+        "ApiKeyId": {**root["Outputs"]["ApiKeyId"],
+                     "Description": f"ID of the API key of group {group}'s API."},
+        **{f"{e.camel}FunctionName": {
+            "Description": f"Lambda function serving model {e.name} (alias live).",
+            "Value": {"Ref": f"{e.camel}Function"}} for e in entries},
+    }
+    wanted = {"Globals": root.get("Globals", {}), "Resources": body, "Outputs": outputs}
+    known = {**root["Conditions"], **GROUP_CONDITIONS}
+    refs = {name for kind, name in _names(wanted) if kind == "ref"}
+    conditions: dict[str, Any] = {}
+    pending = [name for kind, name in _names(wanted) if kind == "condition"]
+    while pending:
+        name = pending.pop()
+        if name not in conditions:
+            conditions[name] = known[name]
+            for kind, found in _names(conditions[name]):
+                (pending.append(found) if kind == "condition" else refs.add(found))
+    parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
+    for layer in SHARED_LAYERS:
+        parameters[layer] = {"Type": "String",
+                             "Description": f"ARN of the root stack's {layer} version."}
+    models = ", ".join(entry.name for entry in entries)
+    document = {
+        "AWSTemplateFormatVersion": root["AWSTemplateFormatVersion"],
+        "Transform": root["Transform"],
+        "Description": f"Models of group {group} ({models}): their REST API and functions. "
+                       "Nested stack of template.yaml.",
+        "Parameters": parameters,
+        "Conditions": dict(sorted(conditions.items())),
+        "Globals": root.get("Globals", {}),
+        "Resources": body,
+        "Outputs": outputs,
+    }
+    header = (f"# {group_file(group)}: {GENERATED}.\n"
+              "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def group_resource(group: int, parameters: Iterable[str]) -> str:
+    """A group's nested stack in the root template, passing on the parameters it declares."""
+    passed = "".join(f"        {name}: !Ref {name}\n" for name in parameters)
+    return f"""\
+  {group_id(group)}:
+    Type: AWS::Serverless::Application
+    # Its API logs to its access log group only once the account's logging role is set.
+    Metadata:
+      AfterApiGatewayAccount: !If [CreateApiGatewayLoggingRole, !Ref ApiGatewayAccount, ""]
+    Properties:
+      Location: {group_file(group)}
+      Parameters:
+{passed}"""
+
+
+def group_outputs(group: int) -> str:
+    g = group_id(group)
+    return f"""\
+  {g}ApiUrl:
+    Description: Base URL of the REST API serving the models of group {group} (append /v2/models/...).
+    Value: !GetAtt {g}.Outputs.ApiUrl
+  {g}ApiKeyId:
+    Condition: UseApiKey
+    Description: ID of the API key of group {group}'s API (ApiAuth API_KEY).
+    Value: !GetAtt {g}.Outputs.ApiKeyId
+"""
+
+
+def render_root(entries: list[ModelEntry], template: str,
+                group_parameters: dict[int, list[str]]) -> str:
+    """template.yaml with its generated blocks for `entries`; `group_parameters` holds the
+    parameters each group's stack declares."""
+    groups = sorted(groups_of(entries))
+    template = replace_block(template, RESOURCES, "\n".join(
+        group_resource(g, group_parameters[g]) for g in groups))
     template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
     template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
     template = replace_block(template, BATCH_MODELS,
                              f"    Default: {','.join(e.name for e in entries)}\n")
-    return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))
+    return replace_block(template, OUTPUTS, "".join(group_outputs(g) for g in groups))
+
+
+def render(entries: list[ModelEntry], template: str, project: Project = PROJECT,
+           only: set[int] | None = None) -> dict[Path, str]:
+    """The root template and the group stacks for `entries` (path -> text); with `only`, just
+    those groups' stacks (and the root), so a change to one model renders one group."""
+    root = _parse(template)
+    texts: dict[Path, str] = {}
+    parameters: dict[int, list[str]] = {}
+    for group, members in groups_of(entries).items():
+        if only is None or group in only:
+            text = group_template(group, members, root)
+            texts[project.root / group_file(group)] = text
+            parameters[group] = list(_parse(text)["Parameters"])
+        else:
+            existing = project.root / group_file(group)
+            parameters[group] = list(_parse(existing.read_text())["Parameters"])
+    texts[project.template] = render_root(entries, template, parameters)
+    return texts
+
+
+def stale_groups(entries: list[ModelEntry], project: Project = PROJECT) -> list[Path]:
+    """Group stacks on disk that no group of `entries` has any more."""
+    wanted = {project.root / group_file(g) for g in groups_of(entries)}
+    folder = project.root / STACKS
+    return sorted(p for p in folder.glob("models-*.yaml") if p not in wanted) \
+        if folder.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--check", action="store_true", help="fail if template.yaml is not up to date"
-    )
+        "--check", action="store_true",
+        help="fail if template.yaml or a stacks/ file is not up to date")
     args = parser.parse_args(argv)
-    current = TEMPLATE.read_text()
-    wanted = render(load(REGISTRY), current)
+    entries = load(REGISTRY)
+    wanted = render(entries, TEMPLATE.read_text())
+    stale = stale_groups(entries)
+    changed = [path for path, text in wanted.items()
+               if not path.exists() or path.read_text() != text]
     if args.check:
-        if wanted != current:
-            print(
-                "template.yaml is out of date with models.yaml: run `make template`",
-                file=sys.stderr,
-            )
+        if changed or stale:
+            print(f"{', '.join(str(p.relative_to(ROOT)) for p in [*changed, *stale])} out of "
+                  "date with models.yaml: run `make template`", file=sys.stderr)
             return 1
         return 0
-    if wanted != current:
-        TEMPLATE.write_text(wanted)
-        print(f"rendered {TEMPLATE.name} from {REGISTRY.name}")
+    for path in changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path])
+        print(f"rendered {path.relative_to(ROOT)} from {REGISTRY.name}")
+    for path in stale:
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)}: its group has no model left")
     return 0
 
 

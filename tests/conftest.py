@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "build" / "models"
 EVENTS_DIR = ROOT / "events"
 BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+# Every stack of the deployment: template.yaml (the root), then each group of models' nested stack.
+STACKS = (ROOT / "template.yaml", *sorted((ROOT / "stacks").glob("models-*.yaml")))
 # The venv's own command-line tools, whatever PATH the tests run with.
 SAM = str(Path(sys.executable).parent / "sam")
 CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")

@@ -100,8 +100,8 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
 
     # Then every generated file follows: template, OpenAPI, events, and each event is served
     entries = registry.load(project.registry)
-    assert template.render(entries, project.template.read_text()) == \
-        project.template.read_text()
+    for path, text in template.render(entries, project.template.read_text(), project).items():
+        assert path.read_text() == text, path
     assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
     assert '"/v2/models/mixed-inputs/infer"' in project.openapi.read_text()
     answers = serve_every_event(project, "mixed-inputs", "1", monkeypatch)
