@@ -42,6 +42,8 @@ STACKS = "stacks"
 GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
 # The root's shared layers, passed to each group as parameters of the same name.
 SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
+# The root's ApiGatewayAccount (or ""), passed on so a group's API is set up after it.
+ACCOUNT_PARAMETER = "ApiGatewayAccount"
 # Conditions only model functions use (the root's own functions do not): declared in each group.
 GROUP_CONDITIONS: dict[str, Any] = {
     "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
@@ -255,8 +257,10 @@ def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) 
     group, copied) and each model's resources, with the root's Parameters, Conditions and
     Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
     body: dict[str, Any] = {name: dict(root["Resources"][name]) for name in GROUP_API}
-    for resource in body.values():
-        resource.pop("Metadata", None)  # the root orders the whole group after the account
+    # As in the root: a Ref in Metadata orders the access log group (so the stage) after the
+    # account's logging role is set; the root passes the account on as a parameter.
+    body["ModelApiAccessLogGroup"]["Metadata"] = {
+        "AfterApiGatewayAccount": {"Ref": ACCOUNT_PARAMETER}}
     for entry in entries:
         body.update(_parse(resources(entry)))
     outputs = {
@@ -283,6 +287,10 @@ def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) 
     for layer in SHARED_LAYERS:
         parameters[layer] = {"Type": "String",
                              "Description": f"ARN of the root stack's {layer} version."}
+    parameters[ACCOUNT_PARAMETER] = {
+        "Type": "String", "Default": "",
+        "Description": "The root's ApiGatewayAccount when it sets the account's logging role "
+                       "(its API logs only after that), else empty."}
     models = ", ".join(entry.name for entry in entries)
     document = {
         "AWSTemplateFormatVersion": root["AWSTemplateFormatVersion"],
@@ -302,13 +310,13 @@ def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) 
 
 def group_resource(group: int, parameters: Iterable[str]) -> str:
     """A group's nested stack in the root template, passing on the parameters it declares."""
-    passed = "".join(f"        {name}: !Ref {name}\n" for name in parameters)
+    passed = "".join(
+        f"        {name}: !If [CreateApiGatewayLoggingRole, !Ref {name}, \"\"]\n"
+        if name == ACCOUNT_PARAMETER else f"        {name}: !Ref {name}\n"
+        for name in parameters)
     return f"""\
   {group_id(group)}:
     Type: AWS::Serverless::Application
-    # Its API logs to its access log group only once the account's logging role is set.
-    Metadata:
-      AfterApiGatewayAccount: !If [CreateApiGatewayLoggingRole, !Ref ApiGatewayAccount, ""]
     Properties:
       Location: {group_file(group)}
       Parameters:

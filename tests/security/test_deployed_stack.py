@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import STACKS, TEMPLATE, source_template, translate
+from tests.conftest import STACKS
+from tests.security.conftest import TEMPLATE, source_template, translate
 
 MODES = ("API_KEY", "AWS_IAM")
 LOGS_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -133,10 +134,16 @@ def test_the_account_logging_role_exists_before_the_stage_logs_and_outlives_the_
         create: str) -> None:
     resources = translate(CreateApiGatewayLoggingRole=create)["Resources"]
     after = resources["ModelApiAccessLogGroup"]["Metadata"]["AfterApiGatewayAccount"]
-    # Each group's stack (its API's stage and access log group) waits for it the same way.
-    for group in [name for name, r in resources.items()
-                  if r["Type"] == "AWS::CloudFormation::Stack"]:
-        assert resources[group]["Metadata"]["AfterApiGatewayAccount"] == after, group
+    # Each group's stack gets the account as a parameter, and its access log group (so its
+    # stage) waits for it the same way.
+    groups = [name for name, r in resources.items() if r["Type"] == "AWS::CloudFormation::Stack"]
+    assert groups
+    for group in groups:
+        passed = resources[group]["Properties"]["Parameters"]["ApiGatewayAccount"]
+        assert passed == after, group
+    for path in STACKS[1:]:
+        log_group = source_template(path)["Resources"]["ModelApiAccessLogGroup"]
+        assert log_group["Metadata"]["AfterApiGatewayAccount"] == {"Ref": "ApiGatewayAccount"}
     for name in ("ApiGatewayAccount", "ApiGatewayLoggingRole"):
         assert resources[name]["Condition"] == "CreateApiGatewayLoggingRole"
         assert resources[name]["DeletionPolicy"] == "Retain", "other APIs may log through it"

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, STACKS
 from tests.security.conftest import (
     CHECKOV_CONFIG,
-    STACKS,
     checkov_executable,
     source_template,
     translate,
