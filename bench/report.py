@@ -23,7 +23,11 @@ size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
-  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop."""
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop.
+scale: at N synthetic models, `add-model` of one more (s) and rendering every template
+  (render) + translating every stack as CloudFormation would (translate), s; stacks, root
+  stack resources, largest group's stack and REST API resources (of 500 and 300); local
+  API: resident MB of the server and its workers idle, then with 5 models called."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -127,6 +131,22 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def scale_rows(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for count in result["counts"]:
+        t, add = result["templates"][count], result["add_model_s"][count]
+        rows.append((f"{count} models", f"add-model {num(add)}s",
+                     f"render {num(t['render_s'])}s + translate {num(t['translate_s'])}s",
+                     f"{t['stacks']} stacks",
+                     f"root {t['root_resources']}, group {t['largest_group_resources']}, "
+                     f"API {t['largest_api_resources']}", ""))
+    for memory in result["memory"].values():
+        rows.append((f"local API, {memory['models']} models", f"{memory['idle_mb']:.0f}MB idle",
+                     f"{memory['with_workers_mb']:.0f}MB with {memory['in_use']} in use", "",
+                     "", ""))
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
     """Every section that ran, as one Markdown table (a heading row per section), then the
     legend that says what each section compares."""
@@ -134,7 +154,8 @@ def table(results: dict[str, Any]) -> str:
               "http": lambda: http_rows(results["http"], results.get("warm", [])),
               "cold": lambda: cold_rows(results["cold"]),
               "size": lambda: size_rows(results["size"]),
-              "batch": lambda: batch_rows(results["batch"])}
+              "batch": lambda: batch_rows(results["batch"]),
+              "scale": lambda: scale_rows(results["scale"])}
     rows: list[Row] = []
     for section, make in makers.items():
         if section in results:

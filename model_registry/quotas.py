@@ -114,7 +114,7 @@ def usage(translated: dict[str, Any]) -> Usage:
             apis[logical_id] = api_resource_count(paths)
         elif kind == "AWS::Lambda::Permission":
             target = properties.get("FunctionName")
-            name = target.get("Ref") if isinstance(target, dict) else str(target)
+            name = str(target.get("Ref") if isinstance(target, dict) else target)
             permissions[name] = permissions.get(name, 0) + 1
     return Usage(
         resources=len(resources), outputs=len(translated.get("Outputs") or {}),

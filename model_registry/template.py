@@ -253,6 +253,18 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) -> str:
+    """The nested stack of one group of models (YAML text): see group_document."""
+    return dump_group(group, group_document(group, entries, root))
+
+
+def dump_group(group: int, document: dict[str, Any]) -> str:
+    header = (f"# {group_file(group)}: {GENERATED}.\n"
+              "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
+                   ) -> dict[str, Any]:
     """The nested stack of one group of models: its REST API (the root's ModelApi and access log
     group, copied) and each model's resources, with the root's Parameters, Conditions and
     Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
@@ -303,9 +315,7 @@ def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) 
         "Resources": body,
         "Outputs": outputs,
     }
-    header = (f"# {group_file(group)}: {GENERATED}.\n"
-              "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
-    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+    return document
 
 
 def group_resource(group: int, parameters: Iterable[str]) -> str:
@@ -359,12 +369,12 @@ def render(entries: list[ModelEntry], template: str, project: Project = PROJECT,
     parameters: dict[int, list[str]] = {}
     for group, members in groups_of(entries).items():
         if only is None or group in only:
-            text = group_template(group, members, root)
-            texts[project.root / group_file(group)] = text
-            parameters[group] = list(_parse(text)["Parameters"])
-        else:
-            existing = project.root / group_file(group)
-            parameters[group] = list(_parse(existing.read_text())["Parameters"])
+            document = group_document(group, members, root)
+            texts[project.root / group_file(group)] = dump_group(group, document)
+            parameters[group] = list(document["Parameters"])
+        else:  # as the root passes them now: the group's stack is left as it is
+            parameters[group] = list(root["Resources"][group_id(group)]["Properties"]
+                                     ["Parameters"])
     texts[project.template] = render_root(entries, template, parameters)
     return texts
 
