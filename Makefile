@@ -59,7 +59,7 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 	.venv-torch/bin/python -m pip install --quiet --disable-pip-version-check -r model_export/requirements-torch.txt
 	touch $@
 
-template: setup ## Render template.yaml's generated blocks from models.yaml and the route table
+template: setup ## Render template.yaml's generated blocks and stacks/ (one nested stack per group of models) from models.yaml and the route table
 	$(PY) -m model_registry.template
 
 events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
@@ -107,10 +107,10 @@ batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-ml
 	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)")
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
-bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch): table + bench-results/latest.json [ONLY=warm,cold]
+bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale]
 	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
 
-lint: setup ## ruff, mypy, and the generated files (template.yaml, docs/openapi.json) up to date
+lint: setup ## ruff, mypy, and the generated files (template.yaml, stacks/, docs/openapi.json) up to date
 	ruff check .
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	$(PY) -m model_registry.template --check
