@@ -122,8 +122,11 @@ test: build lint ## Everything: lint, unit, handler, template, security, local A
 security: build ## Security tests only: checkov on the deployed template, hostile requests, fuzzing
 	$(PY) -m pytest tests/security tests/hostile
 
+# The model groups are nested stacks with transforms: CloudFormation needs CAPABILITY_AUTO_EXPAND.
+DEPLOY_CAPABILITIES := --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND
+
 deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
-	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy; else sam deploy --guided; fi
+	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy $(DEPLOY_CAPABILITIES); else sam deploy --guided $(DEPLOY_CAPABILITIES); fi
 
 clean: ## Remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build .pytest_cache .ruff_cache .mypy_cache
