@@ -258,7 +258,8 @@ def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) 
 
 
 def dump_group(group: int, document: dict[str, Any]) -> str:
-    header = (f"# {group_file(group)}: {GENERATED}.\n"
+    header = (f"# {group_file(group)}: generated from models.yaml by `make template`; edit "
+              "models.yaml, not this file.\n"
               "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
     return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
 
