@@ -97,8 +97,9 @@ def _memory(built: Path, models: list[str]) -> dict[str, Any]:
     with serving(built, subprocess.DEVNULL) as port:
         pid = _server_pid(port)
         idle = _tree_rss_mb(pid)
-        statuses = [_get(port, f"/v2/models/{name}/ready") for name in models[:IN_USE]]
-        return {"models": len(models), "idle_mb": idle, "in_use": IN_USE,
+        called = models[:IN_USE]
+        statuses = [_get(port, f"/v2/models/{name}/ready") for name in called]
+        return {"models": len(models), "idle_mb": idle, "in_use": len(called),
                 "with_workers_mb": _tree_rss_mb(pid), "statuses": statuses}
 
 
