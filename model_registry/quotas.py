@@ -37,8 +37,9 @@ CODE_STORAGE_BYTES = 75 * 1024**3   # functions and layers, per region
 ACCOUNT_CONCURRENCY = 1000          # concurrent executions per region
 UNRESERVED_MINIMUM = 100            # what reservations must leave to unreserved functions
 
-# Models per nested stack and REST API: 25 x 15 stack resources + 11 shared = 386 of 500 (23%
-# spare) and 25 x 7 API resources + 2 = 177 of 300 (41% spare); 20 groups make 500 models.
+# Models per nested stack and REST API: 9 shared + 25 x 15 stack resources = 384 of 500 (23%
+# spare) and 3 + 25 x 7 API resources = 178 of 300 (41% spare); 20 groups make 500 models.
+# (tests/template/test_scale.py measures both.)
 GROUP_SIZE = 25
 
 PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
