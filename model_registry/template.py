@@ -392,9 +392,8 @@ def render(entries: list[ModelEntry], template: str, project: Project = PROJECT,
 def stale_groups(entries: list[ModelEntry], project: Project = PROJECT) -> list[Path]:
     """Group stacks on disk that no group of `entries` has any more."""
     wanted = {project.root / group_file(g) for g in groups_of(entries)}
-    folder = project.root / STACKS
-    return sorted(p for p in folder.glob("models-*.yaml") if p not in wanted) \
-        if folder.is_dir() else []
+    return sorted(p for p in project.stacks.glob("models-*.yaml") if p not in wanted) \
+        if project.stacks.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:
