@@ -42,7 +42,7 @@ class Project:
     @property
     def stacks(self) -> Path:
         """The generated nested stacks, one per group of models (model_registry.template)."""
-        return self.root / "stacks"
+        return self.root / STACKS
 
     @property
     def events(self) -> Path:
@@ -65,6 +65,7 @@ class Project:
 
 
 STORE = "model_store"
+STACKS = "stacks"
 # Where the exported version (name, version) is: build/models/<name>/<version> once written, a
 # staging folder while add-model still checks it.
 Locate = Callable[[str, str], Path]

@@ -25,7 +25,7 @@ import yaml
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
-from model_registry.registry import PROJECT, REGISTRY, ROOT, ModelEntry, Project, load
+from model_registry.registry import PROJECT, REGISTRY, ROOT, STACKS, ModelEntry, Project, load
 
 TEMPLATE = ROOT / "template.yaml"
 GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
@@ -38,7 +38,6 @@ SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
 BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
                      "        # <<< batch jobs routes\n")
 BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
-STACKS = "stacks"
 # What a group's stack copies from the root template: its REST API and the API's access log.
 GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
 # The root's shared layers, passed to each group as parameters of the same name.
