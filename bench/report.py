@@ -27,7 +27,8 @@ batch: rows/s of the batch runner (S3 and its jobs table on a local moto server)
 scale: at N synthetic models, `add-model` of one more (s) and rendering every template
   (render) + translating every stack as CloudFormation would (translate), s; stacks, root
   stack resources, largest group's stack and REST API resources (of 500 and 300); local
-  API: resident MB of the server and its workers idle, then with 5 models called."""
+  API: resident MB of the server and its workers idle, then with 5 models called, and the
+  seconds it took to start."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -142,8 +143,8 @@ def scale_rows(result: dict[str, Any]) -> list[Row]:
                      f"API {t['largest_api_resources']}", ""))
     for memory in result["memory"].values():
         rows.append((f"local API, {memory['models']} models", f"{memory['idle_mb']:.0f}MB idle",
-                     f"{memory['with_workers_mb']:.0f}MB with {memory['in_use']} in use", "",
-                     "", ""))
+                     f"{memory['with_workers_mb']:.0f}MB with {memory['in_use']} in use",
+                     f"start {num(memory['start_s'])}s", "", ""))
     return rows
 
 

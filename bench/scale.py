@@ -7,7 +7,8 @@
   root stack's and the largest group's resources, at the same counts.
 - local API memory: resident memory (MB, the server and its workers) of `python -m local_api
   serve` on a deployment of 200 models, at start and after requests to 5 of them, next to the
-  same figures for the 4 seed models' built template. Each synthetic function runs the real
+  same figures for the 4 seed models' built template; and its start (until /v2/health/live
+  answers). Each synthetic function runs the real
   handler on the built runtime and serving layers, with its own model layer (the tiny graph).
 """
 
@@ -94,12 +95,15 @@ def _get(port: int, path: str) -> int:
 
 def _memory(built: Path, models: list[str]) -> dict[str, Any]:
     """The local API's memory on `built`, idle, then with the first IN_USE models called."""
+    started = time.perf_counter()
     with serving(built, subprocess.DEVNULL) as port:
+        start_s = round(time.perf_counter() - started, 1)
         pid = _server_pid(port)
         idle = _tree_rss_mb(pid)
         called = models[:IN_USE]
         statuses = [_get(port, f"/v2/models/{name}/ready") for name in called]
-        return {"models": len(models), "idle_mb": idle, "in_use": len(called),
+        return {"models": len(models), "start_s": start_s, "idle_mb": idle,
+                "in_use": len(called),
                 "with_workers_mb": _tree_rss_mb(pid), "statuses": statuses}
 
 
