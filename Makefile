@@ -67,7 +67,7 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 		-r model_export/requirements-torch.txt
 	@touch $@
 
-template: setup ## Render template.yaml's generated blocks from models.yaml and the route table
+template: setup ## Render template.yaml's generated blocks and stacks/ (one nested stack per group of models) from models.yaml and the route table
 	$(PY) -m model_registry.template
 
 events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
@@ -98,7 +98,7 @@ optimize: setup build/models/.exported ## Optimise a model, publish the best can
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 
 # The console layer ships docs/openapi.json as GET /openapi.json.
-$(BUILT): $(VENV)/.installed build/models/.exported template.yaml models.yaml docs/openapi.json $(SOURCES)
+$(BUILT): $(VENV)/.installed build/models/.exported template.yaml $(wildcard stacks/*.yaml) models.yaml docs/openapi.json $(SOURCES)
 	@$(STEP) "sam build: the layers (runtime trimmed, serving, console, one per model) and the functions" \
 		sam build --parameter-overrides Architecture=$(ARCH)
 
@@ -130,10 +130,10 @@ batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-ml
 	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(VERSION),--version "$(VERSION)") $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)") $(if $(KILL_ATTEMPTS),--kill-attempts "$(KILL_ATTEMPTS)")
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
-bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch): table + bench-results/latest.json [ONLY=warm,cold]
+bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale]
 	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
 
-lint: setup ## ruff, mypy, and the generated files (template.yaml, docs/openapi.json) up to date
+lint: setup ## ruff, mypy, and the generated files (template.yaml, stacks/, docs/openapi.json) up to date
 	ruff check .
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	$(PY) -m model_registry.template --check
@@ -146,8 +146,11 @@ test: build lint ## Everything: lint, unit, handler, template, security, local A
 security: build ## Security tests only: checkov on the deployed template, hostile requests, fuzzing
 	$(PY) -m pytest tests/security tests/hostile
 
+# The model groups are nested stacks with transforms: CloudFormation needs CAPABILITY_AUTO_EXPAND.
+DEPLOY_CAPABILITIES := --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND
+
 deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
-	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy; else sam deploy --guided; fi
+	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy $(DEPLOY_CAPABILITIES); else sam deploy --guided $(DEPLOY_CAPABILITIES); fi
 
 clean: ## Remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build .pytest_cache .ruff_cache .mypy_cache

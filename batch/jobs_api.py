@@ -34,6 +34,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from model_api.catalog import Catalog
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
     JOB_MAX_OUTPUT_URLS,
@@ -62,7 +63,7 @@ class Settings:
     """The jobs function's environment, read once at cold start."""
 
     bucket: str
-    models: frozenset[str]
+    models: Catalog
     max_bytes: int  # largest input a job may declare: BatchMaxInputBytes, at most 5 GiB
     retention_days: int  # the bucket's lifecycle; job items expire (TTL) after as many days
 
@@ -70,8 +71,7 @@ class Settings:
     def from_environment(cls) -> Settings:
         env = os.environ.get
         return cls(bucket=env("BATCH_BUCKET", ""),
-                   models=frozenset(m.strip() for m in env("BATCH_MODELS", "").split(",")
-                                    if m.strip()),
+                   models=Catalog.required(os.environ),
                    max_bytes=min(int(env("BATCH_MAX_INPUT_BYTES", JOB_MAX_UPLOAD_BYTES)),
                                  JOB_MAX_UPLOAD_BYTES),
                    retention_days=int(env("DATA_RETENTION_DAYS", "30")))
@@ -147,9 +147,8 @@ class JobsApi:
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
         NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request."""
-        if model not in self.settings.models:
-            raise NotFound(f"unknown model {model!r}; jobs run the models "
-                           f"{', '.join(sorted(self.settings.models))}")
+        if self.settings.models.find(model) is None:
+            raise NotFound(self.settings.models.unknown(model))
         request = read_job_request(body, self.settings.max_bytes)
         job_id = issue_job_id()
         try:

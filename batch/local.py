@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from model_api.catalog import CATALOG_ENV
 from moto.server import ThreadedMotoServer
 
 from batch import local_submit, submit
@@ -36,7 +37,9 @@ from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
 from batch.models import registry_path
 from local_api.context import LambdaContext
+from model_registry import catalog as model_catalog
 from model_registry.registry import PROJECT
+from model_registry.registry import load as load_registry
 
 LOG = logging.getLogger("batch.local")
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,11 +123,14 @@ def load_handler(function: str) -> ModuleType:
 def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TABLE,
                         registry: Path | None = None) -> dict[str, str]:
     """What the template gives the trigger, with the local submitter instead of Batch's (the
-    runner child inherits it: its models, their registry, the jobs table)."""
-    models = sorted(p.parent.parent.name for p in models_dir.glob("*/*/manifest.json"))
-    return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, "BATCH_MODELS": ",".join(models),
+    runner child inherits it: its models, their registry, the jobs table). The model catalog
+    is written from the registry beside `models_dir` (`catalog.json`), as `sam build` writes the
+    catalog layer's."""
+    registry = (registry or registry_path()).resolve()
+    catalog = model_catalog.write(load_registry(registry), models_dir.parent / "catalog.json")
+    return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, CATALOG_ENV: str(catalog),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
-            "MODELS_REGISTRY": str((registry or registry_path()).resolve()),
+            "MODELS_REGISTRY": str(registry),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessModelApiLocal"}
 

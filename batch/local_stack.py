@@ -113,8 +113,7 @@ class LocalStack:
         template environment), the variables that point it at this stack."""
         values = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                   "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "JOBS_TABLE": self.table,
-                  "BATCH_BUCKET": self.bucket, "BATCH_SUBMITTER": "local",
-                  "BATCH_MODELS": os.environ["BATCH_MODELS"]}
+                  "BATCH_BUCKET": self.bucket, "BATCH_SUBMITTER": "local"}
         return {function: {k: v for k, v in values.items()
                            if k in environment or k.startswith("AWS_")}
                 for function, environment in environments.items()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
+from model_api.catalog import Catalog
 
 from batch.jobs import AWAITING_UPLOAD, SUBMIT_FAILED, SUBMITTED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
@@ -30,17 +31,13 @@ DEFAULT_MAX_BYTES = 100 * 1024**3
 class Settings:
     """The trigger's environment, read once at cold start."""
 
-    models: frozenset[str]
+    models: Catalog
     max_bytes: int
     bucket: str | None = None
 
     @classmethod
     def from_environment(cls) -> Settings:
-        models = frozenset(m.strip() for m in os.environ.get("BATCH_MODELS", "").split(",")
-                           if m.strip())
-        if not models:
-            raise ValueError("BATCH_MODELS must list the served models (comma-separated)")
-        return cls(models=models,
+        return cls(models=Catalog.required(os.environ),
                    max_bytes=int(os.environ.get("BATCH_MAX_INPUT_BYTES", DEFAULT_MAX_BYTES)),
                    bucket=os.environ.get("BATCH_BUCKET") or None)
 
@@ -66,9 +63,8 @@ def job_item(obj: InputObject, size: int, etag: str) -> dict[str, Any]:
 
 def refusal(obj: InputObject, size: int, settings: Settings) -> str | None:
     """Why this upload cannot run, or None."""
-    if obj.model not in settings.models:
-        return (f"unknown model {obj.model!r}; batch jobs run the served models: "
-                f"{', '.join(sorted(settings.models))}")
+    if settings.models.find(obj.model) is None:
+        return settings.models.unknown(obj.model)
     if size <= 0:
         return "the input object is empty"
     if size > settings.max_bytes:

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import batch, cold, explain, http, size, warm
+from bench import batch, cold, explain, http, scale, size, warm
 from bench.common import BUILT_TEMPLATE, RESULTS, machine
 from bench.report import table
 
 SECTIONS: dict[str, Callable[[], Any]] = {
     "warm": warm.run, "http": http.run, "explain": explain.run, "cold": cold.run,
-    "size": size.run, "batch": batch.run}
+    "size": size.run, "batch": batch.run, "scale": scale.run}
 
 
 def main(argv: list[str] | None = None) -> int:

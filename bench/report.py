@@ -30,7 +30,12 @@ batch: rows/s of the batch runner (S3 and its jobs table on a local moto server)
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
   "raw job": a bare program doing the same S3 GET and PUTs around that raw loop;
   "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
-  last output is downloaded from output_urls) vs the runner alone, in the same run."""
+  last output is downloaded from output_urls) vs the runner alone, in the same run.
+scale: at N synthetic models, `add-model` of one more (s) and rendering every template
+  (render) + translating every stack as CloudFormation would (translate), s; stacks, root
+  stack resources, largest group's stack and REST API resources (of 500 and 300); local
+  API: resident MB of the server and its workers idle, then with 5 models called, and the
+  seconds it took to start."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -163,6 +168,22 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def scale_rows(result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for count in result["counts"]:
+        t, add = result["templates"][count], result["add_model_s"][count]
+        rows.append((f"{count} models", f"add-model {num(add)}s",
+                     f"render {num(t['render_s'])}s + translate {num(t['translate_s'])}s",
+                     f"{t['stacks']} stacks",
+                     f"root {t['root_resources']}, group {t['largest_group_resources']}, "
+                     f"API {t['largest_api_resources']}", ""))
+    for memory in result["memory"].values():
+        rows.append((f"local API, {memory['models']} models", f"{memory['idle_mb']:.0f}MB idle",
+                     f"{memory['with_workers_mb']:.0f}MB with {memory['in_use']} in use",
+                     f"start {num(memory['start_s'])}s", "", ""))
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
     """Every section that ran, as one Markdown table (a heading row per section), then the
     legend that says what each section compares."""
@@ -171,7 +192,8 @@ def table(results: dict[str, Any]) -> str:
               "explain": lambda: explain_rows(results["explain"]),
               "cold": lambda: cold_rows(results["cold"]),
               "size": lambda: size_rows(results["size"]),
-              "batch": lambda: batch_rows(results["batch"])}
+              "batch": lambda: batch_rows(results["batch"]),
+              "scale": lambda: scale_rows(results["scale"])}
     rows: list[Row] = []
     for section, make in makers.items():
         if section in results:

@@ -160,10 +160,15 @@ def load_template(template: str | os.PathLike[str] | None = None,
     path = path.resolve()
     stacks, _ = SamLocalStackProvider.get_stacks(
         str(path), parameter_overrides=parameter_overrides or {})
-    base = path.parent
+    # Code paths are relative to the template that names them: a nested stack's own folder.
+    bases = {stack.stack_path: Path(stack.location).resolve().parent for stack in stacks}
 
     functions: dict[str, FunctionSpec] = {}
-    for fn in SamFunctionProvider(stacks, use_raw_codeuri=True).get_all():
+    # locate_layer_nested: a layer passed down as a nested stack's parameter is found where the
+    # parent stack defines it (how SAM CLI resolves the model groups' RuntimeLayer).
+    provider = SamFunctionProvider(stacks, use_raw_codeuri=True, locate_layer_nested=True)
+    for fn in provider.get_all():
+        base = bases.get(fn.stack_path, path.parent)
         if fn.packagetype != "Zip" or not (fn.runtime or "").startswith("python"):
             LOG.warning("%s: only Zip python functions run locally (runtime %s, package %s); "
                         "skipped", fn.name, fn.runtime, fn.packagetype)
@@ -174,7 +179,7 @@ def load_template(template: str | os.PathLike[str] | None = None,
                 LOG.warning("%s: layer %s is not in the template (an ARN); it cannot be fetched "
                             "offline and is left out", fn.name, layer.arn)
                 continue
-            layers.append(_resolve_dir(layer.codeuri, base))
+            layers.append(_resolve_dir(layer.codeuri, bases.get(layer.stack_path, base)))
         functions[fn.name] = FunctionSpec(
             logical_id=fn.name,
             function_name=fn.functionname or fn.name,

@@ -208,10 +208,12 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
     background rows: `background_path`, .npy or .npz by input name, training rows for Kernel
-    SHAP), recorded in models.yaml with its sha256, exported to build/models, and template.yaml,
-    events/ and docs/openapi.json are rendered again. Every check and render runs first:
-    AddError (with the reason) leaves every file as it was. A version of a seed model may be
-    added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
+    SHAP), recorded in models.yaml with its sha256, exported to build/models, and its group's
+    stack (stacks/models-<group>.yaml, the first group with room), template.yaml, the model
+    catalog, its events/ and docs/openapi.json are rendered again: the other models' files are
+    not touched, so adding a model costs the same however many exist. Every check and render
+    runs first: AddError (with the reason) leaves every file as it was. A version of a seed model
+    may be added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
     `make optimize` measured) kept beside the file.
     """
     entries = registry.load(project.registry)
@@ -241,7 +243,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
-                           labels=labels)
+                           labels=labels, group=registry.free_group(entries))
     elif version in existing.versions:
         if existing.files.get(version, {}).get("sha256") != record["sha256"]:
             what = existing.files[version]["path"] if version in existing.files else "its recipe"
@@ -271,7 +273,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
                 project.models_dir / model / wanted
 
         try:
-            change = derived(project, new_entries, locate)
+            change = derived(project, new_entries, locate, touched=[entry])
         except (ValueError, OSError, SystemExit) as exc:
             raise AddError(f"{name} version {version} cannot be served: {exc}") from exc
         stored = project.root / record["path"]

@@ -1,5 +1,6 @@
-"""A registry change, computed whole before anything is written: models.yaml, template.yaml,
-events/, docs/openapi.json, the exported versions under build/models and the stored model files.
+"""A registry change, computed whole before anything is written: models.yaml, template.yaml and
+the group stacks (stacks/), events/, docs/openapi.json, the exported versions under build/models
+and the stored model files.
 
 `make add-model` and `make remove-model` build a `Changeset` (every check and every render runs
 while building it: a new version is exported into a staging folder first), then `apply` it. A
@@ -9,10 +10,13 @@ file in step with models.yaml, so `make test` is green with no other command.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from model_registry import events, openapi, registry, template
 from model_registry.registry import Locate, ModelEntry, Project
@@ -55,21 +59,48 @@ class Changeset:
         return [*self.writes, *self.moves.values(), *self.deletes]
 
 
-def derived(project: Project, entries: list[ModelEntry], locate: Locate) -> Changeset:
-    """models.yaml and every file generated from it for `entries`: template.yaml's blocks, the
-    events/ of every route, docs/openapi.json; event folders of models no longer listed are
-    deleted. Raises what a render raises (RegistryError, ManifestError, ExamplesError)."""
+def derived(project: Project, entries: list[ModelEntry], locate: Locate,
+            touched: Iterable[ModelEntry] | None = None) -> Changeset:
+    """models.yaml and every file generated from it for `entries`: template.yaml and the group
+    stacks under stacks/, the events/ of every route, docs/openapi.json; event folders of models
+    no longer listed and stacks of groups left empty are deleted. Raises what a render raises
+    (RegistryError, ManifestError, ExamplesError).
+
+    `touched`: the only models that changed (as they were, or as they are now). Then only their
+    groups' stacks and their events are rendered, and the OpenAPI document keeps the other
+    models' request schemas, so a change costs the same however many models exist. None renders
+    everything (`make template`, `make events` and `make openapi` do too)."""
     change = Changeset(project.root)
     change.writes[project.registry] = registry.dump(entries, project.registry)
-    change.writes[project.template] = template.render(entries, project.template.read_text())
-    change.writes.update(events.render(entries, locate, project.events))
-    change.writes[project.openapi] = openapi.render(entries, locate)
+    known: dict[str, Any] = {}
+    if touched is None:
+        groups, changed = None, entries
+    else:
+        touched = list(touched)
+        names = {entry.name for entry in touched}
+        groups = {entry.group for entry in touched}
+        changed = [entry for entry in entries if entry.name in names]
+        known = _known_schemas(project, names)
+    change.writes.update(template.render(entries, project.template.read_text(), project, groups))
+    change.deletes.extend(template.stale_groups(entries, project))
+    change.writes.update(events.render(changed, locate, project.events, shared=touched is None))
+    change.writes[project.openapi] = openapi.render(entries, locate, known)
     generated = {path.parent for path in change.writes if path.is_relative_to(project.events)}
     names = {entry.name for entry in entries}
     for folder in sorted(project.events.iterdir()) if project.events.is_dir() else []:
         if folder.is_dir() and folder not in generated and _is_model_folder(folder, names):
             change.deletes.append(folder)
     return change
+
+
+def _known_schemas(project: Project, changed: set[str]) -> dict[str, Any]:
+    """The previous OpenAPI document's request schemas of the models that did not change."""
+    if not project.openapi.exists():
+        return {}
+    schemas: dict[str, Any] = json.loads(project.openapi.read_text())["components"]["schemas"]
+    return {key: schema for key, schema in schemas.items()
+            if key.split(".", 1)[0] in ("infer_request", "explain_request")
+            and key.split(".", 1)[1] not in changed}
 
 
 def _is_model_folder(folder: Path, names: set[str]) -> bool:

@@ -124,11 +124,13 @@ def batch_jobs_events(model: str, version: str) -> Events:
 
 
 def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
-           events_dir: Path = EVENTS_DIR) -> dict[Path, str]:
+           events_dir: Path = EVENTS_DIR, shared: bool = True) -> dict[Path, str]:
     """Every generated event file (path -> JSON text) for the registry `entries`, read from
-    each model's current exported version; ExamplesError or ManifestError if one is unusable."""
+    each model's current exported version; ExamplesError or ManifestError if one is unusable.
+    `shared`: the server and batch jobs functions' events too (they name the registry's first
+    model, at its current version; a change to another model leaves them)."""
     folders: dict[str, Events] = {}
-    if entries:  # routes that name a model name the registry's first, at its current version
+    if entries and shared:
         folders[SERVER_FOLDER] = server_events(entries[0].name)
         folders[BATCH_JOBS_FOLDER] = batch_jobs_events(entries[0].name, entries[0].current)
     for entry in entries:

@@ -264,9 +264,13 @@ def load_manifest(version_dir: Path) -> dict[str, Any]:
 
 
 def render(entries: list[ModelEntry] | None = None,
-           locate: Locate = EXPORTED) -> str:
+           locate: Locate = EXPORTED, known: dict[str, Any] | None = None) -> str:
     """docs/openapi.json's content for the registry `entries` (models.yaml's by default) and
-    their exported current versions; SystemExit when a manifest is missing."""
+    their exported current versions; SystemExit when a manifest is missing. `known`: request
+    schemas already rendered (`infer_request.<name>` and `explain_request.<name>` -> schema,
+    from the previous document), used instead of reading those models' manifests again, so one
+    model's change reads one manifest."""
+    known = known or {}
     entries = registry.load() if entries is None else entries
     found: list[tuple[str, str, Route, str]] = []
     for route in ROUTES:
@@ -283,9 +287,13 @@ def render(entries: list[ModelEntry] | None = None,
         entry[method] = operation(route, service)
     schemas = dict(SCHEMAS)
     for e in sorted(entries, key=lambda e: e.name):
-        manifest = load_manifest(locate(e.name, e.current))
-        schemas[f"infer_request.{e.name}"] = model_request(e.name, manifest)
-        schemas[f"explain_request.{e.name}"] = explain_request(e.name, manifest)
+        keys = (f"infer_request.{e.name}", f"explain_request.{e.name}")
+        if all(key in known for key in keys):
+            schemas.update({key: known[key] for key in keys})
+        else:
+            manifest = load_manifest(locate(e.name, e.current))
+            schemas[keys[0]] = model_request(e.name, manifest)
+            schemas[keys[1]] = explain_request(e.name, manifest)
     document = {
         "openapi": "3.0.3",
         "info": {

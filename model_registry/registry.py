@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
+from model_api.catalog import MAX_MODEL_NAME_CHARS
+
+from model_registry.quotas import ACCOUNT_CONCURRENCY, GROUP_SIZE, UNRESERVED_MINIMUM
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_FILE = "models.yaml"
@@ -38,6 +42,11 @@ class Project:
         return self.root / "template.yaml"
 
     @property
+    def stacks(self) -> Path:
+        """The generated nested stacks, one per group of models (model_registry.template)."""
+        return self.root / STACKS
+
+    @property
     def events(self) -> Path:
         return self.root / "events"
 
@@ -58,6 +67,7 @@ class Project:
 
 
 STORE = "model_store"
+STACKS = "stacks"
 # Where the exported version (name, version) is: build/models/<name>/<version> once written, a
 # staging folder while add-model still checks it.
 Locate = Callable[[str, str], Path]
@@ -76,7 +86,10 @@ class ModelEntry:
     """One served model. `source` seed: trained by model_export/ (its recipe versions); onnx:
     added with `make add-model`. `files[version]` records a version added from a file (any
     version of an onnx model; versions beside the recipes' of a seed model): its path under
-    model_store/ and its sha256."""
+    model_store/ and its sha256. `group`: the nested stack (and REST API) that serves it,
+    `stacks/models-<group>.yaml`, kept for the model's life so its URL never moves
+    (model_registry.groups). `reserved_concurrency`: concurrent executions reserved for (and
+    capping) its function; None: the template's FunctionReservedConcurrency."""
 
     name: str
     source: Literal["seed", "onnx"]
@@ -86,6 +99,8 @@ class ModelEntry:
     # for a seed model, its versions published by `make optimize` (the others are trained).
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     labels: list[str] | None = None
+    group: int = 0
+    reserved_concurrency: int | None = None
 
     @property
     def camel(self) -> str:
@@ -101,6 +116,10 @@ def check(entry: ModelEntry) -> ModelEntry:
     if not NAME.match(entry.name):
         raise RegistryError(f"model name {entry.name!r}: use lower-case words joined by "
                             "hyphens, e.g. my-model-2")
+    if len(entry.name) > MAX_MODEL_NAME_CHARS:
+        raise RegistryError(f"model name {entry.name!r}: at most {MAX_MODEL_NAME_CHARS} "
+                            "characters (its Lambda function's name is the deployment's prefix "
+                            "and the model's name, at most 64)")
     if entry.source not in ("seed", "onnx"):
         raise RegistryError(
             f"{entry.name}: source must be 'seed' or 'onnx', not {entry.source!r}")
@@ -113,6 +132,13 @@ def check(entry: ModelEntry) -> ModelEntry:
     if entry.current not in entry.versions:
         raise RegistryError(f"{entry.name}: current version {entry.current!r} is not among "
                             f"{entry.versions}")
+    if not isinstance(entry.group, int) or entry.group < 0:
+        raise RegistryError(f"{entry.name}: group must be a whole number >= 0, not "
+                            f"{entry.group!r}")
+    if entry.reserved_concurrency is not None and (
+            not isinstance(entry.reserved_concurrency, int) or entry.reserved_concurrency < 1):
+        raise RegistryError(f"{entry.name}: reserved_concurrency must be a whole number >= 1 "
+                            f"(leave it out to reserve none), not {entry.reserved_concurrency!r}")
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):
         raise RegistryError(
             f"{entry.name}: every version of an onnx model needs its file and sha256")
@@ -129,9 +155,10 @@ def check(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-class _PlainLoader(yaml.SafeLoader):
-    """yaml's safe loader with the pristine constructor table: SAM CLI's yamlhelper (imported by
-    the local API's template reader) makes the global SafeLoader build OrderedDicts, which
+class _PlainLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """yaml's safe loader (libyaml's where PyYAML has it: a registry of hundreds of models loads
+    in milliseconds) with the pristine constructor table: SAM CLI's yamlhelper (imported by the
+    local API's template reader) makes the global SafeLoader build OrderedDicts, which
     `yaml.safe_dump` then refuses to write back into models.yaml."""
 
     yaml_constructors: ClassVar[dict[Any, Any]] = dict(
@@ -156,7 +183,24 @@ def load(path: Path = REGISTRY) -> list[ModelEntry]:
     camels = [e.camel for e in entries]
     if len(set(camels)) != len(camels):
         raise RegistryError(f"{path}: two model names map to the same logical ID")
+    sizes = Counter(e.group for e in entries)
+    full = {group: size for group, size in sizes.items() if size > GROUP_SIZE}
+    if full:
+        raise RegistryError(f"{path}: groups {full} hold more than {GROUP_SIZE} models (one "
+                            "nested stack and REST API each; model_registry.quotas)")
+    reserved = sum(e.reserved_concurrency or 0 for e in entries)
+    if reserved > ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM:
+        raise RegistryError(
+            f"{path}: the models reserve {reserved} concurrent executions in all; an account's "
+            f"default {ACCOUNT_CONCURRENCY} must leave {UNRESERVED_MINIMUM} unreserved")
     return entries
+
+
+def free_group(entries: list[ModelEntry]) -> int:
+    """The group a new model joins: the lowest one with room (a removal leaves room), else a
+    new one. Groups never move a model: its function and URL stay where they are."""
+    sizes = Counter(e.group for e in entries)
+    return next(group for group in range(len(entries) + 1) if sizes[group] < GROUP_SIZE)
 
 
 def dump(entries: list[ModelEntry], path: Path = REGISTRY) -> str:
@@ -166,8 +210,12 @@ def dump(entries: list[ModelEntry], path: Path = REGISTRY) -> str:
     items = []
     for entry in entries:
         item = {k: v for k, v in asdict(check(entry)).items() if v not in (None, {}, [])}
+        item["group"] = entry.group  # written even when 0: a model's group never changes
         items.append(item)
-    return header + yaml.safe_dump({"models": items}, sort_keys=False, default_flow_style=None)
+    # libyaml's emitter where PyYAML has it: the same text as safe_dump, a third of the time.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return header + yaml.dump({"models": items}, Dumper=dumper, sort_keys=False,
+                              default_flow_style=None)
 
 
 def save(entries: list[ModelEntry], path: Path = REGISTRY) -> None:

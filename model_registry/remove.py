@@ -1,6 +1,7 @@
 """Stop serving a model or one of its versions (`make remove-model NAME=… [VERSION=…]`).
 
-Removes it from models.yaml, renders template.yaml, events/ and docs/openapi.json again, and
+Removes it from models.yaml, renders its group's stack, template.yaml, its events/ and
+docs/openapi.json again (the other models' files are left as they are), and
 deletes its exported folders under build/models and its stored files under model_store/. The
 current version is never removed while other versions exist unless the caller names the version
 that becomes current. Like add-model, the whole change is computed before anything is written.
@@ -53,7 +54,7 @@ def remove(name: str, version: str | None = None, new_current: str | None = None
                           "current one; the whole model is being removed")
     new_entries = [remaining or e if e.name == name else e for e in entries
                    if e.name != name or remaining is not None]
-    change = derived(project, new_entries, exported(project.models_dir))
+    change = derived(project, new_entries, exported(project.models_dir), touched=[entry])
     gone = [version] if remaining is not None and version is not None else entry.versions
     for old in gone:
         change.deletes.append(project.models_dir / name / old)

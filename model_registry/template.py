@@ -1,20 +1,34 @@
-"""Render template.yaml's generated blocks, between its `# >>> ...` markers: each registry entry's
-resources and outputs, every function's API events from the route table (model_api.routes),
-and the models a batch job may run.
+"""Render the deployment's templates from models.yaml and the route table (model_api.routes).
 
-Only the marked blocks are generated; the rest of the template (API, shared layers, batch) is
-written by hand and keeps its comments. `--check` fails when the template is stale, so a
-registry edit without `make template` cannot land.
+template.yaml is the root stack: its `# >>> ...` blocks are generated (one nested stack per group
+of models, their API stages in the usage plan and their URLs, the server and batch jobs
+functions' API events, the model functions' name prefix and the server's permission to invoke
+them); the rest (the root API, shared layers, batch) is written by hand and keeps its comments.
+Each group of at most GROUP_SIZE models (models.yaml `group`) is one generated nested stack,
+stacks/models-<group>.yaml: its own REST API (a copy of the root's ModelApi, with the Parameters
+and Conditions it uses; the root's one API key and usage plan cover it), and each model's
+layer, function, routes, log group, role and alarms. A model therefore adds nothing to the root
+stack but its share of a group, and a group's stack and API stay within their quotas
+(model_registry.quotas; docs/architecture.md). The root API serves every model's routes too,
+with the model as a path parameter, through the server function (model_api.router).
+
+`--check` fails when any of them is stale, so a registry edit without `make template` cannot land.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
 
+import yaml
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
+from samtranslator.yaml_helper import intrinsics_multi_constructor
 
-from model_registry.registry import REGISTRY, ROOT, ModelEntry, load
+from model_registry.registry import PROJECT, REGISTRY, ROOT, STACKS, ModelEntry, Project, load
 
 TEMPLATE = ROOT / "template.yaml"
 GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
@@ -26,20 +40,50 @@ SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
                  "        # <<< server routes\n")
 BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
                      "        # <<< batch jobs routes\n")
-BATCH_MODELS = (f"    # >>> batch models: {GENERATED}\n", "    # <<< batch models\n")
 SERVER_MODELS = (f"          # >>> server models: {GENERATED}\n",
                  "          # <<< server models\n")
 SERVER_INVOKES = (f"              # >>> server invokes: {GENERATED}\n",
                   "              # <<< server invokes\n")
+GROUP_STAGES = (f"        # >>> group stages: {GENERATED}\n", "        # <<< group stages\n")
 # A keyless route (the console's static files) opts out of the API key and, under ApiAuth
 # AWS_IAM, of the default IAM authorizer (NONE is only valid where there is a default).
 KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
                 "{ApiKeyRequired: false}]")
+# Every model function is named <prefix><model>; the prefix is unique to the deployment (8 hex
+# digits of the root stack's id) and no longer than model_api.catalog.PREFIX_CHARS, so the
+# server function finds any model's function from its name (model_api.catalog).
+PREFIX_PARAMETER = "ModelFunctionPrefix"
+# The server function's events for the model routes it forwards (model_api.router).
+ROUTER_PREFIX = "Router"
+FUNCTION_PREFIX = ('!Join ["", ["model-", !Select [0, !Split ["-", !Select [2, !Split '
+                   '["/", !Ref AWS::StackId]]]], "-"]]')
+# What a group's stack copies from the root template: its REST API and the API's access log.
+GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
+# The root's shared layers, passed to each group as parameters of the same name.
+SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
+# The root's ApiGatewayAccount (or ""), passed on so a group's API is set up after it.
+ACCOUNT_PARAMETER = "ApiGatewayAccount"
+# Conditions only model functions use (the root's own functions do not): declared in each group.
+GROUP_CONDITIONS: dict[str, Any] = {
+    "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
+    "HasProvisionedConcurrency": {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "ProvisionedConcurrency"}, 0]}]},
+}
+
+
+def group_file(group: int) -> str:
+    """A group's template, relative to the repository root."""
+    return f"{STACKS}/models-{group}.yaml"
+
+
+def group_id(group: int) -> str:
+    """A group's nested stack in the root template."""
+    return f"ModelsGroup{group}"
 
 
 def api_events(routes: tuple[Route, ...], model: str | None = None, prefix: str = "") -> str:
-    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in;
-    `prefix` before each event name)."""
+    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in
+    when `model` is given; `prefix` before each event name)."""
     return "".join(
         f"        {prefix}{route.name}:\n"
         f"          Type: Api\n"
@@ -49,46 +93,42 @@ def api_events(routes: tuple[Route, ...], model: str | None = None, prefix: str 
     )
 
 
-def server_models(entries: list[ModelEntry]) -> str:
-    """The server function's MODEL_FUNCTIONS: each model's function and versions, the registry
-    the repository index and server readiness come from (model_api.repository)."""
-    models = ",\n".join(
-        f'            "{e.name}": {{"function": "${{{e.camel}Function}}", "versions": '
-        f'[{", ".join(f'"{v}"' for v in e.versions)}]}}' for e in entries)
-    return f"          MODEL_FUNCTIONS: !Sub >-\n            {{\n{models}}}\n"
+def server_events() -> str:
+    """The server function's events: its own routes, then every model route with the model as a
+    path parameter (`Router<route>`), which it forwards to the model's function."""
+    return api_events(routes_of(SERVER)) + api_events(routes_of(MODEL), prefix=ROUTER_PREFIX)
 
 
-def server_invokes(entries: list[ModelEntry]) -> str:
-    """The server role's one permission beyond logs: invoke each model function's alias live."""
-    if not entries:
-        return ""
-    arns = "".join(f'                  - !Sub "${{{e.camel}Function.Arn}}:live"\n'
-                   for e in entries)
-    return ("              - Effect: Allow  # ask each model version whether it is ready\n"
+def server_models() -> str:
+    """The server function's model functions' name prefix (its catalog layer lists the models)."""
+    return f"          MODEL_FUNCTION_PREFIX: {FUNCTION_PREFIX}\n"
+
+
+def server_invokes() -> str:
+    """The server role's one permission beyond logs: invoke the alias live of any function named
+    with this deployment's model prefix (every model's, however many)."""
+    return ("              - Effect: Allow  # ask each model whether it is ready; forward the "
+            "root API's model routes\n"
             "                Action: lambda:InvokeFunction\n"
-            f"                Resource:\n{arns}")
-
-
-def batch_jobs_events(entries: list[ModelEntry]) -> str:
-    """The batch jobs function's events: its routes that name a model once per model, with
-    the model in the path as a model function's are (API Gateway then routes /v2/models/<name>/
-    by literal resources only, never a `{model}` variable beside them)."""
-    routes = routes_of(BATCH_JOBS)
-    shared = tuple(route for route in routes if not route.per_model)
-    per_model = tuple(route for route in routes if route.per_model)
-    return api_events(shared) + "".join(api_events(per_model, e.name, e.camel) for e in entries)
+            "                Resource: !Sub\n"
+            '                  - "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}'
+            ':function:${Prefix}*:live"\n'
+            f"                  - Prefix: {FUNCTION_PREFIX}\n")
 
 
 def resources(entry: ModelEntry) -> str:
+    """One model's resources in its group's stack (YAML text, paths relative to stacks/)."""
     c, name = entry.camel, entry.name
     events = api_events(routes_of(MODEL), name)
+    reserved = (str(entry.reserved_concurrency) if entry.reserved_concurrency else
+                "!If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]")
     return f"""\
   {c}ModelLayer:
     Type: AWS::Serverless::LayerVersion
     Properties:
       LayerName: !Sub "${{AWS::StackName}}-model-{name}"
       Description: "Model {name}, versions {", ".join(entry.versions)}, at /opt/models/{name}/<version>/."
-      ContentUri: layers/
+      ContentUri: ../layers/
       CompatibleRuntimes: [python3.12]
       RetentionPolicy: Delete
     Metadata:
@@ -105,17 +145,17 @@ def resources(entry: ModelEntry) -> str:
               asynchronous events.
           - id: CKV_AWS_115
             comment: >-
-              Reserved concurrency is opt-in (FunctionReservedConcurrency); new accounts
-              cannot reserve any.
+              Reserved concurrency is opt-in (models.yaml reserved_concurrency, or
+              FunctionReservedConcurrency); new accounts cannot reserve any.
     Properties:
       Description: Open Inference Protocol routes of model {name}.
-      CodeUri: functions/inference/
+      FunctionName: !Sub "${{{PREFIX_PARAMETER}}}{name}"
+      CodeUri: ../functions/inference/
       Handler: app.lambda_handler
       Role: !GetAtt {c}FunctionRole.Arn
       LoggingConfig:
         LogGroup: !Ref {c}FunctionLogGroup
-      ReservedConcurrentExecutions:
-        !If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]
+      ReservedConcurrentExecutions: {reserved}
       Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
       AutoPublishAlias: live
       SnapStart: !If [UseSnapStart, {{ApplyOn: PublishedVersions}}, !Ref AWS::NoValue]
@@ -211,37 +251,229 @@ def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
     return text[:start] + block + text[text.index(end, start) :]
 
 
-def render(entries: list[ModelEntry], template: str) -> str:
-    """The template with its model blocks rendered from `entries`."""
-    template = replace_block(template, RESOURCES, "\n".join(resources(e) for e in entries))
-    template = replace_block(template, SERVER_EVENTS, api_events(routes_of(SERVER)))
-    template = replace_block(template, SERVER_MODELS, server_models(entries))
-    template = replace_block(template, SERVER_INVOKES, server_invokes(entries))
-    template = replace_block(template, BATCH_JOBS_EVENTS, batch_jobs_events(entries))
-    template = replace_block(template, BATCH_MODELS,
-                             f"    Default: {','.join(e.name for e in entries)}\n")
-    return replace_block(template, OUTPUTS, "".join(outputs(e) for e in entries))
+def groups_of(entries: Iterable[ModelEntry]) -> dict[int, list[ModelEntry]]:
+    """The models of each group, in registry order, by group number (ascending)."""
+    found: dict[int, list[ModelEntry]] = {}
+    for entry in entries:
+        found.setdefault(entry.group, []).append(entry)
+    return dict(sorted(found.items()))
+
+
+def _names(node: Any) -> Iterator[tuple[str, str]]:
+    """("ref", name) for each Ref, GetAtt and ${name} in a Sub; ("condition", name) for each
+    condition an Fn::If or a Condition names, anywhere in a parsed template fragment."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                yield "ref", value
+            elif key == "Fn::GetAtt":
+                yield "ref", (value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                for part in text.split("${")[1:]:
+                    yield "ref", part.split("}")[0].split(".")[0]
+            elif key == "Fn::If":
+                yield "condition", value[0]
+            elif key == "Condition" and isinstance(value, str):
+                yield "condition", value
+            yield from _names(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _names(item)
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """yaml's safe dumper that also writes OrderedDicts as plain mappings: SAM CLI's yamlhelper
+    (imported by the local API and the tests) makes the safe loader build them."""
+
+
+_Dumper.add_representer(OrderedDict, lambda dumper, data: dumper.represent_dict(data.items()))
+
+
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader (where PyYAML has it) with CloudFormation's short-form intrinsics
+    read as samtranslator's yaml_parse reads them ({"Fn::If": [...]}): the same documents, about
+    ten times faster than yaml_parse's pure-Python parser on a root of hundreds of models."""
+
+    yaml_constructors: ClassVar[dict[Any, Any]] = dict(
+        yaml.constructor.SafeConstructor.yaml_constructors)
+    yaml_multi_constructors: ClassVar[dict[Any, Any]] = {"!": intrinsics_multi_constructor}
+
+
+def _parse(text: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = yaml.load(text, Loader=_CfnLoader)  # a safe loader
+    return parsed
+
+
+def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) -> str:
+    """The nested stack of one group of models (YAML text): see group_document."""
+    return dump_group(group, group_document(group, entries, root))
+
+
+def dump_group(group: int, document: dict[str, Any]) -> str:
+    header = (f"# {group_file(group)}: generated from models.yaml by `make template`; edit "
+              "models.yaml, not this file.\n"
+              "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """The nested stack of one group of models: its REST API (the root's ModelApi and access log
+    group, copied) and each model's resources, with the root's Parameters, Conditions and
+    Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
+    body: dict[str, Any] = {name: dict(root["Resources"][name]) for name in GROUP_API}
+    # As in the root: a Ref in Metadata orders the access log group (so the stage) after the
+    # account's logging role is set; the root passes the account on as a parameter.
+    body["ModelApiAccessLogGroup"]["Metadata"] = {
+        "AfterApiGatewayAccount": {"Ref": ACCOUNT_PARAMETER}}
+    for entry in entries:
+        body.update(_parse(resources(entry)))
+    body["ModelApi"] = {**body["ModelApi"], "Properties": {
+        **body["ModelApi"]["Properties"],
+        "Description": f"Open Inference Protocol (KServe V2 REST) for the models of group {group}."}}
+    outputs = {
+        "ApiUrl": {"Description": f"Base URL of the API of group {group} (append /v2/...).",
+                   "Value": root["Outputs"]["ApiUrl"]["Value"]},
+        "ApiId": {"Description": f"ID of group {group}'s REST API (the root's usage plan lists "
+                                 "its stage).", "Value": {"Ref": "ModelApi"}},
+        **{f"{e.camel}FunctionName": {
+            "Description": f"Lambda function serving model {e.name} (alias live).",
+            "Value": {"Ref": f"{e.camel}Function"}} for e in entries},
+    }
+    wanted = {"Globals": root.get("Globals", {}), "Resources": body, "Outputs": outputs}
+    known = {**root["Conditions"], **GROUP_CONDITIONS}
+    refs = {name for kind, name in _names(wanted) if kind == "ref"}
+    conditions: dict[str, Any] = {}
+    pending = [name for kind, name in _names(wanted) if kind == "condition"]
+    while pending:
+        name = pending.pop()
+        if name not in conditions:
+            conditions[name] = known[name]
+            for kind, found in _names(conditions[name]):
+                (pending.append(found) if kind == "condition" else refs.add(found))
+    parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
+    for layer in SHARED_LAYERS:
+        parameters[layer] = {"Type": "String",
+                             "Description": f"ARN of the root stack's {layer} version."}
+    parameters[PREFIX_PARAMETER] = {
+        "Type": "String", "AllowedPattern": "^model-[0-9a-f]{8}-$",
+        "Description": "The model functions' name prefix, the same for the whole deployment "
+                       "(the root's; model_api.catalog)."}
+    parameters[ACCOUNT_PARAMETER] = {
+        "Type": "String", "Default": "",
+        "Description": "The root's ApiGatewayAccount when it sets the account's logging role "
+                       "(its API logs only after that), else empty."}
+    document = {
+        "AWSTemplateFormatVersion": root["AWSTemplateFormatVersion"],
+        "Transform": root["Transform"],
+        # Names are left to models.yaml: a group's could pass the description's 1,024 bytes.
+        "Description": f"Group {group} of the model API: {len(entries)} models' REST API and "
+                       "functions (models.yaml lists them). Nested stack of template.yaml.",
+        "Parameters": parameters,
+        "Conditions": dict(sorted(conditions.items())),
+        "Globals": root.get("Globals", {}),
+        "Resources": body,
+        "Outputs": outputs,
+    }
+    return document
+
+
+def group_resource(group: int, parameters: Iterable[str]) -> str:
+    """A group's nested stack in the root template, passing on the parameters it declares."""
+    values = {ACCOUNT_PARAMETER: f'!If [CreateApiGatewayLoggingRole, !Ref {ACCOUNT_PARAMETER}, ""]',
+              PREFIX_PARAMETER: FUNCTION_PREFIX}
+    passed = "".join(f"        {name}: {values.get(name, f'!Ref {name}')}\n"
+                     for name in parameters)
+    return f"""\
+  {group_id(group)}:
+    Type: AWS::Serverless::Application
+    Properties:
+      Location: {group_file(group)}
+      Parameters:
+{passed}"""
+
+
+def group_outputs(group: int) -> str:
+    g = group_id(group)
+    return f"""\
+  {g}ApiUrl:
+    Description: Base URL of the REST API serving the models of group {group} directly (append /v2/models/...; the root's ApiUrl serves them too, through the server function).
+    Value: !GetAtt {g}.Outputs.ApiUrl
+"""
+
+
+def group_stage(group: int) -> str:
+    """A group's API stage in the root's usage plan: the deployment's one API key opens it."""
+    return (f"        - ApiId: !GetAtt {group_id(group)}.Outputs.ApiId\n"
+            f"          Stage: !Ref StageName\n")
+
+
+def render_root(entries: list[ModelEntry], template: str,
+                group_parameters: dict[int, list[str]]) -> str:
+    """template.yaml with its generated blocks for `entries`; `group_parameters` holds the
+    parameters each group's stack declares."""
+    groups = sorted(groups_of(entries))
+    template = replace_block(template, RESOURCES, "\n".join(
+        group_resource(g, group_parameters[g]) for g in groups))
+    template = replace_block(template, SERVER_EVENTS, server_events())
+    template = replace_block(template, SERVER_MODELS, server_models())
+    template = replace_block(template, SERVER_INVOKES, server_invokes())
+    template = replace_block(template, GROUP_STAGES, "".join(group_stage(g) for g in groups))
+    template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
+    return replace_block(template, OUTPUTS, "".join(group_outputs(g) for g in groups))
+
+
+def render(entries: list[ModelEntry], template: str, project: Project = PROJECT,
+           only: set[int] | None = None) -> dict[Path, str]:
+    """The root template and the group stacks for `entries` (path -> text); with `only`, just
+    those groups' stacks (and the root), so a change to one model renders one group."""
+    root = _parse(template)
+    texts: dict[Path, str] = {}
+    parameters: dict[int, list[str]] = {}
+    for group, members in groups_of(entries).items():
+        if only is None or group in only:
+            document = group_document(group, members, root)
+            texts[project.root / group_file(group)] = dump_group(group, document)
+            parameters[group] = list(document["Parameters"])
+        else:  # as the root passes them now: the group's stack is left as it is
+            parameters[group] = list(root["Resources"][group_id(group)]["Properties"]
+                                     ["Parameters"])
+    texts[project.template] = render_root(entries, template, parameters)
+    return texts
+
+
+def stale_groups(entries: list[ModelEntry], project: Project = PROJECT) -> list[Path]:
+    """Group stacks on disk that no group of `entries` has any more."""
+    wanted = {project.root / group_file(g) for g in groups_of(entries)}
+    return sorted(p for p in project.stacks.glob("models-*.yaml") if p not in wanted) \
+        if project.stacks.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--check", action="store_true", help="fail if template.yaml is not up to date"
-    )
+        "--check", action="store_true",
+        help="fail if template.yaml or a stacks/ file is not up to date")
     args = parser.parse_args(argv)
-    current = TEMPLATE.read_text()
-    wanted = render(load(REGISTRY), current)
+    entries = load(REGISTRY)
+    wanted = render(entries, TEMPLATE.read_text())
+    stale = stale_groups(entries)
+    changed = [path for path, text in wanted.items()
+               if not path.exists() or path.read_text() != text]
     if args.check:
-        if wanted != current:
-            print(
-                "template.yaml is out of date with models.yaml: run `make template`",
-                file=sys.stderr,
-            )
+        if changed or stale:
+            print(f"{', '.join(str(p.relative_to(ROOT)) for p in [*changed, *stale])} out of "
+                  "date with models.yaml: run `make template`", file=sys.stderr)
             return 1
         return 0
-    if wanted != current:
-        TEMPLATE.write_text(wanted)
-        print(f"rendered {TEMPLATE.name} from {REGISTRY.name}")
+    for path in changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path])
+        print(f"rendered {path.relative_to(ROOT)} from {REGISTRY.name}")
+    for path in stale:
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)}: its group has no model left")
     return 0
 
 

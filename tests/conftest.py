@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from model_api.catalog import Catalog, CatalogModel
 
 from local_api.background import serving
 from local_api.context import LambdaContext
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "build" / "models"
 EVENTS_DIR = ROOT / "events"
 BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+# Every stack of the deployment: template.yaml (the root), then each group of models' nested stack.
+STACKS = (ROOT / "template.yaml", *sorted((ROOT / "stacks").glob("models-*.yaml")))
 # The venv's own command-line tools, whatever PATH the tests run with.
 SAM = str(Path(sys.executable).parent / "sam")
 CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
@@ -47,6 +50,18 @@ def manifests() -> dict[str, dict[str, Any]]:
     if not found:
         pytest.fail(f"no exported models under {MODELS_DIR}: run `make models` (make test does)")
     return found
+
+
+def catalog_of(*names: str) -> Catalog:
+    """A model catalog of `names`, each with version 1, in group 0."""
+    return Catalog(tuple(CatalogModel(name, ("1",), "1", 0) for name in names))
+
+
+def catalog_file(folder: Path, *names: str) -> str:
+    """The catalog of `names` written as the catalog layer's file; its path (MODEL_CATALOG)."""
+    path = folder / "catalog.json"
+    path.write_text(json.dumps(catalog_of(*names).document()))
+    return str(path)
 
 
 def load_event(path: Path) -> dict[str, Any]:

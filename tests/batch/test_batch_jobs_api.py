@@ -28,6 +28,7 @@ from tests.batch.test_batch_runner import (
     wait_for,
 )
 from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
+from tests.conftest import catalog_of
 
 
 def test_an_issued_job_id_is_its_key_whatever_the_object_version() -> None:
@@ -46,7 +47,7 @@ def test_an_issued_job_id_is_its_key_whatever_the_object_version() -> None:
 
 
 def api(cloud: Cloud) -> JobsApi:
-    return JobsApi(Settings(cloud.bucket, frozenset({MODEL}), 1 << 20, 30), cloud.store,
+    return JobsApi(Settings(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
                    cloud.s3, None)
 
 
@@ -162,7 +163,7 @@ class RecordingBatch:
 def test_delete_terminates_the_batch_job_only_while_it_may_run(
         cloud: Cloud, status: str, batch_job_id: str | None, stopped: bool) -> None:
     batch = RecordingBatch()
-    jobs_api = JobsApi(Settings(cloud.bucket, frozenset({MODEL}), 1 << 20, 30), cloud.store,
+    jobs_api = JobsApi(Settings(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
                        cloud.s3, batch)
     job_id = jobs_api.create(MODEL, None, b'{"size": 10}')["job_id"]
     fields = {"batch_job_id": batch_job_id} if batch_job_id else {}
@@ -183,7 +184,7 @@ def test_an_upload_its_job_cannot_run_fails_that_job(cloud: Cloud) -> None:
     recorded failed with the reason (a PutItem, all the trigger's role may write)."""
     job_id = api(cloud).create(MODEL, None, b'{"size": 10}')["job_id"]
     key = input_key(MODEL, job_id, "jsonl", issued=True)
-    without = trigger.Settings(models=frozenset({"another-model"}), max_bytes=1000)
+    without = trigger.Settings(models=catalog_of("another-model"), max_bytes=1000)
     outcome = trigger.handle(event_for(cloud, key), cloud.store, RecordingSubmitter(), without,
                              "req-1", time.time() + 30)
     record = cloud.store.get(job_id)

@@ -21,9 +21,9 @@ from batch.local import load_handler, object_created_event
 from model_registry.registry import NAME as REGISTRY_NAME
 from model_registry.registry import VERSION as REGISTRY_VERSION
 from tests.batch.conftest import MODEL, Cloud
-from tests.conftest import EVENTS_DIR, LambdaContext
+from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file, catalog_of
 
-SETTINGS = trigger.Settings(models=frozenset({MODEL}), max_bytes=1000)
+SETTINGS = trigger.Settings(models=catalog_of(MODEL), max_bytes=1000)
 
 
 class RecordingSubmitter:
@@ -169,9 +169,11 @@ def test_uploads_that_cannot_run_are_refused(cloud: Cloud, key: str, size: int,
 
 
 def test_the_handler_submits_once_for_the_sample_event(
-        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> None:
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
+        tmp_path: Path) -> None:
     # Given the handler's environment, with the real Batch submitter pointed at a fake client
-    for name, value in {"JOBS_TABLE": cloud.table, "BATCH_MODELS": f"{MODEL},other",
+    for name, value in {"JOBS_TABLE": cloud.table,
+                        "MODEL_CATALOG": catalog_file(tmp_path, MODEL, "other"),
                         "BATCH_BUCKET": cloud.bucket, "BATCH_SUBMITTER": "batch",
                         "BATCH_JOB_QUEUE": "queue", "BATCH_JOB_DEFINITION": "definition"}.items():
         monkeypatch.setenv(name, value)
@@ -246,7 +248,8 @@ def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(
         "print(json.dumps({'batch': batch.__file__,\n"
         "    'outcome': app.lambda_handler(json.loads(sys.argv[1]), ctx)}))\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path)),
-           "JOBS_TABLE": cloud.table, "BATCH_MODELS": MODEL, "BATCH_BUCKET": cloud.bucket,
+           "JOBS_TABLE": cloud.table, "MODEL_CATALOG": catalog_file(tmp_path, MODEL),
+           "BATCH_BUCKET": cloud.bucket,
            "BATCH_SUBMITTER": "batch", "BATCH_JOB_QUEUE": "q", "BATCH_JOB_DEFINITION": "d",
            "POWERTOOLS_TRACE_DISABLED": "true"}
     # When it handles an upload for a model it does not serve

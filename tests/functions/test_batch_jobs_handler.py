@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,7 +19,7 @@ from model_api.routes import BATCH_JOBS, routes_of
 from moto import mock_aws
 
 from batch.local import load_handler
-from tests.conftest import EVENTS_DIR, LambdaContext
+from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file
 
 TABLE = "jobs"
 JOB = "rows-0123456789ab"
@@ -27,10 +28,10 @@ TEMPLATE = json.loads((EVENTS_DIR / "batch" / "get-job.json").read_text())
 
 
 @pytest.fixture
-def jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+def jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
     for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing", "JOBS_TABLE": TABLE,
-                        "BATCH_BUCKET": "batch", "BATCH_MODELS": ",".join(MODELS),
+                        "BATCH_BUCKET": "batch", "MODEL_CATALOG": catalog_file(tmp_path, *MODELS),
                         "POWERTOOLS_TRACE_DISABLED": "true",
                         "POWERTOOLS_METRICS_NAMESPACE": "Test"}.items():
         monkeypatch.setenv(name, value)

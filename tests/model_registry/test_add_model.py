@@ -18,7 +18,7 @@ from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
 from model_registry import add as add_model
-from model_registry import registry
+from model_registry import registry, template
 from model_registry.add import AddError, add, reimport
 from model_registry.registry import ModelEntry, Project
 from tests.conftest import ROOT, LambdaContext
@@ -100,7 +100,8 @@ def test_a_handmade_model_is_served_with_a_manifest_derived_from_its_graph(
     # The file is kept in the repository, recorded by a path relative to it.
     assert entry.files["1"]["path"] == "model_store/hand-scorer/1/model.onnx"
     assert (project.root / entry.files["1"]["path"]).read_bytes() == source.read_bytes()
-    assert "/v2/models/hand-scorer/infer" in project.template.read_text()
+    assert entry.group == 0  # the first group with room
+    assert "/v2/models/hand-scorer/infer" in (project.root / template.group_file(0)).read_text()
     assert (project.events / "hand-scorer" / "version-infer.json").exists()
     assert_same(served(models, entry, "/v2/models/hand-scorer/infer", ROWS, monkeypatch),
                 direct(source, ROWS))

@@ -106,8 +106,8 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
 
     # Then every generated file follows: template, OpenAPI, events, and each event is served
     entries = registry.load(project.registry)
-    assert template.render(entries, project.template.read_text()) == \
-        project.template.read_text()
+    for path, text in template.render(entries, project.template.read_text(), project).items():
+        assert path.read_text() == text, path
     assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
     assert '"/v2/models/mixed-inputs/infer"' in project.openapi.read_text()
     answers = serve_every_event(project, "mixed-inputs", "1", monkeypatch)
@@ -174,3 +174,30 @@ def test_a_refused_add_leaves_every_file_as_it_was(tmp_path: Path, project: Proj
         with pytest.raises(AddError, match=reason):
             add("refused", source, project=project, **kwargs)
         assert snapshot(project) == before, reason
+
+
+def test_adding_a_model_touches_only_its_own_files_and_a_full_group_opens_the_next(
+        tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given groups of 4, so the 4 seed models fill group 0
+    monkeypatch.setattr(registry, "GROUP_SIZE", 4)
+    before = snapshot(project)
+    # When a model is added
+    entry = add("grouped", mixed_inputs(tmp_path / "grouped.onnx"), project=project)
+    # Then it opens group 1: its stack, its events and the files that list every model change,
+    # and no other model's file is rewritten
+    assert entry.group == 1
+    after = snapshot(project)
+    changed = {path for path in after if before.get(path) != after[path]}
+    assert {p for p in changed if not p.startswith(("model_store/grouped/", "build/models/",
+                                                    "events/grouped/"))} == {
+        "models.yaml", "template.yaml", "stacks/models-1.yaml", "docs/openapi.json"}
+    assert "/v2/models/grouped/infer" in (project.stacks / "models-1.yaml").read_text()
+    assert "grouped" not in (project.stacks / "models-0.yaml").read_text()
+    document = json.loads(project.openapi.read_text())
+    assert openapi.render(registry.load(project.registry), exported(project.models_dir)) == \
+        project.openapi.read_text()
+    assert "infer_request.grouped" in document["components"]["schemas"]
+    # And removing it removes its group's stack: the tree is as it was
+    remove("grouped", project=project)
+    assert not (project.stacks / "models-1.yaml").exists()
+    assert snapshot(project) == before

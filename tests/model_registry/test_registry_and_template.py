@@ -11,7 +11,7 @@ from model_api.routes import MODEL, routes_of
 from samcli import yamlhelper
 
 from model_registry import registry, template
-from model_registry.registry import ModelEntry, RegistryError
+from model_registry.registry import ModelEntry, Project, RegistryError
 from tests.conftest import ROOT, SAM
 
 
@@ -44,6 +44,25 @@ def write_registry(path: Path, body: str) -> Path:
         (
             "models:\n  - {name: m, source: seed, versions: ['1'], current: '1', colour: red}\n",
             "colour",
+        ),
+        (
+            "models:\n  - {name: m, source: seed, versions: ['1'], current: '1', group: -1}\n",
+            "group",
+        ),
+        (
+            "models:\n  - {name: m, source: seed, versions: ['1'], current: '1',"
+            " reserved_concurrency: 0}\n",
+            "reserved_concurrency",
+        ),
+        (
+            "models:\n  - {name: m, source: seed, versions: ['1'], current: '1',"
+            " reserved_concurrency: 901}\n",
+            "unreserved",
+        ),
+        (
+            "models:\n" + "".join(f"  - {{name: m{i}, source: seed, versions: ['1'],"
+                                   " current: '1', group: 2}\n" for i in range(26)),
+            "more than 25",
         ),
     ],
 )
@@ -84,29 +103,51 @@ def test_the_committed_template_is_up_to_date_with_the_registry() -> None:
     assert template.main(["--check"]) == 0
 
 
-def test_each_entry_renders_a_layer_function_log_group_alarms_and_routes(tmp_path: Path) -> None:
+def test_each_entry_renders_a_layer_function_log_group_alarms_and_routes_in_its_group(
+        tmp_path: Path) -> None:
     entries = [
         ModelEntry("alpha", "seed", ["1"], "1"),
-        ModelEntry("beta-2", "seed", ["1", "2"], "2"),
+        ModelEntry("beta-2", "seed", ["1", "2"], "2", group=3, reserved_concurrency=7),
     ]
-    rendered = template.render(entries, template.TEMPLATE.read_text())
-    assert template.render(entries, rendered) == rendered  # idempotent
-    out = tmp_path / "template.yaml"
-    out.write_text(rendered)
-    resources = decode(str(out))[0]["Resources"]
-    for camel, name, current in (("Alpha", "alpha", "1"), ("Beta2", "beta-2", "2")):
+    project = Project(tmp_path)
+    rendered = template.render(entries, template.TEMPLATE.read_text(), project)
+    root = rendered[project.template]
+    assert template.render(entries, root, project) == rendered  # idempotent
+    assert sorted(rendered) == sorted([project.template, tmp_path / "stacks/models-0.yaml",
+                                       tmp_path / "stacks/models-3.yaml"])
+    for path, text in rendered.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    root_resources = decode(str(project.template))[0]["Resources"]
+    assert {"ModelsGroup0", "ModelsGroup3"} <= set(root_resources)
+    assert not any(name.endswith("Function") and name.startswith(("Alpha", "Beta"))
+                   for name in root_resources)
+    for camel, name, current, group in (("Alpha", "alpha", "1", 0), ("Beta2", "beta-2", "2", 3)):
+        assert root_resources[f"ModelsGroup{group}"]["Properties"]["Location"] == \
+            f"stacks/models-{group}.yaml"
+        resources = decode(str(tmp_path / f"stacks/models-{group}.yaml"))[0]["Resources"]
         function = resources[f"{camel}Function"]["Properties"]
         assert function["Environment"]["Variables"]["MODEL_VERSION"] == current
         assert function["AutoPublishAlias"] == "live"
         assert len(function["DeploymentPreference"]["Alarms"]) == 2
         assert {e["Properties"]["Path"] for e in function["Events"].values()} == {
             route.for_model(name) for route in routes_of(MODEL)}
+        assert resources["ModelApi"]["Type"] == "AWS::Serverless::Api"
         for suffix in ("ModelLayer", "FunctionLogGroup", "ErrorsAlarm", "ServerErrorsAlarm"):
             assert f"{camel}{suffix}" in resources
-    result = subprocess.run(
-        [SAM, "validate", "--lint", "--template", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    # models.yaml's reserved_concurrency wins over the template-wide parameter
+    beta = decode(str(tmp_path / "stacks/models-3.yaml"))[0]["Resources"]["Beta2Function"]
+    assert beta["Properties"]["ReservedConcurrentExecutions"] == 7
+    alpha = decode(str(tmp_path / "stacks/models-0.yaml"))[0]["Resources"]["AlphaFunction"]
+    assert "Fn::If" in alpha["Properties"]["ReservedConcurrentExecutions"]
+    for path in rendered:
+        result = subprocess.run([SAM, "validate", "--lint", "--template", str(path)],
+                                capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_new_model_joins_the_lowest_group_with_room() -> None:
+    full = [ModelEntry(f"m{i}", "seed", ["1"], "1", group=i // 25) for i in range(50)]
+    assert registry.free_group(full) == 2
+    assert registry.free_group([e for e in full if e.name != "m30"]) == 1
+    assert registry.free_group([]) == 0

@@ -1,16 +1,18 @@
-"""The API part of the stack as CloudFormation deploys it: who may call it, what its functions
-may do, what it logs. Read from the translated template, so SAM's implicit resources count."""
+"""The API part of the deployment as CloudFormation deploys it: who may call it, what its
+functions may do, what it logs. Read from each translated stack (the root and every group of
+models: each group has its own REST API), so SAM's implicit resources count."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from model_api.routes import ROUTES
 
-from tests.conftest import ROOT
-from tests.security.conftest import source_template, translate
+from tests.conftest import ROOT, STACKS
+from tests.security.conftest import TEMPLATE, source_template, translate
 
 MODES = ("API_KEY", "AWS_IAM")
 LOGS_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
@@ -20,11 +22,15 @@ INVOKE = "lambda:InvokeFunction"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 
 
-def inference_functions() -> list[str]:
-    """The functions running the protocol handler: one per model, and ServerFunction."""
-    return [name for name, r in source_template()["Resources"].items()
+def inference_functions(path: Path = TEMPLATE) -> list[str]:
+    """The functions of one stack running the protocol handler: ServerFunction in the root,
+    one per model in each group."""
+    return [name for name, r in source_template(path)["Resources"].items()
             if r["Type"] == "AWS::Serverless::Function"
-            and r["Properties"].get("CodeUri") == "functions/inference/"]
+            and r["Properties"].get("CodeUri", "").endswith("functions/inference/")]
+
+
+STACK_IDS = [path.name for path in STACKS]
 
 
 def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -36,14 +42,17 @@ def as_list(value: Any) -> list[Any]:
 
 
 def test_the_inference_functions_are_found() -> None:
-    functions = inference_functions()
-    assert "ServerFunction" in functions and len(functions) >= 2, functions
+    assert inference_functions() == ["ServerFunction"]
+    models = [f for path in STACKS[1:] for f in inference_functions(path)]
+    assert len(STACKS) >= 2 and len(models) >= 1, models
 
 
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_inference_functions_may_only_write_their_own_logs_and_traces(mode: str) -> None:
-    resources = translate(ApiAuth=mode)["Resources"]
-    for name in inference_functions():
+def test_inference_functions_may_only_write_their_own_logs_and_traces(
+        mode: str, path: Path) -> None:
+    resources = translate(path, ApiAuth=mode)["Resources"]
+    for name in inference_functions(path):
         properties = resources[name]["Properties"]
         role_name = properties["Role"]["Fn::GetAtt"][0]
         log_group = properties["LoggingConfig"]["LogGroup"]["Ref"]
@@ -74,9 +83,10 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(mode: str)
         assert not attached, f"{name}: policies attached to its role from outside: {attached}"
 
 
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str) -> None:
-    resources = translate(ApiAuth=mode)["Resources"]
+def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str, path: Path) -> None:
+    resources = translate(path, ApiAuth=mode)["Resources"]
     body = resources["ModelApi"]["Properties"]["Body"]
     expected = [{"api_key": []}] if mode == "API_KEY" else [{"AWS_IAM": []}]
     methods = [(path, verb, spec) for path, verbs in body["paths"].items()
@@ -101,9 +111,11 @@ def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str) -> None:
         assert not plans and not keys
 
 
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_the_stage_throttles_and_writes_json_access_logs_without_bodies(mode: str) -> None:
-    resources = translate(ApiAuth=mode)["Resources"]
+def test_the_stage_throttles_and_writes_json_access_logs_without_bodies(
+        mode: str, path: Path) -> None:
+    resources = translate(path, ApiAuth=mode)["Resources"]
     (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
     (settings,) = stage["Properties"]["MethodSettings"]
     assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
@@ -117,15 +129,19 @@ def test_the_stage_throttles_and_writes_json_access_logs_without_bodies(mode: st
     assert not any("body" in value.lower() for value in fields.values()), fields
 
 
-def test_kms_key_and_reserved_concurrency_reach_every_inference_function_when_set() -> None:
-    default = translate()["Resources"]
-    hardened = translate(LogKmsKeyArn=KMS_KEY, FunctionReservedConcurrency="5")["Resources"]
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
+def test_kms_key_and_reserved_concurrency_reach_every_inference_function_when_set(
+        path: Path) -> None:
+    default = translate(path)["Resources"]
+    hardened = translate(path, LogKmsKeyArn=KMS_KEY,
+                         FunctionReservedConcurrency="5")["Resources"]
     groups = ["ModelApiAccessLogGroup"] + [
-        default[f]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for f in inference_functions()]
+        default[f]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for f in inference_functions(path)]
     for group in groups:
         assert "KmsKeyId" not in default[group]["Properties"], group
         assert hardened[group]["Properties"]["KmsKeyId"] == KMS_KEY, group
-    for function in inference_functions():
+    for function in inference_functions(path):
         assert "ReservedConcurrentExecutions" not in default[function]["Properties"], function
         assert str(hardened[function]["Properties"]["ReservedConcurrentExecutions"]) == "5"
 
@@ -135,6 +151,16 @@ def test_the_account_logging_role_exists_before_the_stage_logs_and_outlives_the_
         create: str) -> None:
     resources = translate(CreateApiGatewayLoggingRole=create)["Resources"]
     after = resources["ModelApiAccessLogGroup"]["Metadata"]["AfterApiGatewayAccount"]
+    # Each group's stack gets the account as a parameter, and its access log group (so its
+    # stage) waits for it the same way.
+    groups = [name for name, r in resources.items() if r["Type"] == "AWS::CloudFormation::Stack"]
+    assert groups
+    for group in groups:
+        passed = resources[group]["Properties"]["Parameters"]["ApiGatewayAccount"]
+        assert passed == after, group
+    for path in STACKS[1:]:
+        log_group = source_template(path)["Resources"]["ModelApiAccessLogGroup"]
+        assert log_group["Metadata"]["AfterApiGatewayAccount"] == {"Ref": "ApiGatewayAccount"}
     for name in ("ApiGatewayAccount", "ApiGatewayLoggingRole"):
         assert resources[name]["Condition"] == "CreateApiGatewayLoggingRole"
         assert resources[name]["DeletionPolicy"] == "Retain", "other APIs may log through it"

@@ -1,4 +1,5 @@
-"""checkov on the deployed shape of template.yaml: no failed check unless suppressed with a reason.
+"""checkov on the deployed shape of every stack (template.yaml and the model groups' stacks/): no
+failed check unless suppressed with a reason.
 
 Both ApiAuth modes are scanned (they deploy different API resources). Suppressions live in
 .checkov.yaml (stack-wide) or a resource's `Metadata: checkov: skip` (one resource); each needs
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, STACKS
 from tests.security.conftest import (
     CHECKOV_CONFIG,
     checkov_executable,
@@ -31,7 +32,8 @@ MODES = ("API_KEY", "AWS_IAM")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("deployed")
-    files = [write_json(folder / f"{mode}.json", translate(ApiAuth=mode)) for mode in MODES]
+    files = [write_json(folder / f"{path.stem}-{mode}.json", translate(path, ApiAuth=mode))
+             for path in STACKS for mode in MODES]
     command = [str(checkov_executable()), "--config-file", str(CHECKOV_CONFIG), "-o", "json"]
     for path in files:
         command += ["-f", str(path)]
@@ -66,9 +68,10 @@ def config_skips() -> dict[str, str]:
 
 
 def inline_skips() -> dict[tuple[str, str], str]:
-    """(resource, check) -> comment of every `Metadata: checkov: skip` in template.yaml."""
+    """(resource, check) -> comment of every `Metadata: checkov: skip` in every stack."""
     found = {}
-    for name, resource in source_template()["Resources"].items():
+    for name, resource in ((name, resource) for path in STACKS
+                           for name, resource in source_template(path)["Resources"].items()):
         for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", []):
             found[(name, skip["id"])] = str(skip.get("comment") or "").strip()
     return found

@@ -1,19 +1,20 @@
 """SnapStart and provisioned concurrency: template parameters that every model function's alias
-`live` takes, off by default, never both at once (docs/performance.md)."""
+`live` takes (in its group's stack), off by default, never both at once (docs/performance.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cfnlint.decode import decode
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, STACKS
 
 TEMPLATE = ROOT / "template.yaml"
 
 
-def template() -> dict[str, Any]:
-    document, errors = decode(str(TEMPLATE))
+def template(path: Path = TEMPLATE) -> dict[str, Any]:
+    document, errors = decode(str(path))
     assert not errors, errors
     return dict(document)
 
@@ -25,8 +26,7 @@ def test_both_are_parameters_off_by_default() -> None:
 
 
 def test_every_model_function_takes_them_on_its_published_alias() -> None:
-    document = template()
-    models = [f for f in document["Resources"].values()
+    models = [f for path in STACKS for f in template(path)["Resources"].values()
               if f["Type"] == "AWS::Serverless::Function"
               and "MODEL_NAME" in f["Properties"].get("Environment", {}).get("Variables", {})]
     assert models

@@ -1,5 +1,6 @@
-"""template.yaml: valid for SAM and cfn-lint, and one function, one model layer and every
-protocol route for each exported model; the built layers hold what the functions load."""
+"""template.yaml and the model groups' stacks (stacks/): valid for SAM and cfn-lint, and one
+function, one model layer and every protocol route for each exported model, in its group's stack
+with its REST API; the built layers hold what the functions load."""
 
 from __future__ import annotations
 
@@ -13,16 +14,30 @@ import pytest
 from cfnlint.decode import decode
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, routes_of
 
-from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM
+from tests.conftest import BUILT_TEMPLATE, CFN_LINT, ROOT, SAM, STACKS
 
 TEMPLATE = ROOT / "template.yaml"
+STACK_IDS = [path.name for path in STACKS]
+
+
+def stack_resources(path: Path) -> dict[str, Any]:
+    template, errors = decode(str(path))
+    assert not errors, errors
+    resources: dict[str, Any] = template["Resources"]
+    return resources
 
 
 @pytest.fixture(scope="module")
 def resources() -> dict[str, Any]:
-    template, errors = decode(str(TEMPLATE))
-    assert not errors, errors
-    return template["Resources"]
+    """The root stack's resources."""
+    return stack_resources(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def model_resources() -> dict[str, Any]:
+    """The resources of every group's stack (their ModelApi copies are alike)."""
+    return {name: resource for path in STACKS[1:]
+            for name, resource in stack_resources(path).items()}
 
 
 def camel(name: str) -> str:
@@ -34,19 +49,22 @@ def api_routes(function: dict[str, Any]) -> set[tuple[str, str]]:
             for e in function["Properties"]["Events"].values() if e["Type"] == "Api"}
 
 
-def test_sam_validate_lint_passes() -> None:
-    result = subprocess.run([SAM, "validate", "--lint", "--template", str(TEMPLATE)],
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
+def test_sam_validate_lint_passes(path: Path) -> None:
+    result = subprocess.run([SAM, "validate", "--lint", "--template", str(path)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_cfn_lint_passes() -> None:
-    result = subprocess.run([CFN_LINT, str(TEMPLATE)], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([CFN_LINT, *map(str, STACKS)], capture_output=True, text=True,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_each_model_has_its_function_layer_and_routes(
-        resources: dict[str, Any], manifests: dict[str, Any]) -> None:
+        model_resources: dict[str, Any], manifests: dict[str, Any]) -> None:
+    resources = model_resources
     for name in manifests:
         function = resources[f"{camel(name)}Function"]
         layers = [layer["Ref"] for layer in function["Properties"]["Layers"]]
@@ -68,9 +86,10 @@ def test_server_routes(resources: dict[str, Any], manifests: dict[str, Any]) -> 
         for r in routes_of(BATCH_JOBS) for m in models}
 
 
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
 def test_api_requires_a_key_or_sigv4_accepts_binary_and_answers_in_the_error_format(
-        resources: dict[str, Any]) -> None:
-    api = resources["ModelApi"]["Properties"]
+        path: Path) -> None:
+    api = stack_resources(path)["ModelApi"]["Properties"]
     condition, iam, key = api["Auth"]["Fn::If"]  # ApiAuth: AWS_IAM or API_KEY
     assert condition == "UseIamAuth"
     assert iam["DefaultAuthorizer"] == "AWS_IAM"
@@ -86,7 +105,9 @@ def test_api_requires_a_key_or_sigv4_accepts_binary_and_answers_in_the_error_for
     assert statuses["THROTTLED"] == 429
 
 
-def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
+@pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
+def test_every_function_has_a_log_group_with_retention(path: Path) -> None:
+    resources = stack_resources(path)
     functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
     for name, function in functions.items():
         group = resources[f"{name}LogGroup"]["Properties"]
@@ -101,7 +122,8 @@ def test_built_model_layers_hold_the_exported_models_unchanged(manifests: dict[s
     build = BUILT_TEMPLATE.parent
     assert BUILT_TEMPLATE.exists(), "run `make build` (make test does)"
     for name, manifest in manifests.items():
-        folder = build / f"{camel(name)}ModelLayer" / "models" / name / manifest["version"]
+        (layer,) = build.glob(f"*/{camel(name)}ModelLayer")  # in its group's folder
+        folder = layer / "models" / name / manifest["version"]
         built = json.loads((folder / "manifest.json").read_text())
         assert built == manifest
         digest = hashlib.sha256((folder / built["model_file"]).read_bytes()).hexdigest()
@@ -122,5 +144,7 @@ def test_sizes_stay_under_lambdas_limit() -> None:
 
     build = BUILT_TEMPLATE.parent
     shared = size(build / "RuntimeLayer") + size(build / "ServingLayer")
-    for layer in build.glob("*ModelLayer"):
+    layers = list(build.glob("ModelsGroup*/*ModelLayer"))
+    assert layers
+    for layer in layers:
         assert shared + size(layer) < 250 * 1024 * 1024, layer.name

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from model_api import limits
+from model_api.catalog import Catalog, CatalogModel
 from model_api.errors import ModelAPIError
 from model_api.lambda_adapter import create_app
 from model_api.repository import (
@@ -21,8 +22,8 @@ from model_api.repository import (
     InvokedRepository,
     ModelFunction,
     ServiceRepository,
+    for_catalog,
     index_answer,
-    parse_model_functions,
 )
 from model_api.service import InferenceService
 
@@ -158,11 +159,11 @@ def test_a_model_functions_own_index_and_the_refusals(tmp_path: Path) -> None:
         assert "deployed with the stack" in json.loads(answer["body"])["error"]
 
 
-def test_model_functions_come_from_the_rendered_registry() -> None:
-    text = ('{"b": {"function": "BFunction", "versions": ["1", "2"]}, '
-            '"a": {"function": "x", "versions": []}}')
-    assert parse_model_functions(text) == [ModelFunction("a", "x", ()),
-                                           ModelFunction("b", "BFunction", ("1", "2"))]
-    for bad in ('[]', '{"a": {"versions": []}}', '{"a": {"function": "f", "versions": [1]}}'):
-        with pytest.raises(ValueError):
-            parse_model_functions(bad)
+def test_the_server_asks_the_functions_the_catalog_names() -> None:
+    catalog = Catalog((CatalogModel("a", (), "1", 0), CatalogModel("b", ("1", "2"), "2", 1)),
+                      "model-0123abcd-")
+    repository = for_catalog(InferenceService(), catalog)
+    assert isinstance(repository, InvokedRepository)
+    assert repository.models == [ModelFunction("a", "model-0123abcd-a", ()),
+                                 ModelFunction("b", "model-0123abcd-b", ("1", "2"))]
+    assert isinstance(for_catalog(InferenceService(), None), ServiceRepository)

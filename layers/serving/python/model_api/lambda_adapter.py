@@ -24,6 +24,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from model_api import repository as model_repository
 from model_api.console import Console, StaticFile
 from model_api.errors import ModelAPIError
+from model_api.router import ModelRouter, answer_parts
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
@@ -177,12 +178,15 @@ def static_response(found: StaticFile) -> Response:
 
 
 def create_app(service: InferenceService, repository: Repository | None = None,
-               console: Console | None = None) -> APIGatewayRestResolver:
+               console: Console | None = None,
+               router: ModelRouter | None = None) -> APIGatewayRestResolver:
     """A resolver serving the server's and the model's routes for the models `service` holds.
 
     `repository` answers the repository index and server readiness (default: the models
     `service` holds; the server function's asks every model function, see
-    model_api.repository); `console` serves the static pages (default: $CONSOLE_DIR).
+    model_api.repository); `console` serves the static pages (default: $CONSOLE_DIR); with
+    `router` (the server function's), the model routes are forwarded to each model's own
+    function (model_api.router) instead of being served from `service`.
     """
     app = answer_errors(RestApiResolver())
     repository = repository or model_repository.ServiceRepository(service)
@@ -238,6 +242,12 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         "asset": lambda asset: static_response(console.asset(asset)),
         "openapi": lambda: static_response(console.openapi()),
     })
+    if router is not None:
+        def forward(model: str, version: str | None = None) -> Response:
+            status, headers, body = answer_parts(router.forward(model, app.current_event.raw_event))
+            return Response(status_code=status, headers=headers, body=body)
+
+        return bind_routes(app, MODEL, {route.operation: forward for route in routes_of(MODEL)})
     return bind_routes(app, MODEL, {
         "metadata": answer(service.model_metadata),
         "ready": answer(service.model_ready),

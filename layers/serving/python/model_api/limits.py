@@ -118,6 +118,11 @@ REPOSITORY_INVOKE_TIMEOUT_S = 10
 # How long (seconds) the server keeps the index it asked for: health checks every second cost
 # one round of invocations every few seconds, and a deployment's change shows within this.
 REPOSITORY_CACHE_S = 5
+
+# The root API's model routes (model_api.router): the server function waits this long (seconds)
+# for the model function it forwards a request to; API Gateway gives up at 29 s anyway, and the
+# server function's own Timeout (ModelTimeout) bounds it first.
+ROUTER_INVOKE_TIMEOUT_S = 30
 # --- explanations (`/explain`, model_api/explain.py) -------------------------------------
 # Rows of one explain request. Explaining a row costs up to MAX_EXPLAIN_MODEL_ROWS / rows model
 # evaluations (Kernel SHAP: ~8,000 per breast-cancer row by default, ~10 ms on one core), so 64

@@ -6,9 +6,9 @@ The model repository extension is Triton's (`POST /v2/repository/index` answers
 triton-inference-server/server). Two sources give the same index:
 
 - a model function holds its own versions (`service_index`): each is READY or says why not;
-- the server function holds none: it learns the stack's models from `MODEL_FUNCTIONS` (rendered
-  from models.yaml into its environment by `make template`: each model's function and versions)
-  and asks each version's own function through the Lambda Invoke API, with the event API
+- the server function holds none: it learns the deployment's models from the model catalog
+  (model_api.catalog: each model's versions, and its function's name) and asks each version's
+  own function through the Lambda Invoke API, with the event API
   Gateway would send for `GET /v2/models/{model}/versions/{version}/ready`. The model's answer
   is the version's state, so the index, the server's readiness, a model's `/ready` and its
   `/infer` all come from the one check the model function made when it loaded (sha256,
@@ -26,12 +26,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from model_api import limits
+from model_api.catalog import Catalog
 from model_api.errors import BadRequest, ModelAPIError, NotReady
 from model_api.routes import route
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # annotations only: the server function needs neither numpy n
     from model_api.service import InferenceService
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
-MODEL_FUNCTIONS = "MODEL_FUNCTIONS"
 # The alias API Gateway invokes (AutoPublishAlias: live): the index shows what clients get.
 MODEL_ALIAS = "live"
 
@@ -85,22 +85,6 @@ def service_index(service: InferenceService) -> list[IndexEntry]:
     return entries
 
 
-def parse_model_functions(text: str) -> list[ModelFunction]:
-    """MODEL_FUNCTIONS: `{"<model>": {"function": "<name or ARN>", "versions": ["1", ...]}}`;
-    ValueError when it is not that shape."""
-    document = json.loads(text)
-    if not isinstance(document, dict):
-        raise ValueError(f"{MODEL_FUNCTIONS} must be a JSON object of models")
-    found = []
-    for name, spec in sorted(document.items()):
-        if not (isinstance(spec, dict) and isinstance(spec.get("function"), str)
-                and isinstance(spec.get("versions"), list)
-                and all(isinstance(v, str) for v in spec["versions"])):
-            raise ValueError(f"{MODEL_FUNCTIONS}[{name!r}] needs a function name and versions")
-        found.append(ModelFunction(name, spec["function"], tuple(spec["versions"])))
-    return found
-
-
 def ready_event(model: str, version: str) -> dict[str, Any]:
     """The API Gateway REST proxy event of `GET /v2/models/{model}/versions/{version}/ready`,
     as the model function's resolver receives it from the API."""
@@ -121,16 +105,18 @@ def ready_event(model: str, version: str) -> dict[str, Any]:
     }
 
 
-def lambda_invoke(qualifier: str = MODEL_ALIAS) -> Invoke:
+def lambda_invoke(qualifier: str = MODEL_ALIAS,
+                  timeout_s: float = limits.REPOSITORY_INVOKE_TIMEOUT_S) -> Invoke:
     """Invoke a function synchronously with boto3 (imported here: only the server function pays
     for botocore). The endpoint is boto3's own: Lambda's, or AWS_ENDPOINT_URL_LAMBDA where the
-    local API sets it. One attempt, bounded by REPOSITORY_INVOKE_TIMEOUT_S."""
+    local API sets it. One attempt, bounded by `timeout_s` (seconds). Raises RuntimeError when
+    the function itself failed, botocore's errors when it could not be invoked."""
     import boto3
     from botocore.config import Config
 
     client = boto3.client("lambda", config=Config(
         connect_timeout=limits.REPOSITORY_INVOKE_TIMEOUT_S,
-        read_timeout=limits.REPOSITORY_INVOKE_TIMEOUT_S, retries={"max_attempts": 1},
+        read_timeout=timeout_s, retries={"max_attempts": 1},
         max_pool_connections=limits.REPOSITORY_INVOKE_CONCURRENCY))
 
     def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -218,12 +204,12 @@ class ServiceRepository:
 Repository = InvokedRepository | ServiceRepository
 
 
-def from_environment(service: InferenceService,
-                     environ: Mapping[str, str]) -> Repository:
-    """The server function's repository when MODEL_FUNCTIONS is set, else the function's own."""
-    text = environ.get(MODEL_FUNCTIONS)
-    if text:
-        return InvokedRepository(parse_model_functions(text))
+def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
+    """The server function's repository when it has a model catalog (its versions asked of each
+    model's function), else the function's own."""
+    if catalog is not None:
+        return InvokedRepository([ModelFunction(m.name, catalog.function_name(m.name), m.versions)
+                                  for m in catalog.models])
     return ServiceRepository(service)
 
 

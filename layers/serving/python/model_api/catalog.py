@@ -1,0 +1,131 @@
+"""The deployment's model catalog: every model, its versions and its group, and the name of the
+Lambda function that serves it.
+
+A deployment of hundreds of models cannot list them in an environment variable (Lambda allows
+4 KB for all of a function's variables) or a parameter (4,096 bytes), so the functions that need
+every model (the server function's repository index, readiness and model routes; the batch
+trigger and jobs functions) read a catalog file instead: `models.json` in the catalog layer,
+mounted at /opt/catalog (`MODEL_CATALOG`), built by `sam build` from models.yaml
+(`python -m model_registry.catalog`). Its shape:
+
+    {"models": [{"name": "breast-cancer-mlp", "versions": ["1"], "current": "1", "group": 0}]}
+
+Each model function is named `<MODEL_FUNCTION_PREFIX><model>`: the template gives every model
+function and the server function the same prefix (`model-<8 hex digits of the root stack's id>-`),
+so the server finds a function from the model's name alone, and its one IAM statement allows
+invoking `<prefix>*:live`, however many models there are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CATALOG_ENV = "MODEL_CATALOG"
+PREFIX_ENV = "MODEL_FUNCTION_PREFIX"
+DEFAULT_CATALOG = "/opt/catalog/models.json"
+# Lambda function names are at most 64 characters: the prefix takes 15 (`model-` + 8 hex + `-`).
+FUNCTION_NAME_CHARS = 64
+PREFIX_CHARS = 15
+MAX_MODEL_NAME_CHARS = FUNCTION_NAME_CHARS - PREFIX_CHARS
+# An error about an unknown model names the models when there are at most this many.
+LISTED_NAMES = 10
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing or not the shape above; the message says which."""
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """One model of the deployment: its versions (as listed), the current one, and its group
+    (the nested stack and REST API serving it)."""
+
+    name: str
+    versions: tuple[str, ...]
+    current: str
+    group: int
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every model of the deployment (in registry order) and its functions' name prefix."""
+
+    models: tuple[CatalogModel, ...]
+    function_prefix: str = ""
+
+    def names(self) -> frozenset[str]:
+        return frozenset(model.name for model in self.models)
+
+    def unknown(self, name: str) -> str:
+        """Why `name` is not a model here, for an error message: the models, when a few; else
+        where to find them."""
+        names = sorted(self.names())
+        listed = (", ".join(names) if len(names) <= LISTED_NAMES else
+                  f"{len(names)} models, listed by POST /v2/repository/index")
+        return f"unknown model {name!r}; this deployment serves {listed or 'no model'}"
+
+    def find(self, name: str) -> CatalogModel | None:
+        return next((model for model in self.models if model.name == name), None)
+
+    def function_name(self, name: str) -> str:
+        """The Lambda function serving model `name`: `<prefix><name>`."""
+        return self.function_prefix + name
+
+    @classmethod
+    def parse(cls, text: str, function_prefix: str = "") -> Catalog:
+        """A catalog from its JSON text; CatalogError when it is not the documented shape."""
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise CatalogError(f"the model catalog is not JSON: {exc}") from exc
+        items = document.get("models") if isinstance(document, dict) else None
+        if not isinstance(items, list):
+            raise CatalogError('the model catalog must be {"models": [...]}')
+        models = []
+        for item in items:
+            if not (isinstance(item, dict) and isinstance(item.get("name"), str)
+                    and isinstance(item.get("versions"), list)
+                    and all(isinstance(v, str) for v in item["versions"])
+                    and isinstance(item.get("current"), str)
+                    and isinstance(item.get("group"), int)):
+                raise CatalogError(f"model catalog entry {item!r}: needs name, versions, "
+                                   "current and group")
+            models.append(CatalogModel(item["name"], tuple(item["versions"]), item["current"],
+                                       item["group"]))
+        return cls(tuple(models), function_prefix)
+
+    @classmethod
+    def load(cls, path: Path, function_prefix: str = "") -> Catalog:
+        """The catalog file at `path`; CatalogError if it cannot be read or parsed."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CatalogError(f"the model catalog {path} cannot be read: {exc}") from exc
+        return cls.parse(text, function_prefix)
+
+    @classmethod
+    def required(cls, environ: Mapping[str, str]) -> Catalog:
+        """The catalog of a function that cannot run without one (batch trigger and jobs);
+        CatalogError when MODEL_CATALOG is not set."""
+        found = cls.from_environment(environ)
+        if found is None:
+            raise CatalogError(f"{CATALOG_ENV} must name the model catalog file "
+                               f"({DEFAULT_CATALOG} in the catalog layer)")
+        return found
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Catalog | None:
+        """The catalog `MODEL_CATALOG` names, with `MODEL_FUNCTION_PREFIX`; None when the
+        function has no catalog (a model function)."""
+        path = environ.get(CATALOG_ENV)
+        if not path:
+            return None
+        return cls.load(Path(path), environ.get(PREFIX_ENV, ""))
+
+    def document(self) -> dict[str, list[dict[str, object]]]:
+        """The JSON document of this catalog (the file's shape)."""
+        return {"models": [{"name": m.name, "versions": list(m.versions), "current": m.current,
+                            "group": m.group} for m in self.models]}

@@ -1,0 +1,134 @@
+"""Hundreds of models in one deployment: 200 synthetic models (a tiny ONNX graph made here and
+exported through add-model's own import, model_registry.synthetic) render into a root stack and
+one nested stack per group of GROUP_SIZE models; every stack, translated as CloudFormation
+receives it, stays within its quotas with the margins asserted below, and the root grows by a
+constant per model.
+
+Limits and sources: model_registry/quotas.py; the figures are discussed in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from samtranslator.yaml_helper import yaml_parse
+
+from model_registry import openapi, quotas, template
+from model_registry.quotas import GROUP_SIZE, Usage, translate, usage
+from model_registry.registry import ModelEntry, Project, exported
+from model_registry.synthetic import entries as synthetic
+from model_registry.synthetic import export
+
+MODELS = 200
+# Spare room each stack and API keeps at 200 models and at 500 (a fraction of the quota).
+STACK_MARGIN = 0.20
+API_MARGIN = 0.35
+
+
+def measure(text: str) -> Usage:
+    """The stack's use of each quota, in the ApiAuth mode with more resources (API_KEY)."""
+    return usage(translate(yaml_parse(text), {"ApiAuth": "API_KEY"}))
+
+
+ROOT_TEXT = template.TEMPLATE.read_text()
+
+
+def group_text(entries: list[ModelEntry]) -> str:
+    return template.group_template(0, entries, yaml_parse(ROOT_TEXT))
+
+
+# What a group's stack declares, passed on by the root.
+PARAMETERS = list(yaml_parse(group_text(synthetic(1)))["Parameters"])
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, list[ModelEntry]]:
+    """200 models exported (manifest, examples) and every template rendered under tmp_path."""
+    project = Project(tmp_path_factory.mktemp("scale"))
+    entries = synthetic(MODELS)
+    export(entries, project.models_dir)
+    for path, text in template.render(entries, template.TEMPLATE.read_text(), project).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return project, entries
+
+
+def test_200_models_make_a_root_and_one_stack_per_group(
+        deployment: tuple[Project, list[ModelEntry]]) -> None:
+    project, entries = deployment
+    stacks = sorted(project.stacks.glob("models-*.yaml"))
+    assert len(stacks) == math.ceil(MODELS / GROUP_SIZE) == 8
+    # Every group holds the same resources but for the models' names (one is translated below);
+    # cfn-lint reads the real stacks in test_template.
+    # (The renderer writes intrinsics in their long form: no tags, so libyaml's loader reads it.)
+    shapes = {len(yaml.load(path.read_text(), Loader=yaml.CSafeLoader)["Resources"])
+              for path in stacks}
+    assert len(shapes) == 1, shapes
+    # The OpenAPI document renders from the same 200 exports.
+    document = json.loads(openapi.render(entries, exported(project.models_dir)))
+    assert f"/v2/models/{entries[-1].name}/infer" in document["paths"]
+
+
+@pytest.fixture(scope="module")
+def measured(deployment: tuple[Project, list[ModelEntry]]) -> dict[str, tuple[str, Usage]]:
+    """The root and a full group's stack, translated: name -> (text, usage). Every group holds
+    the same resources but for the models' names (test above), so one stands for all."""
+    project, _ = deployment
+    return {path.name: (path.read_text(), measure(path.read_text()))
+            for path in [project.template, project.stacks / "models-0.yaml"]}
+
+
+def test_every_stack_and_rest_api_is_within_its_quota_with_room_to_spare(
+        measured: dict[str, tuple[str, Usage]]) -> None:
+    for where, (text, found) in measured.items():
+        assert found.resources <= quotas.STACK_RESOURCES * (1 - STACK_MARGIN), (where, found)
+        assert found.outputs <= quotas.STACK_OUTPUTS * (1 - STACK_MARGIN), where
+        assert found.parameters <= quotas.STACK_PARAMETERS * (1 - STACK_MARGIN), where
+        assert len(text.encode()) <= quotas.TEMPLATE_S3_BYTES * (1 - STACK_MARGIN), where
+        assert found.body_bytes <= quotas.TEMPLATE_S3_BYTES * (1 - STACK_MARGIN), where
+        for api, count in found.api_resources.items():
+            assert count <= quotas.API_RESOURCES * (1 - API_MARGIN), (where, api, count)
+        # SAM adds one permission per route: 6 statements, far under the 20 KB policy.
+        assert max(found.permissions.values()) <= 6, found.permissions
+
+
+def test_a_full_group_costs_15_stack_resources_and_7_api_resources_per_model(
+        measured: dict[str, tuple[str, Usage]]) -> None:
+    one, (_, full) = measure(group_text(synthetic(1))), measured["models-0.yaml"]
+    per_model = (full.resources - one.resources) / (GROUP_SIZE - 1)
+    (api_one,), (api_full,) = one.api_resources.values(), full.api_resources.values()
+    assert per_model == 15
+    assert (api_full - api_one) / (GROUP_SIZE - 1) == 7
+    assert full.resources == one.resources + 15 * (GROUP_SIZE - 1) <= 400
+    assert api_full <= 180
+
+
+def test_the_root_grows_by_a_constant_per_model_up_to_500() -> None:
+    """Root stack at 25, 50, ... 500 models: one nested stack and two outputs per group, the
+    model's name in the BatchModels list, nothing else."""
+    sizes = {}
+    for count in (GROUP_SIZE, 2 * GROUP_SIZE, 100, MODELS, 250, 275, 500):
+        root = template.render_root(synthetic(count), ROOT_TEXT,
+                                    dict.fromkeys(range(count // GROUP_SIZE), PARAMETERS))
+        sizes[count] = (measure(root), len(root.encode()))
+        if count == MODELS:
+            # The batch trigger's model list is the one per-model item of the root; it is a
+            # parameter value and a Lambda environment variable, both capped at 4 KB.
+            listed = yaml_parse(root)["Parameters"]["BatchModels"]["Default"]
+            assert len(listed.encode()) <= quotas.PARAMETER_VALUE_BYTES
+    first, _ = sizes[GROUP_SIZE]
+    for count, (found, _) in sizes.items():
+        groups = count // GROUP_SIZE
+        assert found.resources == first.resources + (groups - 1), count
+        assert found.outputs == first.outputs + 2 * (groups - 1), count
+        assert found.parameters == first.parameters
+        assert found.api_resources == first.api_resources  # the server API only
+    # The same bytes for every group of 25 models, but for the group number's digits.
+    per_group = {(sizes[c][1] - sizes[GROUP_SIZE][1]) / (c // GROUP_SIZE - 1)
+                 for c in sizes if c > GROUP_SIZE}
+    assert max(per_group) - min(per_group) <= 8, per_group
+    assert sizes[500][0].resources <= quotas.STACK_RESOURCES * 0.2
+    assert sizes[500][1] <= quotas.TEMPLATE_S3_BYTES * 0.1
