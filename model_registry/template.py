@@ -2,8 +2,7 @@
 
 template.yaml is the root stack: its `# >>> ...` blocks are generated (one nested stack per group
 of models, their API stages in the usage plan and their URLs, the server and batch jobs
-functions' API events, the model functions' name prefix and the server's permission to invoke
-them); the rest (the root API, shared layers, batch) is written by hand and keeps its comments.
+functions' API events); the rest (the root API, shared layers, batch) is written by hand and keeps its comments.
 Each group of at most GROUP_SIZE models (models.yaml `group`) is one generated nested stack,
 stacks/models-<group>.yaml: its own REST API (a copy of the root's ModelApi, with the Parameters
 and Conditions it uses; the root's one API key and usage plan cover it), and each model's
@@ -40,23 +39,17 @@ SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
                  "        # <<< server routes\n")
 BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
                      "        # <<< batch jobs routes\n")
-SERVER_MODELS = (f"          # >>> server models: {GENERATED}\n",
-                 "          # <<< server models\n")
-SERVER_INVOKES = (f"              # >>> server invokes: {GENERATED}\n",
-                  "              # <<< server invokes\n")
 GROUP_STAGES = (f"        # >>> group stages: {GENERATED}\n", "        # <<< group stages\n")
 # A keyless route (the console's static files) opts out of the API key and, under ApiAuth
 # AWS_IAM, of the default IAM authorizer (NONE is only valid where there is a default).
 KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
                 "{ApiKeyRequired: false}]")
-# Every model function is named <prefix><model>; the prefix is unique to the deployment (8 hex
-# digits of the root stack's id) and no longer than model_api.catalog.PREFIX_CHARS, so the
-# server function finds any model's function from its name (model_api.catalog).
+# Every model function is named <ModelFunctionPrefix><model> (the root's parameter, passed to
+# each group), so the server function finds any model's function from its name alone
+# (model_api.catalog).
 PREFIX_PARAMETER = "ModelFunctionPrefix"
 # The server function's events for the model routes it forwards (model_api.router).
 ROUTER_PREFIX = "Router"
-FUNCTION_PREFIX = ('!Join ["", ["model-", !Select [0, !Split ["-", !Select [2, !Split '
-                   '["/", !Ref AWS::StackId]]]], "-"]]')
 # What a group's stack copies from the root template: its REST API and the API's access log.
 GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
 # The root's shared layers, passed to each group as parameters of the same name.
@@ -97,23 +90,6 @@ def server_events() -> str:
     """The server function's events: its own routes, then every model route with the model as a
     path parameter (`Router<route>`), which it forwards to the model's function."""
     return api_events(routes_of(SERVER)) + api_events(routes_of(MODEL), prefix=ROUTER_PREFIX)
-
-
-def server_models() -> str:
-    """The server function's model functions' name prefix (its catalog layer lists the models)."""
-    return f"          MODEL_FUNCTION_PREFIX: {FUNCTION_PREFIX}\n"
-
-
-def server_invokes() -> str:
-    """The server role's one permission beyond logs: invoke the alias live of any function named
-    with this deployment's model prefix (every model's, however many)."""
-    return ("              - Effect: Allow  # ask each model whether it is ready; forward the "
-            "root API's model routes\n"
-            "                Action: lambda:InvokeFunction\n"
-            "                Resource: !Sub\n"
-            '                  - "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}'
-            ':function:${Prefix}*:live"\n'
-            f"                  - Prefix: {FUNCTION_PREFIX}\n")
 
 
 def resources(entry: ModelEntry) -> str:
@@ -356,10 +332,6 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
     for layer in SHARED_LAYERS:
         parameters[layer] = {"Type": "String",
                              "Description": f"ARN of the root stack's {layer} version."}
-    parameters[PREFIX_PARAMETER] = {
-        "Type": "String", "AllowedPattern": "^model-[0-9a-f]{8}-$",
-        "Description": "The model functions' name prefix, the same for the whole deployment "
-                       "(the root's; model_api.catalog)."}
     parameters[ACCOUNT_PARAMETER] = {
         "Type": "String", "Default": "",
         "Description": "The root's ApiGatewayAccount when it sets the account's logging role "
@@ -381,10 +353,10 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
 
 def group_resource(group: int, parameters: Iterable[str]) -> str:
     """A group's nested stack in the root template, passing on the parameters it declares."""
-    values = {ACCOUNT_PARAMETER: f'!If [CreateApiGatewayLoggingRole, !Ref {ACCOUNT_PARAMETER}, ""]',
-              PREFIX_PARAMETER: FUNCTION_PREFIX}
-    passed = "".join(f"        {name}: {values.get(name, f'!Ref {name}')}\n"
-                     for name in parameters)
+    passed = "".join(
+        f"        {name}: !If [CreateApiGatewayLoggingRole, !Ref {name}, \"\"]\n"
+        if name == ACCOUNT_PARAMETER else f"        {name}: !Ref {name}\n"
+        for name in parameters)
     return f"""\
   {group_id(group)}:
     Type: AWS::Serverless::Application
@@ -417,8 +389,6 @@ def render_root(entries: list[ModelEntry], template: str,
     template = replace_block(template, RESOURCES, "\n".join(
         group_resource(g, group_parameters[g]) for g in groups))
     template = replace_block(template, SERVER_EVENTS, server_events())
-    template = replace_block(template, SERVER_MODELS, server_models())
-    template = replace_block(template, SERVER_INVOKES, server_invokes())
     template = replace_block(template, GROUP_STAGES, "".join(group_stage(g) for g in groups))
     template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
     return replace_block(template, OUTPUTS, "".join(group_outputs(g) for g in groups))

@@ -8,6 +8,7 @@ import copy
 import json
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +18,9 @@ from batch import jobs, notify, state
 from batch.aws import client
 from batch.local import load_handler
 from batch.submit import BatchSubmitter
-from tests.batch.conftest import Cloud
+from tests.batch.conftest import MODEL, Cloud
 from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
-from tests.conftest import EVENTS_DIR, LambdaContext
+from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file
 
 EVENT = json.loads((EVENTS_DIR / "batch" / "job-state-change.json").read_text())
 
@@ -156,8 +157,10 @@ def moto_batch_queue(endpoint: str) -> tuple[str, str]:
 
 
 def test_the_jobs_api_never_shows_running_a_job_batch_failed_or_forgot(
-        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext) -> None:
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
+        tmp_path: Path) -> None:
     monkeypatch.setenv("JOBS_TABLE", cloud.table)
+    monkeypatch.setenv("MODEL_CATALOG", catalog_file(tmp_path, MODEL))
     monkeypatch.setattr(state, "RECONCILE_AFTER_SECONDS", 0)  # every record is stale
     queue, definition = moto_batch_queue(cloud.endpoint)
     # Given three jobs the table shows running: one Batch knows (submitted by the real

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from model_registry.registry import load
 from tests.conftest import ROOT
 
 
@@ -124,6 +123,12 @@ def test_batch_functions_have_log_groups_and_the_jobs_route(resources: dict[str,
     assert event["RestApiId"] == {"Ref": "ModelApi"}
 
 
-def test_batch_models_are_registered_models(template: dict[str, Any]) -> None:
-    listed = template["Parameters"]["BatchModels"]["Default"].split(",")
-    assert set(listed) <= {entry.name for entry in load()}
+def test_the_batch_functions_read_the_models_from_the_catalog_layer(
+        resources: dict[str, Any]) -> None:
+    # However many models: no list of them in a parameter or an environment variable
+    for function in ("BatchTriggerFunction", "BatchJobsFunction"):
+        properties = resources[function]["Properties"]
+        assert {"Ref": "CatalogLayer"} in properties["Layers"]
+        assert properties["Environment"]["Variables"]["MODEL_CATALOG"] == \
+            "/opt/catalog/models.json"
+        assert "BATCH_MODELS" not in properties["Environment"]["Variables"]

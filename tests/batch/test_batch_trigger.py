@@ -201,8 +201,10 @@ def test_the_handler_submits_once_for_the_sample_event(
 
 
 def test_jobs_api_returns_the_record_or_404(cloud: Cloud, monkeypatch: pytest.MonkeyPatch,
-                                            lambda_context: LambdaContext) -> None:
+                                            lambda_context: LambdaContext,
+                                            tmp_path: Path) -> None:
     monkeypatch.setenv("JOBS_TABLE", cloud.table)
+    monkeypatch.setenv("MODEL_CATALOG", catalog_file(tmp_path, MODEL))
     handle(cloud, event_for(cloud), RecordingSubmitter())
     job_id = parse_key(cloud.bucket, f"batch/input/{MODEL}/rows.jsonl", "v1").job_id
     app = load_handler("batch_jobs")

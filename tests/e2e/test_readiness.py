@@ -8,6 +8,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,21 +22,29 @@ from tests.security.test_model_integrity import flip_a_byte
 TAMPERED = "breast-cancer-mlp"
 
 
+def link_all_but(source: Path, target: Path, kept: str) -> None:
+    """`target` holds `source`'s folders as links and its files as copies, except `kept`."""
+    target.mkdir(exist_ok=True)
+    for entry in source.iterdir():
+        if entry.name == kept:
+            continue
+        if entry.is_dir():
+            (target / entry.name).symlink_to(entry)
+        else:
+            shutil.copy(entry, target / entry.name)
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     # Given the built stack with one model's file changed inside its layer (every other built
     # folder is linked, not copied)
     build = tmp_path_factory.mktemp("tampered-build")
-    layer = "BreastCancerMlpModelLayer"
-    for entry in BUILT_TEMPLATE.parent.iterdir():
-        if entry.name == layer:
-            shutil.copytree(entry, build / layer)
-        elif entry.is_dir():
-            (build / entry.name).symlink_to(entry)
-        else:
-            shutil.copy(entry, build / entry.name)
-    current = next(e.current for e in registry.load() if e.name == TAMPERED)
-    flip_a_byte(build / layer / "models" / TAMPERED / current / "model.onnx")
+    entry = next(e for e in registry.load() if e.name == TAMPERED)
+    group, layer = f"ModelsGroup{entry.group}", f"{entry.camel}ModelLayer"
+    link_all_but(BUILT_TEMPLATE.parent, build, group)
+    link_all_but(BUILT_TEMPLATE.parent / group, build / group, layer)
+    shutil.copytree(BUILT_TEMPLATE.parent / group / layer, build / group / layer)
+    flip_a_byte(build / group / layer / "models" / TAMPERED / entry.current / "model.onnx")
     log = tmp_path_factory.mktemp("tampered-api") / "server.log"
     with local_api_server(log, template=build / "template.yaml") as (client, _):
         yield client

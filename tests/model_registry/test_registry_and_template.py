@@ -11,6 +11,7 @@ from model_api.routes import MODEL, routes_of
 from samcli import yamlhelper
 
 from model_registry import registry, template
+from model_registry.quotas import GROUP_SIZE
 from model_registry.registry import ModelEntry, Project, RegistryError
 from tests.conftest import ROOT, SAM
 
@@ -55,14 +56,19 @@ def write_registry(path: Path, body: str) -> Path:
             "reserved_concurrency",
         ),
         (
+            f"models:\n  - {{name: {'m' * 50}, source: seed, versions: ['1'], current: '1'}}\n",
+            "at most 49 characters",
+        ),
+        (
             "models:\n  - {name: m, source: seed, versions: ['1'], current: '1',"
             " reserved_concurrency: 901}\n",
             "unreserved",
         ),
         (
             "models:\n" + "".join(f"  - {{name: m{i}, source: seed, versions: ['1'],"
-                                   " current: '1', group: 2}\n" for i in range(26)),
-            "more than 25",
+                                   " current: '1', group: 2}\n"
+                                   for i in range(GROUP_SIZE + 1)),
+            f"more than {GROUP_SIZE}",
         ),
     ],
 )
@@ -147,7 +153,8 @@ def test_each_entry_renders_a_layer_function_log_group_alarms_and_routes_in_its_
 
 
 def test_a_new_model_joins_the_lowest_group_with_room() -> None:
-    full = [ModelEntry(f"m{i}", "seed", ["1"], "1", group=i // 25) for i in range(50)]
+    full = [ModelEntry(f"m{i}", "seed", ["1"], "1", group=i // GROUP_SIZE)
+            for i in range(2 * GROUP_SIZE)]
     assert registry.free_group(full) == 2
-    assert registry.free_group([e for e in full if e.name != "m30"]) == 1
+    assert registry.free_group([e for e in full if e.name != f"m{GROUP_SIZE + 3}"]) == 1
     assert registry.free_group([]) == 0

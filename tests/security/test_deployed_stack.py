@@ -71,21 +71,31 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
             if set(as_list(statement["Action"])) & LOGS_ACTIONS:
                 assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
             if INVOKE in as_list(statement["Action"]):
+                # Only the alias live of this deployment's model functions (named with its
+                # prefix: below), however many models there are.
                 assert as_list(statement["Action"]) == [INVOKE]
-                models = [f for f in inference_functions() if f != "ServerFunction"]
-                # (SAM CLI's offline AWS::LanguageExtensions pass leaves a Sub's text bare)
-                assert [r.get("Fn::Sub") if isinstance(r, dict) else r
-                        for r in statement["Resource"]] == [f"${{{f}.Arn}}:live"
-                                                            for f in models], name
+                assert statement["Resource"] == (
+                    "arn:aws:lambda:us-east-1:123456789012:function:model-api-*:live"), name
         attached = [p for p, r in resources.items()
                     if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
                     and {"Ref": role_name} in r["Properties"].get("Roles", [])]
         assert not attached, f"{name}: policies attached to its role from outside: {attached}"
 
 
+@pytest.mark.parametrize("path", STACKS[1:], ids=STACK_IDS[1:])
+def test_every_model_function_is_named_with_the_prefix_the_server_may_invoke(
+        path: Path) -> None:
+    resources = translate(path, ModelFunctionPrefix="model-api-")["Resources"]
+    for name in inference_functions(path):
+        model = source_template(path)["Resources"][name]["Properties"]["Environment"][
+            "Variables"]["MODEL_NAME"]
+        assert resources[name]["Properties"]["FunctionName"] == f"model-api-{model}", name
+
+
 @pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str, path: Path) -> None:
+    root = path.name == TEMPLATE.name
     resources = translate(path, ApiAuth=mode)["Resources"]
     body = resources["ModelApi"]["Properties"]["Body"]
     expected = [{"api_key": []}] if mode == "API_KEY" else [{"AWS_IAM": []}]
@@ -103,12 +113,15 @@ def test_every_route_needs_the_api_key_or_a_sigv4_signature(mode: str, path: Pat
         assert "credentials" not in spec["x-amazon-apigateway-integration"], path
     plans = of_type(resources, "AWS::ApiGateway::UsagePlan")
     keys = of_type(resources, "AWS::ApiGateway::ApiKey")
-    if mode == "API_KEY":
+    if not root:  # a group's API: the root's one key and usage plan cover it
+        assert not plans and not keys
+    elif mode == "API_KEY":
         (plan,) = plans.values()
         assert plan["Properties"]["Throttle"] and plan["Properties"]["Quota"]["Period"] == "DAY"
         assert len(keys) == 1 and of_type(resources, "AWS::ApiGateway::UsagePlanKey")
-    else:
-        assert not plans and not keys
+    else:  # declared for API_KEY only: UseApiKey is false under AWS_IAM
+        for found in (*plans.values(), *keys.values()):
+            assert found["Condition"] == "UseApiKey"
 
 
 @pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)

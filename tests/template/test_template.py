@@ -76,14 +76,28 @@ def test_each_model_has_its_function_layer_and_routes(
 
 
 def test_server_routes(resources: dict[str, Any], manifests: dict[str, Any]) -> None:
+    # The root API serves the server's routes, and every model route with the model as a path
+    # parameter (forwarded by the server function, model_api.router): no model is named in
+    # the root, so it does not grow with the models; the groups' APIs name them.
     assert api_routes(resources["ServerFunction"]) == {
-        (r.method, r.path) for r in routes_of(SERVER)}
-    # A jobs route naming a model is declared once per model, with the name in the path (as a
-    # model function's routes are), never as a {model} variable beside those literal paths.
-    models = list(manifests)
-    assert models and api_routes(resources["BatchJobsFunction"]) == {
-        (r.method, r.for_model(m) if r.per_model else r.path)
-        for r in routes_of(BATCH_JOBS) for m in models}
+        (r.method, r.path) for r in (*routes_of(SERVER), *routes_of(MODEL))}
+    assert api_routes(resources["BatchJobsFunction"]) == {
+        (r.method, r.path) for r in routes_of(BATCH_JOBS)}
+
+
+def test_one_key_and_usage_plan_cover_the_root_api_and_every_groups(
+        resources: dict[str, Any]) -> None:
+    plan = resources["ModelApiUsagePlan"]
+    assert plan["Condition"] == "UseApiKey" and plan["Properties"]["Quota"]["Limit"]
+    assert plan["Properties"]["Throttle"]["RateLimit"] == {"Ref": "ThrottleRateLimit"}
+    stages = [stage["ApiId"] for stage in plan["Properties"]["ApiStages"]]
+    groups = sorted(name for name, r in resources.items()
+                    if r["Type"] == "AWS::Serverless::Application")
+    assert groups and stages == [{"Ref": "ModelApi"},
+                                 *({"Fn::GetAtt": [g, "Outputs.ApiId"]} for g in groups)]
+    key = resources["ModelApiUsagePlanKey"]["Properties"]
+    assert key["KeyId"] == {"Ref": "ModelApiApiKey"}
+    assert key["UsagePlanId"] == {"Ref": "ModelApiUsagePlan"}
 
 
 @pytest.mark.parametrize("path", STACKS, ids=STACK_IDS)
@@ -94,7 +108,7 @@ def test_api_requires_a_key_or_sigv4_accepts_binary_and_answers_in_the_error_for
     assert condition == "UseIamAuth"
     assert iam["DefaultAuthorizer"] == "AWS_IAM"
     assert key["ApiKeyRequired"] is True
-    assert key["UsagePlan"]["Throttle"] and key["UsagePlan"]["Quota"]
+    assert "UsagePlan" not in key  # the root's one usage plan covers every API: below
     assert api["BinaryMediaTypes"] == ["*~1*"]
     for kind, response in api["GatewayResponses"].items():
         body = response["ResponseTemplates"]["application/json"]

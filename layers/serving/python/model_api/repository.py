@@ -206,10 +206,11 @@ Repository = InvokedRepository | ServiceRepository
 
 def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
     """The server function's repository when it has a model catalog (its versions asked of each
-    model's function), else the function's own."""
+    model's function; models by name), else the function's own."""
     if catalog is not None:
-        return InvokedRepository([ModelFunction(m.name, catalog.function_name(m.name), m.versions)
-                                  for m in catalog.models])
+        return InvokedRepository([
+            ModelFunction(m.name, catalog.function_name(m.name), m.versions)
+            for m in sorted(catalog.models, key=lambda m: m.name)])
     return ServiceRepository(service)
 
 
