@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from samtranslator.yaml_helper import yaml_parse
 
 from bench.common import BUILT_TEMPLATE
-from local_api.background import HOST, serving
+from local_api.background import HOST, server_pid, serving, tree_rss_mb
 from model_registry import synthetic, template
 from model_registry.add import add
 from model_registry.quotas import translate, usage
@@ -58,30 +57,6 @@ def _render_translate(project: Project) -> dict[str, Any]:
             "largest_api_resources": max(n for u in groups for n in u.api_resources.values())}
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (ps), MB."""
-    table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    rows = [tuple(int(v) for v in line.split()) for line in table if line.strip()]
-    children: dict[int, list[int]] = {}
-    for child, parent, _ in rows:
-        children.setdefault(parent, []).append(child)
-    rss = {p: kb for p, _, kb in rows}
-    pending, total = [pid], 0
-    while pending:
-        current = pending.pop()
-        total += rss.get(current, 0)
-        pending += children.get(current, [])
-    return round(total / 1024, 1)
-
-
-def _server_pid(port: int) -> int:
-    """The pid listening on `port` (the serve process background.serving started)."""
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    return int(out.split("pid=")[1].split(",")[0])
-
-
 def _get(port: int, path: str) -> int:
     connection = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
@@ -98,41 +73,13 @@ def _memory(built: Path, models: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     with serving(built, subprocess.DEVNULL) as port:
         start_s = round(time.perf_counter() - started, 1)
-        pid = _server_pid(port)
-        idle = _tree_rss_mb(pid)
+        pid = server_pid(port)
+        idle = tree_rss_mb(pid)
         called = models[:IN_USE]
         statuses = [_get(port, f"/v2/models/{name}/ready") for name in called]
         return {"models": len(models), "start_s": start_s, "idle_mb": idle,
                 "in_use": len(called),
-                "with_workers_mb": _tree_rss_mb(pid), "statuses": statuses}
-
-
-def _built_like(project: Project, work: Path) -> Path:
-    """The project's templates pointing at built code, as `sam build` would leave them: the
-    seed build's inference code, runtime and serving layers; one model layer folder per model
-    (models/<name>/1, the synthetic export). Returns the root template's path."""
-    build = BUILT_TEMPLATE.parent
-    root = yaml_parse(project.template.read_text())
-    for logical_id, resource in root["Resources"].items():
-        for key in ("CodeUri", "ContentUri"):
-            if key in (resource.get("Properties") or {}):
-                resource["Properties"][key] = str(build / logical_id)
-    for path in sorted(project.stacks.glob("models-*.yaml")):
-        stack = yaml_parse(path.read_text())
-        for logical_id, resource in stack["Resources"].items():
-            properties = resource.get("Properties") or {}
-            if resource["Type"] == "AWS::Serverless::Function":
-                properties["CodeUri"] = str(build / "ServerFunction")
-            elif logical_id.endswith("ModelLayer"):
-                model = properties["LayerName"]["Fn::Sub"].rsplit("-model-", 1)[1]
-                layer = work / "layers" / model / "models" / model
-                layer.parent.mkdir(parents=True, exist_ok=True)
-                layer.symlink_to(project.models_dir / model)
-                properties["ContentUri"] = str(work / "layers" / model)
-        path.write_text(json.dumps(stack))
-    built = project.root / "built.json"
-    built.write_text(json.dumps(root))
-    return built
+                "with_workers_mb": tree_rss_mb(pid), "statuses": statuses}
 
 
 def run() -> dict[str, Any]:
@@ -146,7 +93,7 @@ def run() -> dict[str, Any]:
             results["templates"][count] = _render_translate(project)
             results["add_model_s"][count] = round(_add_seconds(project, model), 2)
         served = synthetic.project(work / "served", SERVED)
-        built = _built_like(served, work)
+        built = synthetic.built_like(served, BUILT_TEMPLATE.parent, work)
         results["memory"] = {
             "seed": _memory(BUILT_TEMPLATE, [e.name for e in load()]),
             "synthetic": _memory(built, [e.name for e in load(served.registry)])}

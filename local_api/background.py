@@ -52,10 +52,11 @@ def wait_until_answering(port: int, process: subprocess.Popen[bytes], path: str,
 
 @contextmanager
 def serving(template: Path, output: IO[str] | int, *,
-            max_workers: int | None = None, api_key: str | None = None) -> Iterator[int]:
+            max_workers: int | None = None, api_key: str | None = None,
+            extra: tuple[str, ...] = ()) -> Iterator[int]:
     """Serve `template` on a free port until the block ends; yields the port once
-    /v2/health/live answers (with `api_key`, every keyed route needs it as x-api-key). The
-    server's output goes to `output` (a file or DEVNULL)."""
+    /v2/health/live answers (with `api_key`, every keyed route needs it as x-api-key; `extra`:
+    more `serve` options). The server's output goes to `output` (a file or DEVNULL)."""
     port = free_port()
     command = [sys.executable, "-m", "local_api", "serve", "--template", str(template),
                "--host", HOST, "--port", str(port)]
@@ -63,6 +64,7 @@ def serving(template: Path, output: IO[str] | int, *,
         command += ["--max-workers", str(max_workers)]
     if api_key is not None:
         command += ["--api-key", api_key]
+    command += extra
     path = os.pathsep.join(filter(None, (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))))
     server = subprocess.Popen(command, cwd=PROJECT_ROOT,
                               env={**os.environ, "PYTHONPATH": path},
@@ -77,3 +79,27 @@ def serving(template: Path, output: IO[str] | int, *,
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (ps), MB."""
+    table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    rows = [tuple(int(v) for v in line.split()) for line in table if line.strip()]
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in rows:
+        children.setdefault(parent, []).append(child)
+    rss = {p: kb for p, _, kb in rows}
+    pending, total = [pid], 0
+    while pending:
+        current = pending.pop()
+        total += rss.get(current, 0)
+        pending += children.get(current, [])
+    return round(total / 1024, 1)
+
+
+def server_pid(port: int) -> int:
+    """The pid listening on `port` (the serve process background.serving started)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])

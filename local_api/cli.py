@@ -22,9 +22,10 @@ from typing import Any
 
 from local_api import gateway, sandbox
 from local_api.lambda_endpoint import LocalLambda
-from local_api.template import TemplateSpec, default_template_path, load_template
+from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
     IDLE_TIMEOUT_S,
+    MAX_LIVE_WORKERS,
     MAX_WORKERS,
     FunctionError,
     FunctionPool,
@@ -58,11 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
                        help="the local account's concurrency limit per function (worker "
                             "processes); past it an invocation is throttled, as in Lambda")
+    serve.add_argument("--max-live-workers", type=int, default=MAX_LIVE_WORKERS,
+                       help="workers alive at once over every function: to start one more, the "
+                            "idle worker unused longest is stopped (memory stays bounded with "
+                            "hundreds of models)")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped")
     serve.add_argument("--no-batch", dest="batch", action="store_false",
                        help="do not start the batch path's local AWS (S3, DynamoDB, "
                             "EventBridge on moto) for the asynchronous jobs routes")
+    serve.add_argument("--root-api", action="store_true",
+                       help="serve only the root stack's API, as its deployed URL does: every "
+                            "model route goes through the server function to the model's "
+                            "(default: every API of the deployment on one port, a group's "
+                            "literal model routes first)")
     serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
                        help="API Gateway's integration timeout in seconds")
     invoke.add_argument("function", help="logical id of the function in the template")
@@ -98,13 +108,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     spec = load_template(args.template)
+    if args.root_api:
+        spec = root_api_only(spec)
     local_lambda = LocalLambda.create(args.host, args.port)
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
                                     local_lambda.environment(), overrides)
         api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
-                                                 local_lambda))
+                                                 args.max_live_workers, local_lambda))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"

@@ -35,12 +35,14 @@ from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
 from local_api.worker import (
     IDLE_TIMEOUT_S,
+    MAX_LIVE_WORKERS,
     MAX_WORKERS,
     FunctionError,
     FunctionPool,
     RequestTooLarge,
     Reservation,
     Throttled,
+    WorkerBudget,
 )
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Settings:
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
     max_workers: int = MAX_WORKERS
     idle_timeout: float = IDLE_TIMEOUT_S
+    max_live_workers: int = MAX_LIVE_WORKERS
     # Lambda's Invoke API for the functions themselves (None: not offered).
     local_lambda: LocalLambda | None = None
 
@@ -132,8 +135,10 @@ class LocalApi:
         self.spec = spec
         self.settings = settings
         self.routes = RouteTable(spec.routes)
+        self.budget = WorkerBudget(settings.max_live_workers)
         self.pools = {
-            name: FunctionPool(sandbox, _concurrency(sandbox, settings), settings.idle_timeout)
+            name: FunctionPool(sandbox, _concurrency(sandbox, settings), settings.idle_timeout,
+                               self.budget)
             for name, sandbox in sandboxes.items()}
         # Invocations still running after API Gateway stopped waiting for them (they run on, as
         # in Lambda); kept so that they are not garbage-collected and their errors are read.
@@ -305,6 +310,9 @@ class LocalApi:
                 "runs on") from None
         except RequestTooLarge as error:
             raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Lambda: {error}") from None
+        except Throttled as error:  # no worker could start: the live worker limit, all busy
+            raise gateway.GatewayError(
+                "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}") from None
         except FunctionError as error:
             raise gateway.GatewayError("INTEGRATION_FAILURE", f"function error {error}") from None
         except events.MalformedAnswer as error:

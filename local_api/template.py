@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class FunctionSpec:
     timeout: int
     memory_size: int
     reserved_concurrency: int | None = None  # ReservedConcurrentExecutions, when a number
+    stack_path: str = ""  # the nested stack that declares it ("" for the root, ModelsGroup0)
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ def load_template(template: str | os.PathLike[str] | None = None,
                 (_whole_number(((stack.resources.get(fn.name) or {}).get("Properties") or {})
                                .get("ReservedConcurrentExecutions")) for stack in stacks
                  if fn.name in stack.resources), None),
+            stack_path=fn.stack_path,
         )
 
     api = ApiProvider(stacks).api
@@ -224,3 +226,12 @@ def load_template(template: str | os.PathLike[str] | None = None,
         gateway_responses=responses,
         minimum_compression_size=compression,
     )
+
+
+def root_api_only(spec: TemplateSpec) -> TemplateSpec:
+    """`spec` with only the root stack's routes (what the deployed root ApiUrl serves): a model
+    route is then the root API's `/v2/models/{model}/...`, which the server function forwards to
+    the model's function (model_api.router), instead of the group API's literal route. Every
+    function still runs: the forwarded invocations reach them."""
+    root = {name for name, function in spec.functions.items() if not function.stack_path}
+    return replace(spec, routes=[route for route in spec.routes if route.function_id in root])

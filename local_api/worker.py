@@ -37,6 +37,11 @@ MAX_WORKERS = 4
 # Seconds an idle worker is kept. Lambda reclaims idle execution environments after a period it
 # does not publish (minutes); five minutes keeps a working session warm and frees memory after.
 IDLE_TIMEOUT_S = 300.0
+# Workers alive at once over every function (the local account's concurrency): a deployment of
+# hundreds of models holds at most this many in memory (~60-150 MB each), however many models
+# its requests touch; see WorkerBudget.
+MAX_LIVE_WORKERS = 16
+BUDGET_POLL_S = 0.05  # how often a start waiting for room looks for an idle worker again
 # The pipe must hold an answer over the response limit, so that it can be refused as Lambda does.
 _READ_LIMIT = 4 * RESPONSE_LIMIT
 
@@ -168,6 +173,49 @@ class Reservation:
         self.released = False
 
 
+class WorkerBudget:
+    """At most `limit` workers alive over every pool that shares it. To start one more, the
+    least recently used idle worker of any function is stopped first (Lambda reclaims idle
+    execution environments too); when every live worker is busy, the start waits for one to
+    come free, up to the function's timeout, then is `Throttled` (Lambda's account-wide
+    concurrency limit). Memory is then bounded by `limit` workers, not by the functions the
+    template declares."""
+
+    def __init__(self, limit: int = MAX_LIVE_WORKERS) -> None:
+        if limit < 1:
+            raise ValueError("the live worker limit must be at least 1")
+        self.limit = limit
+        self.pools: list[FunctionPool] = []
+        self.starting = 0  # workers being started (counted before they are up)
+        self.evicted = 0  # idle workers stopped to make room, since the start
+
+    def live(self) -> int:
+        return self.starting + sum(len(pool._all) for pool in self.pools)
+
+    async def make_room(self, wait_s: float) -> None:
+        """Until one more worker fits: stop the idle worker that has waited longest, or wait
+        (at most `wait_s` seconds) for a busy one to come free; Throttled past that. The
+        caller then counts its start in `starting`."""
+        deadline = time.monotonic() + wait_s
+        while self.live() >= self.limit:
+            waiting = [(pool._idle[0][1], index) for index, pool in enumerate(self.pools)
+                       if pool._idle]
+            if not waiting:
+                if time.monotonic() >= deadline:
+                    raise Throttled(f"all {self.limit} live workers of the local API stayed "
+                                    f"busy for {wait_s:g} s (python -m local_api serve "
+                                    "--max-live-workers)")
+                await asyncio.sleep(BUDGET_POLL_S)
+                continue
+            pool = self.pools[min(waiting)[1]]
+            worker, _ = pool._idle.pop(0)
+            pool._all.discard(worker)
+            self.evicted += 1
+            LOG.info("stopping an idle %s worker: the local API holds at most %d workers",
+                     pool.sandbox.function.logical_id, self.limit)
+            await worker.stop()
+
+
 class FunctionPool:
     """A function's execution environments (workers) under Lambda's concurrency rules.
 
@@ -176,11 +224,17 @@ class FunctionPool:
       waits for a worker is bounded.
     - An invocation runs to its end or to the function's Timeout, whoever stopped waiting for it.
     - A worker idle for `idle_timeout` seconds is stopped (Lambda reclaims idle environments).
+    - Workers start on the function's first invocation, never before; with a `budget` shared by
+      every pool, at most its limit are alive over all functions (WorkerBudget).
     """
 
     def __init__(self, sandbox: Sandbox, concurrency: int = MAX_WORKERS,
-                 idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT_S, budget: WorkerBudget | None = None
+                 ) -> None:
         self.sandbox = sandbox
+        self.budget = budget
+        if budget is not None:
+            budget.pools.append(self)
         self.concurrency = concurrency
         self.idle_timeout = idle_timeout
         self.running = 0
@@ -243,9 +297,16 @@ class FunctionPool:
         return None
 
     async def _start(self) -> Worker:
-        self.started += 1
-        worker = await Worker.start(
-            self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}")
+        if self.budget is not None:
+            await self.budget.make_room(self.sandbox.function.timeout)
+            self.budget.starting += 1
+        try:
+            self.started += 1
+            worker = await Worker.start(
+                self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}")
+        finally:
+            if self.budget is not None:
+                self.budget.starting -= 1
         self._all.add(worker)
         return worker
 

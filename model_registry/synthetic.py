@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+from samtranslator.yaml_helper import yaml_parse
 
+from model_registry import catalog
 from model_registry.add import import_version
 from model_registry.changes import derived
 from model_registry.quotas import GROUP_SIZE
-from model_registry.registry import ROOT, ModelEntry, Project, exported
+from model_registry.registry import ROOT, ModelEntry, Project, exported, load
 
 HEADER = "# A synthetic registry (model_registry.synthetic).\n"
 
@@ -71,3 +73,35 @@ def project(root: Path, count: int) -> Project:
     export(models, project.models_dir)
     derived(project, models, exported(project.models_dir)).apply()
     return project
+
+
+def built_like(project: Project, build: Path, work: Path) -> Path:
+    """The project's templates pointing at built code, as `sam build` would leave them: the
+    inference code, runtime, serving and console layers of the seed build in `build`
+    (.aws-sam/build); the project's model catalog, and one model layer folder per model
+    (models/<name>/1, the synthetic export), written under `work`. Returns the root
+    template's path (JSON), which the local API serves."""
+    catalog.write(load(project.registry), work / "catalog" / "catalog" / "models.json")
+    root = yaml_parse(project.template.read_text())
+    for logical_id, resource in root["Resources"].items():
+        for key in ("CodeUri", "ContentUri"):
+            if key in (resource.get("Properties") or {}):
+                resource["Properties"][key] = str(build / logical_id)
+        if logical_id == "CatalogLayer":
+            resource["Properties"]["ContentUri"] = str(work / "catalog")
+    for path in sorted(project.stacks.glob("models-*.yaml")):
+        stack = yaml_parse(path.read_text())
+        for logical_id, resource in stack["Resources"].items():
+            properties = resource.get("Properties") or {}
+            if resource["Type"] == "AWS::Serverless::Function":
+                properties["CodeUri"] = str(build / "ServerFunction")
+            elif logical_id.endswith("ModelLayer"):
+                model = properties["LayerName"]["Fn::Sub"].rsplit("-model-", 1)[1]
+                layer = work / "layers" / model / "models" / model
+                layer.parent.mkdir(parents=True, exist_ok=True)
+                layer.symlink_to(project.models_dir / model)
+                properties["ContentUri"] = str(work / "layers" / model)
+        path.write_text(json.dumps(stack))
+    built = project.root / "built.json"
+    built.write_text(json.dumps(root))
+    return built

@@ -69,13 +69,13 @@ def load_event(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def local_api_server(log: Path, template: Path = BUILT_TEMPLATE,
-                     api_key: str | None = None) -> Iterator[tuple[httpx.Client, int]]:
+def local_api_server(log: Path, template: Path = BUILT_TEMPLATE, api_key: str | None = None,
+                     extra: tuple[str, ...] = ()) -> Iterator[tuple[httpx.Client, int]]:
     """The local API over the built template (or `template`) on a free port of 127.0.0.1, as a
     user runs it after `make serve`: yields a client and the port once it answers, then stops it
     with Ctrl-C. It must exit without a traceback: requests may be refused, never crash it."""
     assert template.exists(), "run `make build` (make test does)"
-    with log.open("w") as out, serving(template, out, api_key=api_key) as port:
+    with log.open("w") as out, serving(template, out, api_key=api_key, extra=extra) as port:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         try:
             yield client, port

@@ -340,3 +340,37 @@ def test_a_cold_start_longer_than_the_gateway_timeout_still_warms_a_worker(
     finally:
         output = running.stop()
     assert output.count("cold start: EchoFunction") == 1, output
+
+
+def test_the_live_workers_are_bounded_over_every_function(tmp_path: Path) -> None:
+    """With --max-live-workers 2: a third function's first call stops the idle worker that
+    waited longest (memory is bounded by the workers alive, not by the functions declared);
+    with both live workers busy, it waits for one to come free."""
+    running = start_server(tmp_path, "--max-live-workers", "2")
+    try:
+        a_pid = int(running.client.get("/a").text.split()[2])
+        b_pid = int(running.client.get("/b").text.split()[2])
+        assert running.client.get("/echo").status_code == 201  # a third function
+        deadline = time.monotonic() + 10
+        while "stopping an idle CounterA worker" not in running.log.read_text():
+            assert time.monotonic() < deadline, running.log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):
+            os.kill(a_pid, 0)
+        os.kill(b_pid, 0)  # the more recently used one is still alive
+        with ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(running.client.get, path, params={"sleep": "1.5"})
+                    for path in ("/one", "/echo")]
+            deadline = time.monotonic() + 10
+            while running.log.read_text().count("cold start: OneAtATime") < 1:
+                assert time.monotonic() < deadline, running.log.read_text()[-3000:]
+                time.sleep(0.05)
+            started = time.monotonic()
+            waited = running.client.get("/a")
+            elapsed = time.monotonic() - started
+            assert [f.result().status_code for f in busy] == [201, 201]
+        assert waited.status_code == 200 and waited.text.split()[1] == "1"  # a cold start
+        assert elapsed >= 0.5  # it waited for a busy worker to come free
+    finally:
+        running.stop()

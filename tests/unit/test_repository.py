@@ -137,9 +137,31 @@ def test_the_index_is_kept_for_its_cache_time_and_asked_in_parallel(
             inside[0] -= 1
         return {"statusCode": 200, "body": '{"ready": true}'}
 
-    many = [ModelFunction(f"m{i}", f"F{i}", ("1",)) for i in range(20)]
+    many = [ModelFunction(f"m{i}", f"F{i}", ("1",))
+            for i in range(2 * limits.REPOSITORY_INVOKE_CONCURRENCY)]
     assert all(e.state == READY for e in InvokedRepository(many, slow).index())
     assert most[0] == limits.REPOSITORY_INVOKE_CONCURRENCY
+
+
+def test_the_index_of_hundreds_of_models_answers_within_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given 500 models, three of which are cold (their answer takes longer than the deadline)
+    monkeypatch.setattr(limits, "REPOSITORY_INDEX_DEADLINE_S", 0.5)
+    cold = {"F7", "F250", "F499"}
+
+    def answer(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(2 if function in cold else 0.001)
+        return {"statusCode": 200, "body": '{"ready": true}'}
+
+    many = [ModelFunction(f"m{i:03d}", f"F{i}", ("1",)) for i in range(500)]
+    started = time.monotonic()
+    index = InvokedRepository(many, answer).index()
+    # Then it answers by the deadline: every warm one READY, the cold ones listed with why
+    assert time.monotonic() - started < 1.5
+    assert [e.name for e in index] == [m.name for m in many]
+    late = [e for e in index if e.state != READY]
+    assert {e.name for e in late} == {"m007", "m250", "m499"}
+    assert all("did not answer within 0.5 s" in e.reason for e in late)
 
 
 def test_a_model_functions_own_index_and_the_refusals(tmp_path: Path) -> None:

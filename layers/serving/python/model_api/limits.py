@@ -106,9 +106,15 @@ BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_
                              BATCH_MAX_TENSOR_ELEMENTS, binary=False,
                              bigger="split it over several lines")
 # The server function's model repository (model_api.repository): it asks every model version's
-# own function whether it is ready (one Lambda Invoke each). At most this many at once: the
-# index of tens of models takes a few round trips, and the server's 256 MB stays enough.
-REPOSITORY_INVOKE_CONCURRENCY = 8
+# own function whether it is ready (one Lambda Invoke each). At most this many at once: a
+# deployment of 500 models is 8 rounds, a few seconds warm; each thread waits on the network,
+# so the server's 256 MB stays enough.
+REPOSITORY_INVOKE_CONCURRENCY = 64
+
+# The whole index waits at most this long (seconds), within the server function's own Timeout
+# (ModelTimeout, 15 s by default) and API Gateway's 29 s: a version whose function has not
+# answered by then (a cold start among hundreds) is listed UNAVAILABLE with that reason.
+REPOSITORY_INDEX_DEADLINE_S = 10
 
 # One readiness invocation waits at most this long (seconds): a model function's cold start
 # (imports and model load, docs/performance.md) is 1-3 s; past this the version is listed as

@@ -13,8 +13,9 @@ triton-inference-server/server). Two sources give the same index:
   is the version's state, so the index, the server's readiness, a model's `/ready` and its
   `/infer` all come from the one check the model function made when it loaded (sha256,
   session, signature). Invocations run in parallel (at most
-  `limits.REPOSITORY_INVOKE_CONCURRENCY`), each within `limits.REPOSITORY_INVOKE_TIMEOUT_S`,
-  and the index is kept `limits.REPOSITORY_CACHE_S` seconds.
+  `limits.REPOSITORY_INVOKE_CONCURRENCY`), each within `limits.REPOSITORY_INVOKE_TIMEOUT_S`, all
+  within `limits.REPOSITORY_INDEX_DEADLINE_S`, and the index is kept
+  `limits.REPOSITORY_CACHE_S` seconds.
 
 The local API runs the same code: it gives its functions a Lambda endpoint
 (`AWS_ENDPOINT_URL_LAMBDA`, boto3's own setting) that invokes its local functions.
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,8 +158,15 @@ class InvokedRepository:
                 self._invoke = lambda_invoke()
             asked = [(model, version) for model in self.models for version in model.versions]
             workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
-            with ThreadPoolExecutor(workers, thread_name_prefix="repository") as pool:
-                entries = list(pool.map(lambda pair: self._ask(*pair), asked))
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")
+            futures = [pool.submit(self._ask, model, version) for model, version in asked]
+            finished, _ = wait(futures, timeout=limits.REPOSITORY_INDEX_DEADLINE_S)
+            pool.shutdown(wait=False, cancel_futures=True)  # the late ones answer no one
+            late = (f"its function did not answer within {limits.REPOSITORY_INDEX_DEADLINE_S} s "
+                    "(cold starts of many models at once): ask again")
+            entries = [future.result() if future in finished else
+                       IndexEntry(model.name, version, UNAVAILABLE, late)
+                       for future, (model, version) in zip(futures, asked, strict=True)]
             self._cached = (now, entries)
             return entries
 
