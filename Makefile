@@ -102,15 +102,16 @@ $(BUILT): $(VENV)/.installed build/models/.exported template.yaml $(wildcard sta
 	@$(STEP) "sam build: the layers (runtime trimmed, serving, console, one per model) and the functions" \
 		sam build --parameter-overrides Architecture=$(ARCH)
 
-validate: setup ## sam validate --lint (cfn-lint included)
+validate: setup ## sam validate --lint (cfn-lint included) on template.yaml and every group's stack
 	sam validate --lint
+	@for stack in stacks/models-*.yaml; do sam validate --lint --template "$$stack" || exit 1; done
 
 # Checked before the set-up (minutes on a fresh clone), so a port in use is said first.
 port-free:
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
 
-serve: port-free build ## Serve every function of the template on http://127.0.0.1:PORT (3000) without Docker; the console at /, asynchronous jobs included (API_KEY=k to require x-api-key)
-	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)")
+serve: port-free build ## Serve every function of the template and its groups on http://127.0.0.1:PORT (3000) without Docker; the console at /, asynchronous jobs included (API_KEY=k to require x-api-key; ROOT_API=1: the root API alone, models through the server function)
+	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)") $(if $(ROOT_API),--root-api)
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
 # no registry can be reached: --invoke-image that image --skip-pull-image.
