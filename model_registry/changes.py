@@ -10,13 +10,14 @@ file in step with models.yaml, so `make test` is green with no other command.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from model_registry import events, openapi, registry, template
 from model_registry.registry import Locate, ModelEntry, Project
@@ -97,7 +98,7 @@ def _known_schemas(project: Project, changed: set[str]) -> dict[str, Any]:
     """The previous OpenAPI document's request schemas of the models that did not change."""
     if not project.openapi.exists():
         return {}
-    schemas: dict[str, Any] = json.loads(project.openapi.read_text())["components"]["schemas"]
+    schemas: dict[str, Any] = orjson.loads(project.openapi.read_bytes())["components"]["schemas"]
     return {key: schema for key, schema in schemas.items()
             if key.split(".", 1)[0] in ("infer_request", "explain_request")
             and key.split(".", 1)[1] not in changed}

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 from model_api import limits
 from model_api.datatypes import DATATYPES
 from model_api.explain import output_specs
@@ -323,7 +324,8 @@ def render(entries: list[ModelEntry] | None = None,
                           "description": "ApiAuth AWS_IAM: AWS Signature Version 4.",
                           "x-amazon-apigateway-authtype": "awsSigv4"}}},
     }
-    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+    # json.dumps(indent=2)'s text (same bytes), with orjson's C encoder.
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
