@@ -52,7 +52,8 @@ PREFIX_PARAMETER = "ModelFunctionPrefix"
 ROUTER_PREFIX = "Router"
 # What a group's stack copies from the root template: its REST API and the API's access log.
 GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
-# The root's shared layers, passed to each group as parameters of the same name.
+# The root's shared layers, declared again in each group (their `sam build` reuses one build:
+# layers/Makefile): a layer passed down as a parameter is not found by `sam local invoke`.
 SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
 # The root's ApiGatewayAccount (or ""), passed on so a group's API is set up after it.
 ACCOUNT_PARAMETER = "ApiGatewayAccount"
@@ -299,6 +300,10 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
     group, copied) and each model's resources, with the root's Parameters, Conditions and
     Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
     body: dict[str, Any] = {name: dict(root["Resources"][name]) for name in GROUP_API}
+    for layer in SHARED_LAYERS:  # paths are relative to the template: stacks/ is one down
+        found = root["Resources"][layer]
+        body[layer] = {**found, "Properties": {
+            **found["Properties"], "ContentUri": f"../{found['Properties']['ContentUri']}"}}
     # As in the root: a Ref in Metadata orders the access log group (so the stage) after the
     # account's logging role is set; the root passes the account on as a parameter.
     body["ModelApiAccessLogGroup"]["Metadata"] = {
@@ -329,9 +334,6 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
             for kind, found in _names(conditions[name]):
                 (pending.append(found) if kind == "condition" else refs.add(found))
     parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
-    for layer in SHARED_LAYERS:
-        parameters[layer] = {"Type": "String",
-                             "Description": f"ARN of the root stack's {layer} version."}
     parameters[ACCOUNT_PARAMETER] = {
         "Type": "String", "Default": "",
         "Description": "The root's ApiGatewayAccount when it sets the account's logging role "

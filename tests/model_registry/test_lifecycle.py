@@ -109,7 +109,7 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
     for path, text in template.render(entries, project.template.read_text(), project).items():
         assert path.read_text() == text, path
     assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
-    assert '"/v2/models/mixed-inputs/infer"' in project.openapi.read_text()
+    assert '"#/components/schemas/infer_request.mixed-inputs"' in project.openapi.read_text()
     answers = serve_every_event(project, "mixed-inputs", "1", monkeypatch)
     example = json.loads((project.models_dir / "mixed-inputs" / "1" / "examples.json")
                          .read_text())["inputs"]
