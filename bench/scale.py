@@ -77,6 +77,8 @@ def _memory(built: Path, models: list[str]) -> dict[str, Any]:
         idle = tree_rss_mb(pid)
         called = models[:IN_USE]
         statuses = [_get(port, f"/v2/models/{name}/ready") for name in called]
+        if any(status != 200 for status in statuses):  # a broken build measures nothing
+            raise RuntimeError(f"the models' /ready answered {statuses} on {built}")
         return {"models": len(models), "start_s": start_s, "idle_mb": idle,
                 "in_use": len(called),
                 "with_workers_mb": tree_rss_mb(pid), "statuses": statuses}

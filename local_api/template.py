@@ -165,9 +165,10 @@ def load_template(template: str | os.PathLike[str] | None = None,
     bases = {stack.stack_path: Path(stack.location).resolve().parent for stack in stacks}
 
     functions: dict[str, FunctionSpec] = {}
-    # locate_layer_nested: a layer passed down as a nested stack's parameter is found where the
-    # parent stack defines it (how SAM CLI resolves the model groups' RuntimeLayer).
-    provider = SamFunctionProvider(stacks, use_raw_codeuri=True, locate_layer_nested=True)
+    # As `sam local invoke` reads them: a function's layers are those its own stack declares
+    # (a layer passed down to a nested stack as a parameter would be taken for an ARN), which is
+    # why every group of models declares the shared layers itself.
+    provider = SamFunctionProvider(stacks, use_raw_codeuri=True)
     for fn in provider.get_all():
         base = bases.get(fn.stack_path, path.parent)
         if fn.packagetype != "Zip" or not (fn.runtime or "").startswith("python"):

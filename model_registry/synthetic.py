@@ -101,6 +101,8 @@ def built_like(project: Project, build: Path, work: Path) -> Path:
                 layer.parent.mkdir(parents=True, exist_ok=True)
                 layer.symlink_to(project.models_dir / model)
                 properties["ContentUri"] = str(work / "layers" / model)
+            elif "ContentUri" in properties:  # a shared layer, declared again in each group
+                properties["ContentUri"] = str(build / logical_id)
         path.write_text(json.dumps(stack))
     built = project.root / "built.json"
     built.write_text(json.dumps(root))
