@@ -6,12 +6,13 @@ Everything else derives from `ROUTES`: the Powertools resolvers (`lambda_adapter
 the template's API events (`model_registry.template`), the events/ fixtures
 (`model_registry.events`), docs/openapi.json (`model_registry.openapi`) and the tests. A route is
 served by one kind of function: the server function (health, server metadata), each model's own
-function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin), or the
-batch jobs function. Adding a per-model route is one `ModelOperation` here, its handler in the
-serving library and its tests. The batch jobs function serves the asynchronous jobs: created
-under a model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or at
-`/v2/batch/jobs/{job_id}`; the template declares its routes that name a model once per model
-(`per_model`), like a model function's.
+function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin: on its
+group's API with the model's name in the path, and on the root API with `{model}`, where the
+server function forwards them to the model's function, model_api.router), or the batch jobs
+function. Adding a per-model route is one `ModelOperation` here, its handler in the serving
+library and its tests. The batch jobs function serves the asynchronous jobs: created under a
+model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or at
+`/v2/batch/jobs/{job_id}`, on the root API.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class Route:
 
     @property
     def per_model(self) -> bool:
-        """Whether the path is under a model's (`/v2/models/{model}...`): the template and
-        OpenAPI list it once per model, with the model's name in it."""
+        """Whether the path is under a model's (`/v2/models/{model}...`), the model a path
+        parameter."""
         return self.path.startswith(MODEL_PATH)
 
     @property
