@@ -301,7 +301,9 @@ def render(entries: list[ModelEntry] | None = None,
             "title": "Serverless model API (Open Inference Protocol, KServe V2 REST)",
             "version": "2",
             "description": (
-                "Every model of the stack behind API Gateway. Limits: request body "
+                "Every model of the deployment behind API Gateway: at the root API's URL "
+                "(ApiUrl) through the server function, or at its group's URL "
+                "(ModelsGroup<g>ApiUrl) directly. Limits: request body "
                 f"{limits.MAX_REQUEST_BYTES} bytes at a function (API Gateway: 10 MB), answer "
                 f"{limits.MAX_RESPONSE_BYTES} bytes, {limits.MAX_ROWS} rows and "
                 f"{limits.MAX_TENSOR_ELEMENTS} elements per input, {limits.MAX_BYTES_ELEMENT} "
