@@ -83,15 +83,16 @@ def test_200_models_make_a_root_and_one_stack_per_group(
 
 @pytest.fixture(scope="module")
 def measured(deployment: tuple[Project, list[ModelEntry]]) -> dict[str, tuple[str, Usage]]:
-    """The root and a full group's stack, translated: name -> (text, usage). Every group holds
-    the same resources but for the models' names (test above), so one stands for all."""
+    """Every stack of the deployment, translated as CloudFormation receives it: the root and
+    each group's (name -> (text, usage))."""
     project, _ = deployment
     return {path.name: (path.read_text(), measure(path.read_text()))
-            for path in [project.template, project.stacks / "models-0.yaml"]}
+            for path in [project.template, *sorted(project.stacks.glob("models-*.yaml"))]}
 
 
 def test_every_stack_and_rest_api_is_within_its_quota_with_room_to_spare(
         measured: dict[str, tuple[str, Usage]]) -> None:
+    assert len(measured) == 1 + MODELS // GROUP_SIZE
     for where, (text, found) in measured.items():
         assert found.resources <= quotas.STACK_RESOURCES * (1 - STACK_MARGIN), (where, found)
         assert found.outputs <= quotas.STACK_OUTPUTS * (1 - STACK_MARGIN), where
