@@ -58,13 +58,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="require this x-api-key on every route (as the deployed API does)")
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
                        help="the local account's concurrency limit per function (worker "
-                            "processes); past it an invocation is throttled, as in Lambda")
+                            "processes); past it an invocation is throttled, as in Lambda "
+                            "(default %(default)s)")
     serve.add_argument("--max-live-workers", type=int, default=MAX_LIVE_WORKERS,
                        help="workers alive at once over every function: to start one more, the "
                             "idle worker unused longest is stopped (memory stays bounded with "
-                            "hundreds of models)")
+                            "hundreds of models; default %(default)s)")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
-                       help="seconds an idle worker is kept before it is stopped")
+                       help="seconds an idle worker is kept before it is stopped "
+                            "(default %(default)s)")
     serve.add_argument("--no-batch", dest="batch", action="store_false",
                        help="do not start the batch path's local AWS (S3, DynamoDB, "
                             "EventBridge on moto) for the asynchronous jobs routes")

@@ -15,6 +15,7 @@ from pathlib import Path
 from model_api.catalog import Catalog, CatalogModel
 
 from model_registry.registry import REGISTRY, ModelEntry, load
+from model_registry.registry import run as registry_run
 
 
 def catalog(entries: list[ModelEntry]) -> Catalog:
@@ -40,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(registry_run(main))

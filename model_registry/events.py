@@ -24,6 +24,7 @@ from typing import Any
 
 import model_api.examples as model_examples
 from model_api.binary import HEADER_LENGTH
+from model_api.explain import output_specs
 from model_api.manifest import Manifest, load_manifest
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 
@@ -78,13 +79,18 @@ def route_event(route: Route, parameters: dict[str, str], body: bytes | None = N
 
 def model_events(manifest: Manifest, examples: model_examples.Examples) -> Events:
     """The events of every model route for one model's current version: a route taking an
-    inference request gets its examples as JSON, and the unversioned one a binary twin too."""
+    inference request gets its examples as JSON, and the unversioned one a binary twin too. A
+    model without explanations (no `explanation` in its manifest: its /explain is a 404) gets no
+    explain events."""
+    explains = bool(output_specs(manifest))
     body = model_examples.json_request(manifest, examples)
     binary, header_length = model_examples.binary_request(manifest, examples)
     binary_headers = {"Content-Type": "application/octet-stream",
                       HEADER_LENGTH: str(header_length)}
     found: Events = {}
     for route in routes_of(MODEL):
+        if route.request == "explain" and not explains:
+            continue
         parameters = {"model": manifest.name}
         if "version" in route.parameters:
             parameters["version"] = manifest.version
@@ -157,4 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(registry.run(main))

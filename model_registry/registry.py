@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,16 @@ VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
 
 class RegistryError(ValueError):
     """models.yaml (or an addition to it) is not valid; the message says what to fix."""
+
+
+def run(main: Callable[[], int]) -> int:
+    """Run a command-line entry point that reads models.yaml: a RegistryError is its message on
+    stderr and exit status 2, never a traceback."""
+    try:
+        return main()
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 @dataclass(frozen=True)
@@ -132,11 +143,12 @@ def check(entry: ModelEntry) -> ModelEntry:
     if entry.current not in entry.versions:
         raise RegistryError(f"{entry.name}: current version {entry.current!r} is not among "
                             f"{entry.versions}")
-    if not isinstance(entry.group, int) or entry.group < 0:
+    if not isinstance(entry.group, int) or isinstance(entry.group, bool) or entry.group < 0:
         raise RegistryError(f"{entry.name}: group must be a whole number >= 0, not "
                             f"{entry.group!r}")
     if entry.reserved_concurrency is not None and (
-            not isinstance(entry.reserved_concurrency, int) or entry.reserved_concurrency < 1):
+            not isinstance(entry.reserved_concurrency, int)
+            or isinstance(entry.reserved_concurrency, bool) or entry.reserved_concurrency < 1):
         raise RegistryError(f"{entry.name}: reserved_concurrency must be a whole number >= 1 "
                             f"(leave it out to reserve none), not {entry.reserved_concurrency!r}")
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):

@@ -28,6 +28,7 @@ from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 from model_registry.registry import PROJECT, REGISTRY, ROOT, STACKS, ModelEntry, Project, load
+from model_registry.registry import run as registry_run
 
 TEMPLATE = ROOT / "template.yaml"
 GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
@@ -450,4 +451,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(registry_run(main))

@@ -61,6 +61,11 @@ def write_registry(path: Path, body: str) -> Path:
         ),
         (
             "models:\n  - {name: m, source: seed, versions: ['1'], current: '1',"
+            " reserved_concurrency: true}\n",
+            "whole number",
+        ),
+        (
+            "models:\n  - {name: m, source: seed, versions: ['1'], current: '1',"
             " reserved_concurrency: 901}\n",
             "unreserved",
         ),
@@ -158,3 +163,14 @@ def test_a_new_model_joins_the_lowest_group_with_room() -> None:
     assert registry.free_group(full) == 2
     assert registry.free_group([e for e in full if e.name != f"m{GROUP_SIZE + 3}"]) == 1
     assert registry.free_group([]) == 0
+
+
+def test_a_command_on_an_invalid_registry_says_why_without_a_traceback(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def broken() -> int:
+        raise RegistryError("models.yaml: the models reserve 2000 concurrent executions")
+
+    assert registry.run(broken) == 2
+    assert capsys.readouterr().err == (
+        "error: models.yaml: the models reserve 2000 concurrent executions\n")
+    assert registry.run(lambda: 0) == 0
