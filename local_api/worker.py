@@ -190,7 +190,7 @@ class WorkerBudget:
         self.evicted = 0  # idle workers stopped to make room, since the start
 
     def live(self) -> int:
-        return self.starting + sum(len(pool._all) for pool in self.pools)
+        return self.starting + sum(pool.alive for pool in self.pools)
 
     async def make_room(self, wait_s: float) -> None:
         """Until one more worker fits: stop the idle worker that has waited longest, or wait
@@ -198,8 +198,8 @@ class WorkerBudget:
         caller then counts its start in `starting`."""
         deadline = time.monotonic() + wait_s
         while self.live() >= self.limit:
-            waiting = [(pool._idle[0][1], index) for index, pool in enumerate(self.pools)
-                       if pool._idle]
+            waiting = [(since, index) for index, pool in enumerate(self.pools)
+                       if (since := pool.oldest_idle()) is not None]
             if not waiting:
                 if time.monotonic() >= deadline:
                     raise Throttled(f"all {self.limit} live workers of the local API stayed "
@@ -208,12 +208,10 @@ class WorkerBudget:
                 await asyncio.sleep(BUDGET_POLL_S)
                 continue
             pool = self.pools[min(waiting)[1]]
-            worker, _ = pool._idle.pop(0)
-            pool._all.discard(worker)
             self.evicted += 1
             LOG.info("stopping an idle %s worker: the local API holds at most %d workers",
                      pool.sandbox.function.logical_id, self.limit)
-            await worker.stop()
+            await pool.stop_oldest_idle()
 
 
 class FunctionPool:
@@ -246,6 +244,21 @@ class FunctionPool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    @property
+    def alive(self) -> int:
+        """Its workers alive, busy or idle."""
+        return len(self._all)
+
+    def oldest_idle(self) -> float | None:
+        """When (time.monotonic) its longest-idle worker came free; None when none is idle."""
+        return self._idle[0][1] if self._idle else None
+
+    async def stop_oldest_idle(self) -> None:
+        """Stop its longest-idle worker (there must be one: oldest_idle() is not None)."""
+        worker, _ = self._idle.pop(0)
+        self._all.discard(worker)
+        await worker.stop()
 
     def reserve(self) -> Reservation:
         """One unit of concurrency, or Throttled when all `concurrency` units are in use."""
