@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 CATALOG_ENV = "MODEL_CATALOG"
@@ -69,8 +70,14 @@ class Catalog:
                   f"{len(names)} models, listed by POST /v2/repository/index")
         return f"unknown model {name!r}; this deployment serves {listed or 'no model'}"
 
+    @cached_property
+    def _by_name(self) -> dict[str, CatalogModel]:
+        return {model.name: model for model in self.models}
+
     def find(self, name: str) -> CatalogModel | None:
-        return next((model for model in self.models if model.name == name), None)
+        """The model called `name`, None when the deployment has none (a dict lookup: the
+        router asks on every request)."""
+        return self._by_name.get(name)
 
     def function_name(self, name: str) -> str:
         """The Lambda function serving model `name`: `<prefix><name>`."""
