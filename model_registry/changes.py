@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from model_api.routes import TENSOR_REQUESTS
 
 from model_registry import events, openapi, registry, template
 from model_registry.registry import Locate, ModelEntry, Project
@@ -99,9 +100,9 @@ def _known_schemas(project: Project, changed: set[str]) -> dict[str, Any]:
     if not project.openapi.exists():
         return {}
     schemas: dict[str, Any] = orjson.loads(project.openapi.read_bytes())["components"]["schemas"]
+    prefixes = tuple(openapi.request_schema(request, "") for request in TENSOR_REQUESTS)
     return {key: schema for key, schema in schemas.items()
-            if key.split(".", 1)[0] in ("infer_request", "explain_request")
-            and key.split(".", 1)[1] not in changed}
+            if key.startswith(prefixes) and key.split(".", 1)[1] not in changed}
 
 
 def _is_model_folder(folder: Path, names: set[str]) -> bool:

@@ -205,6 +205,16 @@ def model_request(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
                                "parameters": ref("parameters")}}}}}
 
 
+def request_schema(request: str, model: str) -> str:
+    """The name of `model`'s request schema for a route taking `request` (one of
+    TENSOR_REQUESTS): `infer_request.<model>`, `explain_request.<model>`."""
+    return f"{request}_request.{model}"
+
+
+# How each model's request schema is built from its manifest, by request kind.
+REQUEST_BUILDERS = {"infer": model_request, "explain": explain_request}
+
+
 def path_parameters(path: str, models: list[str] | None = None) -> list[dict[str, Any]]:
     """The path's parameters; `model` is one of `models` (the registry's), when given."""
     names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
@@ -236,7 +246,7 @@ def operation(route: Route, service: str, models: list[str] | None = None) -> di
             "description": "Binary tensor extension: bytes of the JSON part of the body.",
             "schema": {"type": "integer", "minimum": 0}}]
         op["requestBody"] = {"required": True, "content": {
-            JSON: {"schema": {"anyOf": [ref(f"{route.request}_request.{model}")
+            JSON: {"schema": {"anyOf": [ref(request_schema(route.request, model))
                                         for model in models]} if models
                    else {"type": "object"}},
             BINARY: {"schema": {"type": "string", "format": "binary"}}}}
@@ -288,13 +298,13 @@ def render(entries: list[ModelEntry] | None = None,
         entry[route.method.lower()] = operation(route, route.function, names)
     schemas = dict(SCHEMAS)
     for e in sorted(entries, key=lambda e: e.name):
-        keys = (f"infer_request.{e.name}", f"explain_request.{e.name}")
-        if all(key in known for key in keys):
-            schemas.update({key: known[key] for key in keys})
+        keys = {request: request_schema(request, e.name) for request in TENSOR_REQUESTS}
+        if all(key in known for key in keys.values()):
+            schemas.update({key: known[key] for key in keys.values()})
         else:
             manifest = load_manifest(locate(e.name, e.current))
-            schemas[keys[0]] = model_request(e.name, manifest)
-            schemas[keys[1]] = explain_request(e.name, manifest)
+            schemas.update({key: REQUEST_BUILDERS[request](e.name, manifest)
+                            for request, key in keys.items()})
     document = {
         "openapi": "3.0.3",
         "info": {

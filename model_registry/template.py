@@ -2,7 +2,8 @@
 
 template.yaml is the root stack: its `# >>> ...` blocks are generated (one nested stack per group
 of models, their API stages in the usage plan and their URLs, the server and batch jobs
-functions' API events); the rest (the root API, shared layers, batch) is written by hand and keeps its comments.
+functions' API events); the rest (the root API, shared layers, batch) is written by hand and
+keeps its comments.
 Each group of at most GROUP_SIZE models (models.yaml `group`) is one generated nested stack,
 stacks/models-<group>.yaml: its own REST API (a copy of the root's ModelApi, with the Parameters
 and Conditions it uses; the root's one API key and usage plan cover it), and each model's
@@ -212,14 +213,6 @@ def resources(entry: ModelEntry) -> str:
       Threshold: 0
       ComparisonOperator: GreaterThanThreshold
       TreatMissingData: notBreaching
-"""
-
-
-def outputs(entry: ModelEntry) -> str:
-    return f"""\
-  {entry.camel}FunctionName:
-    Description: Lambda function serving model {entry.name} (alias live).
-    Value: !Ref {entry.camel}Function
 """
 
 
