@@ -75,17 +75,16 @@ def derived(project: Project, entries: list[ModelEntry], locate: Locate,
     change = Changeset(project.root)
     change.writes[project.registry] = registry.dump(entries, project.registry)
     known: dict[str, Any] = {}
-    if touched is None:
-        groups, changed = None, entries
-    else:
+    groups: set[int] | None = None
+    changed: set[str] | None = None
+    if touched is not None:
         touched = list(touched)
-        names = {entry.name for entry in touched}
+        changed = {entry.name for entry in touched}
         groups = {entry.group for entry in touched}
-        changed = [entry for entry in entries if entry.name in names]
-        known = _known_schemas(project, names)
+        known = _known_schemas(project, changed)
     change.writes.update(template.render(entries, project.template.read_text(), project, groups))
     change.deletes.extend(template.stale_groups(entries, project))
-    change.writes.update(events.render(changed, locate, project.events, shared=touched is None))
+    change.writes.update(events.render(entries, locate, project.events, only=changed))
     change.writes[project.openapi] = openapi.render(entries, locate, known)
     generated = {path.parent for path in change.writes if path.is_relative_to(project.events)}
     names = {entry.name for entry in entries}

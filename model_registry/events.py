@@ -130,16 +130,19 @@ def batch_jobs_events(model: str, version: str) -> Events:
 
 
 def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
-           events_dir: Path = EVENTS_DIR, shared: bool = True) -> dict[Path, str]:
+           events_dir: Path = EVENTS_DIR, only: set[str] | None = None) -> dict[Path, str]:
     """Every generated event file (path -> JSON text) for the registry `entries`, read from
     each model's current exported version; ExamplesError or ManifestError if one is unusable.
-    `shared`: the server and batch jobs functions' events too (they name the registry's first
-    model, at its current version; a change to another model leaves them)."""
+    The server and batch jobs functions' events name the registry's first model, at its current
+    version (no file read: always rendered); `only`: the models whose own events are rendered
+    (default every one), so a change to one model reads one model's files."""
     folders: dict[str, Events] = {}
-    if entries and shared:
+    if entries:
         folders[SERVER_FOLDER] = server_events(entries[0].name)
         folders[BATCH_JOBS_FOLDER] = batch_jobs_events(entries[0].name, entries[0].current)
     for entry in entries:
+        if only is not None and entry.name not in only:
+            continue
         version_dir = locate(entry.name, entry.current)
         manifest = load_manifest(version_dir / "manifest.json")
         folders[entry.name] = model_events(manifest, model_examples.load(version_dir, manifest))

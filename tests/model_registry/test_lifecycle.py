@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from model_api.routes import BATCH_JOBS, SERVER, routes_of
 from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
@@ -201,3 +202,15 @@ def test_adding_a_model_touches_only_its_own_files_and_a_full_group_opens_the_ne
     remove("grouped", project=project)
     assert not (project.stacks / "models-1.yaml").exists()
     assert snapshot(project) == before
+
+
+def test_removing_the_first_model_moves_the_server_events_to_the_next(project: Project) -> None:
+    # The server's and the jobs function's events name the registry's first model: when that
+    # model goes, they name the one that is first now, never a model no longer served
+    first, second = registry.load(project.registry)[:2]
+    remove(first.name, project=project)
+    for function, folder in ((SERVER, "server"), (BATCH_JOBS, "batch")):
+        texts = [(project.events / folder / f"{route.example}.json").read_text()
+                 for route in routes_of(function)]
+        assert not any(f"/{first.name}" in text for text in texts), folder
+        assert any(f"/{second.name}" in text for text in texts), folder
