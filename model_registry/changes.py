@@ -71,8 +71,8 @@ def derived(project: Project, entries: list[ModelEntry], locate: Locate,
     `touched`: the only models that changed (as they were, or as they are now). Then only their
     groups' stacks and their own events are rendered (with the server's and the jobs
     function's, which name the first model and read no file), and the OpenAPI document keeps
-    the other models' request schemas, so a change costs the same however many models exist. None renders
-    everything (`make template`, `make events` and `make openapi` do too)."""
+    the other models' request schemas, so a change costs the same however many models exist.
+    None renders everything (`make template`, `make events` and `make openapi` do too)."""
     change = Changeset(project.root)
     change.writes[project.registry] = registry.dump(entries, project.registry)
     known: dict[str, Any] = {}
