@@ -1,7 +1,7 @@
 """Erasing objects from the versioned batch bucket: every version and delete marker, not just
 the current object (a plain DeleteObject on a versioned bucket only adds a delete marker and
 keeps the data). Used by DELETE /v2/batch/jobs/{job_id} (batch.jobs_api) and by a runner that
-finds its job erased under it (batch.runner).
+finds its job erased under it (batch.job).
 """
 
 from __future__ import annotations

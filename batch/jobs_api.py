@@ -15,7 +15,7 @@ presigned URL, polls, downloads the outputs from presigned URLs and erases every
 - describe: the item (state, counts, `progress`) and, once `succeeded`, `output_urls`:
   presigned GETs of the `_SUCCESS.json` manifest and of every output it lists, with their expiry.
 - erase: the item is marked `erasing` (from then on the runner's writes are refused and it
-  stops, see batch.runner), a running Batch job is terminated, every object version of the
+  stops, see batch.job), a running Batch job is terminated, every object version of the
   input and under the output prefix is deleted, then the item.
 
 Errors are model_api's typed errors (the adapter turns them into `{"error": ...}` answers).
@@ -273,7 +273,7 @@ class JobsApi:
     def _terminate(self, record: dict[str, Any]) -> str | None:
         """TerminateJob on the job's AWS Batch job while it may still run; its id, or None.
         A local job (`local-…`) has no Batch job: its runner stops on its own when it finds
-        the job erased before its next write (batch.runner)."""
+        the job erased before its next write (batch.job)."""
         batch_job_id = str(record.get("batch_job_id") or "")
         if (not batch_job_id or batch_job_id.startswith("local-")
                 or record.get("status") in (*FINAL, AWAITING_UPLOAD)):

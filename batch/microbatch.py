@@ -154,6 +154,28 @@ class MicroBatcher:
                                  for name, result in results.items()}
             offset += request.rows
 
+    def run_rows(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """Every output `request` asks for, run in micro-batches of its rows (a .npy chunk:
+        one request of many rows) and concatenated. Out of memory halves the micro-batch and
+        retries it; any other failure, or one of a single row, is raised."""
+        names = [output.name for output in request.outputs]
+        results: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        first = 0
+        while first < request.rows:
+            batch = {name: array[first:first + self.tuner.size]
+                     for name, array in request.inputs.items()}
+            rows = len(next(iter(batch.values())))
+            try:
+                ran = self.run_timed(batch, names, rows, splittable=rows > 1)
+            except Exception as error:  # onnxruntime's own types; only memory is retried
+                if rows == 1 or not is_memory_error(error):
+                    raise
+                continue  # at the size run_timed halved the micro-batch to
+            for name in names:
+                results[name].append(ran[name])
+            first += rows
+        return {name: np.concatenate(parts) for name, parts in results.items()}
+
     def run_timed(self, inputs: dict[str, np.ndarray], names: list[str], rows: int,
                   splittable: bool) -> dict[str, np.ndarray]:
         """One model run of `rows` rows, timed for the tuner. When it runs out of memory and

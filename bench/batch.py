@@ -9,7 +9,7 @@ What each number includes (rows/s = input rows / those seconds):
 - raw job (`raw_job_rows_per_s`): the least a program doing the runner's job could do, no
   resumability: create the session, GET the whole .npy from the same S3, the raw loop at its
   best batch size, PUT one .npy per model output. The honest end-to-end baseline.
-- runner "default" (`runner_rows_per_s`): `batch.runner.run_job` in this process (no process
+- runner "default" (`runner_rows_per_s`): `batch.job.run_job` in this process (no process
   start: the runner's import and interpreter start are not counted, like the raw job's) with
   its default settings: the model load, the jobs table updates, every S3 read, part,
   checkpoint, the final .npy assembly and the completion marker. It is the job's end-to-end
@@ -90,7 +90,7 @@ def raw_loop(model: str, rows: np.ndarray) -> dict[int, float]:
     import onnxruntime as ort
     from model_api.model import CPU, session_options
 
-    from batch.runner import version_dir
+    from batch.loading import version_dir
 
     model_file = str(version_dir(MODELS_DIR, model, None) / "model.onnx")
     speeds = {}
@@ -117,7 +117,7 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
 
     from batch import local
     from batch.aws import client
-    from batch.runner import version_dir
+    from batch.loading import version_dir
 
     s3 = client("s3")
     key = f"batch/input/{model}/raw-{batch_rows}.npy"
@@ -168,7 +168,8 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
                  chunk_bytes: int | None = None) -> tuple[float, float]:
     """Rows per second of one whole runner job over the uploaded file (a fresh job each time),
     and rows per second of the time its model runs took. chunk_bytes None: the default."""
-    from batch import local, runner
+    from batch import job as batch_job
+    from batch import local
     from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
 
@@ -177,13 +178,13 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     version = event["detail"]["object"]["version-id"]
     job = parse_key(local.BUCKET, key, version)
     JobStore(local.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
-    settings = runner.Settings(bucket=local.BUCKET, key=key, version_id=version,
-                               job_id=job.job_id, models_dir=MODELS_DIR, table=local.TABLE,
-                               batch_rows=batch_rows, chunk_rows=chunk_rows,
-                               chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
+    config = batch_job.JobConfig(bucket=local.BUCKET, key=key, version_id=version,
+                                 job_id=job.job_id, models_dir=MODELS_DIR, table=local.TABLE,
+                                 batch_rows=batch_rows, chunk_rows=chunk_rows,
+                                 chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
     with time_in_runs() as spent:
         started = time.perf_counter()
-        summary = runner.run_job(settings)
+        summary = batch_job.run_job(config)
         elapsed = time.perf_counter() - started
     rows = int(summary["rows_read"])
     return rows / elapsed, rows / sum(spent)

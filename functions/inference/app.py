@@ -14,13 +14,13 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api import repository
+from model_api import hooks, repository
 from model_api.catalog import Catalog
 from model_api.lambda_adapter import create_app, logger, metrics, tracer
 from model_api.router import ModelRouter
 from model_api.service import InferenceService
 
-service = InferenceService.from_environment()
+service = InferenceService.from_environment(hooks=hooks.installed())
 catalog = Catalog.from_environment(os.environ)
 app = create_app(service, repository.for_catalog(service, catalog),
                  router=ModelRouter(catalog) if catalog is not None else None)

@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from batch import checkpoint, runner, writer
+from batch import job as batch_job
 from batch.aws import client
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
@@ -40,7 +41,7 @@ def byte_cuts(lines: list[str], budget: int) -> list[int]:
     return cuts + ([count] if count else [])
 
 
-def part_lines(cloud: Cloud, job: runner.Settings) -> list[int]:
+def part_lines(cloud: Cloud, job: batch_job.JobConfig) -> list[int]:
     prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
     marker = json.loads(cloud.text(prefix + "_SUCCESS.json"))
     return [len(cloud.text(prefix + part).splitlines()) for part in marker["parts"]]
@@ -56,7 +57,7 @@ def test_jsonl_chunks_end_on_whole_lines_at_the_byte_budget(cloud: Cloud,
     lines = varied_lines(200)
     key, version = upload(cloud, lines)
     job = settings(cloud, models_dir, key, version, chunk_bytes=3000)
-    runner.run_job(job)
+    batch_job.run_job(job)
     assert part_lines(cloud, job) == byte_cuts(lines, 3000)
     assert len(byte_cuts(lines, 3000)) > 5  # the budget cut the file mid-way, many times
     assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(200)]
@@ -69,7 +70,7 @@ def test_a_row_limit_ends_a_chunk_before_the_byte_budget(cloud: Cloud, models_di
     lines = varied_lines(50)
     key, version = upload(cloud, lines)
     job = settings(cloud, models_dir, key, version, chunk_rows=7, chunk_bytes=1 << 20)
-    runner.run_job(job)
+    batch_job.run_job(job)
     assert part_lines(cloud, job) == [7] * 7 + [1]
 
 
@@ -80,11 +81,11 @@ def test_a_resumed_job_cuts_the_chunks_pinned_in_its_checkpoint(cloud: Cloud,
     job = settings(cloud, models_dir, key, version, chunk_bytes=3000)
     # Given a job that dies writing its third part (S3 failing past its retries)
     with pytest.raises(ClientError, match="SlowDown"):
-        runner.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
+        batch_job.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
                                          ("PutObject",)))
     # When it is retried with other chunk settings
     retry = settings(cloud, models_dir, key, version, chunk_rows=3, chunk_bytes=100_000)
-    summary = runner.run_job(retry)
+    summary = batch_job.run_job(retry)
     # Then it kept the first attempt's cuts, and every line has exactly one record
     assert part_lines(cloud, job) == byte_cuts(lines, 3000)
     assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(200)]
@@ -93,14 +94,14 @@ def test_a_resumed_job_cuts_the_chunks_pinned_in_its_checkpoint(cloud: Cloud,
 
 
 def npy_job(cloud: Cloud, models_dir: Path, rows: np.ndarray, **overrides: Any
-            ) -> runner.Settings:
+            ) -> batch_job.JobConfig:
     buffer = io.BytesIO()
     np.save(buffer, rows)
     key = f"batch/input/{MODEL}/tensor.npy"
     return settings(cloud, models_dir, key, cloud.put(key, buffer.getvalue()), **overrides)
 
 
-def npy_output(cloud: Cloud, job: runner.Settings, name: str) -> np.ndarray:
+def npy_output(cloud: Cloud, job: batch_job.JobConfig, name: str) -> np.ndarray:
     prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
     return np.load(io.BytesIO(client("s3").get_object(
         Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")["Body"].read()))
@@ -111,14 +112,14 @@ def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
     rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)  # 16 bytes a row
     job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
     with pytest.raises(ClientError, match="SlowDown"):
-        runner.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
+        batch_job.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
                                          ("PutObject",)))
     s3 = client("s3")
     part_reads: list[str] = []
     s3.meta.events.register("before-send.s3.GetObject",
                             lambda request, **_: part_reads.append(request.url) if
                             "/part-" in request.url else None)
-    summary = runner.run_job(dataclasses.replace(job, chunk_bytes=1 << 20), s3=s3)
+    summary = batch_job.run_job(dataclasses.replace(job, chunk_bytes=1 << 20), s3=s3)
     assert summary["parts"] == [f"{name}/part-{i:05d}.npy" for i in range(4)
                                 for name in ("label", "probabilities")]
     labels, probabilities = expected(rows)
@@ -163,7 +164,7 @@ def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path
     monkeypatch.setattr(LoadedModel, "run", small_memory)
     rows = RNG.normal(size=(20, FEATURES)).astype(np.float32)
     job = npy_job(cloud, models_dir, rows, batch_rows=16)
-    runner.run_job(job)
+    batch_job.run_job(job)
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
     assert sizes[:4] == [16, 8, 4, 2] and set(sizes[4:]) == {2}
 
@@ -180,7 +181,7 @@ def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud)
 
 
 @pytest.mark.parametrize(("environment", "arguments", "chunk_rows", "chunk_bytes"), [
-    ({}, [], 0, runner.CHUNK_BYTES),
+    ({}, [], 0, batch_job.CHUNK_BYTES),
     ({"BATCH_CHUNK_ROWS": "10000"}, [], 10_000, 0),  # the old setting still means rows
     ({"BATCH_CHUNK_BYTES": "1048576"}, [], 0, 1 << 20),
     ({"BATCH_CHUNK_ROWS": "500", "BATCH_CHUNK_BYTES": "4096"}, [], 500, 4096),
@@ -202,8 +203,8 @@ def test_chunk_settings_from_the_environment(
 
 def test_settings_in_code_resolve_the_chunk_limits_as_the_command_line_does(
         tmp_path: Path) -> None:
-    job = runner.Settings(bucket="b", key="k", version_id="v", job_id="j", models_dir=tmp_path)
-    assert (job.chunk_rows, job.byte_limit) == (0, runner.CHUNK_BYTES)
+    job = batch_job.JobConfig(bucket="b", key="k", version_id="v", job_id="j", models_dir=tmp_path)
+    assert (job.chunk_rows, job.byte_limit) == (0, batch_job.CHUNK_BYTES)
     rows_only = dataclasses.replace(job, chunk_rows=500)
     assert (rows_only.chunk_rows, rows_only.byte_limit) == (500, 0)  # as --chunk-rows 500
     both = dataclasses.replace(job, chunk_rows=500, chunk_bytes=4096)

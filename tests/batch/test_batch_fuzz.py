@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from batch import reader, runner
+from batch import job as batch_job
+from batch import jsonl, reader, runner
 from batch.aws import client
 from batch.keys import parse_key
 from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line
@@ -81,7 +82,7 @@ def lines(draw: Any) -> bytes:
     return draw(st.sampled_from([b"", b"   ", b"\r", b"\t"]))
 
 
-def run_until(job: runner.Settings, kill_at: int | None) -> None:
+def run_until(job: batch_job.JobConfig, kill_at: int | None) -> None:
     """Run the job in this process; with `kill_at`, die just before its kill_at-th S3 request."""
     s3 = client("s3")
     requests = itertools.count(1)
@@ -91,17 +92,17 @@ def run_until(job: runner.Settings, kill_at: int | None) -> None:
             raise Killed
 
     s3.meta.events.register("before-send.s3", maybe_die)
-    runner.run_job(job, s3=s3)
+    batch_job.run_job(job, s3=s3)
 
 
-def parts_bytes(cloud: Cloud, job: runner.Settings) -> bytes:
+def parts_bytes(cloud: Cloud, job: batch_job.JobConfig) -> bytes:
     obj = parse_key(job.bucket, job.key, job.version_id)
     marker = json.loads(cloud.text(obj.success_key))
     return b"".join(cloud.s3.get_object(Bucket=job.bucket, Key=obj.output_key(part))["Body"]
                     .read() for part in marker["parts"])
 
 
-def upload(cloud: Cloud, models_dir: Path, body: bytes, **overrides: Any) -> runner.Settings:
+def upload(cloud: Cloud, models_dir: Path, body: bytes, **overrides: Any) -> batch_job.JobConfig:
     key = f"batch/input/{MODEL}/fuzz-{next(NAMES)}.jsonl"
     return job_settings(cloud, models_dir, key, cloud.put(key, body), chunk_rows=4,
                         batch_rows=4, **overrides)
@@ -116,7 +117,7 @@ def test_every_line_gets_one_record_and_a_killed_job_resumes_byte_identical(
     assume(body)  # one empty line and no newline is an empty input: no line at all
     # Given an uninterrupted run
     whole = upload(cloud, models_dir, body)
-    summary = runner.run_job(whole)
+    summary = batch_job.run_job(whole)
     records = output_records(cloud, whole)
     # Then every line has exactly one record, in order, and the job succeeded
     assert len(records) == len(drawn) == summary["rows_read"]
@@ -131,7 +132,7 @@ def test_every_line_gets_one_record_and_a_killed_job_resumes_byte_identical(
     try:
         run_until(killed, kill_at)
     except Killed:
-        runner.run_job(killed)
+        batch_job.run_job(killed)
     # Then its output is byte-identical to the uninterrupted run's
     assert parts_bytes(cloud, killed) == parts_bytes(cloud, whole)
 
@@ -153,7 +154,7 @@ def test_a_line_over_the_record_limit_is_skipped_unread_with_its_error(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small blocks and limit: the long line spans many blocks, none of which is kept
     monkeypatch.setattr(reader, "BLOCK", 100)
-    monkeypatch.setattr(runner, "BATCH_MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(jsonl, "BATCH_MAX_RECORD_BYTES", 1000)
     good = request_line("ok", np.ones((1, FEATURES))).encode()
     long = b'{"id": "long", "inputs": [' + b"1," * 5000 + b"1]}"
     job = upload(cloud, models_dir, b"\n".join([good, long, good, long]))
@@ -164,7 +165,7 @@ def test_a_line_over_the_record_limit_is_skipped_unread_with_its_error(
                                           reader.LongLine(len(long))]
     assert [end for _, end in read] == [len(good) + 1, len(good) + len(long) + 2,
                                         2 * len(good) + len(long) + 3, size]
-    runner.run_job(job)
+    batch_job.run_job(job)
     records = output_records(cloud, job)
     assert [r["id"] for r in records] == ["ok", None, "ok", None]
     assert records[1] == {"id": None, "line": 2, "error": f"the line is {len(long)} bytes; the "

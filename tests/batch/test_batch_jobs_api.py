@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from model_api.errors import BadRequest, NotFound
 
+from batch import job as batch_job
 from batch import jobs, runner, trigger
 from batch import jobs_api as jobs_api_module
 from batch.jobs_api import JobsApi, Settings
@@ -84,7 +85,7 @@ def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
     obj = parse_key(cloud.bucket, key, version)
     assert handle(cloud, event_for(cloud, key, version=version),
                   RecordingSubmitter()).status == "submitted"
-    settings = runner.Settings(bucket=cloud.bucket, key=key, version_id=version,
+    settings = batch_job.JobConfig(bucket=cloud.bucket, key=key, version_id=version,
                                job_id=obj.job_id, models_dir=models_dir, table=cloud.table,
                                chunk_rows=10, progress_seconds=0)
     s3 = cloud.s3
@@ -98,7 +99,7 @@ def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
 
     s3.meta.events.register("provide-client-params.s3.PutObject", erase_before_second_part)
     with pytest.raises(jobs.JobErased):
-        runner.run_job(settings, s3=s3)
+        batch_job.run_job(settings, s3=s3)
     # It wrote the first part and checkpoint, then the second part, whose record update was
     # refused: it stopped there (no third part) and deleted every version it had written
     assert [k.rsplit("/", 1)[1] for k in written] == [

@@ -8,16 +8,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import model_api.pipeline
 import numpy as np
 import pytest
 from model_api.codec import decode_request
 from model_api.errors import ModelAPIError
-from model_api.limits import API_REQUEST, BATCH_MAX_ROWS, MAX_REQUEST_BYTES, MAX_ROWS
+from model_api.limits import (
+    API_REQUEST,
+    BATCH_MAX_ROWS,
+    BATCH_RECORD,
+    MAX_REQUEST_BYTES,
+    MAX_ROWS,
+)
 from model_api.model import LoadedModel
+from model_api.pipeline import Pipeline
 
-from batch import runner
+from batch.jsonl import answer_lines
 from batch.microbatch import BatchSizeTuner, MicroBatcher
-from batch.runner import process_lines
 from tests.batch.conftest import FEATURES, MODEL, expected, request_line
 
 
@@ -26,10 +33,15 @@ def model(models_dir: Path) -> LoadedModel:
     return LoadedModel.load(models_dir / MODEL / "1")
 
 
+def process_lines(lines: list[bytes], model: LoadedModel) -> tuple[list[bytes], int]:
+    """The records and error count the runner writes for `lines`, as the first of a job."""
+    return answer_lines(Pipeline(BATCH_RECORD, path="batch"), lines, 1, model, None,
+                        MicroBatcher(model, BatchSizeTuner((256,), 256)).run)
+
+
 def answer(model: LoadedModel, line: str) -> dict[str, Any]:
     """The one record the runner writes for `line`."""
-    records, _ = process_lines([line.encode()], 1, model, None,
-                               MicroBatcher(model, BatchSizeTuner((256,), 256)))
+    records, _ = process_lines([line.encode()], model)
     [record] = records
     return dict(json.loads(record))
 
@@ -99,17 +111,16 @@ def test_outputs_json_cannot_carry_point_to_npy_not_to_binary_outputs(
 def test_an_unforeseen_error_costs_its_line_only_and_logs_no_payload(
         model: LoadedModel, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    real = runner.decode_request
+    real = model_api.pipeline.decode_request
 
     def flawed(body: bytes, *args: Any) -> Any:  # a codec defect that one line trips
         if b"trip" in body:
             raise ValueError(f"cannot convert {body[:30]!r}")
         return real(body, *args)
 
-    monkeypatch.setattr(runner, "decode_request", flawed)
+    monkeypatch.setattr(model_api.pipeline, "decode_request", flawed)
     lines = [request_line(name, np.ones((1, FEATURES))).encode() for name in ("a", "trip", "c")]
-    records, errors = process_lines(lines, 1, model, None,
-                                    MicroBatcher(model, BatchSizeTuner((256,), 256)))
+    records, errors = process_lines(lines, model)
     first, broken, last = (json.loads(record) for record in records)
     assert errors == 1 and "outputs" in first and "outputs" in last
     assert broken == {"id": "trip", "line": 2,

@@ -19,7 +19,8 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError, ResponseStreamingError
 
-from batch import reader, runner
+from batch import failures, loading, reader, runner
+from batch import job as batch_job
 from batch.aws import client
 from batch.jobs import SUBMITTED
 from batch.keys import parse_key
@@ -30,7 +31,7 @@ RNG = np.random.default_rng(7)
 
 
 def settings(cloud: Cloud, models_dir: Path, key: str, version: str,
-             **overrides: Any) -> runner.Settings:
+             **overrides: Any) -> batch_job.JobConfig:
     """The runner's settings for the uploaded `key`; its job item is written `submitted`, as
     the trigger leaves it (the runner's writes need the item: a missing one means erased)."""
     obj = parse_key(cloud.bucket, key, version)
@@ -39,7 +40,7 @@ def settings(cloud: Cloud, models_dir: Path, key: str, version: str,
                               "table": cloud.table, "progress_seconds": 0.0, **overrides}
     if values["table"]:
         cloud.store.create({"job_id": obj.job_id, "model": obj.model, "status": SUBMITTED})
-    return runner.Settings(**values)
+    return batch_job.JobConfig(**values)
 
 
 def upload_lines(cloud: Cloud, lines: list[str], name: str = "rows", model: str = MODEL
@@ -48,7 +49,7 @@ def upload_lines(cloud: Cloud, lines: list[str], name: str = "rows", model: str 
     return key, cloud.put(key, ("\n".join(lines) + "\n").encode())
 
 
-def output_records(cloud: Cloud, job: runner.Settings) -> list[dict[str, Any]]:
+def output_records(cloud: Cloud, job: batch_job.JobConfig) -> list[dict[str, Any]]:
     """The records of the parts the completion marker lists, in order."""
     prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
     marker = json.loads(cloud.text(prefix + "_SUCCESS.json"))
@@ -92,7 +93,7 @@ def test_every_line_gets_exactly_one_record_in_input_order(cloud: Cloud, models_
     lines, bad = mixed_lines()
     key, version = upload_lines(cloud, lines)
     job = settings(cloud, models_dir, key, version, chunk_rows=7, batch_rows=5)
-    summary = runner.run_job(job)
+    summary = batch_job.run_job(job)
     records = output_records(cloud, job)
     assert len(records) == len(lines)
     for number, (line, answer) in enumerate(zip(lines, records, strict=True), start=1):
@@ -116,11 +117,11 @@ def test_micro_batches_answer_as_single_requests_do(cloud: Cloud, models_dir: Pa
                              outputs=[{"name": "label"}])
     key, version = upload_lines(cloud, lines)
     single = settings(cloud, models_dir, key, version, batch_rows=1)
-    runner.run_job(single)
+    batch_job.run_job(single)
     alone = output_records(cloud, single)
     version2 = cloud.put(key, ("\n".join(lines) + "\n").encode())
     batched = settings(cloud, models_dir, key, version2, batch_rows=64)
-    runner.run_job(batched)
+    batch_job.run_job(batched)
     together = output_records(cloud, batched)
     assert [r["id"] for r in alone] == [r["id"] for r in together]
     for a, b in zip(alone, together, strict=True):
@@ -136,8 +137,8 @@ def test_an_unknown_model_gives_an_error_record_per_line_and_fails_the_job(
     lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(5)]
     key, version = upload_lines(cloud, lines, model="no-such-model")
     job = settings(cloud, models_dir, key, version)
-    with pytest.raises(runner.PermanentError, match="unknown model"):
-        runner.run_job(job)
+    with pytest.raises(failures.PermanentError, match="unknown model"):
+        batch_job.run_job(job)
     records = output_records(cloud, job)
     assert [(r["id"], r["line"]) for r in records] == [(f"r{n}", n + 1) for n in range(5)]
     assert all("unknown model" in r["error"] for r in records)
@@ -153,7 +154,7 @@ def test_npy_in_gives_one_npy_out_per_model_output(cloud: Cloud, models_dir: Pat
     key = f"batch/input/{MODEL}/tensor.npy"
     job = settings(cloud, models_dir, key, cloud.put(key, buffer.getvalue()), chunk_rows=5,
                    batch_rows=2)
-    summary = runner.run_job(job)
+    summary = batch_job.run_job(job)
     assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
     prefix = parse_key(job.bucket, key, job.version_id).output_prefix
     s3 = client("s3")
@@ -174,9 +175,9 @@ def test_npy_rows_of_the_wrong_shape_fail_the_job_permanently(cloud: Cloud,
     np.save(buffer, np.zeros((4, FEATURES + 1), dtype=np.float32))
     key = f"batch/input/{MODEL}/wide.npy"
     job = settings(cloud, models_dir, key, cloud.put(key, buffer.getvalue()))
-    with pytest.raises(runner.PermanentError, match="rows have shape") as failure:
-        runner.run_job(job)
-    assert not runner.is_transient(failure.value)
+    with pytest.raises(failures.PermanentError, match="rows have shape") as failure:
+        batch_job.run_job(job)
+    assert not failures.is_transient(failure.value)
     record = cloud.store.get(job.job_id)
     assert record is not None and record["status"] == "failed" and "shape" in record["reason"]
 
@@ -277,7 +278,7 @@ def test_transient_s3_faults_are_retried(cloud: Cloud, models_dir: Path) -> None
 
     for operation in ("HeadObject", "GetObject", "PutObject"):
         s3.meta.events.register(f"before-send.s3.{operation}", once_per_url)
-    summary = runner.run_job(job, s3=s3)
+    summary = batch_job.run_job(job, s3=s3)
     throttled_keys = {url.split("?")[0].rsplit("/", 1)[-1] for url in throttled}
     assert {"rows.jsonl", "part-00000.jsonl", "_checkpoint.json", "_SUCCESS.json"} <= throttled_keys
     assert summary["rows_read"] == 30
@@ -291,14 +292,14 @@ def test_persistent_s3_faults_fail_the_attempt_with_the_reason_and_a_retry_resum
     job = settings(cloud, models_dir, key, version, chunk_rows=10)
     faults = Faults(times=1_000, key_contains="part-00001")
     with pytest.raises(ClientError, match="SlowDown"):
-        runner.run_job(job, s3=faulty_s3(faults, ("PutObject",)))
+        batch_job.run_job(job, s3=faulty_s3(faults, ("PutObject",)))
     assert faults.injected == 3  # AWS_MAX_ATTEMPTS
     record = cloud.store.get(job.job_id)
     # The fault is transient: not final (Batch retries it, or batch.state records it gave up)
     assert record is not None and record["status"] == "running" and record["rows_read"] == 10
     assert "to be retried" in record["reason"] and "SlowDown" in record["reason"]
     # A retry once S3 is well again redoes chunk 1 and still writes each record once.
-    runner.run_job(job)
+    batch_job.run_job(job)
     assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(30)]
     record = cloud.store.get(job.job_id)
     assert record is not None and record["status"] == "succeeded" and "reason" not in record
@@ -323,19 +324,19 @@ def test_a_chunk_written_but_not_checkpointed_is_redone_not_appended(
 
     s3.meta.events.register("before-send.s3.PutObject", second_checkpoint_fails)
     with pytest.raises(ClientError):
-        runner.run_job(job, s3=s3)
-    runner.run_job(job)
+        batch_job.run_job(job, s3=s3)
+    batch_job.run_job(job)
     assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(25)]
 
 
 def test_cuda_is_asked_for_only_when_this_onnxruntime_has_it() -> None:
     import onnxruntime as ort
 
-    providers = runner.choose_providers(use_gpu=True)
+    providers = loading.choose_providers(use_gpu=True)
     assert providers[-1] == "CPUExecutionProvider"
     assert ("CUDAExecutionProvider" in providers) == (
         "CUDAExecutionProvider" in ort.get_available_providers())
-    assert runner.choose_providers(use_gpu=False) == ["CPUExecutionProvider"]
+    assert loading.choose_providers(use_gpu=False) == ["CPUExecutionProvider"]
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
@@ -343,17 +344,17 @@ def test_cuda_listed_but_not_active_runs_on_the_cpu_and_says_so(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """onnxruntime-gpu whose CUDA libraries do not load lists CUDA, then runs on the CPU."""
-    if "CUDAExecutionProvider" in runner.ort.get_available_providers():
+    if "CUDAExecutionProvider" in loading.ort.get_available_providers():
         pytest.skip("this machine has CUDA")
-    monkeypatch.setattr(runner.ort, "get_available_providers",
+    monkeypatch.setattr(loading.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert runner.choose_providers(use_gpu=True) == ["CUDAExecutionProvider",
+    assert loading.choose_providers(use_gpu=True) == ["CUDAExecutionProvider",
                                                      "CPUExecutionProvider"]
     lines = [request_line(f"r{n}", RNG.normal(size=(2, FEATURES))) for n in range(20)]
     key, version = upload_lines(cloud, lines)
     job = settings(cloud, models_dir, key, version)
     with caplog.at_level(logging.WARNING, logger="batch.runner"):
-        summary = runner.run_job(job)
+        summary = batch_job.run_job(job)
     assert summary["providers"] == ["CPUExecutionProvider"]
     assert "runs on the CPU: CUDA is not active" in caplog.text
     for record, line in zip(output_records(cloud, job), lines, strict=True):
@@ -362,7 +363,7 @@ def test_cuda_listed_but_not_active_runs_on_the_cpu_and_says_so(
     gpu_only = settings(cloud, models_dir, key, cloud.put(key, "\n".join(lines).encode()),
                         require_gpu=True)
     with pytest.raises(RuntimeError, match="GPU was required"):
-        runner.run_job(gpu_only)
+        batch_job.run_job(gpu_only)
 
 
 def test_a_required_gpu_that_is_not_active_fails_the_job(cloud: Cloud, models_dir: Path) -> None:
@@ -373,7 +374,7 @@ def test_a_required_gpu_that_is_not_active_fails_the_job(cloud: Cloud, models_di
     key, version = upload_lines(cloud, [request_line("a", RNG.normal(size=(1, FEATURES)))])
     job = settings(cloud, models_dir, key, version, require_gpu=True)
     with pytest.raises(RuntimeError, match="GPU was required"):
-        runner.run_job(job)
+        batch_job.run_job(job)
     record = cloud.store.get(job.job_id)
     assert record is not None and "CUDA is not active" in record["reason"]
 
@@ -426,4 +427,4 @@ def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models
     job_id = settings(cloud, models_dir, key, version).job_id
     assert runner.main([*args[:2], "--key", key, "--version-id", version, "--job-id", job_id,
                         "--require-gpu"]) == (0 if "CUDAExecutionProvider" in
-                                              runner.ort.get_available_providers() else 1)
+                                              loading.ort.get_available_providers() else 1)

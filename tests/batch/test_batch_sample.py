@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from batch import runner, sample
+from batch import failures, loading, sample
 from tests.conftest import MODELS_DIR
 
 MODEL = "breast-cancer-mlp"
@@ -78,10 +78,10 @@ def test_npy_takes_the_current_version_and_any_numeric_datatype(tmp_path: Path) 
     assert rows.dtype == np.int32
     np.testing.assert_array_equal(rows, example_rows()[np.arange(10) % 8].astype(np.int32))
     registry = Path(arguments[-1])
-    assert runner.version_dir(models, MODEL, None, registry).name == "10"
-    assert runner.version_dir(models, MODEL, "9", registry).name == "9"
-    with pytest.raises(runner.PermanentError, match="has no version '8'; versions: '9', '10'"):
-        runner.version_dir(models, MODEL, "8", registry)
+    assert loading.version_dir(models, MODEL, None, registry).name == "10"
+    assert loading.version_dir(models, MODEL, "9", registry).name == "9"
+    with pytest.raises(failures.PermanentError, match="has no version '8'; versions: '9', '10'"):
+        loading.version_dir(models, MODEL, "8", registry)
 
 
 def test_npy_of_a_bytes_input_is_refused_saying_to_use_json_lines(

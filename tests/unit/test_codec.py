@@ -21,7 +21,6 @@ from model_api.codec import (
     decode_request,
     encode_response,
     json_depth,
-    response_document,
 )
 from model_api.datatypes import DATATYPES, NUMPY_DTYPES
 from model_api.errors import ModelAPIError
@@ -181,11 +180,14 @@ def test_fp32_answers_read_back_as_the_same_float32() -> None:
     assert np.array_equal(np.array(document["outputs"][0]["data"], dtype=np.float32), values)
 
 
-def test_response_document_names_the_model_and_echoes_the_id() -> None:
+def test_a_batch_record_answer_names_the_model_and_echoes_the_id() -> None:
     request = decode(body(tensor([[1, 2, 3]]), id="abc",
                           outputs=[{"name": "label", "parameters": {"binary_data": True}}]))
-    document = response_document(FEATURES, request, {"label": np.array([1], dtype=np.int64)})
-    # response_document always carries data inline: the batch runner writes it as JSON.
+    result = encode_response(FEATURES, request, {"label": np.array([1], dtype=np.int64)},
+                             limits=limits.BATCH_RECORD)
+    # A batch record's answer always carries data inline: the batch runner writes it as JSON.
+    assert result.headers == {"Content-Type": "application/json"}
+    document = json.loads(result.body)
     assert document == {"model_name": "m", "model_version": "1", "id": "abc",
                         "outputs": [{"name": "label", "datatype": "INT64", "shape": [1],
                                      "data": [1]}]}

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -26,7 +26,6 @@ from model_api.limits import (
     API_REQUEST,
     MAX_BYTES_ELEMENT,
     MAX_JSON_DEPTH,
-    MAX_RESPONSE_BYTES,
     RequestLimits,
 )
 from model_api.manifest import Manifest, TensorSpec
@@ -79,11 +78,15 @@ class InferResult:
 
 
 def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
-                   limits: RequestLimits = API_REQUEST) -> InferRequest:
+                   limits: RequestLimits = API_REQUEST,
+                   choose: Callable[[Mapping[str, Any]], Manifest] | None = None
+                   ) -> InferRequest:
     """The checked request in `body`; a ModelAPIError says what to fix if it does not fit.
 
     `limits`: the path's (limits.API_REQUEST, or BATCH_RECORD for a line of a batch job, which
-    refuses binary tensor data and binary outputs, as its answer is a JSON line).
+    refuses binary tensor data and binary outputs, as its answer is a JSON line). `choose`,
+    given the request's `parameters`, returns the manifest its outputs are resolved against
+    (a batch record's `explain` flag adds the explanation's outputs); default `manifest`.
     """
     if len(body) > limits.max_bytes:
         raise TooLarge(
@@ -102,6 +105,8 @@ def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"'id' must be a string, got {_describe(request_id)}")
     parameters = _parameters(document.get("parameters"), "the request")
+    if choose is not None:
+        manifest = choose(parameters)
     binary_default = _flag(parameters, "binary_data_output", "the request")
     outputs = _outputs(document.get("outputs"), manifest, binary_default)
     binary = [output.name for output in outputs if output.binary]
@@ -503,44 +508,33 @@ def _element_problem(value: Any, datatype: str) -> str | None:
 # --- responses ------------------------------------------------------------------------------
 
 
-def response_document(manifest: Manifest, request: InferRequest,
-                      results: Mapping[str, np.ndarray],
-                      parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The protocol's JSON response, every requested output inline as `data`: the answer to a
-    batch job's JSON Lines record (decoded with limits.BATCH_RECORD, so none asks for binary)."""
-    document = _response_header(manifest, request, parameters)
-    document["outputs"] = [
-        {**_output_metadata(manifest, name, results[name]),
-         "data": _json_data(manifest, name, results[name], _NONFINITE_IN_JSON_LINES)}
-        for name in (output.name for output in request.outputs)
-    ]
-    return document
-
-
 def encode_response(manifest: Manifest, request: InferRequest,
                     results: Mapping[str, np.ndarray],
-                    parameters: Mapping[str, Any] | None = None) -> InferResult:
-    """The response body: JSON, or a JSON header then binary tensors when any output asks for
-    it; `parameters` become the answer's `parameters` object."""
+                    parameters: Mapping[str, Any] | None = None,
+                    limits: RequestLimits = API_REQUEST) -> InferResult:
+    """The response body: compact JSON, or a JSON header then binary tensors when any output
+    asks for it (only where `limits.binary`: a batch record's answer is one JSON line);
+    `parameters` become the answer's `parameters` object. 413 when the body would exceed
+    `limits.max_answer_bytes`; 400 for NaN or infinite values in a JSON output."""
     document = _response_header(manifest, request, parameters)
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for output in request.outputs:
         array = results[output.name]
         entry = _output_metadata(manifest, output.name, array)
-        if output.binary:
+        if output.binary and limits.binary:
             blob = encode_tensor(array, entry["datatype"])
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = _json_data(manifest, output.name, array, _NONFINITE_IN_A_RESPONSE)
+            entry["data"] = _json_data(manifest, output.name, array, limits.nonfinite)
         outputs.append(entry)
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
     body = b"".join([header, *blobs])
-    if len(body) > MAX_RESPONSE_BYTES:
+    if limits.max_answer_bytes is not None and len(body) > limits.max_answer_bytes:
         raise TooLarge(
-            f"the response would be {len(body)} bytes; the limit is {MAX_RESPONSE_BYTES} "
+            f"the response would be {len(body)} bytes; the limit is {limits.max_answer_bytes} "
             "bytes (send fewer rows, ask for fewer outputs, or ask for binary_data outputs)"
         )
     if not blobs:
@@ -562,11 +556,6 @@ def _response_header(manifest: Manifest, request: InferRequest,
 def _output_metadata(manifest: Manifest, name: str, array: np.ndarray) -> dict[str, Any]:
     datatype = next(spec.datatype for spec in manifest.outputs if spec.name == name)
     return {"name": name, "datatype": datatype, "shape": list(array.shape)}
-
-
-# How to receive NaN or infinite outputs, which JSON cannot carry, on each path.
-_NONFINITE_IN_A_RESPONSE = "ask for the output with parameters.binary_data: true to receive them"
-_NONFINITE_IN_JSON_LINES = "a .npy input gives .npy outputs, which carry them"
 
 
 def _json_data(manifest: Manifest, name: str, array: np.ndarray, nonfinite: str) -> list[Any]:

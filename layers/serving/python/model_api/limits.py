@@ -94,17 +94,26 @@ class RequestLimits:
     max_tensor_elements: int
     binary: bool  # whether binary tensor data (inputs after the JSON, binary outputs) travels
     bigger: str  # where a request over max_rows should go instead
+    # The answer's bounds: its largest encoded size (None: none of its own) and how to receive
+    # the NaN or infinite outputs that JSON cannot carry on this path.
+    max_answer_bytes: int | None
+    nonfinite: str
 
 
 # An API request (Lambda behind API Gateway).
 API_REQUEST = RequestLimits("request", MAX_REQUEST_BYTES, MAX_ROWS, MAX_TENSOR_ELEMENTS,
                             binary=True,
-                            bigger="split it, or send it as an asynchronous job: POST .../jobs")
+                            bigger="split it, or send it as an asynchronous job: POST .../jobs",
+                            max_answer_bytes=MAX_RESPONSE_BYTES,
+                            nonfinite="ask for the output with parameters.binary_data: true to "
+                                      "receive them")
 # A JSON Lines record (line) of a batch job: JSON only (a line has no room for a binary tail,
-# and its answer is a JSON line; a .npy input is the batch path's binary form).
+# and its answer is a JSON line; a .npy input is the batch path's binary form). Its answer is
+# one line of the job's output, bounded by nothing but the rows the record may hold.
 BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_MAX_ROWS,
                              BATCH_MAX_TENSOR_ELEMENTS, binary=False,
-                             bigger="split it over several lines")
+                             bigger="split it over several lines", max_answer_bytes=None,
+                             nonfinite="a .npy input gives .npy outputs, which carry them")
 # The server function's model repository (model_api.repository): it asks every model version's
 # own function whether it is ready (one Lambda Invoke each). At most this many at once: a
 # deployment of 500 models is 8 rounds, a few seconds warm; each thread waits on the network,

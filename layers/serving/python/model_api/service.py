@@ -16,11 +16,12 @@ from typing import Any
 
 import model_api.examples as model_examples
 from model_api import __version__
-from model_api.codec import InferResult, decode_request, encode_response
+from model_api.codec import InferResult
 from model_api.errors import NotFound, NotReady
-from model_api.explain import with_outputs
+from model_api.limits import API_REQUEST
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
+from model_api.pipeline import Hook, Pipeline
 
 __all__ = ["InferResult", "InferenceService"]
 
@@ -75,30 +76,37 @@ class InferenceService:
     def __init__(self, model_name: str | None = None,
                  versions: Mapping[str, LoadedModel | str] | None = None,
                  current_version: str | None = None,
-                 examples: Mapping[str, dict[str, Any]] | None = None) -> None:
+                 examples: Mapping[str, dict[str, Any]] | None = None,
+                 hooks: Sequence[Hook] = ()) -> None:
         """`versions` maps each version to its model, or to why it is not ready; `examples`
-        maps a version to its example inputs (examples.json's document, `{"inputs": {...}}`)."""
+        maps a version to its example inputs (examples.json's document, `{"inputs": {...}}`);
+        `hooks` run around the model on every infer and explain request (model_api.pipeline).
+        """
         self.model_name = model_name
+        self.pipeline = Pipeline(API_REQUEST, hooks, path="api")
         given = dict(versions or {})
         self.versions = {version: given[version] for version in sorted(given, key=version_key)}
         self.current_version = current_version
         self.examples = dict(examples or {})
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> InferenceService:
+    def from_environment(cls, environ: Mapping[str, str] = os.environ,
+                         hooks: Sequence[Hook] = ()) -> InferenceService:
         """The service of a function's MODELS_DIR, MODEL_NAME and MODEL_VERSION."""
         return cls.from_directory(
             Path(environ.get("MODELS_DIR") or DEFAULT_MODELS_DIR),
             environ.get("MODEL_NAME") or None,
             environ.get("MODEL_VERSION") or None,
+            hooks,
         )
 
     @classmethod
     def from_directory(cls, models_dir: Path, model_name: str | None,
-                       current_version: str | None) -> InferenceService:
+                       current_version: str | None,
+                       hooks: Sequence[Hook] = ()) -> InferenceService:
         """Load every version folder of `models_dir/model_name`; failures become not-ready."""
         if model_name is None:
-            return cls()
+            return cls(hooks=hooks)
         model_dir = models_dir / model_name
         try:
             folders = version_folders(model_dir)
@@ -114,7 +122,7 @@ class InferenceService:
         elif current_version not in versions:
             logger.error("model %s: MODEL_VERSION %s has no folder in %s", model_name,
                          current_version, model_dir)
-        return cls(model_name, versions, current_version, examples)
+        return cls(model_name, versions, current_version, examples, hooks)
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
@@ -165,22 +173,15 @@ class InferenceService:
 
     def infer(self, model: str, version: str | None, body: bytes,
               headers: Mapping[str, str]) -> InferResult:
-        loaded = self.model(model, version)
-        request = decode_request(body, headers, loaded.manifest)
-        results = loaded.run(request.inputs, [output.name for output in request.outputs])
-        return encode_response(loaded.manifest, request, results)
+        """The answer to an infer request for `model` (at `version`, else the current one),
+        through the pipeline; raises the protocol's ModelAPIError (4xx, 503)."""
+        return self.pipeline.answer(self.model(model, version), body, headers)
 
     def explain(self, name: str, version: str | None, body: bytes,
                 headers: Mapping[str, str]) -> InferResult:
-        """An infer request answered with explanations (model_api/explain.py): the outputs it
+        """An infer request answered with explanations (model_api.explainers): the outputs it
         names (default: the model's and the explanation's) and `parameters.method`."""
-        model = self.model(name, version)
-        manifest = with_outputs(model.manifest)
-        request = decode_request(body, headers, manifest)
-        results, parameters = model.explain(request.inputs,
-                                            [output.name for output in request.outputs],
-                                            request.parameters)
-        return encode_response(manifest, request, results, parameters)
+        return self.pipeline.answer(self.model(name, version), body, headers, explain=True)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""

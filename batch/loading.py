@@ -1,0 +1,80 @@
+"""The model a batch job serves: which version, on which execution provider, checked.
+
+The version is the one the input key names, else the registry's current one
+(batch.models), chosen by the serving library's rule, as the API chooses it. onnxruntime-gpu
+falls back to the CPU silently when its CUDA libraries do not match: the ACTIVE providers are
+checked and a missing GPU is said loudly, or fails the attempt when one was required.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime as ort
+from model_api.errors import ModelAPIError
+from model_api.model import LoadedModel
+from model_api.service import resolve_version, version_folders
+
+from batch.failures import HostError, PermanentError
+from batch.models import current_version
+
+LOG = logging.getLogger("batch.runner")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def choose_providers(use_gpu: bool) -> list[str]:
+    """CUDA first when this onnxruntime build has it, the CPU always as the fallback."""
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if use_gpu and CUDA in available else [CPU]
+
+
+def version_dir(models_dir: Path, model: str, version: str | None,
+                registry: Path | None = None) -> Path:
+    """The folder of the version a job serves: `version`, else the registry's current one,
+    chosen among the exported versions by the serving library's rule (as the API chooses).
+    PermanentError says why there is none."""
+    try:
+        installed = [folder.name for folder in version_folders(models_dir / model)]
+    except OSError:
+        installed = []
+    if not installed:
+        raise PermanentError(f"unknown model {model!r}: no versions of it under {models_dir}")
+    try:
+        current = current_version(model, registry) if version is None else None
+    except (OSError, ValueError) as error:  # no registry, or model_registry.RegistryError
+        raise PermanentError(f"cannot read the registry of current versions: {error}") from None
+    if version is None and current is None:
+        raise PermanentError(f"model {model!r} is not in the registry (models.yaml), so it has "
+                             "no current version; name one in the key: "
+                             f"batch/input/{model}/versions/<version>/<job>")
+    try:
+        return models_dir / model / resolve_version(model, version, current, installed)
+    except ModelAPIError as error:
+        raise PermanentError(error.message) from None
+
+
+def load_model(models_dir: Path, model: str, version: str | None, registry: Path | None,
+               use_gpu: bool, require_gpu: bool) -> LoadedModel:
+    """Load the version a job serves with the best provider and check what is ACTIVE.
+    Raises PermanentError when it cannot load; HostError when `require_gpu` and CUDA is not
+    active (another host may have it)."""
+    providers = choose_providers(use_gpu)
+    folder = version_dir(models_dir, model, version, registry)
+    try:
+        loaded = LoadedModel.load(folder, providers=providers)
+    except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
+        raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
+                             f"{error}") from error
+    active = list(loaded.providers)
+    if CUDA in active:
+        LOG.info("model %s version %s runs on the GPU (active providers %s)", model,
+                 folder.name, active)
+    elif require_gpu:
+        raise HostError(f"a GPU was required but CUDA is not active (active {active}, "
+                        f"available {ort.get_available_providers()})")
+    else:
+        LOG.warning("!!! model %s runs on the CPU: CUDA is not active (active %s, available "
+                    "%s) !!!", model, active, ort.get_available_providers())
+    return loaded

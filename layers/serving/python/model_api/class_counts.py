@@ -1,0 +1,78 @@
+"""A per-request hook: rows predicted per model and output class, as a CloudWatch metric.
+
+`PredictedRows` (Count), dimensions `model` and `class`, written in CloudWatch's embedded
+metric format by Powertools' `single_metric` when the pipeline flushes (after each API request;
+after each chunk of a batch job), so a day of traffic reads as a class mix per model in
+CloudWatch, from the API and batch alike. A row's class is, in the first of these that the
+answer holds: an integer output of one value per row (named by the model's labels when it has
+them), a BYTES output of one string per row, or the largest score of a float output of one
+score per class and row; else (a regression) "-". At most MAX_CLASSES classes per model are
+told apart (the rest count as "other"): each one is a CloudWatch metric, billed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from model_api.pipeline import Exchange, Hook
+
+METRIC = "PredictedRows"
+# The template's POWERTOOLS_METRICS_NAMESPACE, for a process that has none (a batch job).
+DEFAULT_NAMESPACE = "ServerlessModelApi"
+MAX_CLASSES = 50
+NO_CLASS = "-"
+OTHER = "other"
+MAX_CLASS_CHARS = 64
+
+
+def row_classes(exchange: Exchange) -> list[str]:
+    """The predicted class of each of the exchange's rows (see the module's docstring):
+    `exchange.rows` names, or [NO_CLASS] * rows for an answer with no class output."""
+    rows = exchange.rows
+    labels = exchange.manifest.labels or ()
+    for spec in exchange.manifest.outputs:
+        array = exchange.results.get(spec.name)
+        if array is None or array.shape[:1] != (rows,):
+            continue
+        if array.ndim == 1 and array.dtype.kind in "iu":
+            return [labels[i] if 0 <= i < len(labels) else str(i) for i in array.tolist()]
+        if array.ndim == 1 and array.dtype.kind in "OUS":
+            return [str(value)[:MAX_CLASS_CHARS] for value in array.tolist()]
+        if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind == "f":
+            best = np.argmax(array, axis=1).tolist()
+            return [labels[i] if i < len(labels) else str(i) for i in best]
+    return [NO_CLASS] * rows
+
+
+class ClassCounts(Hook):
+    """Counts rows per (model, class) after the model; emits them as PredictedRows on flush."""
+
+    name = "class_counts"
+
+    def __init__(self, namespace: str | None = None) -> None:
+        self.namespace = (namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
+                          or DEFAULT_NAMESPACE)
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.seen: dict[str, set[str]] = {}
+
+    def after_model(self, exchange: Exchange) -> None:
+        model = exchange.manifest.name
+        seen = self.seen.setdefault(model, set())
+        for name, rows in Counter(row_classes(exchange)).items():
+            if name not in seen and len(seen) >= MAX_CLASSES:
+                name = OTHER
+            else:
+                seen.add(name)
+            self.counts[model, name] += rows
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, Counter()
+        for (model, name), rows in sorted(counts.items()):
+            with single_metric(name=METRIC, unit=MetricUnit.Count, value=rows,
+                               namespace=self.namespace,
+                               default_dimensions={"model": model, "class": name}):
+                pass

@@ -1,0 +1,210 @@
+"""The one inference pipeline: the only place a request is decoded, run (or explained) and
+encoded, for the API's functions and for the batch runner's JSON Lines and .npy inputs alike.
+
+    decode ──▶ before_model hooks ──▶ predict | explain ──▶ after_model hooks ──▶ encode
+
+Each stage is a method of `Pipeline`, so that a caller that runs many requests at once (the
+batch runner's micro-batches, `predict_batched`) still goes through the same steps in the same
+order; `answer` chains them for one request (the API). A `Pipeline` is parameterised by its
+caller's `RequestLimits` (limits.API_REQUEST or limits.BATCH_RECORD) and its hooks.
+
+Hook points, in the manner of KServe's preprocess / predict / postprocess and MLServer's
+inference middlewares: a hook (a `Hook` subclass) has `before_model(exchange)`,
+`after_model(exchange)` and `flush()` (the end of the caller's unit of work: an API request, a
+batch chunk); it sees the decoded request and, after the model, its results, and never changes
+them. A hook that raises is logged (its name and the error's type, never the
+data) and skipped: a hook cannot fail, or change, an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model_api.codec import (
+    InferRequest,
+    InferResult,
+    RequestedOutput,
+    decode_request,
+    encode_response,
+)
+from model_api.errors import BadRequest
+from model_api.explain import with_outputs
+from model_api.limits import RequestLimits
+from model_api.manifest import Manifest
+from model_api.model import LoadedModel
+
+__all__ = ["Exchange", "Hook", "Pipeline", "RunMany"]
+
+logger = logging.getLogger(__name__)
+
+# What a batched run does with (position, request) pairs: yields each position with its
+# results, or with the reason its run failed (batch.microbatch.MicroBatcher.run).
+RunMany = Callable[[list[tuple[int, InferRequest]]],
+                   Iterable[tuple[int, dict[str, np.ndarray] | str]]]
+
+
+@dataclass
+class Exchange:
+    """One request on its way through the pipeline.
+
+    `manifest` is what the request is checked and answered against: the model's own, or with
+    the explanation's outputs when `explain`. `results` maps output names to arrays (batch
+    first, the manifest's dtypes) once the model ran; `parameters` are the answer's
+    (an explanation's `method`, ...). `path` names the caller: "api" or "batch".
+    """
+
+    model: LoadedModel
+    manifest: Manifest
+    request: InferRequest
+    explain: bool
+    path: str
+    results: dict[str, np.ndarray] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.request.rows
+
+
+class Hook:
+    """A per-request hook (see the module's docstring): subclass it and override the points
+    it needs; `name` identifies it in logs. Hooks run in the order the caller lists them."""
+
+    name = "hook"
+
+    def before_model(self, exchange: Exchange) -> None:
+        """Called once the request is decoded and checked, before the model runs."""
+
+    def after_model(self, exchange: Exchange) -> None:
+        """Called once `exchange.results` hold the model's (or explanation's) outputs, before
+        the answer is encoded."""
+
+    def flush(self) -> None:
+        """Called when the caller's unit of work ends (an API request; a batch job's chunk):
+        emit or deliver what the hook gathered since the last flush."""
+
+
+class Pipeline:
+    """Decode, run and encode requests for one caller: its limits, its hooks, its path name."""
+
+    def __init__(self, limits: RequestLimits, hooks: Sequence[Hook] = (),
+                 path: str = "api") -> None:
+        self.limits = limits
+        self.hooks = tuple(hooks)
+        self.path = path
+
+    # ---- decode
+
+    def decode(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
+               explain: bool | None = False) -> Exchange:
+        """The request in `body` checked against `model`'s manifest under the caller's limits.
+
+        `explain`: True on /explain; False on /infer; None when the request's own
+        `parameters.explain` decides (a batch record), which must then be true or false (400
+        otherwise). Raises the codec's ModelAPIError (4xx) when the request does not fit.
+        """
+        chosen: list[Manifest] = [model.manifest]
+
+        def choose(parameters: Mapping[str, Any]) -> Manifest:
+            if explain or (explain is None and _explain_flag(parameters)):
+                chosen[0] = with_outputs(model.manifest)
+            return chosen[0]
+
+        request = decode_request(body, headers, model.manifest, self.limits, choose)
+        return Exchange(model, chosen[0], request, chosen[0] is not model.manifest, self.path)
+
+    def from_arrays(self, model: LoadedModel, inputs: dict[str, np.ndarray]) -> Exchange:
+        """An exchange of arrays already shaped and typed for the model (a .npy input's rows,
+        checked against the signature by the caller): every output of the model, as arrays."""
+        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        outputs = tuple(RequestedOutput(spec.name, True) for spec in model.manifest.outputs)
+        return Exchange(model, model.manifest, InferRequest(None, inputs, outputs, {}, rows),
+                        False, self.path)
+
+    # ---- run
+
+    def predict(self, exchange: Exchange) -> Exchange:
+        """Run the model (or explain) on one exchange between its hooks. Raises what the model
+        raises: the explainer's ModelAPIError (4xx), onnxruntime's own errors."""
+        self._call("before_model", exchange)
+        names = [output.name for output in exchange.request.outputs]
+        if exchange.explain:
+            exchange.results, exchange.parameters = exchange.model.explain(
+                exchange.request.inputs, names, exchange.request.parameters)
+        else:
+            exchange.results = exchange.model.run(exchange.request.inputs, names)
+        self._call("after_model", exchange)
+        return exchange
+
+    def predict_batched(self, items: Sequence[tuple[int, Exchange]], run_many: RunMany
+                        ) -> Iterator[tuple[int, Exchange | str]]:
+        """Predict many (position, exchange) pairs of plain inference through `run_many` (a
+        micro-batcher: several requests per model run), each between its hooks; yields each
+        position with its exchange, or with the reason its run failed."""
+        exchanges = dict(items)
+        for _, exchange in items:
+            self._call("before_model", exchange)
+        for position, outcome in run_many([(position, exchange.request)
+                                           for position, exchange in items]):
+            if isinstance(outcome, str):
+                yield position, outcome
+                continue
+            exchange = exchanges[position]
+            exchange.results = outcome
+            self._call("after_model", exchange)
+            yield position, exchange
+
+    def predict_with(self, exchange: Exchange,
+                     run: Callable[[InferRequest], dict[str, np.ndarray]]) -> Exchange:
+        """Predict one exchange through `run` (the .npy path's micro-batched run over a chunk's
+        rows) between its hooks; raises what `run` raises."""
+        self._call("before_model", exchange)
+        exchange.results = run(exchange.request)
+        self._call("after_model", exchange)
+        return exchange
+
+    # ---- encode
+
+    def encode(self, exchange: Exchange) -> InferResult:
+        """The protocol's answer to the exchange, within the caller's limits (JSON, or binary
+        tensors where the path carries them). Raises TooLarge (413) or BadRequest (400: NaN
+        or infinity in a JSON output)."""
+        return encode_response(exchange.manifest, exchange.request, exchange.results,
+                               exchange.parameters, self.limits)
+
+    def answer(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
+               explain: bool = False) -> InferResult:
+        """decode, predict and encode one request, then flush the hooks: what an API
+        function does."""
+        try:
+            return self.encode(self.predict(self.decode(model, body, headers, explain)))
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """The hooks' `flush` point: the end of the caller's unit of work."""
+        self._call("flush", None)
+
+    # ---- hooks
+
+    def _call(self, point: str, exchange: Exchange | None) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, point)(*(() if exchange is None else (exchange,)))
+            except Exception as error:  # a hook never fails an answer
+                logger.error("hook %s failed at %s (%s); the answer is unchanged",
+                             getattr(hook, "name", type(hook).__name__), point,
+                             type(error).__name__)
+
+
+def _explain_flag(parameters: Mapping[str, Any]) -> bool:
+    """A batch record's `parameters.explain`: whether it asks for explanations."""
+    explain = parameters.get("explain", False)
+    if not isinstance(explain, bool):
+        raise BadRequest(f"parameter 'explain' must be true or false, got {explain!r:.40}")
+    return explain
