@@ -8,6 +8,8 @@ per-row Python: rows are read, cast and run as arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from model_api.datatypes import numpy_dtype
 from model_api.manifest import TensorSpec
@@ -48,7 +50,7 @@ def chunk_rows(rows: int, max_bytes: int, row_bytes: int) -> int:
 
 
 def answer_rows(pipeline: Pipeline, batcher: MicroBatcher, spec: TensorSpec,
-                rows: np.ndarray) -> dict[str, np.ndarray]:
+                rows: np.ndarray) -> Mapping[str, np.ndarray]:
     """Every output of the model for `rows` (cast to the input's dtype), in micro-batches;
     raises what the model raises once micro-batches of one row still fail."""
     typed = rows.astype(numpy_dtype(spec.datatype), copy=False)

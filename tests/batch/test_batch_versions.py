@@ -1,7 +1,8 @@
-"""One version rule, one current: the same rows through the API's handler and through the
-batch loop (`make batch-local`'s) give byte-identical answers, for a model with two versions
-whose current one is not the highest: unversioned asks serve `current`, named ones that
-version."""
+"""One pipeline, one version rule, one current: the same rows through the API's handler and
+through the batch loop (`make batch-local`'s) give byte-identical answers, for a model with two
+versions whose current one is not the highest: unversioned asks serve `current`, named ones
+that version. Infer requests as JSON Lines records, explanations (`/explain` against records
+with `"parameters": {"explain": true}`), and .npy rows against the API's binary outputs."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def api_answers(models_dir: Path, version: str | None, monkeypatch: pytest.MonkeyPatch,
-                context: LambdaContext) -> list[bytes]:
-    """POST each row to the inference function's handler, as its template entry configures
-    it (MODEL_VERSION: the registry's current); the response bodies."""
+                context: LambdaContext, rows: list[str] = ROWS,
+                operation: str = "infer") -> list[bytes]:
+    """POST each row to the inference function's handler (its `operation` route: infer or
+    explain), as its template entry configures it (MODEL_VERSION: the registry's current);
+    the response bodies."""
     monkeypatch.setenv("MODELS_DIR", str(models_dir))
     monkeypatch.setenv("MODEL_NAME", MODEL)
     monkeypatch.setenv("MODEL_VERSION", current_version(MODEL, registry(models_dir)) or "")
@@ -45,9 +48,9 @@ def api_answers(models_dir: Path, version: str | None, monkeypatch: pytest.Monke
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
     sample = json.loads((EVENTS_DIR / "breast-cancer-mlp" / "infer.json").read_text())
-    route = f"/v2/models/{MODEL}" + (f"/versions/{version}" if version else "") + "/infer"
+    route = f"/v2/models/{MODEL}" + (f"/versions/{version}" if version else "") + f"/{operation}"
     answers = []
-    for row in ROWS:
+    for row in rows:
         event: dict[str, Any] = {**sample, "path": route, "resource": route,
                                  "pathParameters": {"version": version} if version else None,
                                  "body": base64.b64encode(row.encode()).decode(),
@@ -59,11 +62,18 @@ def api_answers(models_dir: Path, version: str | None, monkeypatch: pytest.Monke
     return answers
 
 
-def batch_answers(models_dir: Path, version: str | None, tmp_path: Path) -> list[bytes]:
+def batch_answers(models_dir: Path, version: str | None, tmp_path: Path,
+                  rows: list[str] = ROWS) -> list[bytes]:
     """The same rows as one JSON Lines job of the local batch loop; its output records."""
     source = tmp_path / f"rows-{version}.jsonl"
-    source.write_text("\n".join(ROWS) + "\n")
+    source.write_text("\n".join(rows) + "\n")
     output = tmp_path / f"answers-{version}.jsonl"
+    run_batch(models_dir, version, source, output)
+    return output.read_bytes().splitlines()
+
+
+def run_batch(models_dir: Path, version: str | None, source: Path, output: Path) -> None:
+    """`make batch-local`'s loop over `source` (.jsonl or .npy), its outputs at `output`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL"))}
     result = subprocess.run(
         [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
@@ -73,7 +83,6 @@ def batch_answers(models_dir: Path, version: str | None, tmp_path: Path) -> list
     assert result.returncode == 0, result.stderr[-3000:]
     job = json.loads(result.stdout.splitlines()[-1])["job"]
     assert job["model_version"] == (version or "1")
-    return output.read_bytes().splitlines()
 
 
 @pytest.mark.parametrize("version", [None, "2"], ids=["current", "v2"])
@@ -94,3 +103,36 @@ def test_the_two_versions_answer_differently(two_versions: Path,
     one, two = (api_answers(two_versions, v, monkeypatch, lambda_context) for v in ("1", "2"))
     labels = [[json.loads(a)["outputs"][0]["data"] for a in answers] for answers in (one, two)]
     assert labels[0] != labels[1]
+
+
+def test_explanations_through_the_api_and_the_batch_loop_are_alike(
+        two_versions: Path, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
+        tmp_path: Path) -> None:
+    """/explain and a JSON Lines record asking for explanations: the same bytes."""
+    rows = [request_line(f"e{n}", RNG.normal(size=(1 + n % 2, FEATURES)),
+                         parameters={"explain": True}) for n in range(4)]
+    api = api_answers(two_versions, None, monkeypatch, lambda_context, rows, "explain")
+    assert batch_answers(two_versions, None, tmp_path, rows) == api
+    assert all(b'"attributions"' in answer for answer in api)
+
+
+def test_npy_rows_through_the_batch_loop_are_the_api_binary_outputs(
+        two_versions: Path, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
+        tmp_path: Path) -> None:
+    """A .npy job's outputs hold, byte for byte, the API's binary tensors for the same rows."""
+    rows = RNG.normal(size=(7, FEATURES)).astype(np.float32)
+    source, output = tmp_path / "rows.npy", tmp_path / "answers.npy"
+    np.save(source, rows)
+    run_batch(two_versions, None, source, output)
+    [answer] = api_answers(two_versions, None, monkeypatch, lambda_context,
+                           [request_line("n", rows, parameters={"binary_data_output": True})])
+    # The JSON header, then the binary tensors (latin-1: one character per byte)
+    header, end = json.JSONDecoder().raw_decode(answer.decode("latin-1"))
+    blobs = answer[end:]
+    for output_meta in header["outputs"]:
+        size = output_meta["parameters"]["binary_data_size"]
+        blob, blobs = blobs[:size], blobs[size:]
+        batch = np.load(tmp_path / f"answers.{output_meta['name']}.npy")
+        assert list(batch.shape) == output_meta["shape"]
+        assert batch.tobytes() == blob
+    assert blobs == b""

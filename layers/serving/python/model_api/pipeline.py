@@ -13,15 +13,17 @@ inference middlewares: a hook (a `Hook` subclass) has `before_model(exchange)`,
 `after_model(exchange)` and `flush()` (the end of the caller's unit of work: an API request, a
 batch chunk); it sees the decoded request and, after the model, its results, and never changes
 them. A hook that raises is logged (its name and the error's type, never the
-data) and skipped: a hook cannot fail, or change, an answer.
+data) and skipped, and a hook sees read-only inputs and results: a hook cannot fail, or
+change, an answer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,7 +65,7 @@ class Exchange:
     request: InferRequest
     explain: bool
     path: str
-    results: dict[str, np.ndarray] = field(default_factory=dict)
+    results: Mapping[str, np.ndarray] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -193,13 +195,26 @@ class Pipeline:
     # ---- hooks
 
     def _call(self, point: str, exchange: Exchange | None) -> None:
+        if not self.hooks:
+            return
+        arguments = () if exchange is None else (_read_only(exchange),)
         for hook in self.hooks:
             try:
-                getattr(hook, point)(*(() if exchange is None else (exchange,)))
+                getattr(hook, point)(*arguments)
             except Exception as error:  # a hook never fails an answer
                 logger.error("hook %s failed at %s (%s); the answer is unchanged",
                              getattr(hook, "name", type(hook).__name__), point,
                              type(error).__name__)
+
+
+def _read_only(exchange: Exchange) -> Exchange:
+    """What a hook sees of `exchange`: a copy whose inputs and results are read-only mappings
+    of read-only arrays, so that no hook can change what the model gets or the answer says."""
+    for array in (*exchange.request.inputs.values(), *exchange.results.values()):
+        array.flags.writeable = False
+    inputs = cast(dict[str, np.ndarray], MappingProxyType(exchange.request.inputs))
+    return replace(exchange, request=replace(exchange.request, inputs=inputs),
+                   results=MappingProxyType(exchange.results))
 
 
 def _explain_flag(parameters: Mapping[str, Any]) -> bool:
