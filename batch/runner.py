@@ -39,7 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from model_api.codec import InferRequest, decode_request, parse_json, response_document
 from model_api.datatypes import numpy_dtype
 from model_api.errors import BadRequest, ModelAPIError, NotFound
-from model_api.explain import with_outputs
+from model_api.explainers import with_outputs
 from model_api.limits import BATCH_MAX_RECORD_BYTES, BATCH_RECORD
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel

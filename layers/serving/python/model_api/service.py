@@ -18,7 +18,7 @@ import model_api.examples as model_examples
 from model_api import __version__
 from model_api.codec import InferResult, decode_request, encode_response
 from model_api.errors import NotFound, NotReady
-from model_api.explain import with_outputs
+from model_api.explainers import with_outputs
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 
