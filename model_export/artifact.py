@@ -20,7 +20,7 @@ import model_api.examples as model_examples
 import numpy as np
 import onnx
 from model_api.datatypes import ONNX_ELEMENT_TYPES
-from model_api.explain import ExplanationError, load_explainer
+from model_api.explainers import ExplanationError, load_explainer
 from model_api.manifest import Manifest, ManifestError, load_manifest
 
 MODEL_FILE = "model.onnx"
@@ -92,7 +92,7 @@ def write_version(version_dir: Path, model_bytes: bytes, manifest: dict[str, Any
     Raises ExamplesError when `examples` do not fit the signature, ManifestError when the
     explanation does not load. The files are written to a sibling temporary folder that
     replaces `version_dir` only once the manifest loads, its explanation with it
-    (model_api.explain, which checks the background's sha256) and its examples, so a failed
+    (model_api.explainers, which checks the background's sha256) and its examples, so a failed
     export never leaves a half-written version behind.    """
     model = onnx.load_from_string(model_bytes)
     document = {

@@ -1,10 +1,10 @@
 """Choose a model's explanation method at export or add-model, from its graph and signature.
 
-The manifest's `explanation` object (read by model_api/explain.py, which documents the methods)
-is written here, once per version, so the serving side never guesses:
+The manifest's `explanation` object (read by model_api/explainers/, whose modules document the
+methods) is written here, once per version, so the serving side never guesses:
 - a linear model whose exporter gives its coefficients and the training means: `linear`;
 - one BYTES input (shape [-1] or [-1, 1]): `token_ablation`, with the tokenizer pattern read
-  from the graph's ONNX Tokenizer node (`tokenexp`) when it has one, else explain.py's
+  from the graph's ONNX Tokenizer node (`tokenexp`) when it has one, else token_ablation.py's
   DEFAULT_TOKEN_PATTERN (stated in the manifest as `tokenizer: "default"`);
 - one float input of rank 3 or 4 with fixed spatial dimensions: `occlusion`, patches of a
   quarter of the image's shorter side, stride half a patch;
@@ -16,28 +16,27 @@ is written here, once per version, so the serving side never guesses:
 
 from __future__ import annotations
 
+import hashlib
+import io
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from model_api.datatypes import BYTES
-from model_api.explain import (
-    BACKGROUND_FILE,
-    DEFAULT_TOKEN_PATTERN,
-    LINEAR,
-    NONE,
-    OCCLUSION,
-    TOKEN_ABLATION,
-    background_section,
-    encode_background,
-)
+from model_api.explainers.base import NONE
+from model_api.explainers.kernel_shap import KERNEL_SHAP
+from model_api.explainers.linear import LINEAR
+from model_api.explainers.occlusion import OCCLUSION
+from model_api.explainers.token_ablation import DEFAULT_TOKEN_PATTERN, TOKEN_ABLATION
 
 FLOATS = ("FP16", "FP32", "FP64")
 NUMERIC = (*FLOATS, "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 # Rows of a seed model's training data kept as its Kernel SHAP background: a seeded sample
 # (shap.sample's way), small because every coalition is scored against each row.
 SEED_BACKGROUND_ROWS = 16
+BACKGROUND_FILE = "background.npz"  # Kernel SHAP's background rows, beside the model file
 
 
 def enable_hint(name: str) -> str:
@@ -129,3 +128,27 @@ def _occlusion(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     stride = max(1, patch // 2)
     return {"input": spec["name"], "spatial_axes": axes, "patch": [patch, patch],
             "stride": [stride, stride], "baseline": 0.0}
+
+
+def encode_background(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The .npz bytes of background rows (one array per input name). Written by hand rather
+    than with np.savez, whose zip entries carry the current time: the same rows give the
+    same bytes (and sha256) on every export."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.ascontiguousarray(arrays[name]),
+                                      allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", (1980, 1, 1, 0, 0, 0)),
+                             entry.getvalue())
+    return buffer.getvalue()
+
+
+def background_section(output: str, data: bytes) -> dict[str, Any]:
+    """The manifest's `explanation` object for Kernel SHAP over the background `data`
+    (the bytes of BACKGROUND_FILE, from encode_background); read back at load by
+    model_api/explainers/background.py."""
+    return {"method": KERNEL_SHAP, "output": output,
+            "background": {"file": BACKGROUND_FILE,
+                           "sha256": hashlib.sha256(data).hexdigest()}}

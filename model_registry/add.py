@@ -28,7 +28,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
-from model_api.explain import KERNEL_SHAP
+from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.manifest import ManifestError
 
 from model_export import explanation

@@ -24,7 +24,7 @@ from typing import Any
 
 import model_api.examples as model_examples
 from model_api.binary import HEADER_LENGTH
-from model_api.explain import output_specs
+from model_api.explainers import output_specs
 from model_api.manifest import Manifest, load_manifest
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from model_api import limits
 from model_api.datatypes import DATATYPES
-from model_api.explain import output_specs
+from model_api.explainers import output_specs
 from model_api.manifest import parse_manifest
 from model_api.routes import ROUTES, TENSOR_REQUESTS, Route
 
@@ -153,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
 
 EXPLAIN_PARAMETERS = {
     "type": "object", "additionalProperties": True,
-    "description": "Explain options (model_api/explain.py): `target`, the class index to "
+    "description": "Explain options (model_api/explainers/): `target`, the class index to "
                    "explain for every row (default: each row's predicted class); `samples`, "
                    "Kernel SHAP's coalitions per row (1 to "
                    f"{limits.MAX_SHAP_SAMPLES}; kernel_shap models only).",

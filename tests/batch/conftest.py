@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from model_api.explain import BACKGROUND_FILE, background_section, encode_background
 from moto.server import ThreadedMotoServer
 from onnx import TensorProto, helper
 
 from batch.aws import client
 from batch.jobs import JobStore
 from batch.local import create_resources
+from model_export.explanation import BACKGROUND_FILE, background_section, encode_background
 
 MODEL = "tiny-classifier"
 FEATURES = 4

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from model_api.errors import BadRequest, NotFound, TooLarge
-from model_api.explain import Explanation, Options, coalitions, kernel_weight
+from model_api.explainers import Explanation, Options
+from model_api.explainers.kernel_shap import coalitions, kernel_weight
 from model_api.limits import MAX_EXPLAIN_ROWS, MAX_EXPLAIN_TOKENS
 from model_api.model import LoadedModel, ModelLoadError
 
@@ -98,7 +99,7 @@ def test_kernel_shap_is_exact_when_every_coalition_fits_the_budget() -> None:
             for subset in combinations(others, size):
                 weight = factorial(size) * factorial(4 - size - 1) / factorial(4)
                 shapley[feature] += weight * (value((*subset, feature)) - value(subset))
-    from model_api.explain import solve
+    from model_api.explainers.kernel_shap import solve
 
     expected = np.array([value(tuple(np.flatnonzero(m))) for m in masks])
     values = solve(masks, projection, expected, value((0, 1, 2, 3)))
@@ -320,7 +321,7 @@ def test_a_row_past_the_run_size_is_scored_in_parts_with_the_same_answer(
         runs.append(len(inputs["features"]))
         return predict(inputs)
 
-    monkeypatch.setattr("model_api.explain.MAX_EXPLAIN_RUN_ROWS", 1000)
+    monkeypatch.setattr("model_api.explainers.kernel_shap.MAX_EXPLAIN_RUN_ROWS", 1000)
     parts = model.explainer.explain(counted, {"features": x[:2]}, Options())
     assert max(runs) <= 1000 and len(runs) > 3
     np.testing.assert_allclose(parts.attributions["features"], whole.attributions["features"],

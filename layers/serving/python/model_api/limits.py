@@ -138,7 +138,7 @@ REPOSITORY_CACHE_S = 5
 # for the model function it forwards a request to; API Gateway gives up at 29 s anyway, and the
 # server function's own Timeout (ModelTimeout) bounds it first.
 ROUTER_INVOKE_TIMEOUT_S = 30
-# --- explanations (`/explain`, model_api/explain.py) -------------------------------------
+# --- explanations (`/explain`, model_api/explainers/) -------------------------------------
 # Rows of one explain request. Explaining a row costs up to MAX_EXPLAIN_MODEL_ROWS / rows model
 # evaluations (Kernel SHAP: ~8,000 per breast-cancer row by default, ~10 ms on one core), so 64
 # rows stay near one second; bigger jobs belong to the batch runner ("explain": true).

@@ -20,7 +20,12 @@ import numpy as np
 import onnxruntime as ort
 
 from model_api.datatypes import ORT_TYPES
-from model_api.explain import Explainer, ExplanationError, load_explainer, request_options
+from model_api.explainers import (
+    Explainer,
+    ExplanationError,
+    load_explainer,
+    request_options,
+)
 from model_api.manifest import Manifest, ManifestError, TensorSpec, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -94,7 +99,7 @@ class LoadedModel:
 
     manifest: Manifest
     session: ort.InferenceSession
-    # How /explain explains it (model_api/explain.py), from the manifest; checked at load.
+    # How /explain explains it (model_api/explainers/), from the manifest; checked at load.
     explainer: Explainer
 
     @classmethod
@@ -143,9 +148,9 @@ class LoadedModel:
     def explain(self, inputs: dict[str, np.ndarray], output_names: Sequence[str],
                 parameters: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """The outputs `output_names` (the model's own and the explanation's, see
-        explain.with_outputs) for `inputs`, and the answer's parameters (`method`, and
+        explainers.with_outputs) for `inputs`, and the answer's parameters (`method`, and
         `explained_output`). `parameters` are the request's: `target`, `samples`
-        (explain.request_options). Raises what the explainer raises (a 4xx ModelAPIError)."""
+        (explainers.request_options). Raises what the explainer raises (a 4xx ModelAPIError)."""
         options = request_options(parameters)
         explanation = self.explainer.explain(self.scores(self.explainer.output), inputs,
                                              options)

@@ -35,7 +35,7 @@ from model_api.codec import (
     encode_response,
 )
 from model_api.errors import BadRequest
-from model_api.explain import with_outputs
+from model_api.explainers import with_outputs
 from model_api.limits import RequestLimits
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel

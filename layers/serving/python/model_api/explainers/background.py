@@ -1,0 +1,75 @@
+"""The background rows a method reads at load (Kernel SHAP's): the file the manifest's
+`explanation.background` names, checked against its sha256 and the model's inputs.
+
+The exporter writes it (model_export/explanation.py, encode_background).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_api.datatypes import BYTES
+from model_api.explainers.base import ExplanationError
+from model_api.limits import MAX_BACKGROUND_ROWS
+from model_api.manifest import Manifest
+
+
+def read_background(manifest: Manifest, version_dir: Path,
+                    config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The background rows of a Kernel SHAP model, after their sha256 check: one array per
+    input, [K, *input shape without batch], K equal for all."""
+    record = config.get("background")
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
+            or Path(record["file"]).name != record["file"]:
+        raise ExplanationError("explanation.background must name a file of the version folder "
+                               "with its sha256")
+    path = version_dir / record["file"]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExplanationError(f"{path}: cannot read the background rows: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != record.get("sha256"):
+        raise ExplanationError(f"{path}: sha256 is {digest} but the manifest says "
+                               f"{record.get('sha256')}; the background is not the exported one")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise ExplanationError(f"{path}: not a numpy .npz archive: {exc}") from exc
+    return check_background(manifest, arrays)
+
+
+def check_background(manifest: Manifest, arrays: Mapping[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+    """Background rows that fit the manifest's inputs (ExplanationError naming what does
+    not): one array per input, numeric, finite, the input's fixed dimensions, 1 to
+    MAX_BACKGROUND_ROWS rows, the same count for every input."""
+    names = {spec.name for spec in manifest.inputs}
+    if set(arrays) != names:
+        raise ExplanationError(f"background arrays {sorted(arrays)} must be exactly the "
+                               f"model's inputs {sorted(names)}")
+    checked: dict[str, np.ndarray] = {}
+    for spec in manifest.inputs:
+        array = np.asarray(arrays[spec.name])
+        if spec.datatype == BYTES or array.dtype.kind not in "iuf" or array.ndim != len(
+                spec.shape) or any(d != -1 and d != a for d, a in
+                                   zip(spec.shape[1:], array.shape[1:], strict=True)):
+            raise ExplanationError(
+                f"background for input '{spec.name}' is {array.dtype} {list(array.shape)}; "
+                f"the input is {spec.datatype} {list(spec.shape)}")
+        if not 1 <= array.shape[0] <= MAX_BACKGROUND_ROWS:
+            raise ExplanationError(f"background for input '{spec.name}' has "
+                                   f"{array.shape[0]} rows; give 1 to {MAX_BACKGROUND_ROWS}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ExplanationError(f"background for input '{spec.name}' has NaN or inf")
+        checked[spec.name] = array
+    if len({array.shape[0] for array in checked.values()}) != 1:
+        raise ExplanationError("background arrays must have the same number of rows")
+    return checked
