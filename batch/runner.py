@@ -485,7 +485,7 @@ def run_job(settings: Settings, s3: Any = None, store: JobStore | None = None) -
     try:
         if store is not None:
             store.update(settings.job_id, RUNNING, increment_attempts=True, fields={
-                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
+                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
                 "started_at": time.time()})
         try:
             summary = Job(settings, s3, store).run()

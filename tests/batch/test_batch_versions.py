@@ -66,7 +66,7 @@ def batch_answers(models_dir: Path, version: str | None, tmp_path: Path) -> list
     output = tmp_path / f"answers-{version}.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL"))}
     result = subprocess.run(
-        [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
+        [sys.executable, "-m", "local_api.batch.loop", "--model", MODEL, "--input", str(source),
          "--output", str(output), "--models-dir", str(models_dir),
          "--registry", str(registry(models_dir)), *(["--version", version] if version else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
