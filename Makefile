@@ -44,11 +44,11 @@ $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_e
 	@touch $@
 
 models: setup .venv-torch/.installed ## Train and export the models to build/models (skips the unchanged ones)
-	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_export --out build/models
+	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_registry.export --out build/models
 	@touch build/models/.exported
 
 build/models/.exported: $(VENV)/.installed .venv-torch/.installed $(EXPORT_SRC) models.yaml
-	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_export --out build/models
+	@$(STEP) "training and exporting the models to build/models" $(PY) -m model_registry.export --out build/models
 	@touch $@
 
 # PyTorch (CPU wheel, cp311 only) trains digits-cnn in its own python3.11 venv, kept out of the
@@ -128,7 +128,7 @@ $(BUILT): $(BATCH_SRC)
 
 batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl [VERSION=v] [KILL_AFTER_ROWS=N [KILL_ATTEMPTS=K]]
 	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file> [VERSION=v: that version, not the current one] [KILL_AFTER_ROWS=N: SIGKILL the runner at N rows, then resume] [KILL_ATTEMPTS=K: the first K attempts]"; exit 2; }
-	$(PY) -m batch.local --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(VERSION),--version "$(VERSION)") $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)") $(if $(KILL_ATTEMPTS),--kill-attempts "$(KILL_ATTEMPTS)")
+	$(PY) -m local_api.batch.loop --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(VERSION),--version "$(VERSION)") $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)") $(if $(KILL_ATTEMPTS),--kill-attempts "$(KILL_ATTEMPTS)")
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
 bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_api import hooks
+from model_api.aws import hooks
 from model_api.limits import BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
@@ -221,7 +221,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     try:
         if store is not None:
             store.update(config.job_id, RUNNING, increment_attempts=True, fields={
-                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"local-{os.getpid()}"),
+                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
                 "started_at": time.time()})
         try:
             summary = Job(config, s3, store).run()

@@ -8,6 +8,11 @@ never brought back by a late update (JobErased). The trigger claims a
 job with a conditional put, which is what makes it submit at most one job per object version;
 the runner updates state and counts as it goes, and the jobs API reads an item back. A job
 whose runner could not record its end is finished by batch.state (`failed`, with the reason).
+
+Where a job runs is the record's `compute` field, set when it is submitted: "aws-batch" (its
+`batch_job_id` is AWS Batch's, which DescribeJobs and TerminateJob take) or "local" (the local
+submitter of local_api.batch: no Batch job to ask or stop). A record without it predates the
+field and ran on AWS Batch.
 """
 
 from __future__ import annotations
@@ -29,10 +34,21 @@ FAILED = "failed"
 AWAITING_UPLOAD = "awaiting_upload"
 ERASING = "erasing"
 FINAL = (SUCCEEDED, FAILED)
+# Where a job runs: the record's `compute` field (see the module's docstring).
+AWS_BATCH = "aws-batch"
+LOCAL = "local"
 COUNTS = ("rows_read", "outputs_written", "errors")
 # A claim lives as long as the invocation that holds it; then a retried event may take it over.
 _CLAIMABLE = ("attribute_not_exists(job_id) OR #s = :submit_failed "
               "OR (#s = :submitting AND claim_expires_at < :now)")
+
+
+def aws_batch_job(record: dict[str, Any]) -> str | None:
+    """The AWS Batch job id of a job that runs on AWS Batch and has one, else None (a local
+    job, or one not submitted yet)."""
+    if record.get("compute", AWS_BATCH) != AWS_BATCH:
+        return None
+    return str(record.get("batch_job_id") or "") or None
 
 
 class JobErased(RuntimeError):

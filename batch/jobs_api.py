@@ -48,7 +48,7 @@ from model_api.routes import route
 
 from batch import erase
 from batch.aws import retry_config
-from batch.jobs import AWAITING_UPLOAD, ERASING, FINAL, SUCCEEDED, JobStore
+from batch.jobs import AWAITING_UPLOAD, ERASING, FINAL, SUCCEEDED, JobStore, aws_batch_job
 from batch.keys import FORMATS, JOB_ID, InputObject, InvalidKey, input_key, issue_job_id, parse_key
 from batch.state import reconcile
 
@@ -272,11 +272,10 @@ class JobsApi:
 
     def _terminate(self, record: dict[str, Any]) -> str | None:
         """TerminateJob on the job's AWS Batch job while it may still run; its id, or None.
-        A local job (`local-…`) has no Batch job: its runner stops on its own when it finds
-        the job erased before its next write (batch.job)."""
-        batch_job_id = str(record.get("batch_job_id") or "")
-        if (not batch_job_id or batch_job_id.startswith("local-")
-                or record.get("status") in (*FINAL, AWAITING_UPLOAD)):
+        A local job (`compute` "local") has no Batch job: its runner stops on its own when it
+        finds the job erased before its next write (batch.job)."""
+        batch_job_id = aws_batch_job(record)
+        if batch_job_id is None or record.get("status") in (*FINAL, AWAITING_UPLOAD):
             return None
         try:
             self.batch.terminate_job(jobId=batch_job_id,

@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from batch import notify
-from batch.jobs import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore
+from batch.jobs import FAILED, RUNNING, SUBMITTED, SUCCEEDED, JobStore, aws_batch_job
 from batch.submit import JOB_ID_VARIABLE
 
 LOG = logging.getLogger(__name__)
@@ -95,12 +95,13 @@ def on_batch_event(store: JobStore, detail: dict[str, Any]) -> str:
 def reconcile(store: JobStore, record: dict[str, Any], batch: Any,
               now: float | None = None) -> dict[str, Any]:
     """The job's record after checking an unfinished, stale one against Batch (DescribeJobs):
-    `failed` when Batch has failed the job or no longer knows it. A record of a local job, a
-    recent one, or one whose check fails (Batch unreachable: logged) comes back as it was."""
-    batch_job_id = str(record.get("batch_job_id") or "")
+    `failed` when Batch has failed the job or no longer knows it. A record of a job that does
+    not run on AWS Batch (its `compute` field), a recent one, or one whose check fails (Batch
+    unreachable: logged) comes back as it was."""
+    batch_job_id = aws_batch_job(record)
     age = (now or time.time()) - float(record.get("updated_at") or 0)
-    if (record.get("status") not in UNFINISHED or not batch_job_id
-            or batch_job_id.startswith("local-") or age < RECONCILE_AFTER_SECONDS):
+    if (record.get("status") not in UNFINISHED or batch_job_id is None
+            or age < RECONCILE_AFTER_SECONDS):
         return record
     try:
         found = batch.describe_jobs(jobs=[batch_job_id]).get("jobs") or []

@@ -2,7 +2,9 @@
 
 Both submitters take the same `InputObject` and hand the runner the same environment, so the
 trigger cannot tell them apart; `BATCH_SUBMITTER` (batch | local) picks one. The local one
-(batch.local_submit, which never ships) also plays Batch's retry strategy and spot reclaims.
+(local_api.batch.submitter, which never ships) also plays Batch's retry strategy and spot
+reclaims; nothing here imports it: the local emulation hands its factory to `provide_local`
+before it loads the trigger.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 from batch.aws import client
+from batch.jobs import AWS_BATCH
 from batch.keys import InputObject
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +31,11 @@ def runner_environment(obj: InputObject) -> dict[str, str]:
 
 
 class Submitter(Protocol):
+    """Starts jobs on one kind of compute: `compute` is what the trigger records as the job's
+    `compute` field (batch.jobs: AWS_BATCH, LOCAL)."""
+
+    compute: str
+
     def submit(self, obj: InputObject) -> str:
         """Start the job for `obj`; returns the id the compute side gave it."""
         ...
@@ -34,6 +43,8 @@ class Submitter(Protocol):
 
 class BatchSubmitter:
     """SubmitJob on the stack's job queue and GPU job definition."""
+
+    compute = AWS_BATCH
 
     def __init__(self, queue: str, definition: str) -> None:
         self.queue, self.definition = queue, definition
@@ -48,14 +59,27 @@ class BatchSubmitter:
         return str(response["jobId"])
 
 
+_local: Callable[[], Submitter] | None = None
+
+
+def provide_local(factory: Callable[[], Submitter]) -> None:
+    """Make `BATCH_SUBMITTER=local` mean `factory()`: the local emulation's submitter
+    (local_api.batch), which exists only in the repository (neither BatchLayer nor the
+    runner's image carries it), so this package never imports it."""
+    global _local
+    _local = factory
+
+
 def from_environment() -> Submitter:
-    """The submitter `BATCH_SUBMITTER` names. "local" is batch.local_submit's, which exists
-    only in the repository (neither BatchLayer nor the runner's image carries it)."""
+    """The submitter `BATCH_SUBMITTER` names: "batch" (AWS Batch, from `BATCH_JOB_QUEUE` and
+    `BATCH_JOB_DEFINITION`) or "local" (the one `provide_local` was given). ValueError for
+    any other name, or "local" when none was provided."""
     kind = os.environ.get("BATCH_SUBMITTER", "batch")
     if kind == "local":
-        from batch import local_submit
-
-        return local_submit.shared()
+        if _local is None:
+            raise ValueError("BATCH_SUBMITTER=local, but no local submitter was provided: "
+                             "only the local emulation (local_api.batch) has one")
+        return _local()
     if kind != "batch":
         raise ValueError(f"BATCH_SUBMITTER must be 'batch' or 'local', not {kind!r}")
     return BatchSubmitter(os.environ["BATCH_JOB_QUEUE"], os.environ["BATCH_JOB_DEFINITION"])

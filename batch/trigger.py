@@ -105,6 +105,7 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         # Recorded, then raised: the event is retried and, once retries run out, dead-lettered.
         store.release(item, token, SUBMIT_FAILED, reason=f"submission failed: {error}")
         raise
-    if not store.release(item, token, SUBMITTED, batch_job_id=batch_job_id):
+    if not store.release(item, token, SUBMITTED, batch_job_id=batch_job_id,
+                         compute=submitter.compute):
         LOG.info("job %s moved on before it was marked submitted", obj.job_id)
     return Outcome("submitted", job_id=obj.job_id, batch_job_id=batch_job_id)

@@ -20,7 +20,7 @@ What each number includes (rows/s = input rows / those seconds):
   in `LoadedModel.run` (timed from outside), the batch-size trial's slower sizes included.
 
 - async path (`async_rows_per_s`): the same .npy as an asynchronous job over HTTP, as a client
-  with only the API runs it (`make serve`'s local API and its local stack, batch.local_stack):
+  with only the API runs it (`make serve`'s local API and its local stack, local_api.batch.stack):
   from the start of the PUT to `upload_url` to the last output downloaded through
   `output_urls`, polling the job every 0.1 s. It adds to the runner: the upload through the
   presigned URL, the S3 event's delivery to the trigger (polled each second), the runner's
@@ -115,19 +115,19 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
     import onnxruntime as ort
     from model_api.model import CPU, session_options
 
-    from batch import local
     from batch.aws import client
     from batch.loading import version_dir
+    from local_api.batch import loop
 
     s3 = client("s3")
     key = f"batch/input/{model}/raw-{batch_rows}.npy"
-    s3.upload_file(str(path), local.BUCKET, key)
+    s3.upload_file(str(path), loop.BUCKET, key)
     started = time.perf_counter()
     session = ort.InferenceSession(str(version_dir(MODELS_DIR, model, None) / "model.onnx"),
                                    sess_options=session_options(), providers=list(CPU))
     name = session.get_inputs()[0].name
     outputs = [output.name for output in session.get_outputs()]
-    rows = np.load(io.BytesIO(s3.get_object(Bucket=local.BUCKET, Key=key)["Body"].read()))
+    rows = np.load(io.BytesIO(s3.get_object(Bucket=loop.BUCKET, Key=key)["Body"].read()))
     results: list[list[np.ndarray]] = [[] for _ in outputs]
     for first in range(0, len(rows), batch_rows):
         ran = session.run(outputs, {name: rows[first:first + batch_rows]})
@@ -136,7 +136,7 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
     for output, parts in zip(outputs, results, strict=True):
         buffer = io.BytesIO()
         np.save(buffer, np.concatenate(parts))
-        s3.put_object(Bucket=local.BUCKET, Key=f"raw-output/{model}/{output}.npy",
+        s3.put_object(Bucket=loop.BUCKET, Key=f"raw-output/{model}/{output}.npy",
                       Body=buffer.getvalue())
     return len(rows) / (time.perf_counter() - started)
 
@@ -169,17 +169,17 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     """Rows per second of one whole runner job over the uploaded file (a fresh job each time),
     and rows per second of the time its model runs took. chunk_bytes None: the default."""
     from batch import job as batch_job
-    from batch import local
     from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
+    from local_api.batch import loop
 
     key = f"batch/input/{model}/bench-{batch_rows}-{chunk_rows}-{chunk_bytes}.npy"
-    event = local.upload(path, local.BUCKET, key)
+    event = loop.upload(path, loop.BUCKET, key)
     version = event["detail"]["object"]["version-id"]
-    job = parse_key(local.BUCKET, key, version)
-    JobStore(local.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
-    config = batch_job.JobConfig(bucket=local.BUCKET, key=key, version_id=version,
-                                 job_id=job.job_id, models_dir=MODELS_DIR, table=local.TABLE,
+    job = parse_key(loop.BUCKET, key, version)
+    JobStore(loop.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
+    config = batch_job.JobConfig(bucket=loop.BUCKET, key=key, version_id=version,
+                                 job_id=job.job_id, models_dir=MODELS_DIR, table=loop.TABLE,
                                  batch_rows=batch_rows, chunk_rows=chunk_rows,
                                  chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
     with time_in_runs() as spent:
@@ -219,7 +219,7 @@ def async_speed(api: str, model: str, path: Path) -> float:
 def run() -> list[dict[str, Any]]:
     """Per model: the raw loop at every batch size, the raw job, the runner by default and
     tuned by hand."""
-    from batch import local
+    from local_api.batch import loop
 
     logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found endpoint for s3 via ..."
@@ -227,7 +227,7 @@ def run() -> list[dict[str, Any]]:
     results = []
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
             serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port:
-        local.create_resources()
+        loop.create_resources()
         for model, count in ROWS.items():
             rows = input_rows(model, count)
             path = Path(work) / f"{model}.npy"

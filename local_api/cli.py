@@ -131,12 +131,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[str, str]]]:
-    """The batch path's local AWS (batch.local_stack) while serving, when the template has its
+    """The batch path's local AWS (local_api.batch.stack) while serving, when the template has its
     jobs function and `wanted`; the environment overrides of the functions that use it."""
     if not wanted or "BatchJobsFunction" not in spec.functions:
         yield {}
         return
-    from batch.local_stack import LocalStack  # moto: only when serving the batch path
+    from local_api.batch.stack import LocalStack  # moto: only when serving the batch path
 
     with LocalStack() as stack:
         print(f"Batch jobs: local S3/DynamoDB/EventBridge at {stack.endpoint}, bucket "

@@ -1,5 +1,5 @@
 """Lambda's Invoke API on the local API, for a function that invokes another (the server function
-asks each model function whether it is ready, model_api.repository): what `sam local
+asks each model function whether it is ready, model_api.aws.invoked_repository): what `sam local
 start-lambda` offers, served by the same process so the invoked function runs in the same pools.
 
 `POST /2015-03-31/functions/{FunctionName}/invocations` (boto3's `invoke`), RequestResponse

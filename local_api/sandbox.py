@@ -116,7 +116,7 @@ def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
     `given` is added to every function's environment after the template's, as Lambda adds its
     own (the local Lambda endpoint and credentials, local_api.lambda_endpoint); `overrides`
     (function id -> variables) replace or add variables last, like SAM CLI's --env-vars: the
-    local AWS endpoints of the batch path (batch.local_stack)."""
+    local AWS endpoints of the batch path (local_api.batch.stack)."""
     runtime = str(_runtime_dir(state_dir).absolute())
     sandboxes = {}
     for function in functions:

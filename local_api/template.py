@@ -232,7 +232,7 @@ def load_template(template: str | os.PathLike[str] | None = None,
 def root_api_only(spec: TemplateSpec) -> TemplateSpec:
     """`spec` with only the root stack's routes (what the deployed root ApiUrl serves): a model
     route is then the root API's `/v2/models/{model}/...`, which the server function forwards to
-    the model's function (model_api.router), instead of the group API's literal route. Every
+    the model's function (model_api.aws.router), instead of the group API's literal route. Every
     function still runs: the forwarded invocations reach them."""
     root = {name for name, function in spec.functions.items() if not function.stack_path}
     return replace(spec, routes=[route for route in spec.routes if route.function_id in root])

@@ -10,7 +10,7 @@ and Conditions it uses; the root's one API key and usage plan cover it), and eac
 layer, function, routes, log group, role and alarms. A model therefore adds nothing to the root
 stack but its share of a group, and a group's stack and API stay within their quotas
 (model_registry.quotas; docs/architecture.md). The root API serves every model's routes too,
-with the model as a path parameter, through the server function (model_api.router).
+with the model as a path parameter, through the server function (model_api.aws.router).
 
 `--check` fails when any of them is stale, so a registry edit without `make template` cannot land.
 """
@@ -50,7 +50,7 @@ KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
 # each group), so the server function finds any model's function from its name alone
 # (model_api.catalog).
 PREFIX_PARAMETER = "ModelFunctionPrefix"
-# The server function's events for the model routes it forwards (model_api.router).
+# The server function's events for the model routes it forwards (model_api.aws.router).
 ROUTER_PREFIX = "Router"
 # What a group's stack copies from the root template: its REST API and the API's access log.
 GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")

@@ -5,7 +5,7 @@ created with an upload URL, read back with their progress and output URLs, and e
 Reads and writes the jobs table the trigger and the runner write; a record that has shown an
 unfinished job for a while is checked against AWS Batch first (batch.state.reconcile), so a
 job Batch has failed or forgotten is answered `failed`, never `running`. Errors are the serving
-library's (`model_api.lambda_adapter.answer_errors`, from ServingLayer), like every other error
+library's (`model_api.aws.lambda_adapter.answer_errors`, from ServingLayer), like every other error
 of the API: an unknown or malformed id, or a job of another model, is 404 `{"error": ...}`, and
 so is a path no route matches.
 """
@@ -16,8 +16,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api.errors import BadRequest
-from model_api.lambda_adapter import (
+from model_api.aws.lambda_adapter import (
     RestApiResolver,
     answer_errors,
     bind_routes,
@@ -27,6 +26,7 @@ from model_api.lambda_adapter import (
     raw_body,
     tracer,
 )
+from model_api.errors import BadRequest
 from model_api.routes import BATCH_JOBS
 
 from batch.aws import client

@@ -4,9 +4,9 @@ Which model a function serves comes from its environment (MODEL_NAME, MODEL_VERS
 model layer under /opt/models, so a new model needs a template entry, never new Python code.
 The model is loaded and checked once per container, here at module scope, before any request.
 The server function (no MODEL_NAME) learns the deployment's models from its catalog layer
-(model_api.catalog), asks their functions for their readiness (model_api.repository) and
-forwards the root API's model routes to them (model_api.router); its console layer holds the
-pages.
+(model_api.catalog), asks their functions for their readiness
+(model_api.aws.invoked_repository) and forwards the root API's model routes to them
+(model_api.aws.router); its console layer holds the pages.
 """
 
 import os
@@ -14,15 +14,15 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api import hooks, repository
+from model_api.aws import hooks, invoked_repository
+from model_api.aws.lambda_adapter import create_app, logger, metrics, tracer
+from model_api.aws.router import ModelRouter
 from model_api.catalog import Catalog
-from model_api.lambda_adapter import create_app, logger, metrics, tracer
-from model_api.router import ModelRouter
 from model_api.service import InferenceService
 
 service = InferenceService.from_environment(hooks=hooks.installed())
 catalog = Catalog.from_environment(os.environ)
-app = create_app(service, repository.for_catalog(service, catalog),
+app = create_app(service, invoked_repository.for_catalog(service, catalog),
                  router=ModelRouter(catalog) if catalog is not None else None)
 
 

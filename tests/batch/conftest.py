@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from batch.aws import client
 from batch.jobs import JobStore
-from batch.local import create_resources
+from local_api.batch.loop import create_resources
 from model_export.explanation import BACKGROUND_FILE, background_section, encode_background
 
 MODEL = "tiny-classifier"
@@ -148,3 +148,16 @@ def runner_env(cloud: Cloud, models_dir: Path) -> dict[str, str]:
     root = Path(__file__).resolve().parents[2]
     return {**os.environ, "MODELS_DIR": str(models_dir), "JOBS_TABLE": cloud.table,
             "PYTHONPATH": os.pathsep.join([str(root), str(root / "layers/serving/python")])}
+
+
+def shipping() -> dict[str, set[str]]:
+    """batch/shipping.txt, the one list of what ships with the batch path: path from the
+    repository root -> the targets it ships in (layer, image)."""
+    listed: dict[str, set[str]] = {}
+    shipping_list = Path(__file__).resolve().parents[2] / "batch" / "shipping.txt"
+    for line in shipping_list.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            path, *targets = line.split()
+            assert path not in listed, f"{path} is listed twice"
+            listed[path] = set(targets)
+    return listed

@@ -157,17 +157,23 @@ class RecordingBatch:
         self.terminated.append((jobId, reason))
 
 
-@pytest.mark.parametrize(("status", "batch_job_id", "stopped"), [
-    (jobs.RUNNING, "batch-7", True), (jobs.SUBMITTED, "batch-7", True),
-    (jobs.SUCCEEDED, "batch-7", False), (jobs.RUNNING, "local-123", False),
-    (jobs.AWAITING_UPLOAD, None, False)])
+@pytest.mark.parametrize(("status", "batch_job_id", "compute", "stopped"), [
+    (jobs.RUNNING, "batch-7", jobs.AWS_BATCH, True),
+    (jobs.SUBMITTED, "batch-7", jobs.AWS_BATCH, True),
+    (jobs.RUNNING, "batch-7", None, True),  # a record from before the `compute` field
+    (jobs.SUCCEEDED, "batch-7", jobs.AWS_BATCH, False),
+    (jobs.RUNNING, "pid-123", jobs.LOCAL, False),
+    (jobs.AWAITING_UPLOAD, None, None, False)])
 def test_delete_terminates_the_batch_job_only_while_it_may_run(
-        cloud: Cloud, status: str, batch_job_id: str | None, stopped: bool) -> None:
+        cloud: Cloud, status: str, batch_job_id: str | None, compute: str | None,
+        stopped: bool) -> None:
     batch = RecordingBatch()
     jobs_api = JobsApi(Settings(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
                        cloud.s3, batch)
     job_id = jobs_api.create(MODEL, None, b'{"size": 10}')["job_id"]
     fields = {"batch_job_id": batch_job_id} if batch_job_id else {}
+    if compute:
+        fields["compute"] = compute
     cloud.store.update(job_id, status, fields=fields)
     with pytest.raises(NotFound):
         jobs_api.erase(job_id, "another-model")

@@ -23,7 +23,7 @@ def run_local(models_dir: Path, source: Path, output: Path, *options: str
               ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run(
-        [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
+        [sys.executable, "-m", "local_api.batch.loop", "--model", MODEL, "--input", str(source),
          "--output", str(output), "--models-dir", str(models_dir),
          "--registry", str(registry(models_dir)), *options],
         cwd=ROOT, env={**env, "BATCH_CHUNK_ROWS": "40"}, capture_output=True, text=True,
@@ -121,7 +121,7 @@ def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: 
     source.write_text(request_line("a", np.zeros((1, FEATURES))) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "batch.local", "--model", "no-such-model", "--input",
+        [sys.executable, "-m", "local_api.batch.loop", "--model", "no-such-model", "--input",
          str(source), "--output", str(tmp_path / "out.jsonl"), "--models-dir", str(models_dir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -1,4 +1,5 @@
-"""`python -m batch.sample`: a batch input of the model's example rows (real rows), cycled."""
+"""`python -m local_api.batch.sample`: a batch input of the model's example rows (real rows),
+cycled."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from batch import failures, loading, sample
+from batch import failures, loading
+from local_api.batch import sample
 from tests.conftest import MODELS_DIR
 
 MODEL = "breast-cancer-mlp"

@@ -16,8 +16,8 @@ from botocore.exceptions import EndpointConnectionError
 
 from batch import jobs, notify, state
 from batch.aws import client
-from batch.local import load_handler
 from batch.submit import BatchSubmitter
+from local_api.batch.loop import load_handler
 from tests.batch.conftest import MODEL, Cloud
 from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
 from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file
@@ -230,5 +230,23 @@ def test_batch_unreachable_leaves_the_record_as_it_is(cloud: Cloud,
     class Unreachable:
         def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
             raise EndpointConnectionError(endpoint_url="https://batch.us-east-1.amazonaws.com")
+
+    assert state.reconcile(cloud.store, record, Unreachable()) == record
+
+
+def test_a_stale_local_job_is_not_checked_against_batch(cloud: Cloud,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its `compute` field says where it runs: a local job has no Batch job to ask about."""
+    monkeypatch.setattr(state, "RECONCILE_AFTER_SECONDS", 0)
+    local = RecordingSubmitter()
+    local.compute = jobs.LOCAL
+    outcome = handle(cloud, event_for(cloud), local)
+    assert outcome.job_id is not None
+    record = cloud.store.get(outcome.job_id)
+    assert record is not None and record["compute"] == jobs.LOCAL
+
+    class Unreachable:
+        def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+            raise AssertionError("a local job needs no DescribeJobs")
 
     assert state.reconcile(cloud.store, record, Unreachable()) == record

@@ -17,10 +17,10 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 
 from batch import jobs, trigger
 from batch.keys import InputObject, InvalidKey, input_key, parse_key
-from batch.local import load_handler, object_created_event
+from local_api.batch.loop import load_handler, object_created_event
 from model_registry.registry import NAME as REGISTRY_NAME
 from model_registry.registry import VERSION as REGISTRY_VERSION
-from tests.batch.conftest import MODEL, Cloud
+from tests.batch.conftest import MODEL, Cloud, shipping
 from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file, catalog_of
 
 SETTINGS = trigger.Settings(models=catalog_of(MODEL), max_bytes=1000)
@@ -28,6 +28,8 @@ SETTINGS = trigger.Settings(models=catalog_of(MODEL), max_bytes=1000)
 
 class RecordingSubmitter:
     """Stands in for AWS Batch: records each submission (optionally failing the first ones)."""
+
+    compute = jobs.AWS_BATCH
 
     def __init__(self, failures: int = 0) -> None:
         self.submitted: list[InputObject] = []
@@ -230,7 +232,8 @@ def test_built_batch_layer_holds_the_lambda_modules() -> None:
     names = {p.name for p in (layer / "python" / "batch").glob("*.py")}
     assert {"keys.py", "jobs.py", "submit.py", "trigger.py", "state.py", "aws.py"} <= names
     assert "runner.py" not in names  # numpy/onnxruntime code belongs to the image
-    assert not names & {"local.py", "local_submit.py", "sample.py"}  # local only
+    assert {str(p.relative_to(layer / "python")) for p in (layer / "python").rglob("*.py")} == {
+        path for path, targets in shipping().items() if "layer" in targets}  # the one list
 
 
 def test_the_built_trigger_runs_from_its_layers_as_lambda_lays_them_out(

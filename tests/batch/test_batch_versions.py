@@ -76,7 +76,7 @@ def run_batch(models_dir: Path, version: str | None, source: Path, output: Path)
     """`make batch-local`'s loop over `source` (.jsonl or .npy), its outputs at `output`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL"))}
     result = subprocess.run(
-        [sys.executable, "-m", "batch.local", "--model", MODEL, "--input", str(source),
+        [sys.executable, "-m", "local_api.batch.loop", "--model", MODEL, "--input", str(source),
          "--output", str(output), "--models-dir", str(models_dir),
          "--registry", str(registry(models_dir)), *(["--version", version] if version else [])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

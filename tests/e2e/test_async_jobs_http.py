@@ -1,6 +1,6 @@
 """End to end: asynchronous jobs over HTTP on the local stack, as a client with nothing but the
 API runs them after `make serve` (issue 14): POST a job, PUT the input to its presigned
-`upload_url` (the local S3 checks presigned URLs as S3 does, batch.local_s3), poll, fetch every
+`upload_url` (the local S3 checks presigned URLs as S3 does, local_api.batch.s3), poll, fetch every
 output through `output_urls`, DELETE. The upload starts the job through the real path: S3's
 EventBridge event, the trigger handler, the runner as a process.
 
@@ -26,7 +26,7 @@ from botocore.config import Config
 from model_api.model import LoadedModel
 
 from batch import notify, sample
-from batch.local import BUCKET
+from local_api.batch.loop import BUCKET
 from tests.conftest import local_api_server
 
 MODEL, OTHER = "breast-cancer-mlp", "diabetes-linear"

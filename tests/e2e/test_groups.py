@@ -3,7 +3,7 @@ real HTTP:
 
 - the root API alone (`serve --root-api`, what the deployed root ApiUrl serves): every model
   route goes through the server function, which forwards it to the model's own function with
-  the Lambda Invoke API (model_api.router), and answers what the model's group API answers;
+  the Lambda Invoke API (model_api.aws.router), and answers what the model's group API answers;
 - 200 synthetic models registered (model_registry.synthetic): workers start on a model's first
   request, and the workers alive (so the memory) stay bounded by --max-live-workers however
   many of the 200 are called.

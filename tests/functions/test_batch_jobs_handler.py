@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.exceptions import BadRequestError
 from model_api.routes import BATCH_JOBS, routes_of
 from moto import mock_aws
 
-from batch.local import load_handler
+from local_api.batch.loop import load_handler
 from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file
 
 TABLE = "jobs"

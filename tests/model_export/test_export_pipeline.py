@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from model_export import __main__ as cli
 from model_export import breast_cancer, diabetes, text_topics
 from model_export.artifact import canonical_bytes, sha256_of
 from model_export.check import ParityError, Tolerance, check_graph, compare
 from model_export.export import Trained
+from model_registry import export as cli
 from tests.conftest import MODELS_DIR
 
 

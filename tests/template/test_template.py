@@ -77,7 +77,7 @@ def test_each_model_has_its_function_layer_and_routes(
 
 def test_server_routes(resources: dict[str, Any], manifests: dict[str, Any]) -> None:
     # The root API serves the server's routes, and every model route with the model as a path
-    # parameter (forwarded by the server function, model_api.router): no model is named in
+    # parameter (forwarded by the server function, model_api.aws.router): no model is named in
     # the root, so it does not grow with the models; the groups' APIs name them.
     assert api_routes(resources["ServerFunction"]) == {
         (r.method, r.path) for r in (*routes_of(SERVER), *routes_of(MODEL))}

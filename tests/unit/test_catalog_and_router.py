@@ -1,5 +1,5 @@
 """model_api.catalog (the deployment's models, read from the catalog layer's file) and
-model_api.router (the root API's model routes, forwarded to each model's function). The
+model_api.aws.router (the root API's model routes, forwarded to each model's function). The
 "Lambda invoke" here runs the real resolver of a model function in-process with the event the
 server forwards; tests/local_api/test_groups.py does it over HTTP through the local API."""
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from model_api.aws.lambda_adapter import create_app
+from model_api.aws.router import ModelRouter
 from model_api.catalog import Catalog, CatalogError, CatalogModel
-from model_api.lambda_adapter import create_app
-from model_api.router import ModelRouter
 from model_api.service import InferenceService
 
 from tests.conftest import LambdaContext

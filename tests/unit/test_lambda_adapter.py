@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from model_api.aws.lambda_adapter import bind_routes, create_app, path_from_parameters
 from model_api.binary import HEADER_LENGTH
-from model_api.lambda_adapter import bind_routes, create_app, path_from_parameters
 from model_api.routes import BATCH_JOBS
 from model_api.service import InferenceService
 

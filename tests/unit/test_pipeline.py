@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from model_api.class_counts import MAX_CLASSES, ClassCounts, row_classes
+from model_api.aws.class_counts import MAX_CLASSES, ClassCounts, row_classes
 from model_api.limits import API_REQUEST, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Exchange, Hook, Pipeline

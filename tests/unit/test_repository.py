@@ -1,6 +1,7 @@
-"""model_api.repository: the index and the server's readiness, from each model function's own
-answer to its ready route. Here the "Lambda invoke" calls the real resolver of a model
-function in-process with the event the server sends; the local API tests do it over HTTP."""
+"""model_api.repository and model_api.aws.invoked_repository: the index and the server's
+readiness, from each model function's own answer to its ready route. Here the "Lambda invoke"
+calls the real resolver of a model function in-process with the event the server sends; the
+local API tests do it over HTTP."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ from typing import Any
 
 import pytest
 from model_api import limits
+from model_api.aws.invoked_repository import InvokedRepository, ModelFunction, for_catalog
+from model_api.aws.lambda_adapter import create_app
 from model_api.catalog import Catalog, CatalogModel
 from model_api.errors import ModelAPIError
-from model_api.lambda_adapter import create_app
 from model_api.repository import (
     READY,
     UNAVAILABLE,
     IndexEntry,
-    InvokedRepository,
-    ModelFunction,
     ServiceRepository,
-    for_catalog,
-    index_answer,
+    repository_index,
 )
 from model_api.service import InferenceService
 
@@ -167,11 +166,11 @@ def test_the_index_of_hundreds_of_models_answers_within_its_deadline(
 def test_a_model_functions_own_index_and_the_refusals(tmp_path: Path) -> None:
     add_version(tmp_path / "add" / "1")
     own = ServiceRepository(model_function(tmp_path, "add", "1"))
-    assert index_answer(own, b"") == [{"name": "add", "version": "1", "state": READY,
+    assert repository_index(own, b"") == [{"name": "add", "version": "1", "state": READY,
                                        "reason": ""}]
     for body in (b"[", b"[]", b'{"ready": 1}', b'{"other": true}'):
         with pytest.raises(ModelAPIError) as caught:
-            index_answer(own, body)
+            repository_index(own, body)
         assert caught.value.status == 400
     server = create_app(InferenceService(), own)
     for action in ("load", "unload"):

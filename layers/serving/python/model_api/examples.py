@@ -3,9 +3,10 @@
 A seed model's examples are real held-back rows of its dataset (written at export); an added
 model's are the rows its owner gave (`make add-model … EXAMPLES=rows.npz`), else values built
 from its signature for every input and datatype (`from_signature`). Everything that needs an
-input for a model — the events/ fixtures, `make bench`, `python -m batch.sample`, the tests —
-reads them here and names no model. The request builders turn them into the protocol's JSON and
-binary tensor bodies, with the same encoder the server answers with (`model_api.binary`).
+input for a model — the events/ fixtures, `make bench`, `python -m local_api.batch.sample`, the
+tests — reads them here and names no model. The request builders turn them into the
+protocol's JSON and binary tensor bodies, with the same encoder the server answers with
+(`model_api.binary`).
 
 File format: `{"inputs": {"<input name>": <nested list, rows first>}}`, every input with the
 same number of rows (BYTES as strings, BOOL as true/false).

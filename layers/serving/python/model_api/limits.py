@@ -114,10 +114,10 @@ BATCH_RECORD = RequestLimits("JSON Lines record", BATCH_MAX_RECORD_BYTES, BATCH_
                              BATCH_MAX_TENSOR_ELEMENTS, binary=False,
                              bigger="split it over several lines", max_answer_bytes=None,
                              nonfinite="a .npy input gives .npy outputs, which carry them")
-# The server function's model repository (model_api.repository): it asks every model version's
-# own function whether it is ready (one Lambda Invoke each). At most this many at once: a
-# deployment of 500 models is 8 rounds, a few seconds warm; each thread waits on the network,
-# so the server's 256 MB stays enough.
+# The server function's model repository (model_api.aws.invoked_repository): it asks every
+# model version's own function whether it is ready (one Lambda Invoke each). At most this many
+# at once: a deployment of 500 models is 8 rounds, a few seconds warm; each thread waits on the
+# network, so the server's 256 MB stays enough.
 REPOSITORY_INVOKE_CONCURRENCY = 64
 
 # The whole index waits at most this long (seconds), within the server function's own Timeout
@@ -134,7 +134,7 @@ REPOSITORY_INVOKE_TIMEOUT_S = 10
 # one round of invocations every few seconds, and a deployment's change shows within this.
 REPOSITORY_CACHE_S = 5
 
-# The root API's model routes (model_api.router): the server function waits this long (seconds)
+# The root API's model routes (model_api.aws.router): the server function waits this long (seconds)
 # for the model function it forwards a request to; API Gateway gives up at 29 s anyway, and the
 # server function's own Timeout (ModelTimeout) bounds it first.
 ROUTER_INVOKE_TIMEOUT_S = 30

@@ -1,51 +1,30 @@
-"""The model repository: every model version the stack serves, with its state, and the server's
-readiness, which is every version's.
+"""The model repository: every model version a function serves, with its state, and the
+server's readiness, which is every version's.
 
 The model repository extension is Triton's (`POST /v2/repository/index` answers
 `[{"name", "version", "state", "reason"}]`, docs/protocol/extension_model_repository.md in
 triton-inference-server/server). Two sources give the same index:
 
-- a model function holds its own versions (`service_index`): each is READY or says why not;
-- the server function holds none: it learns the deployment's models from the model catalog
-  (model_api.catalog: each model's versions, and its function's name) and asks each version's
-  own function through the Lambda Invoke API, with the event API
-  Gateway would send for `GET /v2/models/{model}/versions/{version}/ready`. The model's answer
-  is the version's state, so the index, the server's readiness, a model's `/ready` and its
-  `/infer` all come from the one check the model function made when it loaded (sha256,
-  session, signature). Invocations run in parallel (at most
-  `limits.REPOSITORY_INVOKE_CONCURRENCY`), each within `limits.REPOSITORY_INVOKE_TIMEOUT_S`, all
-  within `limits.REPOSITORY_INDEX_DEADLINE_S`, and the index is kept
-  `limits.REPOSITORY_CACHE_S` seconds.
+- a model function holds its own versions (`ServiceRepository`, `service_index`): each is
+  READY or says why not;
+- the server function holds none: it asks each version's own function
+  (model_api.aws.invoked_repository, the AWS glue).
 
-The local API runs the same code: it gives its functions a Lambda endpoint
-(`AWS_ENDPOINT_URL_LAMBDA`, boto3's own setting) that invokes its local functions.
+Both are a `Repository`; `repository_index` and `refuse_load` serve its routes.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from model_api import limits
-from model_api.catalog import Catalog
-from model_api.errors import BadRequest, ModelAPIError, NotReady
-from model_api.routes import route
+from model_api.errors import BadRequest, ModelAPIError
 
 if TYPE_CHECKING:  # annotations only: the server function needs neither numpy nor onnxruntime
     from model_api.service import InferenceService
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
-# The alias API Gateway invokes (AutoPublishAlias: live): the index shows what clients get.
-MODEL_ALIAS = "live"
-
-# (function name, event) -> the function's answer (a Lambda proxy response); raises on failure.
-Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -62,13 +41,16 @@ class IndexEntry:
                 "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class ModelFunction:
-    """A model of the stack: the Lambda function serving it and the versions it holds."""
+class Repository(Protocol):
+    """What serves the repository index and the server's readiness."""
 
-    name: str
-    function: str
-    versions: tuple[str, ...]
+    def index(self) -> list[IndexEntry]:
+        """Every version, READY or UNAVAILABLE with the reason."""
+        ...
+
+    def ready(self) -> dict[str, Any]:
+        """`GET /v2/health/ready`: {"ready": True}, else NotReady (503) saying why."""
+        ...
 
 
 def service_index(service: InferenceService) -> list[IndexEntry]:
@@ -86,115 +68,6 @@ def service_index(service: InferenceService) -> list[IndexEntry]:
     return entries
 
 
-def ready_event(model: str, version: str) -> dict[str, Any]:
-    """The API Gateway REST proxy event of `GET /v2/models/{model}/versions/{version}/ready`,
-    as the model function's resolver receives it from the API."""
-    ready = route("VersionReady")
-    resource = ready.for_model(model)
-    path = ready.url(model=model, version=version)
-    request_id = str(uuid.uuid4())
-    return {
-        "resource": resource, "path": path, "httpMethod": "GET",
-        "headers": {"Accept": "application/json"},
-        "multiValueHeaders": {"Accept": ["application/json"]},
-        "queryStringParameters": None, "multiValueQueryStringParameters": None,
-        "pathParameters": {"version": version}, "stageVariables": None,
-        "requestContext": {"resourcePath": resource, "httpMethod": "GET", "path": path,
-                           "requestId": request_id, "stage": "internal",
-                           "identity": {"sourceIp": "127.0.0.1"}},
-        "body": None, "isBase64Encoded": False,
-    }
-
-
-def lambda_invoke(qualifier: str = MODEL_ALIAS,
-                  timeout_s: float = limits.REPOSITORY_INVOKE_TIMEOUT_S) -> Invoke:
-    """Invoke a function synchronously with boto3 (imported here: only the server function pays
-    for botocore). The endpoint is boto3's own: Lambda's, or AWS_ENDPOINT_URL_LAMBDA where the
-    local API sets it. One attempt, bounded by `timeout_s` (seconds). Raises RuntimeError when
-    the function itself failed, botocore's errors when it could not be invoked."""
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client("lambda", config=Config(
-        connect_timeout=limits.REPOSITORY_INVOKE_TIMEOUT_S,
-        read_timeout=timeout_s, retries={"max_attempts": 1},
-        max_pool_connections=limits.REPOSITORY_INVOKE_CONCURRENCY))
-
-    def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
-        answer = client.invoke(FunctionName=function, Qualifier=qualifier,
-                               Payload=json.dumps(event).encode())
-        payload = json.loads(answer["Payload"].read() or b"null")
-        if answer.get("FunctionError"):
-            error = payload if isinstance(payload, dict) else {}
-            raise RuntimeError(f"{error.get('errorType', 'function error')}: "
-                               f"{error.get('errorMessage', '')}")
-        if not isinstance(payload, dict):
-            raise RuntimeError("the function's answer is not a Lambda proxy response")
-        return payload
-
-    return invoke
-
-
-class InvokedRepository:
-    """The stack's models as the server function sees them: each version's state is what its
-    own function answers to its ready route (kept REPOSITORY_CACHE_S seconds)."""
-
-    def __init__(self, models: Sequence[ModelFunction], invoke: Invoke | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.models = list(models)
-        self._invoke = invoke
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._cached: tuple[float, list[IndexEntry]] | None = None
-
-    def index(self) -> list[IndexEntry]:
-        """Every version of every model, in registry order (models by name, versions as
-        listed); a version whose function cannot be asked is UNAVAILABLE with the reason."""
-        with self._lock:
-            now = self._clock()
-            if self._cached is not None and now - self._cached[0] < limits.REPOSITORY_CACHE_S:
-                return self._cached[1]
-            if self._invoke is None:
-                self._invoke = lambda_invoke()
-            asked = [(model, version) for model in self.models for version in model.versions]
-            workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")
-            futures = [pool.submit(self._ask, model, version) for model, version in asked]
-            finished, _ = wait(futures, timeout=limits.REPOSITORY_INDEX_DEADLINE_S)
-            pool.shutdown(wait=False, cancel_futures=True)  # the late ones answer no one
-            late = (f"its function did not answer within {limits.REPOSITORY_INDEX_DEADLINE_S} s "
-                    "(cold starts of many models at once): ask again")
-            entries = [future.result() if future in finished else
-                       IndexEntry(model.name, version, UNAVAILABLE, late)
-                       for future, (model, version) in zip(futures, asked, strict=True)]
-            self._cached = (now, entries)
-            return entries
-
-    def _ask(self, model: ModelFunction, version: str) -> IndexEntry:
-        assert self._invoke is not None
-        try:
-            answer = self._invoke(model.function, ready_event(model.name, version))
-            status = int(answer.get("statusCode", 0))
-            body = json.loads(answer.get("body") or "{}")
-        except Exception as exc:  # any failure to ask is this version's state, never a 500
-            return IndexEntry(model.name, version, UNAVAILABLE,
-                              f"its function {model.function} could not be asked: {exc}")
-        if status == 200 and isinstance(body, dict) and body.get("ready") is True:
-            return IndexEntry(model.name, version, READY)
-        reason = body.get("error") if isinstance(body, dict) else None
-        return IndexEntry(model.name, version, UNAVAILABLE,
-                          str(reason or f"its ready route answered {status}"))
-
-    def ready(self) -> dict[str, Any]:
-        """`GET /v2/health/ready`: ready when every version of every model is; else NotReady
-        (503) naming each version that is not and why."""
-        unavailable = [entry for entry in self.index() if entry.state != READY]
-        if unavailable:
-            raise NotReady("server not ready: " + "; ".join(
-                f"model {e.name!r} version {e.version!r}: {e.reason}" for e in unavailable))
-        return {"ready": True}
-
-
 class ServiceRepository:
     """A model function's own versions (no invocation: it holds them)."""
 
@@ -209,20 +82,7 @@ class ServiceRepository:
         return self.service.ready()
 
 
-Repository = InvokedRepository | ServiceRepository
-
-
-def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
-    """The server function's repository when it has a model catalog (its versions asked of each
-    model's function; models by name), else the function's own."""
-    if catalog is not None:
-        return InvokedRepository([
-            ModelFunction(m.name, catalog.function_name(m.name), m.versions)
-            for m in sorted(catalog.models, key=lambda m: m.name)])
-    return ServiceRepository(service)
-
-
-def index_answer(repository: Repository, body: bytes) -> list[dict[str, str]]:
+def repository_index(repository: Repository, body: bytes) -> list[dict[str, str]]:
     """`POST /v2/repository/index`: the body is empty or `{"ready": bool}` (Triton: true lists
     only the versions ready for inferencing); BadRequest for anything else."""
     ready_only = False

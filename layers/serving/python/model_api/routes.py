@@ -2,13 +2,13 @@
 https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol) and this
 project's own.
 
-Everything else derives from `ROUTES`: the Powertools resolvers (`lambda_adapter.bind_routes`),
+Everything else derives from `ROUTES`: the Powertools resolvers (`aws.lambda_adapter.bind_routes`),
 the template's API events (`model_registry.template`), the events/ fixtures
 (`model_registry.events`), docs/openapi.json (`model_registry.openapi`) and the tests. A route is
 served by one kind of function: the server function (health, server metadata), each model's own
 function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin: on its
 group's API with the model's name in the path, and on the root API with `{model}`, where the
-server function forwards them to the model's function, model_api.router), or the batch jobs
+server function forwards them to the model's function, model_api.aws.router), or the batch jobs
 function. Adding a per-model route is one `ModelOperation` here, its handler in the serving
 library and its tests. The batch jobs function serves the asynchronous jobs: created under a
 model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or at

@@ -1,8 +1,9 @@
 """The local submitter of `make batch-local`: AWS Batch's part played on this machine.
 
-Local only: neither BatchLayer (batch/Makefile LAMBDA_MODULES) nor the runner's image
-(batch/Dockerfile) carries this module; `batch.submit.from_environment` imports it when
-`BATCH_SUBMITTER=local`. It runs `python -m batch.runner` as a child process and plays:
+Local only: neither BatchLayer nor the runner's image carries this module;
+`batch.submit.from_environment` returns its `shared()` when `BATCH_SUBMITTER=local`
+(local_api.batch.loop hands it over: `submit.provide_local`). It runs `python -m batch.runner`
+as a child process and plays:
 - the job definition's retry strategy: a runner that dies (kill -9, crash, exit 1) is started
   again, up to `BATCH_LOCAL_ATTEMPTS` (3) attempts, and resumes from its checkpoint; exit 0 and
   exit 2 (a permanent fault) end the job;
@@ -26,7 +27,7 @@ import time
 
 from batch import checkpoint, state
 from batch.aws import client
-from batch.jobs import JobStore
+from batch.jobs import LOCAL, JobStore
 from batch.keys import InputObject
 from batch.submit import PERMANENT_EXIT, runner_environment
 
@@ -37,6 +38,8 @@ RECLAIM_POLL_SECONDS = 0.1
 class LocalSubmitter:
     """Runs `python -m batch.runner` as a child process, retrying as Batch would."""
 
+    compute = LOCAL
+
     def __init__(self, attempts: int = 3, kill_after_rows: int = 0, kill_attempts: int = 1,
                  table: str | None = None) -> None:
         self.attempts, self.kill_after_rows = attempts, kill_after_rows
@@ -45,13 +48,14 @@ class LocalSubmitter:
         self.exit_codes: dict[str, list[int]] = {}
 
     def submit(self, obj: InputObject) -> str:
+        """Start the job's attempts in a thread; its name (`job-<job id>`) is the id."""
         env = {**os.environ, **runner_environment(obj)}
         self.exit_codes[obj.job_id] = []
         thread = threading.Thread(target=self._attempts, args=(obj, env),
                                   name=f"job-{obj.job_id}", daemon=True)
         self._threads[obj.job_id] = thread
         thread.start()
-        return f"local-{obj.job_id}"
+        return thread.name
 
     def wait(self, job_id: str, timeout: float | None = None) -> list[int]:
         """Block until the job's last attempt ended; the exit code of each attempt."""

@@ -1,7 +1,7 @@
 """A batch input made of a model's example rows, cycled to any length (for `make batch-local`).
 
-    python -m batch.sample --model breast-cancer-mlp --rows 100000 --out rows.jsonl
-    python -m batch.sample --model breast-cancer-mlp --rows 100000 --out rows.npy
+    python -m local_api.batch.sample --model breast-cancer-mlp --rows 100000 --out rows.jsonl
+    python -m local_api.batch.sample --model breast-cancer-mlp --rows 100000 --out rows.npy
 
 The rows are the example inputs that travel with the model's current version (models.yaml), as
 `model_api.examples` reads them (real held-back dataset rows for a seed model), repeated in
@@ -39,7 +39,7 @@ def write_jsonl(path: Path, manifest: Manifest, rows: examples.Examples, count: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.sample", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m local_api.batch.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--rows", type=int, required=True)

@@ -1,12 +1,12 @@
 """The batch path's AWS side for `make serve`: asynchronous jobs over HTTP with no AWS account.
 
-`LocalStack` starts the local S3 (batch.local_s3: moto, presigned URLs checked as S3 checks
+`LocalStack` starts the local S3 (local_api.batch.s3: moto, presigned URLs checked as S3 checks
 them) in a process of its own on 127.0.0.1, creates the versioned batch bucket with its
 EventBridge notifications on, the jobs table, and an EventBridge rule with the template's
 pattern (`Object Created` under batch/input/) whose target is an SQS queue. A thread here plays
 EventBridge's Lambda target: it takes each event from the queue and hands it to the REAL
 trigger handler (functions/batch_trigger/app.py), whose local submitter runs the runner as a
-child process (batch.local_submit), retrying it as Batch would; an event whose handler failed
+child process (local_api.batch.submitter), retrying it as Batch would; an event whose handler failed
 goes back to the queue and is retried. The functions the local API serves get `overrides()`:
 the endpoint, the local credentials and the resource names, so the batch jobs function signs
 URLs that this S3 answers. A client then needs nothing but HTTP:
@@ -32,7 +32,8 @@ from typing import Any
 
 from batch.aws import client
 from batch.keys import INPUT_PREFIX
-from batch.local import (
+from batch.models import registry_path
+from local_api.batch.loop import (
     BUCKET,
     REGION,
     ROOT,
@@ -42,7 +43,6 @@ from batch.local import (
     load_handler,
     trigger_environment,
 )
-from batch.models import registry_path
 from model_registry.registry import PROJECT
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class LocalStack:
 
         port = free_port()
         self._server = subprocess.Popen(
-            [sys.executable, "-m", "batch.local_s3", "--host", HOST, "--port", str(port),
+            [sys.executable, "-m", "local_api.batch.s3", "--host", HOST, "--port", str(port),
              "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},

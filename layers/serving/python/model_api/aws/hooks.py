@@ -9,6 +9,6 @@ from model_api.pipeline import Hook
 
 def installed() -> list[Hook]:
     """New instances of the installed hooks, for one process."""
-    from model_api.class_counts import ClassCounts  # Powertools: only where hooks run
+    from model_api.aws.class_counts import ClassCounts  # Powertools: only where hooks run
 
     return [ClassCounts()]

@@ -22,9 +22,9 @@ from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from model_api import repository as model_repository
+from model_api.aws.router import ModelRouter, proxy_parts
 from model_api.console import Console, StaticFile
 from model_api.errors import ModelAPIError
-from model_api.router import ModelRouter, answer_parts
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
@@ -109,7 +109,7 @@ def count_server_error() -> None:
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
 
 
-def error_answer(status: int, message: str) -> Response:
+def error_response(status: int, message: str) -> Response:
     """The protocol's error answer, logged: a refusal (4xx) as info; a 5xx as an error that
     counts in ServerErrors."""
     if status >= 500:
@@ -129,12 +129,12 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
-        return error_answer(error.status, error.message)
+        return error_response(error.status, error.message)
 
     @app.exception_handler(ServiceError)
     def http_error(error: ServiceError) -> Response:
         message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
-        return error_answer(error.status_code, message or "request refused")
+        return error_response(error.status_code, message or "request refused")
 
     # Powertools would answer a path no route matches through the ServiceError handler above
     # (NotFoundError is one) with its bare "Not found"; this says which route was asked for.
@@ -215,12 +215,12 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         body: str | bytes = result.body.decode("utf-8") if content_type == JSON else result.body
         return Response(status_code=200, content_type=content_type, body=body, headers=headers)
 
-    def answer(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
+    def json_handler(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
         return lambda **parameters: json_response(200, document(**parameters))
 
     def repository_index() -> Response:
         body = raw_body(app.current_event.raw_event)
-        return json_response(200, model_repository.index_answer(repository, body))
+        return json_response(200, model_repository.repository_index(repository, body))
 
     def console_page() -> Response:
         # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
@@ -231,12 +231,12 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         return static_response(console.page("console"))
 
     bind_routes(app, SERVER, {
-        "server_metadata": answer(service.server_metadata),
-        "live": answer(service.live),
-        "ready": answer(repository.ready),
+        "server_metadata": json_handler(service.server_metadata),
+        "live": json_handler(service.live),
+        "ready": json_handler(repository.ready),
         "repository_index": repository_index,
-        "repository_load": answer(model_repository.refuse_load),
-        "repository_unload": answer(model_repository.refuse_load),
+        "repository_load": json_handler(model_repository.refuse_load),
+        "repository_unload": json_handler(model_repository.refuse_load),
         "console": console_page,
         "docs": lambda: static_response(console.page("docs")),
         "asset": lambda asset: static_response(console.asset(asset)),
@@ -244,13 +244,13 @@ def create_app(service: InferenceService, repository: Repository | None = None,
     })
     if router is not None:
         def forward(model: str, version: str | None = None) -> Response:
-            status, headers, body = answer_parts(router.forward(model, app.current_event.raw_event))
+            status, headers, body = proxy_parts(router.forward(model, app.current_event.raw_event))
             return Response(status_code=status, headers=headers, body=body)
 
         return bind_routes(app, MODEL, {route.operation: forward for route in routes_of(MODEL)})
     return bind_routes(app, MODEL, {
-        "metadata": answer(service.model_metadata),
-        "ready": answer(service.model_ready),
+        "metadata": json_handler(service.model_metadata),
+        "ready": json_handler(service.model_ready),
         "infer": lambda model, version=None: run_inference(model, version),
         "explain": lambda model, version=None: run_inference(model, version, explain=True),
     })

@@ -12,7 +12,7 @@ of the URL changed, or a signed header such as Content-Length different), or
 `InvalidAccessKeyId`. Requests signed in headers (the SDK's) go to moto unchecked, as before.
 
 Local only (neither BatchLayer nor the runner's image carries it):
-`python -m batch.local_s3 --port N` serves it until stopped.
+`python -m local_api.batch.s3 --port N` serves it until stopped.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def serve(host: str, port: int, secrets: Mapping[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.local_s3", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m local_api.batch.s3", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -20,9 +20,9 @@ import base64
 from typing import Any
 
 from model_api import limits
+from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.catalog import Catalog
 from model_api.errors import ModelAPIError, NotFound, TooLarge
-from model_api.repository import Invoke, lambda_invoke
 
 
 class BadGateway(ModelAPIError):
@@ -72,7 +72,7 @@ def _error_code(exc: Exception) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def answer_parts(answer: dict[str, Any]) -> tuple[int, dict[str, Any], str | bytes]:
+def proxy_parts(answer: dict[str, Any]) -> tuple[int, dict[str, Any], str | bytes]:
     """A Lambda proxy response as (status, headers, body): headers from multiValueHeaders where
     given (else headers), body as bytes when it was base64-encoded, else as text."""
     headers: dict[str, Any] = dict(answer.get("headers") or {})

@@ -10,7 +10,7 @@ Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per m
 `--kill-after-rows N` plays a spot reclaim: the first runner is killed with SIGKILL once its
 checkpoint has N rows done, and the submitter's retry resumes from that checkpoint
 (`--kill-attempts K`: the first K attempts are killed; as many as the attempts, and the job
-ends `failed` with the submitter's reason). The local submitter is batch.local_submit.
+ends `failed` with the submitter's reason). The local submitter is local_api.batch.submitter.
 """
 
 from __future__ import annotations
@@ -32,17 +32,18 @@ from typing import Any
 from model_api.catalog import CATALOG_ENV
 from moto.server import ThreadedMotoServer
 
-from batch import local_submit, submit
+from batch import submit
 from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
 from batch.models import registry_path
+from local_api.batch import submitter as local_submitter
 from local_api.context import LambdaContext
 from model_registry import catalog as model_catalog
 from model_registry.registry import PROJECT
 from model_registry.registry import load as load_registry
 
-LOG = logging.getLogger("batch.local")
-ROOT = Path(__file__).resolve().parent.parent
+LOG = logging.getLogger("local_api.batch.loop")
+ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events" / "batch"
 BUCKET = "local-model-api-batch"
 TABLE = "local-model-api-batch-jobs"
@@ -125,7 +126,9 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
     """What the template gives the trigger, with the local submitter instead of Batch's (the
     runner child inherits it: its models, their registry, the jobs table). The model catalog
     is written from the registry beside `models_dir` (`catalog.json`), as `sam build` writes the
-    catalog layer's."""
+    catalog layer's. `BATCH_SUBMITTER=local` then means this package's submitter: handed to
+    batch.submit here (`provide_local`), since the shipped package never imports it."""
+    submit.provide_local(local_submitter.shared)
     registry = (registry or registry_path()).resolve()
     catalog = model_catalog.write(load_registry(registry), models_dir.parent / "catalog.json")
     return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, CATALOG_ENV: str(catalog),
@@ -180,7 +183,7 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     LOG.info("trigger: %s", outcome)
     submitter = submit.from_environment()
     exit_codes: list[int] = []
-    if outcome["status"] == "submitted" and isinstance(submitter, local_submit.LocalSubmitter):
+    if outcome["status"] == "submitted" and isinstance(submitter, local_submitter.LocalSubmitter):
         exit_codes = submitter.wait(obj.job_id)
         LOG.info("runner attempts ended with %s", exit_codes)
     status, record = get_job(obj.job_id)
@@ -194,7 +197,7 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.local", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m local_api.batch.loop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--input", type=Path, required=True, help=".jsonl or .npy file")

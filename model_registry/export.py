@@ -1,4 +1,4 @@
-"""`python -m model_export --out build/models`: export every model of models.yaml.
+"""`python -m model_registry.export --out build/models`: export every model of models.yaml.
 
 Seed models are trained and exported by their recipe unless their fingerprint shows nothing
 changed; models added from an .onnx file (source: onnx), and the versions `make optimize`

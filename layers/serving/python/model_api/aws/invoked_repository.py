@@ -1,0 +1,134 @@
+"""The server function's model repository: it holds no model, so each model version's state
+is what the version's own function answers to its ready route.
+
+It learns the deployment's models from the model catalog (model_api.catalog: each model's
+versions, and its function's name) and asks each version's own function through the Lambda
+Invoke API (model_api.aws.invoke), with the event API Gateway would send for
+`GET /v2/models/{model}/versions/{version}/ready`. The model's answer is the version's state,
+so the index, the server's readiness, a model's `/ready` and its `/infer` all come from the
+one check the model function made when it loaded (sha256, session, signature). Invocations run
+in parallel (at most `limits.REPOSITORY_INVOKE_CONCURRENCY`), each within
+`limits.REPOSITORY_INVOKE_TIMEOUT_S`, all within `limits.REPOSITORY_INDEX_DEADLINE_S`, and the
+index is kept `limits.REPOSITORY_CACHE_S` seconds. The index's format and a model function's
+own repository are the core's (model_api.repository).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from model_api import limits
+from model_api.aws.invoke import Invoke, lambda_invoke
+from model_api.catalog import Catalog
+from model_api.errors import NotReady
+from model_api.repository import READY, UNAVAILABLE, IndexEntry, Repository, ServiceRepository
+from model_api.routes import route
+
+if TYPE_CHECKING:  # annotations only: the server function needs neither numpy nor onnxruntime
+    from model_api.service import InferenceService
+
+
+@dataclass(frozen=True)
+class ModelFunction:
+    """A model of the stack: the Lambda function serving it and the versions it holds."""
+
+    name: str
+    function: str
+    versions: tuple[str, ...]
+
+
+def ready_event(model: str, version: str) -> dict[str, Any]:
+    """The API Gateway REST proxy event of `GET /v2/models/{model}/versions/{version}/ready`,
+    as the model function's resolver receives it from the API."""
+    ready = route("VersionReady")
+    resource = ready.for_model(model)
+    path = ready.url(model=model, version=version)
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": resource, "path": path, "httpMethod": "GET",
+        "headers": {"Accept": "application/json"},
+        "multiValueHeaders": {"Accept": ["application/json"]},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": {"version": version}, "stageVariables": None,
+        "requestContext": {"resourcePath": resource, "httpMethod": "GET", "path": path,
+                           "requestId": request_id, "stage": "internal",
+                           "identity": {"sourceIp": "127.0.0.1"}},
+        "body": None, "isBase64Encoded": False,
+    }
+
+
+class InvokedRepository:
+    """The stack's models as the server function sees them: each version's state is what its
+    own function answers to its ready route (kept REPOSITORY_CACHE_S seconds)."""
+
+    def __init__(self, models: Sequence[ModelFunction], invoke: Invoke | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.models = list(models)
+        self._invoke = invoke
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[IndexEntry]] | None = None
+
+    def index(self) -> list[IndexEntry]:
+        """Every version of every model, in registry order (models by name, versions as
+        listed); a version whose function cannot be asked is UNAVAILABLE with the reason."""
+        with self._lock:
+            now = self._clock()
+            if self._cached is not None and now - self._cached[0] < limits.REPOSITORY_CACHE_S:
+                return self._cached[1]
+            if self._invoke is None:
+                self._invoke = lambda_invoke()
+            asked = [(model, version) for model in self.models for version in model.versions]
+            workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")
+            futures = [pool.submit(self._ask, model, version) for model, version in asked]
+            finished, _ = wait(futures, timeout=limits.REPOSITORY_INDEX_DEADLINE_S)
+            pool.shutdown(wait=False, cancel_futures=True)  # the late ones answer no one
+            late = (f"its function did not answer within {limits.REPOSITORY_INDEX_DEADLINE_S} s "
+                    "(cold starts of many models at once): ask again")
+            entries = [future.result() if future in finished else
+                       IndexEntry(model.name, version, UNAVAILABLE, late)
+                       for future, (model, version) in zip(futures, asked, strict=True)]
+            self._cached = (now, entries)
+            return entries
+
+    def _ask(self, model: ModelFunction, version: str) -> IndexEntry:
+        assert self._invoke is not None
+        try:
+            answer = self._invoke(model.function, ready_event(model.name, version))
+            status = int(answer.get("statusCode", 0))
+            body = json.loads(answer.get("body") or "{}")
+        except Exception as exc:  # any failure to ask is this version's state, never a 500
+            return IndexEntry(model.name, version, UNAVAILABLE,
+                              f"its function {model.function} could not be asked: {exc}")
+        if status == 200 and isinstance(body, dict) and body.get("ready") is True:
+            return IndexEntry(model.name, version, READY)
+        reason = body.get("error") if isinstance(body, dict) else None
+        return IndexEntry(model.name, version, UNAVAILABLE,
+                          str(reason or f"its ready route answered {status}"))
+
+    def ready(self) -> dict[str, Any]:
+        """`GET /v2/health/ready`: ready when every version of every model is; else NotReady
+        (503) naming each version that is not and why."""
+        unavailable = [entry for entry in self.index() if entry.state != READY]
+        if unavailable:
+            raise NotReady("server not ready: " + "; ".join(
+                f"model {e.name!r} version {e.version!r}: {e.reason}" for e in unavailable))
+        return {"ready": True}
+
+
+def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
+    """The server function's repository when it has a model catalog (its versions asked of each
+    model's function; models by name), else the function's own."""
+    if catalog is not None:
+        return InvokedRepository([
+            ModelFunction(m.name, catalog.function_name(m.name), m.versions)
+            for m in sorted(catalog.models, key=lambda m: m.name)])
+    return ServiceRepository(service)
