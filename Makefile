@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi add-model remove-model optimize build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,14 +67,19 @@ PYTHON311   ?= $(firstword $(shell for p in python3.11 $(HOME)/.pyenv/versions/3
 		-r model_export/requirements-torch.txt
 	@touch $@
 
-template: setup ## Render template.yaml's generated blocks and stacks/ (one nested stack per group of models) from models.yaml and the route table
+# Generated files are whole files, committed, never edited by hand (.gitattributes lists them):
+# template.yaml (from the hand-written template.src.yaml), stacks/, events/, docs/openapi.json.
+template: setup ## Render template.yaml (from template.src.yaml) and stacks/ (one nested stack per group of models) from models.yaml and the route table
 	$(PY) -m model_registry.template
 
-events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies)
+events: build/models/.exported ## Write events/<function>/<route>.json (sam local generate-event + real bodies), remove stale ones
 	$(PY) -m model_registry.events
 
 openapi: build/models/.exported ## Write docs/openapi.json from the route table and the models
 	$(PY) -m model_registry.openapi
+
+check-generated: build/models/.exported ## Render every generated file again (template.yaml, stacks/, events/, docs/openapi.json): fail with a diff naming each that differs
+	$(PY) -m model_registry.generated
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
@@ -134,10 +139,10 @@ batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-ml
 bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale]
 	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
 
-lint: setup ## ruff, mypy, and the generated files (template.yaml, stacks/, docs/openapi.json) up to date
+lint: setup ## ruff, mypy, and every generated file up to date (make check-generated)
 	ruff check .
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
-	$(PY) -m model_registry.template --check
+	@$(MAKE) --no-print-directory check-generated
 
 # --durations: the slowest tests, so that the time of `make test` can be watched.
 test: build lint ## Everything: lint, unit, handler, template, security, local API, batch and end-to-end tests

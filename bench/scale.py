@@ -44,7 +44,7 @@ def _add_seconds(project: Project, model: Path) -> float:
 def _render_translate(project: Project) -> dict[str, Any]:
     entries = load(project.registry)
     started = time.perf_counter()
-    texts = template.render(entries, project.template.read_text(), project)
+    texts = template.render(entries, template.source_of(project).read_text(), project)
     rendered = time.perf_counter() - started
     started = time.perf_counter()
     usages = {path.name: usage(translate(yaml_parse(text), {"ApiAuth": "API_KEY"}))

@@ -1,6 +1,6 @@
 """A registry change, computed whole before anything is written: models.yaml, template.yaml and
-the group stacks (stacks/), events/, docs/openapi.json, the exported versions under build/models
-and the stored model files.
+the group stacks (stacks/; both rendered from template.src.yaml), events/, docs/openapi.json,
+the exported versions under build/models and the stored model files.
 
 `make add-model` and `make remove-model` build a `Changeset` (every check and every render runs
 while building it: a new version is exported into a staging folder first), then `apply` it. A
@@ -83,7 +83,8 @@ def derived(project: Project, entries: list[ModelEntry], locate: Locate,
         changed = {entry.name for entry in touched}
         groups = {entry.group for entry in touched}
         known = _known_schemas(project, changed)
-    change.writes.update(template.render(entries, project.template.read_text(), project, groups))
+    change.writes.update(template.render(entries, template.source_of(project).read_text(),
+                                         project, groups))
     change.deletes.extend(template.stale_groups(entries, project))
     change.writes.update(events.render(entries, locate, project.events, only=changed))
     change.writes[project.openapi] = openapi.render(entries, locate, known)

@@ -8,15 +8,15 @@ want to see what a function receives. The routes come from the route table
 (`model_api.routes`); `make events` (and add-model / remove-model) rewrite them.
 
 Folders: events/server/ (the server function), events/<model>/ (each model's function, its
-current version's examples), events/batch/ (the batch jobs function; `object-created.json`
-there is the S3 event of the batch trigger, written by hand).
+current version's examples), events/batch/ (the batch jobs function). Every file there is
+generated but HAND_WRITTEN ones: `make events` removes any other, and `make check-generated`
+compares each one's content with what this module renders.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -27,6 +27,7 @@ from model_api.binary import HEADER_LENGTH
 from model_api.explainers import output_specs
 from model_api.manifest import Manifest, load_manifest
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
+from samcli.lib.generated_sample_events.events import Events as SamEvents
 
 from model_registry import registry
 from model_registry.registry import EXPORTED, PROJECT, ROOT, Locate, ModelEntry, exported
@@ -35,21 +36,27 @@ EVENTS_DIR = ROOT / "events"
 STAGE = "v1"
 SERVER_FOLDER, BATCH_JOBS_FOLDER = "server", "batch"
 EXAMPLE_JOB_ID = "example-0123456789ab"
+# Files of events/ written by hand (relative to it): the folder's README and the EventBridge events
+# of the batch trigger (S3 object created) and of the batch state function (Batch job state
+# change), which no route describes.
+HAND_WRITTEN = ("README.md", "batch/object-created.json", "batch/job-state-change.json")
 JSON_HEADERS = {"Content-Type": "application/json"}
 JOB_REQUEST = b'{"size": 1024, "format": "jsonl"}'  # a job of a 1,024-byte JSON Lines input
 Events = dict[str, dict[str, Any]]
-# The SAM CLI of this venv (on PATH under make), else the one on PATH.
-SAM = next((str(p) for p in [Path(sys.executable).with_name("sam")] if p.exists()), "sam")
 
 
 @cache
 def sam_event(method: str) -> str:
-    """The event exactly as the SAM CLI generates it (one call per method: the route's own
-    resource and path are filled in by `route_event`)."""
-    return subprocess.run(
-        [SAM, "local", "generate-event", "apigateway", "aws-proxy", "--method", method,
-         "--resource", "/resource", "--path", "resource", "--stage", STAGE],
-        check=True, capture_output=True, text=True).stdout
+    """The event exactly as `sam local generate-event apigateway aws-proxy --method METHOD
+    --resource /resource --path resource --stage v1` prints it, from the SAM CLI's own event
+    library in-process (the command's other options at their defaults, as the command passes
+    them): the same bytes, without the command's two seconds of start-up per method. The
+    route's own resource and path are filled in by `route_event`."""
+    library = SamEvents()
+    tags = library.event_mapping["apigateway"]["aws-proxy"]["tags"]
+    values = {tag.replace("-", "_"): spec.get("default") for tag, spec in tags.items()}
+    values.update(method=method, resource="/resource", path="resource", stage=STAGE)
+    return library.generate_event("apigateway", "aws-proxy", values)
 
 
 def route_event(route: Route, parameters: dict[str, str], body: bytes | None = None,
@@ -158,10 +165,25 @@ def write(files: dict[Path, str]) -> None:
             print(f"wrote {path.relative_to(ROOT)}")
 
 
+def stale(files: dict[Path, str], events_dir: Path = EVENTS_DIR) -> list[Path]:
+    """Files under `events_dir` that are neither among the generated `files` nor hand-written."""
+    hand = {events_dir / name for name in HAND_WRITTEN}
+    return sorted(path for path in events_dir.rglob("*")
+                  if path.is_file() and path not in files and path not in hand) \
+        if events_dir.is_dir() else []
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the events of every registered model (from build/models, or the folder given)."""
+    """Write the events of every registered model (from build/models, or the folder given) and
+    remove the files of events/ that nothing generates any more (but the hand-written ones)."""
     args = sys.argv[1:] if argv is None else argv
-    write(render(registry.load(), exported(Path(args[0]) if args else PROJECT.models_dir)))
+    files = render(registry.load(), exported(Path(args[0]) if args else PROJECT.models_dir))
+    write(files)
+    for path in stale(files):
+        path.unlink()
+        print(f"removed {path.relative_to(ROOT)}: no route or model has it any more")
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
     return 0
 
 

@@ -14,11 +14,11 @@ import onnx
 from onnx import TensorProto, helper
 from samtranslator.yaml_helper import yaml_parse
 
-from model_registry import catalog
+from model_registry import catalog, template
 from model_registry.add import import_version
 from model_registry.changes import derived
 from model_registry.quotas import GROUP_SIZE
-from model_registry.registry import ROOT, ModelEntry, Project, exported, load
+from model_registry.registry import ModelEntry, Project, exported, load
 
 HEADER = "# A synthetic registry (model_registry.synthetic).\n"
 
@@ -62,12 +62,13 @@ def export(models: list[ModelEntry], models_dir: Path) -> None:
 
 
 def project(root: Path, count: int) -> Project:
-    """A project under `root` serving `count` synthetic models: models.yaml, template.yaml and
-    stacks/, events/, docs/openapi.json and build/models, all rendered as the registry does."""
+    """A project under `root` serving `count` synthetic models: models.yaml, template.src.yaml,
+    template.yaml and stacks/, events/, docs/openapi.json and build/models, all rendered as the
+    registry does."""
     project = Project(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "docs").mkdir(exist_ok=True)
-    shutil.copy2(ROOT / "template.yaml", project.template)
+    shutil.copy2(template.SOURCE, template.source_of(project))
     project.registry.write_text(HEADER)
     models = entries(count)
     export(models, project.models_dir)

@@ -1,9 +1,11 @@
-"""Render the deployment's templates from models.yaml and the route table (model_api.routes).
+"""Render the deployment's templates, whole files, from template.src.yaml, models.yaml and the
+route table (model_api.routes): `make template`.
 
-template.yaml is the root stack: its `# >>> ...` blocks are generated (one nested stack per group
-of models, their API stages in the usage plan and their URLs, the server and batch jobs
-functions' API events); the rest (the root API, shared layers, batch) is written by hand and
-keeps its comments.
+template.src.yaml is written by hand (the root API, shared layers, the server and batch
+functions, with their comments); template.yaml, the root stack SAM deploys, is that document
+with what the registry and the route table add: the server and batch jobs functions' API events,
+one nested stack per group of models, each group's API stage in the usage plan and its URL among
+the Outputs. Nothing generated is written into a hand-written file.
 Each group of at most GROUP_SIZE models (models.yaml `group`) is one generated nested stack,
 stacks/models-<group>.yaml: its own REST API (a copy of the root's ModelApi, with the Parameters
 and Conditions it uses; the root's one API key and usage plan cover it), and each model's
@@ -12,12 +14,14 @@ stack but its share of a group, and a group's stack and API stay within their qu
 (model_registry.quotas; docs/architecture.md). The root API serves every model's routes too,
 with the model as a path parameter, through the server function (model_api.aws.router).
 
-`--check` fails when any of them is stale, so a registry edit without `make template` cannot land.
+Both are rendered as data (yaml of dicts, intrinsics in their long form). `--check` fails when
+one is stale; `make check-generated` (model_registry.generated) checks every generated file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -28,24 +32,26 @@ import yaml
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
-from model_registry.registry import PROJECT, REGISTRY, ROOT, STACKS, ModelEntry, Project, load
+from model_registry.registry import (
+    PROJECT,
+    REGISTRY,
+    ROOT,
+    STACKS,
+    ModelEntry,
+    Project,
+    RegistryError,
+    load,
+)
 from model_registry.registry import run as registry_run
 
 TEMPLATE = ROOT / "template.yaml"
-GENERATED = "generated from models.yaml by `make template`; edit models.yaml, not this block"
-RESOURCES = ("  # >>> model resources: " + GENERATED + "\n", "  # <<< model resources\n")
-GENERATED_ROUTES = "generated from model_api/routes.py by `make template`"
-OUTPUTS = ("  # >>> model outputs: " + GENERATED + "\n", "  # <<< model outputs\n")
-
-SERVER_EVENTS = (f"        # >>> server routes: {GENERATED_ROUTES}\n",
-                 "        # <<< server routes\n")
-BATCH_JOBS_EVENTS = (f"        # >>> batch jobs routes: {GENERATED_ROUTES}\n",
-                     "        # <<< batch jobs routes\n")
-GROUP_STAGES = (f"        # >>> group stages: {GENERATED}\n", "        # <<< group stages\n")
-# A keyless route (the console's static files) opts out of the API key and, under ApiAuth
-# AWS_IAM, of the default IAM authorizer (NONE is only valid where there is a default).
-KEYLESS_AUTH = ("!If [UseIamAuth, {Authorizer: NONE}, "
-                "{ApiKeyRequired: false}]")
+# The hand-written source of template.yaml (its comments say what is added to it).
+SOURCE_NAME = "template.src.yaml"
+SOURCE = ROOT / SOURCE_NAME
+# The functions of the source that serve the route table's routes: their Events are rendered.
+SERVER_FUNCTION, BATCH_JOBS_FUNCTION = "ServerFunction", "BatchJobsFunction"
+# The usage plan that lists every API stage of the deployment (the groups' are added).
+USAGE_PLAN = "ModelApiUsagePlan"
 # Every model function is named <ModelFunctionPrefix><model> (the root's parameter, passed to
 # each group), so the server function finds any model's function from its name alone
 # (model_api.catalog).
@@ -77,149 +83,137 @@ def group_id(group: int) -> str:
     return f"ModelsGroup{group}"
 
 
-def api_events(routes: tuple[Route, ...], model: str | None = None, prefix: str = "") -> str:
-    """The `Events` entries of a function serving `routes` on ModelApi (`{model}` filled in
-    when `model` is given; `prefix` before each event name)."""
-    return "".join(
-        f"        {prefix}{route.name}:\n"
-        f"          Type: Api\n"
-        f'          Properties: {{RestApiId: !Ref ModelApi, Path: "{route.for_model(model) if model else route.path}", Method: {route.method}'
-        + (f", Auth: {KEYLESS_AUTH}" if route.keyless else "") + "}\n"
-        for route in routes
-    )
+def api_events(routes: tuple[Route, ...], model: str | None = None,
+               prefix: str = "") -> dict[str, Any]:
+    """The `Events` of a function serving `routes` on ModelApi (`{model}` filled in when `model`
+    is given; `prefix` before each event name)."""
+    return {f"{prefix}{route.name}": {"Type": "Api", "Properties": {
+        "RestApiId": {"Ref": "ModelApi"},
+        "Path": route.for_model(model) if model else route.path,
+        "Method": route.method,
+        **({"Auth": _keyless_auth()} if route.keyless else {})}} for route in routes}
 
 
-def server_events() -> str:
+def _keyless_auth() -> dict[str, Any]:
+    """A keyless route (the console's static files) opts out of the API key and, under ApiAuth
+    AWS_IAM, of the default IAM authorizer (NONE is only valid where there is a default)."""
+    return {"Fn::If": ["UseIamAuth", {"Authorizer": "NONE"}, {"ApiKeyRequired": False}]}
+
+
+def server_events() -> dict[str, Any]:
     """The server function's events: its own routes, then every model route with the model as a
     path parameter (`Router<route>`), which it forwards to the model's function."""
-    return api_events(routes_of(SERVER)) + api_events(routes_of(MODEL), prefix=ROUTER_PREFIX)
+    return {**api_events(routes_of(SERVER)), **api_events(routes_of(MODEL), prefix=ROUTER_PREFIX)}
 
 
-def resources(entry: ModelEntry) -> str:
-    """One model's resources in its group's stack (YAML text, paths relative to stacks/)."""
+def _sub(text: str) -> dict[str, str]:
+    return {"Fn::Sub": text}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"Ref": name}
+
+
+def _if(condition: str, then: Any, otherwise: Any) -> dict[str, list[Any]]:
+    return {"Fn::If": [condition, then, otherwise]}
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def _role_policy(log_group: str) -> dict[str, Any]:
+    """A model function's policy: its own log group's streams, and X-Ray."""
+    return {"PolicyName": "own-logs-and-traces", "PolicyDocument": {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": {"Fn::GetAtt": [log_group, "Arn"]}},
+            # X-Ray has no resource-level permissions
+            {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords",
+                                           "xray:GetSamplingRules", "xray:GetSamplingTargets"],
+             "Resource": "*"}]}}
+
+
+def _alarm(description: str, namespace: str, metric: str,
+           dimensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """An alarm on any occurrence of `metric` in a minute (one rolls a deployment back)."""
+    return {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+        "AlarmDescription": description, "Namespace": namespace, "MetricName": metric,
+        "Dimensions": dimensions, "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1,
+        "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+        "TreatMissingData": "notBreaching"}}
+
+
+def resources(entry: ModelEntry) -> dict[str, Any]:
+    """One model's resources in its group's stack (logical id -> resource; paths relative to
+    stacks/): its layer, function, log group, role and two alarms."""
     c, name = entry.camel, entry.name
-    events = api_events(routes_of(MODEL), name)
-    reserved = (str(entry.reserved_concurrency) if entry.reserved_concurrency else
-                "!If [HasReservedConcurrency, !Ref FunctionReservedConcurrency, !Ref AWS::NoValue]")
-    return f"""\
-  {c}ModelLayer:
-    Type: AWS::Serverless::LayerVersion
-    Properties:
-      LayerName: !Sub "${{AWS::StackName}}-model-{name}"
-      Description: "Model {name}, versions {", ".join(entry.versions)}, at /opt/models/{name}/<version>/."
-      ContentUri: ../layers/
-      CompatibleRuntimes: [python3.12]
-      RetentionPolicy: Delete
-    Metadata:
-      BuildMethod: makefile
-
-  {c}Function:
-    Type: AWS::Serverless::Function
-    Metadata:
-      checkov:
-        skip:
-          - id: CKV_AWS_116
-            comment: >-
-              Invoked synchronously by API Gateway only; a DLQ only ever receives
-              asynchronous events.
-          - id: CKV_AWS_115
-            comment: >-
-              Reserved concurrency is opt-in (models.yaml reserved_concurrency, or
-              FunctionReservedConcurrency); new accounts cannot reserve any.
-    Properties:
-      Description: Open Inference Protocol routes of model {name}.
-      FunctionName: !Sub "${{{PREFIX_PARAMETER}}}{name}"
-      CodeUri: ../functions/inference/
-      Handler: app.lambda_handler
-      Role: !GetAtt {c}FunctionRole.Arn
-      LoggingConfig:
-        LogGroup: !Ref {c}FunctionLogGroup
-      ReservedConcurrentExecutions: {reserved}
-      Layers: [!Ref RuntimeLayer, !Ref ServingLayer, !Ref {c}ModelLayer]
-      AutoPublishAlias: live
-      SnapStart: !If [UseSnapStart, {{ApplyOn: PublishedVersions}}, !Ref AWS::NoValue]
-      ProvisionedConcurrencyConfig:
-        !If [HasProvisionedConcurrency, {{ProvisionedConcurrentExecutions: !Ref ProvisionedConcurrency}}, !Ref AWS::NoValue]
-      DeploymentPreference:
-        Type: !Ref DeploymentStrategy
-        Alarms: [!Ref {c}ErrorsAlarm, !Ref {c}ServerErrorsAlarm]
-      Environment:
-        Variables:
-          POWERTOOLS_SERVICE_NAME: {name}
-          MODEL_NAME: {name}
-          MODEL_VERSION: "{entry.current}"
-      Events:
-{events}
-  {c}FunctionLogGroup:
-    Type: AWS::Logs::LogGroup
-    Properties:
-      LogGroupName: !Sub "/aws/lambda/${{AWS::StackName}}/models/{name}"
-      RetentionInDays: !Ref LogRetentionDays
-      KmsKeyId: !If [HasLogKmsKey, !Ref LogKmsKeyArn, !Ref AWS::NoValue]
-
-  {c}FunctionRole:
-    Type: AWS::IAM::Role
-    Properties:
-      Description: Model {name}'s function writes its own logs and traces; no other AWS access.
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{Service: lambda.amazonaws.com}}
-            Action: sts:AssumeRole
-      Policies:
-        - PolicyName: own-logs-and-traces
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: [logs:CreateLogStream, logs:PutLogEvents]
-                Resource: !GetAtt {c}FunctionLogGroup.Arn
-              - Effect: Allow  # X-Ray has no resource-level permissions
-                Action:
-                  - xray:PutTraceSegments
-                  - xray:PutTelemetryRecords
-                  - xray:GetSamplingRules
-                  - xray:GetSamplingTargets
-                Resource: "*"
-
-  {c}ErrorsAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      AlarmDescription: Invocation errors (crash, timeout, init failure) of model {name}'s live alias; rolls a deployment back.
-      Namespace: AWS/Lambda
-      MetricName: Errors
-      Dimensions:
-        - {{Name: FunctionName, Value: !Ref {c}Function}}
-        - {{Name: Resource, Value: !Sub "${{{c}Function}}:live"}}
-      Statistic: Sum
-      Period: 60
-      EvaluationPeriods: 1
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-
-  {c}ServerErrorsAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      AlarmDescription: 5xx answers of model {name} (model not ready, unexpected error); rolls a deployment back.
-      Namespace: ServerlessModelApi
-      MetricName: ServerErrors
-      Dimensions:
-        - {{Name: service, Value: {name}}}
-      Statistic: Sum
-      Period: 60
-      EvaluationPeriods: 1
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-"""
-
-
-def replace_block(text: str, markers: tuple[str, str], block: str) -> str:
-    begin, end = markers
-    start = text.index(begin) + len(begin)
-    return text[:start] + block + text[text.index(end, start) :]
+    reserved = (entry.reserved_concurrency if entry.reserved_concurrency else
+                _if("HasReservedConcurrency", _ref("FunctionReservedConcurrency"), NO_VALUE))
+    function = {
+        "Description": f"Open Inference Protocol routes of model {name}.",
+        "FunctionName": _sub(f"${{{PREFIX_PARAMETER}}}{name}"),
+        "CodeUri": "../functions/inference/",
+        "Handler": "app.lambda_handler",
+        "Role": {"Fn::GetAtt": [f"{c}FunctionRole", "Arn"]},
+        "LoggingConfig": {"LogGroup": _ref(f"{c}FunctionLogGroup")},
+        "ReservedConcurrentExecutions": reserved,
+        "Layers": [_ref("RuntimeLayer"), _ref("ServingLayer"), _ref(f"{c}ModelLayer")],
+        "AutoPublishAlias": "live",
+        "SnapStart": _if("UseSnapStart", {"ApplyOn": "PublishedVersions"}, NO_VALUE),
+        "ProvisionedConcurrencyConfig": _if("HasProvisionedConcurrency", {
+            "ProvisionedConcurrentExecutions": _ref("ProvisionedConcurrency")}, NO_VALUE),
+        "DeploymentPreference": {"Type": _ref("DeploymentStrategy"), "Alarms": [
+            _ref(f"{c}ErrorsAlarm"), _ref(f"{c}ServerErrorsAlarm")]},
+        "Environment": {"Variables": {"POWERTOOLS_SERVICE_NAME": name, "MODEL_NAME": name,
+                                      "MODEL_VERSION": entry.current}},
+        "Events": api_events(routes_of(MODEL), name),
+    }
+    return {
+        f"{c}ModelLayer": {
+            "Type": "AWS::Serverless::LayerVersion",
+            "Properties": {
+                "LayerName": _sub(f"${{AWS::StackName}}-model-{name}"),
+                "Description": f"Model {name}, versions {', '.join(entry.versions)}, at "
+                               f"/opt/models/{name}/<version>/.",
+                "ContentUri": "../layers/",
+                "CompatibleRuntimes": ["python3.12"],
+                "RetentionPolicy": "Delete"},
+            "Metadata": {"BuildMethod": "makefile"}},
+        f"{c}Function": {
+            "Type": "AWS::Serverless::Function",
+            "Metadata": {"checkov": {"skip": [
+                {"id": "CKV_AWS_116", "comment": "Invoked synchronously by API Gateway only; a "
+                 "DLQ only ever receives asynchronous events."},
+                {"id": "CKV_AWS_115", "comment": "Reserved concurrency is opt-in (models.yaml "
+                 "reserved_concurrency, or FunctionReservedConcurrency); new accounts cannot "
+                 "reserve any."}]}},
+            "Properties": function},
+        f"{c}FunctionLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {
+                "LogGroupName": _sub(f"/aws/lambda/${{AWS::StackName}}/models/{name}"),
+                "RetentionInDays": _ref("LogRetentionDays"),
+                "KmsKeyId": _if("HasLogKmsKey", _ref("LogKmsKeyArn"), NO_VALUE)}},
+        f"{c}FunctionRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": f"Model {name}'s function writes its own logs and traces; no "
+                               "other AWS access.",
+                "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole"}]},
+                "Policies": [_role_policy(f"{c}FunctionLogGroup")]}},
+        f"{c}ErrorsAlarm": _alarm(
+            f"Invocation errors (crash, timeout, init failure) of model {name}'s live alias; "
+            "rolls a deployment back.", "AWS/Lambda", "Errors", [
+                {"Name": "FunctionName", "Value": _ref(f"{c}Function")},
+                {"Name": "Resource", "Value": _sub(f"${{{c}Function}}:live")}]),
+        f"{c}ServerErrorsAlarm": _alarm(
+            f"5xx answers of model {name} (model not ready, unexpected error); rolls a "
+            "deployment back.", "ServerlessModelApi", "ServerErrors",
+            [{"Name": "service", "Value": name}]),
+    }
 
 
 def groups_of(entries: Iterable[ModelEntry]) -> dict[int, list[ModelEntry]]:
@@ -254,11 +248,23 @@ def _names(node: Any) -> Iterator[tuple[str, str]]:
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """yaml's safe dumper that also writes OrderedDicts as plain mappings: SAM CLI's yamlhelper
-    (imported by the local API and the tests) makes the safe loader build them."""
+    """yaml's safe dumper that also writes OrderedDicts as plain mappings (SAM CLI's yamlhelper,
+    imported by the local API and the tests, makes the safe loader build them) and never writes
+    an alias: a value used twice is written twice, as CloudFormation expects to read it."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    """A string of several lines as a literal block (`|`), one ending in a line break as a
+    folded one (`>`, wrapped), as a reader would write them; any other as yaml chooses."""
+    style = "|" if "\n" in data.rstrip("\n") else ">" if data.endswith("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
 _Dumper.add_representer(OrderedDict, lambda dumper, data: dumper.represent_dict(data.items()))
+_Dumper.add_representer(str, _text)
 
 
 class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -277,13 +283,15 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 def group_template(group: int, entries: list[ModelEntry], root: dict[str, Any]) -> str:
-    """The nested stack of one group of models (YAML text): see group_document."""
+    """The nested stack of one group of models (YAML text): see group_document; `root` is
+    template.src.yaml, parsed."""
     return dump_group(group, group_document(group, entries, root))
 
 
 def dump_group(group: int, document: dict[str, Any]) -> str:
-    header = (f"# {group_file(group)}: generated from models.yaml by `make template`; edit "
-              "models.yaml, not this file.\n"
+    header = (f"# {group_file(group)}: generated from models.yaml, {SOURCE_NAME} and "
+              "model_api/routes.py\n# by `make template`; edit those, not this file. "
+              "`make check-generated` fails when it is stale.\n"
               "# One group of models (models.yaml `group`): a nested stack of template.yaml.\n")
     return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
 
@@ -292,7 +300,7 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
                    ) -> dict[str, Any]:
     """The nested stack of one group of models: its REST API (the root's ModelApi and access log
     group, copied) and each model's resources, with the root's Parameters, Conditions and
-    Globals they use; `root` is template.yaml as samtranslator's yaml_parse reads it."""
+    Globals they use; `root` is template.src.yaml as samtranslator's yaml_parse reads it."""
     body: dict[str, Any] = {name: dict(root["Resources"][name]) for name in GROUP_API}
     for layer in SHARED_LAYERS:  # paths are relative to the template: stacks/ is one down
         found = root["Resources"][layer]
@@ -303,10 +311,11 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
     body["ModelApiAccessLogGroup"]["Metadata"] = {
         "AfterApiGatewayAccount": {"Ref": ACCOUNT_PARAMETER}}
     for entry in entries:
-        body.update(_parse(resources(entry)))
+        body.update(resources(entry))
     body["ModelApi"] = {**body["ModelApi"], "Properties": {
         **body["ModelApi"]["Properties"],
-        "Description": f"Open Inference Protocol (KServe V2 REST) for the models of group {group}."}}
+        "Description": "Open Inference Protocol (KServe V2 REST) for the models of group "
+                       f"{group}."}}
     outputs = {
         "ApiUrl": {"Description": f"Base URL of the API of group {group} (append /v2/...).",
                    "Value": root["Outputs"]["ApiUrl"]["Value"]},
@@ -347,66 +356,93 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
     return document
 
 
-def group_resource(group: int, parameters: Iterable[str]) -> str:
+def group_resource(group: int, parameters: Iterable[str]) -> dict[str, Any]:
     """A group's nested stack in the root template, passing on the parameters it declares."""
-    passed = "".join(
-        f"        {name}: !If [CreateApiGatewayLoggingRole, !Ref {name}, \"\"]\n"
-        if name == ACCOUNT_PARAMETER else f"        {name}: !Ref {name}\n"
-        for name in parameters)
-    return f"""\
-  {group_id(group)}:
-    Type: AWS::Serverless::Application
-    Properties:
-      Location: {group_file(group)}
-      Parameters:
-{passed}"""
+    return {"Type": "AWS::Serverless::Application", "Properties": {
+        "Location": group_file(group),
+        "Parameters": {name: _if("CreateApiGatewayLoggingRole", _ref(name), "")
+                       if name == ACCOUNT_PARAMETER else _ref(name) for name in parameters}}}
 
 
-def group_outputs(group: int) -> str:
-    g = group_id(group)
-    return f"""\
-  {g}ApiUrl:
-    Description: Base URL of the REST API serving the models of group {group} directly (append /v2/models/...; the root's ApiUrl serves them too, through the server function).
-    Value: !GetAtt {g}.Outputs.ApiUrl
-"""
+def group_output(group: int) -> dict[str, Any]:
+    """A group's URL among the root's Outputs."""
+    return {"Description": f"Base URL of the REST API serving the models of group {group} "
+                           "directly (append /v2/models/...; the root's ApiUrl serves them too, "
+                           "through the server function).",
+            "Value": {"Fn::GetAtt": [group_id(group), "Outputs.ApiUrl"]}}
 
 
-def group_stage(group: int) -> str:
+def group_stage(group: int) -> dict[str, Any]:
     """A group's API stage in the root's usage plan: the deployment's one API key opens it."""
-    return (f"        - ApiId: !GetAtt {group_id(group)}.Outputs.ApiId\n"
-            f"          Stage: !Ref StageName\n")
+    return {"ApiId": {"Fn::GetAtt": [group_id(group), "Outputs.ApiId"]},
+            "Stage": _ref("StageName")}
 
 
-def render_root(entries: list[ModelEntry], template: str,
-                group_parameters: dict[int, list[str]]) -> str:
-    """template.yaml with its generated blocks for `entries`; `group_parameters` holds the
-    parameters each group's stack declares."""
+def _add(where: str, mapping: dict[str, Any], generated: dict[str, Any]) -> None:
+    """Add generated entries to a mapping of the source; RegistryError if the source (or a
+    model) already declares one of them."""
+    clashes = sorted(set(mapping) & set(generated))
+    if clashes:
+        raise RegistryError(f"{SOURCE_NAME} declares {', '.join(clashes)} in {where}, which "
+                            "`make template` generates: rename it")
+    mapping.update(generated)
+
+
+def root_document(entries: list[ModelEntry], source: dict[str, Any],
+                  group_parameters: dict[int, list[str]]) -> dict[str, Any]:
+    """template.yaml as a document: the source (template.src.yaml, parsed) with what the route
+    table and the registry add: the server's and the batch jobs function's Events, one nested
+    stack per group of `entries` (passing on `group_parameters`, the parameters each group's
+    stack declares), its stage in the usage plan and its URL among the Outputs. RegistryError
+    when the source declares a name that is generated."""
+    root = copy.deepcopy(source)
+    resources = root["Resources"]
     groups = sorted(groups_of(entries))
-    template = replace_block(template, RESOURCES, "\n".join(
-        group_resource(g, group_parameters[g]) for g in groups))
-    template = replace_block(template, SERVER_EVENTS, server_events())
-    template = replace_block(template, GROUP_STAGES, "".join(group_stage(g) for g in groups))
-    template = replace_block(template, BATCH_JOBS_EVENTS, api_events(routes_of(BATCH_JOBS)))
-    return replace_block(template, OUTPUTS, "".join(group_outputs(g) for g in groups))
+    for function, events in ((SERVER_FUNCTION, server_events()),
+                             (BATCH_JOBS_FUNCTION, api_events(routes_of(BATCH_JOBS)))):
+        properties = resources[function]["Properties"]
+        _add(f"{function}'s Events", properties.setdefault("Events", {}), events)
+    resources[USAGE_PLAN]["Properties"]["ApiStages"].extend(group_stage(g) for g in groups)
+    _add("Resources", resources, {group_id(g): group_resource(g, group_parameters[g])
+                                  for g in groups})
+    _add("Outputs", root.setdefault("Outputs", {}),
+         {f"{group_id(g)}ApiUrl": group_output(g) for g in groups})
+    return root
 
 
-def render(entries: list[ModelEntry], template: str, project: Project = PROJECT,
+def dump_root(document: dict[str, Any]) -> str:
+    """template.yaml's text: a header naming its sources and the command, then the document."""
+    header = (f"# template.yaml: generated from {SOURCE_NAME}, models.yaml and "
+              "model_api/routes.py\n"
+              f"# by `make template`; edit those, not this file ({SOURCE_NAME} has the comments).\n"
+              "# `make check-generated` fails when it is stale.\n")
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def render(entries: list[ModelEntry], source: str, project: Project = PROJECT,
            only: set[int] | None = None) -> dict[Path, str]:
-    """The root template and the group stacks for `entries` (path -> text); with `only`, just
-    those groups' stacks (and the root), so a change to one model renders one group."""
-    root = _parse(template)
+    """The root template and the group stacks for `entries` (path -> text), from `source`
+    (template.src.yaml's text); with `only`, just those groups' stacks (and the root), so a
+    change to one model renders one group: the other groups' parameters are read from their
+    stacks as they are."""
+    parsed = _parse(source)
     texts: dict[Path, str] = {}
     parameters: dict[int, list[str]] = {}
     for group, members in groups_of(entries).items():
+        path = project.root / group_file(group)
         if only is None or group in only:
-            document = group_document(group, members, root)
-            texts[project.root / group_file(group)] = dump_group(group, document)
+            document = group_document(group, members, parsed)
+            texts[path] = dump_group(group, document)
             parameters[group] = list(document["Parameters"])
-        else:  # as the root passes them now: the group's stack is left as it is
-            parameters[group] = list(root["Resources"][group_id(group)]["Properties"]
-                                     ["Parameters"])
-    texts[project.template] = render_root(entries, template, parameters)
+        else:  # as the group's stack declares them now: it is left as it is
+            parameters[group] = list(_parse(path.read_text())["Parameters"])
+    texts[project.template] = dump_root(root_document(entries, parsed, parameters))
     return texts
+
+
+def source_of(project: Project) -> Path:
+    """The hand-written source of a project's template.yaml."""
+    return project.root / SOURCE_NAME
 
 
 def stale_groups(entries: list[ModelEntry], project: Project = PROJECT) -> list[Path]:
@@ -423,20 +459,21 @@ def main(argv: list[str] | None = None) -> int:
         help="fail if template.yaml or a stacks/ file is not up to date")
     args = parser.parse_args(argv)
     entries = load(REGISTRY)
-    wanted = render(entries, TEMPLATE.read_text())
+    wanted = render(entries, SOURCE.read_text())
     stale = stale_groups(entries)
     changed = [path for path, text in wanted.items()
                if not path.exists() or path.read_text() != text]
     if args.check:
         if changed or stale:
             print(f"{', '.join(str(p.relative_to(ROOT)) for p in [*changed, *stale])} out of "
-                  "date with models.yaml: run `make template`", file=sys.stderr)
+                  f"date with {SOURCE_NAME}, models.yaml or the route table: run `make template`",
+                  file=sys.stderr)
             return 1
         return 0
     for path in changed:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(wanted[path])
-        print(f"rendered {path.relative_to(ROOT)} from {REGISTRY.name}")
+        print(f"rendered {path.relative_to(ROOT)}")
     for path in stale:
         path.unlink()
         print(f"removed {path.relative_to(ROOT)}: its group has no model left")

@@ -11,14 +11,15 @@ import pytest
 from model_registry.registry import Project
 from tests.conftest import MODELS_DIR, ROOT
 
-COPIED = ("models.yaml", "template.yaml", "stacks", "docs/openapi.json", "events")
+COPIED = ("models.yaml", "template.src.yaml", "template.yaml", "stacks", "docs/openapi.json",
+          "events")
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    """models.yaml, template.yaml, stacks/, docs/openapi.json, events/ and build/models as
-    `make models` left them, copied under tmp_path/project: what add-model and remove-model
-    change."""
+    """models.yaml, template.src.yaml, template.yaml, stacks/, docs/openapi.json, events/ and
+    build/models as `make models` left them, copied under tmp_path/project: what add-model and
+    remove-model change."""
     root = tmp_path / "project"
     for name in COPIED:
         source, target = ROOT / name, root / name

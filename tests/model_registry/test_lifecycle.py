@@ -107,7 +107,8 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
 
     # Then every generated file follows: template, OpenAPI, events, and each event is served
     entries = registry.load(project.registry)
-    for path, text in template.render(entries, project.template.read_text(), project).items():
+    for path, text in template.render(entries, template.source_of(project).read_text(),
+                                      project).items():
         assert path.read_text() == text, path
     assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
     assert '"#/components/schemas/infer_request.mixed-inputs"' in project.openapi.read_text()

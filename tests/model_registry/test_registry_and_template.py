@@ -1,4 +1,4 @@
-"""models.yaml is checked on load, and template.yaml's model blocks are rendered from it."""
+"""models.yaml is checked on load, and template.yaml and the group stacks are rendered from it."""
 
 from __future__ import annotations
 
@@ -121,9 +121,8 @@ def test_each_entry_renders_a_layer_function_log_group_alarms_and_routes_in_its_
         ModelEntry("beta-2", "seed", ["1", "2"], "2", group=3, reserved_concurrency=7),
     ]
     project = Project(tmp_path)
-    rendered = template.render(entries, template.TEMPLATE.read_text(), project)
-    root = rendered[project.template]
-    assert template.render(entries, root, project) == rendered  # idempotent
+    rendered = template.render(entries, template.SOURCE.read_text(), project)
+    assert template.render(entries, template.SOURCE.read_text(), project) == rendered
     assert sorted(rendered) == sorted([project.template, tmp_path / "stacks/models-0.yaml",
                                        tmp_path / "stacks/models-3.yaml"])
     for path, text in rendered.items():

@@ -37,11 +37,11 @@ def measure(text: str) -> Usage:
     return usage(translate(yaml_parse(text), {"ApiAuth": "API_KEY"}))
 
 
-ROOT_TEXT = template.TEMPLATE.read_text()
+SOURCE = yaml_parse(template.SOURCE.read_text())
 
 
 def group_text(entries: list[ModelEntry]) -> str:
-    return template.group_template(0, entries, yaml_parse(ROOT_TEXT))
+    return template.group_template(0, entries, SOURCE)
 
 
 # What a group's stack declares, passed on by the root.
@@ -54,7 +54,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, list[
     project = Project(tmp_path_factory.mktemp("scale"))
     entries = synthetic(MODELS)
     export(entries, project.models_dir)
-    for path, text in template.render(entries, template.TEMPLATE.read_text(), project).items():
+    for path, text in template.render(entries, template.SOURCE.read_text(), project).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return project, entries
@@ -129,8 +129,8 @@ def test_the_root_grows_by_a_constant_per_model_up_to_500() -> None:
     parameter), so nothing else grows."""
     sizes = {}
     for count in (GROUP_SIZE, 2 * GROUP_SIZE, 100, MODELS, 300, 400, 500):
-        root = template.render_root(synthetic(count), ROOT_TEXT,
-                                    dict.fromkeys(range(count // GROUP_SIZE), PARAMETERS))
+        root = template.dump_root(template.root_document(
+            synthetic(count), SOURCE, dict.fromkeys(range(count // GROUP_SIZE), PARAMETERS)))
         sizes[count] = (measure(root), len(root.encode()))
         assert "synthetic-" not in root  # no model's name
     first, _ = sizes[GROUP_SIZE]
