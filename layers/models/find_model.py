@@ -2,7 +2,8 @@
 
 `sam build` names a model layer `<CamelName>ModelLayer`; this maps the CamelName back to the
 kebab-case folder under build/models/ and checks every version's model file against its
-manifest before the layer is built. Standard library only: it runs inside `sam build`.
+manifest before the layer is built. It runs inside `sam build` with any python3: standard
+library only, and the serving library's standard-library modules from its source folder.
 """
 
 import hashlib
@@ -10,10 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-
-def camel_name(model_name: str) -> str:
-    """breast-cancer-mlp -> BreastCancerMlp: the form a model takes in template logical IDs."""
-    return "".join(part[:1].upper() + part[1:] for part in model_name.split("-"))
+# The serving library's source (the ServingLayer's python/ folder), as Lambda's /opt/python.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving" / "python"))
+from model_api.names import camel_name  # noqa: E402
 
 
 def sha256_of(path: Path) -> str:
