@@ -19,6 +19,7 @@ from pathlib import Path
 
 import model_api.examples as examples
 import numpy as np
+from model_api.datatypes import BYTES
 from model_api.manifest import Manifest, load_manifest
 
 from batch.models import current_version, registry_path
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(make models)")
     manifest = load_manifest(path)
     if args.out.suffix == ".npy" and (len(manifest.inputs) != 1
-                                      or manifest.inputs[0].datatype == "BYTES"):
+                                      or manifest.inputs[0].datatype == BYTES):
         parser.error(f"{manifest.name} takes {len(manifest.inputs)} input(s) of "
                      f"{', '.join(spec.datatype for spec in manifest.inputs)}: .npy input takes "
                      "one numeric tensor only; write JSON Lines (.jsonl) instead")

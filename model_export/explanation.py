@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from model_api.datatypes import BYTES
+from model_api.datatypes import BYTES, FLOATS, NUMERIC
 from model_api.explain import (
     BACKGROUND_FILE,
     DEFAULT_TOKEN_PATTERN,
@@ -33,8 +33,6 @@ from model_api.explain import (
     encode_background,
 )
 
-FLOATS = ("FP16", "FP32", "FP64")
-NUMERIC = (*FLOATS, "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 # Rows of a seed model's training data kept as its Kernel SHAP background: a seeded sample
 # (shap.sample's way), small because every coalition is scored against each row.
 SEED_BACKGROUND_ROWS = 16
