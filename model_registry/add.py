@@ -30,6 +30,7 @@ from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 from model_api.explain import KERNEL_SHAP
 from model_api.manifest import ManifestError
+from model_api.names import numbered
 
 from model_export import explanation
 from model_export.artifact import (
@@ -193,11 +194,11 @@ def read_examples(path: Path) -> Examples:
 def next_version(entry: ModelEntry | None) -> str:
     if entry is None:
         return "1"
-    numbers = [int(v) for v in entry.versions if v.isdigit()]
+    numbers = numbered(entry.versions)
     if not numbers:
         raise AddError(f"{entry.name}: its versions {entry.versions} are not numbers; "
                        "give the new one with --version")
-    return str(max(numbers) + 1)
+    return str(numbers[-1] + 1)
 
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,

@@ -29,3 +29,15 @@ def camel_name(name: str) -> str:
     """A model's name in template logical IDs: breast-cancer-mlp -> BreastCancerMlp."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """The sort key of a version: numeric versions in numeric order (2 before 10), then the
+    others by name. The API lists, and the batch runner finds, versions in this order."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def numbered(versions: list[str]) -> list[int]:
+    """The numeric versions among `versions`, as numbers, in version_key order (the last is the
+    highest: add-model's next version is one more)."""
+    return [int(v) for v in sorted(versions, key=version_key) if v.isdigit()]
