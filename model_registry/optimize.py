@@ -59,7 +59,8 @@ import onnx
 import onnxruntime as ort
 import onnxslim
 from model_api.datatypes import NUMPY_DTYPES
-from model_api.manifest import Manifest
+from model_api.integrity import IntegrityError, read_verified
+from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 from model_api.model import CPU, LAMBDA_MEMORY_VARIABLE, session_options
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -72,7 +73,7 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers import float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from model_export.artifact import canonical_bytes, read_intact
+from model_export.artifact import canonical_bytes
 from model_export.export import Split, metrics
 from model_export.seeds import RECIPES
 from model_registry import add, registry
@@ -654,11 +655,13 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
     version = version or entry.current
     if version not in entry.versions:
         raise OptimizeError(f"{name} has no version {version!r} (versions {entry.versions})")
-    parent = read_intact(models_dir / name / version)
-    if parent is None:
+    try:
+        parent = load_manifest(models_dir / name / version / MANIFEST_FILE)
+        parent_bytes = read_verified(models_dir / name / version / parent.model_file,
+                                     parent.sha256)
+    except (ManifestError, OSError, IntegrityError):
         raise OptimizeError(f"{models_dir / name / version} is missing or fails its sha256 "
-                            "check: run `make models`")
-    parent_bytes = (models_dir / name / version / parent.model_file).read_bytes()
+                            "check: run `make models`") from None
     if task is not None and parent.task is None:
         parent = replace(parent, task=task)
     data = (file_dataset(rows, parent) if rows is not None

@@ -19,9 +19,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from model_api.integrity import sha256_of
 from onnx import TensorProto, helper, numpy_helper
 
-from model_export.artifact import read_intact, sha256_of
+from model_export.artifact import read_intact
 from model_registry import add, registry
 from model_registry.optimize import (
     Gate,

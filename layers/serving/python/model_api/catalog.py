@@ -12,9 +12,9 @@ mounted at /opt/catalog (`MODEL_CATALOG`), built by `sam build` from models.yaml
 
 Each model function is named `<MODEL_FUNCTION_PREFIX><model>`: the template gives every model
 function and the server function the same prefix (the root stack's ModelFunctionPrefix, at most
-15 characters, so model names have 49 of Lambda's 64: model_api.names), so the server finds a function from the
-model's name alone, and its one IAM statement allows invoking `<prefix>*:live`, however many
-models there are.
+15 characters, so model names have 49 of Lambda's 64: model_api.names), so the server finds a
+function from the model's name alone, and its one IAM statement allows invoking
+`<prefix>*:live`, however many models there are.
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ Methods (manifest `explanation.method`):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import re
@@ -56,6 +55,7 @@ import numpy as np
 
 from model_api.datatypes import BYTES, is_float, numpy_dtype
 from model_api.errors import BadRequest, NotFound, TooLarge
+from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.limits import (
     MAX_BACKGROUND_ROWS,
     MAX_EXPLAIN_MODEL_ROWS,
@@ -657,13 +657,12 @@ def read_background(manifest: Manifest, version_dir: Path,
                                "with its sha256")
     path = version_dir / record["file"]
     try:
-        data = path.read_bytes()
+        data = read_verified(path, record.get("sha256"))
     except OSError as exc:
         raise ExplanationError(f"{path}: cannot read the background rows: {exc}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != record.get("sha256"):
-        raise ExplanationError(f"{path}: sha256 is {digest} but the manifest says "
-                               f"{record.get('sha256')}; the background is not the exported one")
+    except IntegrityError as exc:
+        raise ExplanationError(f"{path}: sha256 is {exc.actual} but the manifest says "
+                               f"{exc.expected}; the background is not the exported one") from None
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -721,4 +720,4 @@ def background_section(output: str, data: bytes) -> dict[str, Any]:
     (the bytes of BACKGROUND_FILE, from encode_background)."""
     return {"method": KERNEL_SHAP, "output": output,
             "background": {"file": BACKGROUND_FILE,
-                           "sha256": hashlib.sha256(data).hexdigest()}}
+                           "sha256": sha256_of(data)}}
