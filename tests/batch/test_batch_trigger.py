@@ -22,7 +22,7 @@ from model_registry.registry import ModelEntry, RegistryError, check
 from tests.batch.conftest import MODEL, Cloud
 from tests.conftest import EVENTS_DIR, LambdaContext, catalog_file, catalog_of
 
-SETTINGS = trigger.Settings(models=catalog_of(MODEL), max_bytes=1000)
+SETTINGS = trigger.TriggerConfig(models=catalog_of(MODEL), max_bytes=1000)
 
 
 class RecordingSubmitter:
