@@ -59,7 +59,7 @@ JOB_FIELDS = ("format", "size", "parameters")
 
 
 @dataclass(frozen=True)
-class Settings:
+class JobsApiConfig:
     """The jobs function's environment, read once at cold start."""
 
     bucket: str
@@ -68,7 +68,7 @@ class Settings:
     retention_days: int  # the bucket's lifecycle; job items expire (TTL) after as many days
 
     @classmethod
-    def from_environment(cls) -> Settings:
+    def from_environment(cls) -> JobsApiConfig:
         env = os.environ.get
         return cls(bucket=env("BATCH_BUCKET", ""),
                    models=Catalog.required(os.environ),
@@ -140,7 +140,7 @@ def read_job_request(body: bytes, max_bytes: int) -> dict[str, Any]:
 class JobsApi:
     """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue."""
 
-    def __init__(self, settings: Settings, store: JobStore, s3: Any, batch: Any) -> None:
+    def __init__(self, settings: JobsApiConfig, store: JobStore, s3: Any, batch: Any) -> None:
         self.settings, self.store, self.s3, self.batch = settings, store, s3, batch
 
     # ------------------------------------------------------------------------------ create

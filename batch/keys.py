@@ -29,6 +29,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from model_api.names import MODEL_NAME, VERSION
+
 INPUT_PREFIX = "batch/input/"
 OUTPUT_PREFIX = "batch/output/"
 VERSIONS = "versions"  # batch/input/<model>/versions/<version>/<job>.<format>
@@ -36,8 +38,6 @@ ISSUED = "jobs"  # batch/input/<model>[/versions/<version>]/jobs/<job_id>.<forma
 FORMATS = ("jsonl", "npy")
 CHECKPOINT = "_checkpoint.json"
 SUCCESS = "_SUCCESS.json"
-_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # model names, as model_registry requires
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")  # versions, as model_registry requires
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{12}")
 
@@ -133,9 +133,9 @@ def parse_key(bucket: str, key: str, version_id: str) -> InputObject:
     job, dot, extension = filename.rpartition(".")
     if not dot or extension not in FORMATS:
         raise InvalidKey(f"key {key!r}: the file must end in .jsonl or .npy")
-    if not _NAME.fullmatch(model):
+    if not MODEL_NAME.fullmatch(model):
         raise InvalidKey(f"key {key!r}: model {model!r} must be lower-case words joined by hyphens")
-    if version is not None and not _VERSION.fullmatch(version):
+    if version is not None and not VERSION.fullmatch(version):
         raise InvalidKey(f"key {key!r}: version {version!r} must be 1-32 characters of "
                          "[0-9A-Za-z._-], starting with a letter or digit")
     if issued and not JOB_ID.fullmatch(job):

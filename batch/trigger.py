@@ -28,7 +28,7 @@ DEFAULT_MAX_BYTES = 100 * 1024**3
 
 
 @dataclass(frozen=True)
-class Settings:
+class TriggerConfig:
     """The trigger's environment, read once at cold start."""
 
     models: Catalog
@@ -36,7 +36,7 @@ class Settings:
     bucket: str | None = None
 
     @classmethod
-    def from_environment(cls) -> Settings:
+    def from_environment(cls) -> TriggerConfig:
         return cls(models=Catalog.required(os.environ),
                    max_bytes=int(os.environ.get("BATCH_MAX_INPUT_BYTES", DEFAULT_MAX_BYTES)),
                    bucket=os.environ.get("BATCH_BUCKET") or None)
@@ -61,7 +61,7 @@ def job_item(obj: InputObject, size: int, etag: str) -> dict[str, Any]:
             "submitted_at": round(time.time(), 3)}
 
 
-def refusal(obj: InputObject, size: int, settings: Settings) -> str | None:
+def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
     """Why this upload cannot run, or None."""
     if settings.models.find(obj.model) is None:
         return settings.models.unknown(obj.model)
@@ -73,7 +73,7 @@ def refusal(obj: InputObject, size: int, settings: Settings) -> str | None:
 
 
 def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Submitter,
-           settings: Settings, token: str, claim_expires_at: float) -> Outcome:
+           settings: TriggerConfig, token: str, claim_expires_at: float) -> Outcome:
     """Submit the job for the object an EventBridge S3 "Object Created" event names, once."""
     bucket = event.detail.bucket.name
     s3_object = event.detail.object

@@ -19,7 +19,7 @@ from typing import Any
 import model_api.examples as examples
 import numpy as np
 from model_api.binary import HEADER_LENGTH
-from model_api.manifest import Manifest, load_manifest
+from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 
 from bench.common import EVENTS_DIR, MODELS_DIR
 from model_registry import registry
@@ -49,7 +49,7 @@ def _examples(model: str) -> tuple[Manifest, examples.Examples]:
     """The current version's manifest and example inputs (model_api.examples)."""
     current = next(entry.current for entry in registry.load() if entry.name == model)
     version_dir = MODELS_DIR / model / current
-    manifest = load_manifest(version_dir / "manifest.json")
+    manifest = load_manifest(version_dir / MANIFEST_FILE)
     return manifest, examples.load(version_dir, manifest)
 
 

@@ -101,7 +101,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from local_api.server import LocalApi, Settings, serve  # uvicorn: only when serving
+    from local_api.server import LocalApi, LocalApiOptions, serve  # uvicorn: only when serving
 
     # Checked before anything is set up, so the user learns it first, not after the start-up.
     if port_in_use(args.host, args.port):
@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
                                     local_lambda.environment(), overrides)
-        api = LocalApi(spec, sandboxes, Settings(args.api_key, args.integration_timeout,
+        api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda))
         key = "x-api-key required" if args.api_key else "no API key required"

@@ -57,14 +57,18 @@ DRAIN_LIMIT = 4 * gateway.PAYLOAD_LIMIT
 DRAIN_TIMEOUT_S = 10.0
 
 
-def _concurrency(box: Sandbox, settings: Settings) -> int:
+def _concurrency(box: Sandbox, settings: LocalApiOptions) -> int:
     """A function's concurrency limit: its reserved concurrency, within the local account's."""
     reserved = box.function.reserved_concurrency
     return settings.max_workers if reserved is None else min(reserved, settings.max_workers)
 
 
 @dataclass(frozen=True)
-class Settings:
+class LocalApiOptions:
+    """How the local API serves: its API key (None: none asked), API Gateway's integration
+    timeout, the local account's concurrency and its workers' idle time, and whether it offers
+    Lambda's Invoke API for the functions themselves."""
+
     api_key: str | None = None
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
     max_workers: int = MAX_WORKERS
@@ -131,7 +135,8 @@ class Body:
 class LocalApi:
     """What the app serves: the template's routes, a pool per function, the gateway's rules."""
 
-    def __init__(self, spec: TemplateSpec, sandboxes: dict[str, Sandbox], settings: Settings):
+    def __init__(self, spec: TemplateSpec, sandboxes: dict[str, Sandbox],
+                 settings: LocalApiOptions):
         self.spec = spec
         self.settings = settings
         self.routes = RouteTable(spec.routes)

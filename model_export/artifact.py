@@ -8,7 +8,6 @@ version that the API could not load is never left on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -21,19 +20,15 @@ import numpy as np
 import onnx
 from model_api.datatypes import ONNX_ELEMENT_TYPES
 from model_api.explainers import ExplanationError, load_explainer
-from model_api.manifest import Manifest, ManifestError, load_manifest
+from model_api.integrity import IntegrityError, read_verified, sha256_of
+from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 
 MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
 PLATFORM = "onnxruntime_onnx"
 
 
 class SignatureError(ValueError):
     """The graph has an input or output the serving code cannot handle; the message says which."""
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def tensor_spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -132,7 +127,7 @@ def read_intact(version_dir: Path) -> Manifest | None:
     """The manifest of an exported version whose model file matches its sha256, else None."""
     try:
         manifest = load_manifest(version_dir / MANIFEST_FILE)
-        model_bytes = (version_dir / manifest.model_file).read_bytes()
-    except (ManifestError, OSError):
+        read_verified(version_dir / manifest.model_file, manifest.sha256)
+    except (ManifestError, OSError, IntegrityError):
         return None
-    return manifest if sha256_of(model_bytes) == manifest.sha256 else None
+    return manifest

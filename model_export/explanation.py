@@ -16,7 +16,6 @@ methods) is written here, once per version, so the serving side never guesses:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -24,15 +23,14 @@ from typing import Any
 
 import numpy as np
 import onnx
-from model_api.datatypes import BYTES
+from model_api.datatypes import BYTES, FLOATS, NUMERIC
 from model_api.explainers.base import NONE
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.explainers.linear import LINEAR
 from model_api.explainers.occlusion import OCCLUSION
 from model_api.explainers.token_ablation import DEFAULT_TOKEN_PATTERN, TOKEN_ABLATION
+from model_api.integrity import sha256_of
 
-FLOATS = ("FP16", "FP32", "FP64")
-NUMERIC = (*FLOATS, "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 # Rows of a seed model's training data kept as its Kernel SHAP background: a seeded sample
 # (shap.sample's way), small because every coalition is scored against each row.
 SEED_BACKGROUND_ROWS = 16
@@ -151,4 +149,4 @@ def background_section(output: str, data: bytes) -> dict[str, Any]:
     model_api/explainers/background.py."""
     return {"method": KERNEL_SHAP, "output": output,
             "background": {"file": BACKGROUND_FILE,
-                           "sha256": hashlib.sha256(data).hexdigest()}}
+                           "sha256": sha256_of(data)}}

@@ -29,14 +29,15 @@ from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 from model_api.explainers.kernel_shap import KERNEL_SHAP
+from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.manifest import ManifestError
+from model_api.names import numbered
 
 from model_export import explanation
 from model_export.artifact import (
     MODEL_FILE,
     SignatureError,
     read_intact,
-    sha256_of,
     signature,
     write_version,
 )
@@ -193,11 +194,11 @@ def read_examples(path: Path) -> Examples:
 def next_version(entry: ModelEntry | None) -> str:
     if entry is None:
         return "1"
-    numbers = [int(v) for v in entry.versions if v.isdigit()]
+    numbers = numbered(entry.versions)
     if not numbers:
         raise AddError(f"{entry.name}: its versions {entry.versions} are not numbers; "
                        "give the new one with --version")
-    return str(max(numbers) + 1)
+    return str(numbers[-1] + 1)
 
 
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
@@ -314,13 +315,14 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
             continue
         source = root / record["path"]
         try:
-            model_bytes = source.read_bytes()
+            model_bytes = read_verified(source, record["sha256"])
         except OSError as exc:
             raise AddError(f"{entry.name} version {version}: cannot read {record['path']} "
                            f"recorded in models.yaml: {exc}") from exc
-        if sha256_of(model_bytes) != record["sha256"]:
+        except IntegrityError:
             raise AddError(f"{entry.name} version {version}: {record['path']} changed since it "
-                           "was added (sha256 differs from models.yaml); add it as a new version")
+                           "was added (sha256 differs from models.yaml); add it as a new "
+                           "version") from None
         stored_examples = source.with_name(EXAMPLES_FILE)
         examples = read_examples(stored_examples) if stored_examples.exists() else None
         import_version(entry, version, model_bytes, record["path"],
@@ -336,14 +338,14 @@ def _recorded_background(entry: ModelEntry, version: str, root: Path = ROOT) -> 
     if "background" not in record:
         return None
     try:
-        data = (root / record["background"]).read_bytes()
+        return read_verified(root / record["background"], record.get("background_sha256"))
     except OSError as exc:
         raise AddError(f"{entry.name} version {version}: cannot read the background "
                        f"{record['background']} recorded in models.yaml: {exc}") from exc
-    if sha256_of(data) != record.get("background_sha256"):
+    except IntegrityError:
         raise AddError(f"{entry.name} version {version}: {record['background']} changed since "
-                       "it was added (sha256 differs from models.yaml); add a new version")
-    return data
+                       "it was added (sha256 differs from models.yaml); add a new version"
+                       ) from None
 
 
 def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | None) -> bool:

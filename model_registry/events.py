@@ -25,7 +25,7 @@ from typing import Any
 import model_api.examples as model_examples
 from model_api.binary import HEADER_LENGTH
 from model_api.explainers import output_specs
-from model_api.manifest import Manifest, load_manifest
+from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 from samcli.lib.generated_sample_events.events import Events as SamEvents
 
@@ -151,7 +151,7 @@ def render(entries: list[ModelEntry], locate: Locate = EXPORTED,
         if only is not None and entry.name not in only:
             continue
         version_dir = locate(entry.name, entry.current)
-        manifest = load_manifest(version_dir / "manifest.json")
+        manifest = load_manifest(version_dir / MANIFEST_FILE)
         folders[entry.name] = model_events(manifest, model_examples.load(version_dir, manifest))
     return {events_dir / folder / f"{name}.json": json.dumps(event, indent=2) + "\n"
             for folder, events in folders.items() for name, event in events.items()}

@@ -23,7 +23,7 @@ import orjson
 from model_api import limits
 from model_api.datatypes import DATATYPES
 from model_api.explainers import output_specs
-from model_api.manifest import parse_manifest
+from model_api.manifest import MANIFEST_FILE, parse_manifest
 from model_api.routes import ROUTES, TENSOR_REQUESTS, Route
 
 from model_registry import registry
@@ -273,7 +273,7 @@ def operation(route: Route, service: str, models: list[str] | None = None) -> di
 
 
 def load_manifest(version_dir: Path) -> dict[str, Any]:
-    path = version_dir / "manifest.json"
+    path = version_dir / MANIFEST_FILE
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `make models` first")
     manifest: dict[str, Any] = json.loads(path.read_text())

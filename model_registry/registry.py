@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -11,17 +10,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from model_api.catalog import MAX_MODEL_NAME_CHARS
+from model_api.names import MAX_MODEL_NAME_CHARS, MODEL_NAME, VERSION, camel_name
 
 from model_registry.quotas import ACCOUNT_CONCURRENCY, GROUP_SIZE, UNRESERVED_MINIMUM
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_FILE = "models.yaml"
 REGISTRY = ROOT / REGISTRY_FILE
-# Lower-case words joined by hyphens: valid in a URL, and it maps one-to-one onto a CloudFormation
-# logical ID (breast-cancer-mlp -> BreastCancerMlp) because no word may be empty.
-NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
 
 
 class RegistryError(ValueError):
@@ -119,12 +114,8 @@ class ModelEntry:
         return camel_name(self.name)
 
 
-def camel_name(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
-
-
 def check(entry: ModelEntry) -> ModelEntry:
-    if not NAME.match(entry.name):
+    if not MODEL_NAME.fullmatch(entry.name):
         raise RegistryError(f"model name {entry.name!r}: use lower-case words joined by "
                             "hyphens, e.g. my-model-2")
     if len(entry.name) > MAX_MODEL_NAME_CHARS:
@@ -137,7 +128,7 @@ def check(entry: ModelEntry) -> ModelEntry:
     if not entry.versions:
         raise RegistryError(f"{entry.name}: list at least one version")
     for version in entry.versions:
-        if not VERSION.match(version):
+        if not VERSION.fullmatch(version):
             raise RegistryError(f"{entry.name}: version {version!r} must be 1-32 characters "
                                 "of [0-9A-Za-z._-]")
     if entry.current not in entry.versions:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from model_api.manifest import MANIFEST_FILE
 from onnx import TensorProto, helper
 from samtranslator.yaml_helper import yaml_parse
 
@@ -54,11 +55,11 @@ def export(models: list[ModelEntry], models_dir: Path) -> None:
     add-model's import, then the same files under each name (manifest name changed)."""
     first = models_dir / models[0].name / "1"
     import_version(models[0], "1", tiny_model(), models[0].files["1"]["path"], first)
-    manifest = json.loads((first / "manifest.json").read_text())
+    manifest = json.loads((first / MANIFEST_FILE).read_text())
     for entry in models[1:]:
         folder = models_dir / entry.name / "1"
         shutil.copytree(first, folder)
-        (folder / "manifest.json").write_text(json.dumps({**manifest, "name": entry.name}))
+        (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, "name": entry.name}))
 
 
 def project(root: Path, count: int) -> Project:

@@ -31,11 +31,11 @@ from model_api.routes import BATCH_JOBS
 
 from batch.aws import client
 from batch.jobs import JobStore
-from batch.jobs_api import JobsApi, Settings, presigner
+from batch.jobs_api import JobsApi, JobsApiConfig, presigner
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(RestApiResolver())
-settings = Settings.from_environment()
+settings = JobsApiConfig.from_environment()
 jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"]), presigner(),
                client("batch"))
 

@@ -25,7 +25,7 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
-settings = trigger.Settings.from_environment()
+settings = trigger.TriggerConfig.from_environment()
 store = JobStore(os.environ["JOBS_TABLE"])
 submitter = submit.from_environment()
 METRIC = {"submitted": "JobsSubmitted", "duplicate": "DuplicateEvents",

@@ -2,26 +2,18 @@
 
 `sam build` names a model layer `<CamelName>ModelLayer`; this maps the CamelName back to the
 kebab-case folder under build/models/ and checks every version's model file against its
-manifest before the layer is built. Standard library only: it runs inside `sam build`.
+manifest before the layer is built. It runs inside `sam build` with any python3: standard
+library only, and the serving library's standard-library modules from its source folder.
 """
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-
-def camel_name(model_name: str) -> str:
-    """breast-cancer-mlp -> BreastCancerMlp: the form a model takes in template logical IDs."""
-    return "".join(part[:1].upper() + part[1:] for part in model_name.split("-"))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# The serving library's source (the ServingLayer's python/ folder), as Lambda's /opt/python.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving" / "python"))
+from model_api.integrity import file_sha256
+from model_api.names import camel_name
 
 
 def main(models_dir: Path, wanted: str) -> str:
@@ -37,7 +29,7 @@ def main(models_dir: Path, wanted: str) -> str:
     for manifest_path in versions:
         manifest = json.loads(manifest_path.read_text())
         model_file = manifest_path.parent / manifest["model_file"]
-        if sha256_of(model_file) != manifest["sha256"]:
+        if file_sha256(model_file) != manifest["sha256"]:
             sys.exit(
                 f"{model_file}: sha256 does not match {manifest_path}; refusing to build the layer"
             )

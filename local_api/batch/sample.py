@@ -19,7 +19,8 @@ from pathlib import Path
 
 import model_api.examples as examples
 import numpy as np
-from model_api.manifest import Manifest, load_manifest
+from model_api.datatypes import BYTES
+from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 
 from batch.models import current_version, registry_path
 from model_registry.registry import PROJECT
@@ -53,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     version = current_version(args.model, args.registry)
     if version is None:
         parser.error(f"model {args.model!r} is not in the registry {args.registry}")
-    path = args.models_dir / args.model / version / "manifest.json"
+    path = args.models_dir / args.model / version / MANIFEST_FILE
     if not path.is_file():
         parser.error(f"no exported {args.model!r} version {version} under {args.models_dir} "
                      "(make models)")
     manifest = load_manifest(path)
     if args.out.suffix == ".npy" and (len(manifest.inputs) != 1
-                                      or manifest.inputs[0].datatype == "BYTES"):
+                                      or manifest.inputs[0].datatype == BYTES):
         parser.error(f"{manifest.name} takes {len(manifest.inputs)} input(s) of "
                      f"{', '.join(spec.datatype for spec in manifest.inputs)}: .npy input takes "
                      "one numeric tensor only; write JSON Lines (.jsonl) instead")

@@ -18,7 +18,7 @@ from model_api.errors import BadRequest, NotFound
 from batch import job as batch_job
 from batch import jobs, runner, trigger
 from batch import jobs_api as jobs_api_module
-from batch.jobs_api import JobsApi, Settings
+from batch.jobs_api import JobsApi, JobsApiConfig
 from batch.keys import InvalidKey, input_key, issue_job_id, parse_key
 from tests.batch.conftest import FEATURES, MODEL, Cloud, request_line, runner_env
 from tests.batch.test_batch_runner import (
@@ -48,7 +48,7 @@ def test_an_issued_job_id_is_its_key_whatever_the_object_version() -> None:
 
 
 def api(cloud: Cloud) -> JobsApi:
-    return JobsApi(Settings(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
+    return JobsApi(JobsApiConfig(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
                    cloud.s3, None)
 
 
@@ -168,7 +168,7 @@ def test_delete_terminates_the_batch_job_only_while_it_may_run(
         cloud: Cloud, status: str, batch_job_id: str | None, compute: str | None,
         stopped: bool) -> None:
     batch = RecordingBatch()
-    jobs_api = JobsApi(Settings(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
+    jobs_api = JobsApi(JobsApiConfig(cloud.bucket, catalog_of(MODEL), 1 << 20, 30), cloud.store,
                        cloud.s3, batch)
     job_id = jobs_api.create(MODEL, None, b'{"size": 10}')["job_id"]
     fields = {"batch_job_id": batch_job_id} if batch_job_id else {}
@@ -191,7 +191,7 @@ def test_an_upload_its_job_cannot_run_fails_that_job(cloud: Cloud) -> None:
     recorded failed with the reason (a PutItem, all the trigger's role may write)."""
     job_id = api(cloud).create(MODEL, None, b'{"size": 10}')["job_id"]
     key = input_key(MODEL, job_id, "jsonl", issued=True)
-    without = trigger.Settings(models=catalog_of("another-model"), max_bytes=1000)
+    without = trigger.TriggerConfig(models=catalog_of("another-model"), max_bytes=1000)
     outcome = trigger.handle(event_for(cloud, key), cloud.store, RecordingSubmitter(), without,
                              "req-1", time.time() + 30)
     record = cloud.store.get(job_id)

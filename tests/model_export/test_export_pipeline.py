@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from model_api.integrity import sha256_of
 from onnx import TensorProto, helper
 
 from model_export import breast_cancer, diabetes, text_topics
-from model_export.artifact import canonical_bytes, sha256_of
+from model_export.artifact import canonical_bytes
 from model_export.check import ParityError, Tolerance, check_graph, compare
 from model_export.export import Trained
 from model_registry import export as cli

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from model_api.integrity import sha256_of
 from model_api.manifest import load_manifest
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from model_export.artifact import sha256_of
 from tests.conftest import MODELS_DIR, ROOT
 from tests.datasets import whole_dataset
 

@@ -19,18 +19,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from model_api.integrity import sha256_of
 from onnx import TensorProto, helper, numpy_helper
 
-from model_export.artifact import read_intact, sha256_of
+from model_export.artifact import read_intact
 from model_registry import add, registry
-from model_registry.optimize import (
-    Gate,
-    OptimizeError,
-    Result,
-    Timing,
-    judge,
-    optimize,
-)
+from model_registry.optimize.data import OptimizeError
+from model_registry.optimize.gate import Gate, judge
+from model_registry.optimize.result import Result
+from model_registry.optimize.step import optimize
+from model_registry.optimize.timing import Timing
 from model_registry.registry import Project
 from tests.datasets import whole_dataset
 from tests.model_registry.test_add_model import served

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from model_api.datatypes import BYTES, is_float, numpy_dtype
+from model_api.datatypes import LENGTH_PREFIXED, datatype_row
 from model_api.errors import BadRequest, TooLarge
 from model_api.limits import MAX_BYTES_ELEMENT
 
@@ -39,20 +39,21 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
     """The array `raw` encodes; 400 if its size does not match `shape` of `datatype`."""
     count = math.prod(shape)
-    if datatype == BYTES:
+    row = datatype_row(datatype)
+    if row.wire == LENGTH_PREFIXED:
         return _decode_strings(name, count, raw).reshape(shape)
-    dtype = numpy_dtype(datatype)
+    dtype = row.dtype
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise BadRequest(
             f"input '{name}' has binary_data_size {len(raw)}, but shape {list(shape)} of "
             f"{datatype} takes {expected} bytes"
         )
-    if datatype == "BOOL" and raw and max(raw) > 1:
-        raise BadRequest(f"input '{name}' is BOOL: each element must be the byte 0 or 1")
+    if row.kind == "bool" and raw and max(raw) > 1:
+        raise BadRequest(f"input '{name}' is {datatype}: each element must be the byte 0 or 1")
     # astype copies into an aligned, native-order array that onnxruntime can own.
     array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-    if is_float(datatype) and not np.isfinite(array).all():
+    if row.kind == "float" and not np.isfinite(array).all():
         raise BadRequest(f"input '{name}' holds NaN or infinite values; only finite numbers")
     return array.reshape(shape)
 
@@ -91,10 +92,11 @@ def _decode_strings(name: str, count: int, raw: bytes) -> np.ndarray:
 
 def encode_tensor(array: np.ndarray, datatype: str) -> bytes:
     """The wire bytes of `array` as `datatype`."""
-    if datatype == BYTES:
+    row = datatype_row(datatype)
+    if row.wire == LENGTH_PREFIXED:
         parts: list[bytes] = []
         for item in array.ravel():
             data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
             parts += (_LENGTH.pack(len(data)), data)
         return b"".join(parts)
-    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
+    return np.ascontiguousarray(array, dtype=row.dtype).tobytes()

@@ -12,9 +12,9 @@ mounted at /opt/catalog (`MODEL_CATALOG`), built by `sam build` from models.yaml
 
 Each model function is named `<MODEL_FUNCTION_PREFIX><model>`: the template gives every model
 function and the server function the same prefix (the root stack's ModelFunctionPrefix, at most
-15 characters, so model names have 49 of Lambda's 64), so the server finds a function from the
-model's name alone, and its one IAM statement allows invoking `<prefix>*:live`, however many
-models there are.
+15 characters, so model names have 49 of Lambda's 64: model_api.names), so the server finds a
+function from the model's name alone, and its one IAM statement allows invoking
+`<prefix>*:live`, however many models there are.
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ from pathlib import Path
 CATALOG_ENV = "MODEL_CATALOG"
 PREFIX_ENV = "MODEL_FUNCTION_PREFIX"
 DEFAULT_CATALOG = "/opt/catalog/models.json"
-# Lambda function names are at most 64 characters: the prefix takes at most 15 (the template's
-# ModelFunctionPrefix pattern).
-FUNCTION_NAME_CHARS = 64
-PREFIX_CHARS = 15
-MAX_MODEL_NAME_CHARS = FUNCTION_NAME_CHARS - PREFIX_CHARS
 # An error about an unknown model names the models when there are at most this many.
 LISTED_NAMES = 10
 

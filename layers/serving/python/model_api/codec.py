@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from model_api.binary import HEADER_LENGTH, decode_tensor, encode_tensor, split_body
-from model_api.datatypes import BYTES, is_float, is_integer, numpy_dtype
+from model_api.datatypes import BY_NAME, BYTES, is_float, numpy_dtype
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
     API_REQUEST,
@@ -36,15 +36,6 @@ BINARY_TYPE = "application/octet-stream"
 _REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _OUTPUT_FIELDS = frozenset({"name", "parameters"})
-
-# Python types a JSON `data` element may have, per datatype (bool is not an int here).
-_ELEMENT_TYPES: dict[str, frozenset[type]] = {
-    "BOOL": frozenset({bool}),
-    **{t: frozenset({int}) for t in ("UINT8", "UINT16", "UINT32", "UINT64",
-                                     "INT8", "INT16", "INT32", "INT64")},
-    **{t: frozenset({int, float}) for t in ("FP16", "FP32", "FP64")},
-}
-
 
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
@@ -396,7 +387,7 @@ def json_tensor(spec: TensorSpec, shape: tuple[int, ...], data: Any) -> np.ndarr
         raise _nesting_error(spec, shape) from None
     if list in types:
         raise _nesting_error(spec, shape)
-    if not types <= _ELEMENT_TYPES[spec.datatype]:
+    if not types <= BY_NAME[spec.datatype].json_types:
         raise _element_error(spec, data)
     try:
         with np.errstate(over="ignore"):  # a float beyond the dtype's range becomes inf: below
@@ -484,9 +475,12 @@ def _walk(data: list[Any]) -> Iterator[Any]:
 
 def _element_problem(value: Any, datatype: str) -> str | None:
     """What is wrong with one numeric or BOOL element, or None."""
-    if datatype == "BOOL":
-        return None if type(value) is bool else f"is {_describe(value)}; BOOL takes true or false"
-    if is_integer(datatype):
+    kind = BY_NAME[datatype].kind
+    if kind == "bool":
+        if type(value) is bool:
+            return None
+        return f"is {_describe(value)}; {datatype} takes true or false"
+    if kind == "integer":
         if type(value) is not int:
             return f"is {_describe(value)}; {datatype} takes integers"
         info = np.iinfo(numpy_dtype(datatype))

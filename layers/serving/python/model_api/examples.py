@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model_api.binary import encode_tensor
-from model_api.datatypes import BYTES, numpy_dtype
+from model_api.datatypes import BY_NAME, BYTES, numpy_dtype
 from model_api.manifest import Manifest, TensorSpec
 
 EXAMPLES_FILE = "examples.json"
@@ -42,7 +42,7 @@ def from_signature(inputs: Sequence[TensorSpec], rows: int = EXAMPLE_ROWS) -> Ex
         count = int(np.prod(shape))
         if spec.datatype == BYTES:
             values = np.array([f"example-{i}" for i in range(count)], dtype=object)
-        elif spec.datatype == "BOOL":
+        elif BY_NAME[spec.datatype].kind == "bool":
             values = np.arange(count) % 2 == 1
         else:
             values = (np.arange(count) % 100).astype(numpy_dtype(spec.datatype))

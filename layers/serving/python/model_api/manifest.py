@@ -17,6 +17,8 @@ from typing import Any
 from model_api.datatypes import DATATYPES
 
 SCHEMA_VERSION = 1
+# Its file name in every exported version folder, beside the model file it names.
+MANIFEST_FILE = "manifest.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -8,7 +8,6 @@ against: a mismatch would otherwise surface as an obscure error on the first req
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +25,11 @@ from model_api.explainers import (
     load_explainer,
     request_options,
 )
-from model_api.manifest import Manifest, ManifestError, TensorSpec, load_manifest
+from model_api.integrity import IntegrityError, read_verified
+from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, TensorSpec, load_manifest
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 CPU = ("CPUExecutionProvider",)
 # Threads onnxruntime uses inside one operator; unset means one per vCPU Lambda's memory size
 # pays for (one per CPU outside Lambda).
@@ -111,15 +110,14 @@ class LoadedModel:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
         try:
-            model_bytes = model_path.read_bytes()
+            model_bytes = read_verified(model_path, manifest.sha256)
         except OSError as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
-        digest = hashlib.sha256(model_bytes).hexdigest()
-        if digest != manifest.sha256:
+        except IntegrityError as exc:
             raise ModelIntegrityError(
-                f"{model_path}: sha256 is {digest} but {MANIFEST_FILE} says {manifest.sha256}; "
-                "the file is not the exported model, so it is not served"
-            )
+                f"{model_path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
+                f"{manifest.sha256}; the file is not the exported model, so it is not served"
+            ) from None
         try:
             session = ort.InferenceSession(
                 model_bytes, sess_options=session_options(), providers=list(providers or CPU)

@@ -21,6 +21,7 @@ from model_api.errors import NotFound, NotReady
 from model_api.limits import API_REQUEST
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
+from model_api.names import version_key
 from model_api.pipeline import Hook, Pipeline
 
 __all__ = ["InferResult", "InferenceService"]
@@ -32,11 +33,6 @@ DEFAULT_MODELS_DIR = "/opt/models"
 # The protocol extensions this API serves: Triton's binary tensor data and model repository
 # (index only: models are deployed with the stack, not loaded at run time).
 EXTENSIONS = ("binary_tensor_data", "model_repository")
-
-
-def version_key(version: str) -> tuple[int, int, str]:
-    """Numeric versions in numeric order (2 before 10), then the others by name."""
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def version_folders(model_dir: Path) -> list[Path]:

@@ -6,7 +6,6 @@ The exporter writes it (model_export/explanation.py, encode_background).
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from model_api.datatypes import BYTES
 from model_api.explainers.base import ExplanationError
+from model_api.integrity import IntegrityError, read_verified
 from model_api.limits import MAX_BACKGROUND_ROWS
 from model_api.manifest import Manifest
 
@@ -31,13 +31,12 @@ def read_background(manifest: Manifest, version_dir: Path,
                                "with its sha256")
     path = version_dir / record["file"]
     try:
-        data = path.read_bytes()
+        data = read_verified(path, record.get("sha256"))
     except OSError as exc:
         raise ExplanationError(f"{path}: cannot read the background rows: {exc}") from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != record.get("sha256"):
-        raise ExplanationError(f"{path}: sha256 is {digest} but the manifest says "
-                               f"{record.get('sha256')}; the background is not the exported one")
+    except IntegrityError as exc:
+        raise ExplanationError(f"{path}: sha256 is {exc.actual} but the manifest says "
+                               f"{exc.expected}; the background is not the exported one") from None
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
