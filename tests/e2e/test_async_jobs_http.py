@@ -25,7 +25,8 @@ import pytest
 from botocore.config import Config
 from model_api.model import LoadedModel
 
-from batch import notify, sample
+from batch import notify
+from local_api.batch import sample
 from local_api.batch.loop import BUCKET
 from tests.conftest import local_api_server
 
