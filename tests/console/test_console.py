@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from model_registry import registry
 from tests.conftest import MODELS_DIR, local_api_server
@@ -33,7 +34,9 @@ def press(tab: Page, button: str) -> dict[str, Any]:
     with tab.page.expect_request(lambda r: r.method == "POST" and "/v2/models/" in r.url) as sent:
         tab.page.click(button)
     tab.page.wait_for_selector("#result-card:not([hidden])")
-    tab.page.wait_for_function("document.querySelector('#curl').textContent.length > 0")
+    # Playwright's own waits, not wait_for_function: its in-page polling evaluates a string,
+    # which the console's Content-Security-Policy (no 'unsafe-eval') refuses
+    expect(tab.page.locator("#curl")).not_to_be_empty()
     body: dict[str, Any] = json.loads(sent.value.post_data or "{}")
     return body
 
@@ -59,8 +62,7 @@ def test_the_console_lists_every_seed_model_without_errors(tab: Page) -> None:
                                            "items => items.map(i => i.dataset.model)")
     assert set(SEED_MODELS) <= set(listed)
     # The server's readiness asks every model function (cold starts): wait for its answer.
-    tab.page.wait_for_function(
-        "document.querySelector('#server-state').textContent !== 'server …'")
+    expect(tab.page.locator("#server-state")).not_to_have_text("server …", timeout=60_000)
     assert tab.page.text_content("#server-state") == "server ready"
     assert tab.errors == []
 
