@@ -38,7 +38,9 @@ class Explanation:
 
     `attributions` maps each explained input to FP32 [rows, *input shape without batch]
     ([rows, T] for a text input); `tokens` maps a text input to BYTES (object) [rows, T], padded
-    with ""; `base_value` FP32 [rows]; `target` INT64 [rows].
+    with ""; `base_value` FP32 [rows]; `target` INT64 [rows]; `scores` FP64 [rows, classes]:
+    the explained output on the rows themselves (the prediction explained; [rows, 1] for a
+    regression); `manifest`: the model's (its labels and feature names).
     """
 
     method: str
@@ -46,6 +48,8 @@ class Explanation:
     attributions: dict[str, np.ndarray]
     base_value: np.ndarray
     target: np.ndarray
+    scores: np.ndarray
+    manifest: Manifest
     tokens: dict[str, np.ndarray] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, np.ndarray]:
@@ -60,6 +64,10 @@ class Explanation:
         named["base_value"] = self.base_value
         named["target"] = self.target
         return named
+
+    def parameters(self) -> dict[str, str]:
+        """The answer's `parameters`: `method`, and `explained_output`."""
+        return {"method": self.method, "explained_output": self.output}
 
 
 @dataclass(frozen=True)
@@ -156,10 +164,14 @@ class Explainer:
         return np.full(scores.shape[0], options.target, dtype=np.int64)
 
     def _answer(self, attributions: dict[str, np.ndarray], base: np.ndarray,
-                target: np.ndarray, tokens: dict[str, np.ndarray] | None = None) -> Explanation:
+                target: np.ndarray, scores: np.ndarray,
+                tokens: dict[str, np.ndarray] | None = None) -> Explanation:
+        """The Explanation of attributions per input, base values and targets [rows], and the
+        explained output's `scores` [rows, classes] on the rows themselves."""
         return Explanation(self.method, self.output,
                            {k: v.astype(np.float32) for k, v in attributions.items()},
-                           base.astype(np.float32), target, tokens or {})
+                           base.astype(np.float32), target,
+                           np.asarray(scores, dtype=np.float64), self.manifest, tokens or {})
 
 
 def _methods_taking(option: str) -> str:
