@@ -142,6 +142,10 @@ def test_explain_shows_the_attributions(tab: Page, api: tuple[httpx.Client, str]
     shown = {"digits-cnn": "#heatmap", "text-topics": "#token-view"}.get(
         name, "#chart-attributions")
     assert tab.page.is_visible(shown)
+    # The explanation in words, above the chart: the answer's first sentence
+    summary = answer.json()["parameters"]["summary"].split("\n")[0]
+    assert summary.startswith("Predicted ")
+    assert tab.page.text_content("#explanation-summary") == summary
     tab.screenshot(f"{name}-explain")
     assert tab.errors == []
 

@@ -514,6 +514,13 @@ function showExplanation(outputs, parameters, result) {
     (target !== undefined && (state.meta.parameters || {}).labels ? ` · for class ${labelName(target)}` : "") +
     (base !== undefined ? ` · base value ${Number(base).toFixed(3)}` : "");
   result.append(heading);
+  // The explanation in words (parameters.summary: one sentence per row), above the chart.
+  if (parameters.summary) {
+    const summary = document.createElement("p");
+    summary.id = "explanation-summary";
+    summary.textContent = parameters.summary.split("\n")[0];
+    result.append(summary);
+  }
   const key = Object.keys(outputs).find((name) => name.startsWith("attributions"));
   if (!key) {
     const none = document.createElement("p");

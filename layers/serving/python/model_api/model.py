@@ -144,11 +144,12 @@ class LoadedModel:
         return dict(zip(names, self.session.run(names, inputs), strict=True))
 
     def explain(self, inputs: dict[str, np.ndarray], output_names: Sequence[str],
-                parameters: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+                parameters: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The outputs `output_names` (the model's own and the explanation's, see
-        explainers.with_outputs) for `inputs`, and the answer's parameters (`method`, and
-        `explained_output`). `parameters` are the request's: `target`, `samples`
-        (explainers.request_options). Raises what the explainer raises (a 4xx ModelAPIError)."""
+        explainers.with_outputs) for `inputs`, and the answer's parameters
+        (explainers.base.Explanation.parameters). `parameters` are the request's: `target`,
+        `samples` (explainers.request_options). Raises what the explainer raises (a 4xx
+        ModelAPIError)."""
         options = request_options(parameters)
         explanation = self.explainer.explain(self.scores(self.explainer.output), inputs,
                                              options)
@@ -156,8 +157,7 @@ class LoadedModel:
         own = [name for name in output_names if name not in results]
         if own:
             results.update(self.run(inputs, own))
-        return ({name: results[name] for name in output_names},
-                {"method": explanation.method, "explained_output": explanation.output})
+        return {name: results[name] for name in output_names}, explanation.parameters()
 
     def scores(self, output: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
         """A predictor for the explainers: inputs -> `output` as FP64 [batch, classes]

@@ -38,7 +38,9 @@ class Explanation:
 
     `attributions` maps each explained input to FP32 [rows, *input shape without batch]
     ([rows, T] for a text input); `tokens` maps a text input to BYTES (object) [rows, T], padded
-    with ""; `base_value` FP32 [rows]; `target` INT64 [rows].
+    with ""; `base_value` FP32 [rows]; `target` INT64 [rows]; `scores` FP64 [rows, classes]:
+    the explained output on the rows themselves (the prediction explained; [rows, 1] for a
+    regression); `manifest`: the model's (its labels and feature names).
     """
 
     method: str
@@ -46,6 +48,8 @@ class Explanation:
     attributions: dict[str, np.ndarray]
     base_value: np.ndarray
     target: np.ndarray
+    scores: np.ndarray
+    manifest: Manifest
     tokens: dict[str, np.ndarray] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, np.ndarray]:
@@ -59,6 +63,74 @@ class Explanation:
             named["tokens" if single else f"tokens_{name}"] = tokens
         named["base_value"] = self.base_value
         named["target"] = self.target
+        return named
+
+    def parameters(self) -> dict[str, str]:
+        """The answer's `parameters`: `method`, `explained_output`, and `summary`: one plain
+        sentence per row (rows joined by newlines: a protocol parameter is a string), see
+        `summary`."""
+        return {"method": self.method, "explained_output": self.output,
+                "summary": "\n".join(self.summary())}
+
+    def summary(self) -> list[str]:
+        """One sentence per row saying what pushed its prediction most, e.g. "Predicted benign
+        (0.94), mostly because of worst area and worst concave points; mean texture pulled
+        towards malignant." Features are named by the manifest's `feature_names` where it has
+        them, a text input's tokens, an image's pixels (row, column), else `input[i]`; the two
+        largest positive attributions are named, then the most negative one."""
+        names = self._feature_names()
+        flat = np.concatenate([values.reshape(len(self.target), -1)
+                               for values in self.attributions.values()], axis=1)
+        return [self._sentence(row, flat[row], names[row]) for row in range(len(self.target))]
+
+    def _sentence(self, row: int, values: np.ndarray, names: list[str]) -> str:
+        target = int(self.target[row])
+        classes = self.scores.shape[1]
+        score = float(self.scores[row, target])
+        if classes > 1:
+            labels = self.manifest.labels or ()
+            label = labels[target] if target < len(labels) else f"class {target}"
+            head = f"Predicted {label} ({score:.2f})"
+            if classes == 2:
+                other = labels[1 - target] if len(labels) == 2 else f"class {1 - target}"
+                against = f"pulled towards {other}"
+            else:
+                against = f"pulled away from {label}"
+        else:
+            head, against = f"Predicted {score:.4g}", "pulled it down"
+        order = np.argsort(-values, kind="stable")
+        pushed = [names[i] for i in order[:2] if values[i] > 0]
+        pulled = [names[i] for i in order[::-1][:1] if values[i] < 0]
+        sentence = head + (f", mostly because of {_listed(pushed)}" if pushed else
+                           ", with no input pushing towards it")
+        if pulled:
+            sentence += f"; {_listed(pulled)} {against}"
+        return sentence + "."
+
+    def _feature_names(self) -> list[list[str]]:
+        """Per row, a name for each attribution (in the order of the flattened inputs)."""
+        rows = len(self.target)
+        several = len(self.attributions) > 1
+        named: list[list[str]] = [[] for _ in range(rows)]
+        given = self.manifest.extra.get("feature_names")
+        given = given if isinstance(given, Mapping) else {}
+        for name, values in self.attributions.items():
+            shape = values.shape[1:]
+            prefix = f"{name} " if several else ""
+            if name in self.tokens:
+                for row in range(rows):
+                    named[row] += [f"'{token}'" for token in self.tokens[name][row]]
+                continue
+            columns = given.get(name)
+            if len(shape) == 1 and isinstance(columns, list) and len(columns) == shape[0]:
+                labels = [prefix + str(column) for column in columns]
+            elif len(shape) >= 2:  # an image: its last two axes are rows and columns
+                labels = [f"{prefix}pixel ({index[-2]}, {index[-1]})"
+                          for index in np.ndindex(*shape)]
+            else:
+                labels = [f"{name}[{index}]" for index in range(int(np.prod(shape)))]
+            for row in range(rows):
+                named[row] += labels
         return named
 
 
@@ -156,10 +228,19 @@ class Explainer:
         return np.full(scores.shape[0], options.target, dtype=np.int64)
 
     def _answer(self, attributions: dict[str, np.ndarray], base: np.ndarray,
-                target: np.ndarray, tokens: dict[str, np.ndarray] | None = None) -> Explanation:
+                target: np.ndarray, scores: np.ndarray,
+                tokens: dict[str, np.ndarray] | None = None) -> Explanation:
+        """The Explanation of attributions per input, base values and targets [rows], and the
+        explained output's `scores` [rows, classes] on the rows themselves."""
         return Explanation(self.method, self.output,
                            {k: v.astype(np.float32) for k, v in attributions.items()},
-                           base.astype(np.float32), target, tokens or {})
+                           base.astype(np.float32), target,
+                           np.asarray(scores, dtype=np.float64), self.manifest, tokens or {})
+
+
+def _listed(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _methods_taking(option: str) -> str:
