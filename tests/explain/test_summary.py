@@ -79,7 +79,7 @@ def test_text_and_images_are_named_by_their_tokens_and_pixels(
     _, text = explained(models["text-topics"])
     assert all(re.search(r"because of '[^']+'", sentence) for sentence in text)
     _, images = explained(models["digits-cnn"])
-    assert all(re.search(r"because of pixel \(\d, \d\)", sentence) for sentence in images)
+    assert all(re.search(r"because of pixel \(row \d, col \d\)", sentence) for sentence in images)
 
 
 def test_several_inputs_are_named_by_input_and_unnamed_columns_by_index() -> None:

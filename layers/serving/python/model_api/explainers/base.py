@@ -125,7 +125,7 @@ class Explanation:
             if len(shape) == 1 and isinstance(columns, list) and len(columns) == shape[0]:
                 labels = [prefix + str(column) for column in columns]
             elif len(shape) >= 2:  # an image: its last two axes are rows and columns
-                labels = [f"{prefix}pixel ({index[-2]}, {index[-1]})"
+                labels = [f"{prefix}pixel (row {index[-2]}, col {index[-1]})"
                           for index in np.ndindex(*shape)]
             else:
                 labels = [f"{name}[{index}]" for index in range(int(np.prod(shape)))]
