@@ -30,7 +30,7 @@ from batch import checkpoint, erase, notify, npy
 from batch.aws import client
 from batch.failures import PermanentError, Terminated, is_transient
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
-from batch.jsonl import answer_lines, chunks_of_lines
+from batch.jsonl import chunks_of_lines, line_records
 from batch.keys import InputObject, parse_key
 from batch.loading import CUDA, load_model
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
@@ -164,7 +164,7 @@ class Job:
         progress = Progress(size, state.next_byte, state.next_row, self.config.progress_seconds)
         for lines, end in chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
                                           state.chunk_bytes):
-            records, errors = answer_lines(self.pipeline, lines, state.next_row + 1, model,
+            records, errors = line_records(self.pipeline, lines, state.next_row + 1, model,
                                            model_error, batcher.run if batcher else None)
             self.pipeline.flush()
             self._live()
@@ -184,7 +184,7 @@ class Job:
         progress = Progress(total, state.next_row, state.next_row, self.config.progress_seconds)
         while state.next_row < total:
             stop = min(state.next_row + per_chunk, total)
-            results = npy.answer_rows(self.pipeline, batcher, spec,
+            results = npy.predict_rows(self.pipeline, batcher, spec,
                                       read_rows(self.source, layout, state.next_row, stop))
             self.pipeline.flush()
             parts, headers = [], {}

@@ -49,7 +49,7 @@ def error_record(line: bytes | LongLine, number: int, message: str) -> bytes:
     return compact({"id": request_id, "line": number, "error": message})
 
 
-def answer_lines(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_number: int,
+def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_number: int,
                  model: LoadedModel | None, model_error: str | None,
                  run_many: RunMany | None) -> tuple[list[bytes], int]:
     """One output record per line, in input order; and how many of them are errors.

@@ -49,7 +49,7 @@ def chunk_rows(rows: int, max_bytes: int, row_bytes: int) -> int:
     return min((limit for limit in (rows, by_bytes) if limit), default=0)
 
 
-def answer_rows(pipeline: Pipeline, batcher: MicroBatcher, spec: TensorSpec,
+def predict_rows(pipeline: Pipeline, batcher: MicroBatcher, spec: TensorSpec,
                 rows: np.ndarray) -> Mapping[str, np.ndarray]:
     """Every output of the model for `rows` (cast to the input's dtype), in micro-batches;
     raises what the model raises once micro-batches of one row still fail."""

@@ -23,7 +23,7 @@ from model_api.limits import (
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
 
-from batch.jsonl import answer_lines
+from batch.jsonl import line_records
 from batch.microbatch import BatchSizeTuner, MicroBatcher
 from tests.batch.conftest import FEATURES, MODEL, expected, request_line
 
@@ -35,7 +35,7 @@ def model(models_dir: Path) -> LoadedModel:
 
 def process_lines(lines: list[bytes], model: LoadedModel) -> tuple[list[bytes], int]:
     """The records and error count the runner writes for `lines`, as the first of a job."""
-    return answer_lines(Pipeline(BATCH_RECORD, path="batch"), lines, 1, model, None,
+    return line_records(Pipeline(BATCH_RECORD, path="batch"), lines, 1, model, None,
                         MicroBatcher(model, BatchSizeTuner((256,), 256)).run)
 
 

@@ -17,7 +17,7 @@ from model_api.limits import API_REQUEST, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Exchange, Hook, Pipeline
 
-from batch.jsonl import answer_lines
+from batch.jsonl import line_records
 from batch.microbatch import BatchSizeTuner, MicroBatcher
 from tests.conftest import EVENTS_DIR, MODELS_DIR, ROOT, LambdaContext
 
@@ -70,8 +70,8 @@ def metric_lines(text: str) -> list[dict[str, Any]]:
 def test_the_hook_points_come_in_order_on_infer_and_explain(model: LoadedModel) -> None:
     recorder = Recorder()
     pipeline = Pipeline(API_REQUEST, [recorder], path="api")
-    pipeline.answer(model, BODY, {})
-    pipeline.answer(model, BODY, {}, explain=True)
+    pipeline.handle(model, BODY, {})
+    pipeline.handle(model, BODY, {}, explain=True)
     rows = json.loads(BODY)["inputs"][0]["shape"][0]
     assert recorder.seen == [
         ("before", ("api", rows, [])), ("after", (False, ["label", "probabilities"])),
@@ -83,9 +83,9 @@ def test_the_hook_points_come_in_order_on_infer_and_explain(model: LoadedModel) 
 
 def test_a_failing_hook_is_logged_by_name_and_the_answer_stays_the_same(
         model: LoadedModel, caplog: pytest.LogCaptureFixture) -> None:
-    plain = Pipeline(API_REQUEST).answer(model, BODY, {})
+    plain = Pipeline(API_REQUEST).handle(model, BODY, {})
     # The broken hook fails before the model, and tries to change a result after it
-    hooked = Pipeline(API_REQUEST, [Broken()]).answer(model, BODY, {})
+    hooked = Pipeline(API_REQUEST, [Broken()]).handle(model, BODY, {})
     assert hooked.body == plain.body
     assert "hook broken failed at before_model (RuntimeError)" in caplog.text
     assert "hook broken failed at after_model (ValueError)" in caplog.text
@@ -150,7 +150,7 @@ def test_the_batch_path_emits_predicted_rows_per_class_once_per_chunk(
     pipeline = Pipeline(BATCH_RECORD, [ClassCounts("Test")], path="batch")
     document = json.loads(BODY)
     lines = [json.dumps({**document, "id": f"r{n}"}).encode() for n in range(3)]
-    records, errors = answer_lines(pipeline, lines, 1, model, None,
+    records, errors = line_records(pipeline, lines, 1, model, None,
                                    MicroBatcher(model, BatchSizeTuner((256,), 256)).run)
     assert errors == 0
     assert metric_lines(capsys.readouterr().out) == []  # nothing before the chunk ends

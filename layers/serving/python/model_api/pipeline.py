@@ -5,7 +5,7 @@ encoded, for the API's functions and for the batch runner's JSON Lines and .npy 
 
 Each stage is a method of `Pipeline`, so that a caller that runs many requests at once (the
 batch runner's micro-batches, `predict_batched`) still goes through the same steps in the same
-order; `answer` chains them for one request (the API). A `Pipeline` is parameterised by its
+order; `handle` chains them for one request (the API). A `Pipeline` is parameterised by its
 caller's `RequestLimits` (limits.API_REQUEST or limits.BATCH_RECORD) and its hooks.
 
 Hook points, in the manner of KServe's preprocess / predict / postprocess and MLServer's
@@ -179,7 +179,7 @@ class Pipeline:
         return encode_response(exchange.manifest, exchange.request, exchange.results,
                                exchange.parameters, self.limits)
 
-    def answer(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
+    def handle(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
                explain: bool = False) -> InferResult:
         """decode, predict and encode one request, then flush the hooks: what an API
         function does."""

@@ -171,13 +171,13 @@ class InferenceService:
               headers: Mapping[str, str]) -> InferResult:
         """The answer to an infer request for `model` (at `version`, else the current one),
         through the pipeline; raises the protocol's ModelAPIError (4xx, 503)."""
-        return self.pipeline.answer(self.model(model, version), body, headers)
+        return self.pipeline.handle(self.model(model, version), body, headers)
 
     def explain(self, name: str, version: str | None, body: bytes,
                 headers: Mapping[str, str]) -> InferResult:
         """An infer request answered with explanations (model_api.explainers): the outputs it
         names (default: the model's and the explanation's) and `parameters.method`."""
-        return self.pipeline.answer(self.model(name, version), body, headers, explain=True)
+        return self.pipeline.handle(self.model(name, version), body, headers, explain=True)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""

@@ -227,7 +227,7 @@ class Explainer:
                              f"'{self.output}' has {classes} class(es): 0..{classes - 1}")
         return np.full(scores.shape[0], options.target, dtype=np.int64)
 
-    def _answer(self, attributions: dict[str, np.ndarray], base: np.ndarray,
+    def _explanation(self, attributions: dict[str, np.ndarray], base: np.ndarray,
                 target: np.ndarray, scores: np.ndarray,
                 tokens: dict[str, np.ndarray] | None = None) -> Explanation:
         """The Explanation of attributions per input, base values and targets [rows], and the

@@ -113,7 +113,7 @@ class KernelShapExplainer(Explainer):
         split = np.split(values, np.cumsum(self.sizes)[:-1], axis=1)
         attributions = {spec.name: part.reshape(rows, *self.shapes[spec.name])
                         for spec, part in zip(self.specs, split, strict=True)}
-        return self._answer(attributions, base, target, full_scores)
+        return self._explanation(attributions, base, target, full_scores)
 
     def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         parts = np.split(flat, np.cumsum(self.sizes)[:-1], axis=1)

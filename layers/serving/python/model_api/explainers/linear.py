@@ -68,7 +68,7 @@ class LinearExplainer(Explainer):
         scores = predict({self.input.name: batch})
         target = self._targets(scores[:rows], options)
         contributions = self.coefficients[target] * (x.astype(np.float64) - self.means)
-        return self._answer({self.input.name: contributions}, scores[rows, target], target,
+        return self._explanation({self.input.name: contributions}, scores[rows, target], target,
                             scores[:rows])
 
 

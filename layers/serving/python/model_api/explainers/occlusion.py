@@ -102,7 +102,7 @@ class OcclusionExplainer(Explainer):
             np.arange(rows)[:, None], np.arange(positions)[None], target[:, None]]
         per_pixel = np.tensordot(drops, self.masks, axes=(1, 0)) / np.maximum(self.cover, 1)
         attributions = np.broadcast_to(self._broadcast(per_pixel), x.shape).copy()
-        return self._answer({self.input.name: attributions}, base, target, scores[:rows])
+        return self._explanation({self.input.name: attributions}, base, target, scores[:rows])
 
     def _broadcast(self, planes: np.ndarray) -> np.ndarray:
         """[N, H, W] -> [N, *shape] with size-1 non-spatial axes, spatial axes in place."""

@@ -98,7 +98,7 @@ class TokenAblationExplainer(Explainer):
             ablated = scores[starts[row] + 2:starts[row + 1], target[row]]
             attributions[row, :len(matches)] = own[row, target[row]] - ablated
             tokens[row, :len(matches)] = [match.group() for match in matches]
-        return self._answer({self.input.name: attributions}, base, target, own,
+        return self._explanation({self.input.name: attributions}, base, target, own,
                             {self.input.name: tokens})
 
 
