@@ -168,16 +168,19 @@ class InferenceService:
         return {"name": model, "ready": True}
 
     def infer(self, model: str, version: str | None, body: bytes,
-              headers: Mapping[str, str]) -> InferResult:
+              headers: Mapping[str, str], request_id: str = "") -> InferResult:
         """The answer to an infer request for `model` (at `version`, else the current one),
-        through the pipeline; raises the protocol's ModelAPIError (4xx, 503)."""
-        return self.pipeline.answer(self.model(model, version), body, headers)
+        through the pipeline; its `id` is `request_id` when the request has none. Raises the
+        protocol's ModelAPIError (4xx, 503)."""
+        return self.pipeline.answer(self.model(model, version), body, headers,
+                                    request_id=request_id)
 
     def explain(self, name: str, version: str | None, body: bytes,
-                headers: Mapping[str, str]) -> InferResult:
+                headers: Mapping[str, str], request_id: str = "") -> InferResult:
         """An infer request answered with explanations (model_api.explainers): the outputs it
         names (default: the model's and the explanation's) and `parameters.method`."""
-        return self.pipeline.answer(self.model(name, version), body, headers, explain=True)
+        return self.pipeline.answer(self.model(name, version), body, headers, explain=True,
+                                    request_id=request_id)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
