@@ -228,6 +228,20 @@ def test_a_raw_binary_request_is_answered_as_triton_answers_it(
     assert answer["id"] == as_json["requestContext"]["requestId"]
 
 
+@pytest.mark.parametrize("function", ["breast-cancer-mlp", "server"])
+def test_a_20000_character_model_name_is_not_echoed_whole(
+    function: str, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "m" * 20_000
+    event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "metadata.json")
+    event.update(path=f"/v2/models/{name}", resource="/v2/models/{model}",
+                 pathParameters={"model": name})
+    response = invoke(function, event, lambda_context, monkeypatch)
+    error = json.loads(response["body"])["error"]
+    assert response["statusCode"] == 404 and "unknown model" in error
+    assert len(error) < 400 and "(20000 characters)" in error
+
+
 def bad(event_path: Path, **changes: Any) -> dict[str, Any]:
     event = load_event(event_path)
     event.update(changes)

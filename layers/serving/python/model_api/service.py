@@ -17,7 +17,7 @@ from typing import Any
 import model_api.examples as model_examples
 from model_api import __version__
 from model_api.codec import InferResult
-from model_api.errors import NotFound, NotReady
+from model_api.errors import NotFound, NotReady, echoed
 from model_api.limits import API_REQUEST
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
@@ -62,7 +62,8 @@ def resolve_version(name: str, version: str | None, current: str | None,
             )
         return current
     if version not in installed:
-        raise NotFound(f"model {name!r} has no version {version!r}; versions: {_listed(installed)}")
+        raise NotFound(f"model {echoed(name)} has no version {echoed(version)}; versions: "
+                       f"{_listed(installed)}")
     return version
 
 
@@ -186,7 +187,7 @@ class InferenceService:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
         if name != self.model_name:
             served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
-            raise NotFound(f"unknown model {name!r}; this endpoint serves {served}")
+            raise NotFound(f"unknown model {echoed(name)}; this endpoint serves {served}")
         version = resolve_version(name, version, self.current_version, list(self.versions))
         loaded = self.versions[version]
         if isinstance(loaded, str):
