@@ -86,7 +86,9 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
             fail(index, "empty line")  # its id is None: no JSON to take one from
         else:
             try:
-                exchange = pipeline.decode(model, line, {}, explain=None)
+                # A record without an `id` is answered with its line's: "line-<number>".
+                exchange = pipeline.decode(model, line, {}, explain=None,
+                                           request_id=f"line-{first_number + index}")
                 if not exchange.explain:
                     plain.append((index, exchange))
                     continue

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from local_api import gateway, sandbox
+from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
@@ -77,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                             "literal model routes first)")
     serve.add_argument("--integration-timeout", type=float, default=gateway.INTEGRATION_TIMEOUT_S,
                        help="API Gateway's integration timeout in seconds")
+    serve.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+                       help="seconds without a byte in the middle of a request (its head or "
+                            "its body) before it is answered 408 and its connection closed "
+                            "(default %(default)s)")
     invoke.add_argument("function", help="logical id of the function in the template")
     invoke.add_argument("--event", "-e", default=None,
                         help="JSON event file, - for stdin (default: {})")
@@ -118,7 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
                                     local_lambda.environment(), overrides)
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
-                                                 args.max_live_workers, local_lambda))
+                                                 args.max_live_workers, local_lambda,
+                                                 args.read_timeout))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"

@@ -121,3 +121,15 @@ def encode(body: bytes, coding: str) -> bytes:
     else:
         compressor = zlib.compressobj()
     return compressor.compress(body) + compressor.flush()
+
+
+def with_vary(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` with `Accept-Encoding` named in `Vary` (RFC 9110 §12.5.5): added to a Vary
+    the answer has (case-insensitively, unless it is there or `*`), else a new field."""
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            listed = {part.strip().lower() for part in value.split(",")}
+            if listed & {"accept-encoding", "*"}:
+                return headers
+            return [*headers[:index], (name, f"{value}, Accept-Encoding"), *headers[index + 1:]]
+    return [*headers, ("Vary", "Accept-Encoding")]

@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import request_response
 
 from local_api import codings, events, gateway, lambda_endpoint
+from local_api.http11 import READ_TIMEOUT_S, FramingProtocol
 from local_api.lambda_endpoint import LocalLambda
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
@@ -76,6 +77,8 @@ class LocalApiOptions:
     max_live_workers: int = MAX_LIVE_WORKERS
     # Lambda's Invoke API for the functions themselves (None: not offered).
     local_lambda: LocalLambda | None = None
+    # Seconds without a byte in the middle of a request before it is answered 408 (http11).
+    read_timeout: float = READ_TIMEOUT_S
 
 
 class ClientGone(Exception):
@@ -90,12 +93,14 @@ class Body:
 
     def __init__(self, request: Request) -> None:
         self.request = request
+        self.started = False  # whether any of the body was asked for
         self.complete = request.method in ("GET", "HEAD") and \
             not request.headers.get("content-length") and \
             "transfer-encoding" not in request.headers
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while not self.complete:
+            self.started = True  # the first receive sends `100 Continue` to a client waiting
             message = await self.request.receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
@@ -116,9 +121,13 @@ class Body:
 
     async def drain(self) -> bool:
         """Read and drop the rest of the body, up to DRAIN_LIMIT bytes and DRAIN_TIMEOUT_S
-        seconds; whether it was all read (if not, the connection is closed after the answer)."""
+        seconds; whether it was all read (if not, the connection is closed after the answer).
+        A client waiting for `100 Continue` before it sends its body is not invited to send it
+        (RFC 9110 §10.1.1): it gets the refusal at once, and the connection is closed."""
         declared = self.request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > DRAIN_LIMIT:
+            return self.complete
+        if not self.started and "100-continue" in self.request.headers.get("expect", "").lower():
             return self.complete
         dropped = 0
         try:
@@ -290,10 +299,12 @@ class LocalApi:
         if threshold is None or len(answer.body) < threshold or any(
                 name.lower() == "content-encoding" for name, _ in answer.headers):
             return answer
+        # Compressed or not, this answer depends on Accept-Encoding: caches must know it.
+        headers = codings.with_vary(answer.headers)
         coding = codings.negotiate(accept_encoding)
         if coding is None:
-            return answer
-        return events.HttpAnswer(answer.status, [*answer.headers, ("Content-Encoding", coding)],
+            return events.HttpAnswer(answer.status, headers, answer.body)
+        return events.HttpAnswer(answer.status, [*headers, ("Content-Encoding", coding)],
                                  codings.encode(answer.body, coding))
 
     async def _integrate(self, pool: FunctionPool, reservation: Reservation,
@@ -358,9 +369,11 @@ class LocalApi:
 
 def serve(api: LocalApi, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, then stop the workers and return (no traceback)."""
+    # HTTP/1.1 framing as RFC 9112 asks of a server at the front (local_api.http11).
+    protocol = FramingProtocol.with_read_timeout(api.settings.read_timeout)
     config = uvicorn.Config(api.app(), host=host, port=port, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                            server_header=False)
+                            server_header=False, http=protocol)
     # uvicorn re-raises the signal that stopped it once it has shut down; these make that a no-op
     # so that Ctrl-C and SIGTERM both end in a clean exit.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -136,3 +136,19 @@ def test_npy_rows_through_the_batch_loop_are_the_api_binary_outputs(
         assert list(batch.shape) == output_meta["shape"]
         assert batch.tobytes() == blob
     assert blobs == b""
+
+
+def test_a_request_without_an_id_is_answered_with_one_on_both_paths(
+        two_versions: Path, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
+        tmp_path: Path) -> None:
+    """The protocol's answer always has an `id`: API Gateway's request id through the API, the
+    record's line through the batch loop; the rest of the answer is the same bytes."""
+    rows = [json.dumps({k: v for k, v in json.loads(row).items() if k != "id"})
+            for row in ROWS[:2]]
+    api = [json.loads(answer) for answer in
+           api_answers(two_versions, None, monkeypatch, lambda_context, rows)]
+    batch = [json.loads(answer) for answer in batch_answers(two_versions, None, tmp_path, rows)]
+    sample = json.loads((EVENTS_DIR / "breast-cancer-mlp" / "infer.json").read_text())
+    assert [answer.pop("id") for answer in api] == [sample["requestContext"]["requestId"]] * 2
+    assert [answer.pop("id") for answer in batch] == ["line-1", "line-2"]
+    assert api == batch

@@ -115,6 +115,27 @@ def test_binary_tensors_in_and_out(api: httpx.Client) -> None:
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_a_raw_binary_request_over_http(api: httpx.Client) -> None:
+    """Triton's raw binary request (Inference-Header-Content-Length 0, the body is the one
+    input's bytes) through the local API: every output as binary tensor data, the answer's
+    `id` the request id the client got as x-amzn-RequestId, the JSON request's values."""
+    rows = load_breast_cancer().data[:4].astype("<f4")
+    response = api.post(f"/v2/models/{MODEL}/infer", content=rows.tobytes(), headers={
+        "Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"})
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    answer = json.loads(response.content[:length])
+    assert answer["id"] == response.headers["x-amzn-requestid"]
+    assert [(o["name"], o["shape"]) for o in answer["outputs"]] == [
+        ("label", [4]), ("probabilities", [4, 2])]
+    labels = np.frombuffer(response.content[length:length + 32], dtype="<i8").tolist()
+    as_json = api.post(f"/v2/models/{MODEL}/infer", json=infer_body(rows)).json()
+    assert labels == as_json["outputs"][0]["data"]
+    short = api.post(f"/v2/models/{MODEL}/infer", content=rows.tobytes()[:-4], headers={
+        "Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"})
+    assert short.status_code == 400 and "multiple of 120 bytes" in short.json()["error"]
+
+
 def test_metadata_ready_and_server_routes(api: httpx.Client) -> None:
     metadata = api.get(f"/v2/models/{MODEL}").json()
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 30]}]

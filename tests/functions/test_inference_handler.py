@@ -112,6 +112,8 @@ def test_every_event_gets_a_protocol_answer(
         content_type = response["multiValueHeaders"]["Content-Type"][0]
         if response["multiValueHeaders"].get("Content-Encoding") == ["gzip"]:
             body = gzip.decompress(body)
+        # compressed or not, the answer depends on Accept-Encoding: caches must know it
+        assert response["multiValueHeaders"]["Vary"] == ["Accept-Encoding"]
         assert body.startswith(b"<!doctype html>") == (content_type.startswith("text/html"))
         assert content_type.split(";")[0] in {"text/html", "text/javascript",
                                               "application/json"}
@@ -198,6 +200,46 @@ def test_binary_response_decodes_to_the_json_answer(
         offset += size
     for output in json_body["outputs"]:
         assert np.allclose(decoded[output["name"]], output["data"], atol=1e-6)
+
+
+def test_a_raw_binary_request_is_answered_as_triton_answers_it(
+    lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inference-Header-Content-Length 0: the body is the one input's bytes (its rows from its
+    size); every output comes back as binary tensor data, with an `id` (API Gateway's request
+    id, as the request had none), and the values are the JSON request's."""
+    rows = load_breast_cancer().data[:3].astype("<f4")
+    event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "infer-binary.json")
+    event["body"] = base64.b64encode(rows.tobytes()).decode()
+    event["headers"]["Inference-Header-Content-Length"] = "0"
+    event["multiValueHeaders"]["Inference-Header-Content-Length"] = ["0"]
+    header, tensors = decode_binary_response(
+        invoke("breast-cancer-mlp", event, lambda_context, monkeypatch))
+    assert header["id"] == event["requestContext"]["requestId"]
+    assert [(o["name"], o["shape"]) for o in header["outputs"]] == [
+        ("label", [3]), ("probabilities", [3, 2])]
+    labels = np.frombuffer(tensors[:24], dtype="<i8").tolist()
+    as_json = load_event(INFER_EVENT)
+    as_json["body"] = json.dumps({"inputs": [{"name": "features", "shape": [3, 30],
+                                              "datatype": "FP32", "data": rows.tolist()}]})
+    as_json["isBase64Encoded"] = False
+    answer = json.loads(invoke("breast-cancer-mlp", as_json, lambda_context, monkeypatch)["body"])
+    assert labels == answer["outputs"][0]["data"]
+    assert answer["id"] == as_json["requestContext"]["requestId"]
+
+
+@pytest.mark.parametrize("function", ["breast-cancer-mlp", "server"])
+def test_a_20000_character_model_name_is_not_echoed_whole(
+    function: str, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "m" * 20_000
+    event = load_event(EVENTS_DIR / "breast-cancer-mlp" / "metadata.json")
+    event.update(path=f"/v2/models/{name}", resource="/v2/models/{model}",
+                 pathParameters={"model": name})
+    response = invoke(function, event, lambda_context, monkeypatch)
+    error = json.loads(response["body"])["error"]
+    assert response["statusCode"] == 404 and "unknown model" in error
+    assert len(error) < 400 and "(20000 characters)" in error
 
 
 def bad(event_path: Path, **changes: Any) -> dict[str, Any]:

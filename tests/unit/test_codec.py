@@ -193,12 +193,14 @@ def test_a_batch_record_answer_names_the_model_and_echoes_the_id() -> None:
                                      "data": [1]}]}
 
 
-def test_a_json_answer_has_no_binary_header_and_no_id_when_none_was_sent() -> None:
+def test_a_json_answer_has_no_binary_header_and_an_id_even_when_none_was_sent() -> None:
+    """KServe's response model requires `id`: "" here, the caller's id through the pipeline."""
     request = decode(body(tensor([[1, 2, 3]]), outputs=[{"name": "label"}]))
     result = encode_response(FEATURES, request, {"label": np.array([0], dtype=np.int64)})
     assert result.headers == {"Content-Type": "application/json"} and result.rows == 1
-    assert json.loads(result.body) == {"model_name": "m", "model_version": "1", "outputs": [
-        {"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]}
+    assert json.loads(result.body) == {"model_name": "m", "model_version": "1", "id": "",
+                                       "outputs": [{"name": "label", "datatype": "INT64",
+                                                    "shape": [1], "data": [0]}]}
 
 
 def test_a_nan_in_a_json_answer_is_refused_as_the_requests_doing_but_binary_carries_it() -> None:
@@ -361,7 +363,7 @@ def test_binary_data_without_the_header_length_is_refused() -> None:
     assert error.status == 400 and HEADER_LENGTH in error.message
 
 
-@pytest.mark.parametrize("length", ["abc", "-3", "0", "999", "1" * 5000, "١٢"])
+@pytest.mark.parametrize("length", ["abc", "-3", "999", "1" * 5000, "١٢"])
 def test_a_bad_header_length_is_refused(length: str) -> None:
     error = refused(body(tensor([[1, 2, 3]])), headers={HEADER_LENGTH: length})
     assert error.status == 400 and HEADER_LENGTH in error.message
@@ -518,3 +520,87 @@ def test_any_answer_read_back_as_a_request_gives_the_same_tensor(data: st.DataOb
     decoded = decode(raw, manifest, headers).inputs["x"]
     assert decoded.dtype == dtype and decoded.shape == array.shape
     assert np.array_equal(decoded, array)
+
+
+# --- raw binary requests (Inference-Header-Content-Length 0): the body is the one input -----
+
+RAW = {HEADER_LENGTH: "0"}
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_a_raw_binary_request_is_the_one_input_its_rows_deduced_from_its_size(rows: int) -> None:
+    values = np.arange(rows * 3, dtype="<f4").reshape(rows, 3)
+    request = decode(values.tobytes(), headers=RAW)
+    assert request.inputs["x"].shape == (rows, 3) and request.rows == rows
+    assert np.array_equal(request.inputs["x"], values) and request.id is None
+    # Triton answers every output of a raw binary request as binary tensor data
+    assert request.outputs == (RequestedOutput("label", True), RequestedOutput("scores", True))
+
+
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_a_raw_binary_request_of_every_datatype(datatype: str) -> None:
+    manifest = manifest_of(("x", datatype, (-1, 3)), outputs=[("y", "FP32", (-1,))])
+    array = decode(body(tensor(SAMPLES[datatype], datatype=datatype)), manifest).inputs["x"]
+    if datatype == "BYTES":  # one element: the body is its UTF-8 bytes
+        manifest = manifest_of(("x", datatype, (-1, 1)), outputs=[("y", "FP32", (-1,))])
+        request = decode("naïve ☃".encode(), manifest, RAW)
+        assert request.inputs["x"].tolist() == [["naïve ☃"]]
+        return
+    request = decode(encode_tensor(array, datatype), manifest, RAW)
+    assert np.array_equal(request.inputs["x"], array) and request.inputs["x"].shape == (2, 3)
+
+
+@pytest.mark.parametrize(("spec", "raw", "fragment"), [
+    (("x", "FP32", (-1, 3)), b"\0" * 13, "positive multiple of 12 bytes"),
+    (("x", "FP32", (-1, 3)), b"", "positive multiple of 12 bytes"),
+    (("x", "FP32", (2, 3)), b"\0" * 12, "takes 24 bytes"),
+    (("x", "FP32", (-1, -1)), b"\0" * 12, "2 variable dimensions"),
+    (("x", "BYTES", (-1, 2)), b"ab", "carries one element"),
+    (("x", "BYTES", (-1, 1)), b"\xff", "not valid UTF-8"),
+    (("x", "BOOL", (-1, 3)), b"\x00\x01\x02", "byte 0 or 1"),
+    (("x", "FP32", (-1, 1)), np.array([np.nan], "<f4").tobytes(), "NaN or infinite"),
+])
+def test_a_raw_binary_request_that_does_not_fit_is_refused(spec: Any, raw: bytes,
+                                                           fragment: str) -> None:
+    error = refused(raw, manifest_of(spec, outputs=[("y", "FP32", (-1,))]), RAW)
+    assert error.status == 400 and fragment in error.message
+
+
+def test_a_raw_binary_request_needs_a_model_with_one_input_and_the_api_path() -> None:
+    two = manifest_of(("a", "FP32", (-1, 1)), ("b", "FP32", (-1, 1)),
+                      outputs=[("y", "FP32", (-1,))])
+    error = refused(b"\0" * 4, two, RAW)
+    assert error.status == 400 and "one input" in error.message and "'a'" in error.message
+    with pytest.raises(ModelAPIError) as caught:
+        decode_request(b"\0" * 12, RAW, FEATURES, limits.BATCH_RECORD)
+    assert caught.value.status == 400 and "no raw binary request" in caught.value.message
+
+
+def test_a_raw_binary_request_meets_the_row_limit() -> None:
+    over = np.zeros((limits.API_REQUEST.max_rows + 1, 1), dtype="<f4").tobytes()
+    manifest = manifest_of(("x", "FP32", (-1, 1)), outputs=[("y", "FP32", (-1,))])
+    assert refused(over, manifest, RAW).status == 413
+
+
+# --- parameters: the protocol allows bool, number and string values only -------------------
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], None])
+@pytest.mark.parametrize("where", ["request", "input", "output"])
+def test_a_parameter_that_is_an_object_an_array_or_null_is_refused(value: Any,
+                                                                   where: str) -> None:
+    parameters = {"fine": 1, "odd": value}
+    if where == "request":
+        raw = body(tensor([[1, 2, 3]]), parameters=parameters)
+    elif where == "input":
+        raw = body(tensor([[1, 2, 3]], parameters=parameters))
+    else:
+        raw = body(tensor([[1, 2, 3]]), outputs=[{"name": "label", "parameters": parameters}])
+    error = refused(raw)
+    assert error.status == 400 and "'odd'" in error.message
+    assert "bool, a number or a string" in error.message
+
+
+def test_bool_number_and_string_parameters_are_kept() -> None:
+    parameters = {"b": True, "i": -3, "f": 0.5, "s": "x", "explain": False}
+    assert decode(body(tensor([[1, 2, 3]]), parameters=parameters)).parameters == parameters

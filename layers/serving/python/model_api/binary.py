@@ -4,6 +4,11 @@ Layout, as Triton and its clients write it: the body is a JSON header of
 `Inference-Header-Content-Length` bytes, then each binary tensor's bytes in the order of the
 header's `inputs` (or `outputs`), each sized by its `parameters.binary_data_size`; little-endian,
 row-major, BOOL one byte, a BYTES element a 4-byte little-endian length then its bytes.
+
+A raw binary request (the extension's "Raw Binary Request") has an
+`Inference-Header-Content-Length` of 0: no JSON header at all, the body is the bytes of the
+model's only input. Its shape is deduced from the body's size (`raw_shape`): at most one
+variable dimension for a fixed-size datatype; for BYTES, the body is one element (shape of 1s).
 """
 
 from __future__ import annotations
@@ -21,19 +26,69 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 _LENGTH = struct.Struct("<I")
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """(JSON header, binary tail) of a request body; the tail is empty without the header."""
-    if header_length is None:
+def header_length(value: str | None) -> int | None:
+    """The byte count an `Inference-Header-Content-Length` value gives (None without one);
+    400 unless it is a non-negative decimal integer of at most 19 ASCII digits (any int64)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise BadRequest(f"{HEADER_LENGTH} must be a byte count, got {value!r}")
+    return int(text)
+
+
+def split_body(body: bytes, length: int | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) of a request body whose JSON header is `length` bytes (the
+    header_length); the tail is empty without one. 0 is a raw binary request, not split here."""
+    if length is None:
         return body, b""
-    text = header_length.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:  # 19 digits: any int64
-        raise BadRequest(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}")
-    length = int(text)
     if not 0 < length <= len(body):
         raise BadRequest(
             f"{HEADER_LENGTH} is {length} but the request body has {len(body)} bytes"
         )
     return body[:length], body[length:]
+
+
+def raw_shape(name: str, datatype: str, shape: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """The shape of a raw binary request's tensor: the model input's `shape` (-1: variable)
+    with its variable dimension deduced from the body's `size` in bytes, as Triton deduces it.
+
+    A fixed-size datatype may have at most one variable dimension, and `size` must be a
+    positive multiple of the bytes one step of it takes (exactly those bytes without one). A
+    BYTES input's body is one element: each dimension must be 1 or variable (then 1). 400
+    otherwise, naming the rule; raw_tensor turns the bytes into the array.
+    """
+    variable = [index for index, dim in enumerate(shape) if dim == -1]
+    row = datatype_row(datatype)
+    if row.itemsize is None:  # BYTES: one element, whatever its length
+        if any(dim not in (1, -1) for dim in shape):
+            raise BadRequest(
+                f"a raw binary request (no JSON header) to input '{name}' of BYTES carries one "
+                f"element, but the model takes shape {list(shape)}: send a JSON header"
+            )
+        return tuple(1 for _ in shape)
+    if len(variable) > 1:
+        raise BadRequest(
+            f"a raw binary request (no JSON header) cannot tell the shape of input '{name}': "
+            f"shape {list(shape)} has {len(variable)} variable dimensions (at most 1); send "
+            "a JSON header with the shape"
+        )
+    step = row.itemsize * math.prod(dim for dim in shape if dim != -1)
+    if size == 0 or size % step or (not variable and size != step):
+        raise BadRequest(
+            f"a raw binary request of {size} bytes does not fit input '{name}': shape "
+            f"{list(shape)} of {datatype} takes " + (f"a positive multiple of {step} bytes"
+                                                     if variable else f"{step} bytes")
+        )
+    return tuple(size // step if dim == -1 else dim for dim in shape)
+
+
+def raw_tensor(name: str, datatype: str, shape: tuple[int, ...], body: bytes) -> np.ndarray:
+    """The array of a raw binary request's `body` in `shape` (from raw_shape): the bytes as
+    decode_tensor reads them; a BYTES body is the one element's UTF-8 bytes, unprefixed."""
+    if datatype_row(datatype).wire == LENGTH_PREFIXED:
+        body = _LENGTH.pack(len(body)) + body
+    return decode_tensor(name, datatype, shape, body)
 
 
 def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:

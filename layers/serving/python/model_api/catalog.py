@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from model_api.errors import echoed
+
 CATALOG_ENV = "MODEL_CATALOG"
 PREFIX_ENV = "MODEL_FUNCTION_PREFIX"
 DEFAULT_CATALOG = "/opt/catalog/models.json"
@@ -63,7 +65,7 @@ class Catalog:
         names = sorted(self.names())
         listed = (", ".join(names) if len(names) <= LISTED_NAMES else
                   f"{len(names)} models, listed by POST /v2/repository/index")
-        return f"unknown model {name!r}; this deployment serves {listed or 'no model'}"
+        return f"unknown model {echoed(name)}; this deployment serves {listed or 'no model'}"
 
     @cached_property
     def _by_name(self) -> dict[str, CatalogModel]:

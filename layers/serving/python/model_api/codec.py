@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from model_api.binary import HEADER_LENGTH, decode_tensor, encode_tensor, split_body
+from model_api.binary import (
+    HEADER_LENGTH,
+    decode_tensor,
+    encode_tensor,
+    header_length,
+    raw_shape,
+    raw_tensor,
+    split_body,
+)
 from model_api.datatypes import BY_NAME, BYTES, is_float, numpy_dtype
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.limits import (
@@ -84,8 +92,10 @@ def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
             f"the {limits.unit} body is {len(body)} bytes; the limit is {limits.max_bytes} "
             f"bytes (send fewer rows per {limits.unit})"
         )
-    header_length = _header(headers, HEADER_LENGTH)
-    json_part, tail = split_body(body, header_length)
+    length = header_length(_header(headers, HEADER_LENGTH))
+    if length == 0:
+        return _raw_request(body, manifest, limits, choose)
+    json_part, tail = split_body(body, length)
     document = parse_json(json_part)
     if not isinstance(document, dict):
         raise BadRequest(
@@ -107,9 +117,34 @@ def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
             f"binary_data): the answer to a {limits.unit} is JSON, so drop the flag (a .npy "
             "input gives .npy outputs)"
         )
-    inputs, rows = _inputs(document["inputs"], tail, header_length is not None, manifest,
-                           limits)
+    inputs, rows = _inputs(document["inputs"], tail, length is not None, manifest, limits)
     return InferRequest(request_id, inputs, outputs, parameters, rows)
+
+
+def _raw_request(body: bytes, manifest: Manifest, limits: RequestLimits,
+                 choose: Callable[[Mapping[str, Any]], Manifest] | None) -> InferRequest:
+    """A raw binary request (Inference-Header-Content-Length 0, model_api.binary): the body
+    is the model's one input, its shape deduced from its size; every output comes back as
+    binary tensor data, as Triton answers it. 400 where the model or the path cannot take one."""
+    if not limits.binary:
+        raise BadRequest(
+            f"a {limits.unit} carries no binary tensor data, so no raw binary request "
+            f"({HEADER_LENGTH} 0): send a JSON request (or upload a .npy input)"
+        )
+    if len(manifest.inputs) != 1:
+        raise BadRequest(
+            f"a raw binary request ({HEADER_LENGTH} 0: the body is one input's bytes) needs a "
+            f"model with one input; model '{manifest.name}' takes {_signature(manifest.inputs)}: "
+            "send a JSON header"
+        )
+    if choose is not None:
+        manifest = choose({})
+    spec = manifest.inputs[0]
+    shape = _shape(spec, list(raw_shape(spec.name, spec.datatype, spec.shape, len(body))),
+                   limits)
+    array = raw_tensor(spec.name, spec.datatype, shape, body)
+    outputs = tuple(RequestedOutput(output.name, True) for output in manifest.outputs)
+    return InferRequest(None, {spec.name: array}, outputs, {}, array.shape[0])
 
 
 def parse_json(raw: bytes) -> Any:
@@ -198,10 +233,18 @@ def _check_fields(where: str, item: Mapping[str, Any], required: set[str],
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
+    """A `parameters` object; each value must be a bool, a number or a string, the only kinds
+    the protocol's $parameters allow (Triton refuses the others too): 400 otherwise."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise BadRequest(f"{where}: 'parameters' must be an object, got {_describe(value)}")
+    for key, item in value.items():
+        if not isinstance(item, bool | int | float | str):
+            raise BadRequest(
+                f"{where}: parameter {_clip(repr(key))} is {_describe(item)}; a parameter's "
+                "value must be a bool, a number or a string"
+            )
     return value
 
 
@@ -539,9 +582,10 @@ def encode_response(manifest: Manifest, request: InferRequest,
 
 def _response_header(manifest: Manifest, request: InferRequest,
                      parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
-    if request.id is not None:
-        document["id"] = request.id
+    # The protocol's answer always has an `id` (KServe's response model requires one): the
+    # request's, else the one its caller gave it (Pipeline.decode), else "".
+    document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version,
+                                "id": request.id if request.id is not None else ""}
     if parameters:
         document["parameters"] = dict(parameters)
     return document

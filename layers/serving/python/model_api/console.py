@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from model_api.errors import NotFound, NotReady
+from model_api.errors import NotFound, NotReady, echoed
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Console:
     def asset(self, name: str) -> StaticFile:
         """static/`name`; 404 for a name that is not one of its files."""
         if name not in self.assets:
-            raise NotFound(f"no static file {name!r}; the console serves "
+            raise NotFound(f"no static file {echoed(name)}; the console serves "
                            f"{', '.join(sorted(self.assets)) or 'none (no console layer)'}")
         return self._read(self.assets[name], name)
 

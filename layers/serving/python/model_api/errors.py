@@ -6,6 +6,20 @@ so a message must tell a person what was wrong and what is allowed instead.
 
 from __future__ import annotations
 
+# The most characters of a caller's own text (a model name, a version, a file name) an error
+# message echoes: a 20,000-character name is clipped, never sent back whole.
+ECHO_LIMIT = 64
+
+
+def echoed(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`value` quoted (its repr) for an error message, clipped to `limit` characters with the
+    length it had: 'aaaa…' (20000 characters)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}…{size}"
+
 
 class ModelAPIError(Exception):
     """A failure the caller should see, with the HTTP status the protocol gives it."""

@@ -103,12 +103,15 @@ class Pipeline:
     # ---- decode
 
     def decode(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
-               explain: bool | None = False) -> Exchange:
+               explain: bool | None = False, request_id: str = "") -> Exchange:
         """The request in `body` checked against `model`'s manifest under the caller's limits.
 
         `explain`: True on /explain; False on /infer; None when the request's own
         `parameters.explain` decides (a batch record), which must then be true or false (400
-        otherwise). Raises the codec's ModelAPIError (4xx) when the request does not fit.
+        otherwise). `request_id`: the answer's `id` when the request has none (the protocol's
+        answer always has one; KServe generates it): the caller's id of this request (API
+        Gateway's request id, a batch record's line). Raises the codec's ModelAPIError (4xx)
+        when the request does not fit.
         """
         chosen: list[Manifest] = [model.manifest]
 
@@ -118,6 +121,8 @@ class Pipeline:
             return chosen[0]
 
         request = decode_request(body, headers, model.manifest, self.limits, choose)
+        if request.id is None:
+            request = replace(request, id=request_id)
         return Exchange(model, chosen[0], request, chosen[0] is not model.manifest, self.path)
 
     def from_arrays(self, model: LoadedModel, inputs: dict[str, np.ndarray]) -> Exchange:
@@ -180,11 +185,12 @@ class Pipeline:
                                exchange.parameters, self.limits)
 
     def handle(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
-               explain: bool = False) -> InferResult:
+               explain: bool = False, request_id: str = "") -> InferResult:
         """decode, predict and encode one request, then flush the hooks: what an API
-        function does."""
+        function does (`request_id`: see decode)."""
         try:
-            return self.encode(self.predict(self.decode(model, body, headers, explain)))
+            return self.encode(self.predict(
+                self.decode(model, body, headers, explain, request_id)))
         finally:
             self.flush()
 

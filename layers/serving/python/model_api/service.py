@@ -17,7 +17,7 @@ from typing import Any
 import model_api.examples as model_examples
 from model_api import __version__
 from model_api.codec import InferResult
-from model_api.errors import NotFound, NotReady
+from model_api.errors import NotFound, NotReady, echoed
 from model_api.limits import API_REQUEST
 from model_api.manifest import Manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
@@ -62,7 +62,8 @@ def resolve_version(name: str, version: str | None, current: str | None,
             )
         return current
     if version not in installed:
-        raise NotFound(f"model {name!r} has no version {version!r}; versions: {_listed(installed)}")
+        raise NotFound(f"model {echoed(name)} has no version {echoed(version)}; versions: "
+                       f"{_listed(installed)}")
     return version
 
 
@@ -168,22 +169,25 @@ class InferenceService:
         return {"name": model, "ready": True}
 
     def infer(self, model: str, version: str | None, body: bytes,
-              headers: Mapping[str, str]) -> InferResult:
+              headers: Mapping[str, str], request_id: str = "") -> InferResult:
         """The answer to an infer request for `model` (at `version`, else the current one),
-        through the pipeline; raises the protocol's ModelAPIError (4xx, 503)."""
-        return self.pipeline.handle(self.model(model, version), body, headers)
+        through the pipeline; its `id` is `request_id` when the request has none. Raises the
+        protocol's ModelAPIError (4xx, 503)."""
+        return self.pipeline.handle(self.model(model, version), body, headers,
+                                    request_id=request_id)
 
     def explain(self, name: str, version: str | None, body: bytes,
-                headers: Mapping[str, str]) -> InferResult:
+                headers: Mapping[str, str], request_id: str = "") -> InferResult:
         """An infer request answered with explanations (model_api.explainers): the outputs it
         names (default: the model's and the explanation's) and `parameters.method`."""
-        return self.pipeline.handle(self.model(name, version), body, headers, explain=True)
+        return self.pipeline.handle(self.model(name, version), body, headers, explain=True,
+                                    request_id=request_id)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
         """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
         if name != self.model_name:
             served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
-            raise NotFound(f"unknown model {name!r}; this endpoint serves {served}")
+            raise NotFound(f"unknown model {echoed(name)}; this endpoint serves {served}")
         version = resolve_version(name, version, self.current_version, list(self.versions))
         loaded = self.versions[version]
         if isinstance(loaded, str):

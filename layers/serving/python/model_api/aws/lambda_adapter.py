@@ -170,11 +170,13 @@ def bind_routes(app: APIGatewayRestResolver, function: str,
 
 
 def static_response(found: StaticFile) -> Response:
-    """A console file: text as text (no base64), gzip when the client accepts it."""
+    """A console file: text as text (no base64), gzip when the client accepts it; `Vary:
+    Accept-Encoding` either way, so that a cache never hands gzip to a client that did not
+    ask for it (RFC 9110 §12.5.5)."""
     body: str | bytes = (found.body.decode("utf-8") if found.content_type.startswith(("text/",
                          "application/json")) else found.body)
     return Response(status_code=200, content_type=found.content_type, body=body,
-                    headers=dict(found.headers), compress=True)
+                    headers={**found.headers, "Vary": "Accept-Encoding"}, compress=True)
 
 
 def create_app(service: InferenceService, repository: Repository | None = None,
@@ -199,7 +201,10 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         event = app.current_event
         started = time.perf_counter()
         operation = service.explain if explain else service.infer
-        result = operation(model, version, raw_body(event.raw_event), dict(event.headers))
+        # An answer's `id` when the request has none: API Gateway's request id, which the
+        # client also gets as x-amzn-RequestId and the logs carry.
+        result = operation(model, version, raw_body(event.raw_event), dict(event.headers),
+                           event.request_context.request_id or "")
         elapsed_ms = (time.perf_counter() - started) * 1000
         kind = "Explain" if explain else "Inference"
         metrics.add_metric(name=f"{kind}Latency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
