@@ -91,7 +91,9 @@ def test_records_asking_for_explanations_get_them(models_dir: Path, tmp_path: Pa
         json.loads(line) for line in output.read_text().splitlines())
     assert [o["name"] for o in plain["outputs"]] == ["label", "probabilities"]
     assert "parameters" not in plain
+    sentences = why["parameters"].pop("summary").split("\n")
     assert why["parameters"] == {"method": "kernel_shap", "explained_output": "probabilities"}
+    assert len(sentences) == len(rows) and all(s.startswith("Predicted ") for s in sentences)
     outputs = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in why["outputs"]}
     labels, probabilities = expected(rows)
     np.testing.assert_array_equal(outputs["target"], labels)

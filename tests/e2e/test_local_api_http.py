@@ -341,7 +341,9 @@ def test_explain_one_row_of_every_model(api: httpx.Client, manifests: dict[str, 
     assert response.status_code == 200, response.text
     answer = response.json()
     method, explained, shape = EXPLAINED[name]
+    summary = answer["parameters"].pop("summary")
     assert answer["parameters"] == {"method": method, "explained_output": explained}
+    assert summary.startswith("Predicted ") and "\n" not in summary  # one row, one sentence
     outputs = {o["name"]: o for o in answer["outputs"]}
     own = [o["name"] for o in manifests[name]["outputs"]]
     assert list(outputs) == [*own, "attributions", *(["tokens"] if shape is None else []),
