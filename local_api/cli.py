@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from local_api import gateway, sandbox
+from local_api.background import PROJECT_ROOT
 from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
@@ -33,6 +34,21 @@ from local_api.worker import (
 )
 
 LOG = logging.getLogger("local_api")
+
+
+# make serve's capture store (model_api.capture.store.FolderStore): make capture reads it.
+CAPTURE_DIR = PROJECT_ROOT / ".local-api" / "capture"
+
+
+def capture_environment(capture: str) -> dict[str, str]:
+    """What the served functions get for data capture (model_api.aws.capture): the local
+    folder store, every request sampled (capture "1") or none ("0"), never the deployed
+    bucket or secret."""
+    from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_SECRET_ENV
+    from model_api.capture.config import SAMPLING_ENV
+
+    return {DIR_ENV: str(CAPTURE_DIR), SAMPLING_ENV: "100" if capture == "1" else "0",
+            BUCKET_ENV: "", KEY_SECRET_ENV: ""}
 
 
 @contextmanager
@@ -64,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="workers alive at once over every function: to start one more, the "
                             "idle worker unused longest is stopped (memory stays bounded with "
                             "hundreds of models; default %(default)s)")
+    serve.add_argument("--capture", default="1", choices=("0", "1"),
+                       help="1 (default): every model captures every request into "
+                            f"{CAPTURE_DIR.relative_to(PROJECT_ROOT)}/ (make capture reads it); "
+                            "0: no capture")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped "
                             "(default %(default)s)")
@@ -115,7 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
     local_lambda = LocalLambda.create(args.host, args.port)
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
-                                    local_lambda.environment(), overrides)
+                                    {**local_lambda.environment(),
+                                     **capture_environment(args.capture)}, overrides)
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda))

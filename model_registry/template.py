@@ -65,6 +65,13 @@ GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
 SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
 # The root's ApiGatewayAccount (or ""), passed on so a group's API is set up after it.
 ACCOUNT_PARAMETER = "ApiGatewayAccount"
+# The root's data capture resources a capturing model's function uses, passed on to its group
+# as parameters of the same names (Ref: the bucket's name, the key's id, the secret's ARN).
+CAPTURE_PARAMETERS = {
+    "CaptureBucket": "The root's capture bucket (records go to capture/<model>/...).",
+    "CaptureKey": "The id of the root's KMS key that encrypts the capture bucket and hash key.",
+    "CaptureHashKey": "The ARN of the root's secret holding the capture hash key (HMAC).",
+}
 # Conditions only model functions use (the root's own functions do not): declared in each group.
 GROUP_CONDITIONS: dict[str, Any] = {
     "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
@@ -121,11 +128,25 @@ def _if(condition: str, then: Any, otherwise: Any) -> dict[str, list[Any]]:
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
-def _role_policy(log_group: str) -> dict[str, Any]:
-    """A model function's policy: its own log group's streams, and X-Ray."""
+def _capture_statements(name: str) -> list[dict[str, Any]]:
+    """A capturing model function's rights: write its own capture prefix (SSE-KMS with the
+    capture key), read the hash key's secret."""
+    key_arn = _sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/${CaptureKey}")
+    return [
+        {"Sid": "WriteOwnCaptureRecords", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": _sub(f"arn:${{AWS::Partition}}:s3:::${{CaptureBucket}}/capture/{name}/*")},
+        {"Sid": "EncryptCaptureRecordsAndReadHashKey", "Effect": "Allow",
+         "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn},
+        {"Sid": "ReadCaptureHashKey", "Effect": "Allow",
+         "Action": "secretsmanager:GetSecretValue", "Resource": _ref("CaptureHashKey")}]
+
+
+def _role_policy(log_group: str, capture: str | None = None) -> dict[str, Any]:
+    """A model function's policy: its own log group's streams, and X-Ray; with `capture` (the
+    model's name), its capture prefix too."""
     return {"PolicyName": "own-logs-and-traces", "PolicyDocument": {
         "Version": "2012-10-17",
-        "Statement": [
+        "Statement": [*(_capture_statements(capture) if capture else []),
             {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": {"Fn::GetAtt": [log_group, "Arn"]}},
             # X-Ray has no resource-level permissions
@@ -148,6 +169,10 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
     """One model's resources in its group's stack (logical id -> resource; paths relative to
     stacks/): its layer, function, log group, role and two alarms."""
     c, name = entry.camel, entry.name
+    capture = entry.capture_config
+    capture_environment = {
+        "CAPTURE": capture.to_environment(), "CAPTURE_BUCKET": _ref("CaptureBucket"),
+        "CAPTURE_HASH_KEY_SECRET": _ref("CaptureHashKey")} if capture.active else {}
     reserved = (entry.reserved_concurrency if entry.reserved_concurrency else
                 _if("HasReservedConcurrency", _ref("FunctionReservedConcurrency"), NO_VALUE))
     function = {
@@ -166,7 +191,8 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
         "DeploymentPreference": {"Type": _ref("DeploymentStrategy"), "Alarms": [
             _ref(f"{c}ErrorsAlarm"), _ref(f"{c}ServerErrorsAlarm")]},
         "Environment": {"Variables": {"POWERTOOLS_SERVICE_NAME": name, "MODEL_NAME": name,
-                                      "MODEL_VERSION": entry.current}},
+                                      "MODEL_VERSION": entry.current,
+                                      **capture_environment}},
         "Events": api_events(routes_of(MODEL), name),
     }
     return {
@@ -198,12 +224,14 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
         f"{c}FunctionRole": {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "Description": f"Model {name}'s function writes its own logs and traces; no "
-                               "other AWS access.",
+                "Description": f"Model {name}'s function writes its own logs and traces"
+                               + (", and its capture records" if capture.active else "")
+                               + "; no other AWS access.",
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                     "Action": "sts:AssumeRole"}]},
-                "Policies": [_role_policy(f"{c}FunctionLogGroup")]}},
+                "Policies": [_role_policy(f"{c}FunctionLogGroup",
+                                          name if capture.active else None)]}},
         f"{c}ErrorsAlarm": _alarm(
             f"Invocation errors (crash, timeout, init failure) of model {name}'s live alias; "
             "rolls a deployment back.", "AWS/Lambda", "Errors", [
@@ -337,6 +365,9 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
             for kind, found in _names(conditions[name]):
                 (pending.append(found) if kind == "condition" else refs.add(found))
     parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
+    for name, description in CAPTURE_PARAMETERS.items():
+        if name in refs:
+            parameters[name] = {"Type": "String", "Description": description}
     parameters[ACCOUNT_PARAMETER] = {
         "Type": "String", "Default": "",
         "Description": "The root's ApiGatewayAccount when it sets the account's logging role "
