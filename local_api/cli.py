@@ -40,14 +40,14 @@ LOG = logging.getLogger("local_api")
 CAPTURE_DIR = PROJECT_ROOT / ".local-api" / "capture"
 
 
-def capture_environment(capture: str) -> dict[str, str]:
+def capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
     """What the served functions get for data capture (model_api.aws.capture): the local
     folder store, every request sampled (capture "1") or none ("0"), never the deployed
     bucket or secret."""
     from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_SECRET_ENV
     from model_api.capture.config import SAMPLING_ENV
 
-    return {DIR_ENV: str(CAPTURE_DIR), SAMPLING_ENV: "100" if capture == "1" else "0",
+    return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0",
             BUCKET_ENV: "", KEY_SECRET_ENV: ""}
 
 
@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="1 (default): every model captures every request into "
                             f"{CAPTURE_DIR.relative_to(PROJECT_ROOT)}/ (make capture reads it); "
                             "0: no capture")
+    serve.add_argument("--capture-dir", type=Path, default=CAPTURE_DIR,
+                       help="the local capture store (default %(default)s)")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped "
                             "(default %(default)s)")
@@ -134,9 +136,10 @@ def _serve(args: argparse.Namespace) -> int:
         spec = root_api_only(spec)
     local_lambda = LocalLambda.create(args.host, args.port)
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+        given = {**local_lambda.environment(),
+                 **capture_environment(args.capture, args.capture_dir)}
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
-                                    {**local_lambda.environment(),
-                                     **capture_environment(args.capture)}, overrides)
+                                    given, overrides)
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda))
