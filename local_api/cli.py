@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -41,14 +42,25 @@ CAPTURE_DIR = PROJECT_ROOT / ".local-api" / "capture"
 
 
 def capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
-    """What the served functions get for data capture (model_api.aws.capture): the local
-    folder store, every request sampled (capture "1") or none ("0"), never the deployed
-    bucket or secret."""
-    from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_SECRET_ENV
+    """What the served functions get for data capture (model_api.aws.capture): every request
+    sampled (capture "1") or none ("0"), records on stdout as on Lambda (the local API reads
+    them from the worker's output and writes them to `folder`: local_api.worker.forward_logs),
+    a local hash key file, never the deployed bucket or secret."""
+    from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_FILE_ENV, KEY_SECRET_ENV
     from model_api.capture.config import SAMPLING_ENV
 
-    return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0",
-            BUCKET_ENV: "", KEY_SECRET_ENV: ""}
+    return {SAMPLING_ENV: "100" if capture == "1" else "0", DIR_ENV: "", BUCKET_ENV: "",
+            KEY_SECRET_ENV: "", KEY_FILE_ENV: str((folder / ".hash-key").resolve())}
+
+
+def runner_capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
+    """What the local batch runner gets (through this process's environment, which the local
+    submitter passes on): it writes its records to `folder` itself, one object per chunk, as
+    the deployed runner writes them to the capture bucket."""
+    from model_api.aws.capture import DIR_ENV
+    from model_api.capture.config import SAMPLING_ENV
+
+    return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0"}
 
 
 @contextmanager
@@ -135,11 +147,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.root_api:
         spec = root_api_only(spec)
     local_lambda = LocalLambda.create(args.host, args.port)
+    os.environ.update(runner_capture_environment(args.capture, args.capture_dir))
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
         given = {**local_lambda.environment(),
                  **capture_environment(args.capture, args.capture_dir)}
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
-                                    given, overrides)
+                                    given, overrides,
+                                    args.capture_dir.resolve() if args.capture == "1" else None)
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda))

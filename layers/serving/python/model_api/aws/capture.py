@@ -1,19 +1,29 @@
-"""Data capture's AWS glue: the S3 store, the hash key from Secrets Manager, the counts as
-Powertools metrics, and the hook as the functions and the batch runner install it
+"""Data capture's AWS glue: the log sink, the S3 store, the hash key from Secrets Manager, the
+counts as Powertools metrics, and the hook as the functions and the batch runner install it
 (model_api.aws.hooks); also `make capture` / `make capture-erase` (python -m
 model_api.aws.capture), locally over the folder store and deployed over the bucket.
 
 Where records go (the first that is set):
-    CAPTURE_BUCKET   the stack's capture bucket (S3 PutObject per flush: docs/architecture.md,
-                     "Data capture", says why this transport)
-    CAPTURE_DIR      a local folder (make serve sets <repo>/.local-api/capture)
-    neither          capture is off for the process, whatever the settings say
+    CAPTURE_BUCKET   the stack's capture bucket, one PutObject per flush: the batch runner
+                     (a flush is a chunk of many rows, off any request path)
+    CAPTURE_DIR      a local folder, one object per flush (tests; the local batch runner)
+    neither          stdout, one line per record (LogSink): a Lambda function's way. CloudWatch
+                     Logs keeps the line after the function returns; the model's subscription
+                     filter sends it to Firehose, which writes it to the capture bucket
+                     (docs/architecture.md, "Data capture", says why this transport). Locally
+                     the local API reads the worker's lines and writes them to its folder.
 The hash key (HMAC-SHA256, per deployment): CAPTURE_HASH_KEY_SECRET (a Secrets Manager secret's
-ARN, read once, on the first record that hashes), else CAPTURE_HASH_KEY (its text), else, with
-CAPTURE_DIR, a random key generated once into <CAPTURE_DIR>/.hash-key (mode 0600).
+ARN, read once, on the first record that hashes), else CAPTURE_HASH_KEY (its text), else
+CAPTURE_HASH_KEY_FILE (a file holding it, created with a random key, mode 0600, when missing:
+make serve's), else <CAPTURE_DIR>/.hash-key likewise.
 
 Metrics (namespace POWERTOOLS_METRICS_NAMESPACE; dimension `model`): CaptureCaptured,
-CaptureDelivered, and CaptureDropped with a second dimension `reason` (model_api.capture.hook).
+CaptureDelivered (records handed to the log on a function: Firehose's own DeliveryToS3.Records
+counts what reached the bucket; to the bucket on the batch runner), and CaptureDropped with a
+second dimension `reason` (model_api.capture.hook). A function sums them and writes them at
+most once a minute (EMIT_EVERY_S; at once when a record was dropped), not once per request:
+an EMF line per request cost more than the capture itself. The counts of an environment's last
+minute are lost when Lambda reclaims it; the batch runner writes them at each chunk.
 """
 
 from __future__ import annotations
@@ -31,11 +41,20 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from model_api.capture import store as capture_store
 from model_api.capture.config import CaptureConfig, from_environment, with_override
-from model_api.capture.hook import CAPTURED, DELIVERED, DROPPED, CaptureHook, Counts
+from model_api.capture.hook import (
+    CAPTURED,
+    DELIVERED,
+    DROPPED,
+    CaptureHook,
+    Counts,
+    Sink,
+    StoreSink,
+)
 from model_api.capture.store import CaptureStore, FolderStore, parse_time
 
 BUCKET_ENV, DIR_ENV = "CAPTURE_BUCKET", "CAPTURE_DIR"
-KEY_SECRET_ENV, KEY_ENV = "CAPTURE_HASH_KEY_SECRET", "CAPTURE_HASH_KEY"
+KEY_SECRET_ENV, KEY_ENV, KEY_FILE_ENV = ("CAPTURE_HASH_KEY_SECRET", "CAPTURE_HASH_KEY",
+                                         "CAPTURE_HASH_KEY_FILE")
 KEY_FILE = ".hash-key"
 DEFAULT_NAMESPACE = "ServerlessModelApi"
 METRICS = {CAPTURED: "CaptureCaptured", DELIVERED: "CaptureDelivered", DROPPED: "CaptureDropped"}
@@ -43,6 +62,27 @@ METRICS = {CAPTURED: "CaptureCaptured", DELIVERED: "CaptureDelivered", DROPPED: 
 # counted as dropped, never waited out).
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 1, 2, 2
 DELETE_BATCH = 1000  # S3 DeleteObjects' limit
+EMIT_EVERY_S = 60.0  # a function writes its counts at most this often (see above)
+# A CloudWatch Logs event holds at most 256 KB, 26 bytes of it overhead (CloudWatch Logs quotas;
+# PutLogEvents): a longer record line is dropped (too_large) rather than cut by the log.
+MAX_LOG_RECORD_BYTES = 256 * 1024 - 26 - 1024
+
+
+class LogSink:
+    """Records as lines on a file descriptor (stdout, as Lambda's runtime hands it to CloudWatch
+    Logs): one write per flush, after Python's own buffered stdout is flushed so that no record
+    lands inside another log line."""
+
+    max_record_bytes = MAX_LOG_RECORD_BYTES
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+
+    def deliver(self, model: str, lines: list[bytes]) -> None:
+        sys.stdout.flush()
+        data = memoryview(b"".join(lines))
+        while data:
+            data = data[os.write(self.fd, data):]
 
 
 class S3Store:
@@ -108,7 +148,7 @@ class S3Store:
 
 
 def emit_metrics(namespace: str) -> Callable[[Counts], None]:
-    """Publishes a flush's counts as CloudWatch metrics (embedded metric format)."""
+    """Publishes counts as CloudWatch metrics (embedded metric format)."""
     def emit(counts: Counts) -> None:
         for (model, outcome, reason), records in sorted(counts.items()):
             dimensions = {"model": model, **({"reason": reason} if reason else {})}
@@ -130,8 +170,9 @@ def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
             return str(secret).encode()
         if environ.get(KEY_ENV):
             return environ[KEY_ENV].encode()
-        if environ.get(DIR_ENV):
-            path = Path(environ[DIR_ENV]) / KEY_FILE
+        if environ.get(KEY_FILE_ENV) or environ.get(DIR_ENV):
+            path = (Path(environ[KEY_FILE_ENV]) if environ.get(KEY_FILE_ENV) else
+                    Path(environ[DIR_ENV]) / KEY_FILE)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -142,20 +183,22 @@ def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
     return read
 
 
-def store_from_environment(environ: Mapping[str, str]) -> CaptureStore | None:
-    """The store CAPTURE_BUCKET or CAPTURE_DIR names; None when neither is set."""
+def sink_from_environment(environ: Mapping[str, str]) -> Sink:
+    """The store CAPTURE_BUCKET or CAPTURE_DIR names, else stdout (see the module's
+    docstring)."""
     if environ.get(BUCKET_ENV):
-        return S3Store(environ[BUCKET_ENV])
+        return StoreSink(S3Store(environ[BUCKET_ENV]))
     if environ.get(DIR_ENV):
-        return FolderStore(Path(environ[DIR_ENV]))
-    return None
+        return StoreSink(FolderStore(Path(environ[DIR_ENV])))
+    return LogSink()
 
 
 def hook(environ: Mapping[str, str] = os.environ,
          configs: Mapping[str, CaptureConfig] | None = None) -> CaptureHook | None:
     """The capture hook of this process: `configs` per model (the batch runner's, from the
-    registry) or the function's own CAPTURE settings for every model it serves; None when no
-    store is configured or nothing is ever captured."""
+    registry: counts written at each flush) or the function's own CAPTURE settings for every
+    model it serves (counts written at most every EMIT_EVERY_S); None when nothing is ever
+    captured."""
     if configs is None:
         own = from_environment(environ)
         if not own.active:
@@ -171,11 +214,9 @@ def hook(environ: Mapping[str, str] = os.environ,
 
         def lookup(model: str) -> CaptureConfig:
             return table.get(model, off)
-    where = store_from_environment(environ)
-    if where is None:
-        return None
     namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
-    return CaptureHook(lookup, where, hash_key(environ), emit_metrics(namespace))
+    return CaptureHook(lookup, sink_from_environment(environ), hash_key(environ),
+                       emit_metrics(namespace), emit_every=EMIT_EVERY_S if configs is None else 0)
 
 
 def main(argv: list[str] | None = None) -> int:

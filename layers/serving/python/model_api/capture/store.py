@@ -1,9 +1,12 @@
 """Where captured records are kept, and how they are read back and erased.
 
-Key layout (the same in S3 and in a local folder), one JSON Lines object per flush (an API
-request; a batch chunk) and model, date-partitioned by the flush's UTC time:
+Key layout (the same in S3 and in a local folder), JSON Lines objects date-partitioned by UTC
+time under each model's prefix:
 
-    capture/<model>/<yyyy>/<mm>/<dd>/<HHMMSS.ffffff>Z-<uuid4 hex>.jsonl
+    capture/<model>/<yyyy>/<mm>/<dd>/<HHMMSS.ffffff>Z-<uuid4 hex>.jsonl    one per flush (a
+        batch chunk; make serve: a worker's lines as the local API reads them)
+    capture/<model>/<yyyy>/<mm>/<dd>/<HH>/<stream>-<n>-<time>-<uuid>.jsonl  Firehose's objects
+        (the Lambda functions' log lines, a few minutes' worth each)
 
 A store is anything with put / keys / get / delete / replace (CaptureStore): FolderStore here
 (make serve's .local-api/capture/), S3Store in model_api/aws/capture.py (a versioned bucket:
@@ -19,6 +22,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+from model_api.capture.record import FORMAT, MARKER
 
 PREFIX = "capture/"
 
@@ -54,10 +59,12 @@ def object_key(model: str, when: datetime | None = None) -> str:
 
 
 def day_of(key: str) -> date | None:
-    """The UTC day a key is partitioned under; None for a key not of the layout."""
+    """The UTC day a key is partitioned under (capture/<model>/<yyyy>/<mm>/<dd>/..., as written
+    here and as Firehose writes with its hour level below); None for a key not of the layout
+    (Firehose's error output, capture/<model>/errors/...)."""
     parts = key.split("/")
     try:
-        return date(int(parts[-4]), int(parts[-3]), int(parts[-2]))
+        return date(int(parts[2]), int(parts[3]), int(parts[4]))
     except (IndexError, ValueError):
         return None
 
@@ -87,8 +94,24 @@ def _within(record: dict[str, Any], since: datetime | None, until: datetime | No
     return (since is None or when >= since) and (until is None or when < until)
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _records(body: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
+    """The JSON objects of an object's body: one per line as written here, and as Firehose
+    writes the log lines (with or without a line break between them; none is lost when two
+    are run together). The record format's marker (record.MARKER) is left out."""
+    text, at = body.decode("utf-8"), 0
+    found: list[dict[str, Any]] = []
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return found
+        item, at = _DECODER.raw_decode(text, at)
+        if isinstance(item, dict):
+            item.pop(MARKER, None)
+            found.append(item)
 
 
 def read(store: CaptureStore, model: str, since: datetime | None = None,
@@ -122,7 +145,8 @@ def erase(store: CaptureStore, model: str, since: datetime | None = None,
             store.delete(key)
         elif len(kept) < len(records):
             store.replace(key, b"".join(
-                (json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+                (json.dumps({MARKER: FORMAT, **r}, separators=(",", ":"), ensure_ascii=False)
+                 + "\n").encode()
                 for r in kept))
     return erased
 
