@@ -71,7 +71,14 @@ CAPTURE_PARAMETERS = {
     "CaptureBucket": "The root's capture bucket (records go to capture/<model>/...).",
     "CaptureKey": "The id of the root's KMS key that encrypts the capture bucket and hash key.",
     "CaptureHashKey": "The ARN of the root's secret holding the capture hash key (HMAC).",
+    "CaptureFirehoseRole": "The name of the root's role Firehose writes capture records with.",
+    "CaptureLogsRole": "The name of the root's role CloudWatch Logs sends to Firehose with.",
 }
+# A capturing model's log lines that are capture records (model_api/capture/record.py MARKER).
+CAPTURE_FILTER_PATTERN = "{ $.capture = 1 }"
+# Firehose buffers a model's records this long or this much before one object (what is read
+# back first waits for it); CloudWatch Logs delivers within seconds of the function's write.
+CAPTURE_BUFFER_S, CAPTURE_BUFFER_MB = 300, 64
 # Conditions only model functions use (the root's own functions do not): declared in each group.
 GROUP_CONDITIONS: dict[str, Any] = {
     "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
@@ -128,17 +135,60 @@ def _if(condition: str, then: Any, otherwise: Any) -> dict[str, list[Any]]:
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
+_CAPTURE_KEY_ARN = _sub(
+    "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/${CaptureKey}")
+
+
 def _capture_statements(name: str) -> list[dict[str, Any]]:
-    """A capturing model function's rights: write its own capture prefix (SSE-KMS with the
-    capture key), read the hash key's secret."""
-    key_arn = _sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/${CaptureKey}")
+    """A capturing model function's rights: read the hash key's secret (and decrypt it). Its
+    records leave as log lines (model_api.aws.capture.LogSink): no right to the bucket."""
     return [
-        {"Sid": "WriteOwnCaptureRecords", "Effect": "Allow", "Action": "s3:PutObject",
-         "Resource": _sub(f"arn:${{AWS::Partition}}:s3:::${{CaptureBucket}}/capture/{name}/*")},
-        {"Sid": "EncryptCaptureRecordsAndReadHashKey", "Effect": "Allow",
-         "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn},
+        {"Sid": "DecryptCaptureHashKey", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": _CAPTURE_KEY_ARN},
         {"Sid": "ReadCaptureHashKey", "Effect": "Allow",
          "Action": "secretsmanager:GetSecretValue", "Resource": _ref("CaptureHashKey")}]
+
+
+def capture_resources(entry: ModelEntry) -> dict[str, Any]:
+    """A capturing model's delivery: a subscription filter on its function's log group that
+    sends the capture record lines to its own Firehose stream, which decompresses them, keeps
+    each log event's message (the record) and writes JSON Lines to the capture bucket under
+    capture/<model>/<yyyy>/<mm>/<dd>/<HH>/, encrypted with the capture key
+    (docs/architecture.md, "Data capture")."""
+    c, name = entry.camel, entry.name
+    role = "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${%s}"
+    return {
+        f"{c}CaptureStream": {
+            "Type": "AWS::KinesisFirehose::DeliveryStream",
+            "Properties": {
+                "DeliveryStreamType": "DirectPut",
+                "ExtendedS3DestinationConfiguration": {
+                    "BucketARN": _sub("arn:${AWS::Partition}:s3:::${CaptureBucket}"),
+                    "RoleARN": _sub(role % "CaptureFirehoseRole"),
+                    "Prefix": f"capture/{name}/!{{timestamp:yyyy/MM/dd/HH}}/",
+                    "ErrorOutputPrefix": (f"capture/{name}/errors/!{{firehose:error-output-type}}"
+                                          "/!{timestamp:yyyy/MM/dd}/"),
+                    "FileExtension": ".jsonl",
+                    "CompressionFormat": "UNCOMPRESSED",
+                    "BufferingHints": {"IntervalInSeconds": CAPTURE_BUFFER_S,
+                                       "SizeInMBs": CAPTURE_BUFFER_MB},
+                    "EncryptionConfiguration": {
+                        "KMSEncryptionConfig": {"AWSKMSKeyARN": _CAPTURE_KEY_ARN}},
+                    "ProcessingConfiguration": {"Enabled": True, "Processors": [
+                        {"Type": "Decompression", "Parameters": [
+                            {"ParameterName": "CompressionFormat", "ParameterValue": "GZIP"}]},
+                        {"Type": "CloudWatchLogProcessing", "Parameters": [
+                            {"ParameterName": "DataMessageExtraction",
+                             "ParameterValue": "true"}]}]}}}},
+        f"{c}CaptureSubscription": {
+            "Type": "AWS::Logs::SubscriptionFilter",
+            "Properties": {
+                "LogGroupName": _ref(f"{c}FunctionLogGroup"),
+                "FilterName": "capture-records",
+                "FilterPattern": CAPTURE_FILTER_PATTERN,
+                "DestinationArn": {"Fn::GetAtt": [f"{c}CaptureStream", "Arn"]},
+                "RoleArn": _sub(role % "CaptureLogsRole")}},
+    }
 
 
 def _role_policy(log_group: str, capture: str | None = None) -> dict[str, Any]:
@@ -167,11 +217,12 @@ def _alarm(description: str, namespace: str, metric: str,
 
 def resources(entry: ModelEntry) -> dict[str, Any]:
     """One model's resources in its group's stack (logical id -> resource; paths relative to
-    stacks/): its layer, function, log group, role and two alarms."""
+    stacks/): its layer, function, log group, role and two alarms; when it captures, its Firehose
+    stream and log subscription (capture_resources)."""
     c, name = entry.camel, entry.name
     capture = entry.capture_config
     capture_environment = {
-        "CAPTURE": capture.to_environment(), "CAPTURE_BUCKET": _ref("CaptureBucket"),
+        "CAPTURE": capture.to_environment(),
         "CAPTURE_HASH_KEY_SECRET": _ref("CaptureHashKey")} if capture.active else {}
     reserved = (entry.reserved_concurrency if entry.reserved_concurrency else
                 _if("HasReservedConcurrency", _ref("FunctionReservedConcurrency"), NO_VALUE))
@@ -225,7 +276,7 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             "Type": "AWS::IAM::Role",
             "Properties": {
                 "Description": f"Model {name}'s function writes its own logs and traces"
-                               + (", and its capture records" if capture.active else "")
+                               + (", and reads the capture hash key" if capture.active else "")
                                + "; no other AWS access.",
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -241,6 +292,7 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             f"5xx answers of model {name} (model not ready, unexpected error); rolls a "
             "deployment back.", "ServerlessModelApi", "ServerErrors",
             [{"Name": "service", "Value": name}]),
+        **(capture_resources(entry) if capture.active else {}),
     }
 
 
