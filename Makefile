@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase bench test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -115,8 +115,8 @@ validate: setup ## sam validate --lint (cfn-lint included) on template.yaml and 
 port-free:
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(PORT)) 2>/dev/null; then echo "port $(PORT) is in use (another make serve?): stop what serves it, or pick another port: make serve PORT=$$(( $(PORT) + 1 ))"; exit 2; fi
 
-serve: port-free build ## Serve every function of the template and its groups on http://127.0.0.1:PORT (3000) without Docker; the console at /, asynchronous jobs included (API_KEY=k to require x-api-key; ROOT_API=1: the root API alone, models through the server function)
-	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)") $(if $(ROOT_API),--root-api)
+serve: port-free build ## Serve every function of the template and its groups on http://127.0.0.1:PORT (3000) without Docker; the console at /, asynchronous jobs included (API_KEY=k to require x-api-key; ROOT_API=1: the root API alone, models through the server function; CAPTURE=0: no data capture)
+	$(PY) -m local_api serve --port $(PORT) $(if $(API_KEY),--api-key "$(API_KEY)") $(if $(ROOT_API),--root-api) $(if $(CAPTURE),--capture "$(CAPTURE)")
 
 # INVOKE_IMAGE=local/lambda-python3.12 runs on an image built here (tools/lambda_image.sh) when
 # no registry can be reached: --invoke-image that image --skip-pull-image.
@@ -125,6 +125,15 @@ invoke: build ## sam local invoke FUNCTION with EVENT (needs Docker; INVOKE_IMAG
 
 invoke-local: build ## Run FUNCTION on EVENT without Docker, as sam local invoke would
 	$(PY) -m local_api invoke $(FUNCTION) --event $(EVENT)
+
+# ---- data capture (issue 22): what the models saw and answered (README, "Monitoring").
+capture: setup ## Print a model's captured records as JSON Lines: make capture MODEL=<m> [SINCE=<ISO 8601>] [UNTIL=..] [BUCKET=<CaptureBucketName output>: the deployed store]
+	@test -n "$(MODEL)" || { echo "usage: make capture MODEL=<name> [SINCE=<ISO 8601 time>] [UNTIL=<ISO 8601 time>] [BUCKET=<deployed capture bucket>]"; exit 2; }
+	@$(PY) -m model_api.aws.capture read --model "$(MODEL)" $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+capture-erase: setup ## Erase a model's captured records, every version: make capture-erase MODEL=<m> [SINCE=..] [UNTIL=..] [BUCKET=..]
+	@test -n "$(MODEL)" || { echo "usage: make capture-erase MODEL=<name> [SINCE=<ISO 8601 time>] [UNTIL=<ISO 8601 time>] [BUCKET=<deployed capture bucket>]"; exit 2; }
+	@$(PY) -m model_api.aws.capture erase --model "$(MODEL)" $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(BUCKET),--bucket "$(BUCKET)")
 
 # ---- batch (issue 4): the event-driven GPU batch loop, run locally over a moto server.
 # BatchLayer is built from batch/, so its sources count for `sam build` too.

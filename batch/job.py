@@ -34,6 +34,7 @@ from batch.jsonl import chunks_of_lines, line_records
 from batch.keys import InputObject, parse_key
 from batch.loading import CUDA, load_model
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
+from batch.models import capture_configs
 from batch.progress import Progress
 from batch.reader import S3Object, npy_layout, read_rows
 from batch.writer import concatenate_npy, npy_bytes, npy_header, put_bytes, put_json
@@ -82,7 +83,8 @@ class Job:
             raise PermanentError(f"job id {config.job_id} does not belong to "
                                  f"{config.key} version {config.version_id}")
         self.source = S3Object(s3, config.bucket, config.key, config.version_id)
-        self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(), path="batch")
+        self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
+                                 path="batch")
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()

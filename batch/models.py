@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_api.capture.config import CaptureConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +41,18 @@ def current_version(model: str, registry: Path | None = None) -> str | None:
         if entry.name == model:
             return entry.current
     return None
+
+
+def capture_configs(registry: Path | None = None) -> dict[str, CaptureConfig]:
+    """Each registered model's data capture settings (models.yaml `capture`), for the batch
+    runner's capture hook (model_api.aws.hooks); {} when the registry cannot be read (the job
+    then captures nothing and says so; its own model loading reports the registry's fault)."""
+    from model_registry.registry import RegistryError, load
+
+    try:
+        return {entry.name: entry.capture_config for entry in load(registry or registry_path())}
+    except (OSError, RegistryError) as error:
+        import logging
+
+        logging.getLogger("batch.runner").warning("no data capture: %s", error)
+        return {}

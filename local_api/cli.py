@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from local_api import gateway, sandbox
+from local_api.background import PROJECT_ROOT
 from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
@@ -34,6 +36,32 @@ from local_api.worker import (
 )
 
 LOG = logging.getLogger("local_api")
+
+
+# make serve's capture store (model_api.capture.store.FolderStore): make capture reads it.
+CAPTURE_DIR = PROJECT_ROOT / ".local-api" / "capture"
+
+
+def capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
+    """What the served functions get for data capture (model_api.aws.capture): every request
+    sampled (capture "1") or none ("0"), records on stdout as on Lambda (the local API reads
+    them from the worker's output and writes them to `folder`: local_api.worker.forward_logs),
+    a local hash key file, never the deployed bucket or secret."""
+    from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_FILE_ENV, KEY_SECRET_ENV
+    from model_api.capture.config import SAMPLING_ENV
+
+    return {SAMPLING_ENV: "100" if capture == "1" else "0", DIR_ENV: "", BUCKET_ENV: "",
+            KEY_SECRET_ENV: "", KEY_FILE_ENV: str((folder / ".hash-key").resolve())}
+
+
+def runner_capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
+    """What the local batch runner gets (through this process's environment, which the local
+    submitter passes on): it writes its records to `folder` itself, one object per chunk, as
+    the deployed runner writes them to the capture bucket."""
+    from model_api.aws.capture import DIR_ENV
+    from model_api.capture.config import SAMPLING_ENV
+
+    return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0"}
 
 
 @contextmanager
@@ -65,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="workers alive at once over every function: to start one more, the "
                             "idle worker unused longest is stopped (memory stays bounded with "
                             "hundreds of models; default %(default)s)")
+    serve.add_argument("--capture", default="1", choices=("0", "1"),
+                       help="1 (default): every model captures every request into "
+                            f"{CAPTURE_DIR.relative_to(PROJECT_ROOT)}/ (make capture reads it); "
+                            "0: no capture")
+    serve.add_argument("--capture-dir", type=Path, default=CAPTURE_DIR,
+                       help="the local capture store (default %(default)s)")
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped "
                             "(default %(default)s)")
@@ -118,9 +152,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.root_api:
         spec = root_api_only(spec)
     local_lambda = LocalLambda.create(args.host, args.port)
+    os.environ.update(runner_capture_environment(args.capture, args.capture_dir))
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+        given = {**local_lambda.environment(),
+                 **capture_environment(args.capture, args.capture_dir)}
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
-                                    local_lambda.environment(), overrides)
+                                    given, overrides,
+                                    args.capture_dir.resolve() if args.capture == "1" else None)
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda,

@@ -38,6 +38,9 @@ class Sandbox:
     opt_dir: Path
     python_path: tuple[str, ...]
     environment: dict[str, str]
+    # Where the worker's data capture lines go (local_api.worker plays the CloudWatch Logs
+    # subscription of a deployed model function); None: its output is passed through untouched.
+    capture_dir: Path | None = None
 
 
 def merge_tree(target: Path, sources: Sequence[Path]) -> None:
@@ -111,12 +114,14 @@ def lambda_environment(function: FunctionSpec, opt_dir: Path, region: str) -> di
 
 def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
             given: Mapping[str, str] | None = None,
-            overrides: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Sandbox]:
+            overrides: Mapping[str, Mapping[str, str]] | None = None,
+            capture_dir: Path | None = None) -> dict[str, Sandbox]:
     """Build each function's merged /opt under state_dir (rebuilt every time: symlinks only).
     `given` is added to every function's environment after the template's, as Lambda adds its
     own (the local Lambda endpoint and credentials, local_api.lambda_endpoint); `overrides`
     (function id -> variables) replace or add variables last, like SAM CLI's --env-vars: the
-    local AWS endpoints of the batch path (local_api.batch.stack)."""
+    local AWS endpoints of the batch path (local_api.batch.stack). `capture_dir`: the local
+    capture store the workers' capture lines are written to (Sandbox.capture_dir)."""
     runtime = str(_runtime_dir(state_dir).absolute())
     sandboxes = {}
     for function in functions:
@@ -132,7 +137,8 @@ def prepare(functions: Iterable[FunctionSpec], state_dir: Path, region: str,
         python_path = (str(function.code_dir), str(opt_dir / "python"), runtime)
         environment = {**lambda_environment(function, opt_dir, region), **(given or {}),
                        **(overrides or {}).get(function.logical_id, {})}
-        sandboxes[function.logical_id] = Sandbox(function, opt_dir, python_path, environment)
+        sandboxes[function.logical_id] = Sandbox(function, opt_dir, python_path, environment,
+                                                 capture_dir)
     return sandboxes
 
 

@@ -73,12 +73,19 @@ def _resolve_dir(uri: str | None, base: Path) -> Path:
     return (path if path.is_absolute() else base / path).resolve()
 
 
+# Variables whose deployed value (a Ref to a deployed resource) the local API replaces with its
+# own: data capture's bucket and hash key secret (local_api.cli.capture_environment).
+SET_LOCALLY = frozenset({"CAPTURE_BUCKET", "CAPTURE_HASH_KEY_SECRET"})
+
+
 def _string_env(variables: dict[str, Any] | None) -> dict[str, str]:
     """Lambda only has string environment values; the template may hold numbers and booleans."""
     out: dict[str, str] = {}
     for key, value in (variables or {}).items():
         if isinstance(value, bool):
             out[key] = "true" if value else "false"
+        elif isinstance(value, dict | list) and key in SET_LOCALLY:
+            out[key] = ""  # the local API gives its own value (local_api.cli)
         elif isinstance(value, dict | list):
             LOG.warning("environment variable %s is unresolved (%r); left empty", key, value)
             out[key] = ""

@@ -58,12 +58,41 @@ class RequestTooLarge(Exception):
     """Lambda refused the event itself (RequestEntityTooLargeException): the function never ran."""
 
 
+async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path) -> None:
+    """A worker's log output (its stdout and stderr, as CloudWatch Logs would hold them) passed
+    on to this process's stderr, but for data capture's lines (model_api.capture.record.
+    LINE_PREFIX), which go to the local capture store instead, one object per line: what the
+    deployed model function's log subscription to Firehose does (model_api.aws.capture). Ends
+    at the worker's end of output."""
+    from model_api.capture.record import LINE_PREFIX
+    from model_api.capture.store import FolderStore, object_key
+
+    store = FolderStore(capture_dir)
+    out = sys.stderr.buffer
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line over the limit: not a record (those are far smaller)
+            continue
+        if not line:
+            return
+        if line.startswith(LINE_PREFIX):
+            try:
+                store.put(object_key(json.loads(line)["model"]), line)
+            except (OSError, ValueError, KeyError) as error:
+                LOG.error("capture: a record line was not stored (%s)", type(error).__name__)
+            continue
+        out.write(line)
+        out.flush()
+
+
 class Worker:
     """One worker process: the equivalent of one Lambda execution environment."""
 
     def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
         self.process = process
         self.name = name
+        self.logs: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -76,9 +105,13 @@ class Worker:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-I", "-S", "-u", str(BOOTSTRAP), config,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if sandbox.capture_dir else None,
             env=sandbox.environment, limit=_READ_LIMIT)
         worker = cls(process, name)
+        if sandbox.capture_dir is not None and process.stderr is not None:
+            worker.logs = asyncio.get_running_loop().create_task(
+                forward_logs(process.stderr, sandbox.capture_dir))
         try:
             ready = await worker._read(INIT_TIMEOUT_S, "init")
         except BaseException:
@@ -146,6 +179,9 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             await self.process.wait()
+        if self.logs is not None:  # its last lines (and capture records) are written out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.logs, STOP_GRACE_S)
 
 
 def _exited(status: int) -> dict[str, Any]:

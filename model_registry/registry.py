@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
+from model_api.capture.config import CaptureConfig, CaptureConfigError
+from model_api.capture.config import parse as parse_capture
 from model_api.names import MAX_MODEL_NAME_CHARS, MODEL_NAME, VERSION, camel_name
 
 from model_registry.quotas import ACCOUNT_CONCURRENCY, GROUP_SIZE, UNRESERVED_MINIMUM
@@ -95,7 +97,8 @@ class ModelEntry:
     model_store/ and its sha256. `group`: the nested stack (and REST API) that serves it,
     `stacks/models-<group>.yaml`, kept for the model's life so its URL never moves
     (model_registry.groups). `reserved_concurrency`: concurrent executions reserved for (and
-    capping) its function; None: the template's FunctionReservedConcurrency."""
+    capping) its function; None: the template's FunctionReservedConcurrency. `capture`: its
+    data capture settings (model_api.capture.config; None: capture off)."""
 
     name: str
     source: Literal["seed", "onnx"]
@@ -107,6 +110,12 @@ class ModelEntry:
     labels: list[str] | None = None
     group: int = 0
     reserved_concurrency: int | None = None
+    capture: dict[str, Any] | None = None
+
+    @property
+    def capture_config(self) -> CaptureConfig:
+        """The parsed `capture` settings (checked by `check`)."""
+        return parse_capture(self.capture, f"{self.name}: capture")
 
     @property
     def camel(self) -> str:
@@ -142,6 +151,10 @@ def check(entry: ModelEntry) -> ModelEntry:
             or isinstance(entry.reserved_concurrency, bool) or entry.reserved_concurrency < 1):
         raise RegistryError(f"{entry.name}: reserved_concurrency must be a whole number >= 1 "
                             f"(leave it out to reserve none), not {entry.reserved_concurrency!r}")
+    try:
+        entry.capture_config  # noqa: B018  (parsed to check it)
+    except CaptureConfigError as exc:
+        raise RegistryError(str(exc)) from exc
     if entry.source == "onnx" and set(entry.files) != set(entry.versions):
         raise RegistryError(
             f"{entry.name}: every version of an onnx model needs its file and sha256")

@@ -65,6 +65,20 @@ GROUP_API = ("ModelApi", "ModelApiAccessLogGroup")
 SHARED_LAYERS = ("RuntimeLayer", "ServingLayer")
 # The root's ApiGatewayAccount (or ""), passed on so a group's API is set up after it.
 ACCOUNT_PARAMETER = "ApiGatewayAccount"
+# The root's data capture resources a capturing model's function uses, passed on to its group
+# as parameters of the same names (Ref: the bucket's name, the key's id, the secret's ARN).
+CAPTURE_PARAMETERS = {
+    "CaptureBucket": "The root's capture bucket (records go to capture/<model>/...).",
+    "CaptureKey": "The id of the root's KMS key that encrypts the capture bucket and hash key.",
+    "CaptureHashKey": "The ARN of the root's secret holding the capture hash key (HMAC).",
+    "CaptureFirehoseRole": "The name of the root's role Firehose writes capture records with.",
+    "CaptureLogsRole": "The name of the root's role CloudWatch Logs sends to Firehose with.",
+}
+# A capturing model's log lines that are capture records (model_api/capture/record.py MARKER).
+CAPTURE_FILTER_PATTERN = "{ $.capture = 1 }"
+# Firehose buffers a model's records this long or this much before one object (what is read
+# back first waits for it); CloudWatch Logs delivers within seconds of the function's write.
+CAPTURE_BUFFER_S, CAPTURE_BUFFER_MB = 300, 64
 # Conditions only model functions use (the root's own functions do not): declared in each group.
 GROUP_CONDITIONS: dict[str, Any] = {
     "UseSnapStart": {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]},
@@ -121,11 +135,68 @@ def _if(condition: str, then: Any, otherwise: Any) -> dict[str, list[Any]]:
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
-def _role_policy(log_group: str) -> dict[str, Any]:
-    """A model function's policy: its own log group's streams, and X-Ray."""
+_CAPTURE_KEY_ARN = _sub(
+    "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/${CaptureKey}")
+
+
+def _capture_statements(name: str) -> list[dict[str, Any]]:
+    """A capturing model function's rights: read the hash key's secret (and decrypt it). Its
+    records leave as log lines (model_api.aws.capture.LogSink): no right to the bucket."""
+    return [
+        {"Sid": "DecryptCaptureHashKey", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": _CAPTURE_KEY_ARN},
+        {"Sid": "ReadCaptureHashKey", "Effect": "Allow",
+         "Action": "secretsmanager:GetSecretValue", "Resource": _ref("CaptureHashKey")}]
+
+
+def capture_resources(entry: ModelEntry) -> dict[str, Any]:
+    """A capturing model's delivery: a subscription filter on its function's log group that
+    sends the capture record lines to its own Firehose stream, which decompresses them, keeps
+    each log event's message (the record) and writes JSON Lines to the capture bucket under
+    capture/<model>/<yyyy>/<mm>/<dd>/<HH>/, encrypted with the capture key
+    (docs/architecture.md, "Data capture")."""
+    c, name = entry.camel, entry.name
+    role = "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${%s}"
+    return {
+        f"{c}CaptureStream": {
+            "Type": "AWS::KinesisFirehose::DeliveryStream",
+            "Properties": {
+                "DeliveryStreamType": "DirectPut",
+                "ExtendedS3DestinationConfiguration": {
+                    "BucketARN": _sub("arn:${AWS::Partition}:s3:::${CaptureBucket}"),
+                    "RoleARN": _sub(role % "CaptureFirehoseRole"),
+                    "Prefix": f"capture/{name}/!{{timestamp:yyyy/MM/dd/HH}}/",
+                    "ErrorOutputPrefix": (f"capture/{name}/errors/!{{firehose:error-output-type}}"
+                                          "/!{timestamp:yyyy/MM/dd}/"),
+                    "FileExtension": ".jsonl",
+                    "CompressionFormat": "UNCOMPRESSED",
+                    "BufferingHints": {"IntervalInSeconds": CAPTURE_BUFFER_S,
+                                       "SizeInMBs": CAPTURE_BUFFER_MB},
+                    "EncryptionConfiguration": {
+                        "KMSEncryptionConfig": {"AWSKMSKeyARN": _CAPTURE_KEY_ARN}},
+                    "ProcessingConfiguration": {"Enabled": True, "Processors": [
+                        {"Type": "Decompression", "Parameters": [
+                            {"ParameterName": "CompressionFormat", "ParameterValue": "GZIP"}]},
+                        {"Type": "CloudWatchLogProcessing", "Parameters": [
+                            {"ParameterName": "DataMessageExtraction",
+                             "ParameterValue": "true"}]}]}}}},
+        f"{c}CaptureSubscription": {
+            "Type": "AWS::Logs::SubscriptionFilter",
+            "Properties": {
+                "LogGroupName": _ref(f"{c}FunctionLogGroup"),
+                "FilterName": "capture-records",
+                "FilterPattern": CAPTURE_FILTER_PATTERN,
+                "DestinationArn": {"Fn::GetAtt": [f"{c}CaptureStream", "Arn"]},
+                "RoleArn": _sub(role % "CaptureLogsRole")}},
+    }
+
+
+def _role_policy(log_group: str, capture: str | None = None) -> dict[str, Any]:
+    """A model function's policy: its own log group's streams, and X-Ray; with `capture` (the
+    model's name), its capture prefix too."""
     return {"PolicyName": "own-logs-and-traces", "PolicyDocument": {
         "Version": "2012-10-17",
-        "Statement": [
+        "Statement": [*(_capture_statements(capture) if capture else []),
             {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": {"Fn::GetAtt": [log_group, "Arn"]}},
             # X-Ray has no resource-level permissions
@@ -146,8 +217,13 @@ def _alarm(description: str, namespace: str, metric: str,
 
 def resources(entry: ModelEntry) -> dict[str, Any]:
     """One model's resources in its group's stack (logical id -> resource; paths relative to
-    stacks/): its layer, function, log group, role and two alarms."""
+    stacks/): its layer, function, log group, role and two alarms; when it captures, its Firehose
+    stream and log subscription (capture_resources)."""
     c, name = entry.camel, entry.name
+    capture = entry.capture_config
+    capture_environment = {
+        "CAPTURE": capture.to_environment(),
+        "CAPTURE_HASH_KEY_SECRET": _ref("CaptureHashKey")} if capture.active else {}
     reserved = (entry.reserved_concurrency if entry.reserved_concurrency else
                 _if("HasReservedConcurrency", _ref("FunctionReservedConcurrency"), NO_VALUE))
     function = {
@@ -166,7 +242,8 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
         "DeploymentPreference": {"Type": _ref("DeploymentStrategy"), "Alarms": [
             _ref(f"{c}ErrorsAlarm"), _ref(f"{c}ServerErrorsAlarm")]},
         "Environment": {"Variables": {"POWERTOOLS_SERVICE_NAME": name, "MODEL_NAME": name,
-                                      "MODEL_VERSION": entry.current}},
+                                      "MODEL_VERSION": entry.current,
+                                      **capture_environment}},
         "Events": api_events(routes_of(MODEL), name),
     }
     return {
@@ -198,12 +275,14 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
         f"{c}FunctionRole": {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "Description": f"Model {name}'s function writes its own logs and traces; no "
-                               "other AWS access.",
+                "Description": f"Model {name}'s function writes its own logs and traces"
+                               + (", and reads the capture hash key" if capture.active else "")
+                               + "; no other AWS access.",
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                     "Action": "sts:AssumeRole"}]},
-                "Policies": [_role_policy(f"{c}FunctionLogGroup")]}},
+                "Policies": [_role_policy(f"{c}FunctionLogGroup",
+                                          name if capture.active else None)]}},
         f"{c}ErrorsAlarm": _alarm(
             f"Invocation errors (crash, timeout, init failure) of model {name}'s live alias; "
             "rolls a deployment back.", "AWS/Lambda", "Errors", [
@@ -213,6 +292,7 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             f"5xx answers of model {name} (model not ready, unexpected error); rolls a "
             "deployment back.", "ServerlessModelApi", "ServerErrors",
             [{"Name": "service", "Value": name}]),
+        **(capture_resources(entry) if capture.active else {}),
     }
 
 
@@ -337,6 +417,9 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
             for kind, found in _names(conditions[name]):
                 (pending.append(found) if kind == "condition" else refs.add(found))
     parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
+    for name, description in CAPTURE_PARAMETERS.items():
+        if name in refs:
+            parameters[name] = {"Type": "String", "Description": description}
     parameters[ACCOUNT_PARAMETER] = {
         "Type": "String", "Default": "",
         "Description": "The root's ApiGatewayAccount when it sets the account's logging role "

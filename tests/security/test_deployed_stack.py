@@ -37,6 +37,9 @@ def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
     return {name: r for name, r in resources.items() if r["Type"] == kind}
 
 
+CAPTURE_KEY_ACTIONS = {"kms:Decrypt", "secretsmanager:GetSecretValue"}
+
+
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -66,8 +69,16 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
         # The server function also asks each model version whether it is ready: it may invoke
         # exactly the alias API Gateway invokes (live) of each model function, nothing else.
         invokes = {INVOKE} if name == "ServerFunction" else set()
-        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes, f"{name}: {sorted(actions)}"
+        # A capturing model function reads the capture hash key (its records leave as log
+        # lines: no right to the capture bucket), and nothing else of capture's.
+        captures = "CAPTURE" in properties.get("Environment", {}).get("Variables", {})
+        reads_key = CAPTURE_KEY_ACTIONS if captures else set()
+        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes | reads_key, \
+            f"{name}: {sorted(actions)}"
         for statement in statements:
+            if set(as_list(statement["Action"])) & CAPTURE_KEY_ACTIONS:
+                assert "CaptureHashKey" in str(statement["Resource"]) or ":key/" in str(
+                    statement["Resource"]), f"{name}: {statement['Resource']}"
             if set(as_list(statement["Action"])) & LOGS_ACTIONS:
                 assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
             if INVOKE in as_list(statement["Action"]):

@@ -4,11 +4,22 @@ both paths. Order matters: hooks run in list order at each hook point."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
+from model_api.capture.config import CaptureConfig
 from model_api.pipeline import Hook
 
 
-def installed() -> list[Hook]:
-    """New instances of the installed hooks, for one process."""
-    from model_api.aws.class_counts import ClassCounts  # Powertools: only where hooks run
+def installed(capture: Mapping[str, CaptureConfig] | None = None) -> list[Hook]:
+    """New instances of the installed hooks, for one process. `capture`: each model's capture
+    settings where the process serves many (the batch runner, from the registry); None: the
+    function's own (its CAPTURE environment variable)."""
+    from model_api.aws import capture as data_capture  # Powertools: only where hooks run
+    from model_api.aws.class_counts import ClassCounts
 
-    return [ClassCounts()]
+    found: list[Hook] = [ClassCounts()]
+    capture_hook = data_capture.hook(os.environ, capture)
+    if capture_hook is not None:
+        found.append(capture_hook)
+    return found

@@ -1,0 +1,257 @@
+"""Data capture's AWS glue: the log sink, the S3 store, the hash key from Secrets Manager, the
+counts as Powertools metrics, and the hook as the functions and the batch runner install it
+(model_api.aws.hooks); also `make capture` / `make capture-erase` (python -m
+model_api.aws.capture), locally over the folder store and deployed over the bucket.
+
+Where records go (the first that is set):
+    CAPTURE_BUCKET   the stack's capture bucket, one PutObject per flush: the batch runner
+                     (a flush is a chunk of many rows, off any request path)
+    CAPTURE_DIR      a local folder, one object per flush (tests; the local batch runner)
+    neither          stdout, one line per record (LogSink): a Lambda function's way. CloudWatch
+                     Logs keeps the line after the function returns; the model's subscription
+                     filter sends it to Firehose, which writes it to the capture bucket
+                     (docs/architecture.md, "Data capture", says why this transport). Locally
+                     the local API reads the worker's lines and writes them to its folder.
+The hash key (HMAC-SHA256, per deployment): CAPTURE_HASH_KEY_SECRET (a Secrets Manager secret's
+ARN, read once, on the first record that hashes), else CAPTURE_HASH_KEY (its text), else
+CAPTURE_HASH_KEY_FILE (a file holding it, created with a random key, mode 0600, when missing:
+make serve's), else <CAPTURE_DIR>/.hash-key likewise.
+
+Metrics (namespace POWERTOOLS_METRICS_NAMESPACE; dimension `model`): CaptureCaptured,
+CaptureDelivered (records handed to the log on a function: Firehose's own DeliveryToS3.Records
+counts what reached the bucket; to the bucket on the batch runner), and CaptureDropped with a
+second dimension `reason` (model_api.capture.hook). A function sums them and writes them at
+most once a minute (EMIT_EVERY_S; at once when a record was dropped), not once per request:
+an EMF line per request cost more than the capture itself. The counts of an environment's last
+minute are lost when Lambda reclaims it; the batch runner writes them at each chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from model_api.capture import store as capture_store
+from model_api.capture.config import CaptureConfig, from_environment, with_override
+from model_api.capture.hook import (
+    CAPTURED,
+    DELIVERED,
+    DROPPED,
+    CaptureHook,
+    Counts,
+    Sink,
+    StoreSink,
+)
+from model_api.capture.store import CaptureStore, FolderStore, parse_time
+
+BUCKET_ENV, DIR_ENV = "CAPTURE_BUCKET", "CAPTURE_DIR"
+KEY_SECRET_ENV, KEY_ENV, KEY_FILE_ENV = ("CAPTURE_HASH_KEY_SECRET", "CAPTURE_HASH_KEY",
+                                         "CAPTURE_HASH_KEY_FILE")
+KEY_FILE = ".hash-key"
+DEFAULT_NAMESPACE = "ServerlessModelApi"
+METRICS = {CAPTURED: "CaptureCaptured", DELIVERED: "CaptureDelivered", DROPPED: "CaptureDropped"}
+# S3 calls from a function answering a request: short timeouts, few retries (a failure is
+# counted as dropped, never waited out).
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 1, 2, 2
+DELETE_BATCH = 1000  # S3 DeleteObjects' limit
+EMIT_EVERY_S = 60.0  # a function writes its counts at most this often (see above)
+# A CloudWatch Logs event holds at most 256 KB, 26 bytes of it overhead (CloudWatch Logs quotas;
+# PutLogEvents): a longer record line is dropped (too_large) rather than cut by the log.
+MAX_LOG_RECORD_BYTES = 256 * 1024 - 26 - 1024
+
+
+class LogSink:
+    """Records as lines on a file descriptor (stdout, as Lambda's runtime hands it to CloudWatch
+    Logs): one write per flush, after Python's own buffered stdout is flushed so that no record
+    lands inside another log line."""
+
+    max_record_bytes = MAX_LOG_RECORD_BYTES
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+
+    def deliver(self, model: str, lines: list[bytes]) -> None:
+        sys.stdout.flush()
+        data = memoryview(b"".join(lines))
+        while data:
+            data = data[os.write(self.fd, data):]
+
+
+class S3Store:
+    """A capture store in an S3 bucket (versioned: delete removes every version and marker)."""
+
+    def __init__(self, bucket: str, client: Any = None) -> None:
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client("s3", config=Config(
+                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}))
+        self.bucket, self.client = bucket, client
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                               ContentType="application/x-ndjson")
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def _versions(self, prefix: str) -> Iterator[dict[str, str]]:
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in (*page.get("Versions", []), *page.get("DeleteMarkers", [])):
+                yield {"Key": item["Key"], "VersionId": item["VersionId"],
+                       "IsLatest": item.get("IsLatest", False)}
+
+    def _delete(self, objects: list[dict[str, str]]) -> None:
+        for start in range(0, len(objects), DELETE_BATCH):
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": objects[start:start + DELETE_BATCH], "Quiet": True})
+            if answer.get("Errors"):
+                raise RuntimeError(f"S3 refused to delete {len(answer['Errors'])} version(s): "
+                                   f"{answer['Errors'][0].get('Message')}")
+
+    def delete(self, key: str) -> None:
+        self._delete([{"Key": v["Key"], "VersionId": v["VersionId"]}
+                      for v in self._versions(key) if v["Key"] == key])
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Every version and delete marker under `prefix`; returns how many were deleted."""
+        found = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in self._versions(prefix)]
+        self._delete(found)
+        return len(found)
+
+    def replace(self, key: str, body: bytes) -> None:
+        version = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                         ContentType="application/x-ndjson").get("VersionId")
+        self._delete([{"Key": v["Key"], "VersionId": v["VersionId"]}
+                      for v in self._versions(key)
+                      if v["Key"] == key and v["VersionId"] != version])
+
+
+def emit_metrics(namespace: str) -> Callable[[Counts], None]:
+    """Publishes counts as CloudWatch metrics (embedded metric format)."""
+    def emit(counts: Counts) -> None:
+        for (model, outcome, reason), records in sorted(counts.items()):
+            dimensions = {"model": model, **({"reason": reason} if reason else {})}
+            with single_metric(name=METRICS[outcome], unit=MetricUnit.Count, value=records,
+                               namespace=namespace, default_dimensions=dimensions):
+                pass
+    return emit
+
+
+def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
+    """The deployment's hash key, read when first called (see the module's docstring);
+    the callable raises RuntimeError when none is configured."""
+    def read() -> bytes:
+        if environ.get(KEY_SECRET_ENV):
+            import boto3
+
+            secret = boto3.client("secretsmanager").get_secret_value(
+                SecretId=environ[KEY_SECRET_ENV])["SecretString"]
+            return str(secret).encode()
+        if environ.get(KEY_ENV):
+            return environ[KEY_ENV].encode()
+        if environ.get(KEY_FILE_ENV) or environ.get(DIR_ENV):
+            path = (Path(environ[KEY_FILE_ENV]) if environ.get(KEY_FILE_ENV) else
+                    Path(environ[DIR_ENV]) / KEY_FILE)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w") as file:
+                    file.write(secrets.token_hex(32))
+            return path.read_bytes().strip()
+        raise RuntimeError(f"no capture hash key: set {KEY_SECRET_ENV} or {KEY_ENV}")
+    return read
+
+
+def sink_from_environment(environ: Mapping[str, str]) -> Sink:
+    """The store CAPTURE_BUCKET or CAPTURE_DIR names, else stdout (see the module's
+    docstring)."""
+    if environ.get(BUCKET_ENV):
+        return StoreSink(S3Store(environ[BUCKET_ENV]))
+    if environ.get(DIR_ENV):
+        return StoreSink(FolderStore(Path(environ[DIR_ENV])))
+    return LogSink()
+
+
+def hook(environ: Mapping[str, str] = os.environ,
+         configs: Mapping[str, CaptureConfig] | None = None) -> CaptureHook | None:
+    """The capture hook of this process: `configs` per model (the batch runner's, from the
+    registry: counts written at each flush) or the function's own CAPTURE settings for every
+    model it serves (counts written at most every EMIT_EVERY_S); None when nothing is ever
+    captured."""
+    if configs is None:
+        own = from_environment(environ)
+        if not own.active:
+            return None
+
+        def lookup(model: str) -> CaptureConfig:
+            return own
+    else:
+        table = {name: with_override(config, environ) for name, config in configs.items()}
+        if not any(config.active for config in table.values()):
+            return None
+        off = CaptureConfig()
+
+        def lookup(model: str) -> CaptureConfig:
+            return table.get(model, off)
+    namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+    return CaptureHook(lookup, sink_from_environment(environ), hash_key(environ),
+                       emit_metrics(namespace), emit_every=EMIT_EVERY_S if configs is None else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """make capture / make capture-erase: print a model's records as JSON Lines, or erase
+    them (all, or a time window), from the bucket (--bucket, with AWS credentials) or the
+    local folder (--dir, default .local-api/capture)."""
+    parser = argparse.ArgumentParser(prog="python -m model_api.aws.capture",
+                                     description=main.__doc__)
+    parser.add_argument("command", choices=("read", "erase"))
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--since", help="ISO 8601 time (UTC when no zone): records at or after")
+    parser.add_argument("--until", help="ISO 8601 time: records before")
+    parser.add_argument("--bucket", help="the deployed stack's CaptureBucketName output")
+    parser.add_argument("--dir", type=Path, default=Path(".local-api/capture"))
+    args = parser.parse_args(argv)
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"error: --since/--until must be ISO 8601 times: {exc}", file=sys.stderr)
+        return 2
+    where: CaptureStore = S3Store(args.bucket) if args.bucket else FolderStore(args.dir)
+    if args.command == "read":
+        for item in capture_store.read(where, args.model, since, until):
+            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+        return 0
+    erased = capture_store.erase(where, args.model, since, until)
+    if isinstance(where, S3Store) and since is None and until is None:
+        erased_versions = where.delete_prefix(capture_store.model_prefix(args.model))
+        print(f"erased {erased} record(s) of {args.model} ({erased_versions} leftover "
+              "version(s) and delete markers)", file=sys.stderr)
+    else:
+        print(f"erased {erased} record(s) of {args.model}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The capture hook (model_api.pipeline.Hook): after the model, sample the exchange's rows
+first (nothing else is done for an unsampled request), build the record (model_api.capture.
+record) and keep it in memory; at flush (the end of an API request, of a batch chunk) hand each
+model's records to the sink (`Sink`) and count them.
+
+Sinks: on a Lambda function, one line per record on stdout (model_api.aws.capture.LogSink:
+CloudWatch Logs keeps it after the function returns, and a subscription sends it on to the
+capture bucket, so nothing waits on the request path); for the batch runner and local tests, a
+store (`StoreSink`: one JSON Lines object per flush and model).
+
+Counts, per model, passed to the caller's `emit` (Powertools metrics on AWS) at a flush, once
+`emit_every` seconds have passed since the last time (0: every flush) or when a record was
+dropped:
+`captured` (records built), `delivered` (records the sink accepted) and `dropped` with a
+reason: `store_error` (the sink refused or failed: its error type is logged, never the data),
+`too_large` (a record over the sink's `max_record_bytes`), `unserialisable` (a value JSON cannot
+hold), `record_error` (anything else while building it, e.g. no hash key could be read),
+`buffer_full` (more than MAX_BUFFERED_BYTES waiting for one flush). A failure never reaches
+the answer: the pipeline isolates hooks, and this hook catches its own failures to count them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from model_api.capture import record
+from model_api.capture.config import CaptureConfig
+from model_api.capture.store import CaptureStore, object_key
+from model_api.pipeline import Exchange, Hook
+
+logger = logging.getLogger(__name__)
+# Records waiting for one flush, in bytes (a batch chunk's sampled rows): past it, dropped.
+MAX_BUFFERED_BYTES = 16 << 20
+KEY_RETRY_S = 60.0
+CAPTURED, DELIVERED, DROPPED = "captured", "delivered", "dropped"
+# (model, outcome, reason) -> records; reason is "" unless outcome is dropped.
+Counts = Counter[tuple[str, str, str]]
+
+
+class Sink(Protocol):
+    """Where a flush's records go."""
+
+    # A record (one JSON line, bytes) over this is dropped as too_large.
+    max_record_bytes: int
+
+    def deliver(self, model: str, lines: list[bytes]) -> None:
+        """Hand on one model's records (JSON lines, each ending in a line break); raises on
+        failure (the hook counts them dropped, store_error)."""
+
+
+class StoreSink:
+    """Records to a store (model_api.capture.store): one JSON Lines object per flush and model,
+    under its date-partitioned key."""
+
+    max_record_bytes = record.MAX_RECORD_BYTES
+
+    def __init__(self, store: CaptureStore) -> None:
+        self.store = store
+
+    def deliver(self, model: str, lines: list[bytes]) -> None:
+        self.store.put(object_key(model), b"".join(lines))
+
+
+class CaptureHook(Hook):
+    """Captures sampled rows of each exchange into `sink` (a Sink, or a store, wrapped in a
+    StoreSink); see the module's docstring.
+
+    `configs(model)` gives a model's settings (one model's from the environment on a model
+    function; the registry's on the batch runner); `key()` the deployment's hash key (called
+    on the first record that hashes); `emit(counts)` publishes the counts at each flush."""
+
+    name = "capture"
+
+    def __init__(self, configs: Callable[[str], CaptureConfig], sink: Sink | CaptureStore,
+                 key: Callable[[], bytes], emit: Callable[[Counts], None] = lambda _: None,
+                 rng: random.Random | None = None, emit_every: float = 0.0) -> None:
+        self.configs, self.emit, self.emit_every = configs, emit, emit_every
+        self.emitted = time.monotonic()
+        self.sink: Sink = sink if hasattr(sink, "deliver") else StoreSink(sink)  # type: ignore[assignment]
+        self._key, self._secret, self._key_retry_at = key, b"", 0.0
+        self.random = rng or random.Random()
+        self.buffered: dict[str, list[bytes]] = {}
+        self.buffered_bytes = 0
+        self.counts: Counts = Counter()
+        self._patterns: dict[tuple[str, str], re.Pattern[str]] = {}
+
+    def key(self) -> bytes:
+        """The hash key, read once; after a failed read, records that hash are dropped
+        (record_error) for KEY_RETRY_S before it is tried again, so that a missing secret
+        never costs a call per request."""
+        if not self._secret:
+            if time.monotonic() < self._key_retry_at:
+                raise RuntimeError("the capture hash key could not be read; retrying later")
+            try:
+                self._secret = self._key()
+            except Exception:
+                self._key_retry_at = time.monotonic() + KEY_RETRY_S
+                raise
+        return self._secret
+
+    def _rows(self, share: float, rows: int) -> np.ndarray | bool | None:
+        """Which rows are sampled: False none, None all, else their indices."""
+        if share >= 100:
+            return None
+        if rows == 1:
+            return None if self.random.random() * 100 < share else False
+        picked = np.flatnonzero(np.random.default_rng(self.random.getrandbits(64))
+                                .random(rows) * 100 < share)
+        return picked if picked.size else False
+
+    def after_model(self, exchange: Exchange) -> None:
+        config = self.configs(exchange.model.manifest.name)
+        if not config.active or exchange.rows == 0:
+            return
+        rows = self._rows(config.sampling, exchange.rows)
+        if rows is False:
+            return
+        manifest = exchange.model.manifest
+        model = manifest.name
+        pattern = self._patterns.get((model, manifest.version))
+        if pattern is None:
+            pattern = self._patterns[model, manifest.version] = record.token_pattern(manifest)
+        try:
+            line = record.build(manifest, config, exchange.request.inputs, exchange.results,
+                                None if rows is None else rows,  # type: ignore[arg-type]
+                                exchange.request.id, exchange.path, self.key, pattern)
+        except Exception as error:  # counted and logged by type, never with the data
+            reason = ("unserialisable" if isinstance(error, TypeError | ValueError |
+                                                     OverflowError) else "record_error")
+            self.counts[model, DROPPED, reason] += 1
+            logger.warning("capture: a record of %s was not built (%s)", model,
+                           type(error).__name__)
+            return
+        self.counts[model, CAPTURED, ""] += 1
+        if len(line) > self.sink.max_record_bytes:
+            self.counts[model, DROPPED, "too_large"] += 1
+            return
+        if self.buffered_bytes + len(line) > MAX_BUFFERED_BYTES:
+            self.counts[model, DROPPED, "buffer_full"] += 1
+            return
+        self.buffered.setdefault(model, []).append(line)
+        self.buffered_bytes += len(line)
+
+    def flush(self) -> None:
+        buffered, self.buffered, self.buffered_bytes = self.buffered, {}, 0
+        for model, lines in buffered.items():
+            try:
+                self.sink.deliver(model, lines)
+            except Exception as error:  # a store that fails never fails an answer
+                self.counts[model, DROPPED, "store_error"] += len(lines)
+                logger.error("capture: %d record(s) of %s not stored (%s)", len(lines), model,
+                             type(error).__name__)
+            else:
+                self.counts[model, DELIVERED, ""] += len(lines)
+        if self.counts:
+            now = time.monotonic()
+            if (now - self.emitted >= self.emit_every
+                    or any(outcome == DROPPED for _, outcome, _ in self.counts)):
+                counts, self.counts, self.emitted = self.counts, Counter(), now
+                self.emit(counts)

@@ -1,0 +1,188 @@
+"""Data capture (model_api/capture, model_api/aws/capture.py): settings, records, the hook on
+the real pipeline and models, the S3 store on moto (erasure of every version), and the local
+API capturing held-back rows that `make capture`'s code reads back."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from contextlib import redirect_stdout
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from model_api.aws import capture as aws_capture
+from model_api.capture import store as capture_store
+from model_api.capture.config import CaptureConfigError, parse
+from model_api.capture.hook import CaptureHook, Counts
+from model_api.capture.store import FolderStore
+from model_api.limits import API_REQUEST
+from model_api.model import LoadedModel
+from model_api.pipeline import Pipeline
+from moto import mock_aws
+
+from model_registry.registry import ModelEntry, RegistryError, check
+from tests.conftest import MODELS_DIR, local_api_server
+
+SECRET_TEXT = "Zanzibar quokka marmalade whispered"
+KEY = b"k" * 32
+
+
+def _model(name: str) -> LoadedModel:
+    return LoadedModel.load(next((MODELS_DIR / name).glob("*")))
+
+
+def _body(name: str, rows: list[Any], datatype: str = "FP32") -> bytes:
+    shape = [len(rows), *([len(rows[0])] if isinstance(rows[0], list) else [])]
+    return json.dumps({"id": "r1", "inputs": [{"name": "features" if datatype == "FP32"
+                                               else "text", "shape": shape,
+                                               "datatype": datatype, "data": rows}]}).encode()
+
+
+def _held_back(name: str) -> list[list[float]]:
+    rows: list[list[float]] = json.loads(
+        next((MODELS_DIR / name).glob("*/examples.json")).read_text())["inputs"]["features"]
+    return rows
+
+
+def _hook(store: Any, sampling: float = 100, emitted: list[Counts] | None = None,
+          **settings: Any) -> CaptureHook:
+    config = parse({"sampling": sampling, **settings})
+    return CaptureHook(lambda _model: config, store, lambda: KEY,
+                       (emitted.append if emitted is not None else lambda _: None))
+
+
+def test_settings_are_checked_with_clear_errors() -> None:
+    assert parse({"sampling": 20}).active
+    assert not parse(None).active
+    for bad, words in (({"sampling": 120}, "0 to 100"), ({"rules": {"x": "blur"}}, "blur"),
+                       ({"rules": {"x": {"bucket": [3, 1]}}}, "increasing"),
+                       ({"sample": 5}, "unknown field")):
+        with pytest.raises(CaptureConfigError, match=words):
+            parse(bad)
+    with pytest.raises(RegistryError, match=r"my-model: capture\.sampling"):
+        check(ModelEntry("my-model", "seed", ["1"], "1", capture={"sampling": -1}))
+
+
+def test_held_back_rows_captured_and_read_back(tmp_path: Path) -> None:
+    emitted: list[Counts] = []
+    pipeline = Pipeline(API_REQUEST, [_hook(FolderStore(tmp_path), emitted=emitted)])
+    model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
+    answer = pipeline.answer(model, _body("breast-cancer-mlp", rows), {})
+    records = list(capture_store.read(FolderStore(tmp_path), "breast-cancer-mlp"))
+    assert len(records) == 1 and records[0]["rows"] == len(rows)
+    assert np.allclose(records[0]["inputs"]["features"], rows, rtol=1e-6)
+    assert records[0]["outputs"]["label"] == json.loads(answer.body)["outputs"][0]["data"]
+    assert records[0]["version"] == "1" and records[0]["id"] == "r1"
+    assert datetime.fromisoformat(records[0]["time"].replace("Z", "+00:00")).tzinfo
+    assert emitted == [{("breast-cancer-mlp", "captured", ""): 1,
+                        ("breast-cancer-mlp", "delivered", ""): 1}]
+
+
+def test_rules_round_bucket_drop_and_sampling(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path)
+    model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
+    Pipeline(API_REQUEST, [_hook(store, rules={"features": {"round": 0}}, outputs=False)]
+             ).answer(model, _body("x", rows), {})
+    Pipeline(API_REQUEST, [_hook(store, rules={"features": {"bucket": [10, 100]}})]
+             ).answer(model, _body("x", rows), {})
+    Pipeline(API_REQUEST, [_hook(store, rules={"features": "drop"})]
+             ).answer(model, _body("x", rows), {})
+    Pipeline(API_REQUEST, [_hook(store, sampling=0)]).answer(model, _body("x", rows), {})
+    rounded, bucketed, dropped = capture_store.read(store, "breast-cancer-mlp")
+    assert rounded["inputs"]["features"][0][0] == round(rows[0][0]) and "outputs" not in rounded
+    assert set(bucketed["inputs"]["features"]["bucket"][0]) <= {0, 1, 2}
+    assert dropped["inputs"] == {} and dropped["outputs"]
+
+
+def test_text_never_stored_nor_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = FolderStore(tmp_path)
+    hook = CaptureHook(lambda _m: parse({"sampling": 100}), store,
+                       aws_capture.hash_key({"CAPTURE_DIR": str(tmp_path)}),
+                       aws_capture.emit_metrics("Test"))
+    model = _model("text-topics")
+    for _ in range(2):
+        Pipeline(API_REQUEST, [hook]).answer(model, _body("t", [SECRET_TEXT], "BYTES"), {})
+    records = list(capture_store.read(store, "text-topics"))
+    assert records[0]["inputs"]["text"]["length"] == [len(SECRET_TEXT)]
+    assert records[0]["inputs"]["text"]["tokens"] == [4]
+    # equal texts, equal keyed hashes: counted without being kept
+    assert records[0]["inputs"]["text"]["hash"] == records[1]["inputs"]["text"]["hash"]
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    logged = caplog.text + "".join(capsys.readouterr())
+    for word in SECRET_TEXT.split():
+        assert word.encode() not in written and word.lower().encode() not in written
+        assert word not in logged
+
+
+class _FailingStore(FolderStore):
+    def put(self, key: str, body: bytes) -> None:
+        raise ConnectionError("store unreachable")
+
+
+def test_a_failing_store_never_fails_or_changes_the_answer(tmp_path: Path) -> None:
+    emitted: list[Counts] = []
+    model, body = _model("breast-cancer-mlp"), _body("x", _held_back("breast-cancer-mlp"))
+    plain = Pipeline(API_REQUEST).answer(model, body, {})
+    failing = Pipeline(API_REQUEST, [_hook(_FailingStore(tmp_path), emitted=emitted)]
+                       ).answer(model, body, {})
+    assert failing == plain
+    assert emitted[0][("breast-cancer-mlp", "dropped", "store_error")] == 1
+
+
+@mock_aws
+def test_erasure_on_a_versioned_bucket_leaves_nothing() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="capture")
+    s3.put_bucket_versioning(Bucket="capture", VersioningConfiguration={"Status": "Enabled"})
+    store = aws_capture.S3Store("capture", s3)
+    model, body = _model("breast-cancer-mlp"), _body("x", _held_back("breast-cancer-mlp"))
+    pipeline = Pipeline(API_REQUEST, [_hook(store)])
+    for _ in range(3):
+        pipeline.answer(model, body, {})
+    records = list(capture_store.read(store, "breast-cancer-mlp"))
+    assert len(records) == 3
+    # a window: the first record only; an object rewritten keeps no older version
+    first = capture_store.parse_time(records[0]["time"])
+    assert capture_store.erase(store, "breast-cancer-mlp", since=first,
+                               until=first + timedelta(microseconds=1)) == 1
+    assert len(list(capture_store.read(store, "breast-cancer-mlp"))) == 2
+    key = next(store.keys("capture/"))
+    s3.put_object(Bucket="capture", Key=key, Body=s3.get_object(Bucket="capture", Key=key)[
+        "Body"].read())  # a second version of one object
+    assert capture_store.erase(store, "breast-cancer-mlp") == 2
+    listed = s3.list_object_versions(Bucket="capture")
+    assert not listed.get("Versions") and not listed.get("DeleteMarkers")
+
+
+def test_local_api_captures_held_back_rows_for_make_capture(tmp_path: Path) -> None:
+    folder = tmp_path / "capture"
+    rows = _held_back("breast-cancer-mlp")
+    with local_api_server(tmp_path / "api.log", extra=("--capture-dir", str(folder))) as (
+            client, _port):
+        since = datetime.now(UTC).isoformat()
+        for row in rows:
+            answer = client.post("/v2/models/breast-cancer-mlp/infer",
+                                 content=_body("x", [row]))
+            assert answer.status_code == 200, answer.text
+        answer = client.post("/v2/models/text-topics/infer",
+                             content=_body("t", [SECRET_TEXT], "BYTES"))
+        assert answer.status_code == 200, answer.text
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert aws_capture.main(["read", "--model", "breast-cancer-mlp", "--since", since,
+                                 "--dir", str(folder)]) == 0
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert np.allclose([r["inputs"]["features"][0] for r in records], rows, rtol=1e-6)
+    written = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    logged = (tmp_path / "api.log").read_text()
+    for word in SECRET_TEXT.split():
+        assert word.encode() not in written and word not in logged
+    assert aws_capture.main(["erase", "--model", "text-topics", "--dir", str(folder)]) == 0
+    assert not list(folder.glob("capture/text-topics/**/*.jsonl"))
