@@ -72,7 +72,7 @@ def test_held_back_rows_captured_and_read_back(tmp_path: Path) -> None:
     emitted: list[Counts] = []
     pipeline = Pipeline(API_REQUEST, [_hook(FolderStore(tmp_path), emitted=emitted)])
     model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
-    answer = pipeline.answer(model, _body("breast-cancer-mlp", rows), {})
+    answer = pipeline.handle(model, _body("breast-cancer-mlp", rows), {})
     records = list(capture_store.read(FolderStore(tmp_path), "breast-cancer-mlp"))
     assert len(records) == 1 and records[0]["rows"] == len(rows)
     assert np.allclose(records[0]["inputs"]["features"], rows, rtol=1e-6)
@@ -87,12 +87,12 @@ def test_rules_round_bucket_drop_and_sampling(tmp_path: Path) -> None:
     store = FolderStore(tmp_path)
     model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
     Pipeline(API_REQUEST, [_hook(store, rules={"features": {"round": 0}}, outputs=False)]
-             ).answer(model, _body("x", rows), {})
+             ).handle(model, _body("x", rows), {})
     Pipeline(API_REQUEST, [_hook(store, rules={"features": {"bucket": [10, 100]}})]
-             ).answer(model, _body("x", rows), {})
+             ).handle(model, _body("x", rows), {})
     Pipeline(API_REQUEST, [_hook(store, rules={"features": "drop"})]
-             ).answer(model, _body("x", rows), {})
-    Pipeline(API_REQUEST, [_hook(store, sampling=0)]).answer(model, _body("x", rows), {})
+             ).handle(model, _body("x", rows), {})
+    Pipeline(API_REQUEST, [_hook(store, sampling=0)]).handle(model, _body("x", rows), {})
     rounded, bucketed, dropped = capture_store.read(store, "breast-cancer-mlp")
     assert rounded["inputs"]["features"][0][0] == round(rows[0][0]) and "outputs" not in rounded
     assert set(bucketed["inputs"]["features"]["bucket"][0]) <= {0, 1, 2}
@@ -108,7 +108,7 @@ def test_text_never_stored_nor_logged(tmp_path: Path, caplog: pytest.LogCaptureF
                        aws_capture.emit_metrics("Test"))
     model = _model("text-topics")
     for _ in range(2):
-        Pipeline(API_REQUEST, [hook]).answer(model, _body("t", [SECRET_TEXT], "BYTES"), {})
+        Pipeline(API_REQUEST, [hook]).handle(model, _body("t", [SECRET_TEXT], "BYTES"), {})
     records = list(capture_store.read(store, "text-topics"))
     assert records[0]["inputs"]["text"]["length"] == [len(SECRET_TEXT)]
     assert records[0]["inputs"]["text"]["tokens"] == [4]
@@ -129,9 +129,9 @@ class _FailingStore(FolderStore):
 def test_a_failing_store_never_fails_or_changes_the_answer(tmp_path: Path) -> None:
     emitted: list[Counts] = []
     model, body = _model("breast-cancer-mlp"), _body("x", _held_back("breast-cancer-mlp"))
-    plain = Pipeline(API_REQUEST).answer(model, body, {})
+    plain = Pipeline(API_REQUEST).handle(model, body, {})
     failing = Pipeline(API_REQUEST, [_hook(_FailingStore(tmp_path), emitted=emitted)]
-                       ).answer(model, body, {})
+                       ).handle(model, body, {})
     assert failing == plain
     assert emitted[0][("breast-cancer-mlp", "dropped", "store_error")] == 1
 
@@ -145,7 +145,7 @@ def test_erasure_on_a_versioned_bucket_leaves_nothing() -> None:
     model, body = _model("breast-cancer-mlp"), _body("x", _held_back("breast-cancer-mlp"))
     pipeline = Pipeline(API_REQUEST, [_hook(store)])
     for _ in range(3):
-        pipeline.answer(model, body, {})
+        pipeline.handle(model, body, {})
     records = list(capture_store.read(store, "breast-cancer-mlp"))
     assert len(records) == 3
     # a window: the first record only; an object rewritten keeps no older version
