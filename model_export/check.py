@@ -2,11 +2,12 @@
 
 Parity compares onnxruntime's outputs with the training framework's own predictions on the
 held-back rows; any drift beyond the tolerance stops the export (ParityError), never a warning.
+A text model's parity is also checked on texts beyond ASCII (`unicode_parity`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from model_export.artifact import signature
+from model_export.text import UNICODE_TEXTS
 
 
 class ParityError(AssertionError):
@@ -66,3 +68,21 @@ def compare(onnx_outputs: Mapping[str, np.ndarray], framework: Mapping[str, np.n
                               f"{tolerance.value:g}")
         record.setdefault(f"max_{tolerance.kind}_diff", {})[name] = worst
     return record
+
+
+def unicode_parity(run: ort.InferenceSession, input_name: str,
+                   predict: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None,
+                   tolerances: Mapping[str, Tolerance]) -> dict[str, Any]:
+    """Parity of a text model on `model_export.text.UNICODE_TEXTS` (accents, German, Chinese,
+    emoji, ...): `predict` is the framework's own prediction. ParityError if it differs, or if
+    a text model gives no `predict` (its tokenising could not be checked)."""
+    if predict is None:
+        raise ParityError("a text model needs the framework's predict to check its parity on "
+                          "texts beyond ASCII (Trained.predict)")
+    texts = np.array(UNICODE_TEXTS, dtype=object)
+    outputs = dict(zip([o.name for o in run.get_outputs()], run.run(None, {input_name: texts}),
+                       strict=True))
+    try:
+        return compare(outputs, predict(texts), tolerances)
+    except ParityError as error:
+        raise ParityError(f"on texts beyond ASCII: {error}") from None

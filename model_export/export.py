@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+from model_api.datatypes import BYTES
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
 from model_export import explanation
 from model_export.artifact import canonical_bytes, write_version
-from model_export.check import Tolerance, check_graph, compare, session
+from model_export.check import Tolerance, check_graph, compare, session, unicode_parity
 
 EXAMPLE_ROWS = 8  # held-back rows kept as the model's examples
 
@@ -70,6 +71,9 @@ class Trained:
     # background, by input name; or a linear model's (coefficients, training means), FP64.
     background: Mapping[str, np.ndarray] | None = None
     linear: tuple[np.ndarray, np.ndarray] | None = None
+    # The framework's own prediction (rows -> outputs by name, as `framework`): required for a
+    # text (BYTES) input, whose parity is also checked on texts beyond ASCII (model_export.text).
+    predict: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None
 
 
 def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -90,6 +94,9 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
         on_test = dict(zip([o.name for o in run.get_outputs()],
                            run.run(None, {input_name: trained.test.x}), strict=True))
         parity = compare(on_test, trained.framework, trained.tolerances)
+        if trained.inputs[0]["datatype"] == BYTES:
+            parity["unicode_texts"] = unicode_parity(run, input_name, trained.predict,
+                                                     trained.tolerances)
         on_full = dict(zip([o.name for o in run.get_outputs()],
                            run.run(None, {input_name: trained.full.x}), strict=True))
     manifest: dict[str, Any] = {

@@ -42,6 +42,7 @@ from model_export.artifact import (
     write_version,
 )
 from model_export.seeds import RECIPES
+from model_export.text import UNICODE_TEXTS
 from model_registry import registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
@@ -92,6 +93,28 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
+    if len(feeds) == 1 and next(iter(feeds.values())).dtype.kind == "O":
+        text_run(session, next(iter(feeds)), next(iter(feeds.values())).shape, source)
+
+
+def text_run(session: ort.InferenceSession, name: str, shape: tuple[int, ...],
+             source: str) -> None:
+    """A text model (one string input of one text per row) must answer every text of
+    model_export.text.UNICODE_TEXTS (accents, German, Chinese, emoji, stop words alone, empty)
+    with one row each: AddError if it fails or drops or adds rows (a StringNormalizer with
+    stop words drops a text that is only stop words)."""
+    if any(size != 1 for size in shape[1:]):
+        return  # several strings per row: no text per row to try
+    texts = np.array(UNICODE_TEXTS, dtype=object).reshape(len(UNICODE_TEXTS), *shape[1:])
+    try:
+        outputs = session.run(None, {name: texts})
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise AddError(f"{source} fails on texts beyond ASCII: {exc}") from exc
+    wrong = [output.name for output, value in zip(session.get_outputs(), outputs, strict=True)
+             if not value.shape or value.shape[0] != len(texts)]
+    if wrong:
+        raise AddError(f"{source} does not answer one row per text for {len(texts)} texts "
+                       f"(accents, Chinese, emoji, stop words alone, empty): outputs {wrong}")
 
 
 def read_fields(path: Path) -> dict[str, Any]:

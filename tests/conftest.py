@@ -20,7 +20,10 @@ from local_api.context import LambdaContext
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "build" / "models"
 EVENTS_DIR = ROOT / "events"
-BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
+# The built template the local API tiers serve; MODEL_API_BUILT_TEMPLATE: another (the
+# lifecycle test serves a copy of the repository with added models, model_registry.synthetic).
+BUILT_TEMPLATE = Path(os.environ.get("MODEL_API_BUILT_TEMPLATE")
+                      or ROOT / ".aws-sam" / "build" / "template.yaml")
 # Every stack of the deployment: template.yaml (the root), then each group of models' nested stack.
 STACKS = (ROOT / "template.yaml", *sorted((ROOT / "stacks").glob("models-*.yaml")))
 # The venv's own command-line tools, whatever PATH the tests run with.
@@ -40,13 +43,25 @@ def lambda_context() -> LambdaContext:
 
 
 def exported_manifests() -> list[dict[str, Any]]:
-    """Manifests of the models `make models` exported (the tests' real models)."""
+    """Manifests of every version `make models` exported (the tests' real models), current or
+    not: an added version may have no metrics, examples or explanation."""
     return [json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*/*/manifest.json"))]
+
+
+def current_manifests() -> dict[str, dict[str, Any]]:
+    """The manifest of each registered model's current version (models.yaml), by model name:
+    what its unversioned routes serve (not its highest version)."""
+    from model_registry import registry
+
+    return {entry.name: json.loads((MODELS_DIR / entry.name / entry.current / "manifest.json")
+                                   .read_text())
+            for entry in registry.load() if (MODELS_DIR / entry.name / entry.current).is_dir()}
 
 
 @pytest.fixture(scope="session")
 def manifests() -> dict[str, dict[str, Any]]:
-    found = {m["name"]: m for m in exported_manifests()}
+    """Each registered model's current version's manifest, by model name."""
+    found = current_manifests()
     if not found:
         pytest.fail(f"no exported models under {MODELS_DIR}: run `make models` (make test does)")
     return found

@@ -11,6 +11,14 @@ signature with botocore's own signer (`S3SigV4QueryAuth`), and answers S3's 403 
 of the URL changed, or a signed header such as Content-Length different), or
 `InvalidAccessKeyId`. Requests signed in headers (the SDK's) go to moto unchecked, as before.
 
+`KeepPutBodies` (between the checks and moto) keeps the bytes of every PUT. moto runs behind
+werkzeug, which parses a body sent with a form Content-Type as a form: with
+`application/x-www-form-urlencoded` (what `curl --data-binary` and Python's `urllib` send by
+default) or `multipart/form-data`, moto stored 0 bytes and answered 200 (getmoto/moto#3363).
+S3 stores a PUT's body as sent, whatever its Content-Type (which a presigned URL does not sign
+unless asked to). The one difference left: such an object's recorded Content-Type is
+`application/octet-stream` here.
+
 Local only (neither BatchLayer nor the runner's image carries it):
 `python -m local_api.batch.s3 --port N` serves it until stopped.
 """
@@ -137,6 +145,29 @@ class PresignedUrlChecks:
         return self.app(environ, start_response)
 
 
+# Media types werkzeug parses as a form, consuming the body moto would store (werkzeug.formparser).
+FORM_MEDIA_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+STORED_AS = "application/octet-stream"
+
+
+class KeepPutBodies:
+    """WSGI middleware: a PUT whose Content-Type is a form type reaches `app` as
+    `application/octet-stream`, so its body is stored byte for byte, as S3 stores it; every
+    other request passes unchanged. Put it inside `PresignedUrlChecks`, which checks a signed
+    Content-Type against the value the client sent."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "PUT":
+            media_type = str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0]
+            if media_type.strip().lower() in FORM_MEDIA_TYPES:
+                environ["CONTENT_TYPE"] = STORED_AS
+        return self.app(environ, start_response)
+
+
 class OneLineErrors(logging.Filter):
     """moto's own failures as one line (type and message), not werkzeug's traceback: they are
     500s that botocore retries, such as moto's ListObjectVersions racing a concurrent PUT of
@@ -151,12 +182,14 @@ class OneLineErrors(logging.Filter):
 
 
 def serve(host: str, port: int, secrets: Mapping[str, str]) -> None:
-    """Serve moto's S3, DynamoDB, SQS, EventBridge ... with presigned URLs checked."""
+    """Serve moto's S3, DynamoDB, SQS, EventBridge ... with presigned URLs checked and every
+    PUT's body kept as sent (KeepPutBodies)."""
     from moto.moto_server.threaded_moto_server import MotoRequestHandler
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    app = PresignedUrlChecks(DomainDispatcherApplication(create_backend_app), secrets)
+    app = PresignedUrlChecks(KeepPutBodies(DomainDispatcherApplication(create_backend_app)),
+                             secrets)
     make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler
                 ).serve_forever()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,35 @@ def test_s3_refuses_a_tampered_expired_or_oversized_upload(api: httpx.Client) ->
     assert put(url, body).status_code == 200
     record = wait_for(api, job, finished, timeout=60)
     assert record["status"] == "succeeded" and record["errors"] == 1  # `inputs` is empty
+    api.delete(job["status_url"])
+
+
+@pytest.mark.parametrize("client", ["urllib", "form", "multipart"])
+def test_an_upload_with_a_form_content_type_keeps_its_bytes(api: httpx.Client,
+                                                            client: str) -> None:
+    # Given a job's input, uploaded as stock clients send it: urllib (and curl --data-binary)
+    # say application/x-www-form-urlencoded, which moto alone would parse as a form
+    body = b"".join(json.dumps({"id": str(n), "inputs": [{
+        "name": "features", "shape": [1, 30], "datatype": "FP32",
+        "data": [n / 7 + 0.25] * 30}]}).encode() + b"\n" for n in range(3))
+    job = create(api, len(body))
+    if client == "urllib":
+        request = urllib.request.Request(job["upload_url"], data=body, method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        assert request.get_header("Content-type") == "application/x-www-form-urlencoded"
+    else:
+        media_type = {"form": "application/x-www-form-urlencoded",
+                      "multipart": "multipart/form-data; boundary=x"}[client]
+        answer = httpx.put(job["upload_url"], content=body, timeout=30,
+                           headers={"Content-Type": media_type})
+        assert answer.status_code == 200, answer.text
+    # Then S3 holds exactly those bytes, and the job runs every row
+    record = wait_for(api, job, finished, timeout=60)
+    stored = s3_at(job["upload_url"]).get_object(Bucket=BUCKET, Key=record["input"]["key"])
+    assert stored["Body"].read() == body
+    assert record["status"] == "succeeded", record
+    assert (record["rows_read"], record["outputs_written"], record["errors"]) == (3, 3, 0)
     api.delete(job["status_url"])
 
 

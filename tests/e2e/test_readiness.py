@@ -56,14 +56,16 @@ def test_a_model_failing_its_sha256_check_makes_the_server_not_ready(api: httpx.
     ready = api.get("/v2/health/ready")
     assert ready.status_code == 503
     assert f"model '{TAMPERED}'" in ready.json()["error"] and "sha256" in ready.json()["error"]
+    # Readiness is per version: only the tampered one (the current) is unavailable
+    tampered = (TAMPERED, next(e.current for e in registry.load() if e.name == TAMPERED))
     index = {(e["name"], e["version"]): e for e in api.post("/v2/repository/index").json()}
-    assert {key[0] for key in index} == {e.name for e in registry.load()}
-    for (name, _), entry in index.items():
-        if name == TAMPERED:
+    assert set(index) == {(e.name, v) for e in registry.load() for v in e.versions}
+    for key, entry in index.items():
+        if key == tampered:
             assert entry["state"] == "UNAVAILABLE" and "sha256" in entry["reason"]
         else:
             assert entry["state"] == "READY" and entry["reason"] == ""
-    assert TAMPERED not in {e["name"] for e in
+    assert tampered not in {(e["name"], e["version"]) for e in
                             api.post("/v2/repository/index", json={"ready": True}).json()}
     client = triton.InferenceServerClient(url=str(api.base_url).removeprefix("http://"))
     assert not client.is_server_ready()

@@ -25,6 +25,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_api.binary import decode_tensor
+from model_api.datatypes import BY_NAME, DATATYPES, LENGTH_PREFIXED, NUMPY_DTYPES
 from model_api.limits import MAX_ROWS
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -95,11 +97,39 @@ def test_schema_fuzzing_gets_no_server_error(local_api: httpx.Client, operation:
 # --- well-formed tensors -----------------------------------------------------------------------
 
 def elements(datatype: str, magnitude: float) -> st.SearchStrategy[Any]:
-    """Elements of a datatype up to `magnitude`, its extremes drawn often (where bugs live)."""
-    if datatype == "BYTES":
+    """Valid elements of a datatype (its row in model_api.datatypes: booleans for BOOL,
+    integers within the dtype's range, finite floats of its width, text), numbers up to
+    `magnitude`, their extremes drawn often (where bugs live)."""
+    row = BY_NAME[datatype]
+    if row.kind == "string":
         return st.text(max_size=40)
-    return st.one_of(st.floats(-magnitude, magnitude, allow_nan=False, width=32),
-                     st.sampled_from([magnitude, -magnitude]))
+    if row.kind == "bool":
+        return st.booleans()
+    if row.kind == "integer":
+        info = np.iinfo(row.dtype)
+        low, high = max(int(info.min), -int(magnitude)), min(int(info.max), int(magnitude))
+        return st.one_of(st.integers(low, high), st.sampled_from([low, high]))
+    largest = min(magnitude, float(np.finfo(row.dtype).max))
+    return st.one_of(st.floats(-largest, largest, allow_nan=False,
+                               width=8 * row.dtype.itemsize),
+                     st.sampled_from([largest, -largest]))
+
+
+def packed(datatype: str, values: list[Any]) -> bytes:
+    """`values` as binary tensor data (little-endian fixed width; BYTES length-prefixed)."""
+    row = BY_NAME[datatype]
+    if row.wire == LENGTH_PREFIXED:
+        return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+    return np.asarray(values, row.dtype).tobytes()
+
+
+def route_of(manifest: dict[str, Any], route: str) -> str:
+    """The path of `route` for exactly the manifest's version (current or not)."""
+    return f"/v2/models/{manifest['name']}/versions/{manifest['version']}/{route}"
+
+
+def explains(manifest: dict[str, Any]) -> bool:
+    return manifest.get("explanation", {}).get("method", "none") != "none"
 
 
 @st.composite
@@ -119,8 +149,7 @@ def well_formed(draw: Callable[..., Any], manifest: dict[str, Any], magnitude: f
         tensor: dict[str, Any] = {"name": spec["name"], "shape": shape,
                                   "datatype": spec["datatype"]}
         if binary:
-            blob = (b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
-                    if spec["datatype"] == "BYTES" else np.asarray(values, "<f4").tobytes())
+            blob = packed(spec["datatype"], values)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -137,23 +166,47 @@ def well_formed(draw: Callable[..., Any], manifest: dict[str, Any], magnitude: f
                                     "Inference-Header-Content-Length": str(len(head))}, rows
 
 
-def test_the_models_take_fp32_or_bytes() -> None:
-    """well_formed packs binary tensors as FP32 or BYTES: a model of another datatype needs it
-    extended first."""
-    datatypes = {spec["datatype"] for m in exported_manifests() for spec in m["inputs"]}
-    assert datatypes <= {"FP32", "BYTES"}
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_the_generator_packs_every_datatype_as_the_codec_reads_it(datatype: str) -> None:
+    """well_formed draws valid elements of any datatype a model may take (an added model's
+    FP16, BOOL, UINT64 ...) and packs them as binary tensor data the serving codec reads."""
+    manifest = {"inputs": [{"name": "x", "datatype": datatype, "shape": [-1, 3]}],
+                "outputs": [{"name": "y"}]}
+
+    @FUZZ
+    @given(request=well_formed(manifest, magnitude=1e4))
+    def fuzz(request: tuple[bytes, dict[str, str], int]) -> None:
+        body, headers, rows = request
+        length = int(headers.get("Inference-Header-Content-Length", len(body)))
+        (tensor,) = json.loads(body[:length])["inputs"]
+        if "data" in tensor:
+            array = np.asarray(tensor["data"], NUMPY_DTYPES[datatype])
+        else:
+            array = decode_tensor("x", datatype, (rows, 3), body[length:])
+        assert array.shape in ((rows, 3), (rows * 3,)) and array.size == rows * 3
+
+    fuzz()
 
 
-@pytest.mark.parametrize("route", ["infer", "explain"])
-@pytest.mark.parametrize("manifest", exported_manifests(), ids=lambda manifest: manifest["name"])
+def served(route: str, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every exported version, for `route` (explain: the versions that explain)."""
+    return [m for m in manifests if route == "infer" or explains(m)]
+
+
+def version_id(manifest: dict[str, Any]) -> str:
+    return f"{manifest['name']}-{manifest['version']}"
+
+
+@pytest.mark.parametrize(("route", "manifest"), [
+    (route, m) for route in ("infer", "explain") for m in served(route, exported_manifests())],
+    ids=lambda value: version_id(value) if isinstance(value, dict) else value)
 def test_well_formed_requests_of_ordinary_values_are_served(
         local_api: httpx.Client, manifest: dict[str, Any], route: str) -> None:
     @FUZZ
     @given(request=well_formed(manifest, magnitude=1e4, max_rows=ROWS[route]))
     def fuzz(request: tuple[bytes, dict[str, str], int]) -> None:
         body, headers, rows = request
-        response = local_api.post(f"/v2/models/{manifest['name']}/{route}", content=body,
-                                  headers=headers)
+        response = local_api.post(route_of(manifest, route), content=body, headers=headers)
         assert response.status_code == 200, response.text[:300]
         length = int(response.headers.get("Inference-Header-Content-Length", len(response.content)))
         answer = json.loads(response.content[:length])
@@ -162,10 +215,10 @@ def test_well_formed_requests_of_ordinary_values_are_served(
     fuzz()
 
 
-@pytest.mark.parametrize("manifest", [m for m in exported_manifests()
-                                      if all(s["datatype"] == "FP32" for s in m["inputs"])],
-                         ids=lambda manifest: manifest["name"])
-@pytest.mark.parametrize("route", ["infer", "explain"])
+@pytest.mark.parametrize(("route", "manifest"), [
+    (route, m) for route in ("infer", "explain") for m in served(route, exported_manifests())
+    if all(s["datatype"] == "FP32" for s in m["inputs"])],
+    ids=lambda value: version_id(value) if isinstance(value, dict) else value)
 def test_well_formed_requests_of_extreme_values_get_no_server_error(
         local_api: httpx.Client, manifest: dict[str, Any], route: str) -> None:
     """FP32's largest finite values drive outputs to inf or NaN: the client's doing, a 400."""
@@ -174,8 +227,7 @@ def test_well_formed_requests_of_extreme_values_get_no_server_error(
                                max_rows=ROWS[route]))
     def fuzz(request: tuple[bytes, dict[str, str], int]) -> None:
         body, headers, _ = request
-        response = local_api.post(f"/v2/models/{manifest['name']}/{route}", content=body,
-                                  headers=headers)
+        response = local_api.post(route_of(manifest, route), content=body, headers=headers)
         check_answer(response.status_code, response.content, manifest["name"])
 
     fuzz()

@@ -341,3 +341,31 @@ def test_a_model_of_two_inputs_gets_attributions_per_input(
     total = (outputs["base_value"] + outputs["attributions_a"].sum(axis=1)
              + outputs["attributions_b"].sum(axis=1))
     np.testing.assert_allclose(total, outputs["probabilities"][np.arange(4), target], atol=1e-5)
+
+
+def text_model(path: Path, stopwords: list[str]) -> Path:
+    """A text model: lower-cased text [N] -> [N] (a StringNormalizer, with `stopwords`)."""
+    attributes: dict[str, Any] = {"case_change_action": "LOWER", "locale": "C.UTF-8"}
+    if stopwords:
+        attributes["stopwords"] = stopwords
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("StringNormalizer", ["text"], ["lowered"], **attributes)], "text",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("lowered", TensorProto.STRING, ["N"])]),
+        opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def test_a_text_model_must_answer_one_row_per_text_beyond_ascii(
+        tmp_path: Path, project: Project) -> None:
+    # A text model answering every text (accents, Chinese, emoji, stop words alone, empty)
+    entry = add("lowered", text_model(tmp_path / "ok.onnx", []), project=project)
+    assert entry.versions == ["1"]
+    # One that drops a text made of stop words only (a StringNormalizer's stop words act on
+    # whole strings) is refused, and nothing is written
+    before = snapshot(project)
+    with pytest.raises(AddError, match="one row per text"):
+        add("dropping", text_model(tmp_path / "drops.onnx", ["the"]), project=project)
+    assert snapshot(project) == before

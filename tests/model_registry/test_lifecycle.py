@@ -1,5 +1,11 @@
 """A model's lifecycle stays green: add (any signature, or a new version of a seed model), serve
 every generated event through the real handler, check OpenAPI, remove, and the tree is as it was.
+
+And the test tiers themselves hold after an ordinary add (issue 25): a copy of the repository
+gets a three-input FP16/BOOL/UINT64 model and a second version of a seed model (no background,
+no examples' metrics), then the tiers that read the registry and the exported models run
+against that copy in a subprocess (`TIERS`, about a minute on 2 cores; MODEL_API_LIFECYCLE_TIERS=all
+adds the slow ones, `SLOW_TIERS`, several minutes).
 """
 
 from __future__ import annotations
@@ -7,6 +13,11 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +29,15 @@ from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
-from model_registry import openapi, registry, template
+from model_registry import openapi, registry, synthetic, template
 from model_registry.add import AddError, add
 from model_registry.registry import Project, exported
 from model_registry.remove import RemoveError, remove
-from tests.conftest import ROOT, LambdaContext
-from tests.model_registry.conftest import snapshot
+from tests.conftest import BUILT_TEMPLATE, MODELS_DIR, ROOT, LambdaContext
+from tests.model_registry.conftest import COPIED, snapshot
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
+MIXED = "lifecycle-mixed-inputs"  # a name no registry is expected to hold already
 
 
 def mixed_inputs(path: Path) -> Path:
@@ -98,12 +110,16 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
         tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(project)
     # Given a model of three inputs (FP16, BOOL, UINT64) and a second version of a seed model
-    add("mixed-inputs", mixed_inputs(tmp_path / "mixed.onnx"), project=project)
+    add(MIXED, mixed_inputs(tmp_path / "mixed.onnx"), project=project)
     seed_v1 = project.models_dir / "breast-cancer-mlp" / "1" / "model.onnx"
     seed_v2 = tmp_path / "mlp-v2.onnx"
     seed_v2.write_bytes(seed_v1.read_bytes())
+    before_versions = next(e.versions for e in registry.load(project.registry)
+                           if e.name == "breast-cancer-mlp")
     entry = add("breast-cancer-mlp", seed_v2, project=project)
-    assert (entry.versions, entry.current, entry.source) == (["1", "2"], "1", "seed")
+    added = entry.versions[-1]
+    assert (entry.versions, entry.current, entry.source) == ([*before_versions, added], "1",
+                                                            "seed")
 
     # Then every generated file follows: template, OpenAPI, events, and each event is served
     entries = registry.load(project.registry)
@@ -111,9 +127,9 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
                                       project).items():
         assert path.read_text() == text, path
     assert openapi.render(entries, exported(project.models_dir)) == project.openapi.read_text()
-    assert '"#/components/schemas/infer_request.mixed-inputs"' in project.openapi.read_text()
-    answers = serve_every_event(project, "mixed-inputs", "1", monkeypatch)
-    example = json.loads((project.models_dir / "mixed-inputs" / "1" / "examples.json")
+    assert f'"#/components/schemas/infer_request.{MIXED}"' in project.openapi.read_text()
+    answers = serve_every_event(project, MIXED, "1", monkeypatch)
+    example = json.loads((project.models_dir / MIXED / "1" / "examples.json")
                          .read_text())["inputs"]
     expected = np.add(np.add(np.array(example["a"], np.float32), np.array(example["b"], bool)),
                       np.array(example["c"], np.float32))
@@ -121,21 +137,21 @@ def test_add_serve_and_remove_leave_the_tree_as_it_was(
     np.testing.assert_array_equal(np.array(outputs[0]["data"]).reshape(outputs[0]["shape"]),
                                   expected)
     event = json.loads((project.events / "breast-cancer-mlp" / "version-infer.json").read_text())
-    event["path"] = event["path"].replace("/versions/1/", "/versions/2/")
-    event["pathParameters"] = {"version": "2"}
+    event["path"] = event["path"].replace("/versions/1/", f"/versions/{added}/")
+    event["pathParameters"] = {"version": added}
     status, v2 = handle(project, "breast-cancer-mlp", "1", event, monkeypatch)
     status1, v1 = handle(project, "breast-cancer-mlp", "1",
                          json.loads((project.events / "breast-cancer-mlp" / "version-infer.json")
                                     .read_text()), monkeypatch)
     assert (status, status1) == (200, 200)
     assert isinstance(v2, dict) and isinstance(v1, dict)
-    assert v2["model_version"] == "2" and v2["outputs"] == v1["outputs"]
+    assert v2["model_version"] == added and v2["outputs"] == v1["outputs"]
 
     # When both are removed (the current version is kept unless told otherwise)
     with pytest.raises(RemoveError, match="current version"):
         remove("breast-cancer-mlp", "1", project=project)
-    remove("breast-cancer-mlp", "2", project=project)
-    remove("mixed-inputs", project=project)
+    remove("breast-cancer-mlp", added, project=project)
+    remove(MIXED, project=project)
 
     # Then the tree is byte for byte as it was
     assert snapshot(project) == before
@@ -180,8 +196,10 @@ def test_a_refused_add_leaves_every_file_as_it_was(tmp_path: Path, project: Proj
 
 def test_adding_a_model_touches_only_its_own_files_and_a_full_group_opens_the_next(
         tmp_path: Path, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given groups of 4, so the 4 seed models fill group 0
-    monkeypatch.setattr(registry, "GROUP_SIZE", 4)
+    # Given groups as large as the registry's models, so that they fill group 0
+    entries = registry.load(project.registry)
+    assert {e.group for e in entries} == {0}
+    monkeypatch.setattr(registry, "GROUP_SIZE", len(entries))
     before = snapshot(project)
     # When a model is added
     entry = add("grouped", mixed_inputs(tmp_path / "grouped.onnx"), project=project)
@@ -215,3 +233,92 @@ def test_removing_the_first_model_moves_the_server_events_to_the_next(project: P
                  for route in routes_of(function)]
         assert not any(f"/{first.name}" in text for text in texts), folder
         assert any(f"/{second.name}" in text for text in texts), folder
+
+
+# The tiers whose assertions range over every registered model and version: each must hold for
+# any registry the documented commands make. TIERS run whole; FUZZ_TIERS (hypothesis, 40
+# requests per model and route) for the added model and version only; SLOW_TIERS too (all of
+# the hostile tier, schema fuzzing included, the browser) with MODEL_API_LIFECYCLE_TIERS=all.
+TIERS = ("tests/functions/test_inference_handler.py", "tests/explain",
+         "tests/local_api/test_events.py", "tests/model_export/test_seed_exports.py",
+         "tests/e2e/test_local_api_http.py")
+FUZZ_TIERS = ("tests/hostile/test_fuzz.py::test_well_formed_requests_of_ordinary_values_are_served",
+              "tests/hostile/test_fuzz.py::"
+              "test_well_formed_requests_of_extreme_values_get_no_server_error")
+SLOW_TIERS = ("tests/hostile", "tests/console", "tests/e2e/test_readiness.py")
+NOT_COPIED = {".git", ".venv", ".venv-torch", ".aws-sam", "build", ".pytest_cache", ".mypy_cache",
+              ".ruff_cache", "__pycache__", "bench-results"}
+
+
+def repository_copy(target: Path) -> Project:
+    """The repository (sources, tests, registry, generated files, model_store/) and its
+    build/models, copied to `target`, with this checkout's .aws-sam linked: tests run there see
+    the copy's registry and models."""
+    shutil.copytree(ROOT, target, ignore=lambda folder, names: [
+        n for n in names if n in NOT_COPIED or n.endswith(".pyc")])
+    shutil.copytree(MODELS_DIR, target / "build" / "models")
+    # This checkout's sam build (code and shared layers, e.g. the console's) is the copy's too:
+    # its model layers are not read there (MODEL_API_BUILT_TEMPLATE serves the copy's models)
+    (target / ".aws-sam").symlink_to(BUILT_TEMPLATE.parent.parent)
+    return Project(target)
+
+
+def served(project: Project, work: Path) -> Path:
+    """A built template serving `project` (as `sam build` would leave it, from this checkout's
+    build: model_registry.synthetic.built_like), made from a copy of its registry files so the
+    project's own stacks stay as rendered."""
+    twin = Project(work / "project")
+    for name in COPIED:
+        source, target = project.root / name, twin.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    twin.models_dir.parent.mkdir(parents=True, exist_ok=True)
+    twin.models_dir.symlink_to(project.models_dir)
+    built = synthetic.built_like(twin, BUILT_TEMPLATE.parent, work)
+    # The console layer serves the project's own docs/openapi.json (GET /openapi.json)
+    console = work / "ConsoleLayer"
+    shutil.copytree(BUILT_TEMPLATE.parent / "ConsoleLayer", console)
+    shutil.copy2(project.openapi, console / "console" / "openapi.json")
+    root = json.loads(built.read_text())
+    root["Resources"]["ConsoleLayer"]["Properties"]["ContentUri"] = str(console)
+    built.write_text(json.dumps(root))
+    return built
+
+
+@pytest.mark.slow
+def test_the_test_tiers_hold_after_an_ordinary_add(tmp_path: Path) -> None:
+    # Given a copy of the repository, and as a new user adds: a model of three inputs (FP16,
+    # BOOL, UINT64; no examples), then a second version of a seed model from a file (no
+    # background: it cannot explain, while the current version does)
+    project = repository_copy(tmp_path / "repository")
+    add(MIXED, mixed_inputs(tmp_path / "mixed.onnx"), project=project)
+    seed_v2 = tmp_path / "mlp-v2.onnx"
+    seed_v2.write_bytes((project.models_dir / "breast-cancer-mlp" / "1" / "model.onnx")
+                        .read_bytes())
+    entry = add("breast-cancer-mlp", seed_v2, project=project)
+    added = entry.versions[-1]  # the fuzz tiers below run for it and the added model
+    # Then the current version's explain events are still there (explanation is per version)
+    assert (project.events / "breast-cancer-mlp" / "explain.json").exists()
+    # And the tiers pass against the copy (its tests/, registry and models: the subprocess
+    # imports the copy's packages, checked first)
+    built = served(project, tmp_path / "served")
+    environment = {**os.environ, "MODEL_API_BUILT_TEMPLATE": str(built),
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+    where = subprocess.run(
+        [sys.executable, "-c", "import model_registry.registry as r, tests.conftest as c; "
+                               "print(r.REGISTRY.parent, c.ROOT)"],
+        cwd=project.root, env=environment, capture_output=True, text=True, check=True)
+    assert where.stdout.split() == [str(project.root)] * 2, where.stdout
+    runs = [TIERS, (*FUZZ_TIERS, "-k", f"{MIXED} or breast-cancer-mlp-{added}")]
+    if os.environ.get("MODEL_API_LIFECYCLE_TIERS") == "all":
+        runs.append(SLOW_TIERS)
+    for arguments in runs:
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
+            cwd=project.root, env=environment, capture_output=True, text=True, timeout=1800)
+        summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
+        print(f"\n{' '.join(arguments)} against the changed registry: {summary} "
+              f"({time.monotonic() - started:.0f} s)")
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        assert " passed" in summary, summary  # something ran: the -k selects the added ones

@@ -168,18 +168,23 @@ def test_a_seed_model_is_optimised_and_its_published_version_served_with_its_met
     models = project.models_dir
     parent = read_intact(models / "breast-cancer-mlp" / "1")
     assert parent is not None
+    # (whatever versions the registry already has: the published one is the next)
+    before = next(e for e in registry.load(project.registry) if e.name == "breast-cancer-mlp")
+    new = add.next_version(before)
     table = io.StringIO()
     # When it is optimised with dynamic int8 (3.3x smaller) and fp16 (1.6x smaller)
     outcome = optimize("breast-cancer-mlp", methods=("dynamic-int8", "fp16"), timing=FAST,
                        gate=SIZE_ONLY, project=project, out=table)
-    # Then int8 passes and is published as version 2; fp16 is refused for too little benefit
+    # Then int8 passes and is published as a new version; fp16 is refused for too little
+    # benefit
     results = {r.method: r for r in outcome.results}
-    assert outcome.published == "2", table.getvalue()
+    assert outcome.published == new, table.getvalue()
     assert results["dynamic-int8"].passed
     assert [f.split(":")[0] for f in results["fp16"].failures] == ["benefit"], table.getvalue()
     entry = next(e for e in registry.load(project.registry) if e.name == "breast-cancer-mlp")
-    assert entry.source == "seed" and entry.versions == ["1", "2"] and entry.current == "1"
-    manifest = read_intact(models / "breast-cancer-mlp" / "2")
+    assert entry.source == "seed" and entry.versions == [*before.versions, new]
+    assert entry.current == before.current
+    manifest = read_intact(models / "breast-cancer-mlp" / new)
     assert manifest is not None
     # and its metric deltas are against the parent's manifest metrics, held-back and whole
     for split in ("test", "full_dataset"):
@@ -189,15 +194,15 @@ def test_a_seed_model_is_optimised_and_its_published_version_served_with_its_met
     # and served by the real handler beside version 1, its whole-dataset accuracy is its
     # manifest's
     inputs, targets = whole_dataset("breast-cancer-mlp")
-    answer = served(models, entry, "/v2/models/breast-cancer-mlp/versions/2/infer", inputs,
-                    monkeypatch)
+    answer = served(models, entry, f"/v2/models/breast-cancer-mlp/versions/{new}/infer",
+                    inputs, monkeypatch)
     accuracy = float(np.mean(answer["label"] == targets))
     assert accuracy == manifest.metrics["full_dataset"]["accuracy"]
-    # and `make models` on a clean clone imports version 2 from its file, trains version 1
-    shutil.rmtree(models / "breast-cancer-mlp" / "2")
-    assert add.reimport(entry, models, project.root) == ["2"]
-    # and version 2 can be optimised in turn, measured on its parent's recipe rows
-    again = optimize("breast-cancer-mlp", "2", methods=("onnxslim",), timing=FAST,
+    # and `make models` on a clean clone imports the new version from its file, trains version 1
+    shutil.rmtree(models / "breast-cancer-mlp" / new)
+    assert add.reimport(entry, models, project.root) == [new]
+    # and the new version can be optimised in turn, measured on its parent's recipe rows
+    again = optimize("breast-cancer-mlp", new, methods=("onnxslim",), timing=FAST,
                      publish=False, project=project,
                      out=io.StringIO())
     assert set(again.results[0].metrics) == {"test", "full_dataset"}
