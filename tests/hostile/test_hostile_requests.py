@@ -263,7 +263,7 @@ CASES = [
           f"{MLP}/explain", says=f"the limit is {MAX_EXPLAIN_ROWS} rows"),
     infer("explain-tokens-one-over-the-limit", dumps({"inputs": [
         {"name": "text", "shape": [1], "datatype": "BYTES",
-         "data": ["a " * (MAX_EXPLAIN_TOKENS + 1)]}]}), 413, f"{TEXT}/explain",
+         "data": ["ab " * (MAX_EXPLAIN_TOKENS + 1)]}]}), 413, f"{TEXT}/explain",
           says=f"at most {MAX_EXPLAIN_TOKENS}"),
     Case("get-on-explain", "GET", f"{MLP}/explain", b"", 404),
     infer("bytes-element-one-over-the-limit", dumps({"inputs": [
@@ -311,7 +311,7 @@ def test_explain_at_its_row_and_token_limits_is_served(local_api: httpx.Client) 
                               content=request(features(MAX_EXPLAIN_ROWS, width=10)))
     assert response.status_code == 200, response.text[:500]
     body = dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                              "data": ["a " * MAX_EXPLAIN_TOKENS]}]})
+                              "data": ["ab " * MAX_EXPLAIN_TOKENS]}]})
     response = local_api.post(f"{TEXT}/explain", content=body, headers=JSON_TYPE)
     assert response.status_code == 200, response.text[:500]
     tokens = next(o for o in response.json()["outputs"] if o["name"] == "tokens")
