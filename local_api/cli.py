@@ -23,6 +23,7 @@ from typing import Any
 
 from local_api import gateway, sandbox
 from local_api.background import PROJECT_ROOT
+from local_api.capture import CAPTURE_DIR, capture_environment, runner_capture_environment
 from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
@@ -38,30 +39,6 @@ from local_api.worker import (
 LOG = logging.getLogger("local_api")
 
 
-# make serve's capture store (model_api.capture.store.FolderStore): make capture reads it.
-CAPTURE_DIR = PROJECT_ROOT / ".local-api" / "capture"
-
-
-def capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
-    """What the served functions get for data capture (model_api.aws.capture): every request
-    sampled (capture "1") or none ("0"), records on stdout as on Lambda (the local API reads
-    them from the worker's output and writes them to `folder`: local_api.worker.forward_logs),
-    a local hash key file, never the deployed bucket or secret."""
-    from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_FILE_ENV, KEY_SECRET_ENV
-    from model_api.capture.config import SAMPLING_ENV
-
-    return {SAMPLING_ENV: "100" if capture == "1" else "0", DIR_ENV: "", BUCKET_ENV: "",
-            KEY_SECRET_ENV: "", KEY_FILE_ENV: str((folder / ".hash-key").resolve())}
-
-
-def runner_capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:
-    """What the local batch runner gets (through this process's environment, which the local
-    submitter passes on): it writes its records to `folder` itself, one object per chunk, as
-    the deployed runner writes them to the capture bucket."""
-    from model_api.aws.capture import DIR_ENV
-    from model_api.capture.config import SAMPLING_ENV
-
-    return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0"}
 
 
 @contextmanager

@@ -74,7 +74,7 @@ def _resolve_dir(uri: str | None, base: Path) -> Path:
 
 
 # Variables whose deployed value (a Ref to a deployed resource) the local API replaces with its
-# own: data capture's bucket and hash key secret (local_api.cli.capture_environment).
+# own: data capture's bucket and hash key secret (local_api.capture.capture_environment).
 SET_LOCALLY = frozenset({"CAPTURE_BUCKET", "CAPTURE_HASH_KEY_SECRET"})
 
 

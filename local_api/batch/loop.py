@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from model_api.aws.capture import DIR_ENV
 from model_api.catalog import CATALOG_ENV
 from moto.server import ThreadedMotoServer
 
@@ -37,6 +38,7 @@ from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
 from batch.models import registry_path
 from local_api.batch import submitter as local_submitter
+from local_api.capture import CAPTURE_DIR
 from local_api.context import LambdaContext
 from model_registry import catalog as model_catalog
 from model_registry.registry import PROJECT
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     with LocalCloud():
         create_resources()
         os.environ.update(trigger_environment(args.models_dir.resolve(), registry=args.registry),
+                          # captured rows (the registry's sampling) go to make capture's
+                          # folder, not to stdout as a deployed function's do
+                          **{DIR_ENV: str(CAPTURE_DIR.resolve())},
                           BATCH_LOCAL_KILL_AFTER_ROWS=str(args.kill_after_rows),
                           BATCH_LOCAL_KILL_ATTEMPTS=str(args.kill_attempts))
         result = run_loop(args.model, args.input, args.output, args.models_dir, args.job,

@@ -92,3 +92,18 @@ def test_several_inputs_are_named_by_input_and_unnamed_columns_by_index() -> Non
         np.array([0.1]), np.array([2]), np.array([[0.1, 0.2, 0.7]]), manifest)
     assert explanation.summary() == [
         "Predicted class 2 (0.70), mostly because of a[0]; b[1] pulled away from class 2."]
+
+
+def test_a_target_other_than_the_prediction_says_so(models: dict[str, LoadedModel]) -> None:
+    """parameters.target names the class explained: the sentence must not call it predicted."""
+    model = models["breast-cancer-mlp"]
+    x = held_back("breast-cancer-mlp")[0][:4]
+    predicted = model.scores("probabilities")({"features": x}).argmax(axis=1)
+    for row, sentence in enumerate(model.explainer.explain(
+            model.scores(model.explainer.output), {"features": x}, Options(target=1)).summary()):
+        labels = model.manifest.labels
+        if predicted[row] == 1:
+            assert sentence.startswith(f"Predicted {labels[1]} (")
+        else:
+            assert sentence.startswith(f"Explaining {labels[1]} (")
+            assert f"; predicted {labels[0]})" in sentence

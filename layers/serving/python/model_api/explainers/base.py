@@ -76,8 +76,10 @@ class Explanation:
         """One sentence per row saying what pushed its prediction most, e.g. "Predicted benign
         (0.94), mostly because of worst area and worst concave points; mean texture pulled
         towards malignant." Features are named by the manifest's `feature_names` where it has
-        them, a text input's tokens, an image's pixels (row, column), else `input[i]`; the two
-        largest positive attributions are named, then the most negative one."""
+        them, a text input's tokens, an image's pixels (row, column, from 0), else `input[i]`;
+        the two largest positive attributions are named, then the most negative one. A class
+        the request named (`target`) other than the predicted one reads "Explaining <class>
+        (<score>; predicted <class>)"."""
         names = self._feature_names()
         flat = np.concatenate([values.reshape(len(self.target), -1)
                                for values in self.attributions.values()], axis=1)
@@ -89,8 +91,14 @@ class Explanation:
         score = float(self.scores[row, target])
         if classes > 1:
             labels = self.manifest.labels or ()
-            label = labels[target] if target < len(labels) else f"class {target}"
-            head = f"Predicted {label} ({score:.2f})"
+
+            def name(index: int) -> str:
+                return labels[index] if index < len(labels) else f"class {index}"
+
+            label, predicted = name(target), int(np.argmax(self.scores[row]))
+            # A target the request named (parameters.target) need not be the prediction
+            head = f"Predicted {label} ({score:.2f})" if predicted == target else \
+                f"Explaining {label} ({score:.2f}; predicted {name(predicted)})"
             if classes == 2:
                 other = labels[1 - target] if len(labels) == 2 else f"class {1 - target}"
                 against = f"pulled towards {other}"
