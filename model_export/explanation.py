@@ -41,7 +41,8 @@ def enable_hint(name: str) -> str:
     return (f"a tabular model needs background rows for Kernel SHAP: add it again with "
             f"`make add-model NAME={name} ONNX=... BACKGROUND=rows.npy CURRENT=1` (1 to 100 "
             f"typical training rows; .npz with one array per input for several inputs; "
-            f"CURRENT=1 makes the new version the one the unversioned routes explain)")
+            f"CURRENT=1 makes the new version the one the unversioned routes explain; the same "
+            f"file with VERSION=<its version> adds the rows to that version instead)")
 
 
 def tokenizer_pattern(model: onnx.ModelProto) -> str | None:

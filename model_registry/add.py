@@ -273,7 +273,12 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             what = existing.files[version]["path"] if version in existing.files else "its recipe"
             raise AddError(f"{name} version {version} already exists with a different file "
                            f"({what}); add it as a new version")
-        entry = replace(existing, labels=labels or existing.labels)
+        # The same file again: what this add brings (background rows, kept fields) is
+        # recorded for that version, never dropped
+        brought = {key: value for key, value in record.items() if key not in ("path", "sha256")}
+        entry = replace(existing, labels=labels or existing.labels,
+                        files={**existing.files, version: {**existing.files[version],
+                                                           **brought}})
     else:
         entry = replace(existing, versions=[*existing.versions, version],
                         files={**existing.files, version: record},

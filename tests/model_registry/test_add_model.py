@@ -160,6 +160,14 @@ def test_a_tabular_model_is_explained_with_the_background_it_was_added_with(
     added = next(e for e in registry.load(project.registry) if e.name == "logreg")
     assert reimport(added, tmp_path / "again", project.root) == ["1", "2"]
     assert (tmp_path / "again" / "logreg" / "2" / "background.npz").exists()
+    # The same file added again to version 1 with the rows: recorded for version 1 (never
+    # reported added and then lost), and served with explanations from the next import
+    entry = add("logreg", source, version="1", project=project, background_path=background)
+    assert entry.files["1"]["background"] == "model_store/logreg/1/background.npy"
+    added = next(e for e in registry.load(project.registry) if e.name == "logreg")
+    assert added.files["1"]["background_sha256"] == record["background_sha256"]
+    assert reimport(added, tmp_path / "again-1", project.root) == ["1", "2"]
+    assert (tmp_path / "again-1" / "logreg" / "1" / "background.npz").exists()
     # A background that does not fit the input is refused before anything is recorded
     np.save(background, np.zeros((5, 4)))
     message = refusal(project, source, name="logreg", version="3", background_path=background)
