@@ -12,16 +12,24 @@ folders would hide it.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import zipfile
+from functools import cache
 from pathlib import Path
 
 from samcli.lib.package.utils import make_zip_with_lambda_permissions
 
+_ZIPS = tempfile.TemporaryDirectory(prefix="bench-zips-")  # this process's, removed at exit
 
-def sam_zip(folder: Path, work: Path) -> Path:
-    """`folder` zipped as `sam deploy` uploads it, in `work`."""
-    return Path(make_zip_with_lambda_permissions(str(work / folder.name), str(folder)))
+
+@cache
+def sam_zip(folder: Path) -> Path:
+    """`folder` zipped as `sam deploy` uploads it: once per process (the size and cold sections
+    both need the runtime layer's ~35 MB zip, seconds to make), kept until the process exits."""
+    zips = Path(_ZIPS.name)
+    target = zips / f"{len(os.listdir(zips))}-{folder.name}"
+    return Path(make_zip_with_lambda_permissions(str(target), str(folder)))
 
 
 def unpack(archive: Path, target: Path) -> Path:
