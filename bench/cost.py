@@ -95,6 +95,23 @@ class Assumptions:
     batch_start_s: float = 300.0  # instance start + image pull, billed, per job
 
 
+# What each assumption means, for --help.
+ASSUMPTION_HELP = {
+    "memory_mb": "memory of every model function, MB (default: its MemorySize in the template)",
+    "full_vcpu_mb": "memory at which Lambda gives one full vCPU (a proportional share below)",
+    "lambda_slowdown": "a Lambda vCPU's time for what this machine's core does in 1",
+    "arm_slowdown": "arm64's time against x86_64's (not measured here)",
+    "cold_every": "a cold start every N requests (0: never)",
+    "init_ms": "a cold start's imports + init at a full vCPU, ms (default: the cold section of "
+               "bench-results/latest.json, else 200)",
+    "snapstart": "price SnapStart as on or off (default: the template's SnapStart parameter)",
+    "requests_per_month": "requests a month per model: spreads SnapStart's snapshot cache",
+    "gpu_instance": "the batch path's GPU instance type",
+    "gpu_speedup": "the GPU instance's rows/s over the CPU rows/s measured here",
+    "spot_share": "a spot hour's price as a share of on demand",
+    "batch_job_rows": "rows per batch job (its start-up is spread over them)",
+    "batch_start_s": "seconds of instance start and image pull billed per batch job",
+}
 DEFAULT_INIT_MS = 200.0  # docs/performance.md: imports + init at a full core, quiet machine
 
 
@@ -347,11 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "snapstart":
             parser.add_argument(flag, choices=("on", "off"), default=None,
-                                help="price SnapStart as on or off (default: the template's)")
+                                help=ASSUMPTION_HELP[f.name])
             continue
-        kind = {"memory_mb": int, "init_ms": float}.get(f.name, type(getattr(defaults, f.name)))
-        parser.add_argument(flag, type=kind, default=getattr(defaults, f.name),
-                            help=f"default {getattr(defaults, f.name)}")
+        default = getattr(defaults, f.name)
+        kind = {"memory_mb": int, "init_ms": float}.get(f.name, type(default))
+        parser.add_argument(flag, type=kind, default=default,
+                            help=ASSUMPTION_HELP[f.name]
+                            + ("" if default is None else f" (default {default})"))
     parser.add_argument("--batch-rows", type=int, default=40_000,
                         help="rows per model timed through the batch runner (default 40000; "
                              "digits-cnn a sixth of it)")

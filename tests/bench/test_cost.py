@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pytest
 
@@ -77,3 +78,10 @@ def test_zero_rows_say_why() -> None:
     assert "| SnapStart cache + restore: off (template parameter SnapStart" in lines
     assert "| data capture storage: no data capture yet | 0 | 0 | 0 | 0 |" in lines
     assert "job start-up" in lines
+
+
+def test_every_assumption_is_a_documented_flag() -> None:
+    assert set(cost.ASSUMPTION_HELP) == {f.name for f in fields(Assumptions)}
+    with pytest.raises(SystemExit) as done:
+        cost.main(["--help"])
+    assert done.value.code == 0
