@@ -20,14 +20,18 @@ from pathlib import Path
 
 from samcli.lib.package.utils import make_zip_with_lambda_permissions
 
-_ZIPS = tempfile.TemporaryDirectory(prefix="bench-zips-")  # this process's, removed at exit
+
+@cache
+def _zips() -> tempfile.TemporaryDirectory[str]:
+    """This process's folder of zips, made on first use and removed when the process exits."""
+    return tempfile.TemporaryDirectory(prefix="bench-zips-")
 
 
 @cache
 def sam_zip(folder: Path) -> Path:
     """`folder` zipped as `sam deploy` uploads it: once per process (the size and cold sections
     both need the runtime layer's ~35 MB zip, seconds to make), kept until the process exits."""
-    zips = Path(_ZIPS.name)
+    zips = Path(_zips().name)
     target = zips / f"{len(os.listdir(zips))}-{folder.name}"
     return Path(make_zip_with_lambda_permissions(str(target), str(folder)))
 
