@@ -53,6 +53,12 @@ class Prices:
     sagemaker_serverless_gb_second: float  # $0.00002/s at 1 GB … $0.00012/s at 6 GB
     sagemaker_data_gb: float  # data processed in and out
     gpu_instance_hour: dict[str, float]  # on demand, Linux
+    # Data capture's path (docs/architecture.md "Data capture"): a log line, a subscription
+    # filter, Firehose, the capture bucket.
+    logs_ingest_gb: float  # CloudWatch Logs ingestion (standard logs)
+    logs_storage_gb_month: float  # CloudWatch Logs storage, for LogRetentionDays
+    firehose_gb: float  # Firehose ingestion, each record rounded up to 5 KB
+    s3_storage_gb_month: float  # S3 Standard, for CaptureRetentionDays
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -66,7 +72,14 @@ PRICES = Prices(
     sagemaker_serverless_gb_second=0.00002,
     sagemaker_data_gb=0.016,
     gpu_instance_hour={"g4dn.xlarge": 0.526, "g5.xlarge": 1.006},
+    logs_ingest_gb=0.50,
+    logs_storage_gb_month=0.03,
+    firehose_gb=0.029,
+    s3_storage_gb_month=0.023,
     sources={
+        "capture": "https://aws.amazon.com/cloudwatch/pricing/ (Logs ingestion, storage); "
+                   "https://aws.amazon.com/firehose/pricing/ (ingestion, 5 KB rounding); "
+                   "https://aws.amazon.com/s3/pricing/ (Standard storage)",
         "lambda": "https://aws.amazon.com/lambda/pricing/ (duration, requests, SnapStart)",
         "api_gateway": "https://aws.amazon.com/api-gateway/pricing/ (REST APIs)",
         "sagemaker": "https://aws.amazon.com/sagemaker/pricing/ (Serverless Inference)",
@@ -93,6 +106,8 @@ class Assumptions:
     spot_share: float = 0.4  # a spot hour's price as a share of on-demand
     batch_job_rows: int = 1_000_000  # rows per batch job (its start-up is spread over them)
     batch_start_s: float = 300.0  # instance start + image pull, billed, per job
+    log_retention_days: int = 30  # the template's LogRetentionDays default
+    capture_retention_days: int = 90  # the template's CaptureRetentionDays default
 
 
 # What each assumption means, for --help.
@@ -111,6 +126,8 @@ ASSUMPTION_HELP = {
     "spot_share": "a spot hour's price as a share of on demand",
     "batch_job_rows": "rows per batch job (its start-up is spread over them)",
     "batch_start_s": "seconds of instance start and image pull billed per batch job",
+    "log_retention_days": "days CloudWatch Logs keeps a function's log (capture lines included)",
+    "capture_retention_days": "days the capture bucket keeps a record",
 }
 DEFAULT_INIT_MS = 200.0  # docs/performance.md: imports + init at a full core, quiet machine
 
@@ -127,6 +144,10 @@ class Measured:
     init_ms: float  # a cold start's imports + module init at a full core
     init_source: str
     batch_rows_per_s: float | None  # the runner's, on this CPU; None: not measured
+    # The share of requests captured (models.yaml `capture`, its AWS sampling; 0: off), and a
+    # record's size per rows a request: its request's and answer's JSON (inputs and outputs,
+    # as a record holds them; desensitised text is smaller, so an upper bound).
+    capture_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -195,8 +216,26 @@ def api_components(m: Measured, rows: int, arch: str, assumptions: Assumptions,
     else:
         parts.append(Component("SnapStart cache + restore", 0.0,
                                "off (template parameter SnapStart defaults to Disabled)"))
-    parts.append(Component("data capture storage", 0.0, "no data capture yet"))
+    parts.append(capture_component(m, rows, assumptions, prices))
     return parts
+
+
+def capture_component(m: Measured, rows: int, assumptions: Assumptions,
+                      prices: Prices = PRICES) -> Component:
+    """Data capture for 1,000 predictions at `rows` rows a request: each captured request's
+    record (its request's and answer's bytes) ingested and kept by CloudWatch Logs, sent
+    through Firehose (rounded up to 5 KB a record) and kept in S3 for its retention."""
+    if not m.capture_share:
+        return Component("data capture", 0.0, "off for this model (models.yaml capture)")
+    records = PER / rows * m.capture_share
+    record_gb = (m.request_bytes[rows] + m.response_bytes[rows]) / 1e9
+    gb = records * record_gb
+    per_gb = (prices.logs_ingest_gb
+              + prices.logs_storage_gb_month * assumptions.log_retention_days / 30
+              + prices.s3_storage_gb_month * assumptions.capture_retention_days / 30)
+    firehose = records * max(record_gb, 5e3 / 1e9) * prices.firehose_gb
+    return Component("data capture", gb * per_gb + firehose,
+                     f"{records:g} records x {record_gb * 1e9:,.0f} B: logs, Firehose, S3")
 
 
 def sagemaker_serverless(m: Measured, rows: int, assumptions: Assumptions,
@@ -245,6 +284,7 @@ def cold_init_ms() -> dict[str, float]:
 def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measured]:
     """Warm handler timings and sizes at 1 and 32 rows, batch rows/s, per model."""
     from bench import batch, warm
+    from model_registry import registry
 
     functions = [f for f in inference_functions() if f.model is not None]
     print(f"cost: timing the warm handler of {len(functions)} models ...", file=sys.stderr)
@@ -255,6 +295,7 @@ def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measur
     with contextlib.redirect_stdout(sys.stderr):  # the runner's metrics (EMF lines) are logs
         speeds = batch.runner_rows_per_s(numeric) if numeric else {}
     inits = cold_init_ms()
+    captures = {entry.name: entry.capture_config for entry in registry.load()}
     found = []
     for function in functions:
         assert function.model is not None
@@ -262,6 +303,7 @@ def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measur
         init, source = (assumptions.init_ms, "set") if assumptions.init_ms is not None else \
             (inits[function.name], "bench cold") if function.name in inits else \
             (DEFAULT_INIT_MS, "default")
+        config = captures.get(function.model)
         found.append(Measured(
             model=function.model,
             memory_mb=assumptions.memory_mb or function.spec.memory_size,
@@ -269,7 +311,9 @@ def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measur
             request_bytes={rows: mine[rows]["request_bytes"] for rows in REQUEST_ROWS},
             response_bytes={rows: mine[rows]["response_bytes"] for rows in REQUEST_ROWS},
             init_ms=init, init_source=source,
-            batch_rows_per_s=speeds.get(function.model)))
+            batch_rows_per_s=speeds.get(function.model),
+            capture_share=config.sampling / 100 if config is not None and config.active
+            else 0.0))
     return found
 
 

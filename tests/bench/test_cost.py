@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import fields
 
@@ -29,7 +30,7 @@ def test_one_row_recomputed_from_its_components() -> None:
     expected = {"Lambda duration": duration, "Lambda init (cold starts)": init,
                 "Lambda requests": requests * 0.20 / 1e6,
                 "API Gateway REST requests": requests * 3.50 / 1e6,
-                "SnapStart cache + restore": 0.0, "data capture storage": 0.0}
+                "SnapStart cache + restore": 0.0, "data capture": 0.0}
     # Then every component and their sum match
     assert parts == pytest.approx(expected, rel=1e-9)
     assert total(api_components(MEASURED, 32, "x86_64", OFF)) == pytest.approx(
@@ -76,7 +77,7 @@ def test_dollars_format() -> None:
 def test_zero_rows_say_why() -> None:
     lines = "\n".join(cost.model_table(MEASURED, OFF))
     assert "| SnapStart cache + restore: off (template parameter SnapStart" in lines
-    assert "| data capture storage: no data capture yet | 0 | 0 | 0 | 0 |" in lines
+    assert "| data capture: off for this model (models.yaml capture) | 0 | 0 | 0 | 0 |" in lines
     assert "job start-up" in lines
 
 
@@ -85,3 +86,17 @@ def test_every_assumption_is_a_documented_flag() -> None:
     with pytest.raises(SystemExit) as done:
         cost.main(["--help"])
     assert done.value.code == 0
+
+
+def test_data_capture_recomputed_from_its_prices() -> None:
+    # Given 20 % of requests captured, 1 row a request (a record of 300 bytes: under Firehose's
+    # 5 KB rounding) and 32 rows a request (7,000 bytes)
+    captured = dataclasses.replace(MEASURED, capture_share=0.2)
+    one, many = (cost.capture_component(captured, rows, OFF) for rows in (1, 32))
+    # Then each is logs ingestion + logs and S3 storage for their retention + Firehose
+    per_gb = 0.50 + 0.03 * 30 / 30 + 0.023 * 90 / 30
+    assert one.dollars == pytest.approx(200 * 300e-9 * per_gb + 200 * 5e-6 * 0.029)
+    records = 1000 / 32 * 0.2
+    assert many.dollars == pytest.approx(records * 7000e-9 * (per_gb + 0.029))
+    assert total(api_components(captured, 1, "x86_64", OFF)) == pytest.approx(
+        total(api_components(MEASURED, 1, "x86_64", OFF)) + one.dollars)
