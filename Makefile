@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase bench test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase bench cost test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -145,8 +145,12 @@ batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-ml
 	$(PY) -m local_api.batch.loop --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(VERSION),--version "$(VERSION)") $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)") $(if $(KILL_ATTEMPTS),--kill-attempts "$(KILL_ATTEMPTS)")
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.
-bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale]
-	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
+bench: build ## Benchmarks vs raw onnxruntime (warm, http, cold, size, batch) and scale (many models): table + bench-results/latest.json [ONLY=warm,scale] [QUICK=1: a few rounds of each, CI's pass]
+	$(PY) -m bench $(if $(ONLY),--only "$(ONLY)") $(if $(QUICK),--quick)
+
+# ---- cost (issue 24): dollars per 1,000 predictions, from durations measured here.
+cost: build ## Dollars per 1,000 predictions per model: API (1 and 32 rows, x86_64/arm64, every component), SageMaker Serverless, batch on GPU [COST_ARGS="--memory-mb 512 --cold-every 100 ...": the assumptions, see python -m bench.cost --help]
+	$(PY) -m bench.cost $(COST_ARGS)
 
 lint: setup ## ruff, mypy, and every generated file up to date (make check-generated)
 	ruff check .

@@ -47,13 +47,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BUILT_TEMPLATE, MODELS_DIR
+from bench.common import BUILT_TEMPLATE, MODELS_DIR, scaled
 from bench.payloads import example_inputs
 from local_api.background import HOST, free_port, serving, wait_until_answering
 
 # Rows per model, enough for a dozen chunks of the runner; .npy fits numeric inputs only.
+# A quick pass takes QUICK_ROWS of each.
 ROWS = {"breast-cancer-mlp": 400_000, "diabetes-linear": 400_000, "digits-cnn": 60_000}
 BATCH_SIZES = (256, 1024, 4096, 16384)
+QUICK_ROWS = 2048
 
 
 @contextmanager
@@ -228,7 +230,8 @@ def run() -> list[dict[str, Any]]:
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
             serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port:
         loop.create_resources()
-        for model, count in ROWS.items():
+        for model, full in ROWS.items():
+            count = scaled(full, QUICK_ROWS)
             rows = input_rows(model, count)
             path = Path(work) / f"{model}.npy"
             np.save(path, rows)
@@ -257,3 +260,21 @@ def run() -> list[dict[str, Any]]:
                   f"b{best}, S3 PUTs): {default / job:.2f}x ({tuned / job:.2f}x); as an "
                   f"async job over HTTP {over_http:,.0f} rows/s", file=sys.stderr)
     return results
+
+
+def runner_rows_per_s(rows: dict[str, int]) -> dict[str, float]:
+    """Rows per second of the batch runner with its default settings (`runner_speed`: the whole
+    job, S3 on a local moto server) over `rows[model]` of each model's example rows (numeric
+    single-input models only: .npy). What `make cost` prices the batch path from."""
+    from local_api.batch import loop
+
+    logging.getLogger("batch").setLevel(logging.ERROR)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    speeds = {}
+    with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work:
+        loop.create_resources()
+        for model, count in rows.items():
+            path = Path(work) / f"{model}.npy"
+            np.save(path, input_rows(model, count))
+            speeds[model], _ = runner_speed(model, path, 0)
+    return speeds

@@ -27,14 +27,14 @@ from typing import Any
 
 from model_api.datatypes import numpy_dtype
 
-from bench.common import EVENTS_DIR
+from bench.common import EVENTS_DIR, scaled
 from bench.deployed import sam_zip, unpack
 from bench.functions import InferenceFunction, inference_functions, lambda_environment
 from bench.payloads import api_event, request
 from local_api import sandbox
 
 PROBE = Path(__file__).with_name("cold_probe.py")
-REPEATS = 5
+REPEATS = 5  # one in a quick pass
 PHASES = ("startup", "imports", "init", "first_response", "total")
 MEASURES = (*PHASES, "max_rss_mb")
 
@@ -104,7 +104,7 @@ def as_deployed(function: InferenceFunction, work: Path) -> InferenceFunction:
     for folder in (function.spec.code_dir, *function.spec.layer_dirs):
         target = work / "deployed" / folder.name
         if not target.is_dir():
-            unpack(sam_zip(folder, work), target)
+            unpack(sam_zip(folder), target)
         copies[folder] = target
     spec = dataclasses.replace(function.spec, code_dir=copies[function.spec.code_dir],
                                layer_dirs=tuple(copies[d] for d in function.spec.layer_dirs))
@@ -116,17 +116,18 @@ def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
     function = as_deployed(built, work)
     (box,) = sandbox.prepare([function.spec], work / function.name, "us-east-1").values()
     env = {**{key: box.environment[key] for key in ("PATH", "LD_LIBRARY_PATH", "LANG")},
-           **lambda_environment(function, Path(box.environment["MODELS_DIR"]))}
+           **lambda_environment(function, Path(box.environment["MODELS_DIR"]), box.opt_dir)}
     runs: dict[str, list[dict[str, float]]] = {"handler": [], "baseline": []}
     for mode in runs:
         config = probe_config(function, box, mode, work / f"{function.name}-{mode}.result")
         (work / f"{function.name}-{mode}.json").write_text(json.dumps(config))
-    for _ in range(REPEATS):
+    repeats = scaled(REPEATS, 1)
+    for _ in range(repeats):
         for mode, found in runs.items():
             found.append(one_start(work / f"{function.name}-{mode}.json",
                                    work / f"{function.name}-{mode}.result", env))
     handler, base = medians(runs["handler"]), medians(runs["baseline"])
-    return {"function": function.name, "model": function.model, "repeats": REPEATS,
+    return {"function": function.name, "model": function.model, "repeats": repeats,
             "handler": handler, "baseline": base,
             "ratio": round(handler["total"] / base["total"], 2)}
 

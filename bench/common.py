@@ -2,6 +2,10 @@
 
 Timing loops stop at a count or a time budget, whichever comes first, so `make bench` stays
 within minutes on a loaded 2-core machine; every summary says how many samples it holds.
+
+A quick pass (`python -m bench --quick`, `make bench QUICK=1`; BENCH_QUICK=1 in the
+environment, so that the sections' child processes see it too) runs every section with a few
+rounds, repeats and rows: it proves each section still runs, in CI, and its numbers mean little.
 """
 
 from __future__ import annotations
@@ -22,7 +26,29 @@ BUILT_TEMPLATE = ROOT / ".aws-sam" / "build" / "template.yaml"
 MODELS_DIR = PROJECT.models_dir
 EVENTS_DIR = ROOT / "events"
 RESULTS = ROOT / "bench-results" / "latest.json"
+QUICK_RESULTS = ROOT / "bench-results" / "quick.json"
 ROWS = (1, 32, 1024)
+QUICK_ENV = "BENCH_QUICK"
+QUICK_ROUNDS = 5
+QUICK_SECONDS = 0.2
+
+
+def quick() -> bool:
+    """Whether this is a quick pass (BENCH_QUICK=1): a few rounds of everything, no figures."""
+    return os.environ.get(QUICK_ENV) == "1"
+
+
+def budget(count: int, seconds: float) -> tuple[int, float]:
+    """A timing loop's (most rounds, seconds): as given, or at most QUICK_ROUNDS rounds within
+    QUICK_SECONDS in a quick pass."""
+    if quick():
+        return min(count, QUICK_ROUNDS), min(seconds, QUICK_SECONDS)
+    return count, seconds
+
+
+def scaled[T](full: T, small: T) -> T:
+    """`full` normally, `small` in a quick pass (repeats, row counts, model counts)."""
+    return small if quick() else full
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -12,16 +12,28 @@ folders would hide it.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import zipfile
+from functools import cache
 from pathlib import Path
 
 from samcli.lib.package.utils import make_zip_with_lambda_permissions
 
 
-def sam_zip(folder: Path, work: Path) -> Path:
-    """`folder` zipped as `sam deploy` uploads it, in `work`."""
-    return Path(make_zip_with_lambda_permissions(str(work / folder.name), str(folder)))
+@cache
+def _zips() -> tempfile.TemporaryDirectory[str]:
+    """This process's folder of zips, made on first use and removed when the process exits."""
+    return tempfile.TemporaryDirectory(prefix="bench-zips-")
+
+
+@cache
+def sam_zip(folder: Path) -> Path:
+    """`folder` zipped as `sam deploy` uploads it: once per process (the size and cold sections
+    both need the runtime layer's ~35 MB zip, seconds to make), kept until the process exits."""
+    zips = Path(_zips().name)
+    target = zips / f"{len(os.listdir(zips))}-{folder.name}"
+    return Path(make_zip_with_lambda_permissions(str(target), str(folder)))
 
 
 def unpack(archive: Path, target: Path) -> Path:

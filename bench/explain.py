@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 from typing import Any
 
-from bench.common import summary, time_interleaved
+from bench.common import budget, scaled, summary, time_interleaved
 from bench.http import local_api, request
 from bench.payloads import model_names, request_body
 from local_api.background import HOST
@@ -31,8 +31,9 @@ def run() -> list[dict[str, Any]]:
                     body = request_body(model, rows)
                     calls = {route: _call(connection, f"/v2/models/{model}/{route}", body)
                              for route in ("infer", "explain")}
-                    count, seconds = BUDGET[rows]
-                    samples = time_interleaved(calls, count, seconds, warmup=3)
+                    count, seconds = budget(*BUDGET[rows])
+                    samples = time_interleaved(calls, count, seconds,
+                                               warmup=scaled(3, 1))
                     infer, explain = summary(samples["infer"]), summary(samples["explain"])
                     results.append({"model": model, "rows": rows, "infer": infer,
                                     "explain": explain,

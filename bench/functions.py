@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import BUILT_TEMPLATE, ROOT
+from local_api.sandbox import rewrite_opt
 from local_api.template import FunctionSpec, load_template
 
 HANDLER = ROOT / "functions" / "inference" / "app.py"
@@ -48,10 +49,17 @@ def _reads(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def lambda_environment(function: InferenceFunction, models_dir: Path) -> dict[str, str]:
-    """The template's variables with MODELS_DIR at `models_dir`, plus Lambda's own."""
+def lambda_environment(function: InferenceFunction, models_dir: Path,
+                       opt_dir: Path | None = None) -> dict[str, str]:
+    """The template's variables with MODELS_DIR at `models_dir`, plus Lambda's own. With
+    `opt_dir` (a function laid out as Lambda mounts it, local_api.sandbox), every other value
+    that points into /opt points there instead: the server function's MODEL_CATALOG
+    (/opt/catalog/models.json, its catalog layer)."""
     spec = function.spec
-    return {**spec.environment, "MODELS_DIR": str(models_dir),
+    variables = dict(spec.environment)
+    if opt_dir is not None:
+        variables = {key: rewrite_opt(value, opt_dir) for key, value in variables.items()}
+    return {**variables, "MODELS_DIR": str(models_dir),
             "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_REGION": "us-east-1",

@@ -19,11 +19,11 @@ from typing import Any
 
 from model_api.routes import route
 
-from bench.common import BUILT_TEMPLATE, ROWS, summary
+from bench.common import BUILT_TEMPLATE, ROWS, budget, scaled, summary
 from bench.payloads import model_names, request_body
 from local_api.background import HOST, serving
 
-CLIENTS = 4
+CLIENTS = 4  # 1 in a quick pass: each starts a worker process per function
 LATENCY_BUDGET = {1: (300, 2.0), 32: (300, 2.0), 1024: (40, 3.0)}  # (most requests, seconds)
 THROUGHPUT_BUDGET = (400, 3.0)  # per client, at 1 row
 
@@ -31,8 +31,13 @@ THROUGHPUT_BUDGET = (400, 3.0)  # per client, at 1 row
 @contextmanager
 def local_api() -> Iterator[int]:
     """A local API serving the built template; yields its port."""
-    with serving(BUILT_TEMPLATE, subprocess.DEVNULL, max_workers=CLIENTS) as port:
+    with serving(BUILT_TEMPLATE, subprocess.DEVNULL, max_workers=clients()) as port:
         yield port
+
+
+def clients() -> int:
+    """The concurrent clients of the throughput test (and workers per function)."""
+    return scaled(CLIENTS, 1)
 
 
 def request(connection: http.client.HTTPConnection, method: str, path: str,
@@ -63,13 +68,13 @@ def timed_requests(port: int, path: str, body: bytes, count: int,
 
 def throughput(port: int, path: str, body: bytes) -> dict[str, Any]:
     """Requests per second of CLIENTS concurrent clients, each bounded by THROUGHPUT_BUDGET."""
-    count, seconds = THROUGHPUT_BUDGET
-    results: list[list[float]] = [[] for _ in range(CLIENTS)]
+    count, seconds = budget(*THROUGHPUT_BUDGET)
+    results: list[list[float]] = [[] for _ in range(clients())]
 
     def client(index: int) -> None:
         results[index] = timed_requests(port, path, body, count, seconds)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients())]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -77,7 +82,7 @@ def throughput(port: int, path: str, body: bytes) -> dict[str, Any]:
         thread.join()
     elapsed = time.perf_counter() - started
     done = sum(len(samples) for samples in results)
-    return {"clients": CLIENTS, "requests": done, "seconds": round(elapsed, 3),
+    return {"clients": clients(), "requests": done, "seconds": round(elapsed, 3),
             "requests_per_s": round(done / elapsed, 1),
             **summary([ms for samples in results for ms in samples])}
 
@@ -88,11 +93,11 @@ def run() -> list[dict[str, Any]]:
     with local_api() as port:
         for model in model_names():
             path = route("ModelInfer").url(model=model)
-            for _ in range(CLIENTS):  # start the function's workers before timing
+            for _ in range(clients()):  # start the function's workers before timing
                 timed_requests(port, path, request_body(model, 1), 3, 30.0)
             for rows in ROWS:
                 body = request_body(model, rows)
-                count, seconds = LATENCY_BUDGET[rows]
+                count, seconds = budget(*LATENCY_BUDGET[rows])
                 results.append({"model": model, "rows": rows,
                                 **summary(timed_requests(port, path, body, count, seconds))})
             results[-len(ROWS)]["throughput"] = throughput(port, path, request_body(model, 1))

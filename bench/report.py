@@ -184,9 +184,10 @@ def scale_rows(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def table(results: dict[str, Any]) -> str:
+def table(results: dict[str, Any], judge: bool = True) -> str:
     """Every section that ran, as one Markdown table (a heading row per section), then the
-    legend that says what each section compares."""
+    legend that says what each section compares. judge=False (a quick pass): the target column
+    stays empty, as a few rounds prove that a section runs, not how fast."""
     makers = {"warm": lambda: warm_rows(results["warm"]),
               "http": lambda: http_rows(results["http"], results.get("warm", [])),
               "explain": lambda: explain_rows(results["explain"]),
@@ -198,6 +199,8 @@ def table(results: dict[str, Any]) -> str:
     for section, make in makers.items():
         if section in results:
             rows += [(f"**{section}**", "", "", "", "", ""), *make()]
+    if not judge:
+        rows = [(*row[:-1], "") for row in rows]
     widths = [max(len(row[i]) for row in (HEADER, *rows)) for i in range(len(HEADER))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
              for row in (HEADER, *rows)]

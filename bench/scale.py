@@ -23,7 +23,7 @@ from typing import Any
 
 from samtranslator.yaml_helper import yaml_parse
 
-from bench.common import BUILT_TEMPLATE
+from bench.common import BUILT_TEMPLATE, scaled
 from local_api.background import HOST, server_pid, serving, tree_rss_mb
 from model_registry import synthetic, template
 from model_registry.add import add
@@ -85,16 +85,17 @@ def _memory(built: Path, models: list[str]) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    results: dict[str, Any] = {"counts": list(COUNTS), "add_model_s": {}, "templates": {}}
+    counts = scaled(COUNTS, (1, 2))
+    results: dict[str, Any] = {"counts": list(counts), "add_model_s": {}, "templates": {}}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         work = Path(folder)
         model = work / "added.onnx"
         model.write_bytes(synthetic.tiny_model())
-        for count in COUNTS:
+        for count in counts:
             project = synthetic.project(work / str(count), count)
             results["templates"][count] = _render_translate(project)
             results["add_model_s"][count] = round(_add_seconds(project, model), 2)
-        served = synthetic.project(work / "served", SERVED)
+        served = synthetic.project(work / "served", scaled(SERVED, IN_USE))
         built = synthetic.built_like(served, BUILT_TEMPLATE.parent, work)
         results["memory"] = {
             "seed": _memory(BUILT_TEMPLATE, [e.name for e in load()]),

@@ -4,7 +4,6 @@ does, and shared by the functions that use it)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,14 @@ def unzipped_bytes(folder: Path) -> int:
                if path.is_file() and not path.is_symlink())
 
 
-def zipped_bytes(folder: Path, work: Path) -> int:
-    return sam_zip(folder, work).stat().st_size
+def zipped_bytes(folder: Path) -> int:
+    return sam_zip(folder).stat().st_size
 
 
 def run() -> dict[str, Any]:
     functions = load_template(BUILT_TEMPLATE).functions.values()
     folders = {folder for spec in functions for folder in (spec.code_dir, *spec.layer_dirs)}
-    with tempfile.TemporaryDirectory(prefix="bench-size-") as work:
-        sizes = {folder: (unzipped_bytes(folder), zipped_bytes(folder, Path(work)))
-                 for folder in sorted(folders)}
+    sizes = {folder: (unzipped_bytes(folder), zipped_bytes(folder)) for folder in sorted(folders)}
     layers = {folder.name: {"unzipped_mb": round(unzipped / MB, 1),
                             "zipped_mb": round(zipped / MB, 1)}
               for folder, (unzipped, zipped) in sizes.items()}

@@ -13,25 +13,30 @@ and 1,024 rows, and binary tensors at 32 and 1,024.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from bench.common import MODELS_DIR, ROOT, ROWS, peak_rss_mb, summary, time_interleaved
+from bench.common import MODELS_DIR, ROOT, ROWS, budget, peak_rss_mb, summary, time_interleaved
 from bench.functions import HANDLER, inference_functions, lambda_environment
 from local_api.context import LambdaContext
 
 # Per row count: (most rounds, seconds) of the three interleaved timings.
 BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
-CASES = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS if rows > 1]
+Case = tuple[int, str]  # (rows, encoding "json" or "binary")
+CASES: list[Case] = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS
+                                                         if rows > 1]
 
 
-def measure(model: str) -> list[dict[str, Any]]:
-    """In the child: handler, service and raw run timings for every case."""
+def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
+    """In the child: handler, service and raw run timings for every case, and the sizes of the
+    request and of the handler's response body (bytes)."""
     import onnxruntime as ort
     from model_api.codec import decode_request
     from model_api.model import CPU, session_options
@@ -47,7 +52,7 @@ def measure(model: str) -> list[dict[str, Any]]:
                                sess_options=session_options(), providers=list(CPU))
     context = LambdaContext(function_name=model)
     results = []
-    for rows, encoding in CASES:
+    for rows, encoding in cases:
         sent = request(model, rows, encoding)
         event = api_event(model, sent)
         decoded = decode_request(sent.body, sent.headers, loaded.manifest)
@@ -60,9 +65,12 @@ def measure(model: str) -> list[dict[str, Any]]:
             "handler": partial(app.lambda_handler, event, context),
             "service": partial(app.service.infer, model, None, sent.body, sent.headers),
             "raw": partial(raw.run, outputs, decoded.inputs),
-        }, *BUDGET[rows])
+        }, *budget(*BUDGET[rows]))
         result: dict[str, Any] = {"model": model, "rows": rows, "encoding": encoding,
                                   "request_bytes": len(sent.body),
+                                  "response_bytes": len(base64.b64decode(answer["body"])
+                                                      if answer.get("isBase64Encoded")
+                                                      else answer["body"].encode()),
                                   **{name: summary(ms) for name, ms in timings.items()}}
         handler, service, run = (result[k]["p50_ms"] for k in ("handler", "service", "raw"))
         result["ratio"] = round(handler / run, 2)
@@ -75,15 +83,17 @@ def measure(model: str) -> list[dict[str, Any]]:
     return [{**result, "max_rss_mb": round(peak, 1)} for result in results]
 
 
-def run() -> list[dict[str, Any]]:
-    """Every model function, one child process each."""
+def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
+        ) -> list[dict[str, Any]]:
+    """Every model function (or those of `models`), one child process each, over `cases`."""
     results: list[dict[str, Any]] = []
     for function in inference_functions():
-        if function.model is None:
+        if function.model is None or (models is not None and function.model not in models):
             continue
         env = {**os.environ, **lambda_environment(function, MODELS_DIR),
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
-        child = subprocess.run([sys.executable, "-m", "bench.warm", function.model], env=env,
+        child = subprocess.run([sys.executable, "-m", "bench.warm", function.model,
+                                *(f"{rows}:{encoding}" for rows, encoding in cases)], env=env,
                                cwd=ROOT, capture_output=True, text=True, timeout=300,
                                check=False)
         if child.returncode != 0:
@@ -98,7 +108,9 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 lives as long as we do
-    results = measure(sys.argv[1])
+    cases = [(int(rows), encoding) for rows, _, encoding in
+             (case.partition(":") for case in sys.argv[2:])]
+    results = measure(sys.argv[1], cases or CASES)
     with open(result_fd, "w") as out:
         out.write(json.dumps(results) + "\n")
 

@@ -78,7 +78,9 @@ def _runtime_dir(state_dir: Path) -> Path:
     return runtime
 
 
-def _rewrite_opt(value: str, opt_dir: Path) -> str:
+def rewrite_opt(value: str, opt_dir: Path) -> str:
+    """`value` with a leading /opt replaced by `opt_dir` (a path into a layer: MODELS_DIR,
+    MODEL_CATALOG); any other value as it is."""
     if value == LAMBDA_OPT or value.startswith(LAMBDA_OPT + "/"):
         return str(opt_dir) + value[len(LAMBDA_OPT):]
     return value
@@ -106,7 +108,7 @@ def lambda_environment(function: FunctionSpec, opt_dir: Path, region: str) -> di
         "PATH": f"/usr/local/bin:/usr/bin:/bin:{opt_dir}/bin",
         "LD_LIBRARY_PATH": f"{function.code_dir}/lib:{opt_dir}/lib",
     }
-    env.update({key: _rewrite_opt(value, opt_dir) for key, value in function.environment.items()})
+    env.update({key: rewrite_opt(value, opt_dir) for key, value in function.environment.items()})
     # No X-Ray daemon runs locally: Powertools' Tracer would only log failed sends.
     env["POWERTOOLS_TRACE_DISABLED"] = "true"
     return env
