@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from model_api.aws.capture import DIR_ENV as CAPTURE_DIR_ENV
 
 from bench.common import BUILT_TEMPLATE, MODELS_DIR, scaled
 from bench.payloads import example_inputs
@@ -65,9 +66,12 @@ def moto_server() -> Iterator[None]:
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = dict(os.environ)
+    # The runner captures as the deployed one does (the registry's sampling), into a folder
+    # here as there into its bucket: never onto stdout, which is the bench's table
+    captured = tempfile.TemporaryDirectory(prefix="bench-capture-")
     os.environ.update({"AWS_ENDPOINT_URL": f"http://{HOST}:{port}",
                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"})
+                       "AWS_DEFAULT_REGION": "us-east-1", CAPTURE_DIR_ENV: captured.name})
     os.environ.pop("AWS_PROFILE", None)
     try:
         wait_until_answering(port, server, "/moto-api/")
@@ -75,6 +79,7 @@ def moto_server() -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        captured.cleanup()
         server.terminate()
         server.wait(timeout=20)
 
