@@ -15,12 +15,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from functools import partial
 from typing import Any
 
-from bench.common import MODELS_DIR, ROOT, summary, time_interleaved
+from bench.common import (
+    MODELS_DIR,
+    ROOT,
+    run_child,
+    summary,
+    time_interleaved,
+    write_child_result,
+)
 from bench.functions import HANDLER, inference_functions, lambda_environment
 from local_api.context import LambdaContext
 
@@ -73,24 +79,13 @@ def run(models: tuple[str, ...] = MODELS) -> list[dict[str, Any]]:
                "CAPTURE_DIR": os.environ.get("BENCH_CAPTURE_DIR", ""),
                "CAPTURE_HASH_KEY_SECRET": "",
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
-        child = subprocess.run([sys.executable, "-m", "bench.capture", "--child", model],
-                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                               check=False)
-        if child.returncode != 0:
-            raise RuntimeError(f"bench.capture {model} failed:\n{child.stderr[-3000:]}")
-        results.append(json.loads(child.stdout.splitlines()[-1]))
+        results.append(run_child("bench.capture", ["--child", model], env))
     return results
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        result_fd = os.dup(1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 lives as long as we do
-        result = measure(sys.argv[2])
-        with open(result_fd, "w") as out:
-            out.write(json.dumps(result) + "\n")
+        write_child_result(partial(measure, sys.argv[2]))
         return
     for result in run(tuple(sys.argv[1:]) or MODELS):
         print(json.dumps(result))

@@ -10,10 +10,12 @@ rounds, repeats and rows: it proves each section still runs, in CI, and its numb
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +103,26 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "uptime": uptime.strip(),
             "python": platform.python_version(), "platform": platform.platform(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run_child(module: str, arguments: list[str], env: dict[str, str]) -> Any:
+    """Run `python -m <module> <arguments>` (a section's child: a handler measured in a fresh
+    process) and return the JSON document its last line of stdout holds; RuntimeError with
+    its stderr's tail when it fails."""
+    child = subprocess.run([sys.executable, "-m", module, *arguments], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=300, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(arguments)} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.splitlines()[-1])
+
+
+def write_child_result(measure: Callable[[], Any]) -> None:
+    """In a child of run_child: the handler's logs (stdout) go to /dev/null while `measure`
+    runs, and its result, as one JSON line, to the real stdout."""
+    result_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 lives as long as we do
+    result = measure()
+    with open(result_fd, "w") as out:
+        out.write(json.dumps(result) + "\n")

@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from bench.common import MODELS_DIR, ROOT, ROWS, budget, peak_rss_mb, summary, time_interleaved
+from bench.common import (
+    MODELS_DIR,
+    ROOT,
+    ROWS,
+    budget,
+    peak_rss_mb,
+    run_child,
+    summary,
+    time_interleaved,
+    write_child_result,
+)
 from bench.functions import HANDLER, inference_functions, lambda_environment
 from local_api.context import LambdaContext
 
@@ -92,27 +100,16 @@ def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
             continue
         env = {**os.environ, **lambda_environment(function, MODELS_DIR),
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
-        child = subprocess.run([sys.executable, "-m", "bench.warm", function.model,
-                                *(f"{rows}:{encoding}" for rows, encoding in cases)], env=env,
-                               cwd=ROOT, capture_output=True, text=True, timeout=300,
-                               check=False)
-        if child.returncode != 0:
-            raise RuntimeError(f"bench.warm {function.model} failed:\n{child.stderr[-3000:]}")
-        results.extend(json.loads(child.stdout.splitlines()[-1]))
+        results.extend(run_child("bench.warm", [function.model, *(
+            f"{rows}:{encoding}" for rows, encoding in cases)], env))
     return results
 
 
 def main() -> None:
     """Child entry: the handler's logs go to /dev/null, the results to the real stdout."""
-    result_fd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - fd 1 lives as long as we do
     cases = [(int(rows), encoding) for rows, _, encoding in
              (case.partition(":") for case in sys.argv[2:])]
-    results = measure(sys.argv[1], cases or CASES)
-    with open(result_fd, "w") as out:
-        out.write(json.dumps(results) + "\n")
+    write_child_result(partial(measure, sys.argv[1], cases or CASES))
 
 
 if __name__ == "__main__":
