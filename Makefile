@@ -157,9 +157,14 @@ lint: setup ## ruff, mypy, and every generated file up to date (make check-gener
 	mypy layers/serving/python/model_api local_api model_export model_registry batch bench
 	@$(MAKE) --no-print-directory check-generated
 
-# --durations: the slowest tests, so that the time of `make test` can be watched.
-test: build lint ## Everything: lint, unit, handler, template, security, local API, batch and end-to-end tests
-	$(PY) -m pytest --durations=15
+# --durations: the slowest tests, so that the time of `make test` can be watched. The suite runs
+# on TEST_WORKERS processes (pytest-xdist), each test file whole on one worker (its module and
+# session fixtures once per worker); tests marked `serial` (they compare speeds, so they must not
+# share the cores) run alone afterwards.
+TEST_WORKERS ?= 2
+test: build lint ## Everything: lint, unit, handler, template, security, local API, batch and end-to-end tests [TEST_WORKERS=2]
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=15
+	$(PY) -m pytest -m serial --durations=5 || test $$? -eq 5  # 5: no test is marked serial
 
 .PHONY: security
 security: build ## Security tests only: checkov on the deployed template, hostile requests, fuzzing
