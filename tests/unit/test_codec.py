@@ -21,6 +21,7 @@ from model_api.codec import (
     decode_request,
     encode_response,
     json_depth,
+    parse_json,
 )
 from model_api.datatypes import DATATYPES, NUMPY_DTYPES
 from model_api.errors import ModelAPIError
@@ -604,3 +605,44 @@ def test_a_parameter_that_is_an_object_an_array_or_null_is_refused(value: Any,
 def test_bool_number_and_string_parameters_are_kept() -> None:
     parameters = {"b": True, "i": -3, "f": 0.5, "s": "x", "explain": False}
     assert decode(body(tensor([[1, 2, 3]]), parameters=parameters)).parameters == parameters
+
+
+# parse_json reads with orjson and checks its keys against the text's skeleton; any document
+# the two readers could see differently goes to the standard library's strict parse.
+@pytest.mark.parametrize("text", [
+    b'{"inputs": [{"name": "x", "data": [1, 2.5, -0.0, 1e-7]}], "parameters": {"a": {"b": []}}}',
+    b'{"p": [[1, {"hidden": 1}], 3]}',            # an object inside a list of numbers
+    b'{"p": [1, 2, {"k": 1, "k2": {"x": ":"}}]}',  # colons and braces inside strings
+    b'[{"a": 1}, {"b": "{\\"c\\": 1}"}]',
+    b'{"big": 18446744073709551615, "neg": -9223372036854775808}',
+    b'{}', b'[]', b'"just a string"', b'3',
+])
+def test_parse_json_reads_what_the_standard_library_reads(text: bytes) -> None:
+    assert parse_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"p": [1, 2, {"k": 1, "k": 2}]}',           # behind a list of numbers
+    b'{"inputs": [{"name": "x", "name": "y"}]}',
+    b'{"a": {"b": {"c": 1, "c": 1}}}',
+])
+def test_a_repeated_key_anywhere_is_refused_by_name(text: bytes) -> None:
+    with pytest.raises(ModelAPIError, match="twice in one object"):
+        parse_json(text)
+
+
+JSON_VALUES = st.recursive(
+    # Integers beyond 64 bits orjson reads as floats: the codec tells them as out of range.
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_parse_json_agrees_with_the_standard_library_on_any_document(value: Any) -> None:
+    text = json.dumps(value).encode()
+    if json_depth(text) <= limits.MAX_JSON_DEPTH:
+        assert parse_json(text) == json.loads(text)
