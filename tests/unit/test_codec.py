@@ -633,8 +633,8 @@ def test_a_repeated_key_anywhere_is_refused_by_name(text: bytes) -> None:
 
 JSON_VALUES = st.recursive(
     # Integers beyond 64 bits orjson reads as floats: the codec tells them as out of range.
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=5)
     | st.dictionaries(st.text(max_size=4), children, max_size=4),
     max_leaves=30)
