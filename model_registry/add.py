@@ -32,6 +32,7 @@ from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.manifest import ManifestError
 from model_api.names import numbered
+from model_api.store import STORE_FIELD
 
 from model_export import explanation
 from model_export.artifact import (
@@ -43,7 +44,7 @@ from model_export.artifact import (
 )
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
-from model_registry import registry
+from model_registry import placement, registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
 
@@ -155,11 +156,13 @@ def read_background(data: bytes, source: str,
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    version_dir: Path, examples: Examples | None = None,
                    background: bytes | None = None, shown: str | None = None,
-                   fields: Mapping[str, Any] | None = None) -> None:
+                   fields: Mapping[str, Any] | None = None, in_store: bool = False) -> None:
     """Check the file (and the background rows, if given) and write its exported version
     (manifest with its explanation, chosen from the graph by model_export.explanation;
     examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
-    name messages use, `fields` override what is derived (see KEPT_FIELDS)."""
+    name messages use, `fields` override what is derived (see KEPT_FIELDS). `in_store`: the
+    version is served from the model store (model_registry.placement): its manifest names the
+    object (`store`: key and bytes, model_api.store) and its layer leaves the file out."""
     shown = shown or source
     found = read_signature(model_bytes, shown)
     smoke_run(model_bytes, shown)
@@ -178,6 +181,9 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
         raise AddError(f"background rows were given, but {shown} is explained by "
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
+    if in_store:
+        manifest[STORE_FIELD] = {"key": placement.store_key(entry.name, version),
+                                 "bytes": len(model_bytes)}
     manifest.update(fields or {})
     try:
         write_version(version_dir, model_bytes, manifest, examples, files)
@@ -191,6 +197,30 @@ def _producer(model_bytes: bytes) -> str:
 
 
 BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
+
+
+def _placement(entry: ModelEntry | None, version: str, size: int, wanted: str | None,
+               project: Project) -> placement.Placement:
+    """Where a new `version` of `size` bytes goes beside the model's other versions (their
+    recorded bytes; a seed or older version's exported file size), or AddError saying why no
+    function can hold it."""
+    layer_sizes: list[int] = []
+    store_sizes: list[int] = []
+    for other in (entry.versions if entry else []):
+        if other == version:
+            continue
+        record = entry.files.get(other, {}) if entry else {}
+        size_of = record.get("bytes")
+        if size_of is None:
+            exported = project.models_dir / (entry.name if entry else "") / other / MODEL_FILE
+            size_of = exported.stat().st_size if exported.is_file() else 0
+        (store_sizes if record.get("home") == placement.STORE else layer_sizes).append(
+            int(size_of))
+    try:
+        return placement.place(size, layer_sizes, store_sizes, wanted)
+    except placement.PlacementError as exc:
+        raise AddError(f"no Lambda function can hold {entry.name if entry else 'it'} "
+                       f"version {version}: {exc}") from exc
 
 
 def stored_path(name: str, version: str) -> str:
@@ -227,7 +257,8 @@ def next_version(entry: ModelEntry | None) -> str:
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, examples_path: Path | None = None,
         background_path: Path | None = None, fields: Path | None = None,
-        project: Project = PROJECT) -> ModelEntry:
+        project: Project = PROJECT, place: str | None = None,
+        placed: list[placement.Placement] | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -238,7 +269,10 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     not touched, so adding a model costs the same however many exist. Every check and render
     runs first: AddError (with the reason) leaves every file as it was. A version of a seed model
     may be added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
-    `make optimize` measured) kept beside the file.
+    `make optimize` measured) kept beside the file. Its size decides where the version is
+    served from (model_registry.placement: its layer, or the model store; `place` forces one);
+    the decision is appended to `placed` when given. A version no Lambda function can hold is
+    refused (AddError).
     """
     entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
@@ -253,7 +287,11 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
     examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
-    record = {"path": stored_path(name, version), "sha256": sha256_of(model_bytes)}
+    where = _placement(existing, version, len(model_bytes), place, project)
+    record: dict[str, Any] = {"path": stored_path(name, version),
+                              "sha256": sha256_of(model_bytes)}
+    if where.home == placement.STORE:
+        record.update(home=placement.STORE, bytes=len(model_bytes))
     background = None
     if background_path is not None:
         try:
@@ -295,7 +333,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     try:
         staged = staged_root / name / version
         import_version(entry, version, model_bytes, record["path"], staged, examples,
-                       background, shown=str(onnx_path), fields=kept)
+                       background, shown=str(onnx_path), fields=kept,
+                       in_store=record.get("home") == placement.STORE)
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -317,6 +356,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         change.apply()
     finally:
         shutil.rmtree(staged_root, ignore_errors=True)
+    if placed is not None:
+        placed.append(where)
     return entry
 
 
@@ -355,7 +396,8 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
         examples = read_examples(stored_examples) if stored_examples.exists() else None
         import_version(entry, version, model_bytes, record["path"],
                        models_dir / entry.name / version, examples,
-                       _recorded_background(entry, version, root), fields=kept)
+                       _recorded_background(entry, version, root), fields=kept,
+                       in_store=record.get("home") == placement.STORE)
         written.append(version)
     return written
 
@@ -397,14 +439,20 @@ def main(argv: list[str] | None = None) -> int:
                              ".npy [rows, features], or .npz with one array per input name")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
+    parser.add_argument("--place", choices=placement.HOMES,
+                        help="serve it from its layer or the model store (default: chosen by "
+                             "its size, model_registry.placement)")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
+        placed: list[placement.Placement] = []
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
-                    args.background)
+                    args.background, place=args.place, placed=placed)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2
+    print(f"{entry.name} version {args.version or entry.versions[-1]} is served "
+          f"{placed[0].reason}")
     print(f"added {entry.name}: versions {entry.versions}, current {entry.current} (restart "
           f"`make serve` to serve it); its file is "
           f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")

@@ -106,7 +106,7 @@ class ModelEntry:
     current: str
     # For source "onnx": where each version's file came from and its sha256, and class labels;
     # for a seed model, its versions published by `make optimize` (the others are trained).
-    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: list[str] | None = None
     group: int = 0
     reserved_concurrency: int | None = None

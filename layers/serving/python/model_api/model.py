@@ -27,6 +27,7 @@ from model_api.explainers import (
 )
 from model_api.integrity import IntegrityError, read_verified
 from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, TensorSpec, load_manifest
+from model_api.store import Progress, RangeReader, StoredObject, StoreError, fetch_verified
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +103,31 @@ class LoadedModel:
     explainer: Explainer
 
     @classmethod
-    def load(cls, version_dir: Path, providers: Sequence[str] | None = None) -> LoadedModel:
-        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not."""
+    def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
+             store: RangeReader | None = None, progress: Progress | None = None
+             ) -> LoadedModel:
+        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
+
+        A version whose manifest names a stored object (`store`: the model is too large for a
+        layer, model_api.store) is read from `store` when one is given (a model function, the
+        batch runner: sha256-checked on the stream, `progress` counting the bytes), else from
+        its folder like any other."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
-        except ManifestError as exc:
+            stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+        except (ManifestError, ValueError) as exc:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
         try:
-            model_bytes = read_verified(model_path, manifest.sha256)
-        except OSError as exc:
+            if stored is not None and store is not None:
+                model_bytes = fetch_verified(store, stored, progress=progress)
+            else:
+                model_bytes = read_verified(model_path, manifest.sha256)
+        except (OSError, StoreError) as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
         except IntegrityError as exc:
             raise ModelIntegrityError(
-                f"{model_path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
+                f"{exc.path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
                 f"{manifest.sha256}; the file is not the exported model, so it is not served"
             ) from None
         try:
@@ -124,6 +136,15 @@ class LoadedModel:
             )
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
+        # onnxruntime's Python session keeps the bytes it was built from (`_model_bytes`, only
+        # read again to rebuild the session when a GPU provider fails and it falls back to the
+        # CPU): for a model of size S that is S held for nothing besides the session's own copy
+        # of the weights. On the CPU alone there is no fallback, so it is dropped, leaving one
+        # copy (docs/performance.md, "Large models"); onnxruntime's own comment calls keeping
+        # it "bad as we're holding the memory indefinitely".
+        if tuple(session.get_providers()) == CPU and hasattr(session, "_model_bytes"):
+            session._model_bytes = None
+        del model_bytes
         _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
         _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
         try:
