@@ -167,7 +167,7 @@ def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[st
         found = stack.overrides(environments)
         # Large models: the model store in the same local S3, for their functions and the
         # batch runner (a child of this process: os.environ).
-        stored = model_store.publish(stack.models_dir)
+        stored = model_store.publish(spec.functions.values(), stack.models_dir)
         os.environ[model_store.BUCKET_VARIABLE] = model_store.BUCKET
         if stored:
             print(f"Model store: {len(stored)} large model version(s) in local bucket "

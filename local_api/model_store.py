@@ -9,10 +9,11 @@ Local only: nothing here ships.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from batch.aws import client
+from local_api.template import FunctionSpec
 from model_registry.store import stored_versions, sync
 
 LOG = logging.getLogger(__name__)
@@ -21,14 +22,24 @@ BUCKET = "local-model-api-models"
 BUCKET_VARIABLE = "MODEL_STORE_BUCKET"
 
 
-def publish(models_dir: Path, bucket: str = BUCKET) -> list[str]:
+def publish(functions: Iterable[FunctionSpec], models_dir: Path,
+            bucket: str = BUCKET) -> list[str]:
     """Create the versioned bucket in the local S3 boto3 is pointed at (AWS_ENDPOINT_URL) and
-    fill it as `make deploy` fills the deployed one (model_registry.store.sync); the keys."""
+    fill it as `make deploy` fills the deployed one (model_registry.store.sync) with the stored
+    versions the store-backed `functions`' model layers name (their files from the layer when
+    it has them, else from `models_dir`, the exported models); the keys."""
+    wanted: dict[str, tuple[Path, str]] = {}
+    for function in functions:
+        if BUCKET_VARIABLE not in function.environment:
+            continue
+        for layer in function.layer_dirs:
+            if (layer / "models").is_dir():
+                wanted.update(stored_versions(layer / "models", models_dir))
     s3 = client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    sync(models_dir, bucket, s3, log=LOG.info)
-    return sorted(stored_versions(models_dir))
+    sync(wanted, bucket, s3, log=LOG.info)
+    return sorted(wanted)
 
 
 def overrides(environments: Mapping[str, Mapping[str, str]], endpoint: str,

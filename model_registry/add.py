@@ -199,8 +199,8 @@ def _producer(model_bytes: bytes) -> str:
 BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
 
 
-def _placement(entry: ModelEntry | None, version: str, size: int, wanted: str | None,
-               project: Project) -> placement.Placement:
+def _placement(name: str, entry: ModelEntry | None, version: str, size: int,
+               wanted: str | None, project: Project) -> placement.Placement:
     """Where a new `version` of `size` bytes goes beside the model's other versions (their
     recorded bytes; a seed or older version's exported file size), or AddError saying why no
     function can hold it."""
@@ -212,15 +212,14 @@ def _placement(entry: ModelEntry | None, version: str, size: int, wanted: str | 
         record = entry.files.get(other, {}) if entry else {}
         size_of = record.get("bytes")
         if size_of is None:
-            exported = project.models_dir / (entry.name if entry else "") / other / MODEL_FILE
+            exported = project.models_dir / name / other / MODEL_FILE
             size_of = exported.stat().st_size if exported.is_file() else 0
         (store_sizes if record.get("home") == placement.STORE else layer_sizes).append(
             int(size_of))
     try:
         return placement.place(size, layer_sizes, store_sizes, wanted)
     except placement.PlacementError as exc:
-        raise AddError(f"no Lambda function can hold {entry.name if entry else 'it'} "
-                       f"version {version}: {exc}") from exc
+        raise AddError(f"no Lambda function can hold {name} version {version}: {exc}") from exc
 
 
 def stored_path(name: str, version: str) -> str:
@@ -287,7 +286,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
     examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
-    where = _placement(existing, version, len(model_bytes), place, project)
+    where = _placement(name, existing, version, len(model_bytes), place, project)
     record: dict[str, Any] = {"path": stored_path(name, version),
                               "sha256": sha256_of(model_bytes)}
     if where.home == placement.STORE:

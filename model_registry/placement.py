@@ -116,8 +116,8 @@ def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int]
     home = wanted or (LAYER if fits else STORE)
     if home not in HOMES:
         raise PlacementError(f"place it in one of {HOMES}, not {home!r}")
-    budget = (f"a layer holds {LAYER_BUDGET_BYTES / MB:,.0f} MB of model: Lambda's "
-              f"{UNZIPPED_LIMIT_BYTES / MB:,.0f} MB unzipped per function, less the runtime "
+    budget = (f"a layer holds {LAYER_BUDGET_BYTES / MB:,.1f} MB of model: Lambda's "
+              f"{UNZIPPED_LIMIT_BYTES / MB:,.1f} MB unzipped per function, less the runtime "
               f"layer ({RUNTIME_LAYER_BYTES / MB:,.1f} MB), the serving layer and code "
               f"({(SERVING_LAYER_BYTES + FUNCTION_CODE_BYTES) / MB:,.1f} MB) and "
               f"{LAYER_MARGIN_BYTES / MB:,.1f} MB kept free")

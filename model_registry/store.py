@@ -23,25 +23,30 @@ PREFIX = "models/"
 SHA256_METADATA = "sha256"
 
 
-def stored_versions(models_dir: Path) -> dict[str, tuple[Path, str]]:
-    """Every built version whose manifest names a stored object: key -> (file, sha256)."""
+def stored_versions(models_dir: Path, fallback: Path | None = None
+                    ) -> dict[str, tuple[Path, str]]:
+    """Every version under `models_dir` (<name>/<version>/manifest.json) whose manifest names a
+    stored object: key -> (its file, sha256); the file is beside the manifest, else (a layer
+    folder, which leaves it out) at the same place under `fallback`."""
     found: dict[str, tuple[Path, str]] = {}
     for manifest_path in sorted(models_dir.glob("*/*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         stored = manifest.get("store")
         if isinstance(stored, dict) and isinstance(stored.get("key"), str):
-            found[stored["key"]] = (manifest_path.parent / manifest["model_file"],
-                                    manifest["sha256"])
+            path = manifest_path.parent / manifest["model_file"]
+            if not path.is_file() and fallback is not None:
+                path = fallback / path.relative_to(models_dir)
+            found[stored["key"]] = (path, manifest["sha256"])
     return found
 
 
-def sync(models_dir: Path, bucket: str, s3: Any, log: Any = print,
+def sync(wanted: dict[str, tuple[Path, str]], bucket: str, s3: Any, log: Any = print,
          delete: bool = True) -> tuple[list[str], list[str]]:
-    """Upload what `models_dir` keeps in the store and (with `delete`) delete what it no longer
-    names, in `bucket` through the boto3 client `s3`; the keys uploaded and deleted."""
+    """Upload `wanted` (key -> (file, sha256): stored_versions) to `bucket` through the boto3
+    client `s3`, skipping an object already there with that sha256, and (with `delete`) delete
+    every other object under models/; the keys uploaded and deleted."""
     from boto3.s3.transfer import TransferConfig
 
-    wanted = stored_versions(models_dir)
     present: dict[str, str] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX):
         for item in page.get("Contents", []):
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if bucket is None:
         print("no deployed stack with a ModelStoreBucketName output yet: nothing to fill")
         return 0
-    uploaded, deleted = sync(args.models_dir, bucket, boto3.client("s3"),
+    uploaded, deleted = sync(stored_versions(args.models_dir), bucket, boto3.client("s3"),
                              delete=not args.keep)
     print(f"model store s3://{bucket}: {len(uploaded)} uploaded, {len(deleted)} deleted")
     return 0

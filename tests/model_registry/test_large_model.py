@@ -1,0 +1,111 @@
+"""A model too large for a Lambda layer, end to end (issue 21): a 400 MB transformer encoder
+exported from PyTorch at test time (model_export.transformer: `input_ids` and `attention_mask`
+INT64 [batch, sequence], `logits` FP32 [batch, 4]; seeded, cached for the session in a tmp
+folder, never committed) is added to a copy of the project, which places it in the model store
+and sizes its function; the local API (its moto S3 as the store) serves it through the real
+handler and loading code, answering 503 with Retry-After while it loads and then exactly what
+onnxruntime answers on the same file; remove-model leaves the tree as it was and the store
+sync deletes the object. About 60 s on 2 cores, most of it the export (cached per session),
+the add's checks of a 400 MB graph and the read through moto.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from model_export.large import transformer
+from model_registry import placement
+from model_registry.add import add
+from model_registry.registry import Project
+from model_registry.remove import remove
+from model_registry.store import stored_versions, sync
+from tests.conftest import local_api_server
+from tests.model_registry.conftest import snapshot
+from tests.model_registry.test_lifecycle import served
+
+BIG = "large-transformer"
+
+
+@pytest.fixture(scope="session")
+def transformer_400mb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return transformer(400, tmp_path_factory.mktemp("large-models"))
+
+
+def feeds(rows: int = 3, tokens: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 300_000, (rows, tokens), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[-1, tokens // 2:] = 0  # a padded row
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def infer_body(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": "INT64",
+                        "data": array.ravel().tolist()} for name, array in inputs.items()]}
+
+
+@pytest.mark.slow
+def test_a_400_mb_transformer_is_stored_served_and_removed(
+        tmp_path: Path, project: Project, transformer_400mb: Path) -> None:
+    before = snapshot(project)
+    size = transformer_400mb.stat().st_size
+    assert size >= 400e6
+
+    # When it is added, it goes to the model store: over what a layer holds
+    placed: list[placement.Placement] = []
+    add(BIG, transformer_400mb, project=project, placed=placed)
+    assert placed[0].home == placement.STORE and "over what a layer holds" in placed[0].reason
+    record = next(m for m in yaml.safe_load(project.registry.read_text())["models"]
+                  if m["name"] == BIG)["files"]["1"]
+    assert (record["home"], record["bytes"]) == ("store", size)
+    manifest = json.loads((project.models_dir / BIG / "1" / "manifest.json").read_text())
+    assert manifest["store"] == {"key": f"models/{BIG}/1/model.onnx", "bytes": size}
+    # and its function is sized from it and may read its own objects only
+    stack = (project.stacks / "models-0.yaml").read_text()
+    assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1536
+    assert f"${{ModelStoreBucket}}/models/{BIG}/*" in stack
+
+    # Then the local API serves it from its local store: loading first, then onnxruntime's
+    # own answers on the same file
+    built = served(project, tmp_path / "built")
+    log = tmp_path / "serve.log"
+    with local_api_server(log, template=built) as (client, _):
+        started = time.monotonic()
+        first = client.get(f"/v2/models/{BIG}/ready")
+        if first.status_code == 503:
+            assert "is loading" in first.json()["error"] and int(first.headers["retry-after"]) >= 1
+            index = client.post("/v2/repository/index").json()
+            assert {"name": BIG, "version": "1"}.items() <= next(
+                e for e in index if e["name"] == BIG).items()
+        while client.get(f"/v2/models/{BIG}/ready").status_code != 200:
+            assert time.monotonic() - started < 120, log.read_text()[-3000:]
+            time.sleep(1)
+        inputs = feeds()
+        answer = client.post(f"/v2/models/{BIG}/infer", json=infer_body(inputs))
+        assert answer.status_code == 200, answer.text
+        (output,) = answer.json()["outputs"]
+        got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
+        want = ort.InferenceSession(str(transformer_400mb)).run(None, inputs)[0]
+        np.testing.assert_array_equal(got, want)
+        endpoint = re.search(r"local S3/DynamoDB/EventBridge at (\S+),", log.read_text())
+        assert endpoint, log.read_text()[-3000:]
+        s3 = boto3.client("s3", endpoint_url=endpoint.group(1), region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        listed = s3.list_objects_v2(Bucket="local-model-api-models")["Contents"]
+        assert [item["Key"] for item in listed] == [f"models/{BIG}/1/model.onnx"]
+
+        # When it is removed, the tree is as it was, and the store's sync deletes its object
+        remove(BIG, project=project)
+        assert snapshot(project) == before
+        assert sync(stored_versions(project.models_dir), "local-model-api-models", s3,
+                    log=lambda _: None) == ([], [f"models/{BIG}/1/model.onnx"])
+        assert "Contents" not in s3.list_objects_v2(Bucket="local-model-api-models")
