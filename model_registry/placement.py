@@ -12,15 +12,16 @@ to the model store (template.src.yaml's ModelStoreBucket), which its function re
 
 Memory. A function holds every version of its model at once, each as onnxruntime's copy of its
 weights (S bytes for a file of S bytes); while one version loads it holds its file's bytes
-(S), onnxruntime's parsed copy of the graph (S) and the session's weights (S) at once, measured
-as 2.9 x S for a 410 MB file (docs/performance.md, "Large models"), so `LOAD_COPIES` = 3. The
-versions load one at a time (model_api.service), so a function needs
+(S), onnxruntime's parsed copy of the graph (S) and the session's weights (S) at once,
+measured as 3.0 x S for a 400 MB file (`make bench ONLY=large`, docs/performance.md), so
+LOAD_COPIES = 3. The versions load one at a time (model_api.service), so a function needs
   BASELINE_MB + (sum of S + (LOAD_COPIES - 1) x largest S) x (1 + WORKING_MARGIN)
-and at most Lambda's 10,240 MB. A single-file ONNX model is at most 2 GiB (protobuf's limit on
-one message), which needs 160 + (2,048 + 2 x 2,048) x 1.1 = 6,918 MB: every single-file model
-that fits onnx fits one function, and the largest a function serves in all (its versions
-together) follows from the formula. A model over 2 GiB (the external-data format) is refused
-with the reason: it is not served yet.
+and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (3 x 1.1) = 3,054 MB.
+A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), which needs
+160 + 3 x 2,147 x 1.1 = 7,246 MB (7,296 rounded up to 64): the largest model the design serves
+is a single-file ONNX model of 2 GiB, alone in its function (the versions of one function
+together: the formula). A model over 2 GiB (the external-data format) is refused with the
+reason: the store does not serve it yet.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ LAYER_BUDGET_BYTES = (UNZIPPED_LIMIT_BYTES - RUNTIME_LAYER_BYTES - SERVING_LAYER
 # measured at 119 MB peak RSS; rounded up for the request's own buffers.
 BASELINE_MB = 160
 # Copies of a version's weights while it loads: its bytes, onnxruntime's parsed graph, the
-# session's weights (measured 2.9x; afterwards 1x: model_api.model drops the bytes).
+# session's weights (measured 3.0x; afterwards 1x: model_api.model drops the bytes).
 LOAD_COPIES = 3
 # For activations and intermediate tensors of a request, as a share of the weights.
 WORKING_MARGIN = 0.10
