@@ -165,7 +165,8 @@ def large_rows(results: list[dict[str, Any]]) -> list[Row]:
         share = r["ratio_plain_over_store"]
         rows += [
             (f"{name}: read from the store", f"{r['store_s']:.2f}s", f"{r['plain_s']:.2f}s plain",
-             ratio(share), f"session {r['session_s']:.2f}s",
+             ratio(share),
+             f"session {r['session_s']:.2f}s" if r["session_s"] is not None else "external data",
              judged(f"≥{LARGE_LOAD_TARGET}x", share >= LARGE_LOAD_TARGET)),
             (f"{name}: the same from a file", f"{r['file_s']:.2f}s", "", "", "", ""),
             (f"{name}: peak memory of the load", f"{r['peak_mb']:.0f}MB",

@@ -19,9 +19,9 @@ LOAD_COPIES = 3. The versions load one at a time (model_api.service), so a funct
 and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (3 x 1.1) = 3,054 MB.
 A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), which needs
 160 + 3 x 2,147 x 1.1 = 7,246 MB (7,296 rounded up to 64): the largest model the design serves
-is a single-file ONNX model of 2 GiB, alone in its function (the versions of one function
-together: the formula). A model over 2 GiB (the external-data format) is refused with the
-reason: the store does not serve it yet.
+is then one of 3,054 MB, in ONNX's external-data format (its graph, and its tensors in one
+file beside it: always the store), alone in its function; a single file of up to 2 GiB needs
+7,296 MB. The versions of one function together: the formula.
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ LAYER, STORE = "layer", "store"
 HOMES = (LAYER, STORE)
 
 
-def store_key(name: str, version: str) -> str:
+def store_key(name: str, version: str, file: str = "model.onnx") -> str:
     """A store-placed version's object in the model store (ModelStoreBucket; `make serve`'s
-    local S3): the same key for the API's function and the batch runner."""
-    return f"models/{name}/{version}/model.onnx"
+    local S3): the same key for the API's function and the batch runner; `file`: the graph, or
+    the file of its tensors (a model over 2 GiB)."""
+    return f"models/{name}/{version}/{file}"
 
 
 class PlacementError(ValueError):
@@ -103,17 +104,23 @@ def memory_mb(sizes: Iterable[int]) -> int:
 
 
 def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int] = (),
-          wanted: str | None = None) -> Placement:
+          wanted: str | None = None, external: bool = False) -> Placement:
     """Where a new version of `size` bytes goes, given the model's other versions in its layer
     (`layer_sizes`) and in the store (`store_sizes`): the layer when they fit
     LAYER_BUDGET_BYTES together, else the store; `wanted` (layer or store) forces one (a layer
-    that does not fit is refused). PlacementError when no function can hold it."""
-    if size > SINGLE_FILE_LIMIT_BYTES:
+    that does not fit is refused). `external`: the graph keeps its tensors in a file beside it
+    (ONNX's external-data format, for a model over 2 GiB): always the store. PlacementError
+    when no function can hold it."""
+    layer_sizes, store_sizes = list(layer_sizes), list(store_sizes)
+    if size > SINGLE_FILE_LIMIT_BYTES and not external:
         raise PlacementError(
-            f"it is {size / MB:,.0f} MB, over the 2 GiB of a single-file ONNX model; models in "
-            "the external-data format (over 2 GiB) are not served yet")
+            f"it is {size / MB:,.0f} MB, over the 2 GiB of a single-file ONNX model: save it "
+            "in the external-data format (onnx.save_model(..., save_as_external_data=True, "
+            "all_tensors_to_one_file=True))")
+    if external and wanted == LAYER:
+        raise PlacementError("a model in the external-data format is served from the store")
     in_layer = sum(layer_sizes)
-    fits = in_layer + size <= LAYER_BUDGET_BYTES
+    fits = in_layer + size <= LAYER_BUDGET_BYTES and not external
     home = wanted or (LAYER if fits else STORE)
     if home not in HOMES:
         raise PlacementError(f"place it in one of {HOMES}, not {home!r}")
@@ -130,7 +137,9 @@ def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int]
     if home == LAYER:
         reason = f"in its layer: {together}, and {budget}"
     else:
-        why = "as asked" if wanted and fits else f"{together} is over what a layer holds"
+        why = ("its tensors are in the external-data format" if external
+               else "as asked" if wanted and fits
+               else f"{together} is over what a layer holds")
         reason = (f"in the model store (the stack's private, encrypted S3 bucket), read into "
                   f"memory when its function starts: {why} ({budget}); its function gets "
                   f"{memory:,} MB of memory")

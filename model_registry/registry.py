@@ -162,7 +162,7 @@ def check(entry: ModelEntry) -> ModelEntry:
         raise RegistryError(f"{entry.name}: files for versions it does not list: "
                             f"{sorted(set(entry.files) - set(entry.versions))}")
     for version, record in entry.files.items():
-        for key in ("path", *(k for k in ("background", "fields") if k in record)):
+        for key in ("path", *(k for k in ("background", "fields", "data") if k in record)):
             path = Path(record.get(key, ""))
             if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
                 raise RegistryError(

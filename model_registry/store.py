@@ -32,11 +32,16 @@ def stored_versions(models_dir: Path, fallback: Path | None = None
     for manifest_path in sorted(models_dir.glob("*/*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         stored = manifest.get("store")
-        if isinstance(stored, dict) and isinstance(stored.get("key"), str):
-            path = manifest_path.parent / manifest["model_file"]
+        if not (isinstance(stored, dict) and isinstance(stored.get("key"), str)):
+            continue
+        data = stored.get("data") or {}
+        for key, name, sha256 in ((stored["key"], manifest["model_file"], manifest["sha256"]),
+                                  *([(data["key"], data["location"], data["sha256"])]
+                                    if data else [])):
+            path = manifest_path.parent / name
             if not path.is_file() and fallback is not None:
                 path = fallback / path.relative_to(models_dir)
-            found[stored["key"]] = (path, manifest["sha256"])
+            found[key] = (path, sha256)
     return found
 
 

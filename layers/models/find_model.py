@@ -43,16 +43,19 @@ def main(models_dir: Path, wanted: str) -> str:
 def copy_to(model_dir: Path, target: Path) -> list[str]:
     """Copy `model_dir` to `target`/<name>, without the model files kept in the model store;
     the versions left out."""
-    stored = {}
+    stored: dict[str, set[str]] = {}
     for manifest_path in sorted(model_dir.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("store"):
-            stored[manifest_path.parent.name] = manifest["model_file"]
+            data = manifest["store"].get("data") or {}
+            stored[manifest_path.parent.name] = {manifest["model_file"],
+                                                 *([data["location"]] if data else [])}
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         version = Path(folder).name
-        return [stored[version]] if Path(folder).parent == model_dir and version in stored \
-            and stored[version] in names else []
+        if Path(folder).parent != model_dir or version not in stored:
+            return []
+        return [name for name in names if name in stored[version]]
 
     shutil.rmtree(target / model_dir.name, ignore_errors=True)  # sam build reuses the folder
     shutil.copytree(model_dir, target / model_dir.name, ignore=ignore)

@@ -12,6 +12,7 @@ the add's checks of a 400 MB graph and the read through moto.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from model_export.large import transformer
+from model_export.large import DATA_FILE, embedding, transformer
 from model_registry import placement
 from model_registry.add import add
 from model_registry.registry import Project
@@ -56,19 +57,40 @@ def infer_body(inputs: dict[str, np.ndarray]) -> dict[str, object]:
 @pytest.mark.slow
 def test_a_400_mb_transformer_is_stored_served_and_removed(
         tmp_path: Path, project: Project, transformer_400mb: Path) -> None:
+    stored_served_removed(tmp_path, project, transformer_400mb)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MODEL_API_BIG_JOBS") != "1",
+                    reason="a 2.2 GB model (about 10 GB of memory at its peak, minutes): "
+                           "MODEL_API_BIG_JOBS=1 runs it")
+def test_a_model_over_2_gib_in_the_external_data_format_is_served(
+        tmp_path: Path, project: Project) -> None:
+    """Opt-in (MODEL_API_BIG_JOBS=1): a 2.2 GB embedding model in ONNX's external-data format
+    (model.onnx + model.onnx.data), built with onnx's helpers in a tmp folder, the same way."""
+    model = embedding(2200, tmp_path / "made", external=True)
+    assert model.stat().st_size + model.with_name(DATA_FILE).stat().st_size > 2 << 30
+    stored_served_removed(tmp_path, project, model, data=True)
+
+
+def stored_served_removed(tmp_path: Path, project: Project, model: Path,
+                          data: bool = False) -> None:
+    """Add `model` to `project`, serve it from the local store, compare, remove it."""
     before = snapshot(project)
-    size = transformer_400mb.stat().st_size
+    size = model.stat().st_size + (model.with_name(DATA_FILE).stat().st_size if data else 0)
     assert size >= 400e6
 
     # When it is added, it goes to the model store: over what a layer holds
     placed: list[placement.Placement] = []
-    add(BIG, transformer_400mb, project=project, placed=placed)
-    assert placed[0].home == placement.STORE and "over what a layer holds" in placed[0].reason
+    add(BIG, model, project=project, placed=placed)
+    assert placed[0].home == placement.STORE
+    assert ("external-data format" if data else "over what a layer holds") in placed[0].reason
     record = next(m for m in yaml.safe_load(project.registry.read_text())["models"]
                   if m["name"] == BIG)["files"]["1"]
     assert (record["home"], record["bytes"]) == ("store", size)
     manifest = json.loads((project.models_dir / BIG / "1" / "manifest.json").read_text())
-    assert manifest["store"] == {"key": f"models/{BIG}/1/model.onnx", "bytes": size}
+    assert manifest["store"]["key"] == f"models/{BIG}/1/model.onnx"
+    assert ("data" in manifest["store"]) == data
     # and its function is sized from it and may read its own objects only
     stack = (project.stacks / "models-0.yaml").read_text()
     assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1536
@@ -87,25 +109,26 @@ def test_a_400_mb_transformer_is_stored_served_and_removed(
             assert {"name": BIG, "version": "1"}.items() <= next(
                 e for e in index if e["name"] == BIG).items()
         while client.get(f"/v2/models/{BIG}/ready").status_code != 200:
-            assert time.monotonic() - started < 120, log.read_text()[-3000:]
+            assert time.monotonic() - started < (600 if data else 120), log.read_text()[-3000:]
             time.sleep(1)
         inputs = feeds()
         answer = client.post(f"/v2/models/{BIG}/infer", json=infer_body(inputs))
         assert answer.status_code == 200, answer.text
         (output,) = answer.json()["outputs"]
         got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
-        want = ort.InferenceSession(str(transformer_400mb)).run(None, inputs)[0]
+        want = ort.InferenceSession(str(model)).run(None, inputs)[0]
         np.testing.assert_array_equal(got, want)
         endpoint = re.search(r"local S3/DynamoDB/EventBridge at (\S+),", log.read_text())
         assert endpoint, log.read_text()[-3000:]
         s3 = boto3.client("s3", endpoint_url=endpoint.group(1), region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
         listed = s3.list_objects_v2(Bucket="local-model-api-models")["Contents"]
-        assert [item["Key"] for item in listed] == [f"models/{BIG}/1/model.onnx"]
+        keys = [f"models/{BIG}/1/model.onnx", *([f"models/{BIG}/1/{DATA_FILE}"] if data else [])]
+        assert sorted(item["Key"] for item in listed) == keys
 
         # When it is removed, the tree is as it was, and the store's sync deletes its object
         remove(BIG, project=project)
         assert snapshot(project) == before
         assert sync(stored_versions(project.models_dir), "local-model-api-models", s3,
-                    log=lambda _: None) == ([], [f"models/{BIG}/1/model.onnx"])
+                    log=lambda _: None) == ([], keys)
         assert "Contents" not in s3.list_objects_v2(Bucket="local-model-api-models")

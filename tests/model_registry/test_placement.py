@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from model_registry import built, placement
-from model_registry.add import AddError, add
+from model_export.large import DATA_FILE, embedding
+from model_registry import built, placement, registry
+from model_registry.add import AddError, add, reimport
 from model_registry.placement import (
     LAYER,
     LAYER_BUDGET_BYTES,
@@ -45,6 +47,9 @@ def test_what_no_function_can_hold_is_refused_with_the_arithmetic() -> None:
         place(200 * MB, wanted=LAYER)
     with pytest.raises(PlacementError, match="over the 2 GiB of a single-file ONNX model"):
         place(3_000 * MB)
+    assert place(3_000 * MB, external=True).memory_mb == 10_112  # 160 + 3,000 x 3 x 1.1
+    with pytest.raises(PlacementError, match="10,240 MB"):
+        place(3_100 * MB, external=True)
     # the largest single file fits one function alone, not beside two more versions of it
     assert memory_mb([2_147 * MB]) <= MAX_MEMORY_MB
     with pytest.raises(PlacementError, match=r"10,240 MB.*fewer versions"):
@@ -61,6 +66,29 @@ def test_a_refused_add_says_why_and_leaves_every_file_as_it_was(
                                        "not fit a layer"):
         add("big", too_big, project=project, place=LAYER)
     assert snapshot(project) == before
+
+
+def test_a_stored_version_is_exported_again_from_model_store_as_stored(
+        tmp_path: Path, project: Project) -> None:
+    # Given a small model forced into the store (PLACE=store) and in the external-data format
+    source = embedding(1, tmp_path / "made", external=True)
+    placed: list[placement.Placement] = []
+    add("tiny-stored", source, project=project, place=STORE, placed=placed)
+    assert placed[0].home == STORE and "external-data format" in placed[0].reason
+    entry = next(e for e in registry.load(project.registry) if e.name == "tiny-stored")
+    record = entry.files["1"]
+    assert (record["home"], record["data"]) == (STORE, "model_store/tiny-stored/1/" + DATA_FILE)
+    # When a fresh clone exports it again from model_store/ (make models)
+    shutil.rmtree(project.models_dir / "tiny-stored")
+    assert reimport(entry, project.models_dir, project.root) == ["1"]
+    # Then its manifest names both stored objects, and its files are beside it
+    manifest = json.loads((project.models_dir / "tiny-stored" / "1" / "manifest.json").read_text())
+    assert manifest["store"]["key"] == "models/tiny-stored/1/model.onnx"
+    assert manifest["store"]["data"]["location"] == DATA_FILE
+    assert (project.models_dir / "tiny-stored" / "1" / DATA_FILE).read_bytes() == \
+        source.with_name(DATA_FILE).read_bytes()
+    with pytest.raises(AddError, match="served from the store"):
+        add("tiny-layer", source, project=project, place=LAYER)
 
 
 def built_tree(root: Path, layer_bytes: int) -> Path:

@@ -11,6 +11,8 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from model_api.errors import Loading
 from model_api.integrity import IntegrityError
@@ -19,6 +21,7 @@ from model_api.repository import LOADING, READY, service_index
 from model_api.service import InferenceService
 from model_api.store import Progress, StoredObject, StoreError, fetch_verified
 
+from model_export.large import DATA_FILE, embedding
 from tests.unit.tiny_models import identity_version
 
 
@@ -119,3 +122,37 @@ def test_while_it_loads_it_answers_503_with_retry_after_then_serves(tmp_path: Pa
     assert result is not None
     assert service.model_ready("m") == {"name": "m", "ready": True}
     assert [entry.state for entry in service_index(service)] == [READY]
+
+
+def test_an_external_data_model_is_handed_to_onnxruntime_from_memory(tmp_path: Path) -> None:
+    # Given a model in ONNX's external-data format (the form of one over 2 GiB; 2 MB here):
+    # its graph and its tensors' file, both in the store, the folder holding the manifest only
+    source = embedding(2, tmp_path / "made", external=True)
+    graph, data = source.read_bytes(), source.with_name(DATA_FILE).read_bytes()
+    folder = tmp_path / "models" / "e" / "1"
+    folder.mkdir(parents=True)
+    sha = hashlib.sha256
+    (folder / "manifest.json").write_text(json.dumps({
+        "schema_version": 1, "name": "e", "version": "1", "platform": "onnxruntime_onnx",
+        "model_file": "model.onnx", "sha256": sha(graph).hexdigest(),
+        "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]}
+                   for n in ("input_ids", "attention_mask")],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 4]}],
+        "store": {"key": "models/e/1/model.onnx", "bytes": len(graph),
+                  "data": {"key": "models/e/1/model.onnx.data", "bytes": len(data),
+                           "sha256": sha(data).hexdigest(), "location": DATA_FILE}}}))
+    store = MemoryStore({"models/e/1/model.onnx": graph, "models/e/1/model.onnx.data": data})
+    progress = Progress(len(graph) + len(data))
+
+    # When it loads from the store, its answers are onnxruntime's on the files themselves
+    loaded = LoadedModel.load(folder, store=store, progress=progress)
+    assert progress.done == len(graph) + len(data)
+    ids = np.array([[1, 5, 9], [2, 2, 0]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.array([[1, 1, 1], [1, 1, 0]])}
+    want = ort.InferenceSession(str(source)).run(None, feeds)[0]
+    np.testing.assert_array_equal(loaded.run(feeds, ["logits"])["logits"], want)
+
+    # and a changed byte of its tensors keeps it from loading
+    store.objects["models/e/1/model.onnx.data"] = data[:-1] + b"\1"
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        LoadedModel.load(folder, store=store)

@@ -29,7 +29,14 @@ from model_api.explainers import (
 )
 from model_api.integrity import IntegrityError, read_verified
 from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, TensorSpec, load_manifest
-from model_api.store import Progress, RangeReader, StoredObject, StoreError, fetch_verified
+from model_api.store import (
+    Progress,
+    RangeReader,
+    StoredObject,
+    StoreError,
+    external_data,
+    fetch_verified,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +126,22 @@ class LoadedModel:
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
             stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+            data = external_data(dict(manifest.extra))
         except (ManifestError, ValueError) as exc:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
+        external: list[tuple[str, bytes]] = []
         try:
             if stored is not None and store is not None:
                 model_bytes = fetch_verified(store, stored, progress=progress)
+                if data is not None and data.location is not None:
+                    external.append((data.location, fetch_verified(store, data,
+                                                                   progress=progress)))
             else:
                 model_bytes = read_verified(model_path, manifest.sha256)
+                if data is not None and data.location is not None:
+                    external.append((data.location, read_verified(
+                        version_dir / data.location, data.sha256)))
         except (OSError, StoreError) as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
         except IntegrityError as exc:
@@ -134,9 +149,17 @@ class LoadedModel:
                 f"{exc.path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
                 f"{manifest.sha256}; the file is not the exported model, so it is not served"
             ) from None
+        options = session_options()
+        if external:
+            # A model over 2 GiB: its graph refers to a file of tensors (ONNX's external-data
+            # format), handed to onnxruntime from memory, as the bytes that were checked.
+            options.add_external_initializers_from_files_in_memory(
+                [name for name, _ in external],
+                [np.frombuffer(data_bytes, dtype=np.uint8) for _, data_bytes in external],
+                [len(data_bytes) for _, data_bytes in external])
         try:
             session = ort.InferenceSession(
-                model_bytes, sess_options=session_options(), providers=list(providers or CPU)
+                model_bytes, sess_options=options, providers=list(providers or CPU)
             )
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
@@ -148,7 +171,7 @@ class LoadedModel:
         # it "bad as we're holding the memory indefinitely".
         if tuple(session.get_providers()) == CPU and hasattr(session, "_model_bytes"):
             session._model_bytes = None
-        del model_bytes
+        del model_bytes, external, options
         _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
         _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
         try:

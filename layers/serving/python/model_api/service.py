@@ -27,7 +27,7 @@ from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_mani
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 from model_api.names import version_key
 from model_api.pipeline import Hook, Pipeline
-from model_api.store import Progress, RangeReader, StoredObject
+from model_api.store import Progress, RangeReader, StoredObject, external_data
 
 __all__ = ["InferResult", "InferenceService"]
 
@@ -306,9 +306,12 @@ def _stored_version(folder: Path, store: RangeReader | None) -> Pending | None:
     try:
         manifest = load_manifest(folder / MANIFEST_FILE)
         stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+        data = external_data(dict(manifest.extra))
     except (ManifestError, ValueError):
         return None
-    return Pending(manifest, Progress(stored.size)) if stored is not None else None
+    if stored is None:
+        return None
+    return Pending(manifest, Progress(stored.size + (data.size if data is not None else 0)))
 
 
 def _manifest_of(found: LoadedModel | str | Pending) -> Manifest | None:

@@ -36,11 +36,14 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One model file in the store: its `key`, its `size` in bytes and its sha256 (64 hex)."""
+    """One file of a model in the store: its `key`, its `size` in bytes and its sha256 (64 hex);
+    `location`: for a model over 2 GiB (ONNX's external-data format), the name its graph gives
+    the file of its tensors; None for the graph itself."""
 
     key: str
     size: int
     sha256: str
+    location: str | None = None
 
     @classmethod
     def from_manifest(cls, extra: dict[str, Any], sha256: str) -> StoredObject | None:
@@ -54,6 +57,21 @@ class StoredObject:
             raise ValueError(f'{STORE_FIELD} must be {{"key": <string>, "bytes": <int > 0>}}, '
                              f"got {found!r}")
         return cls(found["key"], found["bytes"], sha256)
+
+
+def external_data(extra: dict[str, Any]) -> StoredObject | None:
+    """The file of a model's tensors in the external-data format (over 2 GiB) its manifest names
+    (`store.data`: {"key", "bytes", "sha256", "location"}), or None. ValueError when malformed."""
+    found = (extra.get(STORE_FIELD) or {}).get("data")
+    if found is None:
+        return None
+    if not (isinstance(found, dict) and all(isinstance(found.get(k), str)
+                                            for k in ("key", "sha256", "location"))
+            and type(found.get("bytes")) is int and found["bytes"] > 0
+            and "/" not in found["location"]):
+        raise ValueError(f'{STORE_FIELD}.data must be {{"key", "bytes", "sha256", "location": '
+                         f"<a file name>}}, got {found!r}")
+    return StoredObject(found["key"], found["bytes"], found["sha256"], found["location"])
 
 
 class RangeReader(Protocol):
