@@ -1,9 +1,10 @@
 """`make bench ONLY=large`: a model too large for a layer, read from the model store (issue 21).
 
 For each size (150 MB and 400 MB transformer encoders exported by PyTorch, model_export.large,
-cached in build/large-models/; 2 GB with BENCH_LARGE_2GB=1, which needs the external-data
-format the store does not serve yet, so it is refused and reported as such), on a local S3
-(the moto server `make serve` runs, in its own process):
+cached in build/large-models/), on a local S3 (the moto server `make serve` runs, in its own
+process). No 2 GB case: moto reads the whole object for every ranged GET, so a 2.2 GB
+object's 132 ranges would copy 290 GB; the opt-in test (MODEL_API_BIG_JOBS=1,
+tests/model_registry/test_large_model.py) serves a 2.2 GB external-data model from files.
 
 - load: the store's read (model_api.store.fetch_verified: parallel ranged GETs, sha256 on the
   stream) against a plain boto3 `get_object().read()` of the same object to memory, in turns
@@ -39,11 +40,9 @@ from bench.common import ROOT, run_child, scaled, summary, time_interleaved, wri
 CACHE = ROOT / "build" / "large-models"
 BUCKET = "bench-model-store"
 KEY = "models/large/1/model.onnx"
-DATA_KEY = "models/large/1/model.onnx.data"
-BIG_ENV = "BENCH_LARGE_2GB"
 
 
-def _version_folder(model: Path, work: Path, data: Path | None) -> Path:
+def _version_folder(model: Path, work: Path) -> Path:
     """A version folder as a layer holds it: the manifest (naming the stored objects), no file."""
     import onnx
     from model_api.integrity import file_sha256
@@ -54,9 +53,6 @@ def _version_folder(model: Path, work: Path, data: Path | None) -> Path:
     folder.mkdir(parents=True)
     graph = onnx.load(model, load_external_data=False)
     store: dict[str, Any] = {"key": KEY, "bytes": model.stat().st_size}
-    if data is not None:
-        store["data"] = {"key": DATA_KEY, "bytes": data.stat().st_size,
-                         "sha256": file_sha256(data), "location": data.name}
     (folder / "manifest.json").write_text(json.dumps({
         "schema_version": 1, "name": "large", "version": "1", "platform": "onnxruntime_onnx",
         "model_file": "model.onnx", "sha256": file_sha256(model), **signature(graph),
@@ -75,30 +71,21 @@ def _child_env(endpoint: str) -> dict[str, str]:
 def measure_size(mb: float, endpoint: str, work: Path) -> dict[str, Any]:
     import boto3
 
-    from model_export.large import DATA_FILE, embedding, transformer
+    from model_export.large import embedding, transformer
 
-    external = mb * 1e6 > 2 << 30
-    model = (embedding(mb, work) if scaled(False, True)
-             else embedding(mb, CACHE, external=True) if external else transformer(mb, CACHE))
-    data = model.with_name(DATA_FILE) if external else None
+    model = embedding(mb, work) if scaled(False, True) else transformer(mb, CACHE)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.upload_file(str(model), BUCKET, KEY)
-    if data is not None:
-        s3.upload_file(str(data), BUCKET, DATA_KEY)
-    size = model.stat().st_size + (data.stat().st_size if data is not None else 0)
-    folder = _version_folder(model, work / f"v{mb:g}", data)
+    size = model.stat().st_size
+    folder = _version_folder(model, work / f"v{mb:g}")
     env = _child_env(endpoint)
     repeats = str(scaled(3, 1))
-    # The read is measured on the one object that holds the weights: the file, or the data
-    download = run_child("bench.large", [
-        "--child", "download", "--size", str((data or model).stat().st_size), "--repeats",
-        repeats, "--local", str(data or model), "--key", DATA_KEY if data else KEY], env)
+    download = run_child("bench.large", ["--child", "download", "--size", str(size),
+                                         "--repeats", repeats, "--local", str(model)], env)
     load = run_child("bench.large", ["--child", "load", "--folder", str(folder)], env)
     s3.delete_object(Bucket=BUCKET, Key=KEY)
-    if data is not None:
-        s3.delete_object(Bucket=BUCKET, Key=DATA_KEY)
-    return {"mb": mb, "bytes": size, "external_data": data is not None, **download, **load,
+    return {"mb": mb, "bytes": size, **download, **load,
             "peak_over_size": round(load["peak_mb"] / (size / 2**20), 2),
             "ratio_plain_over_store": round(download["plain_s"] / download["store_s"], 2)}
 
@@ -108,8 +95,6 @@ def run() -> list[dict[str, Any]]:
     from local_api.background import free_port, wait_until_answering
 
     sizes = scaled([150.0, 400.0], [20.0])
-    if os.environ.get(BIG_ENV) == "1" and not scaled(False, True):
-        sizes.append(2200.0)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "local_api.batch.s3", "--host", "127.0.0.1", "--port",
@@ -151,7 +136,7 @@ class _FileRanges:
         return os.pread(self.fd, end - start, start)
 
 
-def _child_download(size: int, repeats: int, local: Path, key: str = KEY) -> dict[str, Any]:
+def _child_download(size: int, repeats: int, local: Path) -> dict[str, Any]:
     """plain get_object().read() vs fetch_verified, in turns, medians; the same reading code on
     a local file; onnxruntime's time."""
     import boto3
@@ -166,23 +151,20 @@ def _child_download(size: int, repeats: int, local: Path, key: str = KEY) -> dic
     plain, stored, data = [], [], b""
     for _ in range(repeats):
         started = time.perf_counter()
-        data = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        data = s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
         plain.append(time.perf_counter() - started)
         digest = sha256_of(data)
         del data
         started = time.perf_counter()
-        data = fetch_verified(store, StoredObject(key, size, digest))
+        data = fetch_verified(store, StoredObject(KEY, size, digest))
         stored.append(time.perf_counter() - started)
-    session_s = None  # the data file of a model over 2 GiB is no model: the load measures it
-    if key == KEY:
-        started = time.perf_counter()
-        ort.InferenceSession(data, sess_options=session_options(),
-                             providers=["CPUExecutionProvider"])
-        session_s = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    session_s = round(time.perf_counter() - started, 3)
     digest = sha256_of(data)
     del data
     started = time.perf_counter()
-    fetch_verified(_FileRanges(local), StoredObject(key, size, digest))
+    fetch_verified(_FileRanges(local), StoredObject(KEY, size, digest))
     file_s = time.perf_counter() - started
     return {"plain_s": round(statistics.median(plain), 3),
             "file_s": round(file_s, 3),
@@ -237,11 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", type=Path)
     parser.add_argument("--local", type=Path, help="the model's file (the local-file read)")
-    parser.add_argument("--key", default=KEY, help="the object read")
     args = parser.parse_args(argv)
     if args.child == "download":
-        write_child_result(lambda: _child_download(args.size, args.repeats, args.local,
-                                                   args.key))
+        write_child_result(lambda: _child_download(args.size, args.repeats, args.local))
     else:
         write_child_result(lambda: _child_load(args.folder))
     return 0

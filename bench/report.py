@@ -159,14 +159,10 @@ def large_rows(results: list[dict[str, Any]]) -> list[Row]:
     rows: list[Row] = []
     for r in results:
         name = f"{r['bytes'] / 1e6:.0f}MB"
-        if "refused" in r:
-            rows.append((f"{name}: refused", r["refused"][:40], "", "", "", ""))
-            continue
         share = r["ratio_plain_over_store"]
         rows += [
             (f"{name}: read from the store", f"{r['store_s']:.2f}s", f"{r['plain_s']:.2f}s plain",
-             ratio(share),
-             f"session {r['session_s']:.2f}s" if r["session_s"] is not None else "external data",
+             ratio(share), f"session {r['session_s']:.2f}s",
              judged(f"≥{LARGE_LOAD_TARGET}x", share >= LARGE_LOAD_TARGET)),
             (f"{name}: the same from a file", f"{r['file_s']:.2f}s", "", "", "", ""),
             (f"{name}: peak memory of the load", f"{r['peak_mb']:.0f}MB",

@@ -49,10 +49,16 @@ def embedding(mb: float, cache: Path, external: bool = False, seed: int = 0) -> 
     out = cache / name / "model.onnx" if external else cache / f"{name}.onnx"
     if out.is_file():
         return out
-    rows = int(mb * 1e6 / (4 * EMBEDDING_WIDTH))
+    # Tables of at most 1 GB each, added: onnxruntime (1.32) takes no single tensor over 2 GiB
+    # from memory, and models over 2 GiB are many tensors.
+    tables = max(1, int(np.ceil(mb / 1000)))
+    rows = int(mb * 1e6 / (4 * EMBEDDING_WIDTH * tables))
     rng = np.random.default_rng(seed)
     head = rng.standard_normal((EMBEDDING_WIDTH, 4), dtype=np.float32)
-    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden"]),
+    names = [f"table{i}" for i in range(tables)]
+    nodes = [*(helper.make_node("Gather", [name, "input_ids"], [f"hidden{i}"])
+               for i, name in enumerate(names)),
+             helper.make_node("Sum", [f"hidden{i}" for i in range(tables)], ["hidden"]),
              helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
              helper.make_node("Unsqueeze", ["mask"], ["mask3"], axes=[2]),
              helper.make_node("Mul", ["hidden", "mask3"], ["masked"]),
@@ -63,14 +69,15 @@ def embedding(mb: float, cache: Path, external: bool = False, seed: int = 0) -> 
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])]
     out.parent.mkdir(parents=True, exist_ok=True)
     if not external:
-        table = rng.standard_normal((rows, EMBEDDING_WIDTH), dtype=np.float32)
-        initializers = [numpy_helper.from_array(table, "table"),
-                        numpy_helper.from_array(head, "head")]
+        initializers = [*(numpy_helper.from_array(
+            rng.standard_normal((rows, EMBEDDING_WIDTH), dtype=np.float32), name)
+            for name in names), numpy_helper.from_array(head, "head")]
     else:
         initializers = []
         with (out.parent / DATA_FILE).open("wb") as data:
             for tensor_name, shape, write in (
-                    ("table", (rows, EMBEDDING_WIDTH), lambda: _write_rows(data, rng, rows)),
+                    *((name, (rows, EMBEDDING_WIDTH), lambda: _write_rows(data, rng, rows))
+                      for name in names),
                     ("head", head.shape, lambda: data.write(head.tobytes()))):
                 offset = data.tell()
                 write()

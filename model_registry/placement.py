@@ -20,8 +20,9 @@ and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (3 x 1.1) 
 A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), which needs
 160 + 3 x 2,147 x 1.1 = 7,246 MB (7,296 rounded up to 64): the largest model the design serves
 is then one of 3,054 MB, in ONNX's external-data format (its graph, and its tensors in one
-file beside it: always the store), alone in its function; a single file of up to 2 GiB needs
-7,296 MB. The versions of one function together: the formula.
+file beside it: always the store; no one tensor over 2 GiB, which onnxruntime 1.32 does not
+take from memory), alone in its function; a single file of up to 2 GiB needs 7,296 MB. The
+versions of one function together: the formula.
 """
 
 from __future__ import annotations
