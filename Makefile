@@ -83,9 +83,9 @@ check-generated: build/models/.exported ## Render every generated file again (te
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1] [PLACE=layer|store] [OPTIMIZE=1 [ROWS=rows.npz]]
 	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current)
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current) $(if $(PLACE),--place "$(PLACE)")
 	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [NEW_CURRENT=<version>]
@@ -106,10 +106,12 @@ build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and funct
 $(BUILT): $(VENV)/.installed build/models/.exported template.yaml $(wildcard stacks/*.yaml) models.yaml docs/openapi.json $(SOURCES)
 	@$(STEP) "sam build: the layers (runtime trimmed, serving, console, one per model) and the functions" \
 		sam build --parameter-overrides Architecture=$(ARCH)
+	@$(PY) -m model_registry.built || { rm -f $(BUILT); exit 1; }
 
-validate: setup ## sam validate --lint (cfn-lint included) on template.yaml and every group's stack
+validate: setup ## sam validate --lint (cfn-lint included) on template.yaml and every group's stack; with a build, every function's code + layers within Lambda's 250 MB unzipped
 	sam validate --lint
 	@for stack in stacks/models-*.yaml; do sam validate --lint --template "$$stack" || exit 1; done
+	@if [ -f $(BUILT) ]; then $(PY) -m model_registry.built; fi
 
 # Checked before the set-up (minutes on a fresh clone), so a port in use is said first.
 port-free:
@@ -173,8 +175,12 @@ security: build ## Security tests only: checkov on the deployed template, hostil
 # The model groups are nested stacks with transforms: CloudFormation needs CAPABILITY_AUTO_EXPAND.
 DEPLOY_CAPABILITIES := --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND
 
-deploy: build ## sam deploy (guided the first time, then from samconfig.toml)
+# Large models (model_registry/placement.py): the model store is filled before `sam deploy`
+# (new objects only: what is deployed still reads the old ones) and cleaned after it.
+deploy: build ## sam deploy (guided the first time, then from samconfig.toml); fills the model store with the large models
+	$(PY) -m model_registry.store --keep
 	@if grep -q '^\[default.deploy' samconfig.toml; then sam deploy $(DEPLOY_CAPABILITIES); else sam deploy --guided $(DEPLOY_CAPABILITIES); fi
+	$(PY) -m model_registry.store
 
 clean: ## Remove build outputs (keeps the venvs)
 	rm -rf .aws-sam build .pytest_cache .ruff_cache .mypy_cache

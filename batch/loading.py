@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import onnxruntime as ort
+from model_api.aws import model_store
 from model_api.errors import ModelAPIError
 from model_api.model import LoadedModel
 from model_api.service import resolve_version, version_folders
@@ -57,13 +58,17 @@ def version_dir(models_dir: Path, model: str, version: str | None,
 
 def load_model(models_dir: Path, model: str, version: str | None, registry: Path | None,
                use_gpu: bool, require_gpu: bool) -> LoadedModel:
-    """Load the version a job serves with the best provider and check what is ACTIVE.
+    """Load the version a job serves with the best provider and check what is ACTIVE (a version
+    kept in the model store is read from it, sha256-checked: model_api.store).
     Raises PermanentError when it cannot load; HostError when `require_gpu` and CUDA is not
     active (another host may have it)."""
     providers = choose_providers(use_gpu)
     folder = version_dir(models_dir, model, version, registry)
     try:
-        loaded = LoadedModel.load(folder, providers=providers)
+        # A large model's file is read from the model store ($MODEL_STORE_BUCKET), the same
+        # object and sha256 check as its API function's: no copy baked into the image.
+        loaded = LoadedModel.load(folder, providers=providers,
+                                  store=model_store.from_environment())
     except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
         raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
                              f"{error}") from error

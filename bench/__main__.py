@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import batch, cold, explain, http, scale, size, warm
+from bench import batch, cold, explain, http, large, scale, size, warm
 from bench.common import BUILT_TEMPLATE, QUICK_ENV, QUICK_RESULTS, RESULTS, machine
 from bench.report import table
 
 SECTIONS: dict[str, Callable[[], Any]] = {
     "warm": warm.run, "http": http.run, "explain": explain.run, "cold": cold.run,
-    "size": size.run, "batch": batch.run, "scale": scale.run}
+    "size": size.run, "batch": batch.run, "scale": scale.run, "large": large.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,14 @@ scale: at N synthetic models, `add-model` of one more (s) and rendering every te
   (render) + translating every stack as CloudFormation would (translate), s; stacks, root
   stack resources, largest group's stack and REST API resources (of 500 and 300); local
   API: resident MB of the server and its workers idle, then with 5 models called, and the
-  seconds it took to start."""
+  seconds it took to start.
+large: a model in the model store on a local S3 (moto): its read (parallel ranged GETs,
+  sha256 on the stream) vs a plain boto3 get_object().read() of it, medians of 3, ratio =
+  plain / store (goal >= 0.8; moto reads the whole object for every range, S3 does not: "from
+  a file" is the same reading code on the local file), then onnxruntime's session time; peak
+  memory of the whole
+  load over the process's own before it (x the size); warm: infer through the pipeline vs
+  session.run, 1 row of 16 tokens."""
 
 Row = tuple[str, str, str, str, str, str]
 
@@ -145,6 +152,30 @@ def size_rows(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+LARGE_LOAD_TARGET = 0.8  # the store's read / a plain download of the same object, as a speed
+
+
+def large_rows(results: list[dict[str, Any]]) -> list[Row]:
+    rows: list[Row] = []
+    for r in results:
+        name = f"{r['bytes'] / 1e6:.0f}MB"
+        share = r["ratio_plain_over_store"]
+        rows += [
+            (f"{name}: read from the store", f"{r['store_s']:.2f}s", f"{r['plain_s']:.2f}s plain",
+             ratio(share), f"session {r['session_s']:.2f}s",
+             judged(f"≥{LARGE_LOAD_TARGET}x", share >= LARGE_LOAD_TARGET)),
+            (f"{name}: the same from a file", f"{r['file_s']:.2f}s", "", "", "", ""),
+            (f"{name}: peak memory of the load", f"{r['peak_mb']:.0f}MB",
+             f"{r['bytes'] / 2**20:.0f}MiB file", ratio(r["peak_over_size"]),
+             f"{r['resident_mb']:.0f}MB after", ""),
+            (f"{name}: warm infer, 1 row",
+             f"{num(r['served']['p50_ms'])}/{num(r['served']['p99_ms'])}ms",
+             f"{num(r['raw']['p50_ms'])}/{num(r['raw']['p99_ms'])}ms",
+             ratio(r["served"]["p50_ms"] / r["raw"]["p50_ms"]),
+             f"+{r['overhead_ms']:.2f}ms", "")]
+    return rows
+
+
 def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
     rows: list[Row] = []
     for r in results:
@@ -194,7 +225,8 @@ def table(results: dict[str, Any], judge: bool = True) -> str:
               "cold": lambda: cold_rows(results["cold"]),
               "size": lambda: size_rows(results["size"]),
               "batch": lambda: batch_rows(results["batch"]),
-              "scale": lambda: scale_rows(results["scale"])}
+              "scale": lambda: scale_rows(results["scale"]),
+              "large": lambda: large_rows(results["large"])}
     rows: list[Row] = []
     for section, make in makers.items():
         if section in results:

@@ -157,13 +157,25 @@ def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[st
     if not wanted or "BatchJobsFunction" not in spec.functions:
         yield {}
         return
+    from local_api import model_store
     from local_api.batch.stack import LocalStack  # moto: only when serving the batch path
 
     with LocalStack() as stack:
         print(f"Batch jobs: local S3/DynamoDB/EventBridge at {stack.endpoint}, bucket "
               f"{stack.bucket}; uploads run the runner here", flush=True)
-        yield stack.overrides({name: function.environment
-                               for name, function in spec.functions.items()})
+        environments = {name: function.environment for name, function in spec.functions.items()}
+        found = stack.overrides(environments)
+        # Large models: the model store in the same local S3, for their functions and the
+        # batch runner (a child of this process: os.environ).
+        stored = model_store.publish(spec.functions.values(), stack.models_dir)
+        os.environ[model_store.BUCKET_VARIABLE] = model_store.BUCKET
+        if stored:
+            print(f"Model store: {len(stored)} large model version(s) in local bucket "
+                  f"{model_store.BUCKET}: {', '.join(stored)}", flush=True)
+        for function, values in model_store.overrides(
+                environments, stack.endpoint, stack.credentials()).items():
+            found[function] = {**found.get(function, {}), **values}
+        yield found
 
 
 def _read_event(source: str | None) -> Any:

@@ -74,8 +74,9 @@ def _resolve_dir(uri: str | None, base: Path) -> Path:
 
 
 # Variables whose deployed value (a Ref to a deployed resource) the local API replaces with its
-# own: data capture's bucket and hash key secret (local_api.capture.capture_environment).
-SET_LOCALLY = frozenset({"CAPTURE_BUCKET", "CAPTURE_HASH_KEY_SECRET"})
+# own: data capture's bucket and hash key secret (local_api.capture.capture_environment), the
+# model store's bucket (local_api.model_store).
+SET_LOCALLY = frozenset({"CAPTURE_BUCKET", "CAPTURE_HASH_KEY_SECRET", "MODEL_STORE_BUCKET"})
 
 
 def _string_env(variables: dict[str, Any] | None) -> dict[str, str]:

@@ -32,6 +32,7 @@ from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.manifest import ManifestError
 from model_api.names import numbered
+from model_api.store import STORE_FIELD
 
 from model_export import explanation
 from model_export.artifact import (
@@ -43,7 +44,7 @@ from model_export.artifact import (
 )
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
-from model_registry import registry
+from model_registry import placement, registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
 
@@ -57,26 +58,54 @@ class AddError(ValueError):
     """The file or the request cannot be served; the message says why."""
 
 
-def read_signature(model_bytes: bytes, source: str) -> dict[str, list[dict[str, Any]]]:
-    """The manifest signature of a model file, or AddError saying why it cannot be served."""
+def external_location(model_bytes: bytes, source: str) -> str | None:
+    """The one file a model's graph keeps its tensors in (ONNX's external-data format, for a
+    model over 2 GiB), or None (one file, or not ONNX at all); AddError when it names several
+    or one outside its folder."""
     try:
         model = onnx.load_from_string(model_bytes)
-        onnx.checker.check_model(model)
+    except DecodeError:
+        return None  # read_signature says why it cannot be served
+    locations = {entry.value for tensor in model.graph.initializer
+                 if tensor.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in tensor.external_data if entry.key == "location"}
+    if not locations:
+        return None
+    (location, *others) = sorted(locations)
+    if others or Path(location).name != location or location in RESERVED_NAMES:
+        raise AddError(f"{source} keeps its tensors in {sorted(locations)}; save them as one "
+                       "file beside it (onnx.save_model(model, path, save_as_external_data="
+                       'True, all_tensors_to_one_file=True, location="model.onnx.data"))')
+    return location
+
+
+# Files of a version folder an external-data file may not be named as.
+RESERVED_NAMES = frozenset({MODEL_FILE, "manifest.json", "examples.json", "fields.json"})
+
+
+def read_signature(model_bytes: bytes, source: str,
+                   path: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The manifest signature of a model file, or AddError saying why it cannot be served. A
+    graph with external data is checked at `path` (its data file beside it)."""
+    try:
+        model = onnx.load_from_string(model_bytes)
+        external = [t.name for t in model.graph.initializer
+                    if t.data_location == onnx.TensorProto.EXTERNAL]
+        if external and path is None:
+            raise AddError(f"{source} keeps tensors in external data files ({external[:3]})")
+        onnx.checker.check_model(str(path) if external else model)
     except (DecodeError, onnx.checker.ValidationError) as exc:
         raise AddError(f"{source} is not a valid ONNX model: {exc}") from exc
-    external = [t.name for t in model.graph.initializer
-                if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise AddError(f"{source} keeps tensors in external data files ({external[:3]}); save "
-                       "the model as one file (onnx.save(..., save_as_external_data=False))")
     try:
         return signature(model)
     except SignatureError as exc:
         raise AddError(f"{source}: {exc}") from exc
 
 
-def smoke_run(model_bytes: bytes, source: str) -> None:
-    """Load the model in onnxruntime and run it on one row of zeros (empty strings for BYTES)."""
+def smoke_run(model_bytes: bytes, source: str,
+              external: tuple[str, bytes] | None = None) -> None:
+    """Load the model in onnxruntime and run it on one row of zeros (empty strings for BYTES);
+    `external`: its tensors' file (name, bytes), handed over from memory as the API does."""
     model = onnx.load_from_string(model_bytes)
     initializers = {init.name for init in model.graph.initializer}
     feeds = {}
@@ -88,8 +117,12 @@ def smoke_run(model_bytes: bytes, source: str) -> None:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
         feeds[value.name] = (np.full(shape, "", dtype=object) if dtype.kind == "O"
                              else np.zeros(shape, dtype=dtype))
+    options = ort.SessionOptions()
+    if external is not None:
+        options.add_external_initializers_from_files_in_memory(
+            [external[0]], [np.frombuffer(external[1], dtype=np.uint8)], [len(external[1])])
     try:
-        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
@@ -155,14 +188,21 @@ def read_background(data: bytes, source: str,
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    version_dir: Path, examples: Examples | None = None,
                    background: bytes | None = None, shown: str | None = None,
-                   fields: Mapping[str, Any] | None = None) -> None:
+                   fields: Mapping[str, Any] | None = None, in_store: bool = False,
+                   external: tuple[str, bytes] | None = None,
+                   path: Path | None = None) -> None:
     """Check the file (and the background rows, if given) and write its exported version
     (manifest with its explanation, chosen from the graph by model_export.explanation;
     examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
-    name messages use, `fields` override what is derived (see KEPT_FIELDS)."""
+    name messages use, `fields` override what is derived (see KEPT_FIELDS). `in_store`: the
+    version is served from the model store (model_registry.placement): its manifest names the
+    object (`store`: key and bytes, model_api.store) and its layer leaves the file out.
+    `external`: a model over 2 GiB, its tensors' file (name, bytes), kept beside the graph
+    (always in the store); `path`: the graph's file on disk, its data beside it (checked there).
+    """
     shown = shown or source
-    found = read_signature(model_bytes, shown)
-    smoke_run(model_bytes, shown)
+    found = read_signature(model_bytes, shown, path)
+    smoke_run(model_bytes, shown, external)
     manifest: dict[str, Any] = {"name": entry.name, "version": version}
     if entry.labels:
         manifest.update(labels=list(entry.labels), task="classification")
@@ -178,7 +218,17 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
         raise AddError(f"background rows were given, but {shown} is explained by "
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
+    if in_store:
+        manifest[STORE_FIELD] = {"key": placement.store_key(entry.name, version),
+                                 "bytes": len(model_bytes)}
+        if external is not None:
+            manifest[STORE_FIELD]["data"] = {
+                "key": placement.store_key(entry.name, version, external[0]),
+                "bytes": len(external[1]), "sha256": sha256_of(external[1]),
+                "location": external[0]}
     manifest.update(fields or {})
+    if external is not None:
+        files = {**files, external[0]: external[1]}
     try:
         write_version(version_dir, model_bytes, manifest, examples, files)
     except (ExamplesError, ManifestError) as exc:
@@ -191,6 +241,30 @@ def _producer(model_bytes: bytes) -> str:
 
 
 BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
+
+
+def _placement(name: str, entry: ModelEntry | None, version: str, size: int,
+               wanted: str | None, project: Project,
+               external: bool = False) -> placement.Placement:
+    """Where a new `version` of `size` bytes goes beside the model's other versions (their
+    recorded bytes; a seed or older version's exported file size), or AddError saying why no
+    function can hold it."""
+    layer_sizes: list[int] = []
+    store_sizes: list[int] = []
+    for other in (entry.versions if entry else []):
+        if other == version:
+            continue
+        record = entry.files.get(other, {}) if entry else {}
+        size_of = record.get("bytes")
+        if size_of is None:
+            exported = project.models_dir / name / other / MODEL_FILE
+            size_of = exported.stat().st_size if exported.is_file() else 0
+        (store_sizes if record.get("home") == placement.STORE else layer_sizes).append(
+            int(size_of))
+    try:
+        return placement.place(size, layer_sizes, store_sizes, wanted, external)
+    except placement.PlacementError as exc:
+        raise AddError(f"no Lambda function can hold {name} version {version}: {exc}") from exc
 
 
 def stored_path(name: str, version: str) -> str:
@@ -227,7 +301,8 @@ def next_version(entry: ModelEntry | None) -> str:
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, examples_path: Path | None = None,
         background_path: Path | None = None, fields: Path | None = None,
-        project: Project = PROJECT) -> ModelEntry:
+        project: Project = PROJECT, place: str | None = None,
+        placed: list[placement.Placement] | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -238,7 +313,10 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     not touched, so adding a model costs the same however many exist. Every check and render
     runs first: AddError (with the reason) leaves every file as it was. A version of a seed model
     may be added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
-    `make optimize` measured) kept beside the file.
+    `make optimize` measured) kept beside the file. Its size decides where the version is
+    served from (model_registry.placement: its layer, or the model store; `place` forces one);
+    the decision is appended to `placed` when given. A version no Lambda function can hold is
+    refused (AddError).
     """
     entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
@@ -251,9 +329,25 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         model_bytes = onnx_path.read_bytes()
     except OSError as exc:
         raise AddError(f"cannot read {onnx_path}: {exc}") from exc
+    location = external_location(model_bytes, str(onnx_path))
+    external = None
+    if location is not None:
+        try:
+            external = (location, (onnx_path.parent / location).read_bytes())
+        except OSError as exc:
+            raise AddError(f"cannot read {location}, the file of {onnx_path}'s tensors beside "
+                           f"it: {exc}") from exc
     examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
-    record = {"path": stored_path(name, version), "sha256": sha256_of(model_bytes)}
+    size = len(model_bytes) + (len(external[1]) if external else 0)
+    where = _placement(name, existing, version, size, place, project, external is not None)
+    record: dict[str, Any] = {"path": stored_path(name, version),
+                              "sha256": sha256_of(model_bytes)}
+    if where.home == placement.STORE:
+        record.update(home=placement.STORE, bytes=size)
+    if external is not None:
+        record.update(data=str(Path(record["path"]).with_name(external[0])),
+                      data_sha256=sha256_of(external[1]))
     background = None
     if background_path is not None:
         try:
@@ -295,7 +389,9 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     try:
         staged = staged_root / name / version
         import_version(entry, version, model_bytes, record["path"], staged, examples,
-                       background, shown=str(onnx_path), fields=kept)
+                       background, shown=str(onnx_path), fields=kept,
+                       in_store=record.get("home") == placement.STORE, external=external,
+                       path=onnx_path)
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -311,12 +407,16 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             change.writes[stored.with_name(EXAMPLES_FILE)] = (staged / EXAMPLES_FILE).read_text()
         if background is not None:
             change.writes[project.root / record["background"]] = background
+        if external is not None:
+            change.writes[project.root / record["data"]] = external[1]
         if kept is not None:
             change.writes[project.root / record["fields"]] = json.dumps(kept, indent=2) + "\n"
         change.moves[staged] = project.models_dir / name / version
         change.apply()
     finally:
         shutil.rmtree(staged_root, ignore_errors=True)
+    if placed is not None:
+        placed.append(where)
     return entry
 
 
@@ -353,9 +453,19 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
                            "version") from None
         stored_examples = source.with_name(EXAMPLES_FILE)
         examples = read_examples(stored_examples) if stored_examples.exists() else None
+        external = None
+        if "data" in record:
+            try:
+                external = (Path(record["data"]).name,
+                            read_verified(root / record["data"], record.get("data_sha256")))
+            except (OSError, IntegrityError) as exc:
+                raise AddError(f"{entry.name} version {version}: {record['data']} recorded in "
+                               f"models.yaml cannot be read or changed: {exc}") from None
         import_version(entry, version, model_bytes, record["path"],
                        models_dir / entry.name / version, examples,
-                       _recorded_background(entry, version, root), fields=kept)
+                       _recorded_background(entry, version, root), fields=kept,
+                       in_store=record.get("home") == placement.STORE, external=external,
+                       path=source)
         written.append(version)
     return written
 
@@ -381,7 +491,9 @@ def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | N
     return (manifest is not None and manifest.sha256 == record["sha256"]
             and manifest.labels == (tuple(labels) if labels else None)
             and manifest.extra.get("source", {}).get("background_sha256")
-            == record.get("background_sha256"))
+            == record.get("background_sha256")
+            and (manifest.extra.get("store") or {}).get("data", {}).get("sha256")
+            == record.get("data_sha256"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,14 +509,20 @@ def main(argv: list[str] | None = None) -> int:
                              ".npy [rows, features], or .npz with one array per input name")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
+    parser.add_argument("--place", choices=placement.HOMES,
+                        help="serve it from its layer or the model store (default: chosen by "
+                             "its size, model_registry.placement)")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
+        placed: list[placement.Placement] = []
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
-                    args.background)
+                    args.background, place=args.place, placed=placed)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2
+    print(f"{entry.name} version {args.version or entry.versions[-1]} is served "
+          f"{placed[0].reason}")
     print(f"added {entry.name}: versions {entry.versions}, current {entry.current} (restart "
           f"`make serve` to serve it); its file is "
           f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")

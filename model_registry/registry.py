@@ -106,7 +106,7 @@ class ModelEntry:
     current: str
     # For source "onnx": where each version's file came from and its sha256, and class labels;
     # for a seed model, its versions published by `make optimize` (the others are trained).
-    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     labels: list[str] | None = None
     group: int = 0
     reserved_concurrency: int | None = None
@@ -162,7 +162,7 @@ def check(entry: ModelEntry) -> ModelEntry:
         raise RegistryError(f"{entry.name}: files for versions it does not list: "
                             f"{sorted(set(entry.files) - set(entry.versions))}")
     for version, record in entry.files.items():
-        for key in ("path", *(k for k in ("background", "fields") if k in record)):
+        for key in ("path", *(k for k in ("background", "fields", "data") if k in record)):
             path = Path(record.get(key, ""))
             if path.is_absolute() or ".." in path.parts or path.parts[:1] != (STORE,):
                 raise RegistryError(

@@ -32,6 +32,7 @@ import yaml
 from model_api.routes import BATCH_JOBS, MODEL, SERVER, Route, routes_of
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
+from model_registry import placement
 from model_registry.registry import (
     PROJECT,
     REGISTRY,
@@ -74,6 +75,17 @@ CAPTURE_PARAMETERS = {
     "CaptureFirehoseRole": "The name of the root's role Firehose writes capture records with.",
     "CaptureLogsRole": "The name of the root's role CloudWatch Logs sends to Firehose with.",
 }
+# The root's model store a store-backed model's function reads (model_registry.placement),
+# passed on to its group as parameters of the same names (Ref: the bucket's name, the key's id).
+STORE_PARAMETERS = {
+    "ModelStoreBucket": "The root's model store (models too large for a layer, "
+                        "models/<model>/<version>/model.onnx).",
+    "ModelStoreKey": "The id of the root's KMS key that encrypts the model store.",
+}
+# A store-backed model's function: API Gateway's 29 s integration limit as its timeout, and
+# how long a request waits for a version still loading before its 503 with Retry-After
+# (model_api.service; under the timeout, with time left to answer).
+STORE_TIMEOUT_S, STORE_LOAD_WAIT_S = 29, 20
 # A capturing model's log lines that are capture records (model_api/capture/record.py MARKER).
 CAPTURE_FILTER_PATTERN = "{ $.capture = 1 }"
 # Firehose buffers a model's records this long or this much before one object (what is read
@@ -191,12 +203,26 @@ def capture_resources(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-def _role_policy(log_group: str, capture: str | None = None) -> dict[str, Any]:
+def _store_statements(name: str) -> list[dict[str, Any]]:
+    """A store-backed model function's rights: read its own model's objects (ranged GETs) and
+    decrypt them; nothing else of the store."""
+    return [
+        {"Sid": "ReadOwnModelFromStore", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": _sub(f"arn:${{AWS::Partition}}:s3:::${{ModelStoreBucket}}/models/{name}/*")},
+        {"Sid": "DecryptOwnModel", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": _sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:"
+                          "key/${ModelStoreKey}")}]
+
+
+def _role_policy(log_group: str, capture: str | None = None,
+                 store: str | None = None) -> dict[str, Any]:
     """A model function's policy: its own log group's streams, and X-Ray; with `capture` (the
-    model's name), its capture prefix too."""
+    model's name), its capture prefix too; with `store` (the model's name), its objects in the
+    model store."""
     return {"PolicyName": "own-logs-and-traces", "PolicyDocument": {
         "Version": "2012-10-17",
         "Statement": [*(_capture_statements(capture) if capture else []),
+                      *(_store_statements(store) if store else []),
             {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": {"Fn::GetAtt": [log_group, "Arn"]}},
             # X-Ray has no resource-level permissions
@@ -226,11 +252,20 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
         "CAPTURE_HASH_KEY_SECRET": _ref("CaptureHashKey")} if capture.active else {}
     reserved = (entry.reserved_concurrency if entry.reserved_concurrency else
                 _if("HasReservedConcurrency", _ref("FunctionReservedConcurrency"), NO_VALUE))
+    stored = stored_versions(entry)
+    store_environment = {"MODEL_STORE_BUCKET": _ref("ModelStoreBucket"),
+                         "MODEL_LOAD_WAIT_S": str(STORE_LOAD_WAIT_S)} if stored else {}
+    # Sized from the model (model_registry.placement.memory_mb) when any version is in the
+    # store; else the template's ModelMemorySize.
+    sizing = {"MemorySize": placement.memory_mb(
+        int(record.get("bytes", 0)) for record in entry.files.values()),
+        "Timeout": STORE_TIMEOUT_S} if stored else {}
     function = {
         "Description": f"Open Inference Protocol routes of model {name}.",
         "FunctionName": _sub(f"${{{PREFIX_PARAMETER}}}{name}"),
         "CodeUri": "../functions/inference/",
         "Handler": "app.lambda_handler",
+        **sizing,
         "Role": {"Fn::GetAtt": [f"{c}FunctionRole", "Arn"]},
         "LoggingConfig": {"LogGroup": _ref(f"{c}FunctionLogGroup")},
         "ReservedConcurrentExecutions": reserved,
@@ -243,7 +278,7 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             _ref(f"{c}ErrorsAlarm"), _ref(f"{c}ServerErrorsAlarm")]},
         "Environment": {"Variables": {"POWERTOOLS_SERVICE_NAME": name, "MODEL_NAME": name,
                                       "MODEL_VERSION": entry.current,
-                                      **capture_environment}},
+                                      **capture_environment, **store_environment}},
         "Events": api_events(routes_of(MODEL), name),
     }
     return {
@@ -277,12 +312,14 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             "Properties": {
                 "Description": f"Model {name}'s function writes its own logs and traces"
                                + (", and reads the capture hash key" if capture.active else "")
-                               + "; no other AWS access.",
+                               + (", and reads its model from the model store" if stored
+                                  else "") + "; no other AWS access.",
                 "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                     "Action": "sts:AssumeRole"}]},
                 "Policies": [_role_policy(f"{c}FunctionLogGroup",
-                                          name if capture.active else None)]}},
+                                          name if capture.active else None,
+                                          name if stored else None)]}},
         f"{c}ErrorsAlarm": _alarm(
             f"Invocation errors (crash, timeout, init failure) of model {name}'s live alias; "
             "rolls a deployment back.", "AWS/Lambda", "Errors", [
@@ -294,6 +331,12 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
             [{"Name": "service", "Value": name}]),
         **(capture_resources(entry) if capture.active else {}),
     }
+
+
+def stored_versions(entry: ModelEntry) -> list[str]:
+    """The versions of a model served from the model store (models.yaml files[v].home)."""
+    return [version for version, record in entry.files.items()
+            if record.get("home") == placement.STORE]
 
 
 def groups_of(entries: Iterable[ModelEntry]) -> dict[int, list[ModelEntry]]:
@@ -417,7 +460,7 @@ def group_document(group: int, entries: list[ModelEntry], root: dict[str, Any]
             for kind, found in _names(conditions[name]):
                 (pending.append(found) if kind == "condition" else refs.add(found))
     parameters = {name: spec for name, spec in root["Parameters"].items() if name in refs}
-    for name, description in CAPTURE_PARAMETERS.items():
+    for name, description in {**CAPTURE_PARAMETERS, **STORE_PARAMETERS}.items():
         if name in refs:
             parameters[name] = {"Type": "String", "Description": description}
     parameters[ACCOUNT_PARAMETER] = {

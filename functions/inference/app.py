@@ -2,7 +2,9 @@
 
 Which model a function serves comes from its environment (MODEL_NAME, MODEL_VERSION) and its
 model layer under /opt/models, so a new model needs a template entry, never new Python code.
-The model is loaded and checked once per container, here at module scope, before any request.
+The model is loaded and checked once per container, here at module scope, before any request;
+a model too large for a layer is read from the model store ($MODEL_STORE_BUCKET) in the
+background instead, its routes answering 503 with Retry-After until it is loaded.
 The server function (no MODEL_NAME) learns the deployment's models from its catalog layer
 (model_api.catalog), asks their functions for their readiness
 (model_api.aws.invoked_repository) and forwards the root API's model routes to them
@@ -14,13 +16,14 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api.aws import hooks, invoked_repository
+from model_api.aws import hooks, invoked_repository, model_store
 from model_api.aws.lambda_adapter import create_app, logger, metrics, tracer
 from model_api.aws.router import ModelRouter
 from model_api.catalog import Catalog
 from model_api.service import InferenceService
 
-service = InferenceService.from_environment(hooks=hooks.installed())
+service = InferenceService.from_environment(hooks=hooks.installed(),
+                                            store=model_store.from_environment())
 catalog = Catalog.from_environment(os.environ)
 app = create_app(service, invoked_repository.for_catalog(service, catalog),
                  router=ModelRouter(catalog) if catalog is not None else None)

@@ -108,6 +108,10 @@ class LocalStack:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
+    def credentials(self) -> dict[str, str]:
+        """The local S3's credentials, as a function's environment carries them."""
+        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
     def overrides(self, environments: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
         """For each function of the batch path among `environments` (function id -> its
         template environment), the variables that point it at this stack."""

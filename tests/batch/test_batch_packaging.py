@@ -111,12 +111,14 @@ def test_both_builds_copy_what_the_list_selects(tmp_path: Path) -> None:
     dockerfile = (BATCH / "Dockerfile").read_text()
     assert "RUN sh /src/batch/ship.sh image /ship\n" in dockerfile
     assert "COPY --from=sources /ship/ /app/\n" in dockerfile
+    # The exported models, less the files of versions kept in the model store (issue 21)
+    assert "COPY --from=sources /models /opt/models\n" in dockerfile
     # No other copy of the project's own code into the image than the serving library's.
     copies = re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE)
     assert sorted(copies) == sorted([
         "batch /src/batch", "model_registry /src/model_registry",
         "layers/serving/python/model_api /app/serving/model_api",
-        "models.yaml /app/models.yaml", "build/models /opt/models"])
+        "models.yaml /app/models.yaml", "build/models /models"])
     for target in ("layer", "image"):
         assert shipped_copy(target, tmp_path / target) == listed_for(target)
 

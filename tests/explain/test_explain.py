@@ -283,6 +283,22 @@ def test_options_out_of_range_are_refused(models: dict[str, LoadedModel]) -> Non
         explain(models["text-topics"], np.array(["word " * (MAX_EXPLAIN_TOKENS + 1)], object))
 
 
+def test_an_explanation_over_its_time_budget_is_a_413_saying_how_to_get_it(
+        models: dict[str, LoadedModel]) -> None:
+    # Kernel SHAP of one row is 512 coalitions x 16 background rows: its model rows are timed
+    # on the first 16 and the rest is never run when it would end after the budget
+    x, _ = held_back("breast-cancer-mlp")
+    model = models["breast-cancer-mlp"]
+    names = ["probabilities", "attributions"]
+    with pytest.raises(TooLarge, match=r"model rows.*smaller parameters.samples, or run it as "
+                                       r"an asynchronous job") as raised:
+        model.explain({"features": x[:1]}, names, {}, budget_s=1e-6)
+    assert raised.value.status == 413
+    unbounded, _ = model.explain({"features": x[:1]}, names, {}, budget_s=None)
+    bounded, _ = model.explain({"features": x[:1]}, names, {}, budget_s=60)
+    np.testing.assert_array_equal(bounded["attributions"], unbounded["attributions"])
+
+
 def copy_version(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / name / "1"
     shutil.copytree(MODELS_DIR / name / "1", folder)

@@ -113,11 +113,12 @@ async function loadIndex() {
     button.className = "model-item";
     button.dataset.model = name;
     const ready = versions.every((v) => v.state === "READY");
-    button.innerHTML = `<span class="dot ${ready ? "ready" : "unavailable"}"></span>
+    const loading = !ready && versions.some((v) => v.state === "LOADING");
+    button.innerHTML = `<span class="dot ${ready ? "ready" : loading ? "loading" : "unavailable"}"></span>
       <span class="model-title"></span><span class="versions"></span>`;
     button.querySelector(".model-title").textContent = name;
     button.querySelector(".versions").textContent =
-      versions.map((v) => `v${v.version}${v.state === "READY" ? "" : " ✕"}`).join(" · ");
+      versions.map((v) => `v${v.version}${v.state === "READY" ? "" : v.state === "LOADING" ? " (loading)" : " ✕"}`).join(" · ");
     button.title = versions.map((v) => `${v.version}: ${v.state} ${v.reason}`).join("\n");
     button.addEventListener("click", () => selectModel(name, ""));
     item.append(button);
@@ -147,7 +148,7 @@ async function selectModel(name, version) {
   const versions = state.index.filter((entry) => entry.name === name);
   const select = $("version-select");
   select.replaceChildren(new Option("current", ""),
-    ...versions.map((v) => new Option(`${v.version}${v.state === "READY" ? "" : " (unavailable)"}`, v.version)));
+    ...versions.map((v) => new Option(`${v.version}${v.state === "READY" ? "" : v.state === "LOADING" ? " (loading)" : " (unavailable)"}`, v.version)));
   select.value = version;
   select.onchange = () => selectModel(name, select.value);
 

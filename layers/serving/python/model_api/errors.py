@@ -24,10 +24,13 @@ def echoed(value: object, limit: int = ECHO_LIMIT) -> str:
 class ModelAPIError(Exception):
     """A failure the caller should see, with the HTTP status the protocol gives it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # Headers the answer carries besides the error body (Retry-After on a 503 while loading).
+        self.headers = dict(headers or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r})"
@@ -59,3 +62,12 @@ class NotReady(ModelAPIError):
 
     def __init__(self, message: str) -> None:
         super().__init__(503, message)
+
+
+class Loading(ModelAPIError):
+    """503 with Retry-After: the model is still being read from the model store (a large model's
+    cold start, model_api.store); ask again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(503, message, {"Retry-After": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)

@@ -98,15 +98,22 @@ class RequestLimits:
     # the NaN or infinite outputs that JSON cannot carry on this path.
     max_answer_bytes: int | None
     nonfinite: str
+    # Seconds of model time an explanation may take (None: no bound): over it, a 413 saying how
+    # to get it instead, never a gateway timeout (model_api.model.LoadedModel.explain).
+    explain_seconds: float | None = None
 
 
+# Seconds of model time one /explain may spend on the API: under the functions' 15 s timeout
+# (ModelTimeout's default) with room for decoding, the summary and encoding.
+API_EXPLAIN_SECONDS = 10.0
 # An API request (Lambda behind API Gateway).
 API_REQUEST = RequestLimits("request", MAX_REQUEST_BYTES, MAX_ROWS, MAX_TENSOR_ELEMENTS,
                             binary=True,
                             bigger="split it, or send it as an asynchronous job: POST .../jobs",
                             max_answer_bytes=MAX_RESPONSE_BYTES,
                             nonfinite="ask for the output with parameters.binary_data: true to "
-                                      "receive them")
+                                      "receive them",
+                            explain_seconds=API_EXPLAIN_SECONDS)
 # A JSON Lines record (line) of a batch job: JSON only (a line has no room for a binary tail,
 # and its answer is a JSON line; a .npy input is the batch path's binary form). Its answer is
 # one line of the job's output, bounded by nothing but the rows the record may hold.

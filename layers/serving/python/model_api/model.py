@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_api.datatypes import ORT_TYPES
+from model_api.errors import TooLarge
 from model_api.explainers import (
     Explainer,
     ExplanationError,
@@ -27,6 +29,14 @@ from model_api.explainers import (
 )
 from model_api.integrity import IntegrityError, read_verified
 from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, TensorSpec, load_manifest
+from model_api.store import (
+    Progress,
+    RangeReader,
+    StoredObject,
+    StoreError,
+    external_data,
+    fetch_verified,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +46,8 @@ CPU = ("CPUExecutionProvider",)
 THREADS_VARIABLE = "MODEL_API_INTRA_OP_THREADS"
 LAMBDA_MEMORY_VARIABLE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 MB_PER_VCPU = 1769  # Lambda: "at 1,769 MB, a function has the equivalent of one vCPU"
+# Rows an explanation's batched run is timed on before the rest is run (LoadedModel.scores).
+PROBE_ROWS = 16
 
 
 class ModelLoadError(Exception):
@@ -102,28 +114,64 @@ class LoadedModel:
     explainer: Explainer
 
     @classmethod
-    def load(cls, version_dir: Path, providers: Sequence[str] | None = None) -> LoadedModel:
-        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not."""
+    def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
+             store: RangeReader | None = None, progress: Progress | None = None
+             ) -> LoadedModel:
+        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
+
+        A version whose manifest names a stored object (`store`: the model is too large for a
+        layer, model_api.store) is read from `store` when one is given (a model function, the
+        batch runner: sha256-checked on the stream, `progress` counting the bytes), else from
+        its folder like any other."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
-        except ManifestError as exc:
+            stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+            data = external_data(dict(manifest.extra))
+        except (ManifestError, ValueError) as exc:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
+        external: list[tuple[str, bytes]] = []
         try:
-            model_bytes = read_verified(model_path, manifest.sha256)
-        except OSError as exc:
+            if stored is not None and store is not None:
+                model_bytes = fetch_verified(store, stored, progress=progress)
+                if data is not None and data.location is not None:
+                    external.append((data.location, fetch_verified(store, data,
+                                                                   progress=progress)))
+            else:
+                model_bytes = read_verified(model_path, manifest.sha256)
+                if data is not None and data.location is not None:
+                    external.append((data.location, read_verified(
+                        version_dir / data.location, data.sha256)))
+        except (OSError, StoreError) as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
         except IntegrityError as exc:
             raise ModelIntegrityError(
-                f"{model_path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
+                f"{exc.path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
                 f"{manifest.sha256}; the file is not the exported model, so it is not served"
             ) from None
+        options = session_options()
+        if external:
+            # A model over 2 GiB: its graph refers to a file of tensors (ONNX's external-data
+            # format), handed to onnxruntime from memory, as the bytes that were checked.
+            options.add_external_initializers_from_files_in_memory(
+                [name for name, _ in external],
+                [np.frombuffer(data_bytes, dtype=np.uint8) for _, data_bytes in external],
+                [len(data_bytes) for _, data_bytes in external])
         try:
             session = ort.InferenceSession(
-                model_bytes, sess_options=session_options(), providers=list(providers or CPU)
+                model_bytes, sess_options=options, providers=list(providers or CPU)
             )
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
+        # onnxruntime's Python session keeps the bytes it was built from (`_model_bytes`, only
+        # read again to rebuild the session when a GPU provider fails and it falls back to the
+        # CPU): for a model of size S that is S held for nothing besides the session's own copy
+        # of the weights. On the CPU alone there is no fallback, so it is dropped, leaving one
+        # copy (docs/performance.md, "Large models"); onnxruntime's own comment calls keeping
+        # it "bad as we're holding the memory indefinitely".
+        if tuple(session.get_providers()) == CPU and hasattr(session, "_model_bytes"):
+            session._model_bytes = None
+        del model_bytes, external, options
         _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
         _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
         try:
@@ -144,27 +192,57 @@ class LoadedModel:
         return dict(zip(names, self.session.run(names, inputs), strict=True))
 
     def explain(self, inputs: dict[str, np.ndarray], output_names: Sequence[str],
-                parameters: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                parameters: Mapping[str, Any], budget_s: float | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The outputs `output_names` (the model's own and the explanation's, see
         explainers.with_outputs) for `inputs`, and the answer's parameters
         (explainers.base.Explanation.parameters). `parameters` are the request's: `target`,
         `samples` (explainers.request_options). Raises what the explainer raises (a 4xx
-        ModelAPIError)."""
+        ModelAPIError), and TooLarge (413) when the model runs it needs would take more than
+        `budget_s` seconds (None: no bound), before running them."""
         options = request_options(parameters)
-        explanation = self.explainer.explain(self.scores(self.explainer.output), inputs,
-                                             options)
+        explanation = self.explainer.explain(self.scores(self.explainer.output, budget_s),
+                                             inputs, options)
         results = explanation.outputs()
         own = [name for name in output_names if name not in results]
         if own:
             results.update(self.run(inputs, own))
         return {name: results[name] for name in output_names}, explanation.parameters()
 
-    def scores(self, output: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    def scores(self, output: str, budget_s: float | None = None
+               ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
         """A predictor for the explainers: inputs -> `output` as FP64 [batch, classes]
-        ([batch, 1] for a regression output of shape [batch])."""
+        ([batch, 1] for a regression output of shape [batch]).
+
+        With `budget_s`, the predictor's calls together may take that many seconds: a batch of
+        more than 2 x PROBE_ROWS rows is run on its first PROBE_ROWS rows, timed, and the rest
+        runs only if it would end within the budget; else TooLarge (413) saying how to get the
+        explanation (a large model's rows cost what its size does: issue 21)."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+
+        def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            return np.asarray(self.session.run([output], inputs)[0])
 
         def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            result = self.session.run([output], inputs)[0]
+            rows = next(iter(inputs.values())).shape[0]
+            if deadline is None or rows <= 2 * PROBE_ROWS:
+                result = run(inputs)
+            else:
+                started = time.perf_counter()
+                head = run({name: value[:PROBE_ROWS] for name, value in inputs.items()})
+                per_row = (time.perf_counter() - started) / PROBE_ROWS
+                needed = per_row * (rows - PROBE_ROWS)
+                if time.perf_counter() + needed > deadline:
+                    raise TooLarge(
+                        f"this explanation needs about {rows:,} model rows, "
+                        f"{per_row * 1000:.2g} ms each for model "
+                        f"'{self.manifest.name}': about {needed + PROBE_ROWS * per_row:.0f} s, "
+                        f"over the {budget_s:.0f} s an /explain request may take here; send "
+                        "fewer rows or a smaller parameters.samples, or run it as an "
+                        "asynchronous job (POST .../jobs, each line with "
+                        '"parameters": {"explain": true}), which has no such bound')
+                rest = run({name: value[PROBE_ROWS:] for name, value in inputs.items()})
+                result = np.concatenate([head, rest])
             return np.asarray(result, dtype=np.float64).reshape(result.shape[0], -1)
 
         return predict

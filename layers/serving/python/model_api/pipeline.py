@@ -142,7 +142,8 @@ class Pipeline:
         names = [output.name for output in exchange.request.outputs]
         if exchange.explain:
             exchange.results, exchange.parameters = exchange.model.explain(
-                exchange.request.inputs, names, exchange.request.parameters)
+                exchange.request.inputs, names, exchange.request.parameters,
+                self.limits.explain_seconds)
         else:
             exchange.results = exchange.model.run(exchange.request.inputs, names)
         self._call("after_model", exchange)

@@ -19,17 +19,19 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from model_api.errors import BadRequest, ModelAPIError
+from model_api.errors import BadRequest, Loading, ModelAPIError
 
 if TYPE_CHECKING:  # annotations only: the server function needs neither numpy nor onnxruntime
     from model_api.service import InferenceService
 
-READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+# Triton's model states; LOADING: a large model still being read from the model store.
+READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """One model version of the repository index: `state` READY or UNAVAILABLE, and why not."""
+    """One model version of the repository index: `state` READY, LOADING or UNAVAILABLE, and
+    why not."""
 
     name: str
     version: str
@@ -61,6 +63,8 @@ def service_index(service: InferenceService) -> list[IndexEntry]:
     for version in service.versions:
         try:
             service.model(service.model_name, version)
+        except Loading as error:
+            entries.append(IndexEntry(service.model_name, version, LOADING, error.message))
         except ModelAPIError as error:
             entries.append(IndexEntry(service.model_name, version, UNAVAILABLE, error.message))
         else:

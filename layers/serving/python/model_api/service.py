@@ -9,20 +9,25 @@ so a bad deployment shows up in health checks and alarms instead of as a crashin
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import model_api.examples as model_examples
 from model_api import __version__
 from model_api.codec import InferResult
-from model_api.errors import NotFound, NotReady, echoed
+from model_api.errors import Loading, NotFound, NotReady, echoed
 from model_api.limits import API_REQUEST
-from model_api.manifest import Manifest
+from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 from model_api.names import version_key
 from model_api.pipeline import Hook, Pipeline
+from model_api.store import Progress, RangeReader, StoredObject, external_data
 
 __all__ = ["InferResult", "InferenceService"]
 
@@ -33,6 +38,43 @@ DEFAULT_MODELS_DIR = "/opt/models"
 # The protocol extensions this API serves: Triton's binary tensor data and model repository
 # (index only: models are deployed with the stack, not loaded at run time).
 EXTENSIONS = ("binary_tensor_data", "model_repository")
+# How long an infer or explain request waits for a version still loading from the model store
+# before it is answered 503 with Retry-After (must stay under the function's timeout: the
+# template sets it with the timeout of a store-backed function). On Lambda the environment is
+# frozen between invocations, so the load advances only while requests wait
+# (docs/architecture.md, "Large models").
+LOAD_WAIT_VARIABLE = "MODEL_LOAD_WAIT_S"
+DEFAULT_LOAD_WAIT_S = 10.0
+# Lambda's own: how this execution environment was started. Where nothing waits on the init
+# (provisioned concurrency, SnapStart's snapshot at publish time), a store-backed model loads
+# before the init ends instead of in the background.
+INITIALIZATION_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
+LOAD_DURING_INIT = frozenset({"provisioned-concurrency", "snap-start"})
+
+
+@dataclass
+class Pending:
+    """A version being read from the model store (or waiting its turn): its manifest (for the
+    metadata routes), how far the read is, and when it started."""
+
+    manifest: Manifest
+    progress: Progress
+    started: float = field(default_factory=time.monotonic)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def retry_after(self) -> int:
+        """Seconds until the read is likely done, from its rate so far (at least 1)."""
+        elapsed = time.monotonic() - self.started
+        fraction = self.progress.fraction()
+        if fraction <= 0 or elapsed <= 0:
+            return 5
+        return max(1, math.ceil(elapsed * (1 - fraction) / fraction))
+
+    def message(self, name: str) -> str:
+        mb = self.progress.total / 1e6
+        return (f"model {name!r} version {self.manifest.version!r} is loading: "
+                f"{self.progress.fraction():.0%} of {mb:,.0f} MB read from the model store; "
+                f"retry after {self.retry_after()} s")
 
 
 def version_folders(model_dir: Path) -> list[Path]:
@@ -71,13 +113,14 @@ class InferenceService:
     """Metadata, health and inference for one model's versions (or for none)."""
 
     def __init__(self, model_name: str | None = None,
-                 versions: Mapping[str, LoadedModel | str] | None = None,
+                 versions: Mapping[str, LoadedModel | str | Pending] | None = None,
                  current_version: str | None = None,
                  examples: Mapping[str, dict[str, Any]] | None = None,
                  hooks: Sequence[Hook] = ()) -> None:
         """`versions` maps each version to its model, or to why it is not ready; `examples`
         maps a version to its example inputs (examples.json's document, `{"inputs": {...}}`);
-        `hooks` run around the model on every infer and explain request (model_api.pipeline).
+        `hooks` run around the model on every infer and explain request (model_api.pipeline);
+        a Pending version is still loading (503 with Retry-After until it is loaded).
         """
         self.model_name = model_name
         self.pipeline = Pipeline(API_REQUEST, hooks, path="api")
@@ -85,23 +128,41 @@ class InferenceService:
         self.versions = {version: given[version] for version in sorted(given, key=version_key)}
         self.current_version = current_version
         self.examples = dict(examples or {})
+        # Seconds an infer or explain request waits for a version still loading (Pending).
+        self.load_wait_s = DEFAULT_LOAD_WAIT_S
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ,
-                         hooks: Sequence[Hook] = ()) -> InferenceService:
-        """The service of a function's MODELS_DIR, MODEL_NAME and MODEL_VERSION."""
-        return cls.from_directory(
+                         hooks: Sequence[Hook] = (),
+                         store: RangeReader | None = None) -> InferenceService:
+        """The service of a function's MODELS_DIR, MODEL_NAME and MODEL_VERSION; versions kept
+        in the model store are read from `store` in the background, except where nothing
+        waits on the init ($AWS_LAMBDA_INITIALIZATION_TYPE provisioned-concurrency or
+        snap-start: loaded before it ends)."""
+        service = cls.from_directory(
             Path(environ.get("MODELS_DIR") or DEFAULT_MODELS_DIR),
             environ.get("MODEL_NAME") or None,
             environ.get("MODEL_VERSION") or None,
-            hooks,
-        )
+            hooks, store,
+            background=environ.get(INITIALIZATION_VARIABLE) not in LOAD_DURING_INIT)
+        wait = environ.get(LOAD_WAIT_VARIABLE, "")
+        try:
+            service.load_wait_s = float(wait) if wait else DEFAULT_LOAD_WAIT_S
+        except ValueError:
+            logger.warning("%s=%r is not a number of seconds; waiting %s s", LOAD_WAIT_VARIABLE,
+                           wait, DEFAULT_LOAD_WAIT_S)
+        return service
 
     @classmethod
     def from_directory(cls, models_dir: Path, model_name: str | None,
                        current_version: str | None,
-                       hooks: Sequence[Hook] = ()) -> InferenceService:
-        """Load every version folder of `models_dir/model_name`; failures become not-ready."""
+                       hooks: Sequence[Hook] = (), store: RangeReader | None = None,
+                       background: bool = False) -> InferenceService:
+        """Load every version folder of `models_dir/model_name`; failures become not-ready.
+        A version whose manifest names a stored object is read from `store` (model_api.store);
+        with `background`, in one thread, one version at a time (so the memory a function
+        needs is its largest version's load peak, not the sum: model_registry.placement),
+        the version answering 503 with Retry-After until it is loaded."""
         if model_name is None:
             return cls(hooks=hooks)
         model_dir = models_dir / model_name
@@ -110,16 +171,40 @@ class InferenceService:
         except OSError as exc:
             logger.error("model %s: cannot list its versions in %s: %s", model_name, model_dir, exc)
             folders = []
-        versions = {folder.name: _load_version(model_name, folder) for folder in folders}
-        examples = {folder.name: _load_examples(folder, loaded.manifest) for folder in folders
-                    if not isinstance(loaded := versions[folder.name], str)}
+        stored = {folder.name: pending for folder in folders
+                  if (pending := _stored_version(folder, store)) is not None} \
+            if background else {}
+        versions: dict[str, LoadedModel | str | Pending] = {
+            folder.name: stored.get(folder.name) or _load_version(model_name, folder, store)
+            for folder in folders}
+        examples = {folder.name: _load_examples(folder, manifest) for folder in folders
+                    if (manifest := _manifest_of(versions[folder.name])) is not None}
         if current_version is None:
             logger.error("model %s: MODEL_VERSION is not set; unversioned routes answer 503",
                          model_name)
         elif current_version not in versions:
             logger.error("model %s: MODEL_VERSION %s has no folder in %s", model_name,
                          current_version, model_dir)
-        return cls(model_name, versions, current_version, examples, hooks)
+        service = cls(model_name, versions, current_version, examples, hooks)
+        if stored:
+            threading.Thread(target=service._load_stored,
+                             args=([folder for folder in folders if folder.name in stored],
+                                   store), name="model-store-load", daemon=True).start()
+        return service
+
+    def _load_stored(self, folders: list[Path], store: RangeReader | None) -> None:
+        """Read each stored version in turn (the background thread of from_directory)."""
+        assert self.model_name is not None
+        for folder in folders:
+            pending = self.versions[folder.name]
+            assert isinstance(pending, Pending)
+            pending.started = time.monotonic()
+            loaded = _load_version(self.model_name, folder, store, pending.progress)
+            self.versions[folder.name] = loaded
+            pending.finished.set()
+            if not isinstance(loaded, str):
+                logger.info("model %s version %s read from the model store in %.1f s",
+                            self.model_name, folder.name, time.monotonic() - pending.started)
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
@@ -140,7 +225,7 @@ class InferenceService:
         task, description, metrics on held-back rows and on the whole dataset, a tabular
         input's column names: `feature_names`, `{"<input>": [names]}`) and the version's
         example inputs (`examples`: `{"inputs": {"<input>": [rows]}}`)."""
-        manifest = self.model(model, version).manifest
+        manifest = self.manifest(model, version)
         metadata: dict[str, Any] = {
             "name": model,
             "versions": list(self.versions),
@@ -173,33 +258,72 @@ class InferenceService:
         """The answer to an infer request for `model` (at `version`, else the current one),
         through the pipeline; its `id` is `request_id` when the request has none. Raises the
         protocol's ModelAPIError (4xx, 503)."""
-        return self.pipeline.handle(self.model(model, version), body, headers,
+        return self.pipeline.handle(self.model(model, version, wait=True), body, headers,
                                     request_id=request_id)
 
     def explain(self, name: str, version: str | None, body: bytes,
                 headers: Mapping[str, str], request_id: str = "") -> InferResult:
         """An infer request answered with explanations (model_api.explainers): the outputs it
         names (default: the model's and the explanation's) and `parameters.method`."""
-        return self.pipeline.handle(self.model(name, version), body, headers, explain=True,
-                                    request_id=request_id)
+        return self.pipeline.handle(self.model(name, version, wait=True), body, headers,
+                                    explain=True, request_id=request_id)
 
-    def model(self, name: str, version: str | None = None) -> LoadedModel:
-        """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none."""
-        if name != self.model_name:
-            served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
-            raise NotFound(f"unknown model {echoed(name)}; this endpoint serves {served}")
-        version = resolve_version(name, version, self.current_version, list(self.versions))
+    def model(self, name: str, version: str | None = None, wait: bool = False) -> LoadedModel:
+        """The loaded model of `name` (at `version`, else the current one); 404 or 503 if none.
+        A version still loading from the model store raises Loading (503 with Retry-After),
+        after waiting for it up to `load_wait_s` seconds when `wait` (infer and explain)."""
+        version = self._version(name, version)
         loaded = self.versions[version]
+        if isinstance(loaded, Pending):
+            if wait:
+                loaded.finished.wait(self.load_wait_s)
+            current = self.versions[version]
+            if isinstance(current, Pending):
+                raise Loading(current.message(name), current.retry_after())
+            loaded = current
         if isinstance(loaded, str):
             raise NotReady(loaded)
         return loaded
 
+    def manifest(self, name: str, version: str | None = None) -> Manifest:
+        """The manifest of `name` at `version` (else the current one), loaded or still loading;
+        404 or 503 (failed to load) as `model`."""
+        found = self.versions[self._version(name, version)]
+        return found.manifest if isinstance(found, Pending) else self.model(name, version).manifest
 
-def _load_version(name: str, folder: Path) -> LoadedModel | str:
+    def _version(self, name: str, version: str | None) -> str:
+        if name != self.model_name:
+            served = f"'{self.model_name}'" if self.model_name else "no model (server routes only)"
+            raise NotFound(f"unknown model {echoed(name)}; this endpoint serves {served}")
+        return resolve_version(name, version, self.current_version, list(self.versions))
+
+
+def _stored_version(folder: Path, store: RangeReader | None) -> Pending | None:
+    """A Pending for a version whose file is in the model store (and a store is given); None
+    for any other (loaded at once, its failures reported by _load_version)."""
+    if store is None:
+        return None
+    try:
+        manifest = load_manifest(folder / MANIFEST_FILE)
+        stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+        data = external_data(dict(manifest.extra))
+    except (ManifestError, ValueError):
+        return None
+    if stored is None:
+        return None
+    return Pending(manifest, Progress(stored.size + (data.size if data is not None else 0)))
+
+
+def _manifest_of(found: LoadedModel | str | Pending) -> Manifest | None:
+    return None if isinstance(found, str) else found.manifest
+
+
+def _load_version(name: str, folder: Path, store: RangeReader | None = None,
+                  progress: Progress | None = None) -> LoadedModel | str:
     """The loaded version, or the (client-facing) reason it is not ready, logged in full."""
     not_ready = f"model {name!r} version {folder.name!r} is not ready"
     try:
-        model = LoadedModel.load(folder)
+        model = LoadedModel.load(folder, store=store, progress=progress)
     except ModelIntegrityError as exc:
         logger.error("%s: %s", not_ready, exc)
         return f"{not_ready}: its model file failed the sha256 check"

@@ -28,7 +28,14 @@ from model_api import limits
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.catalog import Catalog
 from model_api.errors import NotReady
-from model_api.repository import READY, UNAVAILABLE, IndexEntry, Repository, ServiceRepository
+from model_api.repository import (
+    LOADING,
+    READY,
+    UNAVAILABLE,
+    IndexEntry,
+    Repository,
+    ServiceRepository,
+)
 from model_api.routes import route
 
 if TYPE_CHECKING:  # annotations only: the server function needs neither numpy nor onnxruntime
@@ -111,7 +118,11 @@ class InvokedRepository:
         if status == 200 and isinstance(body, dict) and body.get("ready") is True:
             return IndexEntry(model.name, version, READY)
         reason = body.get("error") if isinstance(body, dict) else None
-        return IndexEntry(model.name, version, UNAVAILABLE,
+        headers = {str(k).lower() for k in [*(answer.get("headers") or {}),
+                                            *(answer.get("multiValueHeaders") or {})]}
+        # A 503 with Retry-After is a large model still loading (model_api.errors.Loading).
+        state = LOADING if status == 503 and "retry-after" in headers else UNAVAILABLE
+        return IndexEntry(model.name, version, state,
                           str(reason or f"its ready route answered {status}"))
 
     def ready(self) -> dict[str, Any]:

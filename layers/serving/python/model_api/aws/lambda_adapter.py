@@ -24,7 +24,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from model_api import repository as model_repository
 from model_api.aws.router import ModelRouter, proxy_parts
 from model_api.console import Console, StaticFile
-from model_api.errors import ModelAPIError
+from model_api.errors import Loading, ModelAPIError
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
@@ -109,15 +109,22 @@ def count_server_error() -> None:
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
 
 
-def error_response(status: int, message: str) -> Response:
-    """The protocol's error answer, logged: a refusal (4xx) as info; a 5xx as an error that
-    counts in ServerErrors."""
-    if status >= 500:
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None,
+                   counted: bool = True) -> Response:
+    """The protocol's error answer (with `headers`: Retry-After while a model loads), logged: a
+    refusal (4xx) as info; a 5xx as an error that counts in ServerErrors unless not `counted`
+    (a large model still loading: its cold start, not a fault, must not roll a deployment
+    back), which is logged as info."""
+    if status >= 500 and not counted:
+        logger.info("model loading", extra={"status": status, "reason": message})
+    elif status >= 500:
         count_server_error()
         logger.error("server error", extra={"status": status, "reason": message})
     else:
         logger.info("request refused", extra={"status": status, "reason": message})
-    return json_response(status, {"error": message})
+    response = json_response(status, {"error": message})
+    response.headers.update(headers or {})
+    return response
 
 
 def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
@@ -129,7 +136,8 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
-        return error_response(error.status, error.message)
+        return error_response(error.status, error.message, error.headers,
+                              counted=not isinstance(error, Loading))
 
     @app.exception_handler(ServiceError)
     def http_error(error: ServiceError) -> Response:

@@ -1,0 +1,147 @@
+"""Where a model version lives, chosen by its size, and what its function needs: the one home of
+Lambda's size limits and of the arithmetic behind them (README, "Large models").
+
+A model function is its code plus its layers, all extracted into the function's file system, and
+Lambda allows 250 MB of that, unzipped (262,144,000 bytes: "Deployment package (.zip file
+archive) size ... 250 MB (unzipped, including layers)", Lambda quotas). The runtime layer
+(onnxruntime, numpy, Powertools, trimmed) and the serving layer take their share, measured
+below from `sam build`'s output; what is left is the model layer's (`LAYER_BUDGET_BYTES`): a
+version fits a layer when it and the model's other layer versions fit that. A larger one goes
+to the model store (template.src.yaml's ModelStoreBucket), which its function reads at start-up
+(model_api.store).
+
+Memory. A function holds every version of its model at once, each as onnxruntime's copy of its
+weights (S bytes for a file of S bytes); while one version loads it holds its file's bytes
+(S), onnxruntime's parsed copy of the graph (S) and the session's weights (S) at once,
+measured as 3.0 x S for a 400 MB file (`make bench ONLY=large`, docs/performance.md), so
+LOAD_COPIES = 3. The versions load one at a time (model_api.service), so a function needs
+  BASELINE_MB + (sum of S + (LOAD_COPIES - 1) x largest S) x (1 + WORKING_MARGIN)
+and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (3 x 1.1) = 3,054 MB.
+A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), which needs
+160 + 3 x 2,147 x 1.1 = 7,246 MB (7,296 rounded up to 64): the largest model the design serves
+is then one of 3,054 MB, in ONNX's external-data format (its graph, and its tensors in one
+file beside it: always the store; no one tensor over 2 GiB, which onnxruntime 1.32 does not
+take from memory), alone in its function; a single file of up to 2 GiB needs 7,296 MB. The
+versions of one function together: the formula.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MB = 1_000_000
+MIB = 1 << 20
+# Lambda quotas: the function's code and all its layers, unzipped.
+UNZIPPED_LIMIT_BYTES = 262_144_000
+# Lambda quotas: memory, 128 MB to 10,240 MB.
+MAX_MEMORY_MB = 10_240
+# Measured with `du -sb` of `sam build`'s output (.aws-sam/build/RuntimeLayer, ServingLayer,
+# a model function's code) for python3.12 x86_64 at onnxruntime 1.32 (2026-12-05);
+# `make build` measures the real ones again (check_built) and fails over the limit.
+RUNTIME_LAYER_BYTES = 97_463_510
+SERVING_LAYER_BYTES = 645_957
+FUNCTION_CODE_BYTES = 6_000
+# Kept free for the runtime layer's growth on an upgrade and the manifest, examples and
+# explainer files beside each model file.
+LAYER_MARGIN_BYTES = 8 * MIB
+LAYER_BUDGET_BYTES = (UNZIPPED_LIMIT_BYTES - RUNTIME_LAYER_BYTES - SERVING_LAYER_BYTES
+                      - FUNCTION_CODE_BYTES - LAYER_MARGIN_BYTES)
+# A model function with no model yet: python, numpy, onnxruntime, Powertools, boto3's S3 client
+# measured at 119 MB peak RSS; rounded up for the request's own buffers.
+BASELINE_MB = 160
+# Copies of a version's weights while it loads: its bytes, onnxruntime's parsed graph, the
+# session's weights (measured 3.0x; afterwards 1x: model_api.model drops the bytes).
+LOAD_COPIES = 3
+# For activations and intermediate tensors of a request, as a share of the weights.
+WORKING_MARGIN = 0.10
+# Protobuf's limit on one message: the largest single-file ONNX model.
+SINGLE_FILE_LIMIT_BYTES = (2 << 30) - 1
+# The memory of a function whose model is all in layers: the template's ModelMemorySize.
+DEFAULT_MEMORY_MB = 1024
+LAYER, STORE = "layer", "store"
+HOMES = (LAYER, STORE)
+
+
+def store_key(name: str, version: str, file: str = "model.onnx") -> str:
+    """A store-placed version's object in the model store (ModelStoreBucket; `make serve`'s
+    local S3): the same key for the API's function and the batch runner; `file`: the graph, or
+    the file of its tensors (a model over 2 GiB)."""
+    return f"models/{name}/{version}/{file}"
+
+
+class PlacementError(ValueError):
+    """No Lambda function can hold this model (or these versions); the message says why."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a version goes (`home`: layer or store), the memory its function then needs (MB),
+    and why, in a sentence for `make add-model` to print."""
+
+    home: str
+    memory_mb: int
+    reason: str
+
+
+def memory_mb(sizes: Iterable[int]) -> int:
+    """The memory (MB, a multiple of 64, at least DEFAULT_MEMORY_MB) a function holding
+    versions of `sizes` bytes needs (see the module's formula); PlacementError over 10,240."""
+    found = [size for size in sizes if size > 0]
+    if not found:
+        return DEFAULT_MEMORY_MB
+    weights = (sum(found) + (LOAD_COPIES - 1) * max(found)) * (1 + WORKING_MARGIN)
+    needed = BASELINE_MB + weights / MB
+    if needed > MAX_MEMORY_MB:
+        raise PlacementError(
+            f"its function would need {needed:,.0f} MB: {BASELINE_MB} MB of runtime + "
+            f"({sum(found) / MB:,.0f} MB of weights for every version + "
+            f"{LOAD_COPIES - 1} x {max(found) / MB:,.0f} MB while the largest loads) x "
+            f"{1 + WORKING_MARGIN:.1f}; Lambda's maximum is {MAX_MEMORY_MB:,} MB. Serve fewer "
+            "versions of it at once (make remove-model VERSION=...) or a smaller (quantised) "
+            "model")
+    return max(DEFAULT_MEMORY_MB, 64 * math.ceil(needed / 64))
+
+
+def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int] = (),
+          wanted: str | None = None, external: bool = False) -> Placement:
+    """Where a new version of `size` bytes goes, given the model's other versions in its layer
+    (`layer_sizes`) and in the store (`store_sizes`): the layer when they fit
+    LAYER_BUDGET_BYTES together, else the store; `wanted` (layer or store) forces one (a layer
+    that does not fit is refused). `external`: the graph keeps its tensors in a file beside it
+    (ONNX's external-data format, for a model over 2 GiB): always the store. PlacementError
+    when no function can hold it."""
+    layer_sizes, store_sizes = list(layer_sizes), list(store_sizes)
+    if size > SINGLE_FILE_LIMIT_BYTES and not external:
+        raise PlacementError(
+            f"it is {size / MB:,.0f} MB, over the 2 GiB of a single-file ONNX model: save it "
+            "in the external-data format (onnx.save_model(..., save_as_external_data=True, "
+            "all_tensors_to_one_file=True))")
+    if external and wanted == LAYER:
+        raise PlacementError("a model in the external-data format is served from the store")
+    in_layer = sum(layer_sizes)
+    fits = in_layer + size <= LAYER_BUDGET_BYTES and not external
+    home = wanted or (LAYER if fits else STORE)
+    if home not in HOMES:
+        raise PlacementError(f"place it in one of {HOMES}, not {home!r}")
+    budget = (f"a layer holds {LAYER_BUDGET_BYTES / MB:,.1f} MB of model: Lambda's "
+              f"{UNZIPPED_LIMIT_BYTES / MB:,.1f} MB unzipped per function, less the runtime "
+              f"layer ({RUNTIME_LAYER_BYTES / MB:,.1f} MB), the serving layer and code "
+              f"({(SERVING_LAYER_BYTES + FUNCTION_CODE_BYTES) / MB:,.1f} MB) and "
+              f"{LAYER_MARGIN_BYTES / MB:,.1f} MB kept free")
+    together = f"{(in_layer + size) / MB:,.1f} MB" + (" with its other layer versions"
+                                                      if in_layer else "")
+    if home == LAYER and not fits:
+        raise PlacementError(f"it does not fit a layer ({together}; {budget})")
+    memory = memory_mb([*layer_sizes, *store_sizes, size])
+    if home == LAYER:
+        reason = f"in its layer: {together}, and {budget}"
+    else:
+        why = ("its tensors are in the external-data format" if external
+               else "as asked" if wanted and fits
+               else f"{together} is over what a layer holds")
+        reason = (f"in the model store (the stack's private, encrypted S3 bucket), read into "
+                  f"memory when its function starts: {why} ({budget}); its function gets "
+                  f"{memory:,} MB of memory")
+    return Placement(home, memory, reason)

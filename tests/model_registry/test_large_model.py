@@ -1,0 +1,163 @@
+"""A model too large for a Lambda layer, end to end (issue 21): a 400 MB transformer encoder
+exported from PyTorch at test time (model_export.transformer: `input_ids` and `attention_mask`
+INT64 [batch, sequence], `logits` FP32 [batch, 4]; seeded, cached for the session in a tmp
+folder, never committed) is added to a copy of the project, which places it in the model store
+and sizes its function; the local API (its moto S3 as the store) serves it through the real
+handler and loading code, answering 503 with Retry-After while it loads and then exactly what
+onnxruntime answers on the same file; remove-model leaves the tree as it was and the store
+sync deletes the object. About 60 s on 2 cores, most of it the export (cached per session),
+the add's checks of a 400 MB graph and the read through moto.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+from model_api.model import LoadedModel
+
+from model_export.large import DATA_FILE, embedding, transformer
+from model_registry import placement
+from model_registry.add import add
+from model_registry.registry import Project
+from model_registry.remove import remove
+from model_registry.store import stored_versions, sync
+from tests.conftest import local_api_server
+from tests.model_registry.conftest import snapshot
+from tests.model_registry.test_lifecycle import served
+
+BIG = "large-transformer"
+
+
+@pytest.fixture(scope="session")
+def transformer_400mb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return transformer(400, tmp_path_factory.mktemp("large-models"))
+
+
+def feeds(rows: int = 3, tokens: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 300_000, (rows, tokens), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[-1, tokens // 2:] = 0  # a padded row
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def infer_body(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": "INT64",
+                        "data": array.ravel().tolist()} for name, array in inputs.items()]}
+
+
+@pytest.mark.slow
+def test_a_400_mb_transformer_is_stored_served_and_removed(
+        tmp_path: Path, project: Project, transformer_400mb: Path) -> None:
+    stored_served_removed(tmp_path, project, transformer_400mb)
+
+
+class FileStore:
+    """The model store as files (key -> path, model_registry.store.stored_versions), read with
+    os.pread: the local S3 (moto) reads a whole object for every ranged GET, which makes a
+    2.2 GB object's 132 ranges copy 290 GB; S3 does not."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        with self.files[key].open("rb") as handle:
+            return os.pread(handle.fileno(), end - start, start)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MODEL_API_BIG_JOBS") != "1",
+                    reason="a 2.2 GB model (about 9 GB of memory at its peak, minutes): "
+                           "MODEL_API_BIG_JOBS=1 runs it")
+def test_a_model_over_2_gib_in_the_external_data_format_is_served(
+        tmp_path: Path, project: Project) -> None:
+    """Opt-in (MODEL_API_BIG_JOBS=1): a 2.2 GB embedding model in ONNX's external-data format
+    (model.onnx + model.onnx.data), built with onnx's helpers in a tmp folder: added (the
+    store), loaded through the serving library's store reading from the files add-model kept
+    (not through moto: see FileStore), its answers onnxruntime's on the same files; removed."""
+    before = snapshot(project)
+    model = embedding(2200, tmp_path / "made", external=True)
+    size = model.stat().st_size + model.with_name(DATA_FILE).stat().st_size
+    assert size > 2 << 30
+    placed: list[placement.Placement] = []
+    add(BIG, model, project=project, placed=placed)
+    assert placed[0].home == placement.STORE and "external-data format" in placed[0].reason
+    assert placed[0].memory_mb == placement.memory_mb([size]) >= 7_296
+    files = {key: path for key, (path, _) in stored_versions(project.models_dir).items()}
+    assert sorted(files) == [f"models/{BIG}/1/model.onnx", f"models/{BIG}/1/{DATA_FILE}"]
+    folder = project.models_dir / BIG / "1"
+    loaded = LoadedModel.load(folder, store=FileStore(files))
+    inputs = feeds()
+    got = loaded.run(inputs, ["logits"])["logits"]
+    del loaded
+    want = ort.InferenceSession(str(model)).run(None, inputs)[0]
+    np.testing.assert_array_equal(got, want)
+    remove(BIG, project=project)
+    assert snapshot(project) == before
+
+
+def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None:
+    """Add `model` to `project`, serve it from the local store, compare, remove it."""
+    before = snapshot(project)
+    size = model.stat().st_size
+    assert size >= 400e6
+
+    # When it is added, it goes to the model store: over what a layer holds
+    placed: list[placement.Placement] = []
+    add(BIG, model, project=project, placed=placed)
+    assert placed[0].home == placement.STORE and "over what a layer holds" in placed[0].reason
+    record = next(m for m in yaml.safe_load(project.registry.read_text())["models"]
+                  if m["name"] == BIG)["files"]["1"]
+    assert (record["home"], record["bytes"]) == ("store", size)
+    manifest = json.loads((project.models_dir / BIG / "1" / "manifest.json").read_text())
+    assert manifest["store"] == {"key": f"models/{BIG}/1/model.onnx", "bytes": size}
+    # and its function is sized from it and may read its own objects only
+    stack = (project.stacks / "models-0.yaml").read_text()
+    assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1536
+    assert f"${{ModelStoreBucket}}/models/{BIG}/*" in stack
+
+    # Then the local API serves it from its local store: loading first, then onnxruntime's
+    # own answers on the same file
+    built = served(project, tmp_path / "built")
+    log = tmp_path / "serve.log"
+    with local_api_server(log, template=built) as (client, _):
+        started = time.monotonic()
+        first = client.get(f"/v2/models/{BIG}/ready")
+        if first.status_code == 503:
+            assert "is loading" in first.json()["error"] and int(first.headers["retry-after"]) >= 1
+            index = client.post("/v2/repository/index").json()
+            assert {"name": BIG, "version": "1"}.items() <= next(
+                e for e in index if e["name"] == BIG).items()
+        while client.get(f"/v2/models/{BIG}/ready").status_code != 200:
+            assert time.monotonic() - started < 120, log.read_text()[-3000:]
+            time.sleep(1)
+        inputs = feeds()
+        answer = client.post(f"/v2/models/{BIG}/infer", json=infer_body(inputs))
+        assert answer.status_code == 200, answer.text
+        (output,) = answer.json()["outputs"]
+        got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
+        want = ort.InferenceSession(str(model)).run(None, inputs)[0]
+        np.testing.assert_array_equal(got, want)
+        endpoint = re.search(r"local S3/DynamoDB/EventBridge at (\S+),", log.read_text())
+        assert endpoint, log.read_text()[-3000:]
+        s3 = boto3.client("s3", endpoint_url=endpoint.group(1), region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        listed = s3.list_objects_v2(Bucket="local-model-api-models")["Contents"]
+        keys = [f"models/{BIG}/1/model.onnx"]
+        assert sorted(item["Key"] for item in listed) == keys
+
+        # When it is removed, the tree is as it was, and the store's sync deletes its object
+        remove(BIG, project=project)
+        assert snapshot(project) == before
+        assert sync(stored_versions(project.models_dir), "local-model-api-models", s3,
+                    log=lambda _: None) == ([], keys)
+        assert "Contents" not in s3.list_objects_v2(Bucket="local-model-api-models")
