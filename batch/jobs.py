@@ -175,6 +175,40 @@ class JobStore:
                 raise JobErased(f"job {job_id} was erased") from None
             raise
 
+    def update_shard(self, job_id: str, index: int, entry: dict[str, Any]) -> None:
+        """Set child `index`'s entry of an array job (`shard_states`, a map from the child's
+        index to its {state, rows, ...}, written by the trigger): each child writes only its
+        own. JobErased when the job is being erased or gone."""
+        names = {"#s": "status"}
+        values = {":now": _now(), ":erasing": ERASING}
+        live = "attribute_exists(job_id) AND #s <> :erasing"
+        for _ in range(2):
+            try:
+                self.table.update_item(
+                    Key={"job_id": job_id}, ConditionExpression=live,
+                    UpdateExpression="SET shard_states.#i = :entry, updated_at = :now",
+                    ExpressionAttributeNames={**names, "#i": str(index)},
+                    ExpressionAttributeValues={**values, ":entry": _number(entry)})
+                return
+            except ClientError as error:
+                if _conditional_failure(error):
+                    raise JobErased(f"job {job_id} was erased") from None
+                if error.response["Error"]["Code"] != "ValidationException":
+                    raise
+            try:  # no map yet (a runner started by hand): make it, unless another child did
+                self.table.update_item(
+                    Key={"job_id": job_id},
+                    ConditionExpression=live + " AND attribute_not_exists(shard_states)",
+                    UpdateExpression="SET shard_states = :map, updated_at = :now",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**values,
+                                               ":map": {str(index): _number(entry)}})
+                return
+            except ClientError as error:
+                if not _conditional_failure(error):
+                    raise
+        raise JobErased(f"job {job_id} was erased")
+
     def finish(self, job_id: str, status: str, not_if: str, fields: dict[str, Any]) -> bool:
         """Set a final `status` and `fields` on an existing job unless its status is `not_if`
         (so that a success the runner recorded is never overwritten); False when it was."""

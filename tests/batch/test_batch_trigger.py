@@ -35,7 +35,7 @@ class RecordingSubmitter:
         self.failures = failures
         self.lock = threading.Lock()
 
-    def submit(self, obj: InputObject) -> str:
+    def submit(self, obj: InputObject, shards: int = 1) -> str:
         with self.lock:
             if self.failures:
                 self.failures -= 1
