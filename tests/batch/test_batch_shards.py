@@ -10,6 +10,8 @@ about 60 s at 200,000 lines on 2 busy cores, 15 to 30 s at 8,000).
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import os
 import re
@@ -62,7 +64,7 @@ def test_n_from_the_size_or_the_request_and_ranges_cover_the_input_once(
     for total, count in ((10, 3), (7, 7), (3, 5), (1000003, 20)):
         ranges = [shards.nominal_range(total, i, count) for i in range(count)]
         assert ranges[0][0] == 0 and ranges[-1][1] == total
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
 
 
 @pytest.mark.parametrize(("count", "order"), [(5, [4, 2, 0, 3, 1]), (9, list(range(9)))])
@@ -105,15 +107,15 @@ def test_npy_children_take_their_rows_and_the_outputs_are_assembled_once(
         cloud: Cloud, models_dir: Path) -> None:
     rows = RNG.normal(size=(101, FEATURES)).astype(np.float32)
     key = f"batch/input/{MODEL}/rows.npy"
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     np.save(buffer, rows)
     summaries = run_children(cloud, models_dir, key, cloud.put(key, buffer.getvalue()), 4,
                              [1, 3, 0, 2], chunk_rows=10)
     assert summaries[-1]["outputs"] == {"label": [101], "probabilities": [101, 2]}
     prefix = parse_key(cloud.bucket, key, summaries[0]["input_version"]).output_prefix
-    label, probabilities = expected(rows)
+    _, probabilities = expected(rows)
     got = cloud.s3.get_object(Bucket=cloud.bucket, Key=prefix + "probabilities.npy")
-    array = np.load(__import__("io").BytesIO(got["Body"].read()))
+    array = np.load(io.BytesIO(got["Body"].read()))
     np.testing.assert_allclose(array, probabilities, rtol=1e-5)
 
 

@@ -46,14 +46,16 @@ class ModelIntegrityError(ModelLoadError):
     """The model file is not the one its manifest describes (sha256 mismatch)."""
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(spinning: bool | None = None) -> ort.SessionOptions:
     """Session settings for a short-lived, one-request-at-a-time Lambda container.
 
     Graph optimisations stay at their highest level (the CNN runs 2.5x faster with them, and
     they cost under 3 ms of cold start). On Lambda, threads do not spin while they wait for
     work: Lambda meters CPU time by memory size, and os.cpu_count() says 2 even where the
     function gets a fraction of one vCPU, so a spinning pool burns the quota its own other
-    thread needs (docs/performance.md: 2.2x slower at 1,024 rows on one core).
+    thread needs (docs/performance.md: 2.2x slower at 1,024 rows on one core). `spinning`
+    False turns spinning off anywhere (the batch runner, whose reader and writer threads need
+    the cores between model runs); None: off on Lambda only.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads()
@@ -62,7 +64,7 @@ def session_options() -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: warnings would land in every cold start's log
-    if lambda_memory_mb() is not None:
+    if spinning is False or (spinning is None and lambda_memory_mb() is not None):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
@@ -102,8 +104,10 @@ class LoadedModel:
     explainer: Explainer
 
     @classmethod
-    def load(cls, version_dir: Path, providers: Sequence[str] | None = None) -> LoadedModel:
-        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not."""
+    def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
+             spinning: bool | None = None) -> LoadedModel:
+        """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
+        `spinning`: whether onnxruntime's threads spin between runs (session_options)."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
         except ManifestError as exc:
@@ -120,7 +124,8 @@ class LoadedModel:
             ) from None
         try:
             session = ort.InferenceSession(
-                model_bytes, sess_options=session_options(), providers=list(providers or CPU)
+                model_bytes, sess_options=session_options(spinning),
+                providers=list(providers or CPU)
             )
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
