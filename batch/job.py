@@ -407,20 +407,28 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     try:
         if store is not None:
             # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>)
-            started = {"started_at": time.time()} if sharded else {
-                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
-                "started_at": time.time()}
-            store.update(config.job_id, RUNNING, increment_attempts=True, fields=started)
-            if sharded:
-                store.update_shard(config.job_id, config.shard, {"state": RUNNING})
+            if not sharded:
+                store.update(config.job_id, RUNNING, increment_attempts=True, fields={
+                    "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
+                    "started_at": time.time()})
+            else:
+                store.update(config.job_id, increment_attempts=True,
+                             fields={"started_at": time.time()})
         try:
+            if sharded and store is not None:
+                if not store.start_unless_failed(config.job_id):
+                    raise StoppedByAnotherChild(f"job {config.job_id} failed before child "
+                                                f"{config.shard} started")
+                store.update_shard(config.job_id, config.shard, {"state": RUNNING},
+                                   merge=True)
             summary = Job(config, s3, store).run()
         except JobErased:
             raise
         except StoppedByAnotherChild as error:
             LOG.warning("%s", error)
             if store is not None:
-                store.update_shard(config.job_id, config.shard, {"state": "stopped"})
+                store.update_shard(config.job_id, config.shard, {"state": "stopped"},
+                                   merge=True)
             raise
         except (Exception, Terminated) as error:
             # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
@@ -435,10 +443,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             elif store is not None:
                 if sharded:
                     store.update_shard(config.job_id, config.shard, {"state": FAILED,
-                                                                     "reason": reason})
-                store.update(config.job_id, FAILED, fields={
-                    "reason": reason, "finished_at": time.time()})
-                notify.job_finished(store.get(config.job_id) or {})
+                                                                     "reason": reason},
+                                       merge=True)
+                # The first child to fail a job gives its reason; a later one keeps it
+                if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
+                    store.update(config.job_id, FAILED, fields={
+                        "reason": reason, "finished_at": time.time()})
+                    notify.job_finished(store.get(config.job_id) or {})
             raise
         if store is not None and summary.get("finished_job", True):
             store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={

@@ -26,6 +26,7 @@ import pytest
 
 from batch import job as batch_job
 from batch import shards
+from batch.failures import PermanentError
 from batch.jobs import SUBMITTED
 from batch.keys import parse_key
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, registry, request_line
@@ -156,3 +157,61 @@ def test_a_4_child_local_job_with_one_child_killed_twice(models_dir: Path,
     assert "was written already" not in result.stderr
     ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
     assert ids == [str(n) for n in range(count)]
+
+
+def test_a_child_that_fails_for_good_fails_the_job_and_the_others_stop(
+        cloud: Cloud, models_dir: Path) -> None:
+    # Given a 3-child .npy job whose rows do not fit the model (every child fails for good)
+    key = f"batch/input/{MODEL}/wrong.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones((30, FEATURES + 1), dtype=np.float32))
+    version = cloud.put(key, buffer.getvalue())
+    obj = parse_key(cloud.bucket, key, version)
+    with pytest.raises(PermanentError, match="rows have shape"):
+        run_children(cloud, models_dir, key, version, 3, [2], chunk_rows=10)
+    # Then the job failed with the first failing child's reason
+    record = cloud.store.get(obj.job_id)
+    assert record is not None and record["status"] == "failed"
+    assert record["reason"].startswith("child 2 of 3: PermanentError: .npy rows have shape")
+    assert record["shard_states"]["2"]["state"] == "failed"
+    # and a child that starts (or retries) after that stops at once, leaving the reason
+    config = batch_job.JobConfig(bucket=cloud.bucket, key=key, version_id=version,
+                                 job_id=obj.job_id, models_dir=models_dir, table=cloud.table,
+                                 shard=0, shards=3)
+    with pytest.raises(batch_job.StoppedByAnotherChild):
+        batch_job.run_job(config)
+    after = cloud.store.get(obj.job_id)
+    assert after is not None and after["status"] == "failed"
+    assert after["reason"] == record["reason"] and after["shard_states"]["0"]["state"] == \
+        "stopped"
+
+
+def test_a_running_child_stops_at_its_next_chunk_once_another_failed_the_job(
+        cloud: Cloud, models_dir: Path) -> None:
+    lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(40)]
+    key = f"batch/input/{MODEL}/stop.jsonl"
+    version = cloud.put(key, ("\n".join(lines) + "\n").encode())
+    obj = parse_key(cloud.bucket, key, version)
+    cloud.store.create({"job_id": obj.job_id, "model": MODEL, "status": SUBMITTED,
+                        "shards": 2, "shard_states": {"0": {}, "1": {}}})
+    store = cloud.store
+    checks = 0
+    live = store.live
+
+    def failed_by_child_1(job_id: str) -> dict[str, Any]:
+        nonlocal checks
+        checks += 1
+        if checks == 2:  # child 1 fails the job while child 0 is between chunks
+            store.update(job_id, "failed", fields={"reason": "child 1 of 2: boom"})
+        return live(job_id)
+
+    store.live = failed_by_child_1  # type: ignore[method-assign]
+    with pytest.raises(batch_job.StoppedByAnotherChild):
+        batch_job.run_job(batch_job.JobConfig(
+            bucket=cloud.bucket, key=key, version_id=version, job_id=obj.job_id,
+            models_dir=models_dir, table=cloud.table, shard=0, shards=2, chunk_rows=5),
+            store=store)
+    record = store.get(obj.job_id)
+    assert record is not None and record["reason"] == "child 1 of 2: boom"
+    assert record["shard_states"]["0"]["state"] == "stopped"
+    assert record["shard_states"]["0"]["rows_read"] == 5  # one chunk, then it stopped
