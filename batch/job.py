@@ -9,7 +9,10 @@ library's pipeline (batch.jsonl, batch.npy); only a fault of the job itself (its
 unreadable, S3 failing, the model not loading) fails it (batch.failures says which faults a
 retry may fix). Before each write the job checks that it is not being erased (DELETE), and its
 record updates are refused once it is; it then stops and deletes what it wrote meanwhile, so
-nothing is left in the erased prefixes.
+nothing is left in the erased prefixes. Reading, the model and writing overlap
+(batch.overlap). A child of an array job (batch.shards) runs its part of the input, keeps its
+checkpoint and parts under `shard-<i>/`, and the child that finds every child done writes the
+job's `_SUCCESS.json`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ done, listing the parts in input order.
 
 The 4-child local job over 200,000 lines (one child killed twice) runs at 200,000 lines with
 MODEL_API_BIG_JOBS=1 and at 8,000 lines otherwise (the same code and kills, fewer seconds:
-about 60 s at 200,000 lines on 2 busy cores, 15 to 30 s at 8,000).
+43 s at 200,000 lines on 2 cores at load average 6, 16 to 26 s at 8,000).
 """
 
 from __future__ import annotations
