@@ -216,7 +216,8 @@ class Job:
 
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
-        stop = state.stop or size  # lines that begin before it are this child's
+        # lines that begin before it are this child's (a child's range may be empty: stop 0)
+        stop = state.stop if self.config.shards > 1 else size
         progress = Progress(stop - state.start, state.next_byte - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         numbered, chunk = state.next_row, state.next_chunk  # of the chunks worked so far

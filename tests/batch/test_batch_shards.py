@@ -68,6 +68,18 @@ def test_n_from_the_size_or_the_request_and_ranges_cover_the_input_once(
         assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
 
 
+def test_more_children_than_bytes_still_take_each_line_once(cloud: Cloud,
+                                                             models_dir: Path) -> None:
+    key = f"batch/input/{MODEL}/tiny.jsonl"
+    summaries = run_children(cloud, models_dir, key, cloud.put(key, b"x\ny\n"), 5,
+                             list(range(5)))
+    assert [s["rows_read"] for s in summaries[:-1]] == [0, 1, 0, 1]
+    job = batch_job.JobConfig(bucket=cloud.bucket, key=key, version_id=summaries[0]
+                              ["input_version"], job_id=summaries[0]["job_id"],
+                              models_dir=models_dir)
+    assert [r["line"] for r in output_records(cloud, job)] == [1, 2]
+
+
 @pytest.mark.parametrize(("count", "order"), [(5, [4, 2, 0, 3, 1]), (9, list(range(9)))])
 def test_children_take_each_line_once_in_order_whatever_the_cut(
         cloud: Cloud, models_dir: Path, count: int, order: list[int]) -> None:
