@@ -29,7 +29,7 @@ class Checkpoint:
     chunk_bytes: int = 0  # of input; 0: no byte limit
     model_version: str = ""  # the version the first attempt served ("": not pinned yet)
     next_chunk: int = 0
-    next_row: int = 0  # input lines (or .npy rows) done
+    next_row: int = 0  # input lines (or .npy rows) done, counted from the input's first
     next_byte: int = 0  # JSON Lines: byte offset of the next line
     outputs_written: int = 0
     errors: int = 0
@@ -37,6 +37,13 @@ class Checkpoint:
     # .npy parts: part -> its header ({"descr", "shape"}), so that the final file is assembled
     # without reading each part's header back
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A child of an array job (batch.shards) works on part of the input: from `start` (JSON
+    # Lines: the byte its first line begins at; .npy: its first row), whose line or row number
+    # is `first_row`, to `stop` (JSON Lines: the lines that begin before that byte; .npy: the
+    # row before it). All 0 for a job of one child: the whole input.
+    start: int = 0
+    first_row: int = 0
+    stop: int = 0
 
     def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str],
                 headers: dict[str, dict[str, Any]] | None = None) -> None:
@@ -50,16 +57,18 @@ class Checkpoint:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"rows_read": self.next_row, "outputs_written": self.outputs_written,
+        return {"rows_read": self.next_row - self.first_row,
+                "outputs_written": self.outputs_written,
                 "errors": self.errors}
 
 
-def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0) -> Checkpoint:
-    """The job's checkpoint, or a fresh one (with these chunk limits) when there is none for
-    this job and input."""
+def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0,
+         key: str | None = None) -> Checkpoint:
+    """The job's checkpoint (at `key`: a child's of an array job; None: the job's), or a fresh
+    one (with these chunk limits) when there is none for this job and input."""
     try:
         document: dict[str, Any] = json.loads(
-            s3.get_object(Bucket=obj.bucket, Key=obj.checkpoint_key)["Body"].read())
+            s3.get_object(Bucket=obj.bucket, Key=key or obj.checkpoint_key)["Body"].read())
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
             raise
@@ -70,5 +79,5 @@ def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0) -> Ch
     return checkpoint
 
 
-def save(s3: Any, obj: InputObject, checkpoint: Checkpoint) -> None:
-    put_json(s3, obj.bucket, obj.checkpoint_key, asdict(checkpoint))
+def save(s3: Any, obj: InputObject, checkpoint: Checkpoint, key: str | None = None) -> None:
+    put_json(s3, obj.bucket, key or obj.checkpoint_key, asdict(checkpoint))

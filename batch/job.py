@@ -9,38 +9,54 @@ library's pipeline (batch.jsonl, batch.npy); only a fault of the job itself (its
 unreadable, S3 failing, the model not loading) fails it (batch.failures says which faults a
 retry may fix). Before each write the job checks that it is not being erased (DELETE), and its
 record updates are refused once it is; it then stops and deletes what it wrote meanwhile, so
-nothing is left in the erased prefixes.
+nothing is left in the erased prefixes. Reading, the model and writing overlap
+(batch.overlap). A child of an array job (batch.shards) runs its part of the input, keeps its
+checkpoint and parts under `shard-<i>/`, and the child that finds every child done writes the
+job's `_SUCCESS.json`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from model_api.aws import hooks
 from model_api.limits import BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
 
-from batch import checkpoint, erase, notify, npy
+from batch import checkpoint, erase, notify, npy, shards
 from batch.aws import client
 from batch.failures import PermanentError, Terminated, is_transient
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
 from batch.jsonl import chunks_of_lines, line_records
-from batch.keys import InputObject, parse_key
+from batch.keys import CHECKPOINT, DONE, FINISHING, SUCCESS, InputObject, parse_key
 from batch.loading import CUDA, load_model
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.models import capture_configs
+from batch.overlap import overlapped
 from batch.progress import Progress
-from batch.reader import S3Object, npy_layout, read_rows
-from batch.writer import concatenate_npy, npy_bytes, npy_header, put_bytes, put_json
+from batch.reader import BLOCK, LongLine, S3Object, npy_layout, read_rows
+from batch.writer import (
+    concatenate_npy,
+    get_json,
+    npy_bytes,
+    npy_header,
+    put_bytes,
+    put_json,
+    put_json_once,
+)
 
 LOG = logging.getLogger("batch.runner")
 CHUNK_BYTES = 8 << 20  # of input per chunk, by default
+SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,8 @@ class JobConfig:
     require_gpu: bool = False
     use_gpu: bool = True
     progress_seconds: float = 5.0
+    shard: int = 0  # this child's index (AWS_BATCH_JOB_ARRAY_INDEX) of an array job
+    shards: int = 1  # the array job's children (BATCH_SHARDS); 1: the whole input
 
     @property
     def byte_limit(self) -> int:
@@ -83,6 +101,9 @@ class Job:
             raise PermanentError(f"job id {config.job_id} does not belong to "
                                  f"{config.key} version {config.version_id}")
         self.source = S3Object(s3, config.bucket, config.key, config.version_id)
+        # This child's folder (batch.shards): "" for a job of one child
+        self.folder = self.obj.shard_folder(config.shard, config.shards)
+        self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
         self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
                                  path="batch")
 
@@ -91,9 +112,9 @@ class Job:
         head = self.source.head()
         size = int(head["ContentLength"])
         state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows,
-                                self.config.byte_limit)
+                                self.config.byte_limit, key=self.checkpoint_key)
         if state.next_chunk:
-            LOG.info("resuming job %s at chunk %d (line/row %d)", self.obj.job_id,
+            LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
         LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
                  state.chunk_rows or "any", state.chunk_bytes or "any")
@@ -102,6 +123,8 @@ class Job:
         tuner = BatchSizeTuner(sizes, self.config.batch_rows)
         batcher = MicroBatcher(model, tuner) if model is not None else None
         if self.obj.format == "jsonl":
+            if self.config.shards > 1 and not state.stop:
+                self._jsonl_range(state, size)
             self._jsonl(state, size, model, model_error, batcher)
         else:
             if batcher is None:
@@ -115,12 +138,34 @@ class Job:
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
         self._live()
-        if self.obj.format == "npy" and model is not None:
-            summary["outputs"] = self._assemble_npy(state, model)
-        put_json(self.s3, self.config.bucket, self.obj.success_key, summary)
+        if self.config.shards > 1:
+            summary = self._child_done(state, summary, model)
+        else:
+            if self.obj.format == "npy" and model is not None:
+                summary["outputs"] = self._assemble_npy(state.parts, state.headers, model)
+            put_json(self.s3, self.config.bucket, self.obj.success_key, summary)
         if model_error:
             raise PermanentError(model_error)
         return summary
+
+    @property
+    def _child(self) -> str:
+        """" (child i of N)" in an array job's log lines, else nothing."""
+        return f" (child {self.config.shard} of {self.config.shards})" \
+            if self.config.shards > 1 else ""
+
+    def _jsonl_range(self, state: checkpoint.Checkpoint, size: int) -> None:
+        """A fresh child of an array job: where its lines begin and end, and the number of its
+        first line (the lines before it, counted), pinned in its checkpoint from the first
+        chunk on (a retry does not count them again)."""
+        begin, end = shards.nominal_range(size, self.config.shard, self.config.shards)
+        start = first_line_at(self.source, begin, size)
+        state.start = state.next_byte = start
+        state.stop = end
+        state.first_row = state.next_row = count_lines(self.source, start)
+        LOG.info("child %d of %d: the lines that begin in bytes [%d, %d): from byte %d, line "
+                 "%d", self.config.shard, self.config.shards, begin, end, start,
+                 state.first_row + 1)
 
     def _model(self, state: checkpoint.Checkpoint) -> tuple[LoadedModel | None, str | None]:
         """The model, or (JSON Lines only) the reason every line gets an error record. The
@@ -147,70 +192,211 @@ class Job:
                     errors: int, parts: list[str], progress: Progress, position: int,
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
-        checkpoint.save(self.s3, self.obj, state)
+        checkpoint.save(self.s3, self.obj, state, key=self.checkpoint_key)
+        done = state.next_row - state.first_row
         if self.store is not None:  # refused (JobErased) once the job is being erased
             unit = "bytes" if self.obj.format == "jsonl" else "rows"
-            self.store.update(self.obj.job_id, fields={
-                **state.counts, "progress": progress.snapshot(position, state.next_row, unit)})
-        progress.update(position, state.next_row)
+            snapshot = progress.snapshot(position - state.start, done, unit)
+            if self.config.shards > 1:
+                self.store.update_shard(self.obj.job_id, self.config.shard, {
+                    "state": RUNNING, **state.counts, "progress": snapshot})
+            else:
+                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
+        progress.update(position - state.start, done)
 
     def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
         nothing is written into its erased prefixes. A write that slips in between this check
         and the erasure is caught by the conditional update after it (run_job cleans up)."""
         if self.store is not None:
-            self.store.live(self.obj.job_id)
+            record = self.store.live(self.obj.job_id)
+            if self.config.shards > 1 and record.get("status") == FAILED:
+                raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
+                                            f"{record.get('reason')}")
 
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
-        progress = Progress(size, state.next_byte, state.next_row, self.config.progress_seconds)
-        for lines, end in chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
-                                          state.chunk_bytes):
-            records, errors = line_records(self.pipeline, lines, state.next_row + 1, model,
+        # lines that begin before it are this child's (a child's range may be empty: stop 0)
+        stop = state.stop if self.config.shards > 1 else size
+        progress = Progress(stop - state.start, state.next_byte - state.start,
+                            state.next_row - state.first_row, self.config.progress_seconds)
+        numbered, chunk = state.next_row, state.next_chunk  # of the chunks worked so far
+
+        def work(lines_end: tuple[list[bytes | LongLine], int]) -> tuple[list[bytes], int, int,
+                                                                         int, str]:
+            nonlocal numbered, chunk
+            lines, end = lines_end
+            records, errors = line_records(self.pipeline, lines, numbered + 1, model,
                                            model_error, batcher.run if batcher else None)
             self.pipeline.flush()
+            numbered, chunk = numbered + len(lines), chunk + 1
+            return records, errors, len(lines), end, self.obj.jsonl_part(chunk - 1)
+
+        def write(done: tuple[list[bytes], int, int, int, str]) -> None:
+            records, errors, lines, end, part = done
             self._live()
-            part = self.obj.jsonl_part(state.next_chunk)
-            put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),
+            put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
-            self._checkpoint(state, len(lines), end, len(records) - errors, errors, [part],
-                             progress, end)
-        progress.update(size, state.next_row, force=True)
+            self._checkpoint(state, lines, end, len(records) - errors, errors,
+                             [self.folder + part], progress, end)
+
+        overlapped(chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
+                                   state.chunk_bytes, stop), work, write, name=self.obj.job_id)
+        progress.update(max(state.next_byte, stop) - state.start,
+                        state.next_row - state.first_row, force=True)
 
     def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
         layout = npy_layout(self.source, size)
         spec = npy.input_spec(layout, batcher.model)
-        total = layout.shape[0]
+        if self.config.shards > 1 and not state.stop:  # a fresh child: its rows
+            state.start, state.stop = shards.nominal_range(layout.shape[0], self.config.shard,
+                                                           self.config.shards)
+            state.first_row = state.next_row = state.start
+            LOG.info("child %d of %d: rows [%d, %d)", self.config.shard, self.config.shards,
+                     state.start, state.stop)
+        total = state.stop if self.config.shards > 1 else layout.shape[0]
         per_chunk = npy.chunk_rows(state.chunk_rows, state.chunk_bytes, layout.row_bytes) \
-            or max(1, total)
-        progress = Progress(total, state.next_row, state.next_row, self.config.progress_seconds)
-        while state.next_row < total:
-            stop = min(state.next_row + per_chunk, total)
-            results = npy.predict_rows(self.pipeline, batcher, spec,
-                                      read_rows(self.source, layout, state.next_row, stop))
+            or max(1, total - state.start)
+        progress = Progress(total - state.start, state.next_row - state.start,
+                            state.next_row - state.first_row, self.config.progress_seconds)
+        first_chunk = state.next_chunk
+
+        def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
+            for index, first in enumerate(range(state.next_row, total, per_chunk)):
+                stop = min(first + per_chunk, total)
+                yield first_chunk + index, first, stop, read_rows(self.source, layout, first,
+                                                                  stop)
+
+        def work(chunk: tuple[int, int, int, np.ndarray]
+                 ) -> tuple[int, int, Mapping[str, np.ndarray]]:
+            index, first, stop, rows = chunk
+            results = npy.predict_rows(self.pipeline, batcher, spec, rows)
             self.pipeline.flush()
+            return index, stop - first, results
+
+        def write(done: tuple[int, int, Mapping[str, np.ndarray]]) -> None:
+            index, rows, results = done
             parts, headers = [], {}
             self._live()
             for name, array in results.items():
-                part = self.obj.npy_part(name, state.next_chunk)
+                part = self.folder + self.obj.npy_part(name, index)
                 put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),
                           npy_bytes(array), "application/octet-stream")
                 parts.append(part)
                 headers[part] = npy_header(array)
-            self._checkpoint(state, stop - state.next_row, 0, stop - state.next_row, 0, parts,
-                             progress, stop, headers)
-        progress.update(total, state.next_row, force=True)
+            self._checkpoint(state, rows, 0, rows, 0, parts, progress, state.next_row + rows,
+                             headers)
 
-    def _assemble_npy(self, state: checkpoint.Checkpoint, model: LoadedModel
-                      ) -> dict[str, list[int]]:
+        overlapped(chunks(), work, write, name=self.obj.job_id)
+        progress.update(total - state.start, state.next_row - state.first_row, force=True)
+
+    def _assemble_npy(self, parts: list[str], headers: dict[str, dict[str, Any]],
+                      model: LoadedModel) -> dict[str, list[int]]:
+        """Each model output's parts (in input order) concatenated into `<output>.npy`."""
         shapes = {}
         for output in model.manifest.outputs:
-            parts = [p for p in state.parts if p.startswith(output.name + "/")]
+            mine = [p for p in parts if SHARD_FOLDER.sub("", p, count=1).startswith(
+                output.name + "/")]
             shapes[output.name] = list(concatenate_npy(
-                self.s3, self.config.bucket, [self.obj.output_key(p) for p in parts],
+                self.s3, self.config.bucket, [self.obj.output_key(p) for p in mine],
                 self.obj.output_key(self.obj.npy_output(output.name)),
-                [state.headers.get(p) for p in parts]))
+                [headers.get(p) for p in mine]))
         return shapes
+
+    # ---- an array job's children (batch.shards)
+
+    def _child_done(self, state: checkpoint.Checkpoint, summary: dict[str, Any],
+                    model: LoadedModel | None) -> dict[str, Any]:
+        """This child's rows are done: write its `_DONE.json`, then, if every child is done,
+        finish the job (`_finish`). The job's summary when this child finished it, else the
+        child's."""
+        child = {**summary, "shard": self.config.shard, "shards": self.config.shards,
+                 "start": state.start, "stop": state.stop, "first_row": state.first_row,
+                 "headers": state.headers}
+        put_json(self.s3, self.config.bucket, self.obj.output_key(self.folder + DONE), child)
+        if self.store is not None:
+            self.store.update_shard(self.obj.job_id, self.config.shard, {
+                "state": SUCCEEDED, **state.counts})
+        children = self._children_done()
+        if len(children) < self.config.shards:
+            LOG.info("job %s%s: done; %d of %d children done", self.obj.job_id, self._child,
+                     len(children), self.config.shards)
+            return {**summary, "finished_job": False}
+        return self._finish(children, summary, model)
+
+    def _children_done(self) -> list[dict[str, Any]]:
+        """The `_DONE.json` of every child that has one, in index order."""
+        found = []
+        for index in range(self.config.shards):
+            key = self.obj.output_key(self.obj.shard_folder(index, self.config.shards) + DONE)
+            document = get_json(self.s3, self.config.bucket, key)
+            if document is not None:
+                found.append(document)
+        return found
+
+    def _finish(self, children: list[dict[str, Any]], summary: dict[str, Any],
+                model: LoadedModel | None) -> dict[str, Any]:
+        """Every child is done: one of them (the first to claim `_FINISHING.json`, or its
+        retry) assembles the .npy outputs and writes `_SUCCESS.json`, once."""
+        claim = {"shard": self.config.shard}
+        if not put_json_once(self.s3, self.config.bucket, self.obj.output_key(FINISHING), claim):
+            holder = get_json(self.s3, self.config.bucket, self.obj.output_key(FINISHING))
+            if holder != claim:
+                LOG.info("job %s%s: done; child %s finishes the job", self.obj.job_id,
+                         self._child, (holder or {}).get("shard"))
+                return {**summary, "finished_job": False}
+        parts = [part for child in children for part in child["parts"]]
+        counts = {count: sum(int(child[count]) for child in children)
+                  for count in ("rows_read", "outputs_written", "errors")}
+        job_summary: dict[str, Any] = {
+            **{k: summary[k] for k in ("job_id", "model", "input", "input_version", "format",
+                                       "model_version", "providers")},
+            **counts, "parts": parts, "shards": [
+                {k: child[k] for k in ("shard", "start", "stop", "first_row", "rows_read",
+                                       "outputs_written", "errors", "parts")}
+                for child in children]}
+        if self.obj.format == "npy" and model is not None:
+            headers = {k: v for child in children for k, v in child["headers"].items()}
+            job_summary["outputs"] = self._assemble_npy(parts, headers, model)
+        if not put_json_once(self.s3, self.config.bucket, self.obj.success_key, job_summary):
+            LOG.info("job %s: %s was written already", self.obj.job_id, SUCCESS)
+        LOG.info("job %s: every child done; %s written by child %d", self.obj.job_id, SUCCESS,
+                 self.config.shard)
+        return {**job_summary, "finished_job": True}
+
+
+class StoppedByAnotherChild(PermanentError):
+    """Another child of the array job failed it for good: this one stops (exit 2) and leaves
+    the job's reason as that child recorded it."""
+
+
+def first_line_at(source: S3Object, offset: int, size: int) -> int:
+    """The byte at which the first line that begins at or after `offset` begins (`size` when
+    none does): `offset` itself when the byte before it ends a line."""
+    if offset <= 0:
+        return 0
+    position = offset - 1
+    while position < size:
+        block = source.get(f"bytes={position}-{min(size, position + BLOCK) - 1}").read()
+        if not block:
+            break
+        found = block.find(b"\n")
+        if found >= 0:
+            return position + found + 1
+        position += len(block)
+    return size
+
+
+def count_lines(source: S3Object, stop: int) -> int:
+    """The lines that end before byte `stop` (the newlines in [0, stop)): the number of the
+    line that begins at `stop`, less one. One streamed read of those bytes."""
+    if stop <= 0:
+        return 0
+    body = source.get(f"bytes=0-{stop - 1}")
+    lines = 0
+    while block := body.read(BLOCK):
+        lines += block.count(b"\n")
+    return lines
 
 
 def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) -> dict[str, Any]:
@@ -220,28 +406,56 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     s3 = s3 if s3 is not None else client("s3")
     if store is None and config.table:
         store = JobStore(config.table)
+    sharded = config.shards > 1
+    child = f"child {config.shard} of {config.shards}: " if sharded else ""
     try:
         if store is not None:
-            store.update(config.job_id, RUNNING, increment_attempts=True, fields={
-                "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
-                "started_at": time.time()})
+            # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>)
+            if not sharded:
+                store.update(config.job_id, RUNNING, increment_attempts=True, fields={
+                    "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
+                    "started_at": time.time()})
+            else:
+                store.update(config.job_id, increment_attempts=True,
+                             fields={"started_at": time.time()})
         try:
+            if sharded and store is not None:
+                if not store.start_unless_failed(config.job_id):
+                    raise StoppedByAnotherChild(f"job {config.job_id} failed before child "
+                                                f"{config.shard} started")
+                store.update_shard(config.job_id, config.shard, {"state": RUNNING},
+                                   merge=True)
             summary = Job(config, s3, store).run()
         except JobErased:
+            raise
+        except StoppedByAnotherChild as error:
+            LOG.warning("%s", error)
+            if store is not None:
+                store.update_shard(config.job_id, config.shard, {"state": "stopped"},
+                                   merge=True)
             raise
         except (Exception, Terminated) as error:
             # A permanent fault ends the job here (exit 2: Batch does not retry it); after a
             # transient one the job stays `running` with the reason until the next attempt
-            # starts, or until Batch gives up and batch.state records it `failed`.
+            # starts, or until Batch gives up and batch.state records it `failed`. A child of
+            # an array job that fails for good fails the job: the others stop at their next
+            # chunk (Job._live).
+            reason = f"{child}{type(error).__name__}: {error}"
             if store is not None and is_transient(error):
                 store.update(config.job_id, fields={
-                    "reason": f"attempt failed, to be retried: {type(error).__name__}: {error}"})
+                    "reason": f"attempt failed, to be retried: {reason}"})
             elif store is not None:
-                store.update(config.job_id, FAILED, fields={
-                    "reason": f"{type(error).__name__}: {error}", "finished_at": time.time()})
-                notify.job_finished(store.get(config.job_id) or {})
+                if sharded:
+                    store.update_shard(config.job_id, config.shard, {"state": FAILED,
+                                                                     "reason": reason},
+                                       merge=True)
+                # The first child to fail a job gives its reason; a later one keeps it
+                if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
+                    store.update(config.job_id, FAILED, fields={
+                        "reason": reason, "finished_at": time.time()})
+                    notify.job_finished(store.get(config.job_id) or {})
             raise
-        if store is not None:
+        if store is not None and summary.get("finished_job", True):
             store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
                 "finished_at": time.time(),
                 **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})

@@ -175,6 +175,77 @@ class JobStore:
                 raise JobErased(f"job {job_id} was erased") from None
             raise
 
+    def start_unless_failed(self, job_id: str) -> bool:
+        """Set an array job `running` as one of its children starts, unless another child has
+        failed it already (False then: the child stops). JobErased when it is being erased
+        or gone."""
+        try:
+            self.table.update_item(
+                Key={"job_id": job_id}, UpdateExpression="SET #s = :running, updated_at = :now",
+                ConditionExpression="attribute_exists(job_id) AND NOT #s IN (:erasing, :failed)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":running": RUNNING, ":now": _now(),
+                                           ":erasing": ERASING, ":failed": FAILED})
+        except ClientError as error:
+            if not _conditional_failure(error):
+                raise
+            if (self.get(job_id) or {}).get("status") == FAILED:
+                return False
+            raise JobErased(f"job {job_id} was erased") from None
+        return True
+
+    def update_shard(self, job_id: str, index: int, entry: dict[str, Any],
+                     merge: bool = False) -> None:
+        """Set child `index`'s entry of an array job (`shard_states`, a map from the child's
+        index to its {state, rows, ...}, written by the trigger): each child writes only its
+        own; `merge`: set these fields of the entry, keep its others (its counts). JobErased
+        when the job is being erased or gone."""
+        names = {"#s": "status"}
+        values = {":now": _now(), ":erasing": ERASING}
+        live = "attribute_exists(job_id) AND #s <> :erasing"
+        if merge:
+            fields = {f"#k{n}": key for n, key in enumerate(entry)}
+            sets = ", ".join(f"shard_states.#i.#k{n} = :v{n}" for n in range(len(entry)))
+            try:
+                self.table.update_item(
+                    Key={"job_id": job_id}, ConditionExpression=live,
+                    UpdateExpression=f"SET {sets}, updated_at = :now",
+                    ExpressionAttributeNames={**names, "#i": str(index), **fields},
+                    ExpressionAttributeValues={**values, **{
+                        f":v{n}": _number(value) for n, value in enumerate(entry.values())}})
+                return
+            except ClientError as error:
+                if _conditional_failure(error):
+                    raise JobErased(f"job {job_id} was erased") from None
+                if error.response["Error"]["Code"] != "ValidationException":
+                    raise  # else no such entry yet: written whole below
+        for _ in range(2):
+            try:
+                self.table.update_item(
+                    Key={"job_id": job_id}, ConditionExpression=live,
+                    UpdateExpression="SET shard_states.#i = :entry, updated_at = :now",
+                    ExpressionAttributeNames={**names, "#i": str(index)},
+                    ExpressionAttributeValues={**values, ":entry": _number(entry)})
+                return
+            except ClientError as error:
+                if _conditional_failure(error):
+                    raise JobErased(f"job {job_id} was erased") from None
+                if error.response["Error"]["Code"] != "ValidationException":
+                    raise
+            try:  # no map yet (a runner started by hand): make it, unless another child did
+                self.table.update_item(
+                    Key={"job_id": job_id},
+                    ConditionExpression=live + " AND attribute_not_exists(shard_states)",
+                    UpdateExpression="SET shard_states = :map, updated_at = :now",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**values,
+                                               ":map": {str(index): _number(entry)}})
+                return
+            except ClientError as error:
+                if not _conditional_failure(error):
+                    raise
+        raise JobErased(f"job {job_id} was erased")
+
     def finish(self, job_id: str, status: str, not_if: str, fields: dict[str, Any]) -> bool:
         """Set a final `status` and `fields` on an existing job unless its status is `not_if`
         (so that a success the runner recorded is never overwritten); False when it was."""

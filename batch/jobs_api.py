@@ -46,7 +46,7 @@ from model_api.limits import (
 )
 from model_api.routes import route
 
-from batch import erase
+from batch import erase, shards
 from batch.aws import retry_config
 from batch.jobs import AWAITING_UPLOAD, ERASING, FINAL, SUCCEEDED, JobStore, aws_batch_job
 from batch.keys import FORMATS, JOB_ID, InputObject, InvalidKey, input_key, issue_job_id, parse_key
@@ -134,7 +134,40 @@ def read_job_request(body: bytes, max_bytes: int) -> dict[str, Any]:
                          "returned as sent)")
     if len(json.dumps(parameters)) > JOB_MAX_PARAMETERS_BYTES:
         raise TooLarge(f"`parameters` is over {JOB_MAX_PARAMETERS_BYTES} bytes of JSON")
+    if "shards" in parameters:  # the job as an array job of that many children
+        try:
+            shards.check(parameters["shards"])
+        except shards.ShardsError as error:
+            raise BadRequest(str(error)) from None
     return {"size": size, "format": format_, "parameters": parameters}
+
+
+def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
+    """An array job's children as the job's answer shows them: `shards`, one {state, rows,
+    outputs_written, errors, progress} per child in index order, and the job's counts and
+    `progress` summed over them (a JSON Lines child's rows_total is estimated until its end,
+    so the sum is exact only once every child's is)."""
+    children = [states[key] for key in sorted(states, key=int)]
+    shown = [{"shard": index, "state": child.get("state"), "rows": child.get("rows_read", 0),
+              "outputs_written": child.get("outputs_written", 0),
+              "errors": child.get("errors", 0),
+              **({"reason": child["reason"]} if "reason" in child else {}),
+              **({"progress": child["progress"]} if "progress" in child else {})}
+             for index, child in enumerate(children)]
+    answer: dict[str, Any] = {"shards": shown}
+    if record.get("status") != SUCCEEDED:  # the runner writes the final counts at the end
+        for count in ("rows_read", "outputs_written", "errors"):
+            answer[count] = sum(int(child.get(count, 0)) for child in children)
+    progress = [{"rows_total": child.get("rows_read", 0), "rows_total_exact": True}
+                if child.get("state") == SUCCEEDED else child.get("progress") or {}
+                for child in children]
+    totals = [p.get("rows_total") for p in progress]
+    answer["progress"] = {
+        "rows_done": sum(int(child.get("rows_read", 0)) for child in children),
+        "rows_total": sum(totals) if all(t is not None for t in totals) else None,
+        "rows_total_exact": all(p.get("rows_total_exact", False) for p in progress),
+        "shards_done": sum(child.get("state") == SUCCEEDED for child in children)}
+    return answer
 
 
 class JobsApi:
@@ -204,6 +237,8 @@ class JobsApi:
         answer = {k: v for k, v in record.items() if k not in PRIVATE}
         if isinstance(answer.get("parameters"), str):
             answer["parameters"] = json.loads(answer["parameters"])
+        if "shard_states" in answer:
+            answer.update(array_job(answer.pop("shard_states"), answer))
         if record.get("status") == SUCCEEDED:
             answer["output_urls"] = self.output_urls(record, start)
         return answer

@@ -111,14 +111,15 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
     return records, errors
 
 
-def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int
-                    ) -> Iterator[tuple[list[bytes | LongLine], int]]:
-    """Lists of whole lines, each with the byte offset just past its last line: a list ends
-    at `rows` lines or once its lines reach `max_bytes` bytes (0: no such limit). The cut
-    depends only on the input from `start`, so a resumed job cuts the same chunks."""
+def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int,
+                    stop: int | None = None) -> Iterator[tuple[list[bytes | LongLine], int]]:
+    """Lists of whole lines (those that begin before `stop`; None: all), each with the byte
+    offset just past its last line: a list ends at `rows` lines or once its lines reach
+    `max_bytes` bytes (0: no such limit). The cut depends only on the input from `start`, so
+    a resumed job cuts the same chunks."""
     lines: list[bytes | LongLine] = []
     end = chunk_start = start
-    for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES):
+    for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES, stop):
         lines.append(line)
         if len(lines) == rows or (max_bytes and end - chunk_start >= max_bytes):
             yield lines, end

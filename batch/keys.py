@@ -16,6 +16,10 @@ Outputs, under `batch/output/<model>/<job_id>/`:
     <output>.npy                     .npy: the parts of each model output, assembled
     _checkpoint.json                 how far the completed chunks reach (batch.checkpoint)
     _SUCCESS.json                    written last: the counts and the parts, in order
+A job of N > 1 children (an AWS Batch array job, batch.shards) keeps each child's parts and
+checkpoint under `shard-<i>/` (`shard-00002/part-00000.jsonl`, `shard-00002/_checkpoint.json`),
+its end in `shard-<i>/_DONE.json`; `_FINISHING.json` names the child that writes the job's
+`.npy` outputs and `_SUCCESS.json` (listing every child's parts, in input order).
 
 The job id of an upload is `<job>-<12 hex>`, the hex a hash of bucket/key/versionId, so each
 object version maps to exactly one id: that is what makes the trigger idempotent, and a re-upload
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 
 from model_api.names import MODEL_NAME, VERSION
 
+from batch.shards import requested_in_key
+
 INPUT_PREFIX = "batch/input/"
 OUTPUT_PREFIX = "batch/output/"
 VERSIONS = "versions"  # batch/input/<model>/versions/<version>/<job>.<format>
@@ -38,6 +44,8 @@ ISSUED = "jobs"  # batch/input/<model>[/versions/<version>]/jobs/<job_id>.<forma
 FORMATS = ("jsonl", "npy")
 CHECKPOINT = "_checkpoint.json"
 SUCCESS = "_SUCCESS.json"
+DONE = "_DONE.json"  # a child's end (an array job's)
+FINISHING = "_FINISHING.json"  # which child writes an array job's _SUCCESS.json
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f]{12}")
 
@@ -99,6 +107,17 @@ class InputObject:
     def output_key(self, part: str) -> str:
         """The key of a part (or of an assembled output) named relative to output_prefix."""
         return self.output_prefix + part
+
+    @property
+    def shards_requested(self) -> int | None:
+        """The number of children the key asks for (`<job>.shards-<N>.<ext>`), or None."""
+        return requested_in_key(self.job)
+
+    @staticmethod
+    def shard_folder(index: int, count: int) -> str:
+        """Where child `index` of `count` keeps its parts and checkpoint, relative to
+        output_prefix: "" for a job of one child."""
+        return f"shard-{index:05d}/" if count > 1 else ""
 
     @staticmethod
     def jsonl_part(chunk: int) -> str:

@@ -58,11 +58,14 @@ class LongLine:
     length: int  # bytes, without the newline
 
 
-def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0
-               ) -> Iterator[tuple[bytes | LongLine, int]]:
-    """(line without its newline, byte offset just past it) for every line from `start`; a
-    line over `max_line` bytes (0: no limit) comes as a LongLine, its bytes skipped as they
-    arrive, so that no line, however long, holds more than `max_line` + BLOCK bytes."""
+def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0,
+               stop: int | None = None) -> Iterator[tuple[bytes | LongLine, int]]:
+    """(line without its newline, byte offset just past it) for every line from `start` that
+    begins before `stop` (None: the end; a shard's lines are those that begin in its byte
+    range, the last one read to its end); a line over `max_line` bytes (0: no limit) comes as
+    a LongLine, its bytes skipped as they arrive, so that no line, however long, holds more
+    than `max_line` + BLOCK bytes."""
+    stop = size if stop is None else stop
     position = start  # bytes of the object consumed from the stream so far
     pending = b""
     skipped = 0  # leading bytes of the current line dropped because it is too long
@@ -73,6 +76,8 @@ def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0
         return LongLine(length) if skipped or (max_line and length > max_line) \
             else line.rstrip(b"\r")
 
+    if start >= stop:
+        return
     while position < size:
         try:
             body = source.get(f"bytes={position}-")
@@ -84,6 +89,9 @@ def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0
                     offset = position - len(pending)
                     complete, pending = pending[:end_of_last + 1], pending[end_of_last + 1:]
                     for line in complete.split(b"\n")[:-1]:
+                        if offset - skipped >= stop:
+                            body.close()
+                            return
                         offset += len(line) + 1
                         yield finished(line), offset
                         skipped = 0
@@ -99,7 +107,7 @@ def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0
             LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", source.bucket,
                         source.key, position, error)
             time.sleep(min(2.0**failures, 30.0))
-    if pending or skipped:
+    if (pending or skipped) and position - len(pending) - skipped < stop:
         yield finished(pending), position
 
 

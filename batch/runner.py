@@ -2,7 +2,9 @@
 
 It takes its job from arguments or from the environment AWS Batch gives the container
 (BATCH_INPUT_BUCKET, BATCH_INPUT_KEY, BATCH_INPUT_VERSION, BATCH_JOB_ID, JOBS_TABLE,
-MODELS_DIR, REQUIRE_GPU, ...) and runs it (batch.job). Exit codes: 0 done, 1 a transient fault
+MODELS_DIR, REQUIRE_GPU, ...) and runs it (batch.job); a child of an array job (BATCH_SHARDS
+children, this one AWS_BATCH_JOB_ARRAY_INDEX) runs its part of the input (batch.shards).
+Exit codes: 0 done, 1 a transient fault
 (S3 or the network still failing after their retries, no GPU on this host: worth a retry), 2
 anything else (a retry would fail the same way), the job erased under it included
 (batch.failures).
@@ -18,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from batch import shards
 from batch.failures import Terminated, is_transient, terminated
 from batch.job import CHUNK_BYTES, JobConfig, run_job
 from batch.jobs import JobErased
@@ -50,7 +53,17 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
     parser.add_argument("--cpu", action="store_true", help="do not try CUDA")
     parser.add_argument("--progress-seconds", type=float,
                         default=float(env("BATCH_PROGRESS_SECONDS", "5")))
+    parser.add_argument("--shard", type=int, default=None,
+                        help="this child's index of an array job (default: "
+                             "AWS_BATCH_JOB_ARRAY_INDEX, which AWS Batch sets)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="the array job's children (default: BATCH_SHARDS, else 1)")
     args = parser.parse_args(argv)
+    shard, count = shards.from_environment()
+    shard = shard if args.shard is None else args.shard
+    count = count if args.shards is None else args.shards
+    if count < 1 or not 0 <= shard < count:
+        parser.error(f"child {shard} of {count}: --shard must be in [0, --shards)")
     missing = [name for name in ("bucket", "key", "job_id") if not getattr(args, name)]
     if missing:
         parser.error(f"missing {', '.join(missing)} (arguments or BATCH_INPUT_* / BATCH_JOB_ID)")
@@ -64,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
                     chunk_rows=args.chunk_rows, chunk_bytes=args.chunk_bytes,
                     batch_rows=args.batch_rows,
                     require_gpu=args.require_gpu, use_gpu=not args.cpu,
-                    progress_seconds=args.progress_seconds)
+                    progress_seconds=args.progress_seconds, shard=shard, shards=count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

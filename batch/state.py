@@ -86,7 +86,9 @@ def on_batch_event(store: JobStore, detail: dict[str, Any]) -> str:
     record = store.get(job_id)
     if record is None:
         return f"ignored: no job {job_id}"
-    if record.get("batch_job_id") not in (None, detail.get("jobId")):
+    # A child of an array job is <parent id>:<index>; the record names the parent
+    batch_job = str(detail.get("jobId") or "")
+    if record.get("batch_job_id") not in (None, batch_job, batch_job.split(":")[0]):
         return f"ignored: job {job_id} now runs as Batch job {record.get('batch_job_id')}"
     done = gave_up(store, job_id, len(detail.get("attempts") or []), batch_reason(detail))
     return f"job {job_id} failed" if done else f"job {job_id} already {record.get('status')}"

@@ -18,16 +18,19 @@ from typing import Protocol
 from batch.aws import client
 from batch.jobs import AWS_BATCH
 from batch.keys import InputObject
+from batch.shards import COUNT_VARIABLE
 
 LOG = logging.getLogger(__name__)
 PERMANENT_EXIT = 2  # the runner's exit code for inputs that no retry can fix
 JOB_ID_VARIABLE = "BATCH_JOB_ID"  # names our job to the runner (and in Batch's events)
 
 
-def runner_environment(obj: InputObject) -> dict[str, str]:
-    """What the runner reads to know its job (the container's environment on Batch)."""
+def runner_environment(obj: InputObject, shards: int = 1) -> dict[str, str]:
+    """What the runner reads to know its job (the container's environment on Batch); an
+    array job's children also read AWS_BATCH_JOB_ARRAY_INDEX, which Batch sets in each."""
     return {"BATCH_INPUT_BUCKET": obj.bucket, "BATCH_INPUT_KEY": obj.key,
-            "BATCH_INPUT_VERSION": obj.version_id, JOB_ID_VARIABLE: obj.job_id}
+            "BATCH_INPUT_VERSION": obj.version_id, JOB_ID_VARIABLE: obj.job_id,
+            COUNT_VARIABLE: str(shards)}
 
 
 class Submitter(Protocol):
@@ -36,8 +39,9 @@ class Submitter(Protocol):
 
     compute: str
 
-    def submit(self, obj: InputObject) -> str:
-        """Start the job for `obj`; returns the id the compute side gave it."""
+    def submit(self, obj: InputObject, shards: int = 1) -> str:
+        """Start the job for `obj` as `shards` children (batch.shards; 1: a plain job);
+        returns the id the compute side gave it."""
         ...
 
 
@@ -50,12 +54,17 @@ class BatchSubmitter:
         self.queue, self.definition = queue, definition
         self.batch = client("batch")
 
-    def submit(self, obj: InputObject) -> str:
-        environment = [{"name": k, "value": v} for k, v in runner_environment(obj).items()]
+    def submit(self, obj: InputObject, shards: int = 1) -> str:
+        """SubmitJob; with `shards` > 1 an array job of that size (`arrayProperties`): AWS
+        Batch runs that many children of the job definition, each with its index in
+        AWS_BATCH_JOB_ARRAY_INDEX, and retries each child on its own."""
+        environment = [{"name": k, "value": v}
+                       for k, v in runner_environment(obj, shards).items()]
+        array = {"arrayProperties": {"size": shards}} if shards > 1 else {}
         response = self.batch.submit_job(
             jobName=re.sub(r"[^A-Za-z0-9_-]", "_", obj.job_id)[:128],
             jobQueue=self.queue, jobDefinition=self.definition,
-            containerOverrides={"environment": environment})
+            containerOverrides={"environment": environment}, **array)
         return str(response["jobId"])
 
 

@@ -6,10 +6,13 @@ finds the claim (or the submitted job) and submits nothing. A claim held by an i
 died expires with that invocation, so the retried event can take it over. The upload of a job
 the API created (batch/input/<model>/jobs/<job_id>.<ext>) claims that job while it is
 `awaiting_upload`; any other upload to its key (a second one, one after DELETE) starts nothing.
+A large input, or one whose creator asked for it, runs as an array job of N children
+(batch.shards says how N is chosen); its record then has `shards` (N) and `shard_states`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,6 +22,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from model_api.catalog import Catalog
 
+from batch import shards
 from batch.jobs import AWAITING_UPLOAD, SUBMIT_FAILED, SUBMITTED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.submit import Submitter
@@ -61,6 +65,20 @@ def job_item(obj: InputObject, size: int, etag: str) -> dict[str, Any]:
             "submitted_at": round(time.time(), 3)}
 
 
+def requested_shards(obj: InputObject, item: dict[str, Any]) -> int | None:
+    """The number of children the job's creator asked for: `"parameters": {"shards": N}` of an
+    API job (checked when it was created), or the key's `.shards-<N>` suffix; None: none."""
+    parameters = item.get("parameters")
+    if isinstance(parameters, str):  # the API keeps them as JSON text
+        try:
+            parameters = json.loads(parameters)
+        except ValueError:
+            parameters = None
+    if isinstance(parameters, dict) and "shards" in parameters:
+        return shards.check(parameters["shards"])
+    return obj.shards_requested
+
+
 def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
     """Why this upload cannot run, or None."""
     if settings.models.find(obj.model) is None:
@@ -93,6 +111,14 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
                            reason=f"job {obj.job_id} is {said}, not awaiting an upload")
         item = {**created, **item, "input": {**created.get("input", {}), **item["input"]}}
     reason = refusal(obj, size, settings)
+    try:
+        count = shards.choose(size, requested_shards(obj, item))
+    except shards.ShardsError as error:
+        reason = reason or str(error)
+        count = 1
+    if count > 1:
+        item["shards"] = count
+        item["shard_states"] = {str(index): {"state": SUBMITTED} for index in range(count)}
     if reason:
         store.reject(item, reason, issued=obj.issued)
         return Outcome("rejected", job_id=obj.job_id, reason=reason)
@@ -100,7 +126,7 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         existing = store.get(obj.job_id) or {}
         return Outcome("duplicate", job_id=obj.job_id, reason=f"job is {existing.get('status')}")
     try:
-        batch_job_id = submitter.submit(obj)
+        batch_job_id = submitter.submit(obj, count)
     except Exception as error:
         # Recorded, then raised: the event is retried and, once retries run out, dead-lettered.
         store.release(item, token, SUBMIT_FAILED, reason=f"submission failed: {error}")

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 MULTIPART_BYTES = 16 * 1024 * 1024  # S3 wants parts of at least 5 MiB, except the last
+CONFLICT_RETRIES = 5  # of a conditional write that met a concurrent one (409)
 
 
 def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> None:
@@ -23,6 +26,39 @@ def put_bytes(s3: Any, bucket: str, key: str, data: bytes, content_type: str) ->
 
 def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
     put_bytes(s3, bucket, key, json.dumps(document, indent=1).encode(), "application/json")
+
+
+def put_json_once(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> bool:
+    """Write `document` at `key` unless an object is there already (S3's conditional write,
+    `If-None-Match: *`: 412 when there is one; 409 when a concurrent write to the key was in
+    flight, which is retried): True when this call wrote it, False when another had."""
+    body = json.dumps(document, indent=1).encode()
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                          IfNoneMatch="*")
+            return True
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code in ("PreconditionFailed", "412"):
+                return False
+            if code not in ("ConditionalRequestConflict", "409") \
+                    or attempt + 1 == CONFLICT_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return False
+
+
+def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The JSON document at `key`, or None when there is none."""
+    try:
+        document: dict[str, Any] = json.loads(
+            s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return None
+        raise
+    return document
 
 
 def npy_header(array: np.ndarray) -> dict[str, Any]:

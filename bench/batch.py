@@ -57,6 +57,8 @@ from local_api.background import HOST, free_port, serving, wait_until_answering
 ROWS = {"breast-cancer-mlp": 400_000, "diabetes-linear": 400_000, "digits-cnn": 60_000}
 BATCH_SIZES = (256, 1024, 4096, 16384)
 QUICK_ROWS = 2048
+# Lines of the JSON Lines runs (one request of one row per line, the examples cycled).
+JSONL_ROWS = {"breast-cancer-mlp": 100_000, "diabetes-linear": 100_000, "digits-cnn": 20_000}
 
 
 @contextmanager
@@ -148,6 +150,67 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
+def write_jsonl(model: str, count: int, path: Path) -> None:
+    """`count` lines of the model's example rows, one request of one row each (as
+    `python -m local_api.batch.sample` writes them)."""
+    from local_api.batch.sample import write_jsonl as write
+
+    write(path, *example_inputs(model, 1024), count)
+
+
+def raw_jsonl_job(model: str, path: Path, batch_rows: int) -> float:
+    """Rows per second of a JSON Lines job done by hand, the least a program doing the
+    runner's JSON Lines job does: session, one GET of the whole object, `json.loads` of each
+    line into arrays of the model's dtypes, the loop at `batch_rows` rows per run (lines of one
+    row each, stacked), each line's answer encoded as the protocol's response with
+    `json.dumps`, one PUT of all the answers. No checks of the requests (shapes, datatypes,
+    limits), no error records, no resumability: what the runner adds to it is its price."""
+    import json
+
+    import onnxruntime as ort
+    from model_api.datatypes import numpy_dtype
+    from model_api.manifest import MANIFEST_FILE, load_manifest
+    from model_api.model import CPU, session_options
+
+    from batch.aws import client
+    from batch.loading import version_dir
+    from local_api.batch import loop
+
+    s3 = client("s3")
+    key = f"batch/input/{model}/raw-{batch_rows}.jsonl"
+    s3.upload_file(str(path), loop.BUCKET, key)
+    folder = version_dir(MODELS_DIR, model, None)
+    manifest = load_manifest(folder / MANIFEST_FILE)
+    started = time.perf_counter()
+    session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=session_options(),
+                                   providers=list(CPU))
+    outputs = [output.name for output in session.get_outputs()]
+    types = {spec.name: (numpy_dtype(spec.datatype), spec.datatype) for spec in manifest.inputs}
+    out_types = {spec.name: spec.datatype for spec in manifest.outputs}
+    lines = s3.get_object(Bucket=loop.BUCKET, Key=key)["Body"].read().splitlines()
+    answers: list[bytes] = []
+    for first in range(0, len(lines), batch_rows):
+        requests = [json.loads(line) for line in lines[first:first + batch_rows]]
+        feeds = {name: np.concatenate([
+            np.asarray(next(i for i in r["inputs"] if i["name"] == name)["data"],
+                       dtype=dtype).reshape(next(i for i in r["inputs"]
+                                                 if i["name"] == name)["shape"])
+            for r in requests]) for name, (dtype, _) in types.items()}
+        ran = session.run(outputs, feeds)
+        for row, request in enumerate(requests):
+            answers.append(json.dumps({
+                "model_name": manifest.name, "model_version": manifest.version,
+                "id": request.get("id", ""),
+                "outputs": [{"name": name, "datatype": out_types[name],
+                             "shape": [1, *result.shape[1:]],
+                             "data": result[row:row + 1].ravel().tolist()}
+                            for name, result in zip(outputs, ran, strict=True)]},
+                separators=(",", ":")).encode())
+    s3.put_object(Bucket=loop.BUCKET, Key=f"raw-output/{model}/answers.jsonl",
+                  Body=b"\n".join(answers) + b"\n")
+    return len(lines) / (time.perf_counter() - started)
+
+
 @contextmanager
 def time_in_runs() -> Iterator[list[float]]:
     """Seconds spent in `LoadedModel.run` while the block runs, appended to the yielded list."""
@@ -173,14 +236,15 @@ def time_in_runs() -> Iterator[list[float]]:
 
 def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
                  chunk_bytes: int | None = None) -> tuple[float, float]:
-    """Rows per second of one whole runner job over the uploaded file (a fresh job each time),
+    """Rows per second of one whole runner job over the uploaded file (.npy or .jsonl; a fresh
+    job each time),
     and rows per second of the time its model runs took. chunk_bytes None: the default."""
     from batch import job as batch_job
     from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
     from local_api.batch import loop
 
-    key = f"batch/input/{model}/bench-{batch_rows}-{chunk_rows}-{chunk_bytes}.npy"
+    key = f"batch/input/{model}/bench-{batch_rows}-{chunk_rows}-{chunk_bytes}{path.suffix}"
     event = loop.upload(path, loop.BUCKET, key)
     version = event["detail"]["object"]["version-id"]
     job = parse_key(loop.BUCKET, key, version)
@@ -246,6 +310,11 @@ def run() -> list[dict[str, Any]]:
             default, in_runs = runner_speed(model, path, 0)
             tuned, _ = runner_speed(model, path, best, chunk_rows=count, chunk_bytes=0)
             over_http = async_speed(f"http://{HOST}:{port}", model, path)
+            lines = scaled(JSONL_ROWS[model], QUICK_ROWS)
+            jsonl = Path(work) / f"{model}.jsonl"
+            write_jsonl(model, lines, jsonl)
+            jsonl_job = raw_jsonl_job(model, jsonl, best)
+            jsonl_runner, _ = runner_speed(model, jsonl, 0)
             results.append({
                 "model": model, "rows": count,
                 "raw_rows_per_s": {str(size): round(speed) for size, speed in raw.items()},
@@ -259,11 +328,17 @@ def run() -> list[dict[str, Any]]:
                 "ratio": round(default / raw[best], 2),
                 "ratio_tuned": round(tuned / raw[best], 2),
                 "ratio_raw_job": round(default / job, 2),
-                "ratio_tuned_raw_job": round(tuned / job, 2)})
+                "ratio_tuned_raw_job": round(tuned / job, 2),
+                "jsonl_rows": lines, "jsonl_bytes": jsonl.stat().st_size,
+                "jsonl_raw_job_rows_per_s": round(jsonl_job),
+                "jsonl_runner_rows_per_s": round(jsonl_runner),
+                "jsonl_ratio_raw_job": round(jsonl_runner / jsonl_job, 2)})
             print(f"batch: {model}: end to end, runner {default:,.0f} rows/s (tuned "
                   f"{tuned:,.0f}) vs raw job {job:,.0f} rows/s (session, S3 GET, loop at "
                   f"b{best}, S3 PUTs): {default / job:.2f}x ({tuned / job:.2f}x); as an "
-                  f"async job over HTTP {over_http:,.0f} rows/s", file=sys.stderr)
+                  f"async job over HTTP {over_http:,.0f} rows/s; JSON Lines ({lines:,} lines): "
+                  f"runner {jsonl_runner:,.0f} rows/s vs raw job {jsonl_job:,.0f} rows/s: "
+                  f"{jsonl_runner / jsonl_job:.2f}x", file=sys.stderr)
     return results
 
 

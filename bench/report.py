@@ -28,7 +28,8 @@ size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
-  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop;
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop; "jsonl vs
+  raw job": the same on JSON Lines (json.loads each line, the loop, json.dumps each answer);
   "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
   last output is downloaded from output_urls) vs the runner alone, in the same run.
 scale: at N synthetic models, `add-model` of one more (s) and rendering every template
@@ -189,8 +190,15 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
                          target))
         # The same S3 reads and writes, done by a bare onnxruntime program: the fair end to end.
         job = r["raw_job_rows_per_s"]
+        share = r["runner_rows_per_s"] / job
         rows.append((f"{r['model']} vs raw job", f"{rate(r['runner_rows_per_s'])} rows/s",
-                     f"{rate(job)} raw job", ratio(r["runner_rows_per_s"] / job), "", ""))
+                     f"{rate(job)} raw job", ratio(share), "",
+                     judged(f"≥{BATCH_TARGET}x", share >= BATCH_TARGET)))
+        if "jsonl_raw_job_rows_per_s" in r:  # the same for JSON Lines
+            job, runner = r["jsonl_raw_job_rows_per_s"], r["jsonl_runner_rows_per_s"]
+            rows.append((f"{r['model']} jsonl vs raw job", f"{rate(runner)} rows/s",
+                         f"{rate(job)} raw job", ratio(runner / job), "",
+                         judged(f"≥{BATCH_TARGET}x", runner / job >= BATCH_TARGET)))
         # The asynchronous job over HTTP (upload to outputs downloaded) against the runner.
         if "async_rows_per_s" in r:
             rows.append((f"{r['model']} async HTTP", f"{rate(r['async_rows_per_s'])} rows/s",

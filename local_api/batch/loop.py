@@ -170,11 +170,15 @@ def download(obj: InputObject, output: Path) -> list[Path]:
 
 
 def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
-             job: str | None = None, version: str | None = None) -> dict[str, Any]:
+             job: str | None = None, version: str | None = None,
+             shards: int | None = None) -> dict[str, Any]:
     """Upload, trigger, run, download; the job record as the jobs API returns it. `version`
-    None runs the model's current version."""
+    None runs the model's current version; `shards` asks for an array job of that many
+    children (the key's `.shards-<N>` suffix; None: chosen from the input's size)."""
     extension = input_path.suffix.lstrip(".")
     name = job or re.sub(r"[^A-Za-z0-9_.-]", "-", input_path.stem).lstrip("._-") or "job"
+    if shards is not None:
+        name += f".shards-{shards}"
     key = input_key(model, name, extension, version)
     started = time.monotonic()
     event = upload(input_path, BUCKET, key)
@@ -194,8 +198,12 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
         LOG.info("wrote %s", ", ".join(map(str, files)))
     seconds = time.monotonic() - started
     rows = int(record.get("rows_read", 0))
-    return {"job": record, "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
-            "rows_per_second": round(rows / seconds) if seconds else None}
+    summary = {"job": record, "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
+               "rows_per_second": round(rows / seconds) if seconds else None}
+    children = getattr(submitter, "shard_exit_codes", {}).get(obj.job_id, [])
+    if len(children) > 1:  # an array job: each child's attempts
+        summary["child_exit_codes"] = children
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-attempts", type=int, default=1, metavar="K",
                         help="with --kill-after-rows: kill the first K attempts the same way "
                              "(K >= BATCH_LOCAL_ATTEMPTS, 3: every attempt; the job fails)")
+    parser.add_argument("--shards", type=int, metavar="N",
+                        help="run as an array job of N children (the key's .shards-<N> "
+                             "suffix; default: chosen from the input's size, batch.shards)")
+    parser.add_argument("--kill-shard", type=int, default=0, metavar="I",
+                        help="of an array job, the child whose attempts --kill-after-rows "
+                             "kills (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -231,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                           # folder, not to stdout as a deployed function's do
                           **{DIR_ENV: str(CAPTURE_DIR.resolve())},
                           BATCH_LOCAL_KILL_AFTER_ROWS=str(args.kill_after_rows),
-                          BATCH_LOCAL_KILL_ATTEMPTS=str(args.kill_attempts))
+                          BATCH_LOCAL_KILL_ATTEMPTS=str(args.kill_attempts),
+                          BATCH_LOCAL_KILL_SHARD=str(args.kill_shard))
         result = run_loop(args.model, args.input, args.output, args.models_dir, args.job,
-                          args.version)
+                          args.version, args.shards)
     print(json.dumps(result))  # the last line of stdout (the handlers log JSON there too)
     return 0 if result["job"].get("status") == "succeeded" else 1
 

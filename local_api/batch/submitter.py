@@ -12,7 +12,10 @@ as a child process and plays:
   uses);
 - spot reclaims, when `BATCH_LOCAL_KILL_AFTER_ROWS` is set: an attempt is killed with SIGKILL
   as soon as the job's checkpoint shows that many rows done; the first
-  `BATCH_LOCAL_KILL_ATTEMPTS` (1) attempts are (as many as the attempts: killed every time).
+  `BATCH_LOCAL_KILL_ATTEMPTS` (1) attempts are (as many as the attempts: killed every time);
+  of an array job, only child `BATCH_LOCAL_KILL_SHARD` (0) is;
+- an array job (batch.shards): its N children run as N processes at once, each retried on its
+  own, with AWS_BATCH_JOB_ARRAY_INDEX set as AWS Batch sets it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import time
 from batch import checkpoint, state
 from batch.aws import client
 from batch.jobs import LOCAL, JobStore
-from batch.keys import InputObject
+from batch.keys import CHECKPOINT, InputObject
+from batch.shards import INDEX_VARIABLE
 from batch.submit import PERMANENT_EXIT, runner_environment
 
 LOG = logging.getLogger(__name__)
@@ -41,58 +45,82 @@ class LocalSubmitter:
     compute = LOCAL
 
     def __init__(self, attempts: int = 3, kill_after_rows: int = 0, kill_attempts: int = 1,
-                 table: str | None = None) -> None:
+                 table: str | None = None, kill_shard: int = 0) -> None:
         self.attempts, self.kill_after_rows = attempts, kill_after_rows
         self.kill_attempts, self.table = kill_attempts, table
+        self.kill_shard = kill_shard  # the child of an array job whose attempts are killed
         self._threads: dict[str, threading.Thread] = {}
         self.exit_codes: dict[str, list[int]] = {}
+        self.shard_exit_codes: dict[str, list[list[int]]] = {}
 
-    def submit(self, obj: InputObject) -> str:
-        """Start the job's attempts in a thread; its name (`job-<job id>`) is the id."""
-        env = {**os.environ, **runner_environment(obj)}
+    def submit(self, obj: InputObject, shards: int = 1) -> str:
+        """Start the job's attempts in a thread (`job-<job id>` is the id); an array job of
+        `shards` children as that many child processes at once, each retried on its own
+        (with AWS_BATCH_JOB_ARRAY_INDEX set, as AWS Batch sets it)."""
+        env = {**os.environ, **runner_environment(obj, shards)}
         self.exit_codes[obj.job_id] = []
-        thread = threading.Thread(target=self._attempts, args=(obj, env),
+        self.shard_exit_codes[obj.job_id] = [[] for _ in range(shards)]
+        children = [threading.Thread(target=self._attempts, args=(obj, index, shards, {
+            **env, INDEX_VARIABLE: str(index)}), name=f"job-{obj.job_id}-{index}", daemon=True)
+            for index in range(shards)]
+        thread = threading.Thread(target=self._children, args=(children,),
                                   name=f"job-{obj.job_id}", daemon=True)
         self._threads[obj.job_id] = thread
         thread.start()
         return thread.name
 
     def wait(self, job_id: str, timeout: float | None = None) -> list[int]:
-        """Block until the job's last attempt ended; the exit code of each attempt."""
+        """Block until the job's last attempt ended; the exit code of each attempt (of every
+        child, in the order they ended)."""
         self._threads[job_id].join(timeout)
         return self.exit_codes[job_id]
 
-    def _attempts(self, obj: InputObject, env: dict[str, str]) -> None:
+    @staticmethod
+    def _children(children: list[threading.Thread]) -> None:
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+
+    def _attempts(self, obj: InputObject, index: int, shards: int, env: dict[str, str]) -> None:
         job_id = obj.job_id
-        codes = self.exit_codes[job_id]
+        codes = self.shard_exit_codes[job_id][index]
+        name = f"job {job_id}" + (f" child {index} of {shards}" if shards > 1 else "")
+        reclaimed = shards == 1 or index == self.kill_shard
         for attempt in range(1, self.attempts + 1):
             process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env)
-            LOG.info("job %s attempt %d: runner pid %d", job_id, attempt, process.pid)
-            if attempt <= self.kill_attempts and self.kill_after_rows > 0:
-                threading.Thread(target=self._reclaim, args=(obj, process), daemon=True,
-                                 name=f"reclaim-{job_id}").start()
+            LOG.info("%s attempt %d: runner pid %d", name, attempt, process.pid)
+            if reclaimed and attempt <= self.kill_attempts and self.kill_after_rows > 0:
+                folder = obj.shard_folder(index, shards)
+                threading.Thread(target=self._reclaim, daemon=True, name=f"reclaim-{job_id}",
+                                 args=(obj, process, obj.output_key(folder + CHECKPOINT))
+                                 ).start()
             codes.append(process.wait())
+            self.exit_codes[job_id].append(codes[-1])
             if codes[-1] in (0, PERMANENT_EXIT):
                 return
-            LOG.warning("job %s attempt %d ended with %d%s", job_id, attempt, codes[-1],
+            LOG.warning("%s attempt %d ended with %d%s", name, attempt, codes[-1],
                         "; retrying" if attempt < self.attempts else "")
-        reason = (f"the local submitter gave up after {len(codes)} attempt(s): the runner "
-                  f"ended with {', '.join(map(str, codes))} (negative: killed by that signal)")
+        child = f"child {index} of {shards}: " if shards > 1 else ""
+        reason = (f"{child}the local submitter gave up after {len(codes)} attempt(s): the "
+                  f"runner ended with {', '.join(map(str, codes))} (negative: killed by that "
+                  "signal)")
         LOG.error("job %s: %s", job_id, reason)
         if self.table:
             state.gave_up(JobStore(self.table), job_id, len(codes), reason)
 
-    def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes]) -> None:
+    def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes],
+                 checkpoint_key: str) -> None:
         """Play a spot reclaim: SIGKILL the runner once its checkpoint has `kill_after_rows`
         rows done (the checkpoint, not a timer: the retry must have progress to resume from)."""
         s3 = client("s3")
         while process.poll() is None:
-            done = checkpoint.load(s3, obj, chunk_rows=0)
-            if done.next_row >= self.kill_after_rows:
+            done = checkpoint.load(s3, obj, chunk_rows=0, key=checkpoint_key)
+            if done.next_row - done.first_row >= self.kill_after_rows:
                 process.send_signal(signal.SIGKILL)  # a no-op if it has just exited
                 LOG.warning("job %s: spot reclaim played: SIGKILL to runner pid %d, its "
                             "checkpoint at chunk %d (%d rows done)", obj.job_id, process.pid,
-                            done.next_chunk, done.next_row)
+                            done.next_chunk, done.next_row - done.first_row)
                 return
             time.sleep(RECLAIM_POLL_SECONDS)
         LOG.warning("job %s: the runner ended before its checkpoint reached %d rows; nothing "
@@ -110,5 +138,6 @@ def shared() -> LocalSubmitter:
         _shared = LocalSubmitter(int(env("BATCH_LOCAL_ATTEMPTS", "3")),
                                  int(env("BATCH_LOCAL_KILL_AFTER_ROWS", "0")),
                                  int(env("BATCH_LOCAL_KILL_ATTEMPTS", "1")),
-                                 env("JOBS_TABLE") or None)
+                                 env("JOBS_TABLE") or None,
+                                 int(env("BATCH_LOCAL_KILL_SHARD", "0")))
     return _shared

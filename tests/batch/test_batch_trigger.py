@@ -35,7 +35,7 @@ class RecordingSubmitter:
         self.failures = failures
         self.lock = threading.Lock()
 
-    def submit(self, obj: InputObject) -> str:
+    def submit(self, obj: InputObject, shards: int = 1) -> str:
         with self.lock:
             if self.failures:
                 self.failures -= 1
@@ -316,3 +316,49 @@ def test_the_key_names_a_version_or_leaves_it_to_the_current_one() -> None:
                 f"batch/input/{MODEL}/versions/2/x/rows.jsonl"):
         with pytest.raises(InvalidKey, match="versions/<version>"):
             parse_key("b", bad, "v1")
+
+
+@pytest.mark.parametrize(("key", "size", "shards"), [
+    (f"batch/input/{MODEL}/rows.shards-3.jsonl", 10, 3),  # asked for in the key
+    (f"batch/input/{MODEL}/rows.jsonl", 450, 5),  # from the size: 100 bytes per child
+    (f"batch/input/{MODEL}/big.jsonl", 999, 8),  # at most BATCH_MAX_SHARDS
+    (f"batch/input/{MODEL}/rows.jsonl", 100, 1),  # one child: a plain job
+])
+def test_a_large_or_asked_for_job_is_submitted_as_an_array_job(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch, key: str, size: int,
+        shards: int) -> None:
+    from batch.submit import BatchSubmitter
+
+    monkeypatch.setenv("BATCH_SHARD_BYTES", "100")
+    monkeypatch.setenv("BATCH_MAX_SHARDS", "8")
+    calls: list[dict[str, Any]] = []
+
+    class FakeBatch:
+        def submit_job(self, **request: Any) -> dict[str, str]:
+            calls.append(request)
+            return {"jobId": "aws-batch-job-1"}
+
+    submitter = BatchSubmitter("queue", "definition")
+    submitter.batch = FakeBatch()
+    outcome = handle(cloud, event_for(cloud, key=key, size=size), submitter)  # type: ignore[arg-type]
+    assert outcome.status == "submitted", outcome
+    (call,) = calls
+    environment = {e["name"]: e["value"] for e in call["containerOverrides"]["environment"]}
+    assert environment["BATCH_SHARDS"] == str(shards)
+    if shards > 1:
+        assert call["arrayProperties"] == {"size": shards}
+    else:
+        assert "arrayProperties" not in call
+    record = cloud.store.get(outcome.job_id or "")
+    assert record is not None and record.get("shards", 1) == shards
+    assert len(record.get("shard_states", {})) == (shards if shards > 1 else 0)
+
+
+def test_more_children_than_allowed_are_refused_with_the_reason(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_MAX_SHARDS", "8")
+    submitter = RecordingSubmitter()
+    outcome = handle(cloud, event_for(cloud, key=f"batch/input/{MODEL}/rows.shards-9.jsonl"),
+                     submitter)
+    assert outcome.status == "rejected" and "from 1 to 8" in (outcome.reason or "")
+    assert submitter.submitted == []

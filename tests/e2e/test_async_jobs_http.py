@@ -279,10 +279,11 @@ def test_an_upload_with_a_form_content_type_keeps_its_bytes(api: httpx.Client,
     ({"size": 10, "format": "csv"}, 400, "format"),
     ({"size": 10, "parameters": []}, 400, "parameters"),
     ({"size": 10, "colour": "red"}, 400, "unknown field"),
+    ({"size": 10, "parameters": {"shards": 0}}, 400, "`shards` must be an integer from 1"),
     ("not json", 400, "not JSON"),
     ('{"size": 10, "parameters": {"x": NaN}}', 400, "not JSON"),
 ], ids=["no-size", "string-size", "zero", "over-5-GiB", "format", "parameters", "unknown",
-        "not-json", "nan"])
+        "shards", "not-json", "nan"])
 def test_a_job_request_that_cannot_be_served_is_refused(
         api: httpx.Client, request_body: Any, status: int, says: str) -> None:
     content = request_body if isinstance(request_body, str) else json.dumps(request_body)
@@ -366,3 +367,29 @@ def test_a_finished_job_sends_its_event(api: httpx.Client, tmp_path: Path) -> No
         "rows_read": 1, "outputs_written": 1, "errors": 0, "attempts": 1,
         "output_prefix": details[0]["output_prefix"], "finished_at": details[0]["finished_at"]}]
     api.delete(job["status_url"])
+
+
+def test_a_job_asking_for_4_shards_runs_as_four_children(api: httpx.Client,
+                                                         tmp_path: Path) -> None:
+    """`"parameters": {"shards": 4}`: an array job of four children (local: four runner
+    processes), each visible in the job's status, one job to the client."""
+    rows = 4000
+    path = tmp_path / "rows.jsonl"
+    sample.main(["--model", MODEL, "--rows", str(rows), "--out", str(path)])
+    job = create(api, path.stat().st_size, parameters={"shards": 4})
+    upload(job, path)
+    seen = wait_for(api, job, lambda record: "shards" in record or finished(record))
+    assert [child["shard"] for child in seen["shards"]] == [0, 1, 2, 3]
+    record = wait_for(api, job, finished)
+    assert record["status"] == "succeeded", record
+    assert record["shards"] and [c["state"] for c in record["shards"]] == ["succeeded"] * 4
+    assert sum(child["rows"] for child in record["shards"]) == rows == record["rows_read"]
+    assert all(child["rows"] > 0 for child in record["shards"])
+    assert (record["progress"]["rows_done"], record["progress"]["rows_total"],
+            record["progress"]["shards_done"]) == (rows, rows, 4)
+    manifest = json.loads(fetch(record["output_urls"]["manifest"]))
+    assert [child["shard"] for child in manifest["shards"]] == [0, 1, 2, 3]
+    ids = [json.loads(line)["id"] for part in record["output_urls"]["parts"]
+           for line in fetch(part["url"]).splitlines()]
+    assert ids == [str(n) for n in range(rows)]
+    erase_and_check(api, job, record)

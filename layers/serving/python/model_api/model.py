@@ -58,14 +58,16 @@ class ModelIntegrityError(ModelLoadError):
     """The model file is not the one its manifest describes (sha256 mismatch)."""
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(spinning: bool | None = None) -> ort.SessionOptions:
     """Session settings for a short-lived, one-request-at-a-time Lambda container.
 
     Graph optimisations stay at their highest level (the CNN runs 2.5x faster with them, and
     they cost under 3 ms of cold start). On Lambda, threads do not spin while they wait for
     work: Lambda meters CPU time by memory size, and os.cpu_count() says 2 even where the
     function gets a fraction of one vCPU, so a spinning pool burns the quota its own other
-    thread needs (docs/performance.md: 2.2x slower at 1,024 rows on one core).
+    thread needs (docs/performance.md: 2.2x slower at 1,024 rows on one core). `spinning`
+    False turns spinning off anywhere (the batch runner, whose reader and writer threads need
+    the cores between model runs); None: off on Lambda only.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads()
@@ -74,7 +76,7 @@ def session_options() -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: warnings would land in every cold start's log
-    if lambda_memory_mb() is not None:
+    if spinning is False or (spinning is None and lambda_memory_mb() is not None):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
@@ -115,14 +117,15 @@ class LoadedModel:
 
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
-             store: RangeReader | None = None, progress: Progress | None = None
-             ) -> LoadedModel:
+             store: RangeReader | None = None, progress: Progress | None = None,
+             spinning: bool | None = None) -> LoadedModel:
         """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
 
         A version whose manifest names a stored object (`store`: the model is too large for a
         layer, model_api.store) is read from `store` when one is given (a model function, the
         batch runner: sha256-checked on the stream, `progress` counting the bytes), else from
-        its folder like any other."""
+        its folder like any other. `spinning`: whether onnxruntime's threads spin between runs
+        (session_options)."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
             stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
@@ -149,7 +152,7 @@ class LoadedModel:
                 f"{exc.path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
                 f"{manifest.sha256}; the file is not the exported model, so it is not served"
             ) from None
-        options = session_options()
+        options = session_options(spinning)
         if external:
             # A model over 2 GiB: its graph refers to a file of tensors (ONNX's external-data
             # format), handed to onnxruntime from memory, as the bytes that were checked.
