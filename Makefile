@@ -83,9 +83,9 @@ check-generated: build/models/.exported ## Render every generated file again (te
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current)
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [BASELINE=rows.npy] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [BASELINE=rows.npy: training rows, for the monitoring baseline] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(BASELINE),--baseline "$(BASELINE)") $(if $(CURRENT),--current)
 	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [NEW_CURRENT=<version>]

@@ -31,6 +31,7 @@ from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.manifest import ManifestError
+from model_api.monitoring.baseline import BASELINE_FILE, manifest_section
 from model_api.names import numbered
 
 from model_export import explanation
@@ -41,6 +42,7 @@ from model_export.artifact import (
     signature,
     write_version,
 )
+from model_export.export import baseline_file
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
 from model_registry import registry
@@ -129,16 +131,18 @@ def read_fields(path: Path) -> dict[str, Any]:
 
 
 def read_background(data: bytes, source: str,
-                    inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Background rows for Kernel SHAP from the bytes of a .npy (a model of one input) or .npz
-    (one array per input name) file, cast to each input's datatype; AddError saying why not."""
+                    inputs: list[dict[str, Any]], what: str = "background"
+                    ) -> dict[str, np.ndarray]:
+    """Background rows for Kernel SHAP (or baseline rows) from the bytes of a .npy (a model of
+    one input) or .npz (one array per input name) file, cast to each input's datatype; AddError
+    saying why not."""
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise AddError(f"background {source} is not a .npy or .npz file: {exc}") from exc
+        raise AddError(f"{what} {source} is not a .npy or .npz file: {exc}") from exc
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
-            raise AddError(f"background {source}: the model has {len(inputs)} inputs; give a "
+            raise AddError(f"{what} {source}: the model has {len(inputs)} inputs; give a "
                            ".npz with one array per input name")
         arrays = {inputs[0]["name"]: loaded}
     else:
@@ -149,17 +153,21 @@ def read_background(data: bytes, source: str,
         return {name: array.astype(dtypes[name]) if name in dtypes and array.dtype.kind in "iuf"
                 else array for name, array in arrays.items()}
     except (TypeError, ValueError) as exc:
-        raise AddError(f"background {source}: {exc}") from exc
+        raise AddError(f"{what} {source}: {exc}") from exc
 
 
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
                    version_dir: Path, examples: Examples | None = None,
                    background: bytes | None = None, shown: str | None = None,
-                   fields: Mapping[str, Any] | None = None) -> None:
+                   fields: Mapping[str, Any] | None = None,
+                   baseline: bytes | None = None) -> None:
     """Check the file (and the background rows, if given) and write its exported version
     (manifest with its explanation, chosen from the graph by model_export.explanation;
-    examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
-    name messages use, `fields` override what is derived (see KEPT_FIELDS)."""
+    examples; the monitoring baseline) to `version_dir`; `source` is the stored path the
+    manifest records, `shown` the name messages use, `fields` override what is derived (see
+    KEPT_FIELDS). The baseline (model_api.monitoring.baseline) summarises `baseline` (training
+    rows, .npy or .npz like the background), else the background rows, else the examples, and
+    the model's outputs on them."""
     shown = shown or source
     found = read_signature(model_bytes, shown)
     smoke_run(model_bytes, shown)
@@ -169,7 +177,8 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
         source={"file": source, "producer": _producer(model_bytes),
-                **({"background_sha256": sha256_of(background)} if background else {})})
+                **({"background_sha256": sha256_of(background)} if background else {}),
+                **({"baseline_sha256": sha256_of(baseline)} if baseline else {})})
     rows = (read_background(background, shown, found["inputs"])
             if background is not None else None)
     section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
@@ -179,10 +188,49 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
     manifest.update(fields or {})
+    baseline_rows = (read_background(baseline, shown, found["inputs"], "baseline")
+                     if baseline is not None else rows if rows is not None else examples)
+    if baseline_rows is not None:
+        files = {**files, **_baseline(manifest, model_bytes, found, baseline_rows, shown,
+                                      "the baseline rows given to add-model" if baseline
+                                      else "the background rows" if rows is not None
+                                      else "the example rows")}
     try:
         write_version(version_dir, model_bytes, manifest, examples, files)
     except (ExamplesError, ManifestError) as exc:
         raise AddError(f"{shown}: {exc}") from exc
+
+
+def _baseline(manifest: dict[str, Any], model_bytes: bytes,
+              found: Mapping[str, list[dict[str, Any]]], rows: Mapping[str, np.ndarray],
+              shown: str, what: str) -> dict[str, bytes]:
+    """The monitoring baseline of `rows` and of the model's outputs on them (its file by
+    name); sets the manifest's `monitoring` section. AddError when the rows do not fit."""
+    names = [spec["name"] for spec in found["inputs"]]
+    if set(rows) != set(names):
+        raise AddError(f"{what} of {shown} give inputs {sorted(rows)}; the model takes {names}")
+    for spec in found["inputs"]:
+        shape = list(np.shape(rows[spec["name"]]))
+        wanted = spec["shape"]
+        if len(shape) != len(wanted) or any(
+                want not in (-1, got) for want, got in zip(wanted[1:], shape[1:], strict=True)):
+            raise AddError(f"{shown}: cannot build the monitoring baseline from {what}: input "
+                           f"{spec['name']!r} has shape {shape}; the model takes "
+                           f"{spec['shape']}")
+    feed = {spec["name"]: np.asarray(rows[spec["name"]]).astype(
+                object if spec["datatype"] == "BYTES" else numpy_dtype(spec["datatype"]))
+            for spec in found["inputs"]}
+    try:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        predicted = dict(zip([o.name for o in session.get_outputs()],
+                             session.run(None, feed), strict=True))
+        data = baseline_file(manifest, found["inputs"], found["outputs"], feed, predicted,
+                             f"{len(next(iter(feed.values())))} rows: {what}")
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise AddError(f"{shown}: cannot build the monitoring baseline from {what}: {exc}"
+                       ) from exc
+    manifest["monitoring"] = manifest_section(data)
+    return {BASELINE_FILE: data}
 
 
 def _producer(model_bytes: bytes) -> str:
@@ -191,6 +239,7 @@ def _producer(model_bytes: bytes) -> str:
 
 
 BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
+BASELINE_STORED = "baseline"  # model_store/<name>/<version>/baseline.npy|.npz (training rows)
 
 
 def stored_path(name: str, version: str) -> str:
@@ -227,7 +276,7 @@ def next_version(entry: ModelEntry | None) -> str:
 def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str] | None = None,
         make_current: bool = False, examples_path: Path | None = None,
         background_path: Path | None = None, fields: Path | None = None,
-        project: Project = PROJECT) -> ModelEntry:
+        project: Project = PROJECT, baseline_path: Path | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -263,6 +312,15 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         record.update(background=str(Path(record["path"]).with_name(
                           BACKGROUND_STORED + background_path.suffix)),
                       background_sha256=sha256_of(background))
+    baseline = None
+    if baseline_path is not None:
+        try:
+            baseline = baseline_path.read_bytes()
+        except OSError as exc:
+            raise AddError(f"cannot read {baseline_path}: {exc}") from exc
+        record.update(baseline=str(Path(record["path"]).with_name(
+                          BASELINE_STORED + baseline_path.suffix)),
+                      baseline_sha256=sha256_of(baseline))
     if kept is not None:
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     if existing is None:
@@ -295,7 +353,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     try:
         staged = staged_root / name / version
         import_version(entry, version, model_bytes, record["path"], staged, examples,
-                       background, shown=str(onnx_path), fields=kept)
+                       background, shown=str(onnx_path), fields=kept, baseline=baseline)
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -311,6 +369,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             change.writes[stored.with_name(EXAMPLES_FILE)] = (staged / EXAMPLES_FILE).read_text()
         if background is not None:
             change.writes[project.root / record["background"]] = background
+        if baseline is not None:
+            change.writes[project.root / record["baseline"]] = baseline
         if kept is not None:
             change.writes[project.root / record["fields"]] = json.dumps(kept, indent=2) + "\n"
         change.moves[staged] = project.models_dir / name / version
@@ -355,23 +415,26 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
         examples = read_examples(stored_examples) if stored_examples.exists() else None
         import_version(entry, version, model_bytes, record["path"],
                        models_dir / entry.name / version, examples,
-                       _recorded_background(entry, version, root), fields=kept)
+                       _recorded_rows(entry, version, "background", root), fields=kept,
+                       baseline=_recorded_rows(entry, version, "baseline", root))
         written.append(version)
     return written
 
 
-def _recorded_background(entry: ModelEntry, version: str, root: Path = ROOT) -> bytes | None:
-    """The background rows models.yaml records for a version, checked against their sha256."""
+def _recorded_rows(entry: ModelEntry, version: str, kind: str,
+                   root: Path = ROOT) -> bytes | None:
+    """The rows models.yaml records for a version (`kind`: "background" or "baseline"),
+    checked against their sha256."""
     record = entry.files[version]
-    if "background" not in record:
+    if kind not in record:
         return None
     try:
-        return read_verified(root / record["background"], record.get("background_sha256"))
+        return read_verified(root / record[kind], record.get(f"{kind}_sha256"))
     except OSError as exc:
-        raise AddError(f"{entry.name} version {version}: cannot read the background "
-                       f"{record['background']} recorded in models.yaml: {exc}") from exc
+        raise AddError(f"{entry.name} version {version}: cannot read the {kind} "
+                       f"{record[kind]} recorded in models.yaml: {exc}") from exc
     except IntegrityError:
-        raise AddError(f"{entry.name} version {version}: {record['background']} changed since "
+        raise AddError(f"{entry.name} version {version}: {record[kind]} changed since "
                        "it was added (sha256 differs from models.yaml); add a new version"
                        ) from None
 
@@ -381,7 +444,9 @@ def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | N
     return (manifest is not None and manifest.sha256 == record["sha256"]
             and manifest.labels == (tuple(labels) if labels else None)
             and manifest.extra.get("source", {}).get("background_sha256")
-            == record.get("background_sha256"))
+            == record.get("background_sha256")
+            and manifest.extra.get("source", {}).get("baseline_sha256")
+            == record.get("baseline_sha256"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,13 +460,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", type=Path,
                         help="training rows for Kernel SHAP explanations of a tabular model: "
                              ".npy [rows, features], or .npz with one array per input name")
+    parser.add_argument("--baseline", type=Path,
+                        help="training rows for the monitoring baseline (README 'Monitoring'): "
+                             ".npy or .npz with one array per input name; default: the "
+                             "background rows, else the examples")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
-                    args.background)
+                    args.background, baseline_path=args.baseline)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2
