@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase bench cost test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase monitor bench cost test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -134,6 +134,10 @@ capture: setup ## Print a model's captured records as JSON Lines: make capture M
 capture-erase: setup ## Erase a model's captured records, every version: make capture-erase MODEL=<m> [SINCE=..] [UNTIL=..] [BUCKET=..]
 	@test -n "$(MODEL)" || { echo "usage: make capture-erase MODEL=<name> [SINCE=<ISO 8601 time>] [UNTIL=<ISO 8601 time>] [BUCKET=<deployed capture bucket>]"; exit 2; }
 	@$(PY) -m model_api.aws.capture erase --model "$(MODEL)" $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+monitor: setup ## Drift report of a model's captured window against its baseline (README "Monitoring"): make monitor MODEL=<m> [VERSION=] [SINCE=<ISO 8601>] [UNTIL=..]
+	@test -n "$(MODEL)" || { echo "usage: make monitor MODEL=<name> [VERSION=<v>] [SINCE=<ISO 8601 time; default a day ago>] [UNTIL=<ISO 8601 time; default now>]"; exit 2; }
+	@$(PY) -m model_api.monitoring.reports --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
 
 # ---- batch (issue 4): the event-driven GPU batch loop, run locally over a moto server.
 # BatchLayer is built from batch/, so its sources count for `sam build` too.
