@@ -24,7 +24,7 @@ from model_api.manifest import load_manifest
 from model_api.monitoring import baseline, drift, features, reports
 
 from model_export.breast_cancer import splits
-from tests.conftest import MODELS_DIR, local_api_server
+from tests.conftest import MODELS_DIR, ROOT, local_api_server
 
 MODEL = "breast-cancer-mlp"
 SCALED = ("mean radius", "worst texture")
@@ -181,3 +181,48 @@ def test_the_scheduled_function_writes_reports_and_a_metric_per_model(
     drifted = [line for line in lines if "DriftedFeatures" in line]
     assert {line["model"] for line in drifted} >= {MODEL}
     assert all(line["DriftedFeatures"] == [0] for line in drifted)
+
+
+def test_the_template_schedules_the_report_with_least_privilege() -> None:
+    """MonitorFunction: daily (EventBridge Scheduler), reads capture/ and monitoring/, writes
+    only monitoring/; the server function reads only monitoring/; DriftAlarm on ModelsDrifted."""
+    from tests.template.test_template import stack_resources
+
+    resources = stack_resources(ROOT / "template.yaml")
+    function = resources["MonitorFunction"]["Properties"]
+    assert function["Events"]["Daily"]["Type"] == "ScheduleV2"
+    statements = {s["Sid"]: s for policy in
+                  resources["MonitorFunctionRole"]["Properties"]["Policies"]
+                  for s in policy["PolicyDocument"]["Statement"]}
+    assert statements["WriteReports"]["Action"] == "s3:PutObject"
+    assert "monitoring/*" in json.dumps(statements["WriteReports"]["Resource"])
+    assert "capture/*" not in json.dumps(statements["WriteReports"]["Resource"])
+    writes = [s for s in statements.values() if "Put" in json.dumps(s["Action"])
+              and "s3" in json.dumps(s["Action"])]
+    assert len(writes) == 1
+    server = json.dumps(resources["ServerFunctionRole"]["Properties"]["Policies"])
+    assert "monitoring/*" in server and "capture/*" not in server
+    alarm = resources["DriftAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ModelsDrifted", 1)
+
+
+def test_reports_in_a_bucket_missing_is_none_and_erasure_removes_every_version() -> None:
+    """The S3 store as the server function and MonitorFunction use it (moto): a missing
+    report is None (the route's 404), a saved one is the latest, erasure leaves no version."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="capture")
+        s3.put_bucket_versioning(Bucket="capture",
+                                 VersioningConfiguration={"Status": "Enabled"})
+        store = aws_capture.S3Store("capture", s3)
+        assert reports.latest(store, MODEL) is None
+        report = {"model_name": MODEL, "created": "2026-12-05T10:00:00Z", "features": []}
+        reports.save(store, report)
+        reports.save(store, report)
+        assert reports.latest(store, MODEL) == report
+        assert reports.erase(store, MODEL) == 2
+        listed = s3.list_object_versions(Bucket="capture", Prefix="monitoring/")
+        assert not listed.get("Versions") and not listed.get("DeleteMarkers")

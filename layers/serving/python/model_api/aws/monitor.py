@@ -8,7 +8,8 @@ monitoring/<model>/ there (model_api.monitoring.reports), and two metrics per mo
 (embedded metric format, namespace POWERTOOLS_METRICS_NAMESPACE, dimension `model`):
 DriftedFeatures (features whose statistic passed its threshold; 0 with too few rows) and
 MonitoredRows (rows in the window); PredictionDrift (1 when the prediction's distribution
-drifted) too. The template's DriftAlarm fires when any model's DriftedFeatures is at least 1.
+drifted) too; and once per run, without a dimension, ModelsDrifted (models with a drifted
+feature), on which the template's DriftAlarm fires.
 
 Report store (the model functions, read only): REPORTS_BUCKET (S3), else REPORTS_DIR (make
 serve's capture folder), else none (the route answers 404 saying so).
@@ -57,7 +58,8 @@ def run(environ: Mapping[str, str], store: CaptureStore) -> list[dict[str, Any]]
     """One report per model under MODELS_DIR, written and measured; what each said."""
     models_dir = Path(environ.get("MODELS_DIR") or DEFAULT_MODELS_DIR)
     namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
-    done = []
+    done: list[dict[str, Any]] = []
+    drifted_models = 0
     for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
         try:
             report = reports.build(store, folder.name,
@@ -68,9 +70,13 @@ def run(environ: Mapping[str, str], store: CaptureStore) -> list[dict[str, Any]]
             continue
         key = reports.save(store, report)
         put_metrics(report, namespace)
+        drifted_models += any(feature["drifted"] for feature in report["features"])
         logger.info("report", extra={"model": folder.name, "key": key,
                                      "status": report["status"], "summary": report["message"]})
         done.append({"model": folder.name, "key": key, "message": report["message"]})
+    with single_metric(name="ModelsDrifted", unit=MetricUnit.Count, value=drifted_models,
+                       namespace=namespace):
+        pass
     return done
 
 
