@@ -204,6 +204,14 @@ def test_the_template_schedules_the_report_with_least_privilege() -> None:
     assert "monitoring/*" in server and "capture/*" not in server
     alarm = resources["DriftAlarm"]["Properties"]
     assert (alarm["MetricName"], alarm["Threshold"]) == ("ModelsDrifted", 1)
+    # The dashboard: per model requests, errors, latency percentiles, cold starts, drift
+    body = resources["ModelsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(body.replace("${AWS::Region}", "us-east-1").replace(
+        "${ModelFunctionPrefix}", "model-api-"))["widgets"]
+    searched = json.dumps(widgets)
+    for metric in ("Invocations", "Errors", "Duration", "ColdStart", "DriftedFeatures"):
+        assert f'MetricName=\\"{metric}\\"' in searched, metric
+    assert all(f"'p{p}'" in searched for p in (50, 90, 99))
 
 
 def test_reports_in_a_bucket_missing_is_none_and_erasure_removes_every_version() -> None:
