@@ -89,6 +89,25 @@ def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[
             "mae": float(mean_absolute_error(split.y, prediction)), "rows": len(split.y)}
 
 
+def graph_vocabulary(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The words of the graph's (first) TfIdfVectorizer (its unigrams) and whether a
+    StringNormalizer lower-cases before it: the manifest's `monitoring.vocabulary`, from which
+    a captured text's out-of-vocabulary share is counted (model_api.capture.record). None for a
+    graph without one."""
+    lowercase, words = False, None
+    for node in model.graph.node:
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if node.op_type == "StringNormalizer" and "case_change_action" in attributes:
+            lowercase = lowercase or attributes["case_change_action"].s == b"LOWER"
+        if node.op_type == "TfIdfVectorizer" and "pool_strings" in attributes and words is None:
+            pool = list(attributes["pool_strings"].strings)
+            counts = list(attributes["ngram_counts"].ints) if "ngram_counts" in attributes \
+                else [0]
+            words = [word.decode("utf-8") for word in
+                     pool[counts[0]:counts[1] if len(counts) > 1 else len(pool)]]
+    return None if words is None else {"lowercase": lowercase, "words": sorted(words)}
+
+
 def write_baseline(manifest: dict[str, Any], trained: Trained, run: Any,
                    input_name: str) -> dict[str, bytes]:
     """The monitoring baseline of the training rows (`trained.train`) and of the model's
@@ -96,10 +115,14 @@ def write_baseline(manifest: dict[str, Any], trained: Trained, run: Any,
     assert trained.train is not None
     outputs = dict(zip([o.name for o in run.get_outputs()],
                        run.run(None, {input_name: trained.train.x}), strict=True))
+    words = graph_vocabulary(trained.model)
+    if words is not None:
+        manifest["monitoring"] = {"vocabulary": words}
     data = baseline_file(manifest, trained.inputs, trained.outputs,
                          {input_name: trained.train.x}, outputs,
                          f"the {len(trained.train.x)} training rows of {trained.dataset}")
-    manifest["monitoring"] = monitoring_baseline.manifest_section(data)
+    manifest["monitoring"] = {**manifest.get("monitoring", {}),
+                              **monitoring_baseline.manifest_section(data)}
     return {monitoring_baseline.BASELINE_FILE: data}
 
 
@@ -114,7 +137,8 @@ def baseline_file(manifest: Mapping[str, Any], inputs: list[dict[str, Any]],
                              "model_file": "model.onnx", "sha256": "0" * 64,
                              "inputs": inputs, "outputs": outputs,
                              **{k: v for k, v in manifest.items()
-                                if k in ("feature_names", "explanation", "labels")}})
+                                if k in ("feature_names", "explanation", "labels",
+                                         "monitoring")}})
     return monitoring_baseline.encode(
         monitoring_baseline.build(signed, rows, predicted, source))
 

@@ -42,7 +42,7 @@ from model_export.artifact import (
     signature,
     write_version,
 )
-from model_export.export import baseline_file
+from model_export.export import baseline_file, graph_vocabulary
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
 from model_registry import registry
@@ -188,6 +188,9 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
     manifest.update(fields or {})
+    words = graph_vocabulary(onnx.load_from_string(model_bytes))
+    if words is not None:
+        manifest["monitoring"] = {"vocabulary": words}
     baseline_rows = (read_background(baseline, shown, found["inputs"], "baseline")
                      if baseline is not None else rows if rows is not None else examples)
     if baseline_rows is not None:
@@ -229,7 +232,7 @@ def _baseline(manifest: dict[str, Any], model_bytes: bytes,
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         raise AddError(f"{shown}: cannot build the monitoring baseline from {what}: {exc}"
                        ) from exc
-    manifest["monitoring"] = manifest_section(data)
+    manifest["monitoring"] = {**manifest.get("monitoring", {}), **manifest_section(data)}
     return {BASELINE_FILE: data}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from model_api.aws import capture as aws_capture
 from model_api.aws import monitor as aws_monitor
+from model_api.capture import record
 from model_api.capture import store as capture_store
 from model_api.capture.store import FolderStore
 from model_api.manifest import load_manifest
@@ -62,6 +63,10 @@ def test_too_few_rows_says_so_instead_of_guessing() -> None:
                           len(rows))
     assert found["status"] == "insufficient_data" and found["features"] == []
     assert "50 captured row(s)" in found["message"] and "at least 122" in found["message"]
+    # a text's out-of-vocabulary share, after the model's own lower-casing
+    known = (frozenset({"goal", "match"}), True)
+    assert record.oov_share(["Goal", "quokka", "match", "zebra"], known) == 0.5
+    assert record.oov_share([], known) is None
     small = {**document, "rows": 60}
     assert "give at least 95 training rows" in drift.compare(small, {}, None, 500)["message"]
 
@@ -153,6 +158,11 @@ def test_held_back_rows_flag_nothing_and_two_scaled_features_are_flagged(
         assert sorted(f["name"] for f in report["features"] if f["drifted"]) == sorted(SCALED)
         assert client.get(f"/v2/models/{MODEL}/monitoring").json()["window"]["start"] == \
             report["window"]["start"]
+        # A text's record keeps its length, tokens and out-of-vocabulary share, never its words
+        (kept,) = [r["inputs"]["text"] for r in capture_store.read(
+            FolderStore(folder), "text-topics", middle)]
+        assert kept["length"] == [len(SECRET_TEXT)] and kept["tokens"] == [4]
+        assert kept["oov"] == [1.0]  # none of its four words is in the model's vocabulary
         # One text request is too few rows: the report says so; its words are kept nowhere
         text = _monitor(folder, "text-topics", middle, datetime.now(UTC))
         assert text["status"] == "insufficient_data" and "1 captured row" in text["message"]

@@ -6,8 +6,9 @@ export and add-model) and from captured records (a window, model_api.capture.rec
   (n > MAX_COLUMNS) is cut into REGIONS contiguous spans, each feature the span's mean;
 - a numeric input of rank 3 or more (an image, the last two dimensions spatial): the mean
   intensity of each cell of a REGION_GRID x REGION_GRID grid (other dimensions averaged);
-- a BYTES input (free text): its length in characters and its token count (the model's own token
-  pattern), which is what the capture's `summary` rule keeps (never the text);
+- a BYTES input (free text): its length in characters, its token count (the model's own token
+  pattern) and, when the manifest lists the model's vocabulary, the share of its tokens outside
+  it: what the capture's `summary` rule keeps (never the text);
 - the prediction: the `label` output (a category) when the model has one, else its first float
   output of one value per row (a number).
 
@@ -26,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from model_api.capture.record import token_pattern
+from model_api.capture.record import oov_share, token_pattern, vocabulary
 from model_api.manifest import Manifest, TensorSpec
 
 MAX_COLUMNS = 64
 REGIONS = 16
 REGION_GRID = 4
 MAX_CATEGORY_VALUES = 5
-LENGTH, TOKENS = "length", "tokens"
+LENGTH, TOKENS, OOV = "length", "tokens", "oov"
 Values = dict[str, np.ndarray]  # feature name -> one value per row (float64, or str objects)
 
 
@@ -67,10 +68,25 @@ def numeric_features(manifest: Manifest, spec: TensorSpec, array: np.ndarray) ->
             for j, (c0, c1) in enumerate(_spans(image.shape[2], REGION_GRID))}
 
 
-def text_features(spec: TensorSpec, lengths: Iterable[Any], tokens: Iterable[Any]) -> Values:
-    """A text input's two features, from per-row lengths and token counts."""
-    return {f"{spec.name} {LENGTH}": np.asarray(list(lengths), dtype=np.float64).reshape(-1),
-            f"{spec.name} {TOKENS}": np.asarray(list(tokens), dtype=np.float64).reshape(-1)}
+def text_features(spec: TensorSpec, lengths: Iterable[Any], tokens: Iterable[Any],
+                  oov: Iterable[Any] | None = None) -> Values:
+    """A text input's features, from per-row lengths, token counts and out-of-vocabulary
+    shares (None: not known; a row without tokens, None, is left out of that feature)."""
+    found = {f"{spec.name} {LENGTH}": np.asarray(list(lengths), dtype=np.float64).reshape(-1),
+             f"{spec.name} {TOKENS}": np.asarray(list(tokens), dtype=np.float64).reshape(-1)}
+    if oov is not None:
+        shares = np.asarray([np.nan if v is None else v for v in
+                             np.asarray(list(oov), dtype=object).reshape(-1)], dtype=np.float64)
+        found[f"{spec.name} {OOV} share"] = shares[np.isfinite(shares)]
+    return found
+
+
+def _raw_text_features(manifest: Manifest, spec: TensorSpec, texts: list[str],
+                       pattern: re.Pattern[str]) -> Values:
+    tokens = [pattern.findall(t) for t in texts]
+    known = vocabulary(manifest)
+    return text_features(spec, (len(t) for t in texts), (len(t) for t in tokens),
+                         None if known is None else (oov_share(t, known) for t in tokens))
 
 
 def _texts(array: Any) -> list[str]:
@@ -86,9 +102,8 @@ def from_inputs(manifest: Manifest, inputs: Mapping[str, np.ndarray]) -> Values:
         if spec.name not in inputs:
             continue
         if spec.datatype == "BYTES":
-            texts = _texts(inputs[spec.name])
-            found.update(text_features(spec, (len(t) for t in texts),
-                                       (len(pattern.findall(t)) for t in texts)))
+            found.update(_raw_text_features(manifest, spec, _texts(inputs[spec.name]),
+                                            pattern))
         else:
             found.update(numeric_features(manifest, spec, np.asarray(inputs[spec.name])))
     return found
@@ -142,15 +157,13 @@ class Window:
             return
         if isinstance(value, Mapping):
             if LENGTH in value and TOKENS in value:
-                found = text_features(spec, value[LENGTH], value[TOKENS])
+                found = text_features(spec, value[LENGTH], value[TOKENS], value.get(OOV))
             else:
                 self.unavailable[spec.name] = ("captured as keyed hashes" if "hash" in value
                                                else "captured as buckets")
                 return
         elif spec.datatype == "BYTES":
-            texts = _texts(value)
-            found = text_features(spec, (len(t) for t in texts),
-                                  (len(self.pattern.findall(t)) for t in texts))
+            found = _raw_text_features(self.manifest, spec, _texts(value), self.pattern)
         else:
             found = numeric_features(self.manifest, spec, np.asarray(value, dtype=np.float64))
         for name, values in found.items():
