@@ -28,9 +28,10 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
+from model_api.examples import check as check_examples
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
-from model_api.manifest import ManifestError
+from model_api.manifest import ManifestError, TensorSpec
 from model_api.monitoring.baseline import BASELINE_FILE, manifest_section
 from model_api.names import numbered
 
@@ -191,6 +192,13 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     words = graph_vocabulary(onnx.load_from_string(model_bytes))
     if words is not None:
         manifest["monitoring"] = {"vocabulary": words}
+    if baseline is None and rows is None and examples is not None:
+        try:  # the examples become the baseline: refused as write_version would refuse them
+            examples = check_examples(examples, [TensorSpec(spec["name"], spec["datatype"],
+                                                            tuple(spec["shape"]))
+                                                 for spec in found["inputs"]])
+        except ExamplesError as exc:
+            raise AddError(f"{shown}: {exc}") from exc
     baseline_rows = (read_background(baseline, shown, found["inputs"], "baseline")
                      if baseline is not None else rows if rows is not None else examples)
     if baseline_rows is not None:

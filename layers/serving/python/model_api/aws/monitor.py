@@ -31,7 +31,6 @@ from model_api.monitoring import reports
 
 REPORTS_BUCKET_ENV, REPORTS_DIR_ENV = "REPORTS_BUCKET", "REPORTS_DIR"
 DEFAULT_MODELS_DIR = "/opt/models"
-logger = Logger(service="monitor")
 
 
 def report_store(environ: Mapping[str, str]) -> CaptureStore | None:
@@ -56,6 +55,7 @@ def put_metrics(report: Mapping[str, Any], namespace: str) -> None:
 
 def run(environ: Mapping[str, str], store: CaptureStore) -> list[dict[str, Any]]:
     """One report per model under MODELS_DIR, written and measured; what each said."""
+    logger = Logger(service="monitor")  # here, not at import: the functions import report_store
     models_dir = Path(environ.get("MODELS_DIR") or DEFAULT_MODELS_DIR)
     namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
     done: list[dict[str, Any]] = []
