@@ -68,9 +68,12 @@ def build(store: CaptureStore, model: str, versions: Mapping[str, tuple[Manifest
     seen = Counter(str(r.get("version")) for r in records)
     chosen = version or (seen.most_common(1)[0][0] if seen else
                          (list(versions)[-1] if versions else None))
+    if not versions:
+        raise ReportError(f"model {model!r} is not exported (no version under the models "
+                          "folder: `make models`, or check the name)")
     if chosen is None or chosen not in versions:
         raise ReportError(f"model {model!r} has no installed version {chosen!r} (installed: "
-                          f"{', '.join(versions) or 'none'})")
+                          f"{', '.join(versions)})")
     manifest, folder = versions[chosen]
     try:
         baseline = baselines.read(manifest, folder)
