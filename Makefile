@@ -26,7 +26,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 SOURCES     := $(shell find layers functions -type f -not -path '*/__pycache__/*' 2>/dev/null)
 EXPORT_SRC  := $(shell find model_export model_registry -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase bench cost test lint deploy clean distclean
+.PHONY: port-free help setup models template events openapi check-generated add-model remove-model optimize build validate serve invoke invoke-local batch-local capture capture-erase monitor bench cost test lint deploy clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -83,9 +83,9 @@ check-generated: build/models/.exported ## Render every generated file again (te
 
 # The seed models are exported first: add-model writes events and OpenAPI for every model. It
 # checks everything before it writes anything; a refusal leaves the tree as it was.
-add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [CURRENT=1] [PLACE=layer|store] [OPTIMIZE=1 [ROWS=rows.npz]]
-	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [CURRENT=1] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
-	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(CURRENT),--current) $(if $(PLACE),--place "$(PLACE)")
+add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [BASELINE=rows.npy] [CURRENT=1] [PLACE=layer|store] [OPTIMIZE=1 [ROWS=rows.npz]]
+	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [BASELINE=rows.npy: training rows, for the monitoring baseline] [CURRENT=1] [PLACE=layer|store] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
+	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(BASELINE),--baseline "$(BASELINE)") $(if $(CURRENT),--current) $(if $(PLACE),--place "$(PLACE)")
 	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [NEW_CURRENT=<version>]
@@ -136,6 +136,10 @@ capture: setup ## Print a model's captured records as JSON Lines: make capture M
 capture-erase: setup ## Erase a model's captured records, every version: make capture-erase MODEL=<m> [SINCE=..] [UNTIL=..] [BUCKET=..]
 	@test -n "$(MODEL)" || { echo "usage: make capture-erase MODEL=<name> [SINCE=<ISO 8601 time>] [UNTIL=<ISO 8601 time>] [BUCKET=<deployed capture bucket>]"; exit 2; }
 	@$(PY) -m model_api.aws.capture erase --model "$(MODEL)" $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+monitor: setup ## Drift report of a model's captured window against its baseline (README "Monitoring"): make monitor MODEL=<m> [VERSION=] [SINCE=<ISO 8601>] [UNTIL=..]
+	@test -n "$(MODEL)" || { echo "usage: make monitor MODEL=<name> [VERSION=<v>] [SINCE=<ISO 8601 time; default a day ago>] [UNTIL=<ISO 8601 time; default now>]"; exit 2; }
+	@$(PY) -m model_api.monitoring.reports --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
 
 # ---- batch (issue 4): the event-driven GPU batch loop, run locally over a moto server.
 # BatchLayer is built from batch/, so its sources count for `sam build` too.

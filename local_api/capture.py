@@ -16,12 +16,16 @@ def capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, s
     """What the served functions get for data capture (model_api.aws.capture): every request
     sampled (capture "1") or none ("0"), records on stdout as on Lambda (the local API reads
     them from the worker's output and writes them to `folder`: local_api.worker.forward_logs),
-    a local hash key file, never the deployed bucket or secret."""
+    a local hash key file, never the deployed bucket or secret; the drift reports of
+`make monitor` (model_api.monitoring.reports) are read from the same folder."""
     from model_api.aws.capture import BUCKET_ENV, DIR_ENV, KEY_FILE_ENV, KEY_SECRET_ENV
+    from model_api.aws.monitor import REPORTS_BUCKET_ENV, REPORTS_DIR_ENV
     from model_api.capture.config import SAMPLING_ENV
 
     return {SAMPLING_ENV: "100" if capture == "1" else "0", DIR_ENV: "", BUCKET_ENV: "",
-            KEY_SECRET_ENV: "", KEY_FILE_ENV: str((folder / ".hash-key").resolve())}
+            KEY_SECRET_ENV: "", KEY_FILE_ENV: str((folder / ".hash-key").resolve()),
+            # GET .../monitoring answers `make monitor`'s reports, kept in the same folder
+            REPORTS_BUCKET_ENV: "", REPORTS_DIR_ENV: str(folder.resolve())}
 
 
 def runner_capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict[str, str]:

@@ -56,6 +56,7 @@ def train() -> Trained:
         labels=[str(name) for name in data.target_names],
         feature_names={"features": [str(name) for name in data.feature_names]},
         test=rows.test,
+        train=rows.train,
         full=rows.full,
         framework={"label": pipeline.predict(rows.test.x).astype(np.int64),
                    "probabilities": pipeline.predict_proba(rows.test.x).astype(np.float32)},

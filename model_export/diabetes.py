@@ -60,6 +60,7 @@ def train() -> Trained:
         task="regression",
         feature_names={"features": [str(name) for name in load_diabetes().feature_names]},
         test=rows.test,
+        train=rows.train,
         full=rows.full,
         framework={OUTPUT: regression.predict(rows.test.x).astype(np.float32)},
         tolerances={OUTPUT: Tolerance("rel", 1e-4)},

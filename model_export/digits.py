@@ -77,6 +77,7 @@ def train() -> Trained:
         task="classification",
         labels=[str(digit) for digit in data.target_names],
         test=rows.test,
+        train=rows.train,
         full=rows.full,
         framework={"label": reference["label"], "probabilities": reference["probabilities"]},
         tolerances={"label": Tolerance("exact"), "probabilities": Tolerance("abs", 1e-5)},

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import onnx
 from model_api.datatypes import BYTES
+from model_api.manifest import parse_manifest
+from model_api.monitoring import baseline as monitoring_baseline
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
 from model_export import explanation
@@ -74,6 +76,9 @@ class Trained:
     # The framework's own prediction (rows -> outputs by name, as `framework`): required for a
     # text (BYTES) input, whose parity is also checked on texts beyond ASCII (model_export.text).
     predict: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None
+    # The rows it was trained on: the monitoring baseline (model_api.monitoring.baseline) is
+    # summarised from them and from the model's outputs on them.
+    train: Split | None = None
 
 
 def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -82,6 +87,60 @@ def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[
     prediction = outputs["prediction"]
     return {"r2": float(r2_score(split.y, prediction)),
             "mae": float(mean_absolute_error(split.y, prediction)), "rows": len(split.y)}
+
+
+def graph_vocabulary(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The words of the graph's (first) TfIdfVectorizer (its unigrams) and whether a
+    StringNormalizer lower-cases before it: the manifest's `monitoring.vocabulary`, from which
+    a captured text's out-of-vocabulary share is counted (model_api.capture.record). None for a
+    graph without one."""
+    lowercase, words = False, None
+    for node in model.graph.node:
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if node.op_type == "StringNormalizer" and "case_change_action" in attributes:
+            lowercase = lowercase or attributes["case_change_action"].s == b"LOWER"
+        if node.op_type == "TfIdfVectorizer" and "pool_strings" in attributes and words is None:
+            pool = list(attributes["pool_strings"].strings)
+            counts = list(attributes["ngram_counts"].ints) if "ngram_counts" in attributes \
+                else [0]
+            words = [word.decode("utf-8") for word in
+                     pool[counts[0]:counts[1] if len(counts) > 1 else len(pool)]]
+    return None if words is None else {"lowercase": lowercase, "words": sorted(words)}
+
+
+def write_baseline(manifest: dict[str, Any], trained: Trained, run: Any,
+                   input_name: str) -> dict[str, bytes]:
+    """The monitoring baseline of the training rows (`trained.train`) and of the model's
+    outputs on them: its file by name, and its `monitoring` section set in `manifest`."""
+    assert trained.train is not None
+    outputs = dict(zip([o.name for o in run.get_outputs()],
+                       run.run(None, {input_name: trained.train.x}), strict=True))
+    words = graph_vocabulary(trained.model)
+    if words is not None:
+        manifest["monitoring"] = {"vocabulary": words}
+    data = baseline_file(manifest, trained.inputs, trained.outputs,
+                         {input_name: trained.train.x}, outputs,
+                         f"the {len(trained.train.x)} training rows of {trained.dataset}")
+    manifest["monitoring"] = {**manifest.get("monitoring", {}),
+                              **monitoring_baseline.manifest_section(data)}
+    return {monitoring_baseline.BASELINE_FILE: data}
+
+
+def baseline_file(manifest: Mapping[str, Any], inputs: list[dict[str, Any]],
+                  outputs: list[dict[str, Any]], rows: Mapping[str, np.ndarray],
+                  predicted: Mapping[str, np.ndarray] | None, source: str) -> bytes:
+    """The baseline file's bytes for a version about to be written (`manifest`: its fields so
+    far, with `inputs`/`outputs` its signature): the features are named as the served
+    manifest names them (feature_names, token pattern)."""
+    signed = parse_manifest({"schema_version": 1, "name": manifest["name"],
+                             "version": manifest["version"], "platform": "onnxruntime_onnx",
+                             "model_file": "model.onnx", "sha256": "0" * 64,
+                             "inputs": inputs, "outputs": outputs,
+                             **{k: v for k, v in manifest.items()
+                                if k in ("feature_names", "explanation", "labels",
+                                         "monitoring")}})
+    return monitoring_baseline.encode(
+        monitoring_baseline.build(signed, rows, predicted, source))
 
 
 def finish(trained: Trained, version_dir: Path, fingerprint: str,
@@ -118,6 +177,9 @@ def finish(trained: Trained, version_dir: Path, fingerprint: str,
                                         {"inputs": trained.inputs, "outputs": trained.outputs},
                                         trained.background, trained.linear)
     manifest["explanation"] = section
+    if trained.train is not None:
+        with step("baseline"):
+            files = {**files, **write_baseline(manifest, trained, run, input_name)}
     with step("write"):
         # Real held-back rows travel with the model as its example inputs (model_api.examples).
         write_version(version_dir, canonical_bytes(trained.model), manifest,

@@ -69,6 +69,7 @@ def train() -> Trained:
         task="classification",
         labels=labels,
         test=rows.test,
+        train=rows.train,
         full=rows.full,
         framework={"label": pipeline.predict(rows.test.x),
                    "probabilities": pipeline.predict_proba(rows.test.x).astype(np.float32)},

@@ -28,9 +28,11 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
+from model_api.examples import check as check_examples
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
-from model_api.manifest import ManifestError
+from model_api.manifest import ManifestError, TensorSpec
+from model_api.monitoring.baseline import BASELINE_FILE, manifest_section
 from model_api.names import numbered
 from model_api.store import STORE_FIELD
 
@@ -42,6 +44,7 @@ from model_export.artifact import (
     signature,
     write_version,
 )
+from model_export.export import baseline_file, graph_vocabulary
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
 from model_registry import placement, registry
@@ -102,6 +105,18 @@ def read_signature(model_bytes: bytes, source: str,
         raise AddError(f"{source}: {exc}") from exc
 
 
+def cpu_session(model_bytes: bytes,
+                external: tuple[str, bytes] | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session of `model_bytes`; `external`: its tensors' file (name, bytes)
+    for a model in ONNX's external-data format, handed over from memory as the API does.
+    Raises onnxruntime's own errors."""
+    options = ort.SessionOptions()
+    if external is not None:
+        options.add_external_initializers_from_files_in_memory(
+            [external[0]], [np.frombuffer(external[1], dtype=np.uint8)], [len(external[1])])
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
 def smoke_run(model_bytes: bytes, source: str,
               external: tuple[str, bytes] | None = None) -> None:
     """Load the model in onnxruntime and run it on one row of zeros (empty strings for BYTES);
@@ -117,12 +132,8 @@ def smoke_run(model_bytes: bytes, source: str,
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
         feeds[value.name] = (np.full(shape, "", dtype=object) if dtype.kind == "O"
                              else np.zeros(shape, dtype=dtype))
-    options = ort.SessionOptions()
-    if external is not None:
-        options.add_external_initializers_from_files_in_memory(
-            [external[0]], [np.frombuffer(external[1], dtype=np.uint8)], [len(external[1])])
     try:
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model_bytes, external)
         session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         raise AddError(f"{source} does not run in onnxruntime on a dummy input: {exc}") from exc
@@ -162,16 +173,18 @@ def read_fields(path: Path) -> dict[str, Any]:
 
 
 def read_background(data: bytes, source: str,
-                    inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Background rows for Kernel SHAP from the bytes of a .npy (a model of one input) or .npz
-    (one array per input name) file, cast to each input's datatype; AddError saying why not."""
+                    inputs: list[dict[str, Any]], what: str = "background"
+                    ) -> dict[str, np.ndarray]:
+    """Background rows for Kernel SHAP (or baseline rows) from the bytes of a .npy (a model of
+    one input) or .npz (one array per input name) file, cast to each input's datatype; AddError
+    saying why not."""
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise AddError(f"background {source} is not a .npy or .npz file: {exc}") from exc
+        raise AddError(f"{what} {source} is not a .npy or .npz file: {exc}") from exc
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
-            raise AddError(f"background {source}: the model has {len(inputs)} inputs; give a "
+            raise AddError(f"{what} {source}: the model has {len(inputs)} inputs; give a "
                            ".npz with one array per input name")
         arrays = {inputs[0]["name"]: loaded}
     else:
@@ -182,7 +195,7 @@ def read_background(data: bytes, source: str,
         return {name: array.astype(dtypes[name]) if name in dtypes and array.dtype.kind in "iuf"
                 else array for name, array in arrays.items()}
     except (TypeError, ValueError) as exc:
-        raise AddError(f"background {source}: {exc}") from exc
+        raise AddError(f"{what} {source}: {exc}") from exc
 
 
 def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: str,
@@ -190,15 +203,18 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
                    background: bytes | None = None, shown: str | None = None,
                    fields: Mapping[str, Any] | None = None, in_store: bool = False,
                    external: tuple[str, bytes] | None = None,
-                   path: Path | None = None) -> None:
+                   path: Path | None = None, baseline: bytes | None = None) -> None:
     """Check the file (and the background rows, if given) and write its exported version
     (manifest with its explanation, chosen from the graph by model_export.explanation;
-    examples) to `version_dir`; `source` is the stored path the manifest records, `shown` the
-    name messages use, `fields` override what is derived (see KEPT_FIELDS). `in_store`: the
-    version is served from the model store (model_registry.placement): its manifest names the
-    object (`store`: key and bytes, model_api.store) and its layer leaves the file out.
-    `external`: a model over 2 GiB, its tensors' file (name, bytes), kept beside the graph
-    (always in the store); `path`: the graph's file on disk, its data beside it (checked there).
+    examples; the monitoring baseline) to `version_dir`; `source` is the stored path the
+    manifest records, `shown` the name messages use, `fields` override what is derived (see
+    KEPT_FIELDS). `in_store`: the version is served from the model store
+    (model_registry.placement): its manifest names the object (`store`: key and bytes,
+    model_api.store) and its layer leaves the file out. `external`: a model over 2 GiB, its
+    tensors' file (name, bytes), kept beside the graph (always in the store); `path`: the
+    graph's file on disk, its data beside it (checked there). The baseline
+    (model_api.monitoring.baseline) summarises `baseline` (training rows, .npy or .npz like the
+    background), else the background rows, else the examples, and the model's outputs on them.
     """
     shown = shown or source
     found = read_signature(model_bytes, shown, path)
@@ -209,7 +225,8 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     manifest.update(
         description=f"Added with `make add-model` from {source}.",
         source={"file": source, "producer": _producer(model_bytes),
-                **({"background_sha256": sha256_of(background)} if background else {})})
+                **({"background_sha256": sha256_of(background)} if background else {}),
+                **({"baseline_sha256": sha256_of(baseline)} if baseline else {})})
     rows = (read_background(background, shown, found["inputs"])
             if background is not None else None)
     section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
@@ -229,10 +246,60 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     manifest.update(fields or {})
     if external is not None:
         files = {**files, external[0]: external[1]}
+    words = graph_vocabulary(onnx.load_from_string(model_bytes))
+    if words is not None:
+        manifest["monitoring"] = {"vocabulary": words}
+    if baseline is None and rows is None and examples is not None:
+        try:  # the examples become the baseline: refused as write_version would refuse them
+            examples = check_examples(examples, [TensorSpec(spec["name"], spec["datatype"],
+                                                            tuple(spec["shape"]))
+                                                 for spec in found["inputs"]])
+        except ExamplesError as exc:
+            raise AddError(f"{shown}: {exc}") from exc
+    baseline_rows = (read_background(baseline, shown, found["inputs"], "baseline")
+                     if baseline is not None else rows if rows is not None else examples)
+    if baseline_rows is not None:
+        files = {**files, **_baseline(manifest, model_bytes, found, baseline_rows, shown,
+                                      "the baseline rows given to add-model" if baseline
+                                      else "the background rows" if rows is not None
+                                      else "the example rows", external)}
     try:
         write_version(version_dir, model_bytes, manifest, examples, files)
     except (ExamplesError, ManifestError) as exc:
         raise AddError(f"{shown}: {exc}") from exc
+
+
+def _baseline(manifest: dict[str, Any], model_bytes: bytes,
+              found: Mapping[str, list[dict[str, Any]]], rows: Mapping[str, np.ndarray],
+              shown: str, what: str,
+              external: tuple[str, bytes] | None = None) -> dict[str, bytes]:
+    """The monitoring baseline of `rows` and of the model's outputs on them (its file by
+    name); sets the manifest's `monitoring` section. AddError when the rows do not fit."""
+    names = [spec["name"] for spec in found["inputs"]]
+    if set(rows) != set(names):
+        raise AddError(f"{what} of {shown} give inputs {sorted(rows)}; the model takes {names}")
+    for spec in found["inputs"]:
+        shape = list(np.shape(rows[spec["name"]]))
+        wanted = spec["shape"]
+        if len(shape) != len(wanted) or any(
+                want not in (-1, got) for want, got in zip(wanted[1:], shape[1:], strict=True)):
+            raise AddError(f"{shown}: cannot build the monitoring baseline from {what}: input "
+                           f"{spec['name']!r} has shape {shape}; the model takes "
+                           f"{spec['shape']}")
+    feed = {spec["name"]: np.asarray(rows[spec["name"]]).astype(
+                object if spec["datatype"] == "BYTES" else numpy_dtype(spec["datatype"]))
+            for spec in found["inputs"]}
+    try:
+        session = cpu_session(model_bytes, external)
+        predicted = dict(zip([o.name for o in session.get_outputs()],
+                             session.run(None, feed), strict=True))
+        data = baseline_file(manifest, found["inputs"], found["outputs"], feed, predicted,
+                             f"{len(next(iter(feed.values())))} rows: {what}")
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise AddError(f"{shown}: cannot build the monitoring baseline from {what}: {exc}"
+                       ) from exc
+    manifest["monitoring"] = {**manifest.get("monitoring", {}), **manifest_section(data)}
+    return {BASELINE_FILE: data}
 
 
 def _producer(model_bytes: bytes) -> str:
@@ -241,6 +308,7 @@ def _producer(model_bytes: bytes) -> str:
 
 
 BACKGROUND_STORED = "background"  # model_store/<name>/<version>/background.npy|.npz
+BASELINE_STORED = "baseline"  # model_store/<name>/<version>/baseline.npy|.npz (training rows)
 
 
 def _placement(name: str, entry: ModelEntry | None, version: str, size: int,
@@ -302,7 +370,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         make_current: bool = False, examples_path: Path | None = None,
         background_path: Path | None = None, fields: Path | None = None,
         project: Project = PROJECT, place: str | None = None,
-        placed: list[placement.Placement] | None = None) -> ModelEntry:
+        placed: list[placement.Placement] | None = None,
+        baseline_path: Path | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -357,6 +426,15 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         record.update(background=str(Path(record["path"]).with_name(
                           BACKGROUND_STORED + background_path.suffix)),
                       background_sha256=sha256_of(background))
+    baseline = None
+    if baseline_path is not None:
+        try:
+            baseline = baseline_path.read_bytes()
+        except OSError as exc:
+            raise AddError(f"cannot read {baseline_path}: {exc}") from exc
+        record.update(baseline=str(Path(record["path"]).with_name(
+                          BASELINE_STORED + baseline_path.suffix)),
+                      baseline_sha256=sha256_of(baseline))
     if kept is not None:
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     if existing is None:
@@ -391,7 +469,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         import_version(entry, version, model_bytes, record["path"], staged, examples,
                        background, shown=str(onnx_path), fields=kept,
                        in_store=record.get("home") == placement.STORE, external=external,
-                       path=onnx_path)
+                       path=onnx_path, baseline=baseline)
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -409,6 +487,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             change.writes[project.root / record["background"]] = background
         if external is not None:
             change.writes[project.root / record["data"]] = external[1]
+        if baseline is not None:
+            change.writes[project.root / record["baseline"]] = baseline
         if kept is not None:
             change.writes[project.root / record["fields"]] = json.dumps(kept, indent=2) + "\n"
         change.moves[staged] = project.models_dir / name / version
@@ -463,25 +543,27 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
                                f"models.yaml cannot be read or changed: {exc}") from None
         import_version(entry, version, model_bytes, record["path"],
                        models_dir / entry.name / version, examples,
-                       _recorded_background(entry, version, root), fields=kept,
+                       _recorded_rows(entry, version, "background", root), fields=kept,
                        in_store=record.get("home") == placement.STORE, external=external,
-                       path=source)
+                       path=source, baseline=_recorded_rows(entry, version, "baseline", root))
         written.append(version)
     return written
 
 
-def _recorded_background(entry: ModelEntry, version: str, root: Path = ROOT) -> bytes | None:
-    """The background rows models.yaml records for a version, checked against their sha256."""
+def _recorded_rows(entry: ModelEntry, version: str, kind: str,
+                   root: Path = ROOT) -> bytes | None:
+    """The rows models.yaml records for a version (`kind`: "background" or "baseline"),
+    checked against their sha256."""
     record = entry.files[version]
-    if "background" not in record:
+    if kind not in record:
         return None
     try:
-        return read_verified(root / record["background"], record.get("background_sha256"))
+        return read_verified(root / record[kind], record.get(f"{kind}_sha256"))
     except OSError as exc:
-        raise AddError(f"{entry.name} version {version}: cannot read the background "
-                       f"{record['background']} recorded in models.yaml: {exc}") from exc
+        raise AddError(f"{entry.name} version {version}: cannot read the {kind} "
+                       f"{record[kind]} recorded in models.yaml: {exc}") from exc
     except IntegrityError:
-        raise AddError(f"{entry.name} version {version}: {record['background']} changed since "
+        raise AddError(f"{entry.name} version {version}: {record[kind]} changed since "
                        "it was added (sha256 differs from models.yaml); add a new version"
                        ) from None
 
@@ -493,7 +575,9 @@ def _is_current(version_dir: Path, record: dict[str, str], labels: list[str] | N
             and manifest.extra.get("source", {}).get("background_sha256")
             == record.get("background_sha256")
             and (manifest.extra.get("store") or {}).get("data", {}).get("sha256")
-            == record.get("data_sha256"))
+            == record.get("data_sha256")
+            and manifest.extra.get("source", {}).get("baseline_sha256")
+            == record.get("baseline_sha256"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -507,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", type=Path,
                         help="training rows for Kernel SHAP explanations of a tabular model: "
                              ".npy [rows, features], or .npz with one array per input name")
+    parser.add_argument("--baseline", type=Path,
+                        help="training rows for the monitoring baseline (README 'Monitoring'): "
+                             ".npy or .npz with one array per input name; default: the "
+                             "background rows, else the examples")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     parser.add_argument("--place", choices=placement.HOMES,
@@ -517,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         placed: list[placement.Placement] = []
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
-                    args.background, place=args.place, placed=placed)
+                    args.background, place=args.place, placed=placed,
+                    baseline_path=args.baseline)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2

@@ -69,6 +69,26 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {"live": {"type": "boolean"}}},
     "server_ready": {"type": "object", "required": ["ready"],
                      "properties": {"ready": {"type": "boolean"}}},
+    "monitoring_report": {
+        "type": "object", "description": "model_api/monitoring/reports.py; README 'Monitoring'",
+        "required": ["model_name", "model_version", "window", "features", "predictions"],
+        "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"},
+            "window": {"type": "object", "required": ["start", "end", "rows"], "properties": {
+                "start": {"type": "string", "format": "date-time"},
+                "end": {"type": "string", "format": "date-time"},
+                "rows": {"type": "integer", "minimum": 0}}},
+            "features": {"type": "array", "items": {
+                "type": "object",
+                "required": ["name", "statistic", "value", "threshold", "drifted"],
+                "properties": {"name": {"type": "string"},
+                               "statistic": {"type": "string",
+                                             "enum": ["psi", "jensen_shannon"]},
+                               "value": {"type": "number"}, "threshold": {"type": "number"},
+                               "drifted": {"type": "boolean"}}}},
+            "predictions": {"type": "object"},
+            "status": {"type": "string", "enum": ["ok", "insufficient_data"]},
+            "message": {"type": "string"}}},
     "model_ready": {"type": "object", "required": ["name", "ready"],
                     "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
     "tensor_metadata": {

@@ -42,10 +42,17 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, str]]:
+def capture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The console API's capture store (and drift reports): its own, not the repository's."""
+    return tmp_path_factory.mktemp("console-capture")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory,
+        capture_dir: Path) -> Iterator[tuple[httpx.Client, str]]:
     """The local API (its client, and its base URL for the browser)."""
     log = tmp_path_factory.mktemp("console-api") / "server.log"
-    with local_api_server(log) as (client, port):
+    with local_api_server(log, extra=("--capture-dir", str(capture_dir))) as (client, port):
         yield client, f"http://127.0.0.1:{port}"
 
 

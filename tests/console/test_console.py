@@ -2,7 +2,8 @@
 every seed model listed, Predict from each model's prefilled example row shows the label the
 API gives for that same request, a drawn digit predicts, a bad table value shows the API's own
 error text, Explain draws its chart, Swagger UI's "Try it out" reaches the API, and the API key
-is asked once and sent as x-api-key."""
+is asked once and sent as x-api-key; the Monitoring tab draws the drift report's bars with
+their threshold line and a feature's baseline against its captured histogram."""
 
 from __future__ import annotations
 
@@ -191,3 +192,41 @@ def test_with_an_api_key_the_page_asks_once_and_sends_it(browser: Any, keyed_api
     assert page.is_hidden("#key-dialog[open]")  # asked once
     assert keys[-1] == "console-test-key" and keys.count("console-test-key") >= 3
     context.close()
+
+
+def test_the_monitoring_tab_shows_drift_per_feature_and_a_features_histograms(
+        tab: Page, api: tuple[httpx.Client, str], capture_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    from model_api.monitoring import reports
+
+    from model_export.breast_cancer import splits
+    from tests.monitoring.test_monitoring import MODEL, SCALED, _infer, _monitor, _wait_for_rows
+
+    # Given no report yet: the tab shows the API's 404 and its hint
+    open_model(tab, MODEL)
+    tab.page.click("#tab-monitoring")
+    expect(tab.page.locator("#monitoring-error")).to_contain_text("make monitor")
+    assert tab.page.is_hidden("#editor-card")
+    # When the held-back rows come with two features scaled by 1.3, and make monitor runs
+    rows = splits().test.x.copy()
+    rows[:, [0, 21]] *= 1.3  # mean radius, worst texture
+    start = datetime.now(UTC)
+    _infer(api[0], rows)
+    _wait_for_rows(capture_dir, MODEL, start, len(rows))
+    report = _monitor(capture_dir, MODEL, start, datetime.now(UTC))
+    assert sorted(f["name"] for f in report["features"] if f["drifted"]) == sorted(SCALED)
+    assert reports.latest_key(MODEL)
+    # Then the tab draws the bars with the threshold line, and the histograms of a drifted one
+    tab.page.click("#tab-try")
+    tab.page.click("#tab-monitoring")
+    tab.page.wait_for_selector("#chart-drift-psi")
+    tab.page.wait_for_selector("#chart-histogram")
+    expect(tab.page.locator("#monitoring-status")).to_have_text("2 drifted")
+    assert tab.page.is_hidden("#monitoring-error")
+    assert tab.page.input_value("#monitoring-feature") in SCALED
+    tab.page.select_option("#monitoring-feature", "worst texture")
+    tab.page.wait_for_selector("#chart-histogram")
+    tab.screenshot("breast-cancer-mlp-monitoring")
+    # The browser logs the first 404 itself; nothing else may go wrong
+    assert [e for e in tab.errors if "status of 404" not in e] == []

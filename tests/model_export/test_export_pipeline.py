@@ -72,4 +72,4 @@ def test_an_unchanged_model_is_skipped_and_a_damaged_one_exported_again(
     assert "diabetes-linear/1: exported" in capsys.readouterr().out
     assert model_file.read_bytes() == first
     assert sorted(p.name for p in (tmp_path / "diabetes-linear" / "1").iterdir()) == [
-        "examples.json", "manifest.json", "model.onnx"]
+        "baseline.json", "examples.json", "manifest.json", "model.onnx"]

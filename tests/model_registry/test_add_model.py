@@ -377,3 +377,44 @@ def test_a_text_model_must_answer_one_row_per_text_beyond_ascii(
     with pytest.raises(AddError, match="one row per text"):
         add("dropping", text_model(tmp_path / "drops.onnx", ["the"]), project=project)
     assert snapshot(project) == before
+
+
+def test_a_baseline_travels_with_an_added_model_and_is_checked_by_its_sha256(
+        tmp_path: Path, project: Project) -> None:
+    """make add-model ... BASELINE=rows.npy: the monitoring baseline (model_api.monitoring)
+    summarises those rows and the model's predictions on them, beside the manifest, recorded
+    in models.yaml with its sha256 and rebuilt by `make models`; altered, it is refused."""
+    from model_api.monitoring import baseline as baselines
+
+    _, classifier, source = logistic_regression(tmp_path)
+    rows = tmp_path / "train.npy"
+    np.save(rows, np.random.default_rng(2).normal(size=(300, 3)))
+    # Given an add without any rows: no baseline (never one of made-up rows)
+    entry = add("logreg", source, project=project)
+    folder = project.models_dir / "logreg" / "1"
+    assert baselines.read(load_manifest(folder / "manifest.json"), folder) is None
+    # When version 2 is added with BASELINE rows
+    entry = add("logreg", source, version="2", project=project, baseline_path=rows)
+    assert entry.files["2"]["baseline"] == "model_store/logreg/2/baseline.npy"
+    folder = project.models_dir / "logreg" / "2"
+    manifest = load_manifest(folder / "manifest.json")
+    document = baselines.read(manifest, folder)
+    # Then every input column has its decile bins, and the predictions their class shares
+    assert document["rows"] == 300
+    assert list(document["features"]) == [f"{manifest.inputs[0].name}[{j}]" for j in range(3)]
+    first = next(iter(document["features"].values()))
+    assert first["kind"] == "number" and len(first["edges"]) == 9 and sum(first["counts"]) == 300
+    expected = np.bincount(classifier.predict(np.load(rows).astype(np.float32)), minlength=2)
+    shares = dict(zip(document["prediction"]["categories"], document["prediction"]["counts"],
+                      strict=True))
+    assert [shares.get("0", 0), shares.get("1", 0)] == expected.tolist()
+    # and `make models` rebuilds it from what models.yaml records
+    added = next(e for e in registry.load(project.registry) if e.name == "logreg")
+    assert "2" in reimport(added, tmp_path / "again", project.root)
+    assert (tmp_path / "again" / "logreg" / "2" / "baseline.json").read_bytes() == \
+        (folder / "baseline.json").read_bytes()
+    # An altered baseline file is refused on read, as an altered model is
+    (folder / "baseline.json").write_text((folder / "baseline.json").read_text()
+                                          .replace('"rows":300', '"rows":301'))
+    with pytest.raises(baselines.BaselineError, match="sha256"):
+        baselines.read(manifest, folder)

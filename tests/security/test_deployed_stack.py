@@ -38,6 +38,7 @@ def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 CAPTURE_KEY_ACTIONS = {"kms:Decrypt", "secretsmanager:GetSecretValue"}
+REPORT_ACTIONS = {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}  # the server's drift reports
 
 
 def as_list(value: Any) -> list[Any]:
@@ -73,10 +74,18 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
         # lines: no right to the capture bucket), and nothing else of capture's.
         captures = "CAPTURE" in properties.get("Environment", {}).get("Variables", {})
         reads_key = CAPTURE_KEY_ACTIONS if captures else set()
-        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes | reads_key, \
+        # The server function answers GET /v2/models/{model}/monitoring: it may read the drift
+        # reports (capture bucket, monitoring/ only, decrypted through S3), never the records.
+        reports = REPORT_ACTIONS if name == "ServerFunction" else set()
+        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes | reads_key | reports, \
             f"{name}: {sorted(actions)}"
         for statement in statements:
-            if set(as_list(statement["Action"])) & CAPTURE_KEY_ACTIONS:
+            if set(as_list(statement["Action"])) & {"s3:GetObject", "s3:ListBucket"}:
+                assert "monitoring/" in json.dumps(statement), f"{name}: {statement}"
+                assert "capture/" not in json.dumps(statement), f"{name}: {statement}"
+            if "kms:Decrypt" in as_list(statement["Action"]) and name == "ServerFunction":
+                assert "kms:ViaService" in json.dumps(statement["Condition"]), name
+            if set(as_list(statement["Action"])) & CAPTURE_KEY_ACTIONS and not reports:
                 assert "CaptureHashKey" in str(statement["Resource"]) or ":key/" in str(
                     statement["Resource"]), f"{name}: {statement['Resource']}"
             if set(as_list(statement["Action"])) & LOGS_ACTIONS:

@@ -14,7 +14,9 @@ def test_the_table_holds_the_protocols_routes_and_the_jobs_routes() -> None:
         ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"),
         ("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/{model}/load"),
         ("POST", "/v2/repository/models/{model}/unload"), ("GET", "/"), ("GET", "/docs"),
-        ("GET", "/static/{asset}"), ("GET", "/openapi.json")}
+        ("GET", "/static/{asset}"), ("GET", "/openapi.json"),
+        # drift reports (issue 22), read from the capture bucket: on the root API only
+        ("GET", "/v2/models/{model}/monitoring")}
     # Only the static files go without the key: they carry no data
     assert {r.path for r in ROUTES if r.keyless} == {"/", "/docs", "/static/{asset}"}
     assert {(r.method, r.path) for r in routes_of(MODEL)} == {

@@ -16,6 +16,8 @@ const state = {
   kind: "json",       // editor kind: table | image | text | json
   examples: null,     // {input: rows}
   charts: [],
+  view: "try",        // the model's view: try | monitoring
+  report: null,       // the latest drift report of the model (Monitoring)
 };
 
 // ---------------------------------------------------------------- calls
@@ -172,6 +174,143 @@ async function selectModel(name, version) {
   state.meta = answer.json;
   renderFacts(state.meta);
   renderEditor(state.meta);
+  showView(state.view);
+}
+
+// ---------------------------------------------------------------- monitoring
+// The Monitoring tab: the latest drift report (GET v2/models/{model}/monitoring, the root API's),
+// drift per feature as bars against the threshold line, and the baseline's histogram of a
+// picked feature against the captured window's (model_api/monitoring/reports.py's format).
+function showView(view) {
+  state.view = view;
+  const monitoring = view === "monitoring";
+  for (const [id, on] of [["tab-try", !monitoring], ["tab-monitoring", monitoring]]) {
+    $(id).classList.toggle("selected", on);
+    $(id).setAttribute("aria-selected", String(on));
+  }
+  $("monitoring-card").hidden = !monitoring;
+  if (monitoring) {
+    $("editor-card").hidden = true;
+    $("result-card").hidden = true;
+    loadMonitoring();
+  } else {
+    $("editor-card").hidden = !state.meta;
+  }
+}
+
+async function loadMonitoring() {
+  clearCharts();
+  for (const id of ["monitoring-summary", "monitoring-drift", "monitoring-histogram"]) $(id).replaceChildren();
+  $("monitoring-histogram-box").hidden = true;
+  const answer = await call("GET", `v2/models/${encodeURIComponent(state.model)}/monitoring`);
+  state.report = answer.ok ? answer.json : null;
+  $("monitoring-error").hidden = answer.ok;
+  if (!answer.ok) {
+    $("monitoring-error").textContent = errorText(answer);
+    return;
+  }
+  const report = answer.json;
+  const facts = document.createElement("div");
+  facts.className = "monitoring-facts";
+  const drifted = report.features.filter((f) => f.drifted).length;
+  const badge = document.createElement("span");
+  badge.id = "monitoring-status";
+  badge.className = "badge " + (report.status !== "ok" ? "muted" : drifted ? "drifted" : "ready");
+  badge.textContent = report.status !== "ok" ? "too few rows" : drifted ? `${drifted} drifted` : "no drift";
+  const window_ = report.window || {};
+  facts.append(badge, ...[
+    `version ${report.model_version}`, `${window_.rows} rows captured`,
+    `${window_.start} → ${window_.end}`, `baseline: ${(report.baseline || {}).rows} rows`,
+  ].map((text) => Object.assign(document.createElement("span"), { textContent: text })));
+  const message = Object.assign(document.createElement("p"), { id: "monitoring-message", textContent: report.message || "" });
+  $("monitoring-summary").append(facts, message);
+  const groups = {};
+  for (const feature of report.features) (groups[feature.statistic] ||= []).push(feature);
+  if (report.predictions && report.predictions.statistic) {
+    (groups[report.predictions.statistic] ||= []).push({ ...report.predictions, name: `prediction (${report.predictions.output})` });
+  }
+  for (const [statistic, features] of Object.entries(groups)) {
+    driftChart($("monitoring-drift"), statistic, features);
+  }
+  const names = Object.keys(report.histograms || {});
+  if (!names.length) return;
+  const select = $("monitoring-feature");
+  select.replaceChildren(...names.map((name) => new Option(name, name)));
+  const first = report.features.find((f) => f.drifted) || report.features[0];
+  select.value = first ? first.name : names[0];
+  select.onchange = () => histogramChart(select.value);
+  $("monitoring-histogram-box").hidden = false;
+  histogramChart(select.value);
+}
+
+function driftChart(parent, statistic, features) {
+  const threshold = features[0].threshold;
+  const box = document.createElement("div");
+  box.className = "chart-box";
+  box.style.height = `${Math.max(160, 22 * features.length + 70)}px`;
+  const canvas = document.createElement("canvas");
+  canvas.id = `chart-drift-${statistic}`;
+  box.append(canvas);
+  parent.append(box);
+  if (typeof window.Chart !== "function") return;
+  const names = features.map((f) => f.name);
+  state.charts.push(new window.Chart(canvas, {
+    data: {
+      labels: names,
+      datasets: [
+        { type: "bar", label: statistic, data: features.map((f) => f.value), borderRadius: 3,
+          backgroundColor: features.map((f) => (f.drifted ? "#dc2626" : "#2563eb")) },
+        { type: "line", label: `threshold ${threshold}`, data: names.map(() => threshold),
+          borderColor: "#111827", borderDash: [6, 4], borderWidth: 2,
+          // one bar: no line to draw between points, so the threshold shows as a tick
+          pointRadius: names.length === 1 ? 14 : 0, pointStyle: "line", rotation: 90 },
+      ],
+    },
+    options: {
+      indexAxis: "y", responsive: true, maintainAspectRatio: false, animation: false,
+      plugins: { title: { display: true, text: `drift per feature: ${statistic} (red: at or over the threshold)` } },
+      scales: { x: { beginAtZero: true, suggestedMax: threshold * 1.25, grid: { color: "#eef0f4" } },
+                y: { grid: { display: false } } },
+    },
+  }));
+}
+
+function binNames(histogram) {
+  if (histogram.categories) return histogram.categories;
+  const edges = histogram.edges.map((e) => String(Number(Number(e).toPrecision(4))));
+  if (!edges.length) return ["all"];
+  return [`≤ ${edges[0]}`, ...edges.slice(1).map((e, i) => `${edges[i]} – ${e}`), `> ${edges[edges.length - 1]}`];
+}
+
+function histogramChart(name) {
+  const histogram = state.report.histograms[name];
+  const parent = $("monitoring-histogram");
+  parent.replaceChildren();
+  const box = document.createElement("div");
+  box.className = "chart-box";
+  box.style.height = "280px";
+  const canvas = document.createElement("canvas");
+  canvas.id = "chart-histogram";
+  box.append(canvas);
+  parent.append(box);
+  if (typeof window.Chart !== "function") return;
+  const previous = state.charts.findIndex((c) => c.canvas && c.canvas.id === "chart-histogram");
+  if (previous >= 0) state.charts.splice(previous, 1)[0].destroy();
+  state.charts.push(new window.Chart(canvas, {
+    type: "bar",
+    data: {
+      labels: binNames(histogram),
+      datasets: [
+        { label: "baseline (training rows)", data: histogram.baseline, backgroundColor: "#9ca3af" },
+        { label: "captured window", data: histogram.window, backgroundColor: "#2563eb" },
+      ],
+    },
+    options: {
+      responsive: true, maintainAspectRatio: false, animation: false,
+      plugins: { title: { display: true, text: `${name}: share of rows per bin` } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: "share of rows" } } },
+    },
+  }));
 }
 
 function renderFacts(meta) {
@@ -618,6 +757,8 @@ function barChart(parent, id, title, names, values, colors, range = {}) {
 // ---------------------------------------------------------------- start
 window.addEventListener("DOMContentLoaded", () => {
   $("predict-button").addEventListener("click", () => run("predict"));
+  $("tab-try").addEventListener("click", () => showView("try"));
+  $("tab-monitoring").addEventListener("click", () => showView("monitoring"));
   $("explain-button").addEventListener("click", () => run("explain"));
   $("key-button").addEventListener("click", async () => { await askForKey(); loadIndex(); loadServerState(); });
   window.addEventListener("hashchange", () => {

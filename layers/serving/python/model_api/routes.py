@@ -159,6 +159,14 @@ ROUTES: tuple[Route, ...] = (
           summary="A static file of the console or Swagger UI (script, style sheet)"),
     Route("OpenApi", "openapi", GET, "/openapi.json", SERVER, "openapi",
           summary="This API's OpenAPI document (docs/openapi.json)"),
+    # Drift reports (model_api.monitoring) are read from the capture bucket by the server
+    # function, on the root API only: one API resource for every model, where a per-model route
+    # would cost each group's REST API two resources per model (its 300-resource quota).
+    Route("ModelMonitoring", "monitoring", GET, MODEL_PATH + "/monitoring", SERVER,
+          "monitoring_report",
+          summary="The model's latest drift report: the captured window against its baseline, "
+                  "per feature and for the predictions (404 until one is made: daily in AWS, "
+                  "`make monitor` locally)"),
     *(route for operation in MODEL_OPERATIONS for route in operation.routes()),
     Route("CreateJob", "create_job", POST, MODEL_PATH + "/jobs", BATCH_JOBS, "job_created",
           request="job", summary="Create an asynchronous job: its upload URL and status URL",

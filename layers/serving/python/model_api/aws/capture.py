@@ -244,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
         return 0
     erased = capture_store.erase(where, args.model, since, until)
+    if since is None and until is None:  # the model's drift reports go with its records
+        from model_api.monitoring import reports
+
+        erased_reports = reports.erase(where, args.model)
+        if erased_reports:
+            print(f"erased {erased_reports} drift report(s) of {args.model}", file=sys.stderr)
     if isinstance(where, S3Store) and since is None and until is None:
         erased_versions = where.delete_prefix(capture_store.model_prefix(args.model))
         print(f"erased {erased} record(s) of {args.model} ({erased_versions} leftover "

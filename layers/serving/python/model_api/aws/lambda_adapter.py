@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -24,10 +25,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from model_api import repository as model_repository
 from model_api.aws.router import ModelRouter, proxy_parts
 from model_api.console import Console, StaticFile
-from model_api.errors import Loading, ModelAPIError
+from model_api.errors import Loading, ModelAPIError, NotFound
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
+    from model_api.capture.store import CaptureStore
     from model_api.repository import Repository
     from model_api.service import InferenceService
 
@@ -189,16 +191,23 @@ def static_response(found: StaticFile) -> Response:
 
 def create_app(service: InferenceService, repository: Repository | None = None,
                console: Console | None = None,
-               router: ModelRouter | None = None) -> APIGatewayRestResolver:
+               router: ModelRouter | None = None,
+               reports: CaptureStore | None = None) -> APIGatewayRestResolver:
     """A resolver serving the server's and the model's routes for the models `service` holds.
 
     `repository` answers the repository index and server readiness (default: the models
     `service` holds; the server function's asks every model function, see
     model_api.repository); `console` serves the static pages (default: $CONSOLE_DIR); with
     `router` (the server function's), the model routes are forwarded to each model's own
-    function (model_api.router) instead of being served from `service`.
+    function (model_api.router) instead of being served from `service`; `reports` is the store
+    the model's drift reports are read from (default: REPORTS_BUCKET or REPORTS_DIR,
+    model_api.aws.monitor.report_store).
     """
     app = answer_errors(RestApiResolver())
+    from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
+    from model_api.monitoring.reports import answer as monitoring_report
+
+    reports = reports if reports is not None else report_store(os.environ)
     repository = repository or model_repository.ServiceRepository(service)
     console = console or Console.from_environment()
 
@@ -235,6 +244,14 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         body = raw_body(app.current_event.raw_event)
         return json_response(200, model_repository.repository_index(repository, body))
 
+    def monitoring(model: str) -> Response:
+        if router is not None:  # the server function: the models of its catalog
+            if router.catalog.find(model) is None:
+                raise NotFound(router.catalog.unknown(model))
+        else:
+            service.model(model)
+        return json_response(200, monitoring_report(reports, model))
+
     def console_page() -> Response:
         # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
         # (static/…, v2/…) need the slash.
@@ -254,6 +271,7 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         "docs": lambda: static_response(console.page("docs")),
         "asset": lambda asset: static_response(console.asset(asset)),
         "openapi": lambda: static_response(console.openapi()),
+        "monitoring": monitoring,
     })
     if router is not None:
         def forward(model: str, version: str | None = None) -> Response:

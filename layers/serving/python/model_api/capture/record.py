@@ -3,13 +3,16 @@
     {"capture": 1, "model": "text-topics", "version": "1", "time": "2026-12-01T10:00:00.123456Z",
      "request_id": "<128 random bits, hex>", "id": "<the request's own id, or null>", "path": "api",
      "rows": 1,
-     "inputs": {"text": {"length": [29], "tokens": [6], "hash": ["<hmac-sha256 hex>"]}},
+     "inputs": {"text": {"length": [29], "tokens": [6], "oov": [0.1667],
+                         "hash": ["<hmac-sha256 hex>"]}},
      "outputs": {"label": ["sport"], "probabilities": [[0.02, 0.91, 0.04, 0.03]]}}
 
 `inputs` are as the model saw them (decoded and checked), each through its rule
 (model_api.capture.config): a BYTES input's default, `summary`, keeps per row its length in
 characters, its token count (the model's own token pattern when the manifest names one, else
-runs of word characters) and an HMAC-SHA256 of its UTF-8 bytes under the deployment's key, so
+runs of word characters), the share of those tokens outside the model's vocabulary (`oov`,
+when the manifest's `monitoring.vocabulary` lists it: read from the graph at export; null for a
+text without tokens) and an HMAC-SHA256 of its UTF-8 bytes under the deployment's key, so
 equal texts can be counted without keeping them; never the text. `outputs` are the model's
 own outputs (not an explanation's). Never the API key, the headers or the body as sent.
 
@@ -55,6 +58,32 @@ def token_pattern(manifest: Manifest) -> re.Pattern[str]:
         return DEFAULT_TOKEN_PATTERN
 
 
+_VOCABULARIES: dict[tuple[str, str, str], tuple[frozenset[str], bool] | None] = {}
+
+
+def vocabulary(manifest: Manifest) -> tuple[frozenset[str], bool] | None:
+    """The model's vocabulary (its words, and whether tokens are lower-cased before lookup)
+    from the manifest's `monitoring.vocabulary`, read once per model file; None without one."""
+    key = (manifest.name, manifest.version, manifest.sha256)
+    if key not in _VOCABULARIES:
+        section = manifest.extra.get("monitoring")
+        found = section.get("vocabulary") if isinstance(section, Mapping) else None
+        words = found.get("words") if isinstance(found, Mapping) else None
+        _VOCABULARIES[key] = ((frozenset(str(w) for w in words), bool(found.get("lowercase")))
+                              if isinstance(words, list) and isinstance(found, Mapping)
+                              else None)
+    return _VOCABULARIES[key]
+
+
+def oov_share(tokens: list[str], known: tuple[frozenset[str], bool]) -> float | None:
+    """The share of `tokens` not in the vocabulary `known` (4 decimals); None without tokens."""
+    if not tokens:
+        return None
+    words, lowercase = known
+    missing = sum((token.lower() if lowercase else token) not in words for token in tokens)
+    return round(missing / len(tokens), 4)
+
+
 def _texts(array: np.ndarray) -> list[str]:
     return [value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             for value in array.reshape(-1).tolist()]
@@ -92,10 +121,11 @@ def now_iso() -> str:
 
 
 def desensitise(array: np.ndarray, rule: Rule, key: Callable[[], bytes],
-                pattern: re.Pattern[str]) -> Any:
+                pattern: re.Pattern[str],
+                known: tuple[frozenset[str], bool] | None = None) -> Any:
     """What the record keeps of one input (`array`: batch first) under `rule`: JSON-ready
     lists, a mapping for summary/hash/bucket. `key` gives the deployment's hash key (read only
-    when a rule hashes)."""
+    when a rule hashes); `known` the model's vocabulary (summary's `oov`)."""
     text = array.dtype.kind in "OSU"
     if rule.kind == KEEP:
         return _shaped(_texts(array), array.shape) if text else array.tolist()
@@ -107,8 +137,11 @@ def desensitise(array: np.ndarray, rule: Rule, key: Callable[[], bytes],
                                 array.shape)}
     if rule.kind == SUMMARY:
         texts, secret = _texts(array), key()
+        tokens = [pattern.findall(t) for t in texts]
         return {"length": _shaped([len(t) for t in texts], array.shape),
-                "tokens": _shaped([len(pattern.findall(t)) for t in texts], array.shape),
+                "tokens": _shaped([len(found) for found in tokens], array.shape),
+                **({"oov": _shaped([oov_share(found, known) for found in tokens], array.shape)}
+                   if known is not None else {}),
                 "hash": _shaped([keyed_hash(secret, t) for t in texts], array.shape)}
     if rule.kind == ROUND:
         return np.round(array.astype(np.float64), rule.digits).tolist()
@@ -147,7 +180,9 @@ def build(manifest: Manifest, config: CaptureConfig, inputs: Mapping[str, np.nda
             rule = config.rules.get(spec.name) or default_rule(spec.datatype)
             if array is None or rule.kind == DROP:
                 continue
-            kept[spec.name] = desensitise(pick(array), rule, key, pattern)
+            kept[spec.name] = desensitise(pick(array), rule, key, pattern,
+                                          vocabulary(manifest) if rule.kind == SUMMARY
+                                          else None)
         record["inputs"] = kept
     if config.outputs:
         record["outputs"] = {

@@ -167,8 +167,9 @@ class FolderStore:
     def keys(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
         if base.is_dir():
-            for path in sorted(base.rglob("*.jsonl")):
-                yield path.relative_to(self.root).as_posix()
+            for path in sorted(base.rglob("*.json*")):
+                if path.suffix in (".jsonl", ".json"):  # not a .part being written
+                    yield path.relative_to(self.root).as_posix()
 
     def get(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
