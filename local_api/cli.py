@@ -28,6 +28,7 @@ from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
+    ACCOUNT_CONCURRENCY,
     IDLE_TIMEOUT_S,
     MAX_LIVE_WORKERS,
     MAX_WORKERS,
@@ -63,9 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None,
                        help="require this x-api-key on every route (as the deployed API does)")
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
-                       help="the local account's concurrency limit per function (worker "
-                            "processes); past it an invocation is throttled, as in Lambda "
-                            "(default %(default)s)")
+                       help="this machine's worker processes busy at once per function; past "
+                            "it a request waits for one, in its turn, within API Gateway's "
+                            "timeout (default %(default)s)")
+    serve.add_argument("--account-concurrency", type=int, default=ACCOUNT_CONCURRENCY,
+                       help="Lambda's concurrency limit of a function without reserved "
+                            "concurrency (the account's); past it, or past a function's "
+                            "ReservedConcurrentExecutions, a request is throttled as Lambda "
+                            "throttles it (default %(default)s)")
     serve.add_argument("--max-live-workers", type=int, default=MAX_LIVE_WORKERS,
                        help="workers alive at once over every function: to start one more, the "
                             "idle worker unused longest is stopped (memory stays bounded with "
@@ -139,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda,
-                                                 args.read_timeout))
+                                                 args.read_timeout, args.account_concurrency))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"

@@ -102,9 +102,12 @@ Resources:
           ResponseTemplates:
             application/json: '{"error": "No such route: $context.httpMethod $context.path"}'
         INTEGRATION_FAILURE:
-          StatusCode: 502
+          StatusCode: 503
+          ResponseParameters:
+            Headers:
+              Retry-After: "'1'"
           ResponseTemplates:
-            application/json: '{"error": "The function failed"}'
+            application/json: '{"error": "The function was throttled or failed"}'
   LayerOne:
     Type: AWS::Serverless::LayerVersion
     Properties: {ContentUri: layer_one/}
