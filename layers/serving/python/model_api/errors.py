@@ -24,6 +24,9 @@ def echoed(value: object, limit: int = ECHO_LIMIT) -> str:
 class ModelAPIError(Exception):
     """A failure the caller should see, with the HTTP status the protocol gives it."""
 
+    # Seconds after which the same request may succeed (sent as Retry-After); None: not said.
+    retry_after: int | None = None
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -59,3 +62,12 @@ class NotReady(ModelAPIError):
 
     def __init__(self, message: str) -> None:
         super().__init__(503, message)
+
+
+class Unavailable(ModelAPIError):
+    """503 with Retry-After: something the request needs is unavailable for now (a function at
+    its concurrency limit, a store that does not answer); the message says what and why."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(503, message)
+        self.retry_after = retry_after

@@ -129,7 +129,10 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
-        return error_response(error.status, error.message)
+        response = error_response(error.status, error.message)
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.exception_handler(ServiceError)
     def http_error(error: ServiceError) -> Response:
