@@ -25,8 +25,10 @@ import sys
 import threading
 import time
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from batch import checkpoint, state
-from batch.aws import client
+from batch.aws import api_config, client
 from batch.jobs import LOCAL, JobStore
 from batch.keys import InputObject
 from batch.submit import PERMANENT_EXIT, runner_environment
@@ -80,7 +82,12 @@ class LocalSubmitter:
                   f"ended with {', '.join(map(str, codes))} (negative: killed by that signal)")
         LOG.error("job %s: %s", job_id, reason)
         if self.table:
-            state.gave_up(JobStore(self.table), job_id, len(codes), reason)
+            try:
+                state.gave_up(JobStore(self.table, api_config()), job_id, len(codes), reason)
+            except (BotoCoreError, ClientError) as error:  # the store is down or was reset
+                LOG.error("job %s: could not record `failed` in the jobs table (%s: %s); its "
+                          "record is gone or the store is down, and a status request says so",
+                          job_id, type(error).__name__, error)
 
     def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes]) -> None:
         """Play a spot reclaim: SIGKILL the runner once its checkpoint has `kill_after_rows`
