@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,8 +39,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from model_api.aws.invoke import Invoke, lambda_invoke
+from model_api.aws.invoked_repository import ready_event
 from model_api.catalog import Catalog
-from model_api.errors import BadRequest, NotFound, TooLarge, Unavailable
+from model_api.errors import BadRequest, NotFound, NotReady, TooLarge, Unavailable
 from model_api.limits import (
     JOB_MAX_OUTPUT_URLS,
     JOB_MAX_PARAMETERS_BYTES,
@@ -178,19 +180,55 @@ def read_job_request(body: bytes, max_bytes: int) -> dict[str, Any]:
     return {"size": size, "format": format_, "parameters": parameters}
 
 
-class JobsApi:
-    """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue."""
+# Why version `version` of `model` is not ready to run jobs, or None when it is (or when this
+# cannot be told: the job then says so itself).
+Readiness = Callable[[str, str], "str | None"]
 
-    def __init__(self, settings: JobsApiConfig, store: JobStore, s3: Any, batch: Any) -> None:
+
+def invoked_readiness(catalog: Catalog, invoke: Invoke | None = None) -> Readiness:
+    """Readiness as the model's own function answers its version's ready route (what the
+    server's readiness asks too, model_api.aws.invoked_repository): the reason of its 503 (a
+    version that failed its sha256 check, say). A function that cannot be asked refuses
+    nothing: the runner loads the model from its own image and reports itself."""
+    def reason(model: str, version: str) -> str | None:
+        nonlocal invoke
+        if invoke is None:
+            invoke = lambda_invoke()
+        try:
+            answer = invoke(catalog.function_name(model), ready_event(model, version))
+            body = json.loads(answer.get("body") or "{}")
+        except Exception as error:  # botocore's, the function's: not the model's state
+            LOG.warning("readiness of %s version %s not known: %s", model, version, error)
+            return None
+        if answer.get("statusCode") != 503:
+            return None
+        return str(body.get("error") if isinstance(body, dict) else "") or "not ready"
+    return reason
+
+
+class JobsApi:
+    """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue; `ready`
+    tells a model version that is not ready (a job of it is refused at once, 503)."""
+
+    def __init__(self, settings: JobsApiConfig, store: JobStore, s3: Any, batch: Any,
+                 ready: Readiness | None = None) -> None:
         self.settings, self.store, self.s3, self.batch = settings, store, s3, batch
+        self.ready = ready
 
     # ------------------------------------------------------------------------------ create
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
-        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request."""
-        if self.settings.models.find(model) is None:
+        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request;
+        NotReady (503) for a version that is not ready (`ready`)."""
+        found = self.settings.models.find(model)
+        if found is None:
             raise NotFound(self.settings.models.unknown(model))
         request = read_job_request(body, self.settings.max_bytes)
+        wanted = version or found.current
+        why = self.ready(model, wanted) if self.ready and wanted in found.versions else None
+        if why is not None:
+            raise NotReady(f"model {model!r} version {wanted!r} is not ready, so a job of it "
+                           f"could only fail: {why}")
         job_id = issue_job_id()
         try:
             obj = parse_key(self.settings.bucket,

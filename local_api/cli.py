@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -137,6 +138,9 @@ def _serve(args: argparse.Namespace) -> int:
     local_lambda = LocalLambda.create(args.host, args.port)
     os.environ.update(runner_capture_environment(args.capture, args.capture_dir))
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+        local_lambda = dataclasses.replace(local_lambda, other_key_ids=tuple(
+            {found["AWS_ACCESS_KEY_ID"] for found in overrides.values()
+             if "AWS_ACCESS_KEY_ID" in found}))
         given = {**local_lambda.environment(),
                  **capture_environment(args.capture, args.capture_dir)}
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),

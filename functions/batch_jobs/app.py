@@ -31,14 +31,15 @@ from model_api.routes import BATCH_JOBS
 
 from batch.aws import api_config, client
 from batch.jobs import JobStore
-from batch.jobs_api import JobsApi, JobsApiConfig, presigner, store_faults
+from batch.jobs_api import JobsApi, JobsApiConfig, invoked_readiness, presigner, store_faults
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(RestApiResolver())
 settings = JobsApiConfig.from_environment()
 # Short timeouts and one retry: a client is waiting (batch.aws.api_config).
 jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"], api_config()),
-               presigner(api_config()), client("batch", api_config()))
+               presigner(api_config()), client("batch", api_config()),
+               invoked_readiness(settings.models))
 
 
 @tracer.capture_method(capture_response=False)

@@ -129,3 +129,26 @@ def test_a_store_restarted_empty_mid_job(stack: tuple[httpx.Client, Path],
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     assert record["status"] == "succeeded", record
+
+
+def test_a_job_of_a_version_that_is_not_ready_is_refused_at_once(
+        stack: tuple[httpx.Client, Path]) -> None:
+    """diabetes-linear's model file no longer matches its manifest's sha256 (replaced, not
+    edited: the build's other links keep theirs): its function answers its ready route 503,
+    and POST .../jobs says so at once instead of a 201 whose job could only fail."""
+    api, _ = stack
+    built = next(BUILT_TEMPLATE.parent.glob("*/DiabetesLinearModelLayer/models/"
+                                            "diabetes-linear/1/model.onnx"))
+    original = built.read_bytes()
+    built.unlink()
+    built.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        answer, seconds = timed(lambda: api.post("/v2/models/diabetes-linear/jobs",
+                                                 json={"size": 10}))
+    finally:
+        built.unlink()
+        built.write_bytes(original)
+    assert answer.status_code == 503, answer.text
+    assert "is not ready" in answer.json()["error"] and "sha256" in answer.json()["error"]
+    assert seconds < ANSWER_WITHIN_S
+    assert api.post(f"/v2/models/{MODEL}/jobs", json={"size": 10}).status_code == 201
