@@ -27,6 +27,7 @@ from local_api.background import PROJECT_ROOT
 from local_api.capture import CAPTURE_DIR, capture_environment, runner_capture_environment
 from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
+from local_api.logs import LOG_DIR, FunctionLogs
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
     ACCOUNT_CONCURRENCY,
@@ -86,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped "
                             "(default %(default)s)")
+    serve.add_argument("--function-logs", default="quiet", choices=("quiet", "all"),
+                       help="quiet (default): the lines every invocation writes (START/END/"
+                            "REPORT, metrics, INFO records) go only to "
+                            f"{LOG_DIR.relative_to(PROJECT_ROOT)}/<function>.log, every other "
+                            "line to the output too; all: every line to the output too")
     serve.add_argument("--no-batch", dest="batch", action="store_false",
                        help="do not start the batch path's local AWS (S3, DynamoDB, "
                             "EventBridge on moto) for the asynchronous jobs routes")
@@ -149,7 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda,
-                                                 args.read_timeout, args.account_concurrency))
+                                                 args.read_timeout, args.account_concurrency,
+                                                 FunctionLogs(LOG_DIR,
+                                                              args.function_logs == "quiet")))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"

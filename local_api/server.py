@@ -31,6 +31,7 @@ from starlette.routing import request_response
 from local_api import codings, events, gateway, lambda_endpoint
 from local_api.http11 import READ_TIMEOUT_S, FramingProtocol
 from local_api.lambda_endpoint import LocalLambda
+from local_api.logs import FunctionLogs
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
@@ -85,6 +86,8 @@ class LocalApiOptions:
     read_timeout: float = READ_TIMEOUT_S
     # Lambda's concurrency limit of a function without reserved concurrency (the account's).
     account_concurrency: int = ACCOUNT_CONCURRENCY
+    # Where the functions' log lines go (local_api.logs); default: all of them to stderr.
+    function_logs: FunctionLogs = dataclasses.field(default_factory=FunctionLogs)
 
 
 class ClientGone(Exception):
@@ -158,7 +161,7 @@ class LocalApi:
         self.budget = WorkerBudget(settings.max_live_workers)
         self.pools = {
             name: FunctionPool(sandbox, _concurrency(sandbox, settings), settings.idle_timeout,
-                               self.budget, settings.max_workers)
+                               self.budget, settings.max_workers, settings.function_logs)
             for name, sandbox in sandboxes.items()}
         # Invocations still running after API Gateway stopped waiting for them (they run on, as
         # in Lambda); kept so that they are not garbage-collected and their errors are read.

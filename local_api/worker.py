@@ -31,6 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from local_api.logs import FunctionLogs
 from local_api.sandbox import Sandbox
 
 LOG = logging.getLogger(__name__)
@@ -70,17 +71,17 @@ class RequestTooLarge(Exception):
     """Lambda refused the event itself (RequestEntityTooLargeException): the function never ran."""
 
 
-async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path) -> None:
+async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path | None,
+                       logs: FunctionLogs, function: str) -> None:
     """A worker's log output (its stdout and stderr, as CloudWatch Logs would hold them) passed
-    on to this process's stderr, but for data capture's lines (model_api.capture.record.
-    LINE_PREFIX), which go to the local capture store instead, one object per line: what the
-    deployed model function's log subscription to Firehose does (model_api.aws.capture). Ends
-    at the worker's end of output."""
+    on whole line by whole line to `logs` (local_api.logs), but for data capture's lines
+    (model_api.capture.record.LINE_PREFIX) when `capture_dir` is set, which go to the local
+    capture store instead, one object per line: what the deployed model function's log
+    subscription to Firehose does (model_api.aws.capture). Ends at the worker's end of output."""
     from model_api.capture.record import LINE_PREFIX
     from model_api.capture.store import FolderStore, object_key
 
-    store = FolderStore(capture_dir)
-    out = sys.stderr.buffer
+    store = FolderStore(capture_dir) if capture_dir is not None else None
     while True:
         try:
             line = await stream.readline()
@@ -88,14 +89,13 @@ async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path) -> None:
             continue
         if not line:
             return
-        if line.startswith(LINE_PREFIX):
+        if store is not None and line.startswith(LINE_PREFIX):
             try:
                 store.put(object_key(json.loads(line)["model"]), line)
             except (OSError, ValueError, KeyError) as error:
                 LOG.error("capture: a record line was not stored (%s)", type(error).__name__)
             continue
-        out.write(line)
-        out.flush()
+        logs.write(function, line)
 
 
 class Worker:
@@ -111,19 +111,21 @@ class Worker:
         return self.process.returncode is None
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, name: str) -> Worker:
-        """Start the process and wait for its init; a failed init is a FunctionError."""
+    async def start(cls, sandbox: Sandbox, name: str, logs: FunctionLogs | None = None
+                    ) -> Worker:
+        """Start the process and wait for its init; a failed init is a FunctionError. Its log
+        output goes to `logs` (default: all of it to stderr), whole lines only."""
         config = json.dumps({"python_path": list(sandbox.python_path)})
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-I", "-S", "-u", str(BOOTSTRAP), config,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE if sandbox.capture_dir else None,
-            env=sandbox.environment, limit=_READ_LIMIT)
+            stderr=asyncio.subprocess.PIPE, env=sandbox.environment, limit=_READ_LIMIT)
         worker = cls(process, name)
-        if sandbox.capture_dir is not None and process.stderr is not None:
-            worker.logs = asyncio.get_running_loop().create_task(
-                forward_logs(process.stderr, sandbox.capture_dir))
+        if process.stderr is not None:
+            worker.logs = asyncio.get_running_loop().create_task(forward_logs(
+                process.stderr, sandbox.capture_dir, logs or FunctionLogs(),
+                sandbox.function.logical_id))
         try:
             ready = await worker._read(INIT_TIMEOUT_S, "init")
         except BaseException:
@@ -360,8 +362,9 @@ class FunctionPool:
 
     def __init__(self, sandbox: Sandbox, concurrency: int = ACCOUNT_CONCURRENCY,
                  idle_timeout: float = IDLE_TIMEOUT_S, budget: WorkerBudget | None = None,
-                 workers: int = MAX_WORKERS) -> None:
+                 workers: int = MAX_WORKERS, logs: FunctionLogs | None = None) -> None:
         self.sandbox = sandbox
+        self.logs = logs or FunctionLogs()  # where its workers' log lines go
         self.budget = budget if budget is not None else WorkerBudget()
         self.budget.pools.append(self)
         self.concurrency = concurrency
@@ -461,7 +464,8 @@ class FunctionPool:
         try:
             self.started += 1
             worker = await Worker.start(
-                self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}")
+                self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}",
+                self.logs)
         finally:
             self.budget.starting -= 1
         self._all.add(worker)

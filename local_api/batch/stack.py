@@ -43,6 +43,7 @@ from local_api.batch.loop import (
     load_handler,
     trigger_environment,
 )
+from local_api.logs import forward_in_thread
 from model_registry.registry import PROJECT
 
 LOG = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class LocalStack:
              "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
-            start_new_session=True)  # a Ctrl-C stops the API first, then it stops this
+            start_new_session=True,  # a Ctrl-C stops the API first, then it stops this
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # whole lines (local_api.logs)
+        forward_in_thread(self._server.stdout, "local-s3-log")
         wait_until_answering(port, self._server, "/moto-api/")
 
     def start(self) -> LocalStack:

@@ -32,6 +32,7 @@ from batch.aws import api_config, client
 from batch.jobs import LOCAL, JobStore
 from batch.keys import InputObject
 from batch.submit import PERMANENT_EXIT, runner_environment
+from local_api.logs import forward_in_thread
 
 LOG = logging.getLogger(__name__)
 RECLAIM_POLL_SECONDS = 0.1
@@ -68,7 +69,10 @@ class LocalSubmitter:
         job_id = obj.job_id
         codes = self.exit_codes[job_id]
         for attempt in range(1, self.attempts + 1):
-            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env)
+            # Its log lines reach the output whole, never cut by another process's (logs)
+            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env,
+                                       stderr=subprocess.PIPE)
+            forward_in_thread(process.stderr, f"runner-log-{job_id}")
             LOG.info("job %s attempt %d: runner pid %d", job_id, attempt, process.pid)
             if attempt <= self.kill_attempts and self.kill_after_rows > 0:
                 threading.Thread(target=self._reclaim, args=(obj, process), daemon=True,

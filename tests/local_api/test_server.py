@@ -9,6 +9,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -240,6 +241,22 @@ def test_a_function_at_its_reserved_concurrency_is_throttled_not_queued(server: 
     assert len(refusal) == 1 and '"GET /one" 503' in refusal[0], refusal  # one line, whole
 
 
+def test_log_lines_of_concurrent_workers_are_whole(server: Server) -> None:
+    """Four workers write 20 lines of 10 KB each at once, each line in two pieces: every
+    line reaches the server's output whole, none cut by another's."""
+    with ThreadPoolExecutor(4) as pool:  # four warm workers first: their lines overlap
+        list(pool.map(lambda _: server.client.get("/echo", params={"sleep": "0.5"}), range(4)))
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda n: server.client.get("/echo", params={"print": str(n)}),
+                                range(4)))
+    assert [answer.status_code for answer in answers] == [201] * 4
+    time.sleep(0.5)  # the last lines are forwarded
+    lines = [line for line in server.log.read_text().splitlines() if "LINE " in line]
+    pattern = re.compile(r"LINE [0-3] \d+ x{10000} END")
+    assert len(lines) == 80 and all(pattern.fullmatch(line) for line in lines), \
+        [line[:80] + "..." + line[-40:] for line in lines if not pattern.fullmatch(line)][:5]
+
+
 def test_the_gateway_timeout_answers_504_and_the_invocation_runs_on(server: Server) -> None:
     """As in Lambda: API Gateway stops waiting (3 s here), the function is not killed; its
     worker finishes and serves the next call warm."""
@@ -313,7 +330,7 @@ def test_a_burst_waits_for_this_machines_workers_and_is_served(tmp_path: Path) -
     def one(_: int) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
         connection.request("POST", "/echo?" + urllib.parse.urlencode(
-            {"sleep": "0.2", "answer": answer}), body=body)
+            {"sleep": "0.1", "answer": answer}), body=body)
         return connection.getresponse().status
 
     try:
