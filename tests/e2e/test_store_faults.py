@@ -1,8 +1,9 @@
 """The jobs API when its store goes away, on the local stack (docs/architecture.md, "Overload"):
 the local S3 (moto: S3, DynamoDB, SQS in one process) stopped, or killed and started again
 empty, while a job runs. A job request then gets a clear 503 with Retry-After within seconds,
-never a 500 or API Gateway's 504 after 29 s; a job whose record went with the store is 404; and
-the stack recovers by itself once the store is back. Also: five job creations at once."""
+never a 500 or API Gateway's 504 after 29 s, and /v2/health/ready names the store; a job whose
+record went with the store is 404; and the stack recovers by itself once the store is back.
+Also: five job creations at once, and a job of a model version that is not ready."""
 
 from __future__ import annotations
 
@@ -74,6 +75,30 @@ def test_five_job_creations_at_once(stack: tuple[httpx.Client, Path]) -> None:
     assert len({answer.json()["job_id"] for answer in answers}) == 5
 
 
+
+def test_a_job_of_a_version_that_is_not_ready_is_refused_at_once(
+        stack: tuple[httpx.Client, Path]) -> None:
+    """diabetes-linear's model file no longer matches its manifest's sha256 (replaced, not
+    edited: the build's other links keep theirs) when its function starts: it answers its
+    ready route 503, and POST .../jobs says so at once instead of a 201 whose job could only
+    fail. (Before any other test asks that model: its worker then stays not ready.)"""
+    api, _ = stack
+    built = next(BUILT_TEMPLATE.parent.glob("*/DiabetesLinearModelLayer/models/"
+                                            "diabetes-linear/1/model.onnx"))
+    original = built.read_bytes()
+    built.unlink()
+    built.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        answer, seconds = timed(lambda: api.post("/v2/models/diabetes-linear/jobs",
+                                                 json={"size": 10}))
+    finally:
+        built.unlink()
+        built.write_bytes(original)
+    assert answer.status_code == 503, answer.text
+    assert "is not ready" in answer.json()["error"] and "sha256" in answer.json()["error"]
+    assert seconds < ANSWER_WITHIN_S
+    assert api.post(f"/v2/models/{MODEL}/jobs", json={"size": 10}).status_code == 201
+
 def test_a_stopped_store_is_a_503_in_seconds_and_the_api_recovers(
         stack: tuple[httpx.Client, Path]) -> None:
     api, _ = stack
@@ -81,16 +106,22 @@ def test_a_stopped_store_is_a_503_in_seconds_and_the_api_recovers(
     pid = s3_pid(job)
     os.kill(pid, signal.SIGSTOP)  # it holds its connections and answers nothing
     try:
-        with ThreadPoolExecutor(2) as pool:  # a creation and a status request, at once
+        with ThreadPoolExecutor(3) as pool:  # a creation, a status request, readiness, at once
             answers = list(pool.map(timed, [
                 lambda: api.post(f"/v2/models/{MODEL}/jobs", json={"size": 10}),
-                lambda: api.get(job["status_url"])]))
-        for answer, seconds in answers:
+                lambda: api.get(job["status_url"]),
+                lambda: api.get("/v2/health/ready")]))
+        for answer, seconds in answers[:2]:
             assert_unavailable(answer, seconds)
+        ready, seconds = answers[2]
+        assert ready.status_code == 503 and seconds < ANSWER_WITHIN_S, ready.text
+        assert "the jobs table" in ready.json()["error"], ready.text  # which dependency
     finally:
         os.kill(pid, signal.SIGCONT)
     assert api.get(job["status_url"]).json()["status"] == "awaiting_upload"  # as it was
     assert api.post(f"/v2/models/{MODEL}/jobs", json={"size": 10}).status_code == 201
+    ready = api.get("/v2/health/ready")  # the store is not named any more
+    assert ready.status_code == 200 or "the jobs table" not in ready.json()["error"], ready.text
 
 
 def test_a_store_restarted_empty_mid_job(stack: tuple[httpx.Client, Path],
@@ -129,26 +160,3 @@ def test_a_store_restarted_empty_mid_job(stack: tuple[httpx.Client, Path],
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     assert record["status"] == "succeeded", record
-
-
-def test_a_job_of_a_version_that_is_not_ready_is_refused_at_once(
-        stack: tuple[httpx.Client, Path]) -> None:
-    """diabetes-linear's model file no longer matches its manifest's sha256 (replaced, not
-    edited: the build's other links keep theirs): its function answers its ready route 503,
-    and POST .../jobs says so at once instead of a 201 whose job could only fail."""
-    api, _ = stack
-    built = next(BUILT_TEMPLATE.parent.glob("*/DiabetesLinearModelLayer/models/"
-                                            "diabetes-linear/1/model.onnx"))
-    original = built.read_bytes()
-    built.unlink()
-    built.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    try:
-        answer, seconds = timed(lambda: api.post("/v2/models/diabetes-linear/jobs",
-                                                 json={"size": 10}))
-    finally:
-        built.unlink()
-        built.write_bytes(original)
-    assert answer.status_code == 503, answer.text
-    assert "is not ready" in answer.json()["error"] and "sha256" in answer.json()["error"]
-    assert seconds < ANSWER_WITHIN_S
-    assert api.post(f"/v2/models/{MODEL}/jobs", json={"size": 10}).status_code == 201
