@@ -88,7 +88,10 @@ def load(port: int, model: str, clients: int, seconds: float) -> dict[str, Any]:
         await asyncio.gather(*(_client(port, request, stop, statuses) for _ in range(clients)))
 
     started = time.monotonic()
-    asyncio.run(run())
+    # In a thread of its own: the caller may already run an event loop (a test session's).
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="overload-clients")
+    thread.start()
+    thread.join()
     elapsed = time.monotonic() - started
     total = sum(statuses.values())
     return {"clients": clients, "goodput_per_s": round(statuses[200] / elapsed, 1),
