@@ -5,6 +5,8 @@ pools' grants are what is checked)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +19,24 @@ def pool(name: str, budget: WorkerBudget, workers: int, concurrency: int = 1000)
     function = SimpleNamespace(logical_id=name, timeout=3)
     return FunctionPool(SimpleNamespace(function=function), concurrency,  # type: ignore[arg-type]
                         budget=budget, workers=workers)
+
+
+def run(scenario: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run in a thread of its own (a test session may already run an event loop)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = asyncio.run(scenario)
+        except BaseException as error:  # raised again in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def test_past_the_reserved_concurrency_is_throttled_past_the_workers_waits() -> None:
@@ -47,7 +67,7 @@ def test_past_the_reserved_concurrency_is_throttled_past_the_workers_waits() -> 
             await machine.admit(late, 0.1)
         assert budget.waiting() == 0 and machine.busy == 1  # a timed-out wait holds nothing
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_the_waiting_take_turns_by_flow_so_a_burst_does_not_starve_another_model() -> None:
@@ -75,7 +95,7 @@ def test_the_waiting_take_turns_by_flow_so_a_burst_does_not_starve_another_model
         await asyncio.gather(*tasks)
         return served
 
-    served = asyncio.run(scenario())
+    served = run(scenario())
     assert served[:3] == ["a0", "b0", "a1"], served
     assert [name for name in served if name.startswith("a")] == [f"a{i}" for i in range(10)]
 
@@ -98,4 +118,4 @@ def test_a_function_at_its_share_leaves_the_rest_of_the_budget_to_others() -> No
         await asyncio.gather(*queued, return_exceptions=True)
         return {"burst": burst.busy, "other": other.busy, "waiting": budget.waiting()}
 
-    assert asyncio.run(scenario()) == {"burst": 2, "other": 1, "waiting": 0}
+    assert run(scenario()) == {"burst": 2, "other": 1, "waiting": 0}
