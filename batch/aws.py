@@ -23,10 +23,25 @@ def retry_config() -> Config:
                   connect_timeout=10, read_timeout=60)
 
 
-def client(service: str) -> Any:
-    """A client for `service` with the shared retry policy."""
-    return boto3.client(service, config=retry_config())  # type: ignore[call-overload]
+# What the jobs API (an API Gateway request, answered within its 29 s) allows a store call:
+# seconds to connect, seconds to read an answer, attempts in all. A store that does not answer
+# is then a 503 in a few seconds (batch.jobs_api.store_faults), not a 504 after 29 s.
+API_CONNECT_TIMEOUT_S = 2
+API_READ_TIMEOUT_S = 3
+API_ATTEMPTS = 2
 
 
-def resource(service: str) -> Any:
-    return boto3.resource(service, config=retry_config())  # type: ignore[call-overload]
+def api_config() -> Config:
+    """The retry policy of a call made while a client waits (the jobs API): short timeouts and
+    one retry, so that the worst case (2 x (2 + 3) s) stays far inside API Gateway's 29 s."""
+    return Config(retries={"total_max_attempts": API_ATTEMPTS, "mode": "standard"},
+                  connect_timeout=API_CONNECT_TIMEOUT_S, read_timeout=API_READ_TIMEOUT_S)
+
+
+def client(service: str, config: Config | None = None) -> Any:
+    """A client for `service` with the shared retry policy (or `config`)."""
+    return boto3.client(service, config=config or retry_config())  # type: ignore[call-overload]
+
+
+def resource(service: str, config: Config | None = None) -> Any:
+    return boto3.resource(service, config=config or retry_config())  # type: ignore[call-overload]

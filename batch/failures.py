@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-# S3's answers that no retry changes: the input or bucket is gone, or access is refused.
-PERMANENT_S3_ERRORS = ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "AccessDenied", "404", "403")
+# S3's answers that no retry changes: the input or bucket is gone, or access is refused; and
+# DynamoDB's for a jobs table that is gone (its job's record with it: nothing left to run for).
+PERMANENT_S3_ERRORS = ("NoSuchKey", "NoSuchVersion", "NoSuchBucket", "AccessDenied", "404", "403",
+                       "ResourceNotFoundException")
 
 
 class PermanentError(RuntimeError):
@@ -43,3 +45,10 @@ def is_transient(error: BaseException) -> bool:
         return error.response["Error"]["Code"] not in PERMANENT_S3_ERRORS
     return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError
                       | Terminated)
+
+
+def store_gone(error: BaseException) -> bool:
+    """Whether `error` says the jobs table or the bucket itself no longer exists (a stack torn
+    down; locally, the local S3 restarted empty): the job's record went with it."""
+    return isinstance(error, ClientError) and \
+        error.response["Error"]["Code"] in ("ResourceNotFoundException", "NoSuchBucket")

@@ -21,6 +21,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from batch.aws import resource
@@ -73,8 +74,10 @@ def _conditional_failure(error: ClientError) -> bool:
 class JobStore:
     """Reads and writes job items; every write that could race is conditional."""
 
-    def __init__(self, table_name: str) -> None:
-        self.table = resource("dynamodb").Table(table_name)
+    def __init__(self, table_name: str, config: Config | None = None) -> None:
+        """`config`: botocore's timeouts and retries (default: batch.aws.retry_config)."""
+        self.table_name = table_name
+        self.table = resource("dynamodb", config).Table(table_name)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         item = self.table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")

@@ -18,7 +18,10 @@ presigned URL, polls, downloads the outputs from presigned URLs and erases every
   stops, see batch.job), a running Batch job is terminated, every object version of the
   input and under the output prefix is deleted, then the item.
 
-Errors are model_api's typed errors (the adapter turns them into `{"error": ...}` answers).
+Errors are model_api's typed errors (the adapter turns them into `{"error": ...}` answers). A
+store that is unreachable, slow or without its table or bucket is a 503 with Retry-After that
+names it and says why (`store_faults`), within a few seconds (batch.aws.api_config), never a
+500 or API Gateway's 504.
 """
 
 from __future__ import annotations
@@ -27,15 +30,19 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from model_api.aws.invoke import Invoke, lambda_invoke
+from model_api.aws.invoked_repository import ready_event
 from model_api.catalog import Catalog
-from model_api.errors import BadRequest, NotFound, TooLarge
+from model_api.errors import BadRequest, NotFound, NotReady, TooLarge, Unavailable
 from model_api.limits import (
     JOB_MAX_OUTPUT_URLS,
     JOB_MAX_PARAMETERS_BYTES,
@@ -77,13 +84,49 @@ class JobsApiConfig:
                    retention_days=int(env("DATA_RETENTION_DAYS", "30")))
 
 
-def presigner() -> Any:
-    """An S3 client that signs URLs with SigV4 (botocore's default presign is still SigV2 for
-    S3), at the region's own endpoint (the global one redirects, which breaks the signature),
+# The stores' answers that say the table or bucket itself is missing (a stack half deleted;
+# locally, the local S3 restarted empty) and the codes of a store that is overloaded or down.
+MISSING = ("ResourceNotFoundException", "NoSuchBucket")
+OVERLOADED = ("ThrottlingException", "ProvisionedThroughputExceededException",
+              "RequestLimitExceeded", "SlowDown", "ServiceUnavailable", "InternalError",
+              "InternalServerError")
+RETRY_AFTER_S = 5
+
+
+@contextmanager
+def store_faults(settings: JobsApiConfig, table: str) -> Iterator[None]:
+    """Turn a fault of the jobs' stores (S3 bucket `settings.bucket`, DynamoDB table `table`)
+    into Unavailable (503, Retry-After) naming the store and the reason: unreachable or too
+    slow (botocore's connection and read errors), missing (MISSING), overloaded or failing
+    (OVERLOADED, any 5xx). Any other ClientError is left as it is."""
+    stores = f"the jobs' stores (DynamoDB table {table!r}, S3 bucket {settings.bucket!r})"
+    try:
+        yield
+    except BotoCoreError as error:
+        raise Unavailable(f"{stores} did not answer ({type(error).__name__}: {error}); retry "
+                          "in a few seconds", RETRY_AFTER_S) from error
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in MISSING:
+            missing = "table" if code.startswith("Resource") else "bucket"
+            raise Unavailable(f"{stores}: the {missing} is missing ({code}); the stack's stores "
+                              "must be restored (the local API sets them up again by itself)",
+                              RETRY_AFTER_S) from error
+        if code in OVERLOADED or status >= 500:
+            raise Unavailable(f"{stores} failed ({code or status}); retry in a few seconds",
+                              RETRY_AFTER_S) from error
+        raise
+
+
+def presigner(config: Config | None = None) -> Any:
+    """An S3 client (with `config`'s timeouts and retries, default batch.aws.retry_config) that
+    signs URLs with SigV4 (botocore's default presign is still SigV2 for S3), at the region's
+    own endpoint (the global one redirects, which breaks the signature),
     or at AWS_ENDPOINT_URL (the local S3) when that is set. In AWS the URL is https."""
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    config = retry_config().merge(Config(signature_version="s3v4",
-                                         s3={"addressing_style": "virtual"}))
+    config = (config or retry_config()).merge(Config(signature_version="s3v4",
+                                                     s3={"addressing_style": "virtual"}))
     if os.environ.get("AWS_ENDPOINT_URL"):
         config = config.merge(Config(s3={"addressing_style": "path"}))
         return boto3.client("s3", region_name=region, config=config)
@@ -170,19 +213,55 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
     return answer
 
 
-class JobsApi:
-    """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue."""
+# Why version `version` of `model` is not ready to run jobs, or None when it is (or when this
+# cannot be told: the job then says so itself).
+Readiness = Callable[[str, str], "str | None"]
 
-    def __init__(self, settings: JobsApiConfig, store: JobStore, s3: Any, batch: Any) -> None:
+
+def invoked_readiness(catalog: Catalog, invoke: Invoke | None = None) -> Readiness:
+    """Readiness as the model's own function answers its version's ready route (what the
+    server's readiness asks too, model_api.aws.invoked_repository): the reason of its 503 (a
+    version that failed its sha256 check, say). A function that cannot be asked refuses
+    nothing: the runner loads the model from its own image and reports itself."""
+    def reason(model: str, version: str) -> str | None:
+        nonlocal invoke
+        if invoke is None:
+            invoke = lambda_invoke()
+        try:
+            answer = invoke(catalog.function_name(model), ready_event(model, version))
+            body = json.loads(answer.get("body") or "{}")
+        except Exception as error:  # botocore's, the function's: not the model's state
+            LOG.warning("readiness of %s version %s not known: %s", model, version, error)
+            return None
+        if answer.get("statusCode") != 503:
+            return None
+        return str(body.get("error") if isinstance(body, dict) else "") or "not ready"
+    return reason
+
+
+class JobsApi:
+    """The asynchronous jobs of one stack: its bucket, jobs table and Batch queue; `ready`
+    tells a model version that is not ready (a job of it is refused at once, 503)."""
+
+    def __init__(self, settings: JobsApiConfig, store: JobStore, s3: Any, batch: Any,
+                 ready: Readiness | None = None) -> None:
         self.settings, self.store, self.s3, self.batch = settings, store, s3, batch
+        self.ready = ready
 
     # ------------------------------------------------------------------------------ create
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
-        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request."""
-        if self.settings.models.find(model) is None:
+        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request;
+        NotReady (503) for a version that is not ready (`ready`)."""
+        found = self.settings.models.find(model)
+        if found is None:
             raise NotFound(self.settings.models.unknown(model))
         request = read_job_request(body, self.settings.max_bytes)
+        wanted = version or found.current
+        why = self.ready(model, wanted) if self.ready and wanted in found.versions else None
+        if why is not None:
+            raise NotReady(f"model {model!r} version {wanted!r} is not ready, so a job of it "
+                           f"could only fail: {why}")
         job_id = issue_job_id()
         try:
             obj = parse_key(self.settings.bucket,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch import shards
-from batch.failures import Terminated, is_transient, terminated
+from batch.failures import Terminated, is_transient, store_gone, terminated
 from batch.job import CHUNK_BYTES, JobConfig, run_job
 from batch.jobs import JobErased
 from batch.submit import PERMANENT_EXIT
@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobErased:
         return PERMANENT_EXIT  # nothing to retry: the job is gone
     except (Exception, Terminated) as error:
+        if store_gone(error):  # the jobs table or bucket is gone, the job's record with it
+            LOG.error("job %s: %s; nothing left to run for (not retried)", config.job_id, error)
+            return PERMANENT_EXIT
         transient = is_transient(error)
         LOG.exception("job %s failed (%s)", config.job_id,
                       "a retry may succeed" if transient else "permanent")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,8 +27,10 @@ from local_api.background import PROJECT_ROOT
 from local_api.capture import CAPTURE_DIR, capture_environment, runner_capture_environment
 from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
+from local_api.logs import LOG_DIR, FunctionLogs
 from local_api.template import TemplateSpec, default_template_path, load_template, root_api_only
 from local_api.worker import (
+    ACCOUNT_CONCURRENCY,
     IDLE_TIMEOUT_S,
     MAX_LIVE_WORKERS,
     MAX_WORKERS,
@@ -63,9 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None,
                        help="require this x-api-key on every route (as the deployed API does)")
     serve.add_argument("--max-workers", type=int, default=MAX_WORKERS,
-                       help="the local account's concurrency limit per function (worker "
-                            "processes); past it an invocation is throttled, as in Lambda "
-                            "(default %(default)s)")
+                       help="this machine's worker processes busy at once per function; past "
+                            "it a request waits for one, in its turn, within API Gateway's "
+                            "timeout (default %(default)s)")
+    serve.add_argument("--account-concurrency", type=int, default=ACCOUNT_CONCURRENCY,
+                       help="Lambda's concurrency limit of a function without reserved "
+                            "concurrency (the account's); past it, or past a function's "
+                            "ReservedConcurrentExecutions, a request is throttled as Lambda "
+                            "throttles it (default %(default)s)")
     serve.add_argument("--max-live-workers", type=int, default=MAX_LIVE_WORKERS,
                        help="workers alive at once over every function: to start one more, the "
                             "idle worker unused longest is stopped (memory stays bounded with "
@@ -79,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S,
                        help="seconds an idle worker is kept before it is stopped "
                             "(default %(default)s)")
+    serve.add_argument("--function-logs", default="quiet", choices=("quiet", "all"),
+                       help="quiet (default): the lines every invocation writes (START/END/"
+                            "REPORT, metrics, INFO records) go only to "
+                            f"{LOG_DIR.relative_to(PROJECT_ROOT)}/<function>.log, every other "
+                            "line to the output too; all: every line to the output too")
     serve.add_argument("--no-batch", dest="batch", action="store_false",
                        help="do not start the batch path's local AWS (S3, DynamoDB, "
                             "EventBridge on moto) for the asynchronous jobs routes")
@@ -131,6 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     local_lambda = LocalLambda.create(args.host, args.port)
     os.environ.update(runner_capture_environment(args.capture, args.capture_dir))
     with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+        local_lambda = dataclasses.replace(local_lambda, other_key_ids=tuple(
+            {found["AWS_ACCESS_KEY_ID"] for found in overrides.values()
+             if "AWS_ACCESS_KEY_ID" in found}))
         given = {**local_lambda.environment(),
                  **capture_environment(args.capture, args.capture_dir)}
         sandboxes = sandbox.prepare(spec.functions.values(), state, sandbox.default_region(),
@@ -139,7 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
         api = LocalApi(spec, sandboxes, LocalApiOptions(args.api_key, args.integration_timeout,
                                                  args.max_workers, args.idle_timeout,
                                                  args.max_live_workers, local_lambda,
-                                                 args.read_timeout))
+                                                 args.read_timeout, args.account_concurrency,
+                                                 FunctionLogs(LOG_DIR,
+                                                              args.function_logs == "quiet")))
         key = "x-api-key required" if args.api_key else "no API key required"
         print(f"Serving http://{args.host}:{args.port}  ({spec.template_path}, stage "
               f"{spec.stage_name}, {key}; ready in {time.perf_counter() - started:.1f} s)\n"

@@ -26,11 +26,11 @@ DEFAULTS: dict[str, tuple[int, str]] = {
     "REQUEST_TOO_LARGE": (413, "Request Too Long"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported Media Type"),
     # A Lambda proxy function error or malformed answer is a 502 (the documented default of the
-    # type, 504, is not what a Lambda integration answers).
+    # type, 504, is not what a Lambda integration answers). Lambda's throttle (its 429) is this
+    # type too, 500 where the template does not set a status (GatewayError.status;
+    # docs/architecture.md, "Overload").
     "INTEGRATION_FAILURE": (502, "Internal server error"),
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
-    # Also what a client gets when Lambda throttles the function (429 from Lambda): API Gateway
-    # answers 500, not 429, behind a Lambda proxy integration (docs/architecture.md, "Overload").
     "API_CONFIGURATION_ERROR": (500, "Internal server error"),
 }
 _BUILT_IN_TEMPLATE = '{"message":$context.error.messageString}'
@@ -40,10 +40,12 @@ _VARIABLE = re.compile(r"\$(?:context((?:\.[A-Za-z_]\w*)+)|\{context((?:\.[A-Za-
 class GatewayError(Exception):
     """API Gateway answers this request itself, with the gateway response `response_type`."""
 
-    def __init__(self, response_type: str, detail: str = "") -> None:
+    def __init__(self, response_type: str, detail: str = "", status: int | None = None) -> None:
         super().__init__(f"{response_type}{': ' + detail if detail else ''}")
         self.response_type = response_type
         self.detail = detail  # for the local log only, never in the answer
+        # API Gateway's status for this case where the template sets none (else the type's)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ def render_template(template: str, variables: dict[str, str]) -> str:
 
 
 def render(responses: GatewayResponses, response_type: str,
-           context: dict[str, str]) -> GatewayAnswer:
+           context: dict[str, str], status: int | None = None) -> GatewayAnswer:
     """The answer API Gateway gives for `response_type`; context holds the $context variables
-    of the request (httpMethod, path, stage, requestId, resourcePath...)."""
+    of the request (httpMethod, path, stage, requestId, resourcePath...); `status`, where given,
+    is API Gateway's own status for the case when the template sets none."""
     default_status, message = DEFAULTS[response_type]
+    default_status = status or default_status
     fallback = responses.get("DEFAULT_4XX" if default_status < 500 else "DEFAULT_5XX") or {}
     own = responses.get(response_type)
     chosen = own if own is not None else fallback

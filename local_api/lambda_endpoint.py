@@ -50,6 +50,9 @@ class LocalLambda:
     url: str
     access_key_id: str
     secret_access_key: str
+    # Other key ids of this process's functions: the batch functions sign with the local
+    # stack's (local_api.batch.stack), which is local too.
+    other_key_ids: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, host: str, port: int) -> LocalLambda:
@@ -67,7 +70,8 @@ class LocalLambda:
 
     def check_caller(self, authorization: str | None) -> None:
         """LambdaError 403 unless the request is signed with this process's access key id."""
-        if f"Credential={self.access_key_id}/" not in (authorization or ""):
+        if not any(f"Credential={key}/" in (authorization or "")
+                   for key in (self.access_key_id, *self.other_key_ids)):
             raise LambdaError(403, "UnrecognizedClientException",
                               "The security token included in the request is invalid: only "
                               "the functions of this local API may invoke its functions")

@@ -31,15 +31,18 @@ from starlette.routing import request_response
 from local_api import codings, events, gateway, lambda_endpoint
 from local_api.http11 import READ_TIMEOUT_S, FramingProtocol
 from local_api.lambda_endpoint import LocalLambda
+from local_api.logs import FunctionLogs
 from local_api.routes import RouteTable
 from local_api.sandbox import Sandbox
 from local_api.template import TemplateSpec
 from local_api.worker import (
+    ACCOUNT_CONCURRENCY,
     IDLE_TIMEOUT_S,
     MAX_LIVE_WORKERS,
     MAX_WORKERS,
     FunctionError,
     FunctionPool,
+    NoWorker,
     RequestTooLarge,
     Reservation,
     Throttled,
@@ -59,16 +62,18 @@ DRAIN_TIMEOUT_S = 10.0
 
 
 def _concurrency(box: Sandbox, settings: LocalApiOptions) -> int:
-    """A function's concurrency limit: its reserved concurrency, within the local account's."""
+    """A function's concurrency limit, Lambda's: its reserved concurrency, else the account's."""
     reserved = box.function.reserved_concurrency
-    return settings.max_workers if reserved is None else min(reserved, settings.max_workers)
+    return settings.account_concurrency if reserved is None else \
+        min(reserved, settings.account_concurrency)
 
 
 @dataclass(frozen=True)
 class LocalApiOptions:
     """How the local API serves: its API key (None: none asked), API Gateway's integration
-    timeout, the local account's concurrency and its workers' idle time, and whether it offers
-    Lambda's Invoke API for the functions themselves."""
+    timeout, this machine's workers per function (`max_workers`) and in all, their idle time,
+    the account's concurrency limit (Lambda's, which throttles), and whether it offers Lambda's
+    Invoke API for the functions themselves."""
 
     api_key: str | None = None
     integration_timeout: float = gateway.INTEGRATION_TIMEOUT_S
@@ -79,6 +84,10 @@ class LocalApiOptions:
     local_lambda: LocalLambda | None = None
     # Seconds without a byte in the middle of a request before it is answered 408 (http11).
     read_timeout: float = READ_TIMEOUT_S
+    # Lambda's concurrency limit of a function without reserved concurrency (the account's).
+    account_concurrency: int = ACCOUNT_CONCURRENCY
+    # Where the functions' log lines go (local_api.logs); default: all of them to stderr.
+    function_logs: FunctionLogs = dataclasses.field(default_factory=FunctionLogs)
 
 
 class ClientGone(Exception):
@@ -152,7 +161,7 @@ class LocalApi:
         self.budget = WorkerBudget(settings.max_live_workers)
         self.pools = {
             name: FunctionPool(sandbox, _concurrency(sandbox, settings), settings.idle_timeout,
-                               self.budget)
+                               self.budget, settings.max_workers, settings.function_logs)
             for name, sandbox in sandboxes.items()}
         # Invocations still running after API Gateway stopped waiting for them (they run on, as
         # in Lambda); kept so that they are not garbage-collected and their errors are read.
@@ -192,16 +201,20 @@ class LocalApi:
                      'not invoked (%s)', http.source_ip, http.method, http.path, served[-1])
             return Response(b"", 400, headers={"connection": "close"})
         except gateway.GatewayError as error:
-            LOG.warning("%s %s: %s", http.method, http.path, error)
-            rendered = gateway.render(self.spec.gateway_responses, error.response_type, context)
+            rendered = gateway.render(self.spec.gateway_responses, error.response_type, context,
+                                      error.status)
             response = Response(rendered.body, rendered.status)
             headers = rendered.headers
             if not await body.drain():
                 headers = [*headers, ("Connection", "close")]
+            refused = f": {error}"  # in the request's one log line, never a line of its own
+        else:
+            refused = ""
         response.raw_headers += [(name.lower().encode("latin-1"), value.encode("latin-1"))
                                  for name, value in [*headers, ("x-amzn-RequestId", request_id)]]
-        LOG.info('%s "%s %s" %d %.1f ms (%s)', http.source_ip, http.method, http.path,
-                 response.status_code, (time.perf_counter() - started) * 1000, served[-1])
+        LOG.info('%s "%s %s" %d %.1f ms (%s)%s', http.source_ip, http.method, http.path,
+                 response.status_code, (time.perf_counter() - started) * 1000, served[-1],
+                 refused)
         return response
 
     async def invoke_api(self, request: Request, name: str, local: LocalLambda) -> Response:
@@ -224,7 +237,7 @@ class LocalApi:
             except RequestTooLarge as error:
                 raise lambda_endpoint.LambdaError(
                     413, "RequestEntityTooLargeException", str(error)) from None
-            except Throttled as error:
+            except (Throttled, NoWorker) as error:
                 raise lambda_endpoint.LambdaError(
                     429, "TooManyRequestsException", f"Rate Exceeded: {error}") from None
             LOG.info("Lambda Invoke %s (%s)", function.logical_id, "error" if
@@ -257,15 +270,26 @@ class LocalApi:
             raise gateway.GatewayError("INVALID_API_KEY", "missing or wrong x-api-key")
         served.append(match.route.function_id)
         pool = self.pools[match.route.function_id]
-        # The unit of concurrency is taken before the body is read, so that a burst holds at
-        # most the function's concurrency in bodies: the rest is refused and drained.
+        # Lambda's concurrency limit first: past it the request is throttled at once, and API
+        # Gateway answers its INTEGRATION_FAILURE response (docs/architecture.md, "Overload").
         try:
             reservation = pool.reserve()
         except Throttled as error:
             raise gateway.GatewayError(
-                "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}") from None
+                "INTEGRATION_FAILURE", f"Lambda throttled the invocation: {error}",
+                status=500) from None
         handed_over = False
         try:
+            # Then one of this machine's workers, before the body is read: a burst holds at most
+            # the workers' count of bodies, the others wait in their socket. The wait (the
+            # model's turn among the function's flows) counts in API Gateway's timeout.
+            waited = time.monotonic()
+            try:
+                await pool.admit(reservation, self.settings.integration_timeout,
+                                 match.path_parameters.get("model", ""))
+            except NoWorker as error:
+                raise gateway.GatewayError("INTEGRATION_TIMEOUT", str(error)) from None
+            waited = time.monotonic() - waited
             raw = await body.read()
             try:
                 decoded = codings.decode(raw, http.header("content-encoding"),
@@ -286,7 +310,8 @@ class LocalApi:
             # From here the invocation owns the unit: it gives it back when it ends, even after
             # API Gateway stopped waiting for it.
             handed_over = True
-            answer = await self._integrate(pool, reservation, event, context["requestId"])
+            answer = await self._integrate(pool, reservation, event, context["requestId"],
+                                           self.settings.integration_timeout - waited)
         finally:
             if not handed_over:
                 pool.release(reservation)
@@ -308,14 +333,15 @@ class LocalApi:
                                  codings.encode(answer.body, coding))
 
     async def _integrate(self, pool: FunctionPool, reservation: Reservation,
-                         event: dict[str, Any], request_id: str) -> events.HttpAnswer:
+                         event: dict[str, Any], request_id: str,
+                         timeout: float) -> events.HttpAnswer:
         """The Lambda proxy integration: invoke, then turn the answer into HTTP. API Gateway's
-        timeout answers the client, and the invocation runs on to its end (or to the function's
-        own Timeout), holding its unit of concurrency, as in Lambda."""
+        timeout (what is left of it after the wait for a worker: `timeout`) answers the client,
+        and the invocation runs on to its end (or to the function's own Timeout), holding its
+        unit of concurrency, as in Lambda."""
         invocation = asyncio.ensure_future(pool.run(reservation, event, request_id))
         try:
-            answer_json = await asyncio.wait_for(asyncio.shield(invocation),
-                                                 self.settings.integration_timeout)
+            answer_json = await asyncio.wait_for(asyncio.shield(invocation), max(timeout, 0.0))
             return events.to_http(answer_json, self.spec.binary_media_types)
         except TimeoutError:
             self._detached.add(invocation)
@@ -326,9 +352,6 @@ class LocalApi:
                 "runs on") from None
         except RequestTooLarge as error:
             raise gateway.GatewayError("REQUEST_TOO_LARGE", f"Lambda: {error}") from None
-        except Throttled as error:  # no worker could start: the live worker limit, all busy
-            raise gateway.GatewayError(
-                "API_CONFIGURATION_ERROR", f"Lambda throttled the invocation: {error}") from None
         except FunctionError as error:
             raise gateway.GatewayError("INTEGRATION_FAILURE", f"function error {error}") from None
         except events.MalformedAnswer as error:

@@ -1,9 +1,18 @@
 """Run a function as Lambda does: worker processes, one invocation at a time each.
 
 A `FunctionPool` keeps a function's warm workers (processes running local_api/bootstrap.py with
-the function's sys.path and environment). An invocation takes an idle worker or starts a new
-one (a cold start, logged) while the function is under its concurrency limit; past it the
-invocation is throttled at once, never queued, as Lambda does (docs/architecture.md, "Overload").
+the function's sys.path and environment). Two limits apply, and they are told apart
+(docs/architecture.md, "Overload"):
+
+- the function's concurrency limit, Lambda's: its reserved concurrency, else the account's
+  (1,000 by default). One invocation more is throttled at once, never queued, as Lambda does
+  (`Throttled`, Lambda's TooManyRequestsException);
+- this machine's worker budget (`WorkerBudget`): at most `--max-workers` workers busy per
+  function and `--max-live-workers` alive over every function. An invocation past it waits for
+  a worker, in its turn (round robin over functions, and over models within a function), for at
+  most the time its caller gives it (API Gateway's 29 s): AWS would have run it at once on
+  another execution environment, so it is served late rather than refused.
+
 Lambda's own limits apply here: the 6 MB request and response payloads, the function's Timeout
 (the worker is killed, as Lambda resets the sandbox), an init or handler failure is the
 invocation's error document, and idle workers are stopped after a while.
@@ -18,9 +27,11 @@ import logging
 import sys
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+from local_api.logs import FunctionLogs
 from local_api.sandbox import Sandbox
 
 LOG = logging.getLogger(__name__)
@@ -31,8 +42,11 @@ REQUEST_LIMIT = 6 * 1024 * 1024
 RESPONSE_LIMIT = 6 * 1024 * 1024 + 100
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on a function's init phase
 STOP_GRACE_S = 2.0
-# The local account's concurrency limit per function (Lambda's is 1,000 per account and Region
-# by default, far past what one machine's memory holds: a worker is ~100 MB with a model).
+# Lambda's concurrency limit of an account per Region by default: what a function without
+# reserved concurrency may run at once before Lambda throttles it.
+ACCOUNT_CONCURRENCY = 1000
+# This machine's workers busy at once per function (a worker is ~100 MB with a model, far from
+# Lambda's 1,000): past it an invocation waits for one of them (see WorkerBudget).
 MAX_WORKERS = 4
 # Seconds an idle worker is kept. Lambda reclaims idle execution environments after a period it
 # does not publish (minutes); five minutes keeps a working session warm and frees memory after.
@@ -41,7 +55,6 @@ IDLE_TIMEOUT_S = 300.0
 # hundreds of models holds at most this many in memory (~60-150 MB each), however many models
 # its requests touch; see WorkerBudget.
 MAX_LIVE_WORKERS = 16
-BUDGET_POLL_S = 0.05  # how often a start waiting for room looks for an idle worker again
 # The pipe must hold an answer over the response limit, so that it can be refused as Lambda does.
 _READ_LIMIT = 4 * RESPONSE_LIMIT
 
@@ -58,17 +71,17 @@ class RequestTooLarge(Exception):
     """Lambda refused the event itself (RequestEntityTooLargeException): the function never ran."""
 
 
-async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path) -> None:
+async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path | None,
+                       logs: FunctionLogs, function: str) -> None:
     """A worker's log output (its stdout and stderr, as CloudWatch Logs would hold them) passed
-    on to this process's stderr, but for data capture's lines (model_api.capture.record.
-    LINE_PREFIX), which go to the local capture store instead, one object per line: what the
-    deployed model function's log subscription to Firehose does (model_api.aws.capture). Ends
-    at the worker's end of output."""
+    on whole line by whole line to `logs` (local_api.logs), but for data capture's lines
+    (model_api.capture.record.LINE_PREFIX) when `capture_dir` is set, which go to the local
+    capture store instead, one object per line: what the deployed model function's log
+    subscription to Firehose does (model_api.aws.capture). Ends at the worker's end of output."""
     from model_api.capture.record import LINE_PREFIX
     from model_api.capture.store import FolderStore, object_key
 
-    store = FolderStore(capture_dir)
-    out = sys.stderr.buffer
+    store = FolderStore(capture_dir) if capture_dir is not None else None
     while True:
         try:
             line = await stream.readline()
@@ -76,14 +89,13 @@ async def forward_logs(stream: asyncio.StreamReader, capture_dir: Path) -> None:
             continue
         if not line:
             return
-        if line.startswith(LINE_PREFIX):
+        if store is not None and line.startswith(LINE_PREFIX):
             try:
                 store.put(object_key(json.loads(line)["model"]), line)
             except (OSError, ValueError, KeyError) as error:
                 LOG.error("capture: a record line was not stored (%s)", type(error).__name__)
             continue
-        out.write(line)
-        out.flush()
+        logs.write(function, line)
 
 
 class Worker:
@@ -99,19 +111,21 @@ class Worker:
         return self.process.returncode is None
 
     @classmethod
-    async def start(cls, sandbox: Sandbox, name: str) -> Worker:
-        """Start the process and wait for its init; a failed init is a FunctionError."""
+    async def start(cls, sandbox: Sandbox, name: str, logs: FunctionLogs | None = None
+                    ) -> Worker:
+        """Start the process and wait for its init; a failed init is a FunctionError. Its log
+        output goes to `logs` (default: all of it to stderr), whole lines only."""
         config = json.dumps({"python_path": list(sandbox.python_path)})
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-I", "-S", "-u", str(BOOTSTRAP), config,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE if sandbox.capture_dir else None,
-            env=sandbox.environment, limit=_READ_LIMIT)
+            stderr=asyncio.subprocess.PIPE, env=sandbox.environment, limit=_READ_LIMIT)
         worker = cls(process, name)
-        if sandbox.capture_dir is not None and process.stderr is not None:
-            worker.logs = asyncio.get_running_loop().create_task(
-                forward_logs(process.stderr, sandbox.capture_dir))
+        if process.stderr is not None:
+            worker.logs = asyncio.get_running_loop().create_task(forward_logs(
+                process.stderr, sandbox.capture_dir, logs or FunctionLogs(),
+                sandbox.function.logical_id))
         try:
             ready = await worker._read(INIT_TIMEOUT_S, "init")
         except BaseException:
@@ -200,49 +214,132 @@ class Throttled(Exception):
     TooManyRequestsException, status 429). A synchronous invocation is never queued."""
 
 
+class NoWorker(Exception):
+    """No worker of this machine came free within the time the caller gave the invocation
+    (the local worker budget, not a limit of Lambda's): it never ran."""
+
+
 class Reservation:
     """One unit of a function's concurrency, held from the moment API Gateway has a request for
-    the function until its invocation ends (or it is given back unused)."""
+    the function until its invocation ends (or it is given back unused); `granted` once it also
+    holds one of this machine's workers (WorkerBudget)."""
 
     def __init__(self, pool: FunctionPool) -> None:
         self.pool = pool
         self.released = False
+        self.granted = False
 
 
 class WorkerBudget:
-    """At most `limit` workers alive over every pool that shares it. To start one more, the
-    least recently used idle worker of any function is stopped first (Lambda reclaims idle
-    execution environments too); when every live worker is busy, the start waits for one to
-    come free, up to the function's timeout, then is `Throttled` (Lambda's account-wide
-    concurrency limit). Memory is then bounded by `limit` workers, not by the functions the
-    template declares."""
+    """This machine's workers, shared by every pool: at most `limit` busy (and alive) over
+    every function, at most a pool's `workers` busy for that function.
+
+    An invocation that finds no room waits for its turn instead of failing: whenever a worker
+    comes free, it goes to the flow (a function, or one model of a function that serves several,
+    such as the root API's server function) that has waited for a turn longest among those under
+    their function's share, so that one model's burst queues behind itself and never starves
+    another model (fair queuing, one request per turn). To start one more worker when `limit`
+    are alive, the least recently used idle worker of any function is stopped first (Lambda
+    reclaims idle execution environments too). A function's share below `limit` also keeps a
+    function that invokes another (the server function, the model functions) from holding every
+    worker while it waits for them."""
 
     def __init__(self, limit: int = MAX_LIVE_WORKERS) -> None:
         if limit < 1:
             raise ValueError("the live worker limit must be at least 1")
         self.limit = limit
         self.pools: list[FunctionPool] = []
+        self.busy = 0  # invocations that hold a worker (or are starting one)
         self.starting = 0  # workers being started (counted before they are up)
         self.evicted = 0  # idle workers stopped to make room, since the start
+        # Waiting invocations per flow (pool, key); the dict's order is the flows' turn order.
+        self._waiting: dict[tuple[FunctionPool, str], deque[asyncio.Future[None]]] = {}
 
     def live(self) -> int:
         return self.starting + sum(pool.alive for pool in self.pools)
 
-    async def make_room(self, wait_s: float) -> None:
-        """Until one more worker fits: stop the idle worker that has waited longest, or wait
-        (at most `wait_s` seconds) for a busy one to come free; Throttled past that. The
-        caller then counts its start in `starting`."""
-        deadline = time.monotonic() + wait_s
+    def waiting(self) -> int:
+        """Invocations waiting for a worker, over every function."""
+        return sum(len(queue) for queue in self._waiting.values())
+
+    def _fits(self, pool: FunctionPool) -> bool:
+        return self.busy < self.limit and pool.busy < pool.workers
+
+    def _take(self, pool: FunctionPool) -> None:
+        self.busy += 1
+        pool.busy += 1
+
+    async def acquire(self, pool: FunctionPool, flow: str, timeout: float) -> None:
+        """Hold one worker of `pool`'s, now or in the flow's turn; NoWorker after `timeout`
+        seconds without one. Nobody waits while there is room (every release hands room over at
+        once), so a request that fits is never put behind the queue."""
+        if self._fits(pool):
+            self._take(pool)
+            return
+        key = (pool, flow)
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, deque()).append(granted)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(granted)
+        except BaseException as error:
+            if granted.done() and not granted.cancelled():
+                self.release(pool)  # it came just as the caller gave up: pass it on
+            else:
+                granted.cancel()
+                self._discard(key, granted)
+            if isinstance(error, TimeoutError):
+                raise NoWorker(f"no worker of this machine came free for "
+                               f"{pool.sandbox.function.logical_id} within {timeout:g} s "
+                               f"({pool.workers} per function, {self.limit} in all: python -m "
+                               "local_api serve --max-workers / --max-live-workers)") from None
+            raise
+
+    def release(self, pool: FunctionPool) -> None:
+        """Give back a worker held by `pool` and hand the room to the next flow in turn."""
+        self.busy -= 1
+        pool.busy -= 1
+        self._dispatch()
+
+    def _discard(self, key: tuple[FunctionPool, str], granted: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(key)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(granted)
+            if not queue:
+                del self._waiting[key]
+
+    def _dispatch(self) -> None:
+        """While there is room: the first flow in turn order whose function is under its share
+        gets a worker for its oldest request, and goes to the back of the order."""
+        while self.busy < self.limit and self._waiting:
+            for key in list(self._waiting):
+                queue = self._waiting.pop(key)
+                while queue and queue[0].done():
+                    queue.popleft()
+                if not queue:
+                    continue
+                if key[0].busy >= key[0].workers:
+                    self._waiting[key] = queue  # its function is at its share: keeps its turn
+                    continue
+                granted = queue.popleft()
+                if queue:
+                    self._waiting[key] = queue  # to the back of the turn order
+                self._take(key[0])
+                granted.set_result(None)
+                break
+            else:
+                return
+
+    async def make_room(self) -> None:
+        """Before a worker starts: while `limit` are alive, stop the idle worker that has
+        waited longest. There is always one: busy workers and starts are at most `limit`, this
+        start among them. The caller then counts its start in `starting`."""
         while self.live() >= self.limit:
             waiting = [(since, index) for index, pool in enumerate(self.pools)
                        if (since := pool.oldest_idle()) is not None]
             if not waiting:
-                if time.monotonic() >= deadline:
-                    raise Throttled(f"all {self.limit} live workers of the local API stayed "
-                                    f"busy for {wait_s:g} s (python -m local_api serve "
-                                    "--max-live-workers)")
-                await asyncio.sleep(BUDGET_POLL_S)
-                continue
+                return
             pool = self.pools[min(waiting)[1]]
             self.evicted += 1
             LOG.info("stopping an idle %s worker: the local API holds at most %d workers",
@@ -253,25 +350,28 @@ class WorkerBudget:
 class FunctionPool:
     """A function's execution environments (workers) under Lambda's concurrency rules.
 
-    - At most `concurrency` invocations run at once (the function's reserved concurrency, or
-      the account's limit); one more is refused at once with `Throttled`, never queued, so what
-      waits for a worker is bounded.
+    - At most `concurrency` invocations at once (the function's reserved concurrency, or the
+      account's limit); one more is refused at once with `Throttled`, never queued.
+    - At most `workers` of them hold a worker of this machine at once (and, with the shared
+      `budget`, at most its limit over every function): the others wait for theirs in turn
+      (WorkerBudget), bounded by their caller's time.
     - An invocation runs to its end or to the function's Timeout, whoever stopped waiting for it.
     - A worker idle for `idle_timeout` seconds is stopped (Lambda reclaims idle environments).
-    - Workers start on the function's first invocation, never before; with a `budget` shared by
-      every pool, at most its limit are alive over all functions (WorkerBudget).
+    - Workers start on the function's first invocation, never before.
     """
 
-    def __init__(self, sandbox: Sandbox, concurrency: int = MAX_WORKERS,
-                 idle_timeout: float = IDLE_TIMEOUT_S, budget: WorkerBudget | None = None
-                 ) -> None:
+    def __init__(self, sandbox: Sandbox, concurrency: int = ACCOUNT_CONCURRENCY,
+                 idle_timeout: float = IDLE_TIMEOUT_S, budget: WorkerBudget | None = None,
+                 workers: int = MAX_WORKERS, logs: FunctionLogs | None = None) -> None:
         self.sandbox = sandbox
-        self.budget = budget
-        if budget is not None:
-            budget.pools.append(self)
+        self.logs = logs or FunctionLogs()  # where its workers' log lines go
+        self.budget = budget if budget is not None else WorkerBudget()
+        self.budget.pools.append(self)
         self.concurrency = concurrency
+        self.workers = max(1, min(workers, concurrency))
         self.idle_timeout = idle_timeout
-        self.running = 0
+        self.running = 0  # units of concurrency held (invocations admitted by Lambda)
+        self.busy = 0  # of them, those holding a worker (WorkerBudget)
         self.started = 0  # workers started (cold starts) since the pool was made
         self._idle: list[tuple[Worker, float]] = []  # with the time each came free
         self._all: set[Worker] = set()
@@ -304,21 +404,34 @@ class FunctionPool:
         self.running += 1
         return Reservation(self)
 
+    async def admit(self, reservation: Reservation, timeout: float, flow: str = "") -> None:
+        """Wait (at most `timeout` s) for one of this machine's workers for the reservation's
+        invocation, in the turn of `flow` (a model's name where the function serves several);
+        NoWorker past it. Nothing to do when it already holds one."""
+        if not reservation.granted:
+            await self.budget.acquire(self, flow, timeout)
+            reservation.granted = True
+
     def release(self, reservation: Reservation) -> None:
-        """Give back a unit of concurrency (once; later calls do nothing)."""
+        """Give back a unit of concurrency and its worker (once; later calls do nothing)."""
+        if reservation.granted:
+            reservation.granted = False
+            self.budget.release(self)
         if not reservation.released:
             reservation.released = True
             self.running -= 1
 
     async def run(self, reservation: Reservation, event: dict[str, Any],
                   request_id: str | None = None) -> str:
-        """Run one event on an idle worker or a new one; the handler's answer as JSON. The
-        reservation is released when the invocation ends, however it ends."""
+        """Run one event on an idle worker or a new one; the handler's answer as JSON. Waits
+        for a worker first (at most the function's Timeout) unless admit() already got one.
+        The reservation is released when the invocation ends, however it ends."""
         try:
             event_json = json.dumps(event)
             size = len(event_json.encode())
             if size > REQUEST_LIMIT:
                 raise RequestTooLarge(f"{size} bytes > {REQUEST_LIMIT}")
+            await self.admit(reservation, self.sandbox.function.timeout)
             self._start_reaper()
             worker = self._take_idle() or await self._start()
             try:
@@ -346,16 +459,15 @@ class FunctionPool:
         return None
 
     async def _start(self) -> Worker:
-        if self.budget is not None:
-            await self.budget.make_room(self.sandbox.function.timeout)
-            self.budget.starting += 1
+        await self.budget.make_room()
+        self.budget.starting += 1
         try:
             self.started += 1
             worker = await Worker.start(
-                self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}")
+                self.sandbox, f"{self.sandbox.function.logical_id} worker {self.started}",
+                self.logs)
         finally:
-            if self.budget is not None:
-                self.budget.starting -= 1
+            self.budget.starting -= 1
         self._all.add(worker)
         return worker
 

@@ -29,20 +29,24 @@ from model_api.aws.lambda_adapter import (
 from model_api.errors import BadRequest
 from model_api.routes import BATCH_JOBS
 
-from batch.aws import client
+from batch.aws import api_config, client
 from batch.jobs import JobStore
-from batch.jobs_api import JobsApi, JobsApiConfig, presigner
+from batch.jobs_api import JobsApi, JobsApiConfig, invoked_readiness, presigner, store_faults
 
 tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table calls show in X-Ray
 app = answer_errors(RestApiResolver())
 settings = JobsApiConfig.from_environment()
-jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"]), presigner(),
-               client("batch"))
+# Short timeouts and one retry: a client is waiting (batch.aws.api_config).
+jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"], api_config()),
+               presigner(api_config()), client("batch", api_config()),
+               invoked_readiness(settings.models))
 
 
 @tracer.capture_method(capture_response=False)
 def create_job(model: str, version: str | None = None) -> Response:
-    return json_response(201, jobs.create(model, version, raw_body(app.current_event.raw_event)))
+    with store_faults(settings, jobs.store.table_name):
+        return json_response(201, jobs.create(model, version,
+                                              raw_body(app.current_event.raw_event)))
 
 
 @tracer.capture_method(capture_response=False)
@@ -50,12 +54,14 @@ def get_job(job_id: str, model: str | None = None) -> Response:
     start = app.current_event.get_query_string_value("start", "0") or "0"
     if not start.isdigit():
         raise BadRequest(f"start={start!r}: expected the index of the first output (0, 1, ...)")
-    return json_response(200, jobs.describe(job_id, model, int(start)))
+    with store_faults(settings, jobs.store.table_name):
+        return json_response(200, jobs.describe(job_id, model, int(start)))
 
 
 @tracer.capture_method(capture_response=False)
 def delete_job(job_id: str, model: str | None = None) -> Response:
-    return json_response(200, jobs.erase(job_id, model))
+    with store_faults(settings, jobs.store.table_name):
+        return json_response(200, jobs.erase(job_id, model))
 
 
 bind_routes(app, BATCH_JOBS, {"create_job": create_job, "get_job": get_job,

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from batch.aws import client
+from batch.aws import api_config, client
 from batch.keys import INPUT_PREFIX
 from batch.models import registry_path
 from local_api.batch.loop import (
@@ -43,6 +43,7 @@ from local_api.batch.loop import (
     load_handler,
     trigger_environment,
 )
+from local_api.logs import forward_in_thread
 from model_registry.registry import PROJECT
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ BATCH_FUNCTION_VARIABLE = "JOBS_TABLE"
 class LocalStack:
     """The local S3/DynamoDB/EventBridge/SQS and the EventBridge -> trigger delivery."""
 
+    _port = 0
+    _queue_url = ""
+
     def __init__(self, models_dir: Path = PROJECT.models_dir,
                  registry: Path | None = None, bucket: str = BUCKET, table: str = TABLE) -> None:
         self.models_dir, self.registry = models_dir.resolve(), registry or registry_path()
@@ -68,27 +72,36 @@ class LocalStack:
         self._trigger: ModuleType | None = None
 
     # ------------------------------------------------------------------------ life cycle
-    def start(self) -> LocalStack:
-        from local_api.background import free_port, wait_until_answering
+    def _launch(self, port: int) -> None:
+        """The local S3 process on `port`, once it answers."""
+        from local_api.background import wait_until_answering
 
-        port = free_port()
         self._server = subprocess.Popen(
             [sys.executable, "-m", "local_api.batch.s3", "--host", HOST, "--port", str(port),
              "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
-            start_new_session=True)  # a Ctrl-C stops the API first, then it stops this
+            start_new_session=True,  # a Ctrl-C stops the API first, then it stops this
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # whole lines (local_api.logs)
+        forward_in_thread(self._server.stdout, "local-s3-log")
         wait_until_answering(port, self._server, "/moto-api/")
+
+    def start(self) -> LocalStack:
+        from local_api.background import free_port
+
+        port = free_port()
+        self._port = port
+        self._launch(port)
         self.endpoint = f"http://{HOST}:{port}"
         os.environ.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION})
         os.environ.pop("AWS_PROFILE", None)
-        queue_url = self._create()
+        self._queue_url = self._create()
         os.environ.update(trigger_environment(self.models_dir, self.bucket, self.table,
                                               self.registry))
         self._trigger = load_handler("batch_trigger")
-        self._thread = threading.Thread(target=self._deliver, args=(queue_url,),
-                                        name="eventbridge-to-trigger", daemon=True)
+        self._thread = threading.Thread(target=self._deliver, name="eventbridge-to-trigger",
+                                        daemon=True)
         self._thread.start()
         LOG.info("local S3, DynamoDB, EventBridge at %s: bucket %s, jobs table %s",
                  self.endpoint, self.bucket, self.table)
@@ -131,8 +144,11 @@ class LocalStack:
         s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
             NotificationConfiguration={"EventBridgeConfiguration": {}})
+        # A message taken by a receive whose caller is gone (one the local S3 answers late,
+        # after it was stopped) is hidden this long: kept short, so the event is delivered
+        # again within seconds (the trigger takes well under one).
         queue_url = sqs.create_queue(QueueName=QUEUE,
-                                     Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+                                     Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"]
                                              )["Attributes"]["QueueArn"]
         # The pattern of the template's BatchTriggerFunction ObjectCreated rule.
@@ -143,22 +159,56 @@ class LocalStack:
         events.put_targets(Rule=RULE, Targets=[{"Id": "trigger", "Arn": queue_arn}])
         return str(queue_url)
 
+    # ------------------------------------------------------------------------ recovery
+    def _recover(self, error: Exception) -> None:
+        """After a failed read of the event queue: start the local S3 again if its process
+        ended (on the same port, so every client's endpoint still holds), and set up its
+        resources again if they are gone (it restarted empty: the jobs created before are gone
+        too, and their status requests answer 404). Anything else (it is stopped or slow) is
+        waited out: the next read tries again."""
+        assert self._server is not None
+        if self._server.poll() is not None:
+            LOG.warning("the local S3 ended (exit status %s); starting it again on %s, empty: "
+                        "jobs created before are gone", self._server.returncode, self.endpoint)
+            try:
+                self._launch(self._port)
+            except (OSError, RuntimeError) as failure:
+                LOG.error("the local S3 did not start again (%s); retrying", failure)
+                return
+        elif _code(error) != "AWS.SimpleQueueService.NonExistentQueue":
+            return
+        try:
+            self._queue_url = self._create()
+            LOG.warning("the local S3's bucket %s, jobs table %s and event queue were set up "
+                        "again", self.bucket, self.table)
+        except Exception as failure:  # botocore's: it went away again; the next read retries
+            LOG.error("setting up the local S3 again failed (%s: %s); retrying",
+                      type(failure).__name__, failure)
+
     # ------------------------------------------------------------------------ delivery
-    def _deliver(self, queue_url: str) -> None:
-        sqs = client("sqs")
+    def _deliver(self) -> None:
+        sqs = client("sqs", api_config())  # a stopped S3 is noticed in seconds, not minutes
+        failing = False
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                messages = sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10,
                                                WaitTimeSeconds=1).get("Messages", [])
-            except Exception as error:  # botocore's: the local S3 stopped or is overloaded
-                if not self._stop.is_set():
-                    LOG.warning("reading the event queue failed (%s: %s); retrying in 1 s",
-                                type(error).__name__, error)
-                    self._stop.wait(1)
+            except Exception as error:  # botocore's: the local S3 stopped, restarted, is slow
+                if self._stop.is_set():
+                    continue
+                if not failing:  # one line per outage, not one a second
+                    LOG.warning("reading the event queue failed (%s: %s); retrying every "
+                                "second", type(error).__name__, error)
+                failing = True
+                self._recover(error)
+                self._stop.wait(1)
                 continue
+            if failing:
+                LOG.warning("the local S3 answers again; events are delivered")
+                failing = False
             for message in messages:
                 if self._invoke(json.loads(message["Body"])):
-                    sqs.delete_message(QueueUrl=queue_url,
+                    sqs.delete_message(QueueUrl=self._queue_url,
                                        ReceiptHandle=message["ReceiptHandle"])
 
     def _invoke(self, event: dict[str, Any]) -> bool:
@@ -175,3 +225,9 @@ class LocalStack:
             return False
         LOG.info("trigger: %s", outcome)
         return True
+
+
+def _code(error: Exception) -> str:
+    """botocore's error code of `error` ("" when it is not an answer of the service)."""
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""

@@ -28,12 +28,15 @@ import sys
 import threading
 import time
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from batch import checkpoint, state
-from batch.aws import client
+from batch.aws import api_config, client
 from batch.jobs import LOCAL, JobStore
 from batch.keys import CHECKPOINT, InputObject
 from batch.shards import INDEX_VARIABLE
 from batch.submit import PERMANENT_EXIT, runner_environment
+from local_api.logs import forward_in_thread
 
 LOG = logging.getLogger(__name__)
 RECLAIM_POLL_SECONDS = 0.1
@@ -88,7 +91,10 @@ class LocalSubmitter:
         name = f"job {job_id}" + (f" child {index} of {shards}" if shards > 1 else "")
         reclaimed = shards == 1 or index == self.kill_shard
         for attempt in range(1, self.attempts + 1):
-            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env)
+            # Its log lines reach the output whole, never cut by another process's (logs)
+            process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env,
+                                       stderr=subprocess.PIPE)
+            forward_in_thread(process.stderr, f"runner-log-{job_id}-{index}")
             LOG.info("%s attempt %d: runner pid %d", name, attempt, process.pid)
             if reclaimed and attempt <= self.kill_attempts and self.kill_after_rows > 0:
                 folder = obj.shard_folder(index, shards)
@@ -107,7 +113,12 @@ class LocalSubmitter:
                   "signal)")
         LOG.error("job %s: %s", job_id, reason)
         if self.table:
-            state.gave_up(JobStore(self.table), job_id, len(codes), reason)
+            try:
+                state.gave_up(JobStore(self.table, api_config()), job_id, len(codes), reason)
+            except (BotoCoreError, ClientError) as error:  # the store is down or was reset
+                LOG.error("job %s: could not record `failed` in the jobs table (%s: %s); its "
+                          "record is gone or the store is down, and a status request says so",
+                          job_id, type(error).__name__, error)
 
     def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes],
                  checkpoint_key: str) -> None:

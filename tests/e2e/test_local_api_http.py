@@ -207,7 +207,8 @@ def test_a_refusal_quoting_client_text_is_logged_whatever_it_holds(tmp_path: Any
     # Given a JSON key holding a lone surrogate (a valid JSON escape, not valid UTF-8 text)
     body = b'{"\\ud800": 1, "inputs": []}'
     log = tmp_path / "server.log"
-    with local_api_server(log) as (client, _):
+    # (--function-logs all: the function's INFO records are on the output, not only in its file)
+    with local_api_server(log, extra=("--function-logs", "all")) as (client, _):
         # When it is posted
         response = client.post(f"/v2/models/{MODEL}/infer", content=body,
                                headers={"Content-Type": "application/json"})

@@ -37,6 +37,13 @@ def handler(event, context):
     query = event.get("queryStringParameters") or {}
     if "sleep" in query:
         time.sleep(float(query["sleep"]))
+    if "print" in query:  # long lines, each written in two pieces a little apart
+        for n in range(20):
+            sys.stdout.write(f"LINE {query['print']} {n} ")
+            sys.stdout.flush()
+            time.sleep(0.005)
+            sys.stdout.write("x" * 10000 + " END\\n")
+            sys.stdout.flush()
     if "raise" in query:
         raise RuntimeError(query["raise"])
     if "exit" in query:
@@ -102,9 +109,12 @@ Resources:
           ResponseTemplates:
             application/json: '{"error": "No such route: $context.httpMethod $context.path"}'
         INTEGRATION_FAILURE:
-          StatusCode: 502
+          StatusCode: 503
+          ResponseParameters:
+            Headers:
+              Retry-After: "'1'"
           ResponseTemplates:
-            application/json: '{"error": "The function failed"}'
+            application/json: '{"error": "The function was throttled or failed"}'
   LayerOne:
     Type: AWS::Serverless::LayerVersion
     Properties: {ContentUri: layer_one/}
@@ -227,7 +237,8 @@ def start_server(root: Path, *extra: str) -> Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("project"), "--integration-timeout", "3")
+    running = start_server(tmp_path_factory.mktemp("project"), "--integration-timeout", "3",
+                           "--capture", "0")
     yield running
     output = running.stop()
     # The only tracebacks are the handler's own errors, logged as Lambda logs them.

@@ -22,7 +22,7 @@ def responses() -> GatewayResponses:
 
 @pytest.mark.parametrize(("response_type", "status"), [
     ("MISSING_AUTHENTICATION_TOKEN", 404), ("INVALID_API_KEY", 403), ("REQUEST_TOO_LARGE", 413),
-    ("INTEGRATION_FAILURE", 502), ("INTEGRATION_TIMEOUT", 504), ("API_CONFIGURATION_ERROR", 500),
+    ("INTEGRATION_FAILURE", 503), ("INTEGRATION_TIMEOUT", 504), ("API_CONFIGURATION_ERROR", 500),
 ])
 def test_every_answer_is_the_templates_error_document(
         responses: GatewayResponses, response_type: str, status: int) -> None:
@@ -30,6 +30,18 @@ def test_every_answer_is_the_templates_error_document(
     assert answer.status == status
     assert ("Content-Type", "application/json") in answer.headers
     assert set(json.loads(answer.body)) == {"error"}
+
+
+def test_a_throttle_is_503_with_retry_after_and_the_error_document(
+        responses: GatewayResponses) -> None:
+    """Lambda's throttle reaches the client as INTEGRATION_FAILURE (docs/architecture.md,
+    "Overload"): the template makes it a 503 with Retry-After, which clients retry; without
+    the template's response API Gateway would answer 500 "Internal server error"."""
+    answer = gateway.render(responses, "INTEGRATION_FAILURE", CONTEXT, status=500)
+    assert answer.status == 503 and ("Retry-After", "1") in answer.headers
+    assert "throttled" in json.loads(answer.body)["error"]
+    bare = gateway.render({}, "INTEGRATION_FAILURE", CONTEXT, status=500)
+    assert bare.status == 500 and json.loads(bare.body) == {"message": "Internal server error"}
 
 
 def test_context_variables_are_rendered(responses: GatewayResponses) -> None:

@@ -19,6 +19,7 @@ LOGS_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords",
                 "xray:GetSamplingRules", "xray:GetSamplingTargets"}
 INVOKE = "lambda:InvokeFunction"
+READINESS_PROBES = {"dynamodb:DescribeTable", "s3:ListBucket"}
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 
 
@@ -70,6 +71,9 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
         # The server function also asks each model version whether it is ready: it may invoke
         # exactly the alias API Gateway invokes (live) of each model function, nothing else.
         invokes = {INVOKE} if name == "ServerFunction" else set()
+        # Its readiness also asks whether the jobs table and bucket answer: DescribeTable on
+        # that table and ListBucket (HeadBucket) on that bucket, nothing more.
+        probes = READINESS_PROBES if name == "ServerFunction" else set()
         # A capturing model function reads the capture hash key (its records leave as log
         # lines: no right to the capture bucket), and nothing else of capture's.
         captures = "CAPTURE" in properties.get("Environment", {}).get("Variables", {})
@@ -77,7 +81,7 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
         # The server function answers GET /v2/models/{model}/monitoring: it may read the drift
         # reports (capture bucket, monitoring/ only, decrypted through S3), never the records.
         reports = REPORT_ACTIONS if name == "ServerFunction" else set()
-        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes | reads_key | reports, \
+        assert actions == LOGS_ACTIONS | XRAY_ACTIONS | invokes | reads_key | reports | probes, \
             f"{name}: {sorted(actions)}"
         for statement in statements:
             if set(as_list(statement["Action"])) & {"s3:GetObject", "s3:ListBucket"}:
@@ -88,6 +92,9 @@ def test_inference_functions_may_only_write_their_own_logs_and_traces(
             if set(as_list(statement["Action"])) & CAPTURE_KEY_ACTIONS and not reports:
                 assert "CaptureHashKey" in str(statement["Resource"]) or ":key/" in str(
                     statement["Resource"]), f"{name}: {statement['Resource']}"
+            if set(as_list(statement["Action"])) & READINESS_PROBES:
+                assert statement["Resource"] in ({"Fn::GetAtt": ["BatchJobsTable", "Arn"]},
+                                                 {"Fn::GetAtt": ["BatchBucket", "Arn"]}), name
             if set(as_list(statement["Action"])) & LOGS_ACTIONS:
                 assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
             if INVOKE in as_list(statement["Action"]):

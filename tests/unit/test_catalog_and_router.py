@@ -138,13 +138,20 @@ def test_unknown_models_and_failing_functions_are_clear_errors(tmp_path: Path) -
         answer: dict[str, Any] = app.resolve(root_event(
             "POST", f"/v2/models/{model}/infer", "/v2/models/{model}/infer", {"model": model},
             REQUEST), LambdaContext())
-        return {"status": answer["statusCode"], **json.loads(answer["body"])}
+        retry = (answer.get("multiValueHeaders") or {}).get("Retry-After") or \
+            [(answer.get("headers") or {}).get("Retry-After")]
+        return {"status": answer["statusCode"], "retry_after": retry[0],
+                **json.loads(answer["body"])}
 
     unknown = answers(None)
     assert unknown["status"] == 404 and "unknown model 'nope'" in unknown["error"]
     too_large = ClientError({"Error": {"Code": "RequestTooLargeException", "Message": "big"}},
                             "Invoke")
     assert answers(too_large)["status"] == 413
+    throttled = answers(ClientError({"Error": {"Code": "TooManyRequestsException",
+                                               "Message": "Rate Exceeded."}}, "Invoke"))
+    assert throttled["status"] == 503 and throttled["retry_after"] == "1"  # not a fault: retry
+    assert "concurrency limit" in throttled["error"]
     failed = answers(RuntimeError("Runtime.ExitError: killed"))
     assert failed["status"] == 502 and "killed" in failed["error"]
     assert answers({"not": "a response"})["status"] == 502

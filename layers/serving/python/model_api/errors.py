@@ -24,13 +24,17 @@ def echoed(value: object, limit: int = ECHO_LIMIT) -> str:
 class ModelAPIError(Exception):
     """A failure the caller should see, with the HTTP status the protocol gives it."""
 
-    def __init__(self, status: int, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        # Headers the answer carries besides the error body (Retry-After on a 503 while loading).
-        self.headers = dict(headers or {})
+        # Seconds after which the same request may succeed (sent as Retry-After); None: not said.
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the error body (Retry-After, RFC 9110 10.2.3)."""
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r})"
@@ -69,5 +73,12 @@ class Loading(ModelAPIError):
     cold start, model_api.store); ask again after `retry_after` seconds."""
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(503, message, {"Retry-After": str(max(1, retry_after))})
-        self.retry_after = max(1, retry_after)
+        super().__init__(503, message, retry_after=max(1, retry_after))
+
+
+class Unavailable(ModelAPIError):
+    """503 with Retry-After: something the request needs is unavailable for now (a function at
+    its concurrency limit, a store that does not answer); the message says what and why."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(503, message, retry_after=retry_after)

@@ -16,6 +16,7 @@ own repository are the core's (model_api.repository).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from model_api import limits
+from model_api.aws.dependencies import store_problems
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.catalog import Catalog
 from model_api.errors import NotReady
@@ -76,9 +78,12 @@ class InvokedRepository:
     own function answers to its ready route (kept REPOSITORY_CACHE_S seconds)."""
 
     def __init__(self, models: Sequence[ModelFunction], invoke: Invoke | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 dependencies: Callable[[], list[str]] | None = None) -> None:
         self.models = list(models)
         self._invoke = invoke
+        # What is wrong with the stores other routes need (model_api.aws.dependencies).
+        self._dependencies = dependencies
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[float, list[IndexEntry]] | None = None
@@ -126,20 +131,24 @@ class InvokedRepository:
                           str(reason or f"its ready route answered {status}"))
 
     def ready(self) -> dict[str, Any]:
-        """`GET /v2/health/ready`: ready when every version of every model is; else NotReady
-        (503) naming each version that is not and why."""
+        """`GET /v2/health/ready`: ready when every version of every model is, and every store
+        the other routes need answers; else NotReady (503) naming each that is not and why."""
         unavailable = [entry for entry in self.index() if entry.state != READY]
-        if unavailable:
-            raise NotReady("server not ready: " + "; ".join(
-                f"model {e.name!r} version {e.version!r}: {e.reason}" for e in unavailable))
+        problems = [f"model {e.name!r} version {e.version!r}: {e.reason}" for e in unavailable]
+        if self._dependencies is not None:
+            problems += self._dependencies()
+        if problems:
+            raise NotReady("server not ready: " + "; ".join(problems))
         return {"ready": True}
 
 
 def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
     """The server function's repository when it has a model catalog (its versions asked of each
-    model's function; models by name), else the function's own."""
+    model's function; models by name; the jobs' stores asked where named), else the
+    function's own."""
     if catalog is not None:
         return InvokedRepository([
             ModelFunction(m.name, catalog.function_name(m.name), m.versions)
-            for m in sorted(catalog.models, key=lambda m: m.name)])
+            for m in sorted(catalog.models, key=lambda m: m.name)],
+            dependencies=lambda: store_problems(os.environ))
     return ServiceRepository(service)

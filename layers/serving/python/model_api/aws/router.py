@@ -10,8 +10,8 @@ client gets from the group's API. The cost is a second invocation (the server fu
 for the model's): clients that need the lowest latency call the group's URL directly.
 
 Errors of its own, in the protocol's format: an unknown model is a 404 before anything is
-invoked; a request too large for Lambda's 6 MB invoke payload a 413; a model function that
-fails, times out or cannot be invoked a 502.
+invoked; a request too large for Lambda's 6 MB invoke payload a 413; a model function Lambda
+throttles a 503 with Retry-After; one that fails, times out or cannot be invoked a 502.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from model_api import limits
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.catalog import Catalog
-from model_api.errors import ModelAPIError, NotFound, TooLarge
+from model_api.errors import ModelAPIError, NotFound, TooLarge, Unavailable
 
 
 class BadGateway(ModelAPIError):
@@ -34,6 +34,8 @@ class BadGateway(ModelAPIError):
 
 # Lambda's error code for an invoke payload over 6 MB (RequestResponse).
 PAYLOAD_TOO_LARGE = "RequestTooLargeException"
+# Lambda's error code for a function at its concurrency limit (429): a throttle, not a fault.
+THROTTLED = "TooManyRequestsException"
 
 
 class ModelRouter:
@@ -60,6 +62,10 @@ class ModelRouter:
                 raise TooLarge("request too large to forward to the model's function (Lambda "
                                "takes at most 6 MB per invocation): split it, or send it as an "
                                "asynchronous job: POST .../jobs") from exc
+            if _error_code(exc) == THROTTLED:
+                raise Unavailable(f"model {model!r}: its function is at its concurrency limit "
+                                  "(Lambda throttled it); retry after Retry-After seconds"
+                                  ) from exc
             raise BadGateway(f"model {model!r}: its function could not answer: {exc}") from exc
         if not isinstance(answer.get("statusCode"), int):
             raise BadGateway(f"model {model!r}: its function's answer is not an API response")
