@@ -6,8 +6,12 @@ in time (bench/overload.py measures the same with longer phases)."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from bench import overload
+
+# Speeds compared: make test runs these alone, after the parallel pass (no other test's load).
+pytestmark = pytest.mark.serial
 
 PHASE_S = 1.0
 
