@@ -55,3 +55,10 @@ def test_make_cost_runs(tmp_path: Path) -> None:
         assert f"\n{m['model']}: " in done.stdout
     assert done.stdout.count("**API total**") == len(models)
     assert not any(line.startswith("{") for line in done.stdout.splitlines())  # no log lines
+
+
+def test_the_parser_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import parse
+    assert parse.main(["--rounds", "1"]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name, _, _ in parse.SHAPES)

@@ -167,15 +167,16 @@ def parse_json(raw: bytes) -> Any:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _parse_json_strictly(raw)
+        return parse_json_strictly(raw)
     skeleton = skeleton or _skeleton(raw)
     if _objects_and_keys(document) != (skeleton.count(b"{"), skeleton.count(b":")):
-        return _parse_json_strictly(raw)  # a repeated key (named by the strict parse), or
+        return parse_json_strictly(raw)  # a repeated key (named by the strict parse), or
     return document                       # an object inside a list of numbers: rare, exact
 
 
-def _parse_json_strictly(raw: bytes) -> Any:
-    """The standard library's parse of `raw`, with a BadRequest for each thing it refuses."""
+def parse_json_strictly(raw: bytes) -> Any:
+    """The standard library's parse of `raw`, with a BadRequest for each thing it refuses: what
+    parse_json falls back to (and what bench.parse compares it with)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
