@@ -178,7 +178,7 @@ async function selectModel(name, version) {
 }
 
 // ---------------------------------------------------------------- monitoring
-// The Monitoring tab: the latest drift report (GET v2/models/{model}/monitoring, the root API's),
+// The Monitoring tab: the latest drift report (GET /v2/models/{model}/monitoring, the root API's),
 // drift per feature as bars against the threshold line, and the baseline's histogram of a
 // picked feature against the captured window's (model_api/monitoring/reports.py's format).
 function showView(view) {
