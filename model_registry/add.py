@@ -615,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"added {entry.name}: versions {entry.versions}, current {entry.current} (restart "
           f"`make serve` to serve it); its file is "
           f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")
+    if not (args.baseline or args.background or args.examples):
+        print(f"no monitoring baseline: {entry.name} was added without rows to build one from, "
+              "so `make monitor` cannot report drift for it; add the version again with "
+              "BASELINE=rows.npy (training rows; README 'Monitoring') to have one")
     return 0
 
 

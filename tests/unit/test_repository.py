@@ -188,3 +188,17 @@ def test_the_server_asks_the_functions_the_catalog_names() -> None:
     assert repository.models == [ModelFunction("a", "model-0123abcd-a", ()),
                                  ModelFunction("b", "model-0123abcd-b", ("1", "2"))]
     assert isinstance(for_catalog(InferenceService(), None), ServiceRepository)
+
+
+def test_a_server_waiting_only_on_large_models_loading_says_when_to_ask_again() -> None:
+    loading = "model 'm' version '1' is loading: 10% of 300 MB read from the model store"
+
+    def answer(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {"statusCode": 503, "headers": {"Retry-After": "3"},
+                "body": json.dumps({"error": loading})}
+
+    with pytest.raises(ModelAPIError) as caught:
+        InvokedRepository([ModelFunction("m", "MFunction", ("1",))], answer).ready()
+    assert caught.value.status == 503
+    assert caught.value.headers == {"Retry-After": str(limits.LOADING_RETRY_AFTER_S)}
+    assert caught.value.message == f"server not ready yet: {loading}"  # said once

@@ -132,6 +132,10 @@ REPOSITORY_INVOKE_CONCURRENCY = 64
 # answered by then (a cold start among hundreds) is listed UNAVAILABLE with that reason.
 REPOSITORY_INDEX_DEADLINE_S = 10
 
+# The server's readiness while only large models are still loading from the model store is a
+# 503 with this Retry-After (seconds): a load takes seconds (docs/performance.md, Large models).
+LOADING_RETRY_AFTER_S = 5
+
 # One readiness invocation waits at most this long (seconds): a model function's cold start
 # (imports and model load, docs/performance.md) is 1-3 s; past this the version is listed as
 # UNAVAILABLE with the reason, well inside the server function's own timeout.

@@ -29,7 +29,7 @@ from model_api import limits
 from model_api.aws.dependencies import store_problems
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.catalog import Catalog
-from model_api.errors import NotReady
+from model_api.errors import Loading, NotReady
 from model_api.repository import (
     LOADING,
     READY,
@@ -134,9 +134,18 @@ class InvokedRepository:
         """`GET /v2/health/ready`: ready when every version of every model is, and every store
         the other routes need answers; else NotReady (503) naming each that is not and why."""
         unavailable = [entry for entry in self.index() if entry.state != READY]
-        problems = [f"model {e.name!r} version {e.version!r}: {e.reason}" for e in unavailable]
+        # A model function's reason names its model and version already (model_api.service).
+        problems = [e.reason if e.reason.startswith(f"model {e.name!r} version {e.version!r}")
+                    else f"model {e.name!r} version {e.version!r}: {e.reason}"
+                    for e in unavailable]
         if self._dependencies is not None:
             problems += self._dependencies()
+        if problems and len(problems) == len(unavailable) and all(
+                e.state == LOADING for e in unavailable):
+            # Only large models still loading: a cold start, not a fault (not counted in
+            # ServerErrors); ready again within seconds.
+            raise Loading("server not ready yet: " + "; ".join(problems),
+                          limits.LOADING_RETRY_AFTER_S)
         if problems:
             raise NotReady("server not ready: " + "; ".join(problems))
         return {"ready": True}

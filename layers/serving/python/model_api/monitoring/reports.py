@@ -80,8 +80,11 @@ def build(store: CaptureStore, model: str, versions: Mapping[str, tuple[Manifest
     except baselines.BaselineError as exc:
         raise ReportError(str(exc)) from exc
     if baseline is None:
-        raise ReportError(f"{model} version {chosen} has no baseline (exported before "
-                          "baselines existed: `make models` exports it again with one)")
+        raise ReportError(
+            f"{model} version {chosen} has no baseline to compare with: it was added without "
+            "rows to build one from (add it again with BASELINE=rows.npy, training rows: "
+            "README 'Monitoring'), or, for a seed model, exported before baselines existed "
+            "(`make models` exports it again with one)")
     window = Window(manifest)
     for record in records:
         if str(record.get("version")) == chosen:
