@@ -22,6 +22,7 @@ N is chosen, in this order, by:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -60,7 +61,7 @@ def check(requested: object, limit: int | None = None) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int) \
             or not 1 <= requested <= limit:
         raise ShardsError(f"`shards` must be an integer from 1 to {limit} (BATCH_MAX_SHARDS), "
-                          f"not {requested!r}")
+                          f"not {json.dumps(requested, default=repr)}")
     return requested
 
 

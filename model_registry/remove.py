@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"removed {args.name} version {args.version}: versions {remaining.versions}, "
               f"current {remaining.current}")
+    print(f"restart `make serve` to stop serving it; what was captured of {args.name}'s "
+          f"requests stays until `make capture-erase MODEL={args.name}` (or BUCKET=... in AWS)")
     return 0
 
 

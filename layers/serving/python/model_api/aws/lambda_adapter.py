@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,10 @@ def log_line(record: dict[str, Any]) -> str:
 
 
 logger = Logger(json_serializer=log_line)
+# A request that records no metric (a ready or metadata route) is normal here: Powertools'
+# UserWarning about it would be one stray stderr line per such request and worker.
+warnings.filterwarnings("ignore", message="No application metrics to publish",
+                        category=UserWarning)
 # No auto-patching: Powertools' default patches every library X-Ray knows, which imports
 # botocore's client stack (~50 ms of every cold start, docs/performance.md) into inference
 # functions that call no AWS service. A function that does patches what it uses.
