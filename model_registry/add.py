@@ -417,24 +417,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     if external is not None:
         record.update(data=str(Path(record["path"]).with_name(external[0])),
                       data_sha256=sha256_of(external[1]))
-    background = None
-    if background_path is not None:
-        try:
-            background = background_path.read_bytes()
-        except OSError as exc:
-            raise AddError(f"cannot read {background_path}: {exc}") from exc
-        record.update(background=str(Path(record["path"]).with_name(
-                          BACKGROUND_STORED + background_path.suffix)),
-                      background_sha256=sha256_of(background))
-    baseline = None
-    if baseline_path is not None:
-        try:
-            baseline = baseline_path.read_bytes()
-        except OSError as exc:
-            raise AddError(f"cannot read {baseline_path}: {exc}") from exc
-        record.update(baseline=str(Path(record["path"]).with_name(
-                          BASELINE_STORED + baseline_path.suffix)),
-                      baseline_sha256=sha256_of(baseline))
+    background = _rows_to_store(record, "background", BACKGROUND_STORED, background_path)
+    baseline = _rows_to_store(record, "baseline", BASELINE_STORED, baseline_path)
     if kept is not None:
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     if existing is None:
@@ -548,6 +532,22 @@ def reimport(entry: ModelEntry, models_dir: Path = PROJECT.models_dir,
                        path=source, baseline=_recorded_rows(entry, version, "baseline", root))
         written.append(version)
     return written
+
+
+def _rows_to_store(record: dict[str, Any], kind: str, stored: str,
+                   path: Path | None) -> bytes | None:
+    """The bytes of the rows file `path` (None: none given), recorded in the version's
+    models.yaml `record` as `kind` (its stored path, named `stored` + the file's suffix, and
+    `kind`_sha256). AddError when it cannot be read."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AddError(f"cannot read {path}: {exc}") from exc
+    record.update({kind: str(Path(record["path"]).with_name(stored + path.suffix)),
+                   f"{kind}_sha256": sha256_of(data)})
+    return data
 
 
 def _recorded_rows(entry: ModelEntry, version: str, kind: str,

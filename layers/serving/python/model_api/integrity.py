@@ -50,3 +50,23 @@ def read_verified(path: Path, sha256: str | None) -> bytes:
     if actual != sha256:
         raise IntegrityError(path, actual, sha256)
     return data
+
+
+def read_recorded(version_dir: Path, record: object, field: str,
+                  what: str) -> tuple[Path, bytes]:
+    """The path and checked bytes of the file a manifest's `field` records for a version (`record`:
+    {"file": a name in `version_dir`, "sha256": ...}): the Kernel SHAP background rows, the
+    monitoring baseline. ValueError with the whole refusal (`what` names the file in it) when
+    the record is malformed, the file cannot be read or its sha256 differs."""
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
+            or Path(record["file"]).name != record["file"]:
+        raise ValueError(f"{field} must name a file of the version folder with its sha256")
+    path = version_dir / record["file"]
+    try:
+        return path, read_verified(path, record.get("sha256"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what}: {exc}") from exc
+    except IntegrityError as exc:
+        raise ValueError(f"{path}: sha256 is {exc.actual} but the manifest says "
+                         f"{exc.expected}: {what} changed since the version was exported"
+                         ) from None

@@ -50,7 +50,7 @@ from model_api.capture.hook import (
     Sink,
     StoreSink,
 )
-from model_api.capture.store import CaptureStore, FolderStore, parse_time
+from model_api.capture.store import CaptureStore, FolderStore, time_window
 
 BUCKET_ENV, DIR_ENV = "CAPTURE_BUCKET", "CAPTURE_DIR"
 KEY_SECRET_ENV, KEY_ENV, KEY_FILE_ENV = ("CAPTURE_HASH_KEY_SECRET", "CAPTURE_HASH_KEY",
@@ -233,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(".local-api/capture"))
     args = parser.parse_args(argv)
     try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
+        since, until = time_window(args.since, args.until)
     except ValueError as exc:
-        print(f"error: --since/--until must be ISO 8601 times: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     where: CaptureStore = S3Store(args.bucket) if args.bucket else FolderStore(args.dir)
     if args.command == "read":

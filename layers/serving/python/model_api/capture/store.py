@@ -76,6 +76,16 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def time_window(since: str | None, until: str | None
+                ) -> tuple[datetime | None, datetime | None]:
+    """The --since/--until of a command line, parsed (parse_time; None where not given).
+    ValueError naming both options when either is not an ISO 8601 time."""
+    try:
+        return (parse_time(since) if since else None, parse_time(until) if until else None)
+    except ValueError as exc:
+        raise ValueError(f"--since/--until must be ISO 8601 times: {exc}") from None
+
+
 def _in_days(key: str, since: datetime | None, until: datetime | None) -> bool:
     day = day_of(key)
     if day is None:

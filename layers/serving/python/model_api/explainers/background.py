@@ -15,7 +15,7 @@ import numpy as np
 
 from model_api.datatypes import BYTES
 from model_api.explainers.base import ExplanationError
-from model_api.integrity import IntegrityError, read_verified
+from model_api.integrity import read_recorded
 from model_api.limits import MAX_BACKGROUND_ROWS
 from model_api.manifest import Manifest
 
@@ -25,18 +25,11 @@ def read_background(manifest: Manifest, version_dir: Path,
     """The background rows of a Kernel SHAP model, after their sha256 check: one array per
     input, [K, *input shape without batch], K equal for all."""
     record = config.get("background")
-    if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
-            or Path(record["file"]).name != record["file"]:
-        raise ExplanationError("explanation.background must name a file of the version folder "
-                               "with its sha256")
-    path = version_dir / record["file"]
     try:
-        data = read_verified(path, record.get("sha256"))
-    except OSError as exc:
-        raise ExplanationError(f"{path}: cannot read the background rows: {exc}") from exc
-    except IntegrityError as exc:
-        raise ExplanationError(f"{path}: sha256 is {exc.actual} but the manifest says "
-                               f"{exc.expected}; the background is not the exported one") from None
+        path, data = read_recorded(version_dir, record, "explanation.background",
+                             "the background rows")
+    except ValueError as exc:
+        raise ExplanationError(str(exc)) from None
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

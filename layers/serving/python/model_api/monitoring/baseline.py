@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model_api.integrity import IntegrityError, read_verified, sha256_of
+from model_api.integrity import read_recorded, sha256_of
 from model_api.manifest import Manifest
 from model_api.monitoring import features as monitored
 
@@ -119,18 +119,12 @@ def read(manifest: Manifest, version_dir: Path) -> dict[str, Any] | None:
     record = section.get("baseline") if isinstance(section, Mapping) else None
     if record is None:
         return None
-    if not isinstance(record, Mapping) or not isinstance(record.get("file"), str) \
-            or Path(record["file"]).name != record["file"]:
-        raise BaselineError(f"{version_dir}: monitoring.baseline must name a file of the "
-                            "version folder with its sha256")
-    path = version_dir / record["file"]
     try:
-        data = read_verified(path, record.get("sha256"))
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline: {exc}") from exc
-    except IntegrityError as exc:
-        raise BaselineError(f"{path}: sha256 is {exc.actual} but the manifest says "
-                            f"{exc.expected}; the baseline is not the exported one") from None
+        path, data = read_recorded(
+            version_dir, dict(record) if isinstance(record, Mapping) else record,
+            "monitoring.baseline", "the baseline")
+    except ValueError as exc:
+        raise BaselineError(str(exc)) from None
     try:
         document = json.loads(data)
     except ValueError as exc:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from model_api.capture import store as capture_store
-from model_api.capture.store import CaptureStore, FolderStore, parse_time
+from model_api.capture.store import CaptureStore, FolderStore, parse_time, time_window
 from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 from model_api.monitoring import baseline as baselines
 from model_api.monitoring import drift
@@ -173,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("build/models"))
     args = parser.parse_args(argv)
     try:
-        since = parse_time(args.since) if args.since else None
-        until = parse_time(args.until) if args.until else None
+        since, until = time_window(args.since, args.until)
     except ValueError as exc:
-        print(f"error: --since/--until must be ISO 8601 times: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if since is not None and until is None:
         until = datetime.now(UTC)
