@@ -25,14 +25,17 @@ class Progress:
         rows/s this attempt and the seconds left at that pace."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
         through = (done - self.start_done) / elapsed
+        # A child of an array job reads on to the end of the line its byte range cuts: up to
+        # one line past its `total`, which is done, not more than done.
+        left = max(self.total - done, 0)
         # A JSON Lines file's line count is known only at its end: estimated from the bytes.
         estimate = round(rows * self.total / done) if done else None
         return {"rows_done": rows, "rows_total": self.total if unit == "rows" else estimate,
                 "rows_total_exact": unit == "rows" or done == self.total,
                 f"input_{unit}_done": done, f"input_{unit}_total": self.total,
-                "fraction_done": round(done / self.total, 4) if self.total else 1.0,
+                "fraction_done": round(min(done / self.total, 1.0), 4) if self.total else 1.0,
                 "rows_per_second": round((rows - self.start_rows) / elapsed, 1),
-                "eta_seconds": round((self.total - done) / through, 1) if through > 0 else None}
+                "eta_seconds": round(left / through, 1) if through > 0 else None}
 
     def update(self, done: int, rows: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -41,8 +44,8 @@ class Progress:
         self.last, self.logged = now, (done, rows)
         elapsed = max(now - self.started, 1e-9)
         rate = (rows - self.start_rows) / elapsed
-        fraction = done / self.total if self.total else 1.0
+        fraction = min(done / self.total, 1.0) if self.total else 1.0
         through = (done - self.start_done) / elapsed
-        eta = (self.total - done) / through if through > 0 else float("inf")
+        eta = max(self.total - done, 0) / through if through > 0 else float("inf")
         LOG.info("progress: rows=%d rows/s=%.0f done=%.1f%% eta=%.0fs", rows, rate,
                  100 * fraction, eta)

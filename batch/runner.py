@@ -83,6 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # botocore says at INFO where it found credentials and each endpoint: not the job's news.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     config = parse_args(argv)
     LOG.info("job %s: s3://%s/%s (version %s)", config.job_id, config.bucket, config.key,
              config.version_id)

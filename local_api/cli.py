@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("samcli").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # credentials, endpoints
     try:
         return _serve(args) if args.command == "serve" else _invoke(args)
     except FileNotFoundError as error:

@@ -8,7 +8,9 @@ write at once (a pipe write is atomic only up to 4 KB, and a child's record may 
 A function's lines are kept as CloudWatch Logs keeps its log group: all of them in
 `.local-api/logs/<FunctionId>.log` (`FunctionLogs.folder`). On the output, `quiet` leaves out
 the lines every invocation writes (Lambda's START/END/REPORT, Powertools' metrics and its
-records at INFO or DEBUG): warnings, errors, tracebacks and a handler's prints still show.
+records at INFO or DEBUG): warnings, errors, tracebacks and a handler's prints still show. The
+local batch runners' lines are kept the same way in `BatchRunner.log` (their progress and
+warnings show; their metrics and JSON records at INFO do not).
 """
 
 from __future__ import annotations
@@ -42,10 +44,23 @@ def forward_lines(stream: IO[bytes]) -> None:
         write_line(line)
 
 
-def forward_in_thread(stream: IO[bytes] | None, name: str) -> None:
-    """forward_lines(stream) in a daemon thread named `name` (nothing when there is none)."""
-    if stream is not None:
+def forward_in_thread(stream: IO[bytes] | None, name: str,
+                      logs: FunctionLogs | None = None, function: str = "") -> None:
+    """forward_lines(stream) in a daemon thread named `name` (nothing when there is none); with
+    `logs`, each line goes through `logs.write(function, line)` instead (its file, and the
+    output unless routine)."""
+    if stream is None:
+        return
+    if logs is None:
         threading.Thread(target=forward_lines, args=(stream,), name=name, daemon=True).start()
+        return
+    sink = logs
+
+    def forward() -> None:
+        for line in iter(stream.readline, b""):
+            sink.write(function, line)
+
+    threading.Thread(target=forward, name=name, daemon=True).start()
 
 
 def routine(line: bytes) -> bool:

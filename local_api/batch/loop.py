@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # credentials, endpoints
     if args.input.suffix not in (".jsonl", ".npy"):
         parser.error("--input must be a .jsonl or .npy file")
     if args.kill_after_rows < 0 or args.kill_attempts < 0:

@@ -36,10 +36,15 @@ from batch.jobs import LOCAL, JobStore
 from batch.keys import CHECKPOINT, InputObject
 from batch.shards import INDEX_VARIABLE
 from batch.submit import PERMANENT_EXIT, runner_environment
-from local_api.logs import forward_in_thread
+from local_api.logs import LOG_DIR, FunctionLogs, forward_in_thread
 
 LOG = logging.getLogger(__name__)
 RECLAIM_POLL_SECONDS = 0.1
+
+
+# The runners' lines: all in .local-api/logs/BatchRunner.log; on the output, all but the
+# routine ones (their EMF metrics, JSON records at INFO), as for the functions' (local_api.logs).
+RUNNER_LOGS = FunctionLogs(LOG_DIR, quiet=True)
 
 
 class LocalSubmitter:
@@ -93,8 +98,10 @@ class LocalSubmitter:
         for attempt in range(1, self.attempts + 1):
             # Its log lines reach the output whole, never cut by another process's (logs)
             process = subprocess.Popen([sys.executable, "-m", "batch.runner"], env=env,
-                                       stderr=subprocess.PIPE)
-            forward_in_thread(process.stderr, f"runner-log-{job_id}-{index}")
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for stream, kind in ((process.stdout, "out"), (process.stderr, "log")):
+                forward_in_thread(stream, f"runner-{kind}-{job_id}-{index}", RUNNER_LOGS,
+                                  "BatchRunner")
             LOG.info("%s attempt %d: runner pid %d", name, attempt, process.pid)
             if reclaimed and attempt <= self.kill_attempts and self.kill_after_rows > 0:
                 folder = obj.shard_folder(index, shards)
