@@ -205,10 +205,19 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
                 if child.get("state") == SUCCEEDED else child.get("progress") or {}
                 for child in children]
     totals = [p.get("rows_total") for p in progress]
+    done = sum(int(child.get("rows_read", 0)) for child in children)
+    total = sum(int(t) for t in totals if t is not None) if None not in totals else None
+    running = [p for child, p in zip(children, progress, strict=True)
+               if child.get("state") != SUCCEEDED]
+    etas = [float(p["eta_seconds"]) for p in running if p.get("eta_seconds") is not None]
     answer["progress"] = {
-        "rows_done": sum(int(child.get("rows_read", 0)) for child in children),
-        "rows_total": sum(totals) if all(t is not None for t in totals) else None,
+        "rows_done": done, "rows_total": total,
         "rows_total_exact": all(p.get("rows_total_exact", False) for p in progress),
+        "fraction_done": round(min(done / total, 1.0), 4) if total else None,
+        # the children run side by side: their paces add up, and the job ends with the last
+        "rows_per_second": round(sum(float(p.get("rows_per_second") or 0) for p in running), 1),
+        "eta_seconds": (max(etas) if running and len(etas) == len(running)
+                        else 0.0 if not running else None),
         "shards_done": sum(child.get("state") == SUCCEEDED for child in children)}
     return answer
 

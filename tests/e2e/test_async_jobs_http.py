@@ -385,8 +385,9 @@ def test_a_job_asking_for_4_shards_runs_as_four_children(api: httpx.Client,
     assert record["shards"] and [c["state"] for c in record["shards"]] == ["succeeded"] * 4
     assert sum(child["rows"] for child in record["shards"]) == rows == record["rows_read"]
     assert all(child["rows"] > 0 for child in record["shards"])
-    assert (record["progress"]["rows_done"], record["progress"]["rows_total"],
-            record["progress"]["shards_done"]) == (rows, rows, 4)
+    progress = record["progress"]
+    assert (progress["rows_done"], progress["rows_total"], progress["shards_done"],
+            progress["fraction_done"], progress["eta_seconds"]) == (rows, rows, 4, 1.0, 0.0)
     manifest = json.loads(fetch(record["output_urls"]["manifest"]))
     assert [child["shard"] for child in manifest["shards"]] == [0, 1, 2, 3]
     ids = [json.loads(line)["id"] for part in record["output_urls"]["parts"]
