@@ -159,8 +159,11 @@ def parse_json(raw: bytes) -> Any:
     orjson refuses, or a document with a repeated key, is parsed again by the standard
     library with the checks below, whose messages name what to fix.
     """
-    skeleton = _skeleton(raw) if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH else b""
-    if skeleton and (depth := _depth(skeleton)) > MAX_JSON_DEPTH:
+    skeleton = _skeleton(raw)  # once: for the depth, then for the keys
+    objects = skeleton.count(b"{")
+    # A text cannot nest deeper than it has brackets, so most requests skip the depth's sum.
+    if objects + skeleton.count(b"[") > MAX_JSON_DEPTH and (
+            depth := _depth(skeleton)) > MAX_JSON_DEPTH:
         raise BadRequest(
             f"the request JSON nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
         )
@@ -168,8 +171,7 @@ def parse_json(raw: bytes) -> Any:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return parse_json_strictly(raw)
-    skeleton = skeleton or _skeleton(raw)
-    if _objects_and_keys(document) != (skeleton.count(b"{"), skeleton.count(b":")):
+    if _objects_and_keys(document) != (objects, skeleton.count(b":")):
         return parse_json_strictly(raw)  # a repeated key (named by the strict parse), or
     return document                       # an object inside a list of numbers: rare, exact
 
