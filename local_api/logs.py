@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -38,10 +40,11 @@ def write_line(line: bytes) -> None:
         out.flush()
 
 
-def forward_lines(stream: IO[bytes]) -> None:
-    """Pass a child's output on, whole line by whole line, until it ends (run in a thread)."""
+def forward_lines(stream: IO[bytes], write: Callable[[bytes], None] = write_line) -> None:
+    """Pass a child's output on to `write`, whole line by whole line, until it ends (run in a
+    thread)."""
     for line in iter(stream.readline, b""):
-        write_line(line)
+        write(line)
 
 
 def forward_in_thread(stream: IO[bytes] | None, name: str,
@@ -49,18 +52,10 @@ def forward_in_thread(stream: IO[bytes] | None, name: str,
     """forward_lines(stream) in a daemon thread named `name` (nothing when there is none); with
     `logs`, each line goes through `logs.write(function, line)` instead (its file, and the
     output unless routine)."""
-    if stream is None:
-        return
-    if logs is None:
-        threading.Thread(target=forward_lines, args=(stream,), name=name, daemon=True).start()
-        return
-    sink = logs
-
-    def forward() -> None:
-        for line in iter(stream.readline, b""):
-            sink.write(function, line)
-
-    threading.Thread(target=forward, name=name, daemon=True).start()
+    if stream is not None:
+        write = write_line if logs is None else partial(logs.write, function)
+        threading.Thread(target=forward_lines, args=(stream, write), name=name,
+                         daemon=True).start()
 
 
 def routine(line: bytes) -> bool:
