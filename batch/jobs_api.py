@@ -40,7 +40,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from model_api.aws.invoke import Invoke, lambda_invoke
-from model_api.aws.invoked_repository import ready_event
+from model_api.aws.invoked_repository import ready_answer, ready_event
 from model_api.catalog import Catalog
 from model_api.errors import BadRequest, NotFound, NotReady, TooLarge, Unavailable
 from model_api.limits import (
@@ -237,14 +237,12 @@ def invoked_readiness(catalog: Catalog, invoke: Invoke | None = None) -> Readine
         if invoke is None:
             invoke = lambda_invoke()
         try:
-            answer = invoke(catalog.function_name(model), ready_event(model, version))
-            body = json.loads(answer.get("body") or "{}")
+            status, _, why = ready_answer(
+                invoke(catalog.function_name(model), ready_event(model, version)))
         except Exception as error:  # botocore's, the function's: not the model's state
             LOG.warning("readiness of %s version %s not known: %s", model, version, error)
             return None
-        if answer.get("statusCode") != 503:
-            return None
-        return str(body.get("error") if isinstance(body, dict) else "") or "not ready"
+        return why if status == 503 else None
     return reason
 
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,22 @@ class ModelFunction:
     name: str
     function: str
     versions: tuple[str, ...]
+
+
+def ready_answer(answer: Mapping[str, Any]) -> tuple[int, str, str | None]:
+    """What a model function's answer to ready_event says: its status, the version's state
+    (READY; LOADING for a 503 with Retry-After, a large model still loading,
+    model_api.errors.Loading; else UNAVAILABLE) and the reason it gives when not ready.
+    ValueError when its body is not JSON."""
+    status = int(answer.get("statusCode", 0))
+    body = json.loads(answer.get("body") or "{}")
+    if status == 200 and isinstance(body, dict) and body.get("ready") is True:
+        return status, READY, None
+    reason = body.get("error") if isinstance(body, dict) else None
+    headers = {str(k).lower() for k in [*(answer.get("headers") or {}),
+                                        *(answer.get("multiValueHeaders") or {})]}
+    state = LOADING if status == 503 and "retry-after" in headers else UNAVAILABLE
+    return status, state, str(reason or f"its ready route answered {status}")
 
 
 def ready_event(model: str, version: str) -> dict[str, Any]:
@@ -115,20 +131,11 @@ class InvokedRepository:
         assert self._invoke is not None
         try:
             answer = self._invoke(model.function, ready_event(model.name, version))
-            status = int(answer.get("statusCode", 0))
-            body = json.loads(answer.get("body") or "{}")
+            _, state, reason = ready_answer(answer)
         except Exception as exc:  # any failure to ask is this version's state, never a 500
             return IndexEntry(model.name, version, UNAVAILABLE,
                               f"its function {model.function} could not be asked: {exc}")
-        if status == 200 and isinstance(body, dict) and body.get("ready") is True:
-            return IndexEntry(model.name, version, READY)
-        reason = body.get("error") if isinstance(body, dict) else None
-        headers = {str(k).lower() for k in [*(answer.get("headers") or {}),
-                                            *(answer.get("multiValueHeaders") or {})]}
-        # A 503 with Retry-After is a large model still loading (model_api.errors.Loading).
-        state = LOADING if status == 503 and "retry-after" in headers else UNAVAILABLE
-        return IndexEntry(model.name, version, state,
-                          str(reason or f"its ready route answered {status}"))
+        return IndexEntry(model.name, version, state, reason or "")
 
     def ready(self) -> dict[str, Any]:
         """`GET /v2/health/ready`: ready when every version of every model is, and every store
