@@ -89,14 +89,21 @@ class S3Store:
     """A capture store in an S3 bucket (versioned: delete removes every version and marker)."""
 
     def __init__(self, bucket: str, client: Any = None) -> None:
-        if client is None:
+        self.bucket, self._client = bucket, client
+
+    @property
+    def client(self) -> Any:
+        """The S3 client, made on first use: making one costs ~200 ms (botocore reads its
+        service model), which the server function's init must not pay for a route (its drift
+        reports) that most cold starts never serve."""
+        if self._client is None:
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", config=Config(
+            self._client = boto3.client("s3", config=Config(
                 connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                 retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"}))
-        self.bucket, self.client = bucket, client
+        return self._client
 
     def put(self, key: str, body: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
