@@ -19,6 +19,7 @@ from typing import Any
 import model_api.examples as examples
 import numpy as np
 from model_api.binary import HEADER_LENGTH
+from model_api.explainers import NONE
 from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 
 from bench.common import EVENTS_DIR, MODELS_DIR
@@ -51,6 +52,13 @@ def _examples(model: str) -> tuple[Manifest, examples.Examples]:
     version_dir = MODELS_DIR / model / current
     manifest = load_manifest(version_dir / MANIFEST_FILE)
     return manifest, examples.load(version_dir, manifest)
+
+
+def explained(model: str) -> bool:
+    """Whether the model's current version answers /explain (its manifest names a method;
+    an added model without background rows, say, has none: model_api.explainers)."""
+    config = _examples(model)[0].extra.get("explanation")
+    return isinstance(config, dict) and config.get("method") not in (None, NONE)
 
 
 def example_inputs(model: str, rows: int) -> tuple[Manifest, examples.Examples]:
