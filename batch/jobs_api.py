@@ -51,6 +51,7 @@ from model_api.limits import (
     JOB_OUTPUT_URL_SECONDS,
     JOB_UPLOAD_URL_SECONDS,
 )
+from model_api.repository import UNAVAILABLE
 from model_api.routes import route
 
 from batch import erase, shards
@@ -231,18 +232,20 @@ def invoked_readiness(catalog: Catalog, invoke: Invoke | None = None) -> Readine
     """Readiness as the model's own function answers its version's ready route (what the
     server's readiness asks too, model_api.aws.invoked_repository): the reason of its 503 (a
     version that failed its sha256 check, say). A function that cannot be asked refuses
-    nothing: the runner loads the model from its own image and reports itself."""
+    nothing: the runner loads the model from its own image and reports itself. Nor does a
+    version whose function is still loading it (a large model's cold start, 503 with
+    Retry-After): the runner loads its own copy from the model store, so the job can run."""
     def reason(model: str, version: str) -> str | None:
         nonlocal invoke
         if invoke is None:
             invoke = lambda_invoke()
         try:
-            status, _, why = ready_answer(
+            _, state, why = ready_answer(
                 invoke(catalog.function_name(model), ready_event(model, version)))
         except Exception as error:  # botocore's, the function's: not the model's state
             LOG.warning("readiness of %s version %s not known: %s", model, version, error)
             return None
-        return why if status == 503 else None
+        return why if state == UNAVAILABLE else None
     return reason
 
 

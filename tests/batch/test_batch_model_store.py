@@ -13,8 +13,10 @@ import pytest
 from model_api.aws.model_store import BUCKET_VARIABLE
 
 from batch.failures import PermanentError
+from batch.jobs_api import invoked_readiness
 from batch.loading import load_model
 from tests.batch.conftest import MODEL, Cloud, expected
+from tests.conftest import catalog_of
 
 
 def store_backed(models_dir: Path, target: Path, cloud: Cloud) -> Path:
@@ -47,3 +49,27 @@ def test_the_runner_loads_a_stored_version_from_the_store(
                                                              "model.onnx").read_bytes()[10:])
     with pytest.raises(PermanentError, match="sha256"):
         load_model(image, MODEL, "1", None, use_gpu=False, require_gpu=False)
+
+
+def ready_route_answer(status: int, headers: dict[str, str], error: str | None) -> dict:
+    """A model function's API Gateway answer to its version's ready route."""
+    body = {"ready": True} if error is None else {"error": error}
+    return {"statusCode": status, "headers": {"Content-Type": "application/json", **headers},
+            "body": json.dumps(body)}
+
+
+def test_a_job_waits_for_no_large_model_its_function_is_still_loading() -> None:
+    """The jobs API refuses a job of a version that could only fail (its function 503s: a
+    sha256 mismatch), but not one whose function is still loading it from the store (503 +
+    Retry-After, model_api.errors.Loading): the runner loads its own copy from the same store."""
+    answers = {
+        "loading": ready_route_answer(503, {"Retry-After": "5"},
+                                      f"model {MODEL!r} version '1' is loading (40 %)"),
+        "broken": ready_route_answer(503, {}, "sha256 of model.onnx does not match"),
+        "ready": ready_route_answer(200, {}, None)}
+    for state, answer in answers.items():
+        ready = invoked_readiness(catalog_of(MODEL), invoke=lambda _name, _event, a=answer: a)
+        why = ready(MODEL, "1")
+        assert (why is None) == (state != "broken"), (state, why)
+    assert "sha256" in str(invoked_readiness(
+        catalog_of(MODEL), invoke=lambda *_: answers["broken"])(MODEL, "1"))
