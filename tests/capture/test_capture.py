@@ -76,6 +76,9 @@ def test_held_back_rows_captured_and_read_back(tmp_path: Path) -> None:
     records = list(capture_store.read(FolderStore(tmp_path), "breast-cancer-mlp"))
     assert len(records) == 1 and records[0]["rows"] == len(rows)
     assert np.allclose(records[0]["inputs"]["features"], rows, rtol=1e-6)
+    # FP32 values at their own precision: 17.99, not tolist()'s 17.989999771118164
+    assert records[0]["inputs"]["features"] == [[float(str(np.float32(v))) for v in row]
+                                                for row in rows]
     assert records[0]["outputs"]["label"] == json.loads(answer.body)["outputs"][0]["data"]
     assert records[0]["version"] == "1" and records[0]["id"] == "r1"
     assert datetime.fromisoformat(records[0]["time"].replace("Z", "+00:00")).tzinfo

@@ -97,6 +97,13 @@ def _shaped(values: list[Any], shape: tuple[int, ...]) -> Any:
 _KEYED: dict[bytes, Any] = {}  # key -> its HMAC state after the key (copied per text)
 
 
+def _numbers(array: np.ndarray) -> Any:
+    """A numeric array as the record holds it: the array itself, which orjson writes with
+    OPT_SERIALIZE_NUMPY at its own precision (an FP32 17.99 stays 17.99, where tolist() would
+    widen it to 17.989999771118164; NaN and infinities become null as for Python floats)."""
+    return np.ascontiguousarray(array)
+
+
 def keyed_hash(key: bytes, text: str) -> str:
     """HMAC-SHA256 of `text`'s UTF-8 bytes under `key`, lowercase hex."""
     keyed = _KEYED.get(key)
@@ -128,7 +135,7 @@ def desensitise(array: np.ndarray, rule: Rule, key: Callable[[], bytes],
     when a rule hashes); `known` the model's vocabulary (summary's `oov`)."""
     text = array.dtype.kind in "OSU"
     if rule.kind == KEEP:
-        return _shaped(_texts(array), array.shape) if text else array.tolist()
+        return _shaped(_texts(array), array.shape) if text else _numbers(array)
     if rule.kind == HASH:
         secret = key()
         return {"hash": _shaped([keyed_hash(secret, t) if text else
@@ -188,8 +195,9 @@ def build(manifest: Manifest, config: CaptureConfig, inputs: Mapping[str, np.nda
         record["outputs"] = {
             spec.name: (_shaped(_texts(pick(results[spec.name])), pick(results[spec.name]).shape)
                         if results[spec.name].dtype.kind in "OSU" else
-                        pick(results[spec.name]).tolist())
+                        _numbers(pick(results[spec.name])))
             for spec in manifest.outputs if spec.name in results}
     # orjson: compact UTF-8 JSON as json.dumps(separators=(",", ":"), ensure_ascii=False)
-    # writes it, a tenth of the time (NaN and infinities become null: valid JSON).
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    # writes it, a tenth of the time (NaN and infinities become null: valid JSON); numeric
+    # arrays at their own precision (_numbers).
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)
