@@ -137,9 +137,9 @@ capture-erase: setup ## Erase a model's captured records, every version: make ca
 	@test -n "$(MODEL)" || { echo "usage: make capture-erase MODEL=<name> [SINCE=<ISO 8601 time>] [UNTIL=<ISO 8601 time>] [BUCKET=<deployed capture bucket>]"; exit 2; }
 	@$(PY) -m model_api.aws.capture erase --model "$(MODEL)" $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(BUCKET),--bucket "$(BUCKET)")
 
-monitor: setup ## Drift report of a model's captured window against its baseline (README "Monitoring"): make monitor MODEL=<m> [VERSION=] [SINCE=<ISO 8601>] [UNTIL=..]
-	@test -n "$(MODEL)" || { echo "usage: make monitor MODEL=<name> [VERSION=<v>] [SINCE=<ISO 8601 time; default a day ago>] [UNTIL=<ISO 8601 time; default now>]"; exit 2; }
-	@$(PY) -m model_api.monitoring.reports --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+monitor: setup ## Drift report of a model's captured window against its baseline (README "Monitoring"): make monitor MODEL=<m> [VERSION=] [SINCE=<ISO 8601>] [UNTIL=..] [JSON=1: the whole report]
+	@test -n "$(MODEL)" || { echo "usage: make monitor MODEL=<name> [VERSION=<v>] [SINCE=<ISO 8601 time; default a day ago>] [UNTIL=<ISO 8601 time; default now>] [JSON=1: the whole report as JSON]"; exit 2; }
+	@$(PY) -m model_api.monitoring.reports --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(JSON),--json)
 
 # ---- batch (issue 4): the event-driven GPU batch loop, run locally over a moto server.
 # BatchLayer is built from batch/, so its sources count for `sam build` too.

@@ -156,6 +156,12 @@ def test_held_back_rows_flag_nothing_and_two_scaled_features_are_flagged(
         # and the scaled window flags exactly the two scaled features
         report = _monitor(folder, MODEL, middle, end)
         assert sorted(f["name"] for f in report["features"] if f["drifted"]) == sorted(SCALED)
+        # make monitor's table lists the drifted features first, each with its value
+        table = reports.summary(report).splitlines()
+        assert {line.split("  psi")[0].strip() for line in table[2:4]} == \
+            {f"feature {name}" for name in SCALED}
+        assert all(line.endswith("DRIFTED") for line in table[2:4])
+        assert sum(line.endswith((" ok", "DRIFTED")) for line in table) == 31  # + predictions
         assert client.get(f"/v2/models/{MODEL}/monitoring").json()["window"]["start"] == \
             report["window"]["start"]
         # A text's record keeps its length, tokens and out-of-vocabulary share, never its words

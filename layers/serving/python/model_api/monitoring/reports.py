@@ -13,7 +13,8 @@ the same bins: the console's plot), "skipped" (inputs that cannot be compared, a
 The statistics: model_api.monitoring.drift. Records of other versions than the one compared
 are left out and counted in `window.other_versions`.
 
-`make monitor MODEL=<m> [VERSION=] [SINCE=] [UNTIL=]`: python -m model_api.monitoring.reports.
+`make monitor MODEL=<m> [VERSION=] [SINCE=] [UNTIL=] [JSON=1]`: python -m
+model_api.monitoring.reports (a table to read; JSON=1: the whole report).
 """
 
 from __future__ import annotations
@@ -159,6 +160,34 @@ def installed_versions(models_dir: Path, model: str) -> dict[str, tuple[Manifest
     return {p.parent.name: (load_manifest(p), p.parent) for p in found}
 
 
+def summary(report: Mapping[str, Any]) -> str:
+    """A report as a person reads it in a terminal: the window, one line per feature (the
+    drifted first, then by value) and the predictions' line, with the statistic, its value and
+    threshold. Every number of the report's `features` and `predictions` is in it; the
+    histograms are the console's (or `--json`'s)."""
+    window, base = report["window"], report.get("baseline") or {}
+    lines = [f"{report['model_name']} version {report['model_version']}: {window['rows']:,} "
+             f"rows in {window.get('records', 0):,} records, {window['start']} to "
+             f"{window['end']}, against {base.get('rows', '?')} baseline rows"
+             + (f" ({base['source']})" if base.get("source") else "")]
+    if window.get("other_versions"):
+        lines.append(f"  ({window['other_versions']:,} records of other versions left out)")
+    rows = sorted(report.get("features", []), key=lambda f: (not f["drifted"], -f["value"]))
+    predictions = report.get("predictions")
+    named = [("feature " + f["name"], f) for f in rows]
+    if predictions:
+        named.append((f"prediction {predictions['output']}", predictions))
+    if named:
+        width = max(len(name) for name, _ in named)
+        lines.append(f"  {'':{width}}  {'statistic':<15} {'value':>9} {'threshold':>9}")
+        lines += [f"  {name:{width}}  {f['statistic']:<15} {f['value']:>9.4f} "
+                  f"{f['threshold']:>9g}  {'DRIFTED' if f['drifted'] else 'ok'}"
+                  for name, f in named]
+    lines += [f"  skipped {name}: {why}" for name, why in report.get("skipped", {}).items()]
+    lines.append(f"{report['status']}: {report['message']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """make monitor: compare a model's captured window (the local store) with its baseline,
     write the report as its latest and print it."""
@@ -171,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(".local-api/capture"),
                         help="the capture store (make serve's)")
     parser.add_argument("--models-dir", type=Path, default=Path("build/models"))
+    parser.add_argument("--json", action="store_true",
+                        help="print the whole report as JSON (histograms included)")
     args = parser.parse_args(argv)
     try:
         since, until = time_window(args.since, args.until)
@@ -189,10 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     key = save(store, report)
-    shown = {k: v for k, v in report.items() if k not in ("histograms", "statistics")}
-    print(json.dumps(shown, indent=1, ensure_ascii=False))
-    print(f"report written to {args.dir / key} (and {latest_key(args.model)}); "
-          f"{report['message']}", file=sys.stderr)
+    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary(report))
+    print(f"report written to {args.dir / key} (and {latest_key(args.model)})"
+          + ("" if args.json else "; JSON=1 prints it whole"), file=sys.stderr)
     return 0
 
 
