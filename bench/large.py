@@ -132,8 +132,8 @@ class _FileRanges:
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_RDONLY)
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        return os.pread(self.fd, end - start, start)
+    def read_range_into(self, key: str, start: int, out: memoryview) -> int:
+        return os.preadv(self.fd, [out], start)
 
 
 def _child_download(size: int, repeats: int, local: Path) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from model_export.digits import ROOT, TORCH_PYTHON
+from model_export.weights import DATA_FILE
 
 EMBEDDING_WIDTH = 64
-DATA_FILE = "model.onnx.data"
 
 
 def transformer(mb: float, cache: Path, seed: int = 0) -> Path:
