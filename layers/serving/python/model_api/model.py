@@ -168,7 +168,7 @@ class LoadedModel:
         pinned: tuple[Any, ...] = ()
         try:
             if data is not None and weights is not None:
-                session, pinned = _session_on_weights(model_bytes, weights, data,
+                session, pinned = session_on_weights(model_bytes, weights, data,
                                                       list(providers or CPU), spinning)
             else:
                 session = ort.InferenceSession(model_bytes, sess_options=session_options(spinning),
@@ -266,7 +266,7 @@ class LoadedModel:
         return predict
 
 
-def _session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
+def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
                         providers: list[str], spinning: bool | None
                         ) -> tuple[ort.InferenceSession, tuple[Any, ...]]:
     """The session of `graph`, whose large tensors are in a weights' file (ONNX's external-data
