@@ -115,7 +115,7 @@ def dense(mb: float, cache: Path, width: int = 2048, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     nodes, initializers, hidden = [], [], "x"
     for i in range(layers):
-        weight = rng.standard_normal((width, width), dtype=np.float32) / np.sqrt(width)
+        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
         initializers += [numpy_helper.from_array(weight, f"w{i}"),
                          numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
         nodes += [helper.make_node("MatMul", [hidden, f"w{i}"], [f"m{i}"]),
