@@ -109,8 +109,10 @@ def read_signature(model_bytes: bytes, source: str,
 def cpu_session(model_bytes: bytes,
                 external: tuple[str, bytes] | None = None) -> ort.InferenceSession:
     """An onnxruntime CPU session of `model_bytes`; `external`: its tensors' file (name, bytes)
-    for a model in ONNX's external-data format, handed over from memory as the API does.
-    Raises onnxruntime's own errors."""
+    for a model in ONNX's external-data format (the model store's form), handed over from
+    memory as the API's fallback does (copied: model_api.model.session_on_weights, which runs
+    every model it can with the weights in place and the others this way, so what loads here
+    loads there). Raises onnxruntime's own errors."""
     options = ort.SessionOptions()
     if external is not None:
         options.add_external_initializers_from_files_in_memory(
@@ -121,7 +123,7 @@ def cpu_session(model_bytes: bytes,
 def smoke_run(model_bytes: bytes, source: str,
               external: tuple[str, bytes] | None = None) -> None:
     """Load the model in onnxruntime and run it on one row of zeros (empty strings for BYTES);
-    `external`: its tensors' file (name, bytes), handed over from memory as the API does."""
+    `external`: its tensors' file (name, bytes), handed over from memory (cpu_session)."""
     model = onnx.load_from_string(model_bytes)
     initializers = {init.name for init in model.graph.initializer}
     feeds = {}
