@@ -16,9 +16,9 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from model_export.digits import ROOT, TORCH_PYTHON
+from model_export.weights import DATA_FILE
 
 EMBEDDING_WIDTH = 64
-DATA_FILE = "model.onnx.data"
 
 
 def transformer(mb: float, cache: Path, seed: int = 0) -> Path:
@@ -101,3 +101,34 @@ def _write_rows(data: object, rng: np.random.Generator, rows: int, chunk: int = 
         block = rng.standard_normal((min(chunk, rows - start), EMBEDDING_WIDTH),
                                     dtype=np.float32)
         data.write(block.tobytes())  # type: ignore[attr-defined]
+
+
+def dense(mb: float, cache: Path, width: int = 2048, seed: int = 0) -> Path:
+    """A stack of `width` x `width` FP32 MatMul + bias + ReLU layers of about `mb` MB (seeded),
+    built with onnx's helpers in `cache`: `x` FP32 [batch, width] -> `y` FP32 [batch, width].
+    Every weight is a MatMul's, the case onnxruntime's pre-packing copies (`make bench
+    ONLY=large`: in place vs copied weights); the transformer's size is mostly its embedding."""
+    out = cache / f"dense-{mb:g}mb-w{width}-seed{seed}.onnx"
+    if out.is_file():
+        return out
+    layers = max(1, round(mb * 1e6 / (4 * width * width)))
+    rng = np.random.default_rng(seed)
+    nodes, initializers, hidden = [], [], "x"
+    for i in range(layers):
+        weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        initializers += [numpy_helper.from_array(weight, f"w{i}"),
+                         numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [hidden, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"h{i}"] if i < layers - 1 else ["y"])]
+        hidden = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.{os.getpid()}")
+    partial.write_bytes(model.SerializeToString())
+    partial.rename(out)
+    return out

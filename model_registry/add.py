@@ -47,6 +47,7 @@ from model_export.artifact import (
 from model_export.export import baseline_file, graph_vocabulary
 from model_export.seeds import RECIPES
 from model_export.text import UNICODE_TEXTS
+from model_export.weights import DATA_FILE, WeightsError, split, store_section
 from model_registry import placement, registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
@@ -108,8 +109,10 @@ def read_signature(model_bytes: bytes, source: str,
 def cpu_session(model_bytes: bytes,
                 external: tuple[str, bytes] | None = None) -> ort.InferenceSession:
     """An onnxruntime CPU session of `model_bytes`; `external`: its tensors' file (name, bytes)
-    for a model in ONNX's external-data format, handed over from memory as the API does.
-    Raises onnxruntime's own errors."""
+    for a model in ONNX's external-data format (the model store's form), handed over from
+    memory as the API's fallback does (copied: model_api.model.session_on_weights, which runs
+    every model it can with the weights in place and the others this way, so what loads here
+    loads there). Raises onnxruntime's own errors."""
     options = ort.SessionOptions()
     if external is not None:
         options.add_external_initializers_from_files_in_memory(
@@ -120,7 +123,7 @@ def cpu_session(model_bytes: bytes,
 def smoke_run(model_bytes: bytes, source: str,
               external: tuple[str, bytes] | None = None) -> None:
     """Load the model in onnxruntime and run it on one row of zeros (empty strings for BYTES);
-    `external`: its tensors' file (name, bytes), handed over from memory as the API does."""
+    `external`: its tensors' file (name, bytes), handed over from memory (cpu_session)."""
     model = onnx.load_from_string(model_bytes)
     initializers = {init.name for init in model.graph.initializer}
     feeds = {}
@@ -236,13 +239,11 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
                        f"{section['method']} (background rows are for tabular models)")
     manifest["explanation"] = section
     if in_store:
-        manifest[STORE_FIELD] = {"key": placement.store_key(entry.name, version),
-                                 "bytes": len(model_bytes)}
-        if external is not None:
-            manifest[STORE_FIELD]["data"] = {
-                "key": placement.store_key(entry.name, version, external[0]),
-                "bytes": len(external[1]), "sha256": sha256_of(external[1]),
-                "location": external[0]}
+        manifest[STORE_FIELD] = store_section(
+            model_bytes, external[1] if external else None,
+            placement.store_key(entry.name, version),
+            placement.store_key(entry.name, version, external[0]) if external else None,
+            external[0] if external else DATA_FILE)
     manifest.update(fields or {})
     if external is not None:
         files = {**files, external[0]: external[1]}
@@ -410,6 +411,9 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     version = version or next_version(existing)
     size = len(model_bytes) + (len(external[1]) if external else 0)
     where = _placement(name, existing, version, size, place, project, external is not None)
+    if where.home == placement.STORE:
+        model_bytes, external = store_form(model_bytes, external, str(onnx_path))
+        size = len(model_bytes) + (len(external[1]) if external else 0)
     record: dict[str, Any] = {"path": stored_path(name, version),
                               "sha256": sha256_of(model_bytes)}
     if where.home == placement.STORE:
@@ -482,6 +486,22 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     if placed is not None:
         placed.append(where)
     return entry
+
+
+def store_form(model_bytes: bytes, external: tuple[str, bytes] | None, source: str
+               ) -> tuple[bytes, tuple[str, bytes] | None]:
+    """A version placed in the model store as the store keeps it (model_export.weights): its
+    graph and the file of its weights (DATA_FILE, bytes), which its function runs on in place
+    (1 x its size in memory). A model without a tensor large enough to move stays one file; one
+    that is not ONNX is left for read_signature to refuse. AddError when its tensors cannot be
+    laid out."""
+    try:
+        graph, data = split(model_bytes, external[1] if external else None)
+    except DecodeError:
+        return model_bytes, external
+    except WeightsError as exc:
+        raise AddError(f"{source}: {exc}") from exc
+    return (graph, (DATA_FILE, data)) if data else (model_bytes, external)
 
 
 def _current_labels(entry: ModelEntry, project: Project) -> list[str] | None:

@@ -10,19 +10,22 @@ version fits a layer when it and the model's other layer versions fit that. A la
 to the model store (template.src.yaml's ModelStoreBucket), which its function reads at start-up
 (model_api.store).
 
-Memory. A function holds every version of its model at once, each as onnxruntime's copy of its
-weights (S bytes for a file of S bytes); while one version loads it holds its file's bytes
-(S), onnxruntime's parsed copy of the graph (S) and the session's weights (S) at once,
-measured as 3.0 x S for a 400 MB file (`make bench ONLY=large`, docs/performance.md), so
-LOAD_COPIES = 3. The versions load one at a time (model_api.service), so a function needs
+Memory. A function holds every version of its model at once, each as its weights (S bytes for
+a file of S bytes). A version in the store is kept as its graph and one file of its weights
+(model_export.weights), read into one buffer that onnxruntime runs on in place: 1.0 x S at the
+peak and after (measured for 400 MB models, `make bench ONLY=large`, docs/performance.md). A
+graph whose load-time optimisations read a weight (a Cast or Transpose of one folded, Q/K/V
+weights fused) gets them copied instead (model_api.model), and so does every graph where
+$MODEL_API_WEIGHTS=copy: the buffer and onnxruntime's copy, 2 x S at the peak. The function is
+sized for that: LOAD_COPIES = 2. The versions load one at a time (model_api.service), so a
+function needs
   BASELINE_MB + (sum of S + (LOAD_COPIES - 1) x largest S) x (1 + WORKING_MARGIN)
-and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (3 x 1.1) = 3,054 MB.
+and at most Lambda's 10,240 MB: one version of up to (10,240 - 160) / (2 x 1.1) = 4,581 MB.
 A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), which needs
-160 + 3 x 2,147 x 1.1 = 7,246 MB (7,296 rounded up to 64): the largest model the design serves
-is then one of 3,054 MB, in ONNX's external-data format (its graph, and its tensors in one
-file beside it: always the store; no one tensor over 2 GiB, which onnxruntime 1.32 does not
-take from memory), alone in its function; a single file of up to 2 GiB needs 7,296 MB. The
-versions of one function together: the formula.
+160 + 2 x 2,147 x 1.1 = 4,884 MB (4,928 rounded up to 64); a larger one comes in ONNX's
+external-data format (its graph, and its tensors in one file beside it: always the store; no
+one tensor over 2 GiB). The largest model the design serves is then one of 4,581 MB alone in
+its function. The versions of one function together: the formula.
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ LAYER_BUDGET_BYTES = (UNZIPPED_LIMIT_BYTES - RUNTIME_LAYER_BYTES - SERVING_LAYER
 # A model function with no model yet: python, numpy, onnxruntime, Powertools, boto3's S3 client
 # measured at 119 MB peak RSS; rounded up for the request's own buffers.
 BASELINE_MB = 160
-# Copies of a version's weights while it loads: its bytes, onnxruntime's parsed graph, the
-# session's weights (measured 3.0x; afterwards 1x: model_api.model drops the bytes).
-LOAD_COPIES = 3
+# Copies of a version's weights while it loads: the buffer they are read into and, when they
+# cannot be used in place, onnxruntime's copy (measured: 1.0x in place, 1.9-2.1x copied;
+# afterwards 1x: see the module's docstring).
+LOAD_COPIES = 2
 # For activations and intermediate tensors of a request, as a share of the weights.
 WORKING_MARGIN = 0.10
 # Protobuf's limit on one message: the largest single-file ONNX model.

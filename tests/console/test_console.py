@@ -230,3 +230,52 @@ def test_the_monitoring_tab_shows_drift_per_feature_and_a_features_histograms(
     tab.screenshot("breast-cancer-mlp-monitoring")
     # The browser logs the first 404 itself; nothing else may go wrong
     assert [e for e in tab.errors if "status of 404" not in e] == []
+
+
+def test_a_model_still_loading_shows_as_loading_then_ready(tab: Page) -> None:
+    """A large model that is still loading from the model store (README, "Large models")
+    answers its ready route and the server's 503 with Retry-After and is LOADING in the
+    repository index (tests/model_registry/test_large_model.py: a real 400 MB one). The seed
+    models load at once, so here the local API's answers about digits-cnn are replaced by
+    those in the browser's network layer (Playwright's routes) while `loading` holds; then
+    the real ones go through and the page, looking again after Retry-After, shows it ready."""
+    loading = {"on": True}
+    message = ("model 'digits-cnn' version '1' is loading: 42% of 400 MB read from the model "
+               "store; retry after 1 s")
+
+    def ready(route: Any) -> None:
+        if not loading["on"]:
+            route.continue_()
+            return
+        route.fulfill(status=503, headers={"Retry-After": "1"},
+                      content_type="application/json", body=json.dumps({"error": message}))
+
+    def index(route: Any) -> None:
+        response = route.fetch()
+        entries = response.json()
+        for entry in entries if loading["on"] else []:
+            if entry["name"] == "digits-cnn":
+                entry.update(state="LOADING", reason=message)
+        route.fulfill(response=response, json=entries)
+
+    # Given digits-cnn still loading
+    for pattern, handler in (("**/v2/models/digits-cnn/ready", ready),
+                             ("**/v2/health/ready", ready), ("**/v2/repository/index", index)):
+        tab.page.route(pattern, handler)
+
+    # When its page is open, it says so: the badge, its title (how far), the list, the server
+    open_model(tab, "digits-cnn")
+    badge = tab.page.locator("#model-state")
+    expect(badge).to_have_text("loading…")
+    assert "42% of 400 MB" in (badge.get_attribute("title") or "")
+    item = tab.page.locator('.model-item[data-model="digits-cnn"]')
+    expect(item).to_contain_text("(loading)")
+    expect(tab.page.locator("#server-state")).to_have_text("server loading")
+    tab.screenshot("digits-cnn-loading")
+
+    # Then, once it has loaded, the page looks again by itself and shows it ready
+    loading["on"] = False
+    expect(badge).to_have_text("ready", timeout=15_000)
+    expect(item).not_to_contain_text("(loading)", timeout=15_000)
+    expect(tab.page.locator("#server-state")).to_have_text("server ready", timeout=60_000)
+    assert [e for e in tab.errors if "status of 503" not in e] == []

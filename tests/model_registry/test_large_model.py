@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from model_registry.add import add
 from model_registry.registry import Project
 from model_registry.remove import remove
 from model_registry.store import stored_versions, sync
-from tests.conftest import local_api_server
+from tests.conftest import ROOT, local_api_server
 from tests.model_registry.conftest import snapshot
 from tests.model_registry.test_lifecycle import served
 
@@ -69,9 +71,9 @@ class FileStore:
     def __init__(self, files: dict[str, Path]) -> None:
         self.files = files
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range_into(self, key: str, start: int, out: memoryview) -> int:
         with self.files[key].open("rb") as handle:
-            return os.pread(handle.fileno(), end - start, start)
+            return os.preadv(handle.fileno(), [out], start)
 
 
 @pytest.mark.slow
@@ -91,7 +93,7 @@ def test_a_model_over_2_gib_in_the_external_data_format_is_served(
     placed: list[placement.Placement] = []
     add(BIG, model, project=project, placed=placed)
     assert placed[0].home == placement.STORE and "external-data format" in placed[0].reason
-    assert placed[0].memory_mb == placement.memory_mb([size]) >= 7_296
+    assert placed[0].memory_mb == placement.memory_mb([size]) >= 4_928
     files = {key: path for key, (path, _) in stored_versions(project.models_dir).items()}
     assert sorted(files) == [f"models/{BIG}/1/model.onnx", f"models/{BIG}/1/{DATA_FILE}"]
     folder = project.models_dir / BIG / "1"
@@ -99,10 +101,55 @@ def test_a_model_over_2_gib_in_the_external_data_format_is_served(
     inputs = feeds()
     got = loaded.run(inputs, ["logits"])["logits"]
     del loaded
-    want = ort.InferenceSession(str(model)).run(None, inputs)[0]
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, onnxruntime_answer(model, inputs))
     remove(BIG, project=project)
     assert snapshot(project) == before
+
+
+def onnxruntime_answer(model: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """onnxruntime's own answer on the file, with the settings a stored model runs with
+    (model_api.model: pre-packing off; pre-packed MatMul weights sum in another order, which
+    moves the last bit of some logits)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return np.asarray(ort.InferenceSession(str(model), options).run(None, inputs)[0])
+
+
+LOAD_CHILD = """
+import json, os, sys
+from pathlib import Path
+from model_api.model import LoadedModel
+
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+class Files:
+    def __init__(self, files):
+        self.files = files
+
+    def read_range_into(self, key, start, out):
+        with open(self.files[key], "rb") as handle:
+            return os.preadv(handle.fileno(), [out], start)
+
+baseline = status("VmRSS")
+loaded = LoadedModel.load(Path(sys.argv[1]), store=Files(json.loads(sys.argv[2])))
+print(json.dumps([status("VmHWM") - baseline, status("VmRSS") - baseline]))
+"""
+
+
+def load_memory(project: Project, name: str = BIG) -> tuple[int, int]:
+    """Peak and resident bytes a fresh process adds while it loads `name` version 1 through
+    the store's reading code (the store: the files add-model kept, FileStore's way), over
+    its resident memory with numpy and onnxruntime imported (VmHWM, VmRSS)."""
+    files = {key: str(path) for key, (path, _) in stored_versions(project.models_dir).items()}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_CHILD, str(project.models_dir / name / "1"),
+         json.dumps(files)], capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "serving" / "python")})
+    peak, resident = json.loads(result.stdout)
+    return int(peak), int(resident)
 
 
 def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None:
@@ -117,13 +164,22 @@ def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None
     assert placed[0].home == placement.STORE and "over what a layer holds" in placed[0].reason
     record = next(m for m in yaml.safe_load(project.registry.read_text())["models"]
                   if m["name"] == BIG)["files"]["1"]
-    assert (record["home"], record["bytes"]) == ("store", size)
+    # as its graph and one file of its weights (model_export.weights)
+    assert record["home"] == "store" and size <= record["bytes"] < size + 64 * 100
     manifest = json.loads((project.models_dir / BIG / "1" / "manifest.json").read_text())
-    assert manifest["store"] == {"key": f"models/{BIG}/1/model.onnx", "bytes": size}
+    keys = [f"models/{BIG}/1/model.onnx", f"models/{BIG}/1/{DATA_FILE}"]
+    assert [manifest["store"]["key"], manifest["store"]["data"]["key"]] == keys
+    assert manifest["store"]["bytes"] < 100_000
     # and its function is sized from it and may read its own objects only
     stack = (project.stacks / "models-0.yaml").read_text()
-    assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1536
+    assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1024
     assert f"${{ModelStoreBucket}}/models/{BIG}/*" in stack
+
+    # and a fresh process loading it through the store's reading code peaks at its size: the
+    # weights read into one buffer that onnxruntime runs on in place (1.03 x measured; the
+    # bound leaves 0.12 x for allocator noise; the copying load this replaced peaked at 2.9 x)
+    peak, resident = load_memory(project)
+    assert peak <= 1.15 * record["bytes"] and resident <= 1.15 * record["bytes"], (peak, size)
 
     # Then the local API serves it from its local store: loading first, then onnxruntime's
     # own answers on the same file
@@ -145,14 +201,12 @@ def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None
         assert answer.status_code == 200, answer.text
         (output,) = answer.json()["outputs"]
         got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
-        want = ort.InferenceSession(str(model)).run(None, inputs)[0]
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, onnxruntime_answer(model, inputs))
         endpoint = re.search(r"local S3/DynamoDB/EventBridge at (\S+),", log.read_text())
         assert endpoint, log.read_text()[-3000:]
         s3 = boto3.client("s3", endpoint_url=endpoint.group(1), region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
         listed = s3.list_objects_v2(Bucket="local-model-api-models")["Contents"]
-        keys = [f"models/{BIG}/1/model.onnx"]
         assert sorted(item["Key"] for item in listed) == keys
 
         # When it is removed, the tree is as it was, and the store's sync deletes its object

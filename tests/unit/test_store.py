@@ -12,16 +12,32 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from model_api.errors import Loading
 from model_api.integrity import IntegrityError
-from model_api.model import LoadedModel, ModelIntegrityError
+from model_api.model import WEIGHTS_VARIABLE, LoadedModel, ModelIntegrityError
 from model_api.repository import LOADING, READY, service_index
 from model_api.service import InferenceService
-from model_api.store import Progress, StoredObject, StoreError, fetch_verified
+from model_api.store import (
+    ALIGNMENT,
+    Progress,
+    StoredObject,
+    StoreError,
+    Tensor,
+    aligned_buffer,
+    external_data,
+    fetch_into,
+    fetch_verified,
+    read_file_into,
+)
+from onnx import TensorProto, helper, numpy_helper
 
-from model_export.large import DATA_FILE, embedding
+from model_export.artifact import signature
+from model_export.large import embedding
+from model_export.weights import DATA_FILE, split, store_section
+from model_export.weights import tensors as split_tensors
 from tests.unit.tiny_models import identity_version
 
 
@@ -33,14 +49,16 @@ class MemoryStore:
         self.ranges: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range_into(self, key: str, start: int, out: memoryview) -> int:
         if self.gate is not None:
             self.gate.wait(10)
         if key not in self.objects:
             raise StoreError(f"{key}: no such object")
+        part = self.objects[key][start:start + len(out)]
         with self.lock:
-            self.ranges.append((start, end))
-        return self.objects[key][start:end]
+            self.ranges.append((start, start + len(out)))
+        out[:len(part)] = part
+        return len(part)
 
 
 def stored(data: bytes, key: str = "models/m/1/model.onnx") -> StoredObject:
@@ -124,35 +142,114 @@ def test_while_it_loads_it_answers_503_with_retry_after_then_serves(tmp_path: Pa
     assert [entry.state for entry in service_index(service)] == [READY]
 
 
-def test_an_external_data_model_is_handed_to_onnxruntime_from_memory(tmp_path: Path) -> None:
-    # Given a model in ONNX's external-data format (the form of one over 2 GiB; 2 MB here):
-    # its graph and its tensors' file, both in the store, the folder holding the manifest only
-    source = embedding(2, tmp_path / "made", external=True)
-    graph, data = source.read_bytes(), source.with_name(DATA_FILE).read_bytes()
-    folder = tmp_path / "models" / "e" / "1"
+def stored_form(source: Path, folder: Path, data: bytes | None = None
+                ) -> tuple[Path, MemoryStore, bytes, bytes]:
+    """The version `folder` of `source` as the store keeps it (model_export.weights: its graph
+    and its weights' file, both in an in-memory store; the folder holds the manifest only)."""
+    graph, weights = split(source.read_bytes(), data)
     folder.mkdir(parents=True)
-    sha = hashlib.sha256
+    key = f"models/{folder.parent.name}/{folder.name}/"
     (folder / "manifest.json").write_text(json.dumps({
-        "schema_version": 1, "name": "e", "version": "1", "platform": "onnxruntime_onnx",
-        "model_file": "model.onnx", "sha256": sha(graph).hexdigest(),
-        "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]}
-                   for n in ("input_ids", "attention_mask")],
-        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 4]}],
-        "store": {"key": "models/e/1/model.onnx", "bytes": len(graph),
-                  "data": {"key": "models/e/1/model.onnx.data", "bytes": len(data),
-                           "sha256": sha(data).hexdigest(), "location": DATA_FILE}}}))
-    store = MemoryStore({"models/e/1/model.onnx": graph, "models/e/1/model.onnx.data": data})
-    progress = Progress(len(graph) + len(data))
+        "schema_version": 1, "name": folder.parent.name, "version": folder.name,
+        "platform": "onnxruntime_onnx", "model_file": "model.onnx",
+        "sha256": hashlib.sha256(graph).hexdigest(),
+        **signature(onnx.load_from_string(graph)),
+        "store": store_section(graph, weights, key + "model.onnx", key + DATA_FILE)}))
+    return folder, MemoryStore({key + "model.onnx": graph, key + DATA_FILE: weights}), \
+        graph, weights
 
-    # When it loads from the store, its answers are onnxruntime's on the files themselves
+
+def feeds() -> dict[str, np.ndarray]:
+    return {"input_ids": np.array([[1, 5, 9], [2, 2, 0]], dtype=np.int64),
+            "attention_mask": np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)}
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["one-file", "external-data"])
+def test_a_stored_model_runs_on_its_weights_in_place(tmp_path: Path, external: bool) -> None:
+    # Given a model in one file, or in ONNX's external-data format (the form of one over
+    # 2 GiB; 2 MB here), kept as the store keeps it: its graph and its weights' file
+    source = embedding(2, tmp_path / "made", external=external)
+    folder, store, graph, weights = stored_form(
+        source, tmp_path / "models" / "e" / "1",
+        source.with_name(DATA_FILE).read_bytes() if external else None)
+    assert len(graph) < 2_000 and len(weights) >= 2e6
+    progress = Progress(len(graph) + len(weights))
+
+    # When it loads from the store, onnxruntime runs on the buffer the weights were read into
+    # (no copy), and its answers are onnxruntime's on the source file
     loaded = LoadedModel.load(folder, store=store, progress=progress)
-    assert progress.done == len(graph) + len(data)
-    ids = np.array([[1, 5, 9], [2, 2, 0]], dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.array([[1, 1, 1], [1, 1, 0]])}
-    want = ort.InferenceSession(str(source)).run(None, feeds)[0]
-    np.testing.assert_array_equal(loaded.run(feeds, ["logits"])["logits"], want)
+    assert progress.done == len(graph) + len(weights)
+    (buffer, *values) = loaded.pinned
+    assert buffer.nbytes == len(weights) and buffer.ctypes.data % ALIGNMENT == 0
+    assert len(values) == len(split_tensors(graph)) == 2  # its table and its head
+    want = ort.InferenceSession(str(source)).run(None, feeds())[0]
+    np.testing.assert_array_equal(loaded.run(feeds(), ["logits"])["logits"], want)
 
-    # and a changed byte of its tensors keeps it from loading
-    store.objects["models/e/1/model.onnx.data"] = data[:-1] + b"\1"
+    # and laying it out again gives the same bytes (a re-import changes nothing)
+    assert split(graph, weights) == (graph, weights)
+
+    # and a changed byte of its weights keeps it from loading
+    store.objects[f"models/e/1/{DATA_FILE}"] = weights[:-1] + bytes([weights[-1] ^ 1])
     with pytest.raises(ModelIntegrityError, match="sha256"):
         LoadedModel.load(folder, store=store)
+
+
+def cast_model() -> bytes:
+    """A graph whose optimisation reads a weight's bytes: an FP16 weight cast to FP32 (constant
+    folding computes the cast at load) before a MatMul."""
+    weight = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+         helper.make_node("MatMul", ["x", "w"], ["y"])], "cast",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [numpy_helper.from_array(weight, "w16")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("mode", ["in-place", "copy"])
+def test_weights_an_optimisation_reads_are_copied_to_onnxruntime(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a stored model whose load-time optimisation reads a weight (a Cast folded), and
+    # the choice of $MODEL_API_WEIGHTS
+    source = tmp_path / "cast.onnx"
+    source.write_bytes(cast_model())
+    folder, store, _, _ = stored_form(source, tmp_path / "models" / "c" / "1")
+    monkeypatch.setenv(WEIGHTS_VARIABLE, mode)
+
+    # When it loads: onnxruntime copies the weights (in place cannot serve it), and the
+    # answers are onnxruntime's on the source file
+    loaded = LoadedModel.load(folder, store=store)
+    assert loaded.pinned == ()
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(source)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(loaded.run({"x": x}, ["y"])["y"], want)
+
+
+def test_a_manifest_tensor_outside_its_file_or_misaligned_is_refused() -> None:
+    good = {"name": "t", "type": 1, "shape": [4, 4], "offset": 64, "bytes": 64}
+    assert Tensor.from_manifest(good, 128).shape == (4, 4)
+    for wrong in ({"offset": 65}, {"bytes": 60}, {"offset": 128}, {"type": 8},
+                  {"shape": [4, -4]}):
+        with pytest.raises(ValueError, match=r"store\.data\.tensors"):
+            Tensor.from_manifest({**good, **wrong}, 128)
+    with pytest.raises(ValueError, match="add it again"):
+        external_data({"store": {"data": {"key": "k", "bytes": 8, "sha256": "0" * 64,
+                                          "location": DATA_FILE}}})
+
+
+def test_a_weights_file_is_read_into_its_buffer_and_checked(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 300
+    path = tmp_path / DATA_FILE
+    path.write_bytes(data)
+    buffer = aligned_buffer(len(data))
+    read_file_into(path, stored(data), buffer)
+    assert buffer.tobytes() == data
+    store = MemoryStore({"models/m/1/model.onnx": data})
+    fetch_into(store, stored(data), buffer, part_bytes=1000, workers=3)
+    assert buffer.tobytes() == data
+    path.write_bytes(data + b"\0")
+    with pytest.raises(IntegrityError, match="not 76800 bytes long"):
+        read_file_into(path, stored(data), buffer)

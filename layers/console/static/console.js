@@ -55,7 +55,7 @@ function headersFor(body) {
   return headers;
 }
 
-// {status, ok, json, text}; on a refused key (403), ask for one once and retry.
+// {status, ok, json, text, retryAfter}; on a refused key (403), ask for one once and retry.
 async function call(method, path, body, retried = false) {
   const response = await fetch(new URL(path, API), {
     method, headers: headersFor(body), body: body === undefined ? undefined : body,
@@ -66,7 +66,28 @@ async function call(method, path, body, retried = false) {
   if (response.status === 403 && !retried && json && /key/i.test(json.error || "")) {
     if (await askForKey()) return call(method, path, body, true);
   }
-  return { status: response.status, ok: response.ok, json, text };
+  return { status: response.status, ok: response.ok, json, text,
+           retryAfter: response.headers.get("Retry-After") };
+}
+
+// A ready route's answer as a state: 200 ready; 503 with Retry-After: a large model still
+// loading from the model store (README, "Large models"); else not ready (its reason).
+function readiness(answer) {
+  if (answer.ok) return "ready";
+  return answer.status === 503 && answer.retryAfter ? "loading" : "unavailable";
+}
+
+// While something loads, look again after the Retry-After it was given (at least 1 s).
+let recheck = null;
+
+function recheckAfter(answer) {
+  if (recheck || !answer.retryAfter) return;
+  const seconds = Math.min(30, Math.max(1, Number(answer.retryAfter) || 1));
+  recheck = setTimeout(async () => {
+    recheck = null;
+    await Promise.all([loadServerState(), loadIndex(false)]);
+    if (state.model) await showReadiness();
+  }, seconds * 1000);
 }
 
 function errorText(answer) {
@@ -87,12 +108,15 @@ function curlFor(method, path, body) {
 async function loadServerState() {
   const badge = $("server-state");
   const answer = await call("GET", "v2/health/ready");
-  badge.textContent = answer.ok ? "server ready" : "server not ready";
-  badge.className = "badge " + (answer.ok ? "ready" : "unavailable");
+  const found = readiness(answer);
+  badge.textContent = { ready: "server ready", loading: "server loading",
+                        unavailable: "server not ready" }[found];
+  badge.className = "badge " + found;
   badge.title = answer.ok ? "GET /v2/health/ready: 200" : errorText(answer);
+  if (found === "loading") recheckAfter(answer);
 }
 
-async function loadIndex() {
+async function loadIndex(select = true) {
   const answer = await call("POST", "v2/repository/index", "{}");
   const list = $("model-list");
   list.replaceChildren();
@@ -126,8 +150,12 @@ async function loadIndex() {
     item.append(button);
     list.append(item);
   }
+  for (const button of list.querySelectorAll(".model-item")) {
+    button.classList.toggle("selected", button.dataset.model === state.model);
+  }
+  if (state.index.some((entry) => entry.state === "LOADING")) recheckAfter({ retryAfter: "5" });
   const wanted = decodeURIComponent(window.location.hash.slice(1));
-  if (wanted && byName.has(wanted)) selectModel(wanted, "");
+  if (select && wanted && byName.has(wanted)) selectModel(wanted, "");
 }
 
 // ---------------------------------------------------------------- one model
@@ -167,14 +195,23 @@ async function selectModel(name, version) {
     $("editor-card").hidden = true;
     return;
   }
-  const ready = await call("GET", modelPath("/ready"));
-  stateBadge.textContent = ready.ok ? "ready" : "not ready";
-  stateBadge.className = "badge " + (ready.ok ? "ready" : "unavailable");
-  stateBadge.title = ready.ok ? "" : errorText(ready);
+  await showReadiness();
   state.meta = answer.json;
   renderFacts(state.meta);
   renderEditor(state.meta);
   showView(state.view);
+}
+
+// The chosen model's badge from its ready route: ready, loading (with how far, in its title
+// and beside it), or not ready (the API's reason in its title).
+async function showReadiness() {
+  const stateBadge = $("model-state");
+  const ready = await call("GET", modelPath("/ready"));
+  const found = readiness(ready);
+  stateBadge.textContent = { ready: "ready", loading: "loading…", unavailable: "not ready" }[found];
+  stateBadge.className = "badge " + found;
+  stateBadge.title = ready.ok ? "" : errorText(ready);
+  if (found === "loading") recheckAfter(ready);
 }
 
 // ---------------------------------------------------------------- monitoring

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ from model_api.store import (
     RangeReader,
     StoredObject,
     StoreError,
+    aligned_buffer,
     external_data,
+    fetch_into,
     fetch_verified,
+    read_file_into,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,12 @@ LAMBDA_MEMORY_VARIABLE = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 MB_PER_VCPU = 1769  # Lambda: "at 1,769 MB, a function has the equivalent of one vCPU"
 # The first chunk of an explanation's timed, growing chunks of model rows (LoadedModel.scores).
 PROBE_ROWS = 16
+# How a version's weights' file (the model store's form, model_api.store) reaches onnxruntime:
+# "in-place" (the default: its tensors where they were read, no copy, pre-packing off) or
+# "copy" (onnxruntime copies them and pre-packs its MatMul/Gemm weights: twice the weights'
+# size at the peak, faster on batches of many rows). docs/performance.md, "Large models".
+WEIGHTS_VARIABLE = "MODEL_API_WEIGHTS"
+IN_PLACE, COPY = "in-place", "copy"
 
 
 class ModelLoadError(Exception):
@@ -114,6 +124,9 @@ class LoadedModel:
     session: ort.InferenceSession
     # How /explain explains it (model_api/explainers/), from the manifest; checked at load.
     explainer: Explainer
+    # The buffers onnxruntime runs on in place (a stored version's weights): kept as long as
+    # the session is.
+    pinned: tuple[Any, ...] = field(default=(), repr=False)
 
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
@@ -133,55 +146,49 @@ class LoadedModel:
         except (ManifestError, ValueError) as exc:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
-        external: list[tuple[str, bytes]] = []
+        weights = None
         try:
-            if stored is not None and store is not None:
-                model_bytes = fetch_verified(store, stored, progress=progress)
-                if data is not None and data.location is not None:
-                    external.append((data.location, fetch_verified(store, data,
-                                                                   progress=progress)))
-            else:
-                model_bytes = read_verified(model_path, manifest.sha256)
-                if data is not None and data.location is not None:
-                    external.append((data.location, read_verified(
-                        version_dir / data.location, data.sha256)))
+            from_store = stored is not None and store is not None
+            model_bytes = (fetch_verified(store, stored, progress=progress)  # type: ignore[arg-type]
+                           if from_store else read_verified(model_path, manifest.sha256))
+            if data is not None:
+                # The weights' file: read into one buffer, checked, then run on in place
+                weights = aligned_buffer(data.size)
+                if from_store:
+                    fetch_into(store, data, weights, progress=progress)  # type: ignore[arg-type]
+                else:
+                    read_file_into(version_dir / str(data.location), data, weights)
         except (OSError, StoreError) as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
         except IntegrityError as exc:
             raise ModelIntegrityError(
                 f"{exc.path}: sha256 is {exc.actual} but {MANIFEST_FILE} says "
-                f"{manifest.sha256}; the file is not the exported model, so it is not served"
+                f"{exc.expected}; the file is not the exported model, so it is not served"
             ) from None
-        options = session_options(spinning)
-        if external:
-            # A model over 2 GiB: its graph refers to a file of tensors (ONNX's external-data
-            # format), handed to onnxruntime from memory, as the bytes that were checked.
-            options.add_external_initializers_from_files_in_memory(
-                [name for name, _ in external],
-                [np.frombuffer(data_bytes, dtype=np.uint8) for _, data_bytes in external],
-                [len(data_bytes) for _, data_bytes in external])
+        pinned: tuple[Any, ...] = ()
         try:
-            session = ort.InferenceSession(
-                model_bytes, sess_options=options, providers=list(providers or CPU)
-            )
+            if data is not None and weights is not None:
+                session, pinned = session_on_weights(model_bytes, weights, data,
+                                                      list(providers or CPU), spinning)
+            else:
+                session = ort.InferenceSession(model_bytes, sess_options=session_options(spinning),
+                                               providers=list(providers or CPU))
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
         # onnxruntime's Python session keeps the bytes it was built from (`_model_bytes`, only
         # read again to rebuild the session when a GPU provider fails and it falls back to the
-        # CPU): for a model of size S that is S held for nothing besides the session's own copy
-        # of the weights. On the CPU alone there is no fallback, so it is dropped, leaving one
-        # copy (docs/performance.md, "Large models"); onnxruntime's own comment calls keeping
-        # it "bad as we're holding the memory indefinitely".
+        # CPU): on the CPU alone there is no fallback, so they are dropped (a layer's model:
+        # its size held for nothing besides the session's own copy of the weights).
         if tuple(session.get_providers()) == CPU and hasattr(session, "_model_bytes"):
             session._model_bytes = None
-        del model_bytes, external, options
+        del model_bytes, weights
         _check_signature("input", manifest.inputs, session.get_inputs(), model_path)
         _check_signature("output", manifest.outputs, session.get_outputs(), model_path)
         try:
             explainer = load_explainer(manifest, version_dir)
         except ExplanationError as exc:
             raise ModelLoadError(f"{version_dir}: explanation: {exc}") from exc
-        return cls(manifest=manifest, session=session, explainer=explainer)
+        return cls(manifest=manifest, session=session, explainer=explainer, pinned=pinned)
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -257,6 +264,48 @@ class LoadedModel:
             return np.asarray(result, dtype=np.float64).reshape(result.shape[0], -1)
 
         return predict
+
+
+def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
+                        providers: list[str], spinning: bool | None
+                        ) -> tuple[ort.InferenceSession, tuple[Any, ...]]:
+    """The session of `graph`, whose large tensors are in a weights' file (ONNX's external-data
+    format, model_api.store) read and checked into `weights`; and what must stay alive as long
+    as it does.
+
+    In place ($MODEL_API_WEIGHTS unset or "in-place"): each tensor is a view of `weights`
+    handed to onnxruntime as the initializer of its name (SessionOptions.add_initializer: "Its
+    lifetime and the underlying initializer buffer must be managed by the user ... it must
+    outlive the session"), so the weights are held once: peak and resident memory 1.0 x their
+    size. Pre-packing is off then: it would keep a packed copy of every MatMul/Gemm weight
+    beside the buffer the session cannot free (2 x). onnxruntime checks that the file the graph
+    names exists before it looks at the initializers given, so an empty one stands in for it,
+    in a temporary folder, during the call. A graph whose optimisations read a weight's bytes
+    (constant folding a Cast or Transpose of one, fusing Q/K/V weights) cannot take them in
+    place; it and "copy" hand them over with SessionOptions.add_external_initializers, which
+    copies them before any optimisation ("the user provided buffers can then be deallocated"):
+    2 x at the peak, 1 x after, pre-packed."""
+    values = [ort.OrtValue.ortvalue_from_numpy_with_onnx_type(tensor.view(weights), tensor.type)
+              for tensor in data.tensors]
+    if os.environ.get(WEIGHTS_VARIABLE, IN_PLACE) != COPY:
+        options = session_options(spinning)
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        with tempfile.TemporaryDirectory(prefix="model-api-weights-") as folder:
+            (Path(folder) / str(data.location)).touch()
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", folder)
+            for tensor, value in zip(data.tensors, values, strict=True):
+                options.add_initializer(tensor.name, value)
+            try:
+                return (ort.InferenceSession(graph, sess_options=options, providers=providers),
+                        (weights, *values))
+            except Exception as exc:  # onnxruntime's own errors derive from Exception only
+                logger.warning("%s: the weights cannot be used in place (%s); onnxruntime "
+                               "copies them instead (twice their size at the peak)",
+                               data.key, exc)
+    options = session_options(spinning)
+    options.add_external_initializers([tensor.name for tensor in data.tensors], values)
+    return ort.InferenceSession(graph, sess_options=options, providers=providers), ()
 
 
 def _check_signature(kind: str, specs: Sequence[TensorSpec], args: Sequence[ort.NodeArg],

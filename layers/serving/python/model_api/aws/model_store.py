@@ -14,6 +14,8 @@ from model_api.store import StoreError
 # The variable naming the bucket: set on the functions of store-backed models and on the batch
 # runner by the template (model_registry/template.py), and by `make serve` locally.
 BUCKET_VARIABLE = "MODEL_STORE_BUCKET"
+# The body of a ranged GET is copied into the model's buffer this many bytes at a time.
+CHUNK_BYTES = 1 << 20
 
 
 class S3Ranges:
@@ -35,17 +37,26 @@ class S3Ranges:
                 max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5}))
         return self._client
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
+    def read_range_into(self, key: str, start: int, out: memoryview) -> int:
+        """One ranged GET, its body copied into `out` a chunk at a time as it arrives
+        (model_api.store.RangeReader): no part held whole beside the buffer."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        end = start + len(out)
+        done = 0
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=key,
                                             Range=f"bytes={start}-{end - 1}")
-            data: bytes = answer["Body"].read()
+            for chunk in answer["Body"].iter_chunks(CHUNK_BYTES):
+                if done + len(chunk) > len(out):
+                    raise StoreError(f"s3://{self.bucket}/{key} bytes {start}-{end - 1}: "
+                                     "more bytes came than the range holds")
+                out[done:done + len(chunk)] = chunk
+                done += len(chunk)
         except (BotoCoreError, ClientError) as error:
             raise StoreError(f"s3://{self.bucket}/{key} bytes {start}-{end - 1}: "
                              f"{error}") from error
-        return data
+        return done
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> S3Ranges | None:
