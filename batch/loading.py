@@ -14,7 +14,7 @@ from pathlib import Path
 import onnxruntime as ort
 from model_api.aws import model_store
 from model_api.errors import ModelAPIError
-from model_api.model import LoadedModel
+from model_api.model import COPY, LoadedModel
 from model_api.service import resolve_version, version_folders
 
 from batch.failures import HostError, PermanentError
@@ -70,8 +70,11 @@ def load_model(models_dir: Path, model: str, version: str | None, registry: Path
         # No spinning: between model runs the job's reader and writer threads (batch.overlap)
         # need the cores that spinning onnxruntime threads would hold (measured: 0.32-0.36x
         # of the raw job with spinning, 0.38-0.54x without, breast-cancer-mlp on 2 cores)
+        # Copied weights, pre-packed: a job is paid by its throughput, and its container holds
+        # twice the largest model a function serves (docs/performance.md, "Large models")
         loaded = LoadedModel.load(folder, providers=providers,
-                                  store=model_store.from_environment(), spinning=False)
+                                  store=model_store.from_environment(), spinning=False,
+                                  weights_mode=COPY)
     except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
         raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
                              f"{error}") from error

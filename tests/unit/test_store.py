@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from model_api.errors import Loading
 from model_api.integrity import IntegrityError
-from model_api.model import WEIGHTS_VARIABLE, LoadedModel, ModelIntegrityError
+from model_api.model import COPY, WEIGHTS_VARIABLE, LoadedModel, ModelIntegrityError
 from model_api.repository import LOADING, READY, service_index
 from model_api.service import InferenceService
 from model_api.store import (
@@ -184,6 +184,11 @@ def test_a_stored_model_runs_on_its_weights_in_place(tmp_path: Path, external: b
     assert len(values) == len(split_tensors(graph)) == 2  # its table and its head
     want = ort.InferenceSession(str(source)).run(None, feeds())[0]
     np.testing.assert_array_equal(loaded.run(feeds(), ["logits"])["logits"], want)
+
+    # and the batch runner's choice, COPY (pre-packed), pins nothing and answers the same
+    copied = LoadedModel.load(folder, store=store, weights_mode=COPY)
+    assert copied.pinned == ()
+    np.testing.assert_array_equal(copied.run(feeds(), ["logits"])["logits"], want)
 
     # and laying it out again gives the same bytes (a re-import changes nothing)
     assert split(graph, weights) == (graph, weights)

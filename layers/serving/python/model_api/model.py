@@ -131,14 +131,15 @@ class LoadedModel:
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
              store: RangeReader | None = None, progress: Progress | None = None,
-             spinning: bool | None = None) -> LoadedModel:
+             spinning: bool | None = None, weights_mode: str | None = None) -> LoadedModel:
         """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
 
         A version whose manifest names a stored object (`store`: the model is too large for a
         layer, model_api.store) is read from `store` when one is given (a model function, the
         batch runner: sha256-checked on the stream, `progress` counting the bytes), else from
         its folder like any other. `spinning`: whether onnxruntime's threads spin between runs
-        (session_options)."""
+        (session_options). `weights_mode`: how a stored version's weights reach onnxruntime,
+        IN_PLACE or COPY (session_on_weights; None: $MODEL_API_WEIGHTS, else in place)."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
             stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
@@ -169,7 +170,8 @@ class LoadedModel:
         try:
             if data is not None and weights is not None:
                 session, pinned = session_on_weights(model_bytes, weights, data,
-                                                      list(providers or CPU), spinning)
+                                                      list(providers or CPU), spinning,
+                                                      weights_mode)
             else:
                 session = ort.InferenceSession(model_bytes, sess_options=session_options(spinning),
                                                providers=list(providers or CPU))
@@ -267,27 +269,29 @@ class LoadedModel:
 
 
 def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
-                        providers: list[str], spinning: bool | None
+                        providers: list[str], spinning: bool | None,
+                        mode: str | None = None
                         ) -> tuple[ort.InferenceSession, tuple[Any, ...]]:
     """The session of `graph`, whose large tensors are in a weights' file (ONNX's external-data
     format, model_api.store) read and checked into `weights`; and what must stay alive as long
     as it does.
 
-    In place ($MODEL_API_WEIGHTS unset or "in-place"): each tensor is a view of `weights`
-    handed to onnxruntime as the initializer of its name (SessionOptions.add_initializer: "Its
-    lifetime and the underlying initializer buffer must be managed by the user ... it must
-    outlive the session"), so the weights are held once: peak and resident memory 1.0 x their
-    size. Pre-packing is off then: it would keep a packed copy of every MatMul/Gemm weight
-    beside the buffer the session cannot free (2 x). onnxruntime checks that the file the graph
-    names exists before it looks at the initializers given, so an empty one stands in for it,
-    in a temporary folder, during the call. A graph whose optimisations read a weight's bytes
-    (constant folding a Cast or Transpose of one, fusing Q/K/V weights) cannot take them in
-    place; it and "copy" hand them over with SessionOptions.add_external_initializers, which
-    copies them before any optimisation ("the user provided buffers can then be deallocated"):
+    In place (`mode` IN_PLACE, or None and $MODEL_API_WEIGHTS unset or "in-place"): each tensor
+    is a view of `weights` handed to onnxruntime as the initializer of its name
+    (SessionOptions.add_initializer: "Its lifetime and the underlying initializer buffer must be
+    managed by the user ... it must outlive the session"), so the weights are held once: peak
+    and resident memory 1.0 x their size. Pre-packing is off then: it would keep a packed copy
+    of every MatMul/Gemm weight beside the buffer the session cannot free (2 x). onnxruntime
+    checks that the file the graph names exists before it looks at the initializers given, so an
+    empty one stands in for it, in a temporary folder, during the call. A graph whose
+    optimisations read a weight's bytes (constant folding a Cast or Transpose of one, fusing
+    Q/K/V weights) cannot take them in place; it and "copy" hand them over with
+    SessionOptions.add_external_initializers, which copies them before any optimisation ("the
+    user provided buffers can then be deallocated"):
     2 x at the peak, 1 x after, pre-packed."""
     values = [ort.OrtValue.ortvalue_from_numpy_with_onnx_type(tensor.view(weights), tensor.type)
               for tensor in data.tensors]
-    if os.environ.get(WEIGHTS_VARIABLE, IN_PLACE) != COPY:
+    if (mode or os.environ.get(WEIGHTS_VARIABLE, IN_PLACE)) != COPY:
         options = session_options(spinning)
         options.add_session_config_entry("session.disable_prepacking", "1")
         with tempfile.TemporaryDirectory(prefix="model-api-weights-") as folder:
