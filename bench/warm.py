@@ -17,7 +17,8 @@ service and the body's base64: routing, the metrics and log line of the request,
 answer), `base64` (the event's body), `parse` (model_api.codec.parse_json), `validate` (the
 rest of decoding: fields, shapes, types, finiteness, the arrays), `run` (the model's session),
 `hooks` (the pipeline's predict minus the run: class counts, data capture), `encode` (the
-answer's JSON or binary tensors). And per model, `floor_ms`: the least any request can cost on
+answer's JSON or binary tensors), `flush` (the rest of `service.infer`: the hooks' flush,
+PredictedRows' EMF lines). And per model, `floor_ms`: the least any request can cost on
 this function, a handler that only returns `{}` through the same three Powertools decorators
 (`decorators_only`), and GET /v2/health/live through the real handler (`live`).
 """
@@ -138,7 +139,8 @@ def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
              "envelope": p50["resolve"] - p50["infer"] - p50["base64"],
              "base64": p50["base64"], "parse": p50["parse"],
              "validate": p50["decode"] - p50["parse"], "run": p50["run"],
-             "hooks": p50["predict"] - p50["run"], "encode": p50["encode"]}
+             "hooks": p50["predict"] - p50["run"], "encode": p50["encode"],
+             "flush": p50["infer"] - p50["decode"] - p50["predict"] - p50["encode"]}
     return {name: round(ms, 4) for name, ms in steps.items()}
 
 

@@ -2,7 +2,7 @@
 
 Why not Powertools' `APIGatewayRestResolver`, which the developers' guide would prefer: importing
 it costs 45 ms of every cold start (`python -X importtime` in the deployed sandbox, issue 24;
-docs/performance.md, "Cold start: the thin dispatch"), because the package `__init__` of
+docs/performance.md, "Cold start since issue 24"), because the package `__init__` of
 `aws_lambda_powertools.event_handler` imports every resolver it has (AppSync's pulls in
 asyncio, 20 ms; the data classes pull in zipfile and tempfile for CodePipeline events, 15 ms;
 OpenAPI) while a model function needs one table lookup. This module keeps the part of that
