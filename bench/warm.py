@@ -53,13 +53,16 @@ from local_api.context import LambdaContext
 # Per row count: (most rounds, seconds) of the three interleaved timings.
 BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
 Case = tuple[int, str]  # (rows, encoding "json" or "binary")
+NO_SPLIT = "--no-split"  # the child's flag: no phases, no floor
 CASES: list[Case] = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS
                                                          if rows > 1]
 
 
-def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
+def measure(model: str, cases: Sequence[Case] = CASES, split: bool = True
+            ) -> list[dict[str, Any]]:
     """In the child: handler, service and raw run timings for every case, and the sizes of the
-    request and of the handler's response body (bytes)."""
+    request and of the handler's response body (bytes); with `split`, each case's phases and
+    the function's floor too."""
     import onnxruntime as ort
     from model_api.codec import decode_request
     from model_api.model import CPU, session_options
@@ -95,7 +98,8 @@ def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
                                                       if answer.get("isBase64Encoded")
                                                       else answer["body"].encode()),
                                   **{name: summary(ms) for name, ms in timings.items()}}
-        result["phases_ms"] = phases(app, model, event, context, sent)
+        if split:
+            result["phases_ms"] = phases(app, model, event, context, sent)
         handler, service, run = (result[k]["p50_ms"] for k in ("handler", "service", "raw"))
         result["ratio"] = round(handler / run, 2)
         result["overhead_ms"] = round(handler - run, 3)
@@ -104,8 +108,8 @@ def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
         result["codec_ms"] = round(service - run, 3)
         results.append(result)
     peak = peak_rss_mb()  # after 1,024-row requests: what the memory size must hold
-    floor = floors(app, model, context)
-    return [{**result, "max_rss_mb": round(peak, 1), "floor_ms": floor} for result in results]
+    floor = {"floor_ms": floors(app, model, context)} if split else {}
+    return [{**result, "max_rss_mb": round(peak, 1), **floor} for result in results]
 
 
 def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
@@ -165,9 +169,10 @@ def floors(app: Any, model: str, context: LambdaContext) -> dict[str, float]:
     return {name: summary(ms)["p50_ms"] for name, ms in timings.items()}
 
 
-def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
-        ) -> list[dict[str, Any]]:
-    """Every model function (or those of `models`), one child process each, over `cases`."""
+def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None,
+        split: bool = True) -> list[dict[str, Any]]:
+    """Every model function (or those of `models`), one child process each, over `cases`;
+    `split`: with each request's phases and the function's floor (make cost needs neither)."""
     results: list[dict[str, Any]] = []
     for function in inference_functions():
         if function.model is None or (models is not None and function.model not in models):
@@ -175,15 +180,18 @@ def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
         env = {**os.environ, **lambda_environment(function, MODELS_DIR),
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
         results.extend(run_child("bench.warm", [function.model, *(
-            f"{rows}:{encoding}" for rows, encoding in cases)], env))
+            f"{rows}:{encoding}" for rows, encoding in cases), *([] if split else [NO_SPLIT])],
+            env))
     return results
 
 
 def main() -> None:
     """Child entry: the handler's logs go to /dev/null, the results to the real stdout."""
+    arguments = [argument for argument in sys.argv[2:] if argument != NO_SPLIT]
     cases = [(int(rows), encoding) for rows, _, encoding in
-             (case.partition(":") for case in sys.argv[2:])]
-    write_child_result(partial(measure, sys.argv[1], cases or CASES))
+             (case.partition(":") for case in arguments)]
+    write_child_result(partial(measure, sys.argv[1], cases or CASES,
+                               NO_SPLIT not in sys.argv[2:]))
 
 
 if __name__ == "__main__":
