@@ -9,6 +9,12 @@ baseline is the same interpreter on the same layers doing only `import onnxrunti
 creating a session and running it once. Runs alternate between the two and the medians are
 reported, so a busy moment hurts both alike. Running from the built layers also proves the
 trimmed runtime layer still serves every model.
+
+Where the imports' milliseconds go (`import_groups`): a few more starts of each mode with
+`python -X importtime`, every module's own time given to the innermost package of
+`IMPORT_GROUPS` it was imported under (the `logging` that Powertools' Logger imports counts
+as Powertools, the asyncio that wrapt imports as X-Ray), medians per group. Those starts run
+apart from the timed ones, since -X importtime slows imports down a little.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ from local_api import sandbox
 
 PROBE = Path(__file__).with_name("cold_probe.py")
 REPEATS = 5  # one in a quick pass
+IMPORT_REPEATS = 3  # starts with -X importtime per mode (one in a quick pass)
+# Top-level module -> the group its imports count toward; a module imported under none of
+# these (the interpreter's own, or what the handler file imports itself) counts as "other".
+IMPORT_GROUPS = {"numpy": "numpy", "numpy.libs": "numpy", "onnxruntime": "onnxruntime",
+                 "aws_lambda_powertools": "powertools", "jmespath": "powertools",
+                 "aws_xray_sdk": "xray", "wrapt": "xray", "model_api": "model_api",
+                 "orjson": "orjson"}
 PHASES = ("startup", "imports", "init", "first_response", "total")
 MEASURES = (*PHASES, "max_rss_mb")
 
@@ -71,6 +84,40 @@ def top_level_imports(source: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.append(node.module)
     return modules
+
+
+def import_groups(importtime: str) -> dict[str, float]:
+    """Milliseconds of import per group (IMPORT_GROUPS) from `python -X importtime`'s report:
+    each module's own time counts toward the innermost grouped module it was imported under
+    (itself included)."""
+    lines: list[tuple[int, str, float]] = []
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own_us, _, name = line.removeprefix("import time:").split("|")
+        lines.append((len(name) - len(name.lstrip()), name.strip(), int(own_us) / 1000))
+    totals: dict[str, float] = {}
+    # The report lists a module after everything it imported, one level deeper: read backwards,
+    # each module comes right after its importer.
+    enclosing: list[tuple[int, str | None]] = []
+    for depth, name, own in reversed(lines):
+        while enclosing and enclosing[-1][0] >= depth:
+            enclosing.pop()
+        group = IMPORT_GROUPS.get(name.split(".")[0]) or next(
+            (found for _, found in reversed(enclosing) if found), None)
+        enclosing.append((depth, group))
+        totals[group or "other"] = totals.get(group or "other", 0.0) + own
+    return totals
+
+
+def import_breakdown(config_file: Path, env: dict[str, str]) -> dict[str, float]:
+    """One start with -X importtime: its import milliseconds per group."""
+    probe = subprocess.run([sys.executable, "-I", "-S", "-B", "-X", "importtime", str(PROBE),
+                            str(config_file)], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        raise RuntimeError(f"cold start of {config_file.stem} failed:\n{probe.stderr[-3000:]}")
+    return import_groups(probe.stderr)
 
 
 def one_start(config_file: Path, result_file: Path, env: dict[str, str]) -> dict[str, float]:
@@ -127,9 +174,16 @@ def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
             found.append(one_start(work / f"{function.name}-{mode}.json",
                                    work / f"{function.name}-{mode}.result", env))
     handler, base = medians(runs["handler"]), medians(runs["baseline"])
+    groups: dict[str, dict[str, float]] = {}
+    for mode in runs:
+        starts = [import_breakdown(work / f"{function.name}-{mode}.json", env)
+                  for _ in range(scaled(IMPORT_REPEATS, 1))]
+        names = sorted({name for start in starts for name in start})
+        groups[mode] = {name: round(statistics.median(start.get(name, 0.0) for start in starts),
+                                    1) for name in names}
     return {"function": function.name, "model": function.model, "repeats": repeats,
             "handler": handler, "baseline": base,
-            "ratio": round(handler["total"] / base["total"], 2)}
+            "ratio": round(handler["total"] / base["total"], 2), "import_groups_ms": groups}
 
 
 def run() -> list[dict[str, Any]]:

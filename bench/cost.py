@@ -288,7 +288,7 @@ def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measur
 
     functions = [f for f in inference_functions() if f.model is not None]
     print(f"cost: timing the warm handler of {len(functions)} models ...", file=sys.stderr)
-    timed = warm.run(cases=[(rows, "json") for rows in REQUEST_ROWS])
+    timed = warm.run(cases=[(rows, "json") for rows in REQUEST_ROWS], split=False)
     print("cost: timing the batch runner ...", file=sys.stderr)
     numeric = {f.model: count for f in functions if f.model is not None
                and (count := batch_rows.get(f.model, 0))}

@@ -9,6 +9,18 @@ run, encode) and the raw session run on the very arrays the codec decoded, in a 
 the same options. Their differences split the handler's own time into the Lambda adapter
 (Powertools: routing, logs, metrics, X-Ray) and the protocol codec. Requests are JSON at 1, 32
 and 1,024 rows, and binary tensors at 32 and 1,024.
+
+Each case also gets `phases_ms`: the request's steps timed one by one on the same event, in
+turns like the timings above (medians): `decorators` (the handler minus the resolver: the
+Logger's context, the X-Ray subsegment, the EMF flush), `envelope` (the resolver minus the
+service and the body's base64: routing, the metrics and log line of the request, the proxy
+answer), `base64` (the event's body), `parse` (model_api.codec.parse_json), `validate` (the
+rest of decoding: fields, shapes, types, finiteness, the arrays), `run` (the model's session),
+`hooks` (the pipeline's predict minus the run: class counts, data capture), `encode` (the
+answer's JSON or binary tensors), `flush` (the rest of `service.infer`: the hooks' flush,
+PredictedRows' EMF lines). And per model, `floor_ms`: the least any request can cost on
+this function, a handler that only returns `{}` through the same three Powertools decorators
+(`decorators_only`), and GET /v2/health/live through the real handler (`live`).
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
+
+from model_api.binary import HEADER_LENGTH
 
 from bench.common import (
     MODELS_DIR,
@@ -33,18 +47,22 @@ from bench.common import (
     write_child_result,
 )
 from bench.functions import HANDLER, inference_functions, lambda_environment
+from bench.payloads import example_event
 from local_api.context import LambdaContext
 
 # Per row count: (most rounds, seconds) of the three interleaved timings.
 BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
 Case = tuple[int, str]  # (rows, encoding "json" or "binary")
+NO_SPLIT = "--no-split"  # the child's flag: no phases, no floor
 CASES: list[Case] = [(rows, "json") for rows in ROWS] + [(rows, "binary") for rows in ROWS
                                                          if rows > 1]
 
 
-def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
+def measure(model: str, cases: Sequence[Case] = CASES, split: bool = True
+            ) -> list[dict[str, Any]]:
     """In the child: handler, service and raw run timings for every case, and the sizes of the
-    request and of the handler's response body (bytes)."""
+    request and of the handler's response body (bytes); with `split`, each case's phases and
+    the function's floor too."""
     import onnxruntime as ort
     from model_api.codec import decode_request
     from model_api.model import CPU, session_options
@@ -80,6 +98,8 @@ def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
                                                       if answer.get("isBase64Encoded")
                                                       else answer["body"].encode()),
                                   **{name: summary(ms) for name, ms in timings.items()}}
+        if split:
+            result["phases_ms"] = phases(app, model, event, context, sent)
         handler, service, run = (result[k]["p50_ms"] for k in ("handler", "service", "raw"))
         result["ratio"] = round(handler / run, 2)
         result["overhead_ms"] = round(handler - run, 3)
@@ -88,12 +108,71 @@ def measure(model: str, cases: Sequence[Case] = CASES) -> list[dict[str, Any]]:
         result["codec_ms"] = round(service - run, 3)
         results.append(result)
     peak = peak_rss_mb()  # after 1,024-row requests: what the memory size must hold
-    return [{**result, "max_rss_mb": round(peak, 1)} for result in results]
+    floor = {"floor_ms": floors(app, model, context)} if split else {}
+    return [{**result, "max_rss_mb": round(peak, 1), **floor} for result in results]
 
 
-def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
-        ) -> list[dict[str, Any]]:
-    """Every model function (or those of `models`), one child process each, over `cases`."""
+def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
+           sent: Any) -> dict[str, float]:
+    """Median milliseconds of each step of one request (see the module's docstring)."""
+    from model_api.aws.lambda_adapter import raw_body
+    from model_api.codec import decode_request, parse_json, split_body
+
+    service = app.service
+    loaded = service.model(model)
+    pipeline = service.pipeline
+    exchange = pipeline.decode(loaded, sent.body, sent.headers)
+    json_part = split_body(sent.body, int(sent.headers[HEADER_LENGTH]))[0] \
+        if HEADER_LENGTH in sent.headers else sent.body
+    names = [output.name for output in exchange.request.outputs]
+    rows = exchange.request.rows
+    timings = time_interleaved({
+        "handler": partial(app.lambda_handler, event, context),
+        "resolve": partial(app.app.resolve, event, context),
+        "infer": partial(service.infer, model, None, sent.body, sent.headers),
+        "base64": partial(raw_body, event),
+        "parse": partial(parse_json, json_part),
+        "decode": partial(decode_request, sent.body, sent.headers, loaded.manifest,
+                          pipeline.limits),
+        "run": partial(loaded.run, exchange.request.inputs, names),
+        "predict": partial(pipeline.predict, exchange),
+        "encode": partial(pipeline.encode, exchange),
+    }, *budget(*BUDGET[rows]))
+    p50 = {name: summary(ms)["p50_ms"] for name, ms in timings.items()}
+    steps = {"decorators": p50["handler"] - p50["resolve"],
+             "envelope": p50["resolve"] - p50["infer"] - p50["base64"],
+             "base64": p50["base64"], "parse": p50["parse"],
+             "validate": p50["decode"] - p50["parse"], "run": p50["run"],
+             "hooks": p50["predict"] - p50["run"], "encode": p50["encode"],
+             "flush": p50["infer"] - p50["decode"] - p50["predict"] - p50["encode"]}
+    return {name: round(ms, 4) for name, ms in steps.items()}
+
+
+def floors(app: Any, model: str, context: LambdaContext) -> dict[str, float]:
+    """The cheapest requests of this function (median ms): nothing but the decorators, and
+    GET /v2/health/live through the real handler."""
+    from aws_lambda_powertools.logging import correlation_paths
+    from model_api.aws.lambda_adapter import logger, metrics, tracer
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def decorators_only(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {}
+
+    live = {**example_event(model), "resource": "/v2/health/live", "path": "/v2/health/live",
+            "httpMethod": "GET", "body": None, "isBase64Encoded": False}
+    timings = time_interleaved({
+        "decorators_only": partial(decorators_only, live, context),
+        "live": partial(app.lambda_handler, live, context),
+    }, *budget(*BUDGET[1]))
+    return {name: summary(ms)["p50_ms"] for name, ms in timings.items()}
+
+
+def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None,
+        split: bool = True) -> list[dict[str, Any]]:
+    """Every model function (or those of `models`), one child process each, over `cases`;
+    `split`: with each request's phases and the function's floor (make cost needs neither)."""
     results: list[dict[str, Any]] = []
     for function in inference_functions():
         if function.model is None or (models is not None and function.model not in models):
@@ -101,15 +180,18 @@ def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None
         env = {**os.environ, **lambda_environment(function, MODELS_DIR),
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
         results.extend(run_child("bench.warm", [function.model, *(
-            f"{rows}:{encoding}" for rows, encoding in cases)], env))
+            f"{rows}:{encoding}" for rows, encoding in cases), *([] if split else [NO_SPLIT])],
+            env))
     return results
 
 
 def main() -> None:
     """Child entry: the handler's logs go to /dev/null, the results to the real stdout."""
+    arguments = [argument for argument in sys.argv[2:] if argument != NO_SPLIT]
     cases = [(int(rows), encoding) for rows, _, encoding in
-             (case.partition(":") for case in sys.argv[2:])]
-    write_child_result(partial(measure, sys.argv[1], cases or CASES))
+             (case.partition(":") for case in arguments)]
+    write_child_result(partial(measure, sys.argv[1], cases or CASES,
+                               NO_SPLIT not in sys.argv[2:]))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ so is a path no route matches.
 import os
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_api.aws.lambda_adapter import (
+    Response,
     RestApiResolver,
     answer_errors,
     bind_routes,

@@ -313,6 +313,17 @@ def test_each_element_must_be_of_the_datatypes_kind(datatype: str, value: Any,
     assert error.status == 400 and fragment in error.message
 
 
+def test_an_object_where_a_nested_array_belongs_is_a_400() -> None:
+    """Nested data is flattened level by level before numpy sees it: an object inside the
+    nesting (numpy raised a TypeError on it, a 500) is told as a nesting error."""
+    manifest = manifest_of(("x", "FP32", (-1, 1, 1, 3)))
+    error = refused(body(tensor([[{}]], shape=[1, 1, 1, 3])), manifest)
+    assert error.status == 400 and "nested exactly like shape [1, 1, 1, 3]" in error.message
+    # Errors keep their order: an element out of range before lists of the wrong lengths.
+    error = refused(body(tensor([[1, 1e39]], shape=[1, 3])))
+    assert "element 1 is 1e+39" in error.message
+
+
 def test_a_lone_surrogate_is_not_a_string_the_model_can_take() -> None:
     manifest = manifest_of(("x", "BYTES", (-1,)))
     error = refused(b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", '

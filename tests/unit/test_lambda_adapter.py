@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from model_api.aws.lambda_adapter import bind_routes, create_app, path_from_parameters
+from model_api.aws.lambda_adapter import (
+    RestApiResolver,
+    bind_routes,
+    create_app,
+    path_from_parameters,
+)
 from model_api.binary import HEADER_LENGTH
 from model_api.routes import BATCH_JOBS
 from model_api.service import InferenceService
@@ -87,9 +91,9 @@ def test_a_model_that_failed_to_load_answers_503(tmp_path: Path) -> None:
 
 def test_a_function_must_serve_exactly_its_routes_operations() -> None:
     with pytest.raises(ValueError, match="get_job"):
-        bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {})
+        bind_routes(RestApiResolver(), BATCH_JOBS, {})
     with pytest.raises(ValueError, match="extra"):
-        bind_routes(APIGatewayRestResolver(), BATCH_JOBS, {"get_job": print, "extra": print})
+        bind_routes(RestApiResolver(), BATCH_JOBS, {"get_job": print, "extra": print})
 def test_the_function_serves_what_the_decoded_path_parameters_name() -> None:
     """API Gateway passes the path as sent (percent-encoded) and the parameters decoded: the
     route runs on the parameters (a model and a version written with escapes)."""

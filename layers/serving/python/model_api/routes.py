@@ -2,7 +2,7 @@
 https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol) and this
 project's own.
 
-Everything else derives from `ROUTES`: the Powertools resolvers (`aws.lambda_adapter.bind_routes`),
+Everything else derives from `ROUTES`: the functions' resolvers (`aws.lambda_adapter.bind_routes`),
 the template's API events (`model_registry.template`), the events/ fixtures
 (`model_registry.events`), docs/openapi.json (`model_registry.openapi`) and the tests. A route is
 served by one kind of function: the server function (health, server metadata), each model's own
@@ -74,7 +74,8 @@ class Route:
 
     @property
     def resolver_path(self) -> str:
-        """The path in Powertools' rule syntax (`<model>` for `{model}`)."""
+        """The path in the resolver's rule syntax, Powertools' (`<model>` for `{model}`;
+        model_api.aws.rest)."""
         return _PARAMETER.sub(r"<\1>", self.path)
 
     @property

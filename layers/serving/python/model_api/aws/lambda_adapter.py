@@ -1,4 +1,6 @@
-"""The one place the serving library meets API Gateway and Lambda (aws-lambda-powertools).
+"""The one place the serving library meets API Gateway and Lambda (aws-lambda-powertools for
+logs, metrics and traces; model_api.aws.rest for the routing, which says why it is not
+Powertools' resolver).
 
 Routes of the Open Inference Protocol map onto `InferenceService`; every failure becomes the
 protocol's `{"error": ...}` body in one place, `answer_errors`, which the batch jobs function
@@ -12,27 +14,29 @@ import base64
 import binascii
 import json
 import os
-import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from model_api import repository as model_repository
-from model_api.aws.router import ModelRouter, proxy_parts
-from model_api.console import Console, StaticFile
+from model_api.aws.rest import Response, RestApiResolver, path_from_parameters
 from model_api.errors import Loading, ModelAPIError, NotFound
 from model_api.routes import MODEL, SERVER, routes_of
 
 if TYPE_CHECKING:  # only for annotations: answer_errors must not import numpy or onnxruntime
+    from model_api.aws.router import ModelRouter
     from model_api.capture.store import CaptureStore
+    from model_api.console import Console, StaticFile
     from model_api.repository import Repository
     from model_api.service import InferenceService
+
+# With the names below: what the functions import.
+__all__ = ["Response", "RestApiResolver", "path_from_parameters"]
 
 
 
@@ -62,38 +66,6 @@ tracer = Tracer(auto_patch=False)
 metrics = Metrics()
 
 JSON = "application/json"
-_TEMPLATE_PARAMETER = re.compile(r"\{([^{}+]+)\+?\}")
-
-
-def path_from_parameters(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The event with `path` rebuilt from the `resource` API Gateway matched and its decoded
-    `pathParameters`.
-
-    A REST API matches the decoded path against its resources, then hands the function the path
-    as the client sent it, still percent-encoded (`/v2/models/breast%2Dcancer-mlp/ready`,
-    `.../versions/%31/infer`), with the resource (`/v2/models/breast-cancer-mlp/ready`, or
-    `.../versions/{version}/infer`) and the parameters decoded (`{"version": "1"}`). Powertools
-    routes on `path` and passes its raw segments on, so without this step the function would
-    look up model `breast%2Dcancer-mlp` and version `%31`; with it, the function serves what the
-    resource and the parameters name. An event without a resource is returned unchanged.
-    """
-    resource, parameters = event.get("resource"), event.get("pathParameters") or {}
-    if not isinstance(resource, str) or not isinstance(parameters, dict):
-        return event
-
-    def value(found: re.Match[str]) -> str:
-        named = parameters.get(found.group(1))
-        return named if isinstance(named, str) else found.group(0)
-
-    return {**event, "path": _TEMPLATE_PARAMETER.sub(value, resource)}
-
-
-class RestApiResolver(APIGatewayRestResolver):
-    """Powertools' REST API resolver, routing on the decoded path parameters
-    (`path_from_parameters`) as API Gateway's own resource match does."""
-
-    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        return super().resolve(path_from_parameters(event), context)
 
 
 def json_response(status: int, payload: dict[str, Any] | list[Any]) -> Response:
@@ -134,10 +106,22 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     return response
 
 
-def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
+def powertools_http_error(error: Exception) -> tuple[int, str] | None:
+    """(status, message) of Powertools' own HTTP errors (`ServiceError`, such as the
+    `BadRequestError` a handler may raise), else None. Looked up only when Powertools'
+    event_handler package was imported: importing it costs 45 ms of a cold start
+    (model_api.aws.rest), and without it no such error can exist."""
+    exceptions = sys.modules.get("aws_lambda_powertools.event_handler.exceptions")
+    if exceptions is None or not isinstance(error, exceptions.ServiceError):
+        return None
+    message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
+    return error.status_code, message or "request refused"
+
+
+def answer_errors(app: RestApiResolver) -> RestApiResolver:
     """Make every failure of `app` the protocol's `{"error": message}` (every function of the API
     answers this way): a `ModelAPIError` with its status; a path no route matches, a 404 (a
-    path parameter Powertools cannot match, such as a control character, included); Powertools'
+    path parameter the routes cannot match, such as a control character, included); Powertools'
     own HTTP errors (`ServiceError`) with their status; anything else a 500 that counts in
     ServerErrors and logs its traceback, but shows only the request id."""
 
@@ -146,13 +130,6 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
         return error_response(error.status, error.message, error.headers,
                               counted=not isinstance(error, Loading))
 
-    @app.exception_handler(ServiceError)
-    def http_error(error: ServiceError) -> Response:
-        message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
-        return error_response(error.status_code, message or "request refused")
-
-    # Powertools would answer a path no route matches through the ServiceError handler above
-    # (NotFoundError is one) with its bare "Not found"; this says which route was asked for.
     @app.not_found
     def no_route(_: Exception) -> Response:
         event = app.current_event
@@ -160,6 +137,9 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
 
     @app.exception_handler(Exception)
     def unexpected_error(error: Exception) -> Response:
+        http_error = powertools_http_error(error)
+        if http_error is not None:
+            return error_response(*http_error)
         count_server_error()
         logger.exception("unexpected error")
         request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
@@ -168,8 +148,8 @@ def answer_errors(app: APIGatewayRestResolver) -> APIGatewayRestResolver:
     return app
 
 
-def bind_routes(app: APIGatewayRestResolver, function: str,
-                handlers: Mapping[str, Callable[..., Response]]) -> APIGatewayRestResolver:
+def bind_routes(app: RestApiResolver, function: str,
+                handlers: Mapping[str, Callable[..., Response]]) -> RestApiResolver:
     """Serve on `app` every route of `model_api.routes` that `function` serves, each calling
     `handlers[route.operation]` with the route's path parameters (a model route's versioned
     twin adds `version`). Raises ValueError when `handlers` misses or adds an operation, so a
@@ -197,7 +177,7 @@ def static_response(found: StaticFile) -> Response:
 def create_app(service: InferenceService, repository: Repository | None = None,
                console: Console | None = None,
                router: ModelRouter | None = None,
-               reports: CaptureStore | None = None) -> APIGatewayRestResolver:
+               reports: CaptureStore | None = None) -> RestApiResolver:
     """A resolver serving the server's and the model's routes for the models `service` holds.
 
     `repository` answers the repository index and server readiness (default: the models
@@ -209,10 +189,11 @@ def create_app(service: InferenceService, repository: Repository | None = None,
     model_api.aws.monitor.report_store).
     """
     app = answer_errors(RestApiResolver())
-    from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
-    from model_api.monitoring.reports import answer as monitoring_report
+    from model_api.console import Console
 
-    reports = reports if reports is not None else report_store(os.environ)
+    # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start) are imported
+    # by the first GET .../monitoring, the only route that reads them.
+    report_stores: list[CaptureStore | None] = [reports] if reports is not None else []
     repository = repository or model_repository.ServiceRepository(service)
     console = console or Console.from_environment()
 
@@ -255,7 +236,13 @@ def create_app(service: InferenceService, repository: Repository | None = None,
                 raise NotFound(router.catalog.unknown(model))
         else:
             service.model(model)
-        return json_response(200, monitoring_report(reports, model))
+        from model_api.monitoring.reports import answer as monitoring_report
+
+        if not report_stores:
+            from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
+
+            report_stores.append(report_store(os.environ))
+        return json_response(200, monitoring_report(report_stores[0], model))
 
     def console_page() -> Response:
         # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
@@ -279,6 +266,8 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         "monitoring": monitoring,
     })
     if router is not None:
+        from model_api.aws.router import proxy_parts
+
         def forward(model: str, version: str | None = None) -> Response:
             status, headers, body = proxy_parts(router.forward(model, app.current_event.raw_event))
             return Response(status_code=status, headers=headers, body=body)
