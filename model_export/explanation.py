@@ -102,6 +102,11 @@ def choose(name: str, model: onnx.ModelProto, signature: Mapping[str, list[dict[
         if section is not None:
             return {"method": OCCLUSION, "output": output, **section}, {}
     if all(i["datatype"] in NUMERIC and len(i["shape"]) == 2 for i in inputs):
+        if any(i["shape"][1] < 1 for i in inputs):
+            return {"method": NONE, "reason": "its inputs have a variable-length axis (token "
+                                              "ids, say): no method here explains one (Kernel "
+                                              "SHAP needs a fixed number of features, token "
+                                              "ablation a text input)"}, {}
         if background is None:
             return {"method": NONE, "reason": enable_hint(name)}, {}
         data = encode_background(background)

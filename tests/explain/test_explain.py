@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from model_api.errors import BadRequest, NotFound, TooLarge
 from model_api.explainers import Explanation, Options
@@ -22,6 +23,7 @@ from model_api.explainers.kernel_shap import coalitions, kernel_weight
 from model_api.limits import MAX_EXPLAIN_ROWS, MAX_EXPLAIN_TOKENS
 from model_api.model import LoadedModel, ModelLoadError
 
+from model_export import explanation
 from tests.conftest import MODELS_DIR
 from tests.datasets import held_back
 
@@ -323,6 +325,19 @@ def test_a_model_without_an_explanation_answers_404_saying_how_to_enable_it(
     model = LoadedModel.load(folder)
     with pytest.raises(NotFound, match=r"BACKGROUND=rows\.npy"):
         explain(model, np.zeros((1, 30), np.float32))
+
+
+def test_token_ids_get_no_tabular_hint_but_the_reason_none_fits() -> None:
+    """A transformer's INT64 `input_ids`/`attention_mask` [-1, -1] are numbers of two axes, but
+    not tabular features: its 404 must not ask for background rows (a new user's report)."""
+    tokens = {"inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]}
+                         for n in ("input_ids", "attention_mask")],
+              "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 4]}]}
+    section, files = explanation.choose("big", onnx.ModelProto(), tokens)
+    assert section["method"] == "none" and files == {}
+    assert "variable-length axis" in section["reason"] and "BACKGROUND" not in section["reason"]
+    tabular = {**tokens, "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 30]}]}
+    assert "BACKGROUND" in explanation.choose("t", onnx.ModelProto(), tabular)[0]["reason"]
 
 
 def test_a_row_past_the_run_size_is_scored_in_parts_with_the_same_answer(
