@@ -188,8 +188,10 @@ def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[st
         stored = model_store.publish(spec.functions.values(), stack.models_dir)
         os.environ[model_store.BUCKET_VARIABLE] = model_store.BUCKET
         if stored:
-            print(f"Model store: {len(stored)} large model version(s) in local bucket "
-                  f"{model_store.BUCKET}: {', '.join(stored)}", flush=True)
+            versions = {key.rpartition("/")[0] for key in stored}
+            print(f"Model store: {len(versions)} large model version(s), {len(stored)} "
+                  f"object(s) in local bucket {model_store.BUCKET}: {', '.join(stored)}",
+                  flush=True)
         for function, values in model_store.overrides(
                 environments, stack.endpoint, stack.credentials()).items():
             found[function] = {**found.get(function, {}), **values}
