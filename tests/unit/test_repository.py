@@ -194,11 +194,17 @@ def test_a_server_waiting_only_on_large_models_loading_says_when_to_ask_again() 
     loading = "model 'm' version '1' is loading: 10% of 300 MB read from the model store"
 
     def answer(function: str, event: dict[str, Any]) -> dict[str, Any]:
-        return {"statusCode": 503, "headers": {"Retry-After": "3"},
-                "body": json.dumps({"error": loading})}
+        seconds = {"MFunction": "3", "NFunction": "38"}[function]
+        return {"statusCode": 503, "headers": {"Retry-After": seconds},
+                "body": json.dumps({"error": loading.replace("'m'", f"'{function[0].lower()}'")})}
 
     with pytest.raises(ModelAPIError) as caught:
         InvokedRepository([ModelFunction("m", "MFunction", ("1",))], answer).ready()
     assert caught.value.status == 503
-    assert caught.value.headers == {"Retry-After": str(limits.LOADING_RETRY_AFTER_S)}
+    assert caught.value.headers == {"Retry-After": "3"}  # the model's own estimate
     assert caught.value.message == f"server not ready yet: {loading}"  # said once
+    # Two loading: ask again when the slower says it will be ready
+    with pytest.raises(ModelAPIError) as caught:
+        InvokedRepository([ModelFunction("m", "MFunction", ("1",)),
+                           ModelFunction("n", "NFunction", ("1",))], answer).ready()
+    assert caught.value.headers == {"Retry-After": "38"}

@@ -31,12 +31,13 @@ READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 @dataclass(frozen=True)
 class IndexEntry:
     """One model version of the repository index: `state` READY, LOADING or UNAVAILABLE, and
-    why not."""
+    why not; while LOADING, the seconds its function asks a client to wait (Retry-After)."""
 
     name: str
     version: str
     state: str
     reason: str = ""
+    retry_after: int | None = None
 
     def document(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "state": self.state,
@@ -64,7 +65,8 @@ def service_index(service: InferenceService) -> list[IndexEntry]:
         try:
             service.model(service.model_name, version)
         except Loading as error:
-            entries.append(IndexEntry(service.model_name, version, LOADING, error.message))
+            entries.append(IndexEntry(service.model_name, version, LOADING, error.message,
+                                      error.retry_after))
         except ModelAPIError as error:
             entries.append(IndexEntry(service.model_name, version, UNAVAILABLE, error.message))
         else:

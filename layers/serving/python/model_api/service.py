@@ -70,11 +70,12 @@ class Pending:
             return 5
         return max(1, math.ceil(elapsed * (1 - fraction) / fraction))
 
-    def message(self, name: str) -> str:
-        mb = self.progress.total / 1e6
-        return (f"model {name!r} version {self.manifest.version!r} is loading: "
-                f"{self.progress.fraction():.0%} of {mb:,.0f} MB read from the model store; "
-                f"retry after {self.retry_after()} s")
+    def loading(self, name: str) -> Loading:
+        """The 503 of a request for it now: its message and Retry-After give the same seconds."""
+        mb, seconds = self.progress.total / 1e6, self.retry_after()
+        return Loading(f"model {name!r} version {self.manifest.version!r} is loading: "
+                       f"{self.progress.fraction():.0%} of {mb:,.0f} MB read from the model "
+                       f"store; retry after {seconds} s", seconds)
 
 
 def version_folders(model_dir: Path) -> list[Path]:
@@ -279,7 +280,7 @@ class InferenceService:
                 loaded.finished.wait(self.load_wait_s)
             current = self.versions[version]
             if isinstance(current, Pending):
-                raise Loading(current.message(name), current.retry_after())
+                raise current.loading(name)
             loaded = current
         if isinstance(loaded, str):
             raise NotReady(loaded)

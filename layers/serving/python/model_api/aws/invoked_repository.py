@@ -69,6 +69,18 @@ def ready_answer(answer: Mapping[str, Any]) -> tuple[int, str, str | None]:
     return status, state, str(reason or f"its ready route answered {status}")
 
 
+def retry_after_of(answer: Mapping[str, Any]) -> int | None:
+    """The whole seconds of a function's answer's Retry-After header, or None (no such header,
+    or not a number of seconds)."""
+    headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
+    values = {str(k).lower(): v for k, v in (answer.get("multiValueHeaders") or {}).items()}
+    value = headers.get("retry-after", (values.get("retry-after") or [None])[0])
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 def ready_event(model: str, version: str) -> dict[str, Any]:
     """The API Gateway REST proxy event of `GET /v2/models/{model}/versions/{version}/ready`,
     as the model function's resolver receives it from the API."""
@@ -135,7 +147,8 @@ class InvokedRepository:
         except Exception as exc:  # any failure to ask is this version's state, never a 500
             return IndexEntry(model.name, version, UNAVAILABLE,
                               f"its function {model.function} could not be asked: {exc}")
-        return IndexEntry(model.name, version, state, reason or "")
+        return IndexEntry(model.name, version, state, reason or "",
+                          retry_after_of(answer) if state == LOADING else None)
 
     def ready(self) -> dict[str, Any]:
         """`GET /v2/health/ready`: ready when every version of every model is, and every store
@@ -150,9 +163,10 @@ class InvokedRepository:
         if problems and len(problems) == len(unavailable) and all(
                 e.state == LOADING for e in unavailable):
             # Only large models still loading: a cold start, not a fault (not counted in
-            # ServerErrors); ready again within seconds.
+            # ServerErrors); ready again when the slowest says it will be.
             raise Loading("server not ready yet: " + "; ".join(problems),
-                          limits.LOADING_RETRY_AFTER_S)
+                          max(e.retry_after or limits.LOADING_RETRY_AFTER_S
+                              for e in unavailable))
         if problems:
             raise NotReady("server not ready: " + "; ".join(problems))
         return {"ready": True}
