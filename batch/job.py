@@ -56,6 +56,13 @@ from batch.writer import (
 
 LOG = logging.getLogger("batch.runner")
 CHUNK_BYTES = 8 << 20  # of input per chunk, by default
+# .npy outputs this attempt wrote, kept in memory up to this many bytes so that the final
+# .npy is assembled from them instead of reading every part back from S3 (the rest is read)
+HELD_BYTES = 256 << 20
+# A chunk's write asks the jobs table whether the job still lives (batch.jobs.JobStore.live)
+# when it has not heard so for this long: a single job hears it from the conditional record
+# update after every chunk; an array job's child asks whether another child failed the job.
+LIVE_SECONDS = 2.0
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -106,6 +113,10 @@ class Job:
         self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
         self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
                                  path="batch")
+        # .npy parts written by this attempt (their S3 key -> array), up to HELD_BYTES
+        self.held: dict[str, np.ndarray] = {}
+        self.held_bytes = 0
+        self.heard_live = float("-inf")  # when the jobs table last said the job lives
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -200,9 +211,18 @@ class Job:
             if self.config.shards > 1:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
-            else:
+            else:  # refused (JobErased) when it is being erased: the job lives otherwise
                 self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
+                self.heard_live = time.monotonic()
         progress.update(position - state.start, done)
+
+    def _live_before_chunk(self) -> None:
+        """Before a chunk's write: `_live`, unless the jobs table said the job lives less than
+        LIVE_SECONDS ago (a single job's conditional record update after the last chunk): a
+        chunk costs one jobs-table request, not two. A write after the erasure began is caught
+        by the conditional update after it, as one between `_live` and the erasure is."""
+        if time.monotonic() - self.heard_live >= LIVE_SECONDS:
+            self._live()
 
     def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
@@ -210,6 +230,7 @@ class Job:
         and the erasure is caught by the conditional update after it (run_job cleans up)."""
         if self.store is not None:
             record = self.store.live(self.obj.job_id)
+            self.heard_live = time.monotonic()
             if self.config.shards > 1 and record.get("status") == FAILED:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
@@ -234,7 +255,7 @@ class Job:
 
         def write(done: tuple[list[bytes], int, int, int, str]) -> None:
             records, errors, lines, end, part = done
-            self._live()
+            self._live_before_chunk()
             put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
             self._checkpoint(state, lines, end, len(records) - errors, errors,
@@ -277,13 +298,16 @@ class Job:
         def write(done: tuple[int, int, Mapping[str, np.ndarray]]) -> None:
             index, rows, results = done
             parts, headers = [], {}
-            self._live()
+            self._live_before_chunk()
             for name, array in results.items():
                 part = self.folder + self.obj.npy_part(name, index)
                 put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),
                           npy_bytes(array), "application/octet-stream")
                 parts.append(part)
                 headers[part] = npy_header(array)
+                if self.held_bytes + array.nbytes <= HELD_BYTES:
+                    self.held[self.obj.output_key(part)] = array
+                    self.held_bytes += array.nbytes
             self._checkpoint(state, rows, 0, rows, 0, parts, progress, state.next_row + rows,
                              headers)
 
@@ -292,7 +316,9 @@ class Job:
 
     def _assemble_npy(self, parts: list[str], headers: dict[str, dict[str, Any]],
                       model: LoadedModel) -> dict[str, list[int]]:
-        """Each model output's parts (in input order) concatenated into `<output>.npy`."""
+        """Each model output's parts (in input order) concatenated into `<output>.npy`: the
+        parts this attempt holds from memory, the others (an earlier attempt's, another
+        child's, those past HELD_BYTES) read back."""
         shapes = {}
         for output in model.manifest.outputs:
             mine = [p for p in parts if SHARD_FOLDER.sub("", p, count=1).startswith(
@@ -300,7 +326,7 @@ class Job:
             shapes[output.name] = list(concatenate_npy(
                 self.s3, self.config.bucket, [self.obj.output_key(p) for p in mine],
                 self.obj.output_key(self.obj.npy_output(output.name)),
-                [headers.get(p) for p in mine]))
+                [headers.get(p) for p in mine], self.held))
         return shapes
 
     # ---- an array job's children (batch.shards)
