@@ -43,7 +43,7 @@ from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.models import capture_configs
 from batch.overlap import overlapped
 from batch.progress import Progress
-from batch.reader import BLOCK, LongLine, S3Object, npy_layout, read_rows
+from batch.reader import BLOCK, LongLine, S3Object, iter_rows, npy_layout
 from batch.writer import (
     concatenate_npy,
     get_json,
@@ -60,8 +60,8 @@ CHUNK_BYTES = 8 << 20  # of input per chunk, by default
 # .npy is assembled from them instead of reading every part back from S3 (the rest is read)
 HELD_BYTES = 256 << 20
 # A chunk's write asks the jobs table whether the job still lives (batch.jobs.JobStore.live)
-# when it has not heard so for this long: a single job hears it from the conditional record
-# update after every chunk; an array job's child asks whether another child failed the job.
+# unless the conditional record update after the chunk before said so less than this long
+# ago (a job of one child; an array job's child asks at every chunk: Job._live_before_chunk).
 LIVE_SECONDS = 2.0
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
@@ -217,11 +217,12 @@ class Job:
         progress.update(position - state.start, done)
 
     def _live_before_chunk(self) -> None:
-        """Before a chunk's write: `_live`, unless the jobs table said the job lives less than
-        LIVE_SECONDS ago (a single job's conditional record update after the last chunk): a
+        """Before a chunk's write: `_live`, unless this is a job of one child whose conditional
+        record update after the last chunk said it lives less than LIVE_SECONDS ago: such a
         chunk costs one jobs-table request, not two. A write after the erasure began is caught
-        by the conditional update after it, as one between `_live` and the erasure is."""
-        if time.monotonic() - self.heard_live >= LIVE_SECONDS:
+        by the conditional update after it, as one between `_live` and the erasure is. A child
+        of an array job asks at every chunk (another child may have failed the job)."""
+        if self.config.shards > 1 or time.monotonic() - self.heard_live >= LIVE_SECONDS:
             self._live()
 
     def _live(self) -> None:
@@ -230,7 +231,6 @@ class Job:
         and the erasure is caught by the conditional update after it (run_job cleans up)."""
         if self.store is not None:
             record = self.store.live(self.obj.job_id)
-            self.heard_live = time.monotonic()
             if self.config.shards > 1 and record.get("status") == FAILED:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
@@ -283,10 +283,9 @@ class Job:
         first_chunk = state.next_chunk
 
         def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
-            for index, first in enumerate(range(state.next_row, total, per_chunk)):
-                stop = min(first + per_chunk, total)
-                yield first_chunk + index, first, stop, read_rows(self.source, layout, first,
-                                                                  stop)
+            for index, (first, stop, rows) in enumerate(iter_rows(
+                    self.source, layout, state.next_row, total, per_chunk)):
+                yield first_chunk + index, first, stop, rows
 
         def work(chunk: tuple[int, int, int, np.ndarray]
                  ) -> tuple[int, int, Mapping[str, np.ndarray]]:
