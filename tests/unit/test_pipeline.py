@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from collections import Counter
 
-from model_api.aws.class_counts import MAX_CLASSES, ClassCounts, class_counts, row_classes
+from model_api.aws.class_counts import (
+    FEW_ROWS,
+    MAX_CLASSES,
+    ClassCounts,
+    class_counts,
+    row_classes,
+)
 from model_api.limits import API_REQUEST, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Exchange, Hook, Pipeline
@@ -111,9 +117,11 @@ def test_class_counts_names_each_row_by_the_model_labels(model: LoadedModel) -> 
     {"value": np.zeros((6, 1), dtype=np.float32)}])  # a regression: one class
 def test_class_counts_count_on_the_arrays_what_row_classes_names_row_by_row(
         model: LoadedModel, results: dict[str, np.ndarray]) -> None:
-    exchange = Pipeline(BATCH_RECORD).from_arrays(model, {"features": np.zeros((6, 30),
+    many = FEW_ROWS + 1  # rows, so that class_counts counts on the arrays
+    exchange = Pipeline(BATCH_RECORD).from_arrays(model, {"features": np.zeros((many, 30),
                                                                                np.float32)})
-    exchange.results = results
+    exchange.results = {name: np.resize(array, (many, *array.shape[1:]))
+                        for name, array in results.items()}
     assert class_counts(exchange) == Counter(row_classes(exchange))
 
 
