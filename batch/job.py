@@ -1,8 +1,9 @@
 """One attempt at a batch job: resume from the checkpoint, run the chunks, write the marker.
 
-A chunk is BATCH_CHUNK_BYTES of input (8 MiB; whole lines) or BATCH_CHUNK_ROWS rows, whichever
-ends first: each chunk costs a few S3 and DynamoDB requests (read, part, checkpoint, job
-record), so chunks are sized by bytes to amortise them whatever a row weighs. Every input line
+A chunk is BATCH_CHUNK_BYTES of input (by default a quarter of the input, 8 to 64 MiB; whole
+lines) or BATCH_CHUNK_ROWS rows, whichever ends first: each chunk costs a few S3 and DynamoDB
+requests (part, checkpoint, job record), so chunks are sized by bytes to amortise them whatever
+a row weighs. Every input line
 (or .npy row) yields exactly one output record, checkpointed per chunk (batch.checkpoint); the
 job's state and counts go to the jobs table. The two formats answer through the serving
 library's pipeline (batch.jsonl, batch.npy); only a fault of the job itself (its input
@@ -55,7 +56,11 @@ from batch.writer import (
 )
 
 LOG = logging.getLogger("batch.runner")
-CHUNK_BYTES = 8 << 20  # of input per chunk, by default
+# Bytes of input per chunk, by default: a quarter of the input (of a child's share of it),
+# at least CHUNK_BYTES and at most MAX_CHUNK_BYTES (default_chunk_bytes)
+CHUNK_BYTES = 8 << 20
+MAX_CHUNK_BYTES = 64 << 20
+CHUNKS_PER_INPUT = 4
 # .npy outputs this attempt wrote, kept in memory up to this many bytes so that the final
 # .npy is assembled from them instead of reading every part back from S3 (the rest is read)
 HELD_BYTES = 256 << 20
@@ -91,11 +96,27 @@ class JobConfig:
 
     @property
     def byte_limit(self) -> int:
-        """Bytes of input per chunk of a fresh job: chunk_bytes when set, else none when
-        chunk_rows is set (rows given alone mean rows only), else CHUNK_BYTES."""
+        """Bytes of input per chunk of a fresh job of a small input: chunk_bytes when set,
+        else none when chunk_rows is set (rows given alone mean rows only), else CHUNK_BYTES
+        (see byte_limit_for: more for a larger input)."""
+        return self.byte_limit_for(0)
+
+    def byte_limit_for(self, size: int) -> int:
+        """Bytes of input per chunk of a fresh job whose input is `size` bytes: chunk_bytes
+        when set, else none when chunk_rows is set, else default_chunk_bytes of this child's
+        share of the input."""
         if self.chunk_bytes is not None:
             return self.chunk_bytes
-        return 0 if self.chunk_rows else CHUNK_BYTES
+        return 0 if self.chunk_rows else default_chunk_bytes(size // max(1, self.shards))
+
+
+def default_chunk_bytes(size: int) -> int:
+    """A quarter of `size` bytes of input, within [CHUNK_BYTES, MAX_CHUNK_BYTES]: each chunk
+    costs a few requests (its part per output, the checkpoint, the job record: on S3 and
+    DynamoDB, or the local fake, 10-40 ms each), so a large input gets fewer chunks per second
+    of work; a kill loses at most one chunk's work (MAX_CHUNK_BYTES of input) plus the chunks
+    read ahead of it (batch.overlap), all redone by the retry."""
+    return min(MAX_CHUNK_BYTES, max(CHUNK_BYTES, -(-size // CHUNKS_PER_INPUT)))
 
 
 class Job:
@@ -123,7 +144,7 @@ class Job:
         head = self.source.head()
         size = int(head["ContentLength"])
         state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows,
-                                self.config.byte_limit, key=self.checkpoint_key)
+                                self.config.byte_limit_for(size), key=self.checkpoint_key)
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
