@@ -163,13 +163,15 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
         while row < stop:
             chunk_stop = min(row + max(1, per_chunk), stop)
             want = (chunk_stop - row) * row_bytes
-            pieces: list[bytes] = []
+            # the rows are received straight into their array (no bytes objects to join)
+            rows = np.empty((chunk_stop - row, *layout.shape[1:]), dtype=layout.dtype)
+            into = memoryview(rows.reshape(-1).view(np.uint8)) if want else memoryview(b"")
             got = 0
             while got < want:
                 try:
                     if body is None:
                         body = source.get(f"bytes={position}-{end - 1}")
-                    piece = body.read(want - got)
+                    received = body.readinto(into[got:])
                 except BotoCoreError as error:  # the stream broke; botocore retried the GET
                     body = None
                     failures = failures + 1 if position == last_break else 1
@@ -180,15 +182,12 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
                                 source.bucket, source.key, position, error)
                     time.sleep(min(2.0**failures, 30.0))
                     continue
-                if not piece:
+                if not received:
                     raise InputError(f".npy object ended at byte {position}; its rows end at "
                                      f"byte {end}")
-                pieces.append(piece)
-                got += len(piece)
-                position += len(piece)
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            yield row, chunk_stop, np.frombuffer(data, dtype=layout.dtype).reshape(
-                (chunk_stop - row, *layout.shape[1:]))
+                got += received
+                position += received
+            yield row, chunk_stop, rows
             row = chunk_stop
     finally:
         if body is not None:

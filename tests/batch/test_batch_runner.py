@@ -392,6 +392,11 @@ class BreakingBody:
         self.left -= len(block)
         return block
 
+    def readinto(self, into: memoryview) -> int:
+        block = self.read(len(into))
+        into[:len(block)] = block
+        return len(block)
+
     def close(self) -> None:
         self.stream.close()
 
