@@ -206,8 +206,9 @@ def test_a_record_that_could_only_be_dropped_as_too_large_is_not_built(
         pipeline.predict(pipeline.from_arrays(model, {"features": rows[np.arange(count)
                                                                        % len(rows)]}))
         pipeline.flush()
-    # Built: the first (stored) and the second (its size learnt then); the third is not built,
-    # and counted as the second was
+    # Built: the first record (stored) and, before the second, a probe of 64 rows that
+    # shows it far over the limit: neither the second nor the third is built, both are
+    # counted as built and dropped (too_large), as they were when they were built
     assert len(built) == 2
     assert emitted[1:] == [{("breast-cancer-mlp", "captured", ""): 1,
                             ("breast-cancer-mlp", "dropped", "too_large"): 1}] * 2

@@ -19,11 +19,13 @@ hold), `record_error` (anything else while building it, e.g. no hash key could b
 the answer: the pipeline isolates hooks, and this hook catches its own failures to count them.
 
 A record that could only be dropped as too_large is not built: the hook keeps, per model, the
-bytes per row of the last record it built that was too large, and a later exchange whose sampled rows would make a
-record more than TOO_LARGE_MARGIN times the sink's limit is counted too_large at once. (A batch
-chunk of .npy rows is one exchange of tens of thousands of rows: its sampled rows made a record
-of several MiB, built, serialised and then dropped, at every chunk, which cost the runner about
-as much as the model's runs; docs/performance.md, "Batch".)
+bytes per row of a record (a probe of PROBE_ROWS rows before the first exchange of more
+sampled rows; then the last record that was too large), and a later exchange whose sampled
+rows would make a record more than TOO_LARGE_MARGIN times the sink's limit is counted
+too_large at once. (A batch chunk of .npy rows is one exchange of tens of thousands of rows:
+its sampled rows made a record of several MiB, built, serialised and then dropped, at every
+chunk, which cost the runner about as much as the model's runs; docs/performance.md,
+"Batch".)
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ KEY_RETRY_S = 60.0
 # A record estimated (from the model's last record's bytes per row) at more than this many
 # times the sink's limit is counted too_large without being built.
 TOO_LARGE_MARGIN = 2.0
+# An exchange of more sampled rows than this, of a model whose bytes per row are not known
+# yet, first gets a record of this many of them built to learn it (CaptureHook._probe).
+PROBE_ROWS = 64
 CAPTURED, DELIVERED, DROPPED = "captured", "delivered", "dropped"
 # (model, outcome, reason) -> records; reason is "" unless outcome is dropped.
 Counts = Counter[tuple[str, str, str]]
@@ -137,14 +142,16 @@ class CaptureHook(Hook):
         manifest = exchange.model.manifest
         model = manifest.name
         sampled = exchange.rows if rows is None else len(rows)  # type: ignore[arg-type]
+        pattern = self._patterns.get((model, manifest.version))
+        if pattern is None:
+            pattern = self._patterns[model, manifest.version] = record.token_pattern(manifest)
+        if sampled > PROBE_ROWS and model not in self._row_bytes:
+            self._probe(exchange, config, rows, pattern)  # type: ignore[arg-type]
         if sampled * self._row_bytes.get(model, 0.0) > (TOO_LARGE_MARGIN
                                                         * self.sink.max_record_bytes):
             self.counts[model, CAPTURED, ""] += 1
             self.counts[model, DROPPED, "too_large"] += 1
             return
-        pattern = self._patterns.get((model, manifest.version))
-        if pattern is None:
-            pattern = self._patterns[model, manifest.version] = record.token_pattern(manifest)
         try:
             line = record.build(manifest, config, exchange.request.inputs, exchange.results,
                                 None if rows is None else rows,  # type: ignore[arg-type]
@@ -167,6 +174,20 @@ class CaptureHook(Hook):
             return
         self.buffered.setdefault(model, []).append(line)
         self.buffered_bytes += len(line)
+
+    def _probe(self, exchange: Exchange, config: CaptureConfig, rows: np.ndarray | None,
+               pattern: re.Pattern[str]) -> None:
+        """Learn the model's bytes per record row from a record of PROBE_ROWS of the sampled
+        rows (not kept), before a record of many rows is built; a probe that fails teaches
+        nothing (the record's own build then fails and is counted)."""
+        picked = np.arange(PROBE_ROWS) if rows is None else rows[:PROBE_ROWS]
+        try:
+            line = record.build(exchange.model.manifest, config, exchange.request.inputs,
+                                exchange.results, picked, exchange.request.id, exchange.path,
+                                self.key, pattern)
+        except Exception:  # the record's own build says why, and counts it
+            return
+        self._row_bytes[exchange.model.manifest.name] = len(line) / PROBE_ROWS
 
     def flush(self) -> None:
         buffered, self.buffered, self.buffered_bytes = self.buffered, {}, 0
