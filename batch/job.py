@@ -66,7 +66,7 @@ CHUNKS_PER_INPUT = 4
 HELD_BYTES = 256 << 20
 # A chunk's write asks the jobs table whether the job still lives (batch.jobs.JobStore.live)
 # unless the conditional record update after the chunk before said so less than this long
-# ago (a job of one child; an array job's child asks at every chunk: Job._live_before_chunk).
+# ago (a job of one child; an array job's child asks at every chunk: Job._live_before_write).
 LIVE_SECONDS = 2.0
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
@@ -169,7 +169,7 @@ class Job:
             "model_version": state.model_version or None, **state.counts, "parts": state.parts,
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
-        self._live()
+        self._live_before_write()
         if self.config.shards > 1:
             summary = self._child_done(state, summary, model)
         else:
@@ -237,12 +237,13 @@ class Job:
                 self.heard_live = time.monotonic()
         progress.update(position - state.start, done)
 
-    def _live_before_chunk(self) -> None:
-        """Before a chunk's write: `_live`, unless this is a job of one child whose conditional
-        record update after the last chunk said it lives less than LIVE_SECONDS ago: such a
-        chunk costs one jobs-table request, not two. A write after the erasure began is caught
-        by the conditional update after it, as one between `_live` and the erasure is. A child
-        of an array job asks at every chunk (another child may have failed the job)."""
+    def _live_before_write(self) -> None:
+        """Before a chunk's write (or the final outputs'): `_live`, unless this is a job of one
+        child whose conditional record update after the last chunk said it lives less than
+        LIVE_SECONDS ago: such a chunk costs one jobs-table request, not two. A write after
+        the erasure began is caught by the conditional update after it, as one between
+        `_live` and the erasure is. A child of an array job asks at every chunk (another
+        child may have failed the job)."""
         if self.config.shards > 1 or time.monotonic() - self.heard_live >= LIVE_SECONDS:
             self._live()
 
@@ -276,7 +277,7 @@ class Job:
 
         def write(done: tuple[list[bytes], int, int, int, str]) -> None:
             records, errors, lines, end, part = done
-            self._live_before_chunk()
+            self._live_before_write()
             put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
             self._checkpoint(state, lines, end, len(records) - errors, errors,
@@ -318,7 +319,7 @@ class Job:
         def write(done: tuple[int, int, Mapping[str, np.ndarray]]) -> None:
             index, rows, results = done
             parts, headers = [], {}
-            self._live_before_chunk()
+            self._live_before_write()
             for name, array in results.items():
                 part = self.folder + self.obj.npy_part(name, index)
                 put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),

@@ -10,7 +10,9 @@ What each number includes (rows/s = input rows / those seconds):
   resumability: create the session, GET the whole .npy from the same S3, the raw loop at its
   best batch size, PUT one .npy per model output. The honest end-to-end baseline.
 - runner "default" (`runner_rows_per_s`): `batch.job.run_job` in this process (no process
-  start: the runner's import and interpreter start are not counted, like the raw job's) with
+  start: the runner's import and interpreter start are not counted, like the raw job's; its
+  S3 client and jobs-table resource are made before the clock starts, as the raw job's S3
+  client is) with
   its default settings: the model load, the jobs table updates, every S3 read, part,
   checkpoint, the final .npy assembly and the completion marker. It is the job's end-to-end
   speed against the local fake S3.
@@ -263,6 +265,7 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     job each time),
     and rows per second of the time its model runs took. chunk_bytes None: the default."""
     from batch import job as batch_job
+    from batch.aws import client
     from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
     from local_api.batch import loop
@@ -271,14 +274,16 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
     event = loop.upload(path, loop.BUCKET, key)
     version = event["detail"]["object"]["version-id"]
     job = parse_key(loop.BUCKET, key, version)
-    JobStore(loop.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
+    store = JobStore(loop.TABLE)
+    store.create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
+    s3 = client("s3")  # made before the clock starts, as the raw job's is
     config = batch_job.JobConfig(bucket=loop.BUCKET, key=key, version_id=version,
                                  job_id=job.job_id, models_dir=MODELS_DIR, table=loop.TABLE,
                                  batch_rows=batch_rows, chunk_rows=chunk_rows,
                                  chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
     with time_in_runs() as spent:
         started = time.perf_counter()
-        summary = batch_job.run_job(config)
+        summary = batch_job.run_job(config, s3=s3, store=store)
         elapsed = time.perf_counter() - started
     rows = int(summary["rows_read"])
     return rows / elapsed, rows / sum(spent)

@@ -8,12 +8,11 @@ import base64
 import importlib.util
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
-from collections import Counter
-
 from model_api.aws.class_counts import (
     FEW_ROWS,
     MAX_CLASSES,
