@@ -64,10 +64,6 @@ CHUNKS_PER_INPUT = 4
 # .npy outputs this attempt wrote, kept in memory up to this many bytes so that the final
 # .npy is assembled from them instead of reading every part back from S3 (the rest is read)
 HELD_BYTES = 256 << 20
-# A chunk's write asks the jobs table whether the job still lives (batch.jobs.JobStore.live)
-# unless the conditional record update after the chunk before said so less than this long
-# ago (a job of one child; an array job's child asks at every chunk: Job._live_before_write).
-LIVE_SECONDS = 2.0
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -137,7 +133,6 @@ class Job:
         # .npy parts written by this attempt (their S3 key -> array), up to HELD_BYTES
         self.held: dict[str, np.ndarray] = {}
         self.held_bytes = 0
-        self.heard_live = float("-inf")  # when the jobs table last said the job lives
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -169,7 +164,7 @@ class Job:
             "model_version": state.model_version or None, **state.counts, "parts": state.parts,
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
-        self._live_before_write()
+        self._live()
         if self.config.shards > 1:
             summary = self._child_done(state, summary, model)
         else:
@@ -232,20 +227,9 @@ class Job:
             if self.config.shards > 1:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
-            else:  # refused (JobErased) when it is being erased: the job lives otherwise
+            else:
                 self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
-                self.heard_live = time.monotonic()
         progress.update(position - state.start, done)
-
-    def _live_before_write(self) -> None:
-        """Before a chunk's write (or the final outputs'): `_live`, unless this is a job of one
-        child whose conditional record update after the last chunk said it lives less than
-        LIVE_SECONDS ago: such a chunk costs one jobs-table request, not two. A write after
-        the erasure began is caught by the conditional update after it, as one between
-        `_live` and the erasure is. A child of an array job asks at every chunk (another
-        child may have failed the job)."""
-        if self.config.shards > 1 or time.monotonic() - self.heard_live >= LIVE_SECONDS:
-            self._live()
 
     def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
@@ -277,7 +261,7 @@ class Job:
 
         def write(done: tuple[list[bytes], int, int, int, str]) -> None:
             records, errors, lines, end, part = done
-            self._live_before_write()
+            self._live()
             put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + part),
                       b"\n".join(records) + b"\n", "application/x-ndjson")
             self._checkpoint(state, lines, end, len(records) - errors, errors,
@@ -319,7 +303,7 @@ class Job:
         def write(done: tuple[int, int, Mapping[str, np.ndarray]]) -> None:
             index, rows, results = done
             parts, headers = [], {}
-            self._live_before_write()
+            self._live()
             for name, array in results.items():
                 part = self.folder + self.obj.npy_part(name, index)
                 put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),
