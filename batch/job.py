@@ -3,17 +3,16 @@
 A chunk is BATCH_CHUNK_BYTES of input (by default a quarter of the input, 8 to 64 MiB; whole
 lines) or BATCH_CHUNK_ROWS rows, whichever ends first: each chunk costs a few S3 and DynamoDB
 requests (part, checkpoint, job record), so chunks are sized by bytes to amortise them whatever
-a row weighs. Every input line
-(or .npy row) yields exactly one output record, checkpointed per chunk (batch.checkpoint); the
-job's state and counts go to the jobs table. The two formats answer through the serving
-library's pipeline (batch.jsonl, batch.npy); only a fault of the job itself (its input
-unreadable, S3 failing, the model not loading) fails it (batch.failures says which faults a
-retry may fix). Before each write the job checks that it is not being erased (DELETE), and its
-record updates are refused once it is; it then stops and deletes what it wrote meanwhile, so
-nothing is left in the erased prefixes. Reading, the model and writing overlap
-(batch.overlap). A child of an array job (batch.shards) runs its part of the input, keeps its
-checkpoint and parts under `shard-<i>/`, and the child that finds every child done writes the
-job's `_SUCCESS.json`.
+a row weighs. Every input line (or .npy row) yields exactly one output record, checkpointed
+per chunk (batch.checkpoint); the job's state and counts go to the jobs table. The two formats
+answer through the serving library's pipeline (batch.jsonl, batch.npy); only a fault of the
+job itself (its input unreadable, S3 failing, the model not loading) fails it
+(batch.failures says which faults a retry may fix). Before each write the job checks that it
+is not being erased (DELETE), and its record updates are refused once it is; it then stops
+and deletes what it wrote meanwhile, so nothing is left in the erased prefixes. Reading, the
+model and writing overlap (batch.overlap). A child of an array job (batch.shards) runs its
+part of the input, keeps its checkpoint and parts under `shard-<i>/`, and the child that
+finds every child done writes the job's `_SUCCESS.json`.
 """
 
 from __future__ import annotations
