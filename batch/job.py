@@ -1,18 +1,18 @@
 """One attempt at a batch job: resume from the checkpoint, run the chunks, write the marker.
 
-A chunk is BATCH_CHUNK_BYTES of input (8 MiB; whole lines) or BATCH_CHUNK_ROWS rows, whichever
-ends first: each chunk costs a few S3 and DynamoDB requests (read, part, checkpoint, job
-record), so chunks are sized by bytes to amortise them whatever a row weighs. Every input line
-(or .npy row) yields exactly one output record, checkpointed per chunk (batch.checkpoint); the
-job's state and counts go to the jobs table. The two formats answer through the serving
-library's pipeline (batch.jsonl, batch.npy); only a fault of the job itself (its input
-unreadable, S3 failing, the model not loading) fails it (batch.failures says which faults a
-retry may fix). Before each write the job checks that it is not being erased (DELETE), and its
-record updates are refused once it is; it then stops and deletes what it wrote meanwhile, so
-nothing is left in the erased prefixes. Reading, the model and writing overlap
-(batch.overlap). A child of an array job (batch.shards) runs its part of the input, keeps its
-checkpoint and parts under `shard-<i>/`, and the child that finds every child done writes the
-job's `_SUCCESS.json`.
+A chunk is BATCH_CHUNK_BYTES of input (by default a quarter of the input, 8 to 64 MiB; whole
+lines) or BATCH_CHUNK_ROWS rows, whichever ends first: each chunk costs a few S3 and DynamoDB
+requests (part, checkpoint, job record), so chunks are sized by bytes to amortise them whatever
+a row weighs. Every input line (or .npy row) yields exactly one output record, checkpointed
+per chunk (batch.checkpoint); the job's state and counts go to the jobs table. The two formats
+answer through the serving library's pipeline (batch.jsonl, batch.npy); only a fault of the
+job itself (its input unreadable, S3 failing, the model not loading) fails it
+(batch.failures says which faults a retry may fix). Before each write the job checks that it
+is not being erased (DELETE), and its record updates are refused once it is; it then stops
+and deletes what it wrote meanwhile, so nothing is left in the erased prefixes. Reading, the
+model and writing overlap (batch.overlap). A child of an array job (batch.shards) runs its
+part of the input, keeps its checkpoint and parts under `shard-<i>/`, and the child that
+finds every child done writes the job's `_SUCCESS.json`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.models import capture_configs
 from batch.overlap import overlapped
 from batch.progress import Progress
-from batch.reader import BLOCK, LongLine, S3Object, npy_layout, read_rows
+from batch.reader import BLOCK, LongLine, S3Object, iter_rows, npy_layout
 from batch.writer import (
     concatenate_npy,
     get_json,
@@ -55,7 +55,14 @@ from batch.writer import (
 )
 
 LOG = logging.getLogger("batch.runner")
-CHUNK_BYTES = 8 << 20  # of input per chunk, by default
+# Bytes of input per chunk, by default: a quarter of the input (of a child's share of it),
+# at least CHUNK_BYTES and at most MAX_CHUNK_BYTES (default_chunk_bytes)
+CHUNK_BYTES = 8 << 20
+MAX_CHUNK_BYTES = 64 << 20
+CHUNKS_PER_INPUT = 4
+# .npy outputs this attempt wrote, kept in memory up to this many bytes so that the final
+# .npy is assembled from them instead of reading every part back from S3 (the rest is read)
+HELD_BYTES = 256 << 20
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -84,11 +91,27 @@ class JobConfig:
 
     @property
     def byte_limit(self) -> int:
-        """Bytes of input per chunk of a fresh job: chunk_bytes when set, else none when
-        chunk_rows is set (rows given alone mean rows only), else CHUNK_BYTES."""
+        """Bytes of input per chunk of a fresh job of a small input: chunk_bytes when set,
+        else none when chunk_rows is set (rows given alone mean rows only), else CHUNK_BYTES
+        (see byte_limit_for: more for a larger input)."""
+        return self.byte_limit_for(0)
+
+    def byte_limit_for(self, size: int) -> int:
+        """Bytes of input per chunk of a fresh job whose input is `size` bytes: chunk_bytes
+        when set, else none when chunk_rows is set, else default_chunk_bytes of this child's
+        share of the input."""
         if self.chunk_bytes is not None:
             return self.chunk_bytes
-        return 0 if self.chunk_rows else CHUNK_BYTES
+        return 0 if self.chunk_rows else default_chunk_bytes(size // max(1, self.shards))
+
+
+def default_chunk_bytes(size: int) -> int:
+    """A quarter of `size` bytes of input, within [CHUNK_BYTES, MAX_CHUNK_BYTES]: each chunk
+    costs a few requests (its part per output, the checkpoint, the job record: on S3 and
+    DynamoDB, or the local fake, 10-40 ms each), so a large input gets fewer chunks per second
+    of work; a kill loses at most one chunk's work (MAX_CHUNK_BYTES of input) plus the chunks
+    read ahead of it (batch.overlap), all redone by the retry."""
+    return min(MAX_CHUNK_BYTES, max(CHUNK_BYTES, -(-size // CHUNKS_PER_INPUT)))
 
 
 class Job:
@@ -106,13 +129,16 @@ class Job:
         self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
         self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
                                  path="batch")
+        # .npy parts written by this attempt (their S3 key -> array), up to HELD_BYTES
+        self.held: dict[str, np.ndarray] = {}
+        self.held_bytes = 0
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         head = self.source.head()
         size = int(head["ContentLength"])
         state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows,
-                                self.config.byte_limit, key=self.checkpoint_key)
+                                self.config.byte_limit_for(size), key=self.checkpoint_key)
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
@@ -262,10 +288,9 @@ class Job:
         first_chunk = state.next_chunk
 
         def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
-            for index, first in enumerate(range(state.next_row, total, per_chunk)):
-                stop = min(first + per_chunk, total)
-                yield first_chunk + index, first, stop, read_rows(self.source, layout, first,
-                                                                  stop)
+            for index, (first, stop, rows) in enumerate(iter_rows(
+                    self.source, layout, state.next_row, total, per_chunk)):
+                yield first_chunk + index, first, stop, rows
 
         def work(chunk: tuple[int, int, int, np.ndarray]
                  ) -> tuple[int, int, Mapping[str, np.ndarray]]:
@@ -284,6 +309,9 @@ class Job:
                           npy_bytes(array), "application/octet-stream")
                 parts.append(part)
                 headers[part] = npy_header(array)
+                if self.held_bytes + array.nbytes <= HELD_BYTES:
+                    self.held[self.obj.output_key(part)] = array
+                    self.held_bytes += array.nbytes
             self._checkpoint(state, rows, 0, rows, 0, parts, progress, state.next_row + rows,
                              headers)
 
@@ -292,7 +320,9 @@ class Job:
 
     def _assemble_npy(self, parts: list[str], headers: dict[str, dict[str, Any]],
                       model: LoadedModel) -> dict[str, list[int]]:
-        """Each model output's parts (in input order) concatenated into `<output>.npy`."""
+        """Each model output's parts (in input order) concatenated into `<output>.npy`: the
+        parts this attempt holds from memory, the others (an earlier attempt's, another
+        child's, those past HELD_BYTES) read back."""
         shapes = {}
         for output in model.manifest.outputs:
             mine = [p for p in parts if SHARD_FOLDER.sub("", p, count=1).startswith(
@@ -300,7 +330,7 @@ class Job:
             shapes[output.name] = list(concatenate_npy(
                 self.s3, self.config.bucket, [self.obj.output_key(p) for p in mine],
                 self.obj.output_key(self.obj.npy_output(output.name)),
-                [headers.get(p) for p in mine]))
+                [headers.get(p) for p in mine], self.held))
         return shapes
 
     # ---- an array job's children (batch.shards)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from batch import shards
 from batch.failures import Terminated, is_transient, store_gone, terminated
-from batch.job import CHUNK_BYTES, JobConfig, run_job
+from batch.job import CHUNK_BYTES, MAX_CHUNK_BYTES, JobConfig, run_job
 from batch.jobs import JobErased
 from batch.submit import PERMANENT_EXIT
 
@@ -44,8 +44,9 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
                         help="rows (JSON Lines: lines) per chunk; given alone, chunks are cut "
                              "by rows only (default: by bytes)")
     parser.add_argument("--chunk-bytes", type=int, default=env("BATCH_CHUNK_BYTES"),
-                        help=f"bytes of input per chunk (default {CHUNK_BYTES}, none when "
-                             "--chunk-rows is given alone; 0: no limit)")
+                        help="bytes of input per chunk (default: a quarter of the input, "
+                             f"{CHUNK_BYTES} to {MAX_CHUNK_BYTES}; none when --chunk-rows is "
+                             "given alone; 0: no limit)")
     parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")),
                         help="rows per model run (default 0: timed on the first rows)")
     parser.add_argument("--require-gpu", action="store_true",

@@ -2,7 +2,8 @@
 
 A part is written with one PUT, so a retried chunk overwrites its part instead of appending
 to it. The final .npy of each model output is streamed from the parts through a multipart
-upload, holding one part in memory at a time.
+upload: the parts the runner still holds in memory (batch.job keeps this attempt's, up to
+HELD_BYTES) as they are, the others read back from S3 one at a time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,10 +114,14 @@ class MultipartWriter:
 
 
 def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str,
-                    known: Sequence[dict[str, Any] | None]) -> tuple[int, ...]:
+                    known: Sequence[dict[str, Any] | None],
+                    held: Mapping[str, np.ndarray] | None = None) -> tuple[int, ...]:
     """Write the row-wise concatenation of .npy parts to `key`; returns its shape. `known`:
     one per part, its header (npy_header) where the caller has it, else None: read from the
-    part (a checkpoint written before headers were kept has none)."""
+    part (a checkpoint written before headers were kept has none). `held`: part key -> the
+    part's array, for the parts the caller still holds (those this attempt wrote): used as
+    they are instead of being read back from S3."""
+    held = held or {}
     shapes, dtype = [], None
     for part, known_header in zip(part_keys, known, strict=True):  # the row count first
         if known_header is not None:
@@ -139,8 +144,11 @@ def concatenate_npy(s3: Any, bucket: str, part_keys: list[str], key: str,
                      "shape": total})
         writer.write(header.getvalue())
         for part in part_keys:
-            data = s3.get_object(Bucket=bucket, Key=part)["Body"].read()
-            writer.write(np.ascontiguousarray(np.load(io.BytesIO(data))).tobytes())
+            array = held.get(part)
+            if array is None:
+                data = s3.get_object(Bucket=bucket, Key=part)["Body"].read()
+                array = np.load(io.BytesIO(data))
+            writer.write(np.ascontiguousarray(array).tobytes())
         writer.close()
     except BaseException:
         writer.abort()

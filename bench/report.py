@@ -31,8 +31,10 @@ size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
-  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop; "jsonl vs
-  raw job": the same on JSON Lines (json.loads each line, the loop, json.dumps each answer);
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop (raw job
+  and runner: best of 2 interleaved runs each); "per row": the same without each one's fixed
+  seconds per job (measured on a 1,024-row job); "jsonl vs raw job": the same on JSON Lines
+  (json.loads each line, the loop, json.dumps each answer);
   "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
   last output is downloaded from output_urls) vs the runner alone, in the same run.
 scale: at N synthetic models, `add-model` of one more (s) and rendering every template
@@ -213,6 +215,13 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
         rows.append((f"{r['model']} vs raw job", f"{rate(r['runner_rows_per_s'])} rows/s",
                      f"{rate(job)} raw job", ratio(share), "",
                      judged(f"≥{BATCH_TARGET}x", share >= BATCH_TARGET)))
+        if "runner_per_row_rows_per_s" in r:  # without each program's fixed cost per job
+            rows.append((f"{r['model']} per row vs raw job",
+                         f"{rate(r['runner_per_row_rows_per_s'])} rows/s",
+                         f"{rate(r['raw_job_per_row_rows_per_s'])} raw job",
+                         ratio(r["ratio_per_row_raw_job"]),
+                         f"fixed {num(r['runner_fixed_s'])}s vs {num(r['raw_job_fixed_s'])}s",
+                         ""))
         if "jsonl_raw_job_rows_per_s" in r:  # the same for JSON Lines
             job, runner = r["jsonl_raw_job_rows_per_s"], r["jsonl_runner_rows_per_s"]
             rows.append((f"{r['model']} jsonl vs raw job", f"{rate(runner)} rows/s",

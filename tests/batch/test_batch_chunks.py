@@ -127,8 +127,12 @@ def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
     np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                rtol=1e-5, atol=1e-6)
     assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
-    # The final .npy is assembled from the headers kept in the checkpoint: one read a part.
-    assert len(part_reads) == 8
+    # The final .npy is assembled from the headers kept in the checkpoint, from the parts this
+    # attempt wrote (held in memory) and by one read of each part of the first attempt's
+    assert sorted(url.rsplit("/", 2)[1] + "/" + url.rsplit("/", 1)[1].split("?")[0]
+                  for url in part_reads) == [f"{name}/part-{i:05d}.npy"
+                                             for name in ("label", "probabilities")
+                                             for i in range(2)]
 
 
 def test_npy_parts_without_a_kept_header_are_read_for_it(cloud: Cloud) -> None:
@@ -209,6 +213,12 @@ def test_settings_in_code_resolve_the_chunk_limits_as_the_command_line_does(
     assert (rows_only.chunk_rows, rows_only.byte_limit) == (500, 0)  # as --chunk-rows 500
     both = dataclasses.replace(job, chunk_rows=500, chunk_bytes=4096)
     assert (both.chunk_rows, both.byte_limit) == (500, 4096)
+    # By default a quarter of the input (of a child's share), within 8 to 64 MiB
+    mib = 1 << 20
+    assert [job.byte_limit_for(size * mib) for size in (1, 32, 100, 256, 10_000)] == [
+        8 * mib, 8 * mib, 25 * mib, 64 * mib, 64 * mib]
+    assert dataclasses.replace(job, shards=4).byte_limit_for(100 * mib) == 8 * mib
+    assert both.byte_limit_for(10_000 * mib) == 4096 and rows_only.byte_limit_for(mib) == 0
 
 
 def test_no_chunk_limit_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -392,6 +392,14 @@ class BreakingBody:
         self.left -= len(block)
         return block
 
+    def readinto(self, into: memoryview) -> int:
+        block = self.read(len(into))
+        into[:len(block)] = block
+        return len(block)
+
+    def close(self) -> None:
+        self.stream.close()
+
 
 def test_a_broken_stream_is_reopened_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     data = b"".join(b'{"n": %d}\n' % n for n in range(5000))
@@ -410,6 +418,34 @@ def test_a_broken_stream_is_reopened_where_it_stopped(monkeypatch: pytest.Monkey
     assert [json.loads(line)["n"] for line, _ in lines] == list(range(5000))
     assert lines[-1][1] == len(data) and len(ranges) > 1
     assert ranges[1] == "bytes=7000-"
+
+
+def test_npy_rows_are_one_stream_reopened_where_it_broke(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    rows = np.arange(5000 * 3, dtype=np.float32).reshape(5000, 3)
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    data = buffer.getvalue()
+    ranges: list[str] = []
+
+    def get(self: S3Object, byte_range: str | None = None) -> BreakingBody:
+        assert byte_range is not None
+        ranges.append(byte_range)
+        start, end = (int(b) for b in byte_range.removeprefix("bytes=").split("-"))
+        return BreakingBody(data[start:end + 1], limit=7_000)  # every stream breaks at 7 kB
+
+    monkeypatch.setattr(S3Object, "get", get)
+    monkeypatch.setattr(reader.time, "sleep", lambda _: None)
+    source = S3Object(None, "bucket", "key", "v1")
+    layout = reader.NpyLayout(rows.shape, rows.dtype, len(data) - rows.nbytes)
+    chunks = list(reader.iter_rows(source, layout, 100, 4321, 1000))
+    assert [(first, stop) for first, stop, _ in chunks] == [
+        (100, 1100), (1100, 2100), (2100, 3100), (3100, 4100), (4100, 4321)]
+    np.testing.assert_array_equal(np.concatenate([c for _, _, c in chunks]), rows[100:4321])
+    # one stream from row 100 to row 4321, reopened where each stream broke
+    offset, end = layout.data_offset + 100 * 12, layout.data_offset + 4321 * 12
+    assert ranges[:2] == [f"bytes={offset}-{end - 1}", f"bytes={offset + 7000}-{end - 1}"]
+    assert len(ranges) == -(-(end - offset) // 7000)
 
 
 def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models_dir: Path,

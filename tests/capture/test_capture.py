@@ -189,3 +189,29 @@ def test_local_api_captures_held_back_rows_for_make_capture(tmp_path: Path) -> N
         assert word.encode() not in written and word not in logged
     assert aws_capture.main(["erase", "--model", "text-topics", "--dir", str(folder)]) == 0
     assert not list(folder.glob("capture/text-topics/**/*.jsonl"))
+
+
+def test_a_record_that_could_only_be_dropped_as_too_large_is_not_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_api.capture import record
+    from model_api.limits import BATCH_RECORD
+
+    emitted: list[Counts] = []
+    hook = _hook(FolderStore(tmp_path), emitted=emitted)
+    hook.sink.max_record_bytes = 4096  # type: ignore[misc]
+    pipeline = Pipeline(BATCH_RECORD, [hook], path="batch")
+    model, rows = _model("breast-cancer-mlp"), np.asarray(_held_back("breast-cancer-mlp"),
+                                                         dtype=np.float32)
+    built = []
+    original = record.build
+    monkeypatch.setattr(record, "build", lambda *a, **k: built.append(1) or original(*a, **k))
+    for count in (1, 2_000, 2_000):  # a small record, then two far over the limit
+        pipeline.predict(pipeline.from_arrays(model, {"features": rows[np.arange(count)
+                                                                       % len(rows)]}))
+        pipeline.flush()
+    # Built: the first record (stored) and, before the second, a probe of 64 rows that
+    # shows it far over the limit: neither the second nor the third is built, both are
+    # counted as built and dropped (too_large), as they were when they were built
+    assert len(built) == 2
+    assert emitted[1:] == [{("breast-cancer-mlp", "captured", ""): 1,
+                            ("breast-cancer-mlp", "dropped", "too_large"): 1}] * 2

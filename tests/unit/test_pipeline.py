@@ -8,11 +8,18 @@ import base64
 import importlib.util
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
-from model_api.aws.class_counts import MAX_CLASSES, ClassCounts, row_classes
+from model_api.aws.class_counts import (
+    FEW_ROWS,
+    MAX_CLASSES,
+    ClassCounts,
+    class_counts,
+    row_classes,
+)
 from model_api.limits import API_REQUEST, BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Exchange, Hook, Pipeline
@@ -97,6 +104,24 @@ def test_class_counts_names_each_row_by_the_model_labels(model: LoadedModel) -> 
     classes = row_classes(exchange)
     expected = [LABELS[i] for i in exchange.results["label"].tolist()]
     assert classes == expected and set(classes) <= set(LABELS)
+
+
+@pytest.mark.parametrize("results", [
+    {"label": np.array([1, 0, 1, 7, -1, 1])},  # an integer class, labels and beyond
+    {"probabilities": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.5, 0.4],
+                                [0.0, 1.0], [0.6, 0.1]], dtype=np.float32)},  # the best score
+    {"label": np.array(["b", "a", "b" * 80, "b" * 81, "a", "b"], dtype=object)},  # clipped
+    {"label": np.array([b"x", b"y", b"x", b"x", b"y", b"z"])},
+    {"label": np.array(["x", None, 3, "x", None, "x"], dtype=object)},  # unsortable objects
+    {"value": np.zeros((6, 1), dtype=np.float32)}])  # a regression: one class
+def test_class_counts_count_on_the_arrays_what_row_classes_names_row_by_row(
+        model: LoadedModel, results: dict[str, np.ndarray]) -> None:
+    many = FEW_ROWS + 1  # rows, so that class_counts counts on the arrays
+    exchange = Pipeline(BATCH_RECORD).from_arrays(model, {"features": np.zeros((many, 30),
+                                                                               np.float32)})
+    exchange.results = {name: np.resize(array, (many, *array.shape[1:]))
+                        for name, array in results.items()}
+    assert class_counts(exchange) == Counter(row_classes(exchange))
 
 
 def test_class_counts_for_a_regression_is_one_class_and_classes_are_bounded() -> None:

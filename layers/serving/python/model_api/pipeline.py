@@ -67,6 +67,9 @@ class Exchange:
     path: str
     results: Mapping[str, np.ndarray] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
+    # (the request, its copy as hooks see it: read-only inputs), made at its first hook point
+    _hooks_request: tuple[InferRequest, InferRequest] | None = field(default=None, repr=False,
+                                                                      compare=False)
 
     @property
     def rows(self) -> int:
@@ -216,12 +219,23 @@ class Pipeline:
 
 def _read_only(exchange: Exchange) -> Exchange:
     """What a hook sees of `exchange`: a copy whose inputs and results are read-only mappings
-    of read-only arrays, so that no hook can change what the model gets or the answer says."""
-    for array in (*exchange.request.inputs.values(), *exchange.results.values()):
+    of read-only arrays, so that no hook can change what the model gets or the answer says.
+    The request's read-only copy is made once per exchange (kept on it for its next hook
+    point), and the exchange's copy is built directly, not by dataclasses.replace: this runs
+    twice for every line of a JSON Lines batch job (docs/performance.md, "Batch")."""
+    cached = exchange._hooks_request
+    if cached is not None and cached[0] is exchange.request:
+        request = cached[1]
+    else:
+        for array in exchange.request.inputs.values():
+            array.flags.writeable = False
+        inputs = cast(dict[str, np.ndarray], MappingProxyType(exchange.request.inputs))
+        request = replace(exchange.request, inputs=inputs)
+        exchange._hooks_request = (exchange.request, request)
+    for array in exchange.results.values():
         array.flags.writeable = False
-    inputs = cast(dict[str, np.ndarray], MappingProxyType(exchange.request.inputs))
-    return replace(exchange, request=replace(exchange.request, inputs=inputs),
-                   results=MappingProxyType(exchange.results))
+    return Exchange(exchange.model, exchange.manifest, request, exchange.explain, exchange.path,
+                    MappingProxyType(exchange.results), exchange.parameters)
 
 
 def _explain_flag(parameters: Mapping[str, Any]) -> bool:

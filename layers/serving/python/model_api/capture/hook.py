@@ -17,6 +17,15 @@ reason: `store_error` (the sink refused or failed: its error type is logged, nev
 hold), `record_error` (anything else while building it, e.g. no hash key could be read),
 `buffer_full` (more than MAX_BUFFERED_BYTES waiting for one flush). A failure never reaches
 the answer: the pipeline isolates hooks, and this hook catches its own failures to count them.
+
+A record that could only be dropped as too_large is not built: the hook keeps, per model, the
+bytes per row of a record (a probe of PROBE_ROWS rows before the first exchange of more
+sampled rows; then the last record that was too large), and a later exchange whose sampled
+rows would make a record more than TOO_LARGE_MARGIN times the sink's limit is counted
+too_large at once. (A batch chunk of .npy rows is one exchange of tens of thousands of rows:
+its sampled rows made a record of several MiB, built, serialised and then dropped, at every
+chunk, which cost the runner about as much as the model's runs; docs/performance.md,
+"Batch".)
 """
 
 from __future__ import annotations
@@ -40,6 +49,12 @@ logger = logging.getLogger(__name__)
 # Records waiting for one flush, in bytes (a batch chunk's sampled rows): past it, dropped.
 MAX_BUFFERED_BYTES = 16 << 20
 KEY_RETRY_S = 60.0
+# A record estimated (from the model's last record's bytes per row) at more than this many
+# times the sink's limit is counted too_large without being built.
+TOO_LARGE_MARGIN = 2.0
+# An exchange of more sampled rows than this, of a model whose bytes per row are not known
+# yet, first gets a record of this many of them built to learn it (CaptureHook._probe).
+PROBE_ROWS = 64
 CAPTURED, DELIVERED, DROPPED = "captured", "delivered", "dropped"
 # (model, outcome, reason) -> records; reason is "" unless outcome is dropped.
 Counts = Counter[tuple[str, str, str]]
@@ -91,6 +106,7 @@ class CaptureHook(Hook):
         self.buffered_bytes = 0
         self.counts: Counts = Counter()
         self._patterns: dict[tuple[str, str], re.Pattern[str]] = {}
+        self._row_bytes: dict[str, float] = {}  # per model: a too-large record's bytes/row
 
     def key(self) -> bytes:
         """The hash key, read once; after a failed read, records that hash are dropped
@@ -125,9 +141,17 @@ class CaptureHook(Hook):
             return
         manifest = exchange.model.manifest
         model = manifest.name
+        sampled = exchange.rows if rows is None else len(rows)  # type: ignore[arg-type]
         pattern = self._patterns.get((model, manifest.version))
         if pattern is None:
             pattern = self._patterns[model, manifest.version] = record.token_pattern(manifest)
+        if sampled > PROBE_ROWS and model not in self._row_bytes:
+            self._probe(exchange, config, rows, pattern)  # type: ignore[arg-type]
+        if sampled * self._row_bytes.get(model, 0.0) > (TOO_LARGE_MARGIN
+                                                        * self.sink.max_record_bytes):
+            self.counts[model, CAPTURED, ""] += 1
+            self.counts[model, DROPPED, "too_large"] += 1
+            return
         try:
             line = record.build(manifest, config, exchange.request.inputs, exchange.results,
                                 None if rows is None else rows,  # type: ignore[arg-type]
@@ -141,6 +165,8 @@ class CaptureHook(Hook):
             return
         self.counts[model, CAPTURED, ""] += 1
         if len(line) > self.sink.max_record_bytes:
+            # learnt from a record over the limit, of many rows: its fixed part is negligible
+            self._row_bytes[model] = len(line) / sampled
             self.counts[model, DROPPED, "too_large"] += 1
             return
         if self.buffered_bytes + len(line) > MAX_BUFFERED_BYTES:
@@ -148,6 +174,20 @@ class CaptureHook(Hook):
             return
         self.buffered.setdefault(model, []).append(line)
         self.buffered_bytes += len(line)
+
+    def _probe(self, exchange: Exchange, config: CaptureConfig, rows: np.ndarray | None,
+               pattern: re.Pattern[str]) -> None:
+        """Learn the model's bytes per record row from a record of PROBE_ROWS of the sampled
+        rows (not kept), before a record of many rows is built; a probe that fails teaches
+        nothing (the record's own build then fails and is counted)."""
+        picked = np.arange(PROBE_ROWS) if rows is None else rows[:PROBE_ROWS]
+        try:
+            line = record.build(exchange.model.manifest, config, exchange.request.inputs,
+                                exchange.results, picked, exchange.request.id, exchange.path,
+                                self.key, pattern)
+        except Exception:  # the record's own build says why, and counts it
+            return
+        self._row_bytes[exchange.model.manifest.name] = len(line) / PROBE_ROWS
 
     def flush(self) -> None:
         buffered, self.buffered, self.buffered_bytes = self.buffered, {}, 0
