@@ -2,11 +2,13 @@
 exported from PyTorch at test time (model_export.transformer: `input_ids` and `attention_mask`
 INT64 [batch, sequence], `logits` FP32 [batch, 4]; seeded, cached for the session in a tmp
 folder, never committed) is added to a copy of the project, which places it in the model store
-and sizes its function; the local API (its moto S3 as the store) serves it through the real
-handler and loading code, answering 503 with Retry-After while it loads and then exactly what
-onnxruntime answers on the same file; remove-model leaves the tree as it was and the store
-sync deletes the object. About 60 s on 2 cores, most of it the export (cached per session),
-the add's checks of a 400 MB graph and the read through moto.
+and sizes its function from the measured peak of a fresh process that loads it and runs the
+default sizing request (8 x 512 tokens; a request of that shape over HTTP then peaks within the
+function's memory, by the local API's REPORT line); the local API (its moto S3 as the store)
+serves it through the real handler and loading code, answering 503 with Retry-After while it
+loads and then exactly what onnxruntime answers on the same file; remove-model leaves the tree
+as it was and the store sync deletes the object. About 60 s on 2 cores, most of it the export
+(cached per session), the add's checks of a 400 MB graph and the read through moto.
 """
 
 from __future__ import annotations
