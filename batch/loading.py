@@ -9,6 +9,7 @@ checked and a missing GPU is said loudly, or fails the attempt when one was requ
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import onnxruntime as ort
@@ -16,6 +17,7 @@ from model_api.aws import model_store
 from model_api.errors import ModelAPIError
 from model_api.model import COPY, LoadedModel
 from model_api.service import resolve_version, version_folders
+from model_api.store import STORE_FIELD
 
 from batch.failures import HostError, PermanentError
 from batch.models import current_version
@@ -72,12 +74,18 @@ def load_model(models_dir: Path, model: str, version: str | None, registry: Path
         # of the raw job with spinning, 0.38-0.54x without, breast-cancer-mlp on 2 cores)
         # Copied weights, pre-packed: a job is paid by its throughput, and its container holds
         # twice the largest model a function serves (docs/performance.md, "Large models")
-        loaded = LoadedModel.load(folder, providers=providers,
-                                  store=model_store.from_environment(), spinning=False,
+        store = model_store.from_environment()
+        started = time.perf_counter()
+        loaded = LoadedModel.load(folder, providers=providers, store=store, spinning=False,
                                   weights_mode=COPY)
     except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
         raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
                              f"{error}") from error
+    stored = loaded.manifest.extra.get(STORE_FIELD)
+    LOG.info("model %s version %s loaded from %s in %.2f s", model, folder.name,
+             f"the model store s3://{store.bucket}/{stored['key']}"
+             if store is not None and isinstance(stored, dict) else folder,
+             time.perf_counter() - started)
     active = list(loaded.providers)
     if CUDA in active:
         LOG.info("model %s version %s runs on the GPU (active providers %s)", model,

@@ -35,6 +35,14 @@ def publish(functions: Iterable[FunctionSpec], models_dir: Path,
         for layer in function.layer_dirs:
             if (layer / "models").is_dir():
                 wanted.update(stored_versions(layer / "models", models_dir))
+    return fill(wanted, bucket)
+
+
+def fill(wanted: dict[str, tuple[Path, str]], bucket: str = BUCKET) -> list[str]:
+    """Create the versioned `bucket` in the local S3 boto3 is pointed at (AWS_ENDPOINT_URL) and
+    sync `wanted` into it (key -> (file, sha256): model_registry.store.stored_versions), as
+    `make deploy` fills the deployed one; the keys. `make serve` (publish) and `make
+    batch-local` (local_api.batch.loop) both fill theirs here."""
     s3 = client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

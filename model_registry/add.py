@@ -51,6 +51,7 @@ from model_export.weights import DATA_FILE, WeightsError, split, store_section
 from model_registry import placement, registry
 from model_registry.changes import derived, staging
 from model_registry.registry import PROJECT, ROOT, STORE, ModelEntry, Project, RegistryError
+from model_registry.sizing import Sizing, SizingError, measure
 
 # Manifest fields a version's fields file may set; the sha256 and signature always come from
 # the file itself.
@@ -314,12 +315,13 @@ BASELINE_STORED = "baseline"  # model_store/<name>/<version>/baseline.npy|.npz (
 
 def _placement(name: str, entry: ModelEntry | None, version: str, size: int,
                wanted: str | None, project: Project,
-               external: bool = False) -> placement.Placement:
+               external: bool = False, sizing: Sizing | None = None) -> placement.Placement:
     """Where a new `version` of `size` bytes goes beside the model's other versions (their
-    recorded bytes; a seed or older version's exported file size), or AddError saying why no
-    function can hold it."""
+    recorded bytes; a seed or older version's exported file size; their measured sizing), or
+    AddError saying why no function can hold it. `sizing`: the new version's measured peak."""
     layer_sizes: list[int] = []
     store_sizes: list[int] = []
+    store_sizings: list[Sizing | None] = []
     for other in (entry.versions if entry else []):
         if other == version:
             continue
@@ -330,8 +332,12 @@ def _placement(name: str, entry: ModelEntry | None, version: str, size: int,
             size_of = exported.stat().st_size if exported.is_file() else 0
         (store_sizes if record.get("home") == placement.STORE else layer_sizes).append(
             int(size_of))
+        if record.get("home") == placement.STORE:
+            store_sizings.append(Sizing.from_record(record["sizing"]) if "sizing" in record
+                                 else None)
     try:
-        return placement.place(size, layer_sizes, store_sizes, wanted, external)
+        return placement.place(size, layer_sizes, store_sizes, wanted, external, sizing,
+                               store_sizings)
     except placement.PlacementError as exc:
         raise AddError(f"no Lambda function can hold {name} version {version}: {exc}") from exc
 
@@ -372,7 +378,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         background_path: Path | None = None, fields: Path | None = None,
         project: Project = PROJECT, place: str | None = None,
         placed: list[placement.Placement] | None = None,
-        baseline_path: Path | None = None) -> ModelEntry:
+        baseline_path: Path | None = None, sizing_path: Path | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -385,7 +391,10 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     may be added from a file too. `fields` is a JSON file of manifest fields (KEPT_FIELDS: what
     `make optimize` measured) kept beside the file. Its size decides where the version is
     served from (model_registry.placement: its layer, or the model store; `place` forces one);
-    the decision is appended to `placed` when given. A version no Lambda function can hold is
+    the decision is appended to `placed` when given. A version in the store is loaded in a
+    fresh process and runs a sizing request (`sizing_path`: rows, .npz by input name; else the
+    default worst case, model_registry.sizing): its function is sized from the measured peak,
+    recorded in models.yaml (files[version].sizing). A version no Lambda function can hold is
     refused (AddError).
     """
     entries = registry.load(project.registry)
@@ -410,7 +419,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     examples = read_examples(examples_path) if examples_path is not None else None
     version = version or next_version(existing)
     size = len(model_bytes) + (len(external[1]) if external else 0)
-    where = _placement(name, existing, version, size, place, project, external is not None)
+    given_external = external is not None
+    where = _placement(name, existing, version, size, place, project, given_external)
     if where.home == placement.STORE:
         model_bytes, external = store_form(model_bytes, external, str(onnx_path))
         size = len(model_bytes) + (len(external[1]) if external else 0)
@@ -458,6 +468,19 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
                        background, shown=str(onnx_path), fields=kept,
                        in_store=record.get("home") == placement.STORE, external=external,
                        path=onnx_path, baseline=baseline)
+        if where.home == placement.STORE:
+            # Measured, not guessed: its function is sized from the peak of a fresh process
+            # that loads it as the function does and runs the sizing request
+            try:
+                sizing = measure(staged, sizing_path)
+            except SizingError as exc:
+                raise AddError(f"{name} version {version}: measuring its memory: {exc}"
+                               ) from exc
+            where = _placement(name, existing, version, size, place, project,
+                               given_external, sizing)
+            entry = replace(entry, files={**entry.files, version: {
+                **entry.files[version], "sizing": sizing.record()}})
+            new_entries = [entry if e.name == name else e for e in new_entries]
 
         def locate(model: str, wanted: str) -> Path:
             return staged if (model, wanted) == (name, version) else \
@@ -620,13 +643,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--place", choices=placement.HOMES,
                         help="serve it from its layer or the model store (default: chosen by "
                              "its size, model_registry.placement)")
+    parser.add_argument("--sizing", type=Path,
+                        help="a store-placed version's sizing request: .npz, one array per "
+                             "input name (default: 8 rows x 512 on variable axes, "
+                             "model_registry.sizing)")
     args = parser.parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     try:
         placed: list[placement.Placement] = []
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
                     args.background, place=args.place, placed=placed,
-                    baseline_path=args.baseline)
+                    baseline_path=args.baseline, sizing_path=args.sizing)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2

@@ -26,13 +26,27 @@ A single-file ONNX model is at most 2 GiB (protobuf's limit on one message), whi
 external-data format (its graph, and its tensors in one file beside it: always the store; no
 one tensor over 2 GiB). The largest model the design serves is then one of 4,581 MB alone in
 its function. The versions of one function together: the formula.
+
+Measured, not guessed (model_registry.sizing). The formula sizes the weights; a request's
+activations are not proportional to them (a 404 MB transformer's worker peaked at 1,171 MB after
+an 8 x 512-token request, over the 1,088 MB the formula gave). So `make add-model` loads a
+store-placed version in a fresh process as its function does and runs one sizing request (the
+user's rows, or 8 rows x 512 on the variable axes), and the version's need is that process's
+measured peak over its baseline (VmHWM: the load and the request) x (1 + SIZING_MARGIN), kept in
+models.yaml (files[version].sizing) for the template. A function then needs
+  BASELINE_MB + sum of resident + max over versions of (need - resident)
+where a version's resident memory is S x (1 + WORKING_MARGIN) and an unmeasured version's need
+is LOAD_COPIES x S x (1 + WORKING_MARGIN) (the formula above, which this equals when none is
+measured), rounded up to 64 MB; over 10,240 MB is refused.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from model_registry.sizing import Sizing
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -60,6 +74,10 @@ BASELINE_MB = 160
 LOAD_COPIES = 2
 # For activations and intermediate tensors of a request, as a share of the weights.
 WORKING_MARGIN = 0.10
+# On top of a measured peak (model_registry.sizing): what the measuring process does not do
+# that a function does per request (the request's JSON and its decoded arrays, the answer's
+# encoding) and the allocator's spread between runs.
+SIZING_MARGIN = 0.25
 # Protobuf's limit on one message: the largest single-file ONNX model.
 SINGLE_FILE_LIMIT_BYTES = (2 << 30) - 1
 # The memory of a function whose model is all in layers: the template's ModelMemorySize.
@@ -89,33 +107,51 @@ class Placement:
     reason: str
 
 
-def memory_mb(sizes: Iterable[int]) -> int:
+def memory_mb(sizes: Iterable[int], sizings: Sequence[Sizing | None] = ()) -> int:
     """The memory (MB, a multiple of 64, at least DEFAULT_MEMORY_MB) a function holding
-    versions of `sizes` bytes needs (see the module's formula); PlacementError over 10,240."""
-    found = [size for size in sizes if size > 0]
+    versions of `sizes` bytes needs, with the measured `sizings` of those versions (in the same
+    order; None or missing: not measured) (see the module's formula); PlacementError over
+    10,240 MB, with the arithmetic."""
+    sizes = list(sizes)
+    found = [(size, sizings[i] if i < len(sizings) else None)
+             for i, size in enumerate(sizes) if size > 0]
     if not found:
         return DEFAULT_MEMORY_MB
-    weights = (sum(found) + (LOAD_COPIES - 1) * max(found)) * (1 + WORKING_MARGIN)
-    needed = BASELINE_MB + weights / MB
+    resident = [size * (1 + WORKING_MARGIN) for size, _ in found]
+    needs = [sizing.peak_bytes * (1 + SIZING_MARGIN) if sizing is not None
+             else LOAD_COPIES * size * (1 + WORKING_MARGIN) for size, sizing in found]
+    extra = max(need - held for need, held in zip(needs, resident, strict=True))
+    needed = BASELINE_MB + (sum(resident) + extra) / MB
     if needed > MAX_MEMORY_MB:
+        largest = max(range(len(found)), key=lambda i: needs[i] - resident[i])
+        size, sizing = found[largest]
+        worst = (f"({sizing.describe()}) x {1 + SIZING_MARGIN:.2f}" if sizing is not None else
+                 f"{LOAD_COPIES} x {size / MB:,.0f} MB while it loads x "
+                 f"{1 + WORKING_MARGIN:.1f}")
+        others = sum(resident) - resident[largest]
         raise PlacementError(
             f"its function would need {needed:,.0f} MB: {BASELINE_MB} MB of runtime + "
-            f"({sum(found) / MB:,.0f} MB of weights for every version + "
-            f"{LOAD_COPIES - 1} x {max(found) / MB:,.0f} MB while the largest loads) x "
-            f"{1 + WORKING_MARGIN:.1f}; Lambda's maximum is {MAX_MEMORY_MB:,} MB. Serve fewer "
-            "versions of it at once (make remove-model VERSION=...) or a smaller (quantised) "
-            "model")
+            f"{needs[largest] / MB:,.0f} MB at the peak of its largest version: {worst}"
+            + (f" + {others / MB:,.0f} MB of its other versions' weights (x "
+               f"{1 + WORKING_MARGIN:.1f})" if len(found) > 1 else "")
+            + f"; Lambda's maximum is {MAX_MEMORY_MB:,} MB. Serve fewer versions of it at "
+            "once (make remove-model VERSION=...), a smaller (quantised) model, or, measured, "
+            "size it for a smaller request (SIZING=rows.npz)")
     return max(DEFAULT_MEMORY_MB, 64 * math.ceil(needed / 64))
 
 
 def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int] = (),
-          wanted: str | None = None, external: bool = False) -> Placement:
+          wanted: str | None = None, external: bool = False,
+          sizing: Sizing | None = None,
+          store_sizings: Sequence[Sizing | None] = ()) -> Placement:
     """Where a new version of `size` bytes goes, given the model's other versions in its layer
     (`layer_sizes`) and in the store (`store_sizes`): the layer when they fit
     LAYER_BUDGET_BYTES together, else the store; `wanted` (layer or store) forces one (a layer
     that does not fit is refused). `external`: the graph keeps its tensors in a file beside it
     (ONNX's external-data format, for a model over 2 GiB): always the store. PlacementError
-    when no function can hold it."""
+    when no function can hold it. `sizing`: the new version's measured peak
+    (model_registry.sizing), `store_sizings` the store versions' (in `store_sizes`' order):
+    the function is sized from them where measured."""
     layer_sizes, store_sizes = list(layer_sizes), list(store_sizes)
     if size > SINGLE_FILE_LIMIT_BYTES and not external:
         raise PlacementError(
@@ -138,7 +174,9 @@ def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int]
                                                       if in_layer else "")
     if home == LAYER and not fits:
         raise PlacementError(f"it does not fit a layer ({together}; {budget})")
-    memory = memory_mb([*layer_sizes, *store_sizes, size])
+    memory = memory_mb([*layer_sizes, *store_sizes, size],
+                       [*[None] * len(layer_sizes), *store_sizings,
+                        *[None] * (len(store_sizes) - len(store_sizings)), sizing])
     if home == LAYER:
         reason = f"in its layer: {together}, and {budget}"
     else:
@@ -147,5 +185,9 @@ def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int]
                else f"{together} is over what a layer holds")
         reason = (f"in the model store (the stack's private, encrypted S3 bucket), read into "
                   f"memory when its function starts: {why} ({budget}); its function gets "
-                  f"{memory:,} MB of memory")
+                  f"{memory:,} MB of memory" + (
+                      f": {BASELINE_MB} MB of runtime + ({sizing.describe()}) x "
+                      f"{1 + SIZING_MARGIN:.2f}" + (" and its other versions' weights"
+                                                     if layer_sizes or store_sizes else "")
+                      if sizing is not None else " (from its size; not yet measured)"))
     return Placement(home, memory, reason)

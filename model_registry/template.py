@@ -44,6 +44,7 @@ from model_registry.registry import (
     load,
 )
 from model_registry.registry import run as registry_run
+from model_registry.sizing import Sizing
 
 TEMPLATE = ROOT / "template.yaml"
 # The hand-written source of template.yaml (its comments say what is added to it).
@@ -255,10 +256,14 @@ def resources(entry: ModelEntry) -> dict[str, Any]:
     stored = stored_versions(entry)
     store_environment = {"MODEL_STORE_BUCKET": _ref("ModelStoreBucket"),
                          "MODEL_LOAD_WAIT_S": str(STORE_LOAD_WAIT_S)} if stored else {}
-    # Sized from the model (model_registry.placement.memory_mb) when any version is in the
-    # store; else the template's ModelMemorySize.
+    # Sized from the model (model_registry.placement.memory_mb: the measured peaks of its
+    # store versions, model_registry.sizing) when any version is in the store; else the
+    # template's ModelMemorySize.
+    records = list(entry.files.values())
     sizing = {"MemorySize": placement.memory_mb(
-        int(record.get("bytes", 0)) for record in entry.files.values()),
+        [int(record.get("bytes", 0)) for record in records],
+        [Sizing.from_record(record["sizing"]) if "sizing" in record else None
+         for record in records]),
         "Timeout": STORE_TIMEOUT_S} if stored else {}
     function = {
         "Description": f"Open Inference Protocol routes of model {name}.",

@@ -11,6 +11,8 @@ Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per m
 checkpoint has N rows done, and the submitter's retry resumes from that checkpoint
 (`--kill-attempts K`: the first K attempts are killed; as many as the attempts, and the job
 ends `failed` with the submitter's reason). The local submitter is local_api.batch.submitter.
+Large models: the same moto server holds the model store (local_api.model_store.fill, as `make
+serve` fills its own), and the runner reads store-backed versions from it, sha256-checked.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from batch import submit
 from batch.aws import client
 from batch.keys import InputObject, input_key, parse_key
 from batch.models import registry_path
+from local_api import model_store
 from local_api.batch import submitter as local_submitter
 from local_api.capture import CAPTURE_DIR
 from local_api.context import LambdaContext
 from model_registry import catalog as model_catalog
-from model_registry.registry import PROJECT
+from model_registry.registry import PROJECT, STORE
 from model_registry.registry import load as load_registry
+from model_registry.store import stored_versions
 
 LOG = logging.getLogger("local_api.batch.loop")
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,6 +142,20 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
             "MODELS_REGISTRY": str(registry),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ServerlessModelApiLocal"}
+
+
+def fill_model_store(models_dir: Path, registry: Path) -> list[str]:
+    """The model store in the local S3, filled as `make serve` fills its own
+    (local_api.model_store.fill) with every version under `models_dir` whose manifest names a
+    stored object (its files beside the manifest, else in model_store/ beside `registry`, where
+    add-model keeps them), and $MODEL_STORE_BUCKET set, so the runner (a child: os.environ)
+    reads them from there as on AWS; the keys."""
+    stored = model_store.fill(stored_versions(models_dir, registry.resolve().parent / STORE))
+    os.environ[model_store.BUCKET_VARIABLE] = model_store.BUCKET
+    if stored:
+        LOG.info("model store: %d object(s) in local bucket %s: %s", len(stored),
+                 model_store.BUCKET, ", ".join(stored))
+    return stored
 
 
 def get_job(job_id: str) -> tuple[int, dict[str, Any]]:
@@ -241,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kill-after-rows and --kill-attempts must be >= 0")
     with LocalCloud():
         create_resources()
+        fill_model_store(args.models_dir.resolve(), args.registry)
         os.environ.update(trigger_environment(args.models_dir.resolve(), registry=args.registry),
                           # captured rows (the registry's sampling) go to make capture's
                           # folder, not to stdout as a deployed function's do

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.batch.conftest import FEATURES, MODEL, expected, registry, request_line
+from tests.batch.conftest import FEATURES, MODEL, expected, registry, request_line, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(11)
@@ -149,3 +149,29 @@ def test_a_job_killed_on_every_attempt_ends_failed_with_the_reason(models_dir: P
     assert job["reason"] == ("the local submitter gave up after 3 attempt(s): the runner ended "
                              "with -9, -9, -9 (negative: killed by that signal)")
     assert 40 <= job["rows_read"] < 4000 and not (tmp_path / "answers.jsonl").exists()
+
+
+def test_a_store_backed_version_is_read_from_the_local_model_store(tmp_path: Path) -> None:
+    """A version kept in the model store (its manifest names the object; its file not in the
+    models folder but in model_store/ beside the registry, where add-model keeps it): the loop
+    fills its local store as `make serve` does, and the runner reads it from there and says so."""
+    models_dir = tiny_model(tmp_path / "models")
+    folder = models_dir / MODEL / "1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["store"] = {"key": f"models/{MODEL}/1/model.onnx",
+                         "bytes": (folder / "model.onnx").stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    kept = registry(models_dir).parent / "model_store" / MODEL / "1"
+    kept.mkdir(parents=True)
+    (folder / "model.onnx").rename(kept / "model.onnx")
+    rows = RNG.normal(size=(30, FEATURES)).astype(np.float32)
+    source = tmp_path / "rows.npy"
+    np.save(source, rows)
+    result = run_local(models_dir, source, tmp_path / "out" / "answers.npy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1])["job"]["status"] == "succeeded"
+    assert re.search(rf"model {MODEL} version 1 loaded from the model store "
+                     rf"s3://local-model-api-models/models/{MODEL}/1/model.onnx in [\d.]+ s",
+                     result.stderr), result.stderr[-3000:]
+    label, _ = expected(rows)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "answers.label.npy"), label)

@@ -2,11 +2,13 @@
 exported from PyTorch at test time (model_export.transformer: `input_ids` and `attention_mask`
 INT64 [batch, sequence], `logits` FP32 [batch, 4]; seeded, cached for the session in a tmp
 folder, never committed) is added to a copy of the project, which places it in the model store
-and sizes its function; the local API (its moto S3 as the store) serves it through the real
-handler and loading code, answering 503 with Retry-After while it loads and then exactly what
-onnxruntime answers on the same file; remove-model leaves the tree as it was and the store
-sync deletes the object. About 60 s on 2 cores, most of it the export (cached per session),
-the add's checks of a 400 MB graph and the read through moto.
+and sizes its function from the measured peak of a fresh process that loads it and runs the
+default sizing request (8 x 512 tokens; a request of that shape over HTTP then peaks within the
+function's memory, by the local API's REPORT line); the local API (its moto S3 as the store)
+serves it through the real handler and loading code, answering 503 with Retry-After while it
+loads and then exactly what onnxruntime answers on the same file; remove-model leaves the tree
+as it was and the store sync deletes the object. About 60 s on 2 cores, most of it the export
+(cached per session), the add's checks of a 400 MB graph and the read through moto.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from model_registry import placement
 from model_registry.add import add
 from model_registry.registry import Project
 from model_registry.remove import remove
+from model_registry.sizing import SIZING_LENGTH, SIZING_ROWS, Sizing
 from model_registry.store import stored_versions, sync
 from tests.conftest import ROOT, local_api_server
 from tests.model_registry.conftest import snapshot
@@ -93,7 +96,11 @@ def test_a_model_over_2_gib_in_the_external_data_format_is_served(
     placed: list[placement.Placement] = []
     add(BIG, model, project=project, placed=placed)
     assert placed[0].home == placement.STORE and "external-data format" in placed[0].reason
-    assert placed[0].memory_mb == placement.memory_mb([size]) >= 4_928
+    sizing = Sizing.from_record(next(
+        m for m in yaml.safe_load(project.registry.read_text())["models"]
+        if m["name"] == BIG)["files"]["1"]["sizing"])
+    assert placed[0].memory_mb == placement.memory_mb([size], [sizing])
+    assert sizing.load_bytes >= size
     files = {key: path for key, (path, _) in stored_versions(project.models_dir).items()}
     assert sorted(files) == [f"models/{BIG}/1/model.onnx", f"models/{BIG}/1/{DATA_FILE}"]
     folder = project.models_dir / BIG / "1"
@@ -170,7 +177,16 @@ def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None
     keys = [f"models/{BIG}/1/model.onnx", f"models/{BIG}/1/{DATA_FILE}"]
     assert [manifest["store"]["key"], manifest["store"]["data"]["key"]] == keys
     assert manifest["store"]["bytes"] < 100_000
-    # and its function is sized from it and may read its own objects only
+    # and its function is sized from the measured peak of a fresh process that loaded it and
+    # ran the default sizing request (8 rows x 512 tokens), and may read its own objects only
+    sizing = Sizing.from_record(record["sizing"])
+    assert sizing.shape == {"input_ids": [SIZING_ROWS, SIZING_LENGTH],
+                            "attention_mask": [SIZING_ROWS, SIZING_LENGTH]}
+    assert sizing.peak_bytes > sizing.load_bytes >= size, sizing
+    assert f"its function gets {placed[0].memory_mb:,} MB of memory: " in placed[0].reason
+    assert sizing.describe() in placed[0].reason
+    assert placed[0].memory_mb * placement.MB >= (placement.BASELINE_MB * placement.MB
+                                                  + sizing.peak_bytes)
     stack = (project.stacks / "models-0.yaml").read_text()
     assert f"MemorySize: {placed[0].memory_mb}" in stack and placed[0].memory_mb >= 1024
     assert f"${{ModelStoreBucket}}/models/{BIG}/*" in stack
@@ -185,7 +201,7 @@ def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None
     # own answers on the same file
     built = served(project, tmp_path / "built")
     log = tmp_path / "serve.log"
-    with local_api_server(log, template=built) as (client, _):
+    with local_api_server(log, template=built, extra=("--function-logs", "all")) as (client, _):
         started = time.monotonic()
         first = client.get(f"/v2/models/{BIG}/ready")
         if first.status_code == 503:
@@ -202,6 +218,15 @@ def stored_served_removed(tmp_path: Path, project: Project, model: Path) -> None
         (output,) = answer.json()["outputs"]
         got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
         np.testing.assert_array_equal(got, onnxruntime_answer(model, inputs))
+        # A request at the sizing shape peaks within its function's memory (Lambda's REPORT
+        # line: the worker's VmHWM)
+        sizing_request = feeds(SIZING_ROWS, SIZING_LENGTH)
+        answer = client.post(f"/v2/models/{BIG}/infer", json=infer_body(sizing_request))
+        assert answer.status_code == 200, answer.text
+        used = [int(found) for found in re.findall(
+            rf"Memory Size: {placed[0].memory_mb} MB\tMax Memory Used: (\d+) MB",
+            log.read_text())]
+        assert used and max(used) <= placed[0].memory_mb, (used, placed[0].memory_mb)
         endpoint = re.search(r"local S3/DynamoDB/EventBridge at (\S+),", log.read_text())
         assert endpoint, log.read_text()[-3000:]
         s3 = boto3.client("s3", endpoint_url=endpoint.group(1), region_name="us-east-1",

@@ -24,6 +24,7 @@ from model_registry.placement import (
     place,
 )
 from model_registry.registry import Project
+from model_registry.sizing import Sizing
 from tests.conftest import ROOT
 from tests.model_registry.conftest import snapshot
 
@@ -40,6 +41,28 @@ def test_a_model_goes_to_its_layer_while_it_fits_and_to_the_store_beyond() -> No
     # 160 MB of runtime + (400 MB of weights + 400 MB more while it loads) x 1.1 = 1,040 MB
     assert big.memory_mb == 1088 and "1,088 MB of memory" in big.reason
     assert place(10 * MB, wanted=STORE).home == STORE
+
+
+def test_a_store_versions_function_is_sized_from_its_measured_peak() -> None:
+    # A 400 MB version whose measuring process peaked at 410 MB loading it and 1,000 MB with the
+    # sizing request: 160 MB of runtime + 1,000 MB x 1.25 = 1,410 MB, rounded up to 1,472
+    peak = Sizing(410 * MB, 1_000 * MB, {"input_ids": [8, 512]}, given=False)
+    measured = place(400 * MB, sizing=peak)
+    assert measured.memory_mb == 1_472 == memory_mb([400 * MB], [peak])
+    assert ("its function gets 1,472 MB of memory: 160 MB of runtime + (load peak 410 MB + a "
+            "request of shape input_ids 8x512 (the default: 8 rows on the batch axis, 512 on "
+            "every other variable axis) 590 MB) x 1.25") in measured.reason
+    # beside an unmeasured 400 MB version: its weights (x 1.1) are held too
+    assert memory_mb([400 * MB, 400 * MB], [None, peak]) == 64 * -(-(160 + 440 + 1_250) // 64)
+    # unmeasured, the formula from the size alone
+    assert memory_mb([400 * MB], [None]) == memory_mb([400 * MB]) == 1088
+    # and a peak no function can hold is refused with the arithmetic
+    huge = Sizing(4_000 * MB, 9_000 * MB, {"input_ids": [8, 512]}, given=True)
+    with pytest.raises(PlacementError, match=r"11,410 MB: 160 MB of runtime \+ 11,250 MB at the "
+                                             r"peak of its largest version: \(load peak 4,000 "
+                                             r"MB .*sizing rows given\) 5,000 MB\) x 1.25; "
+                                             r"Lambda's maximum is 10,240 MB"):
+        place(4_000 * MB, external=True, sizing=huge)
 
 
 def test_what_no_function_can_hold_is_refused_with_the_arithmetic() -> None:
