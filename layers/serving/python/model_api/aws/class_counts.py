@@ -35,23 +35,42 @@ MAX_CLASS_CHARS = 64
 FEW_ROWS = 64  # an exchange of at most this many rows is counted row by row (faster there)
 
 
+IDS, NAMES, SCORES = "ids", "names", "scores"
+
+
+def class_output(exchange: Exchange) -> tuple[str, np.ndarray] | None:
+    """The first output that says each row's class, and how: IDS (class ids [rows], integers),
+    NAMES (class names [rows], text) or SCORES (per-class scores [rows, classes > 1], floats);
+    None when no output does."""
+    for spec in exchange.manifest.outputs:
+        array = exchange.results.get(spec.name)
+        if array is None or array.shape[:1] != (exchange.rows,):
+            continue
+        if array.ndim == 1 and array.dtype.kind in "iu":
+            return IDS, array
+        if array.ndim == 1 and array.dtype.kind in "OUS":
+            return NAMES, array
+        if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind == "f":
+            return SCORES, array
+    return None
+
+
+def _label(labels: tuple[str, ...] | list[str], i: int) -> str:
+    return labels[i] if 0 <= i < len(labels) else str(i)
+
+
 def row_classes(exchange: Exchange) -> list[str]:
     """The predicted class of each of the exchange's rows (see the module's docstring):
     `exchange.rows` names, or [NO_CLASS] * rows for an answer with no class output."""
-    rows = exchange.rows
+    found = class_output(exchange)
     labels = exchange.manifest.labels or ()
-    for spec in exchange.manifest.outputs:
-        array = exchange.results.get(spec.name)
-        if array is None or array.shape[:1] != (rows,):
-            continue
-        if array.ndim == 1 and array.dtype.kind in "iu":
-            return [labels[i] if 0 <= i < len(labels) else str(i) for i in array.tolist()]
-        if array.ndim == 1 and array.dtype.kind in "OUS":
-            return [str(value)[:MAX_CLASS_CHARS] for value in array.tolist()]
-        if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind == "f":
-            best = np.argmax(array, axis=1).tolist()
-            return [labels[i] if i < len(labels) else str(i) for i in best]
-    return [NO_CLASS] * rows
+    if found is None:
+        return [NO_CLASS] * exchange.rows
+    kind, array = found
+    if kind == NAMES:
+        return [str(value)[:MAX_CLASS_CHARS] for value in array.tolist()]
+    ids = array if kind == IDS else np.argmax(array, axis=1)
+    return [_label(labels, i) for i in ids.tolist()]
 
 
 def class_counts(exchange: Exchange) -> Counter[str]:
@@ -59,30 +78,23 @@ def class_counts(exchange: Exchange) -> Counter[str]:
     the arrays (one numpy pass over the class output), not row by row; an exchange of a few
     rows (a JSON Lines record's) row by row, which costs less there than numpy's calls."""
     rows = exchange.rows
-    if rows <= FEW_ROWS:
+    found = class_output(exchange) if rows > FEW_ROWS else None
+    if rows <= FEW_ROWS or found is None:
         return Counter(row_classes(exchange))
+    kind, array = found
     labels = exchange.manifest.labels or ()
-    for spec in exchange.manifest.outputs:
-        array = exchange.results.get(spec.name)
-        if array is None or array.shape[:1] != (rows,):
-            continue
-        if array.ndim == 1 and array.dtype.kind in "iu":
-            values, counts = np.unique(array, return_counts=True)
-            return _named(((labels[i] if 0 <= i < len(labels) else str(i), count)
-                           for i, count in zip(values.tolist(), counts.tolist(), strict=True)))
-        if array.ndim == 1 and array.dtype.kind in "OUS":
-            try:
-                values, counts = np.unique(array, return_counts=True)
-            except TypeError:  # objects that do not sort (mixed types): one by one
-                return Counter(row_classes(exchange))
-            return _named(((str(value)[:MAX_CLASS_CHARS], count)
-                           for value, count in zip(values.tolist(), counts.tolist(),
-                                                   strict=True)))
-        if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind == "f":
-            counts = np.bincount(np.argmax(array, axis=1), minlength=array.shape[1])
-            return _named(((labels[i] if i < len(labels) else str(i), count)
-                           for i, count in enumerate(counts.tolist()) if count))
-    return Counter({NO_CLASS: rows}) if rows else Counter()
+    if kind == SCORES:
+        counts = np.bincount(np.argmax(array, axis=1), minlength=array.shape[1])
+        return _named((_label(labels, i), count) for i, count in enumerate(counts.tolist())
+                      if count)
+    try:
+        values, counts = np.unique(array, return_counts=True)
+    except TypeError:  # objects that do not sort (mixed types): one by one
+        return Counter(row_classes(exchange))
+    pairs = zip(values.tolist(), counts.tolist(), strict=True)
+    if kind == IDS:
+        return _named((_label(labels, i), count) for i, count in pairs)
+    return _named((str(value)[:MAX_CLASS_CHARS], count) for value, count in pairs)
 
 
 def _named(pairs: Iterable[tuple[str, int]]) -> Counter[str]:
