@@ -84,9 +84,19 @@ class LocalCloud:
 
 def create_resources(bucket: str = BUCKET, table: str = TABLE) -> None:
     """The bucket (versioned, as in the template) and the jobs table."""
+    create_bucket(bucket)
+    create_table(table)
+
+
+def create_bucket(bucket: str = BUCKET) -> None:
+    """The batch bucket, versioned as in the template."""
     s3 = client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def create_table(table: str = TABLE) -> None:
+    """The jobs table (job_id its key), billed per request as in the template."""
     client("dynamodb").create_table(
         TableName=table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],

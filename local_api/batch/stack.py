@@ -39,7 +39,8 @@ from local_api.batch.loop import (
     ROOT,
     TABLE,
     context,
-    create_resources,
+    create_bucket,
+    create_table,
     load_handler,
     trigger_environment,
 )
@@ -138,8 +139,10 @@ class LocalStack:
 
     # ------------------------------------------------------------------------ resources
     def _create(self) -> str:
-        """Bucket, table, queue and the rule; the queue's URL."""
-        create_resources(self.bucket, self.table)
+        """Bucket, queue, the rule, then the jobs table; the queue's URL. The table comes last:
+        until it exists the jobs API answers 503, so no job can be created (after a restart of
+        the local S3, say) whose upload's event would find no rule to deliver it."""
+        create_bucket(self.bucket)
         s3, events, sqs = client("s3"), client("events"), client("sqs")
         s3.put_bucket_notification_configuration(
             Bucket=self.bucket,
@@ -157,6 +160,7 @@ class LocalStack:
             "detail": {"bucket": {"name": [self.bucket]},
                        "object": {"key": [{"prefix": INPUT_PREFIX}]}}}))
         events.put_targets(Rule=RULE, Targets=[{"Id": "trigger", "Arn": queue_arn}])
+        create_table(self.table)
         return str(queue_url)
 
     # ------------------------------------------------------------------------ recovery
