@@ -63,20 +63,30 @@ def ready_answer(answer: Mapping[str, Any]) -> tuple[int, str, str | None]:
     if status == 200 and isinstance(body, dict) and body.get("ready") is True:
         return status, READY, None
     reason = body.get("error") if isinstance(body, dict) else None
-    headers = {str(k).lower() for k in [*(answer.get("headers") or {}),
-                                        *(answer.get("multiValueHeaders") or {})]}
-    state = LOADING if status == 503 and "retry-after" in headers else UNAVAILABLE
-    return status, state, str(reason or f"its ready route answered {status}")
+    loading = status == 503 and header(answer, "retry-after") is not None
+    return status, LOADING if loading else UNAVAILABLE, str(
+        reason or f"its ready route answered {status}")
+
+
+def header(answer: Mapping[str, Any], name: str) -> str | None:
+    """The first value of header `name` (lower case; matched in any case) of a function's proxy
+    answer, from its `headers` or `multiValueHeaders` ("" for a name with no values), or None
+    when it has no such header."""
+    for key, value in (answer.get("headers") or {}).items():
+        if str(key).lower() == name:
+            return str(value)
+    for key, values in (answer.get("multiValueHeaders") or {}).items():
+        if str(key).lower() == name:
+            return str(values[0]) if values else ""
+    return None
 
 
 def retry_after_of(answer: Mapping[str, Any]) -> int | None:
     """The whole seconds of a function's answer's Retry-After header, or None (no such header,
     or not a number of seconds)."""
-    headers = {str(k).lower(): v for k, v in (answer.get("headers") or {}).items()}
-    values = {str(k).lower(): v for k, v in (answer.get("multiValueHeaders") or {}).items()}
-    value = headers.get("retry-after", (values.get("retry-after") or [None])[0])
+    value = header(answer, "retry-after")
     try:
-        return int(str(value)) if value is not None else None
+        return int(value) if value is not None else None
     except ValueError:
         return None
 
