@@ -59,6 +59,27 @@ class LongLine:
     length: int  # bytes, without the newline
 
 
+class StreamBreaks:
+    """When a streamed ranged GET of `source` breaks, whether to reopen it: only breaks without
+    progress in between count towards giving up (STREAM_ATTEMPTS at the same byte); each
+    reopen is logged and waits 2, 4, ... up to 30 s first."""
+
+    def __init__(self, source: S3Object) -> None:
+        self.source = source
+        self.failures, self.last_break = 0, -1
+
+    def broke(self, position: int, error: BotoCoreError) -> None:
+        """The stream broke at byte `position`: re-raises `error` when it is time to give
+        up, else logs it and waits before the caller reopens the stream at `position`."""
+        self.failures = self.failures + 1 if position == self.last_break else 1
+        self.last_break = position
+        if self.failures >= STREAM_ATTEMPTS:
+            raise error
+        LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", self.source.bucket,
+                    self.source.key, position, error)
+        time.sleep(min(2.0**self.failures, 30.0))
+
+
 def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0,
                stop: int | None = None) -> Iterator[tuple[bytes | LongLine, int]]:
     """(line without its newline, byte offset just past it) for every line from `start` that
@@ -70,7 +91,7 @@ def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0,
     position = start  # bytes of the object consumed from the stream so far
     pending = b""
     skipped = 0  # leading bytes of the current line dropped because it is too long
-    failures, last_break = 0, -1
+    breaks = StreamBreaks(source)
 
     def finished(line: bytes) -> bytes | LongLine:
         length = skipped + len(line)
@@ -100,14 +121,7 @@ def iter_lines(source: S3Object, start: int, size: int, max_line: int = 0,
                     skipped += len(pending)
                     pending = b""
         except BotoCoreError as error:  # the stream broke; botocore retried the GET itself
-            # Only breaks without progress in between count towards giving up.
-            failures = failures + 1 if position == last_break else 1
-            last_break = position
-            if failures >= STREAM_ATTEMPTS:
-                raise
-            LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening", source.bucket,
-                        source.key, position, error)
-            time.sleep(min(2.0**failures, 30.0))
+            breaks.broke(position, error)
     if (pending or skipped) and position - len(pending) - skipped < stop:
         yield finished(pending), position
 
@@ -157,7 +171,7 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
     position = layout.data_offset + first * row_bytes  # the next byte to receive
     end = layout.data_offset + stop * row_bytes
     body: Any = None
-    failures, last_break = 0, -1
+    breaks = StreamBreaks(source)
     try:
         row = first
         while row < stop:
@@ -174,13 +188,7 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
                     received = body.readinto(into[got:])
                 except BotoCoreError as error:  # the stream broke; botocore retried the GET
                     body = None
-                    failures = failures + 1 if position == last_break else 1
-                    last_break = position
-                    if failures >= STREAM_ATTEMPTS:
-                        raise
-                    LOG.warning("reading s3://%s/%s broke at byte %d (%s); reopening",
-                                source.bucket, source.key, position, error)
-                    time.sleep(min(2.0**failures, 30.0))
+                    breaks.broke(position, error)
                     continue
                 if not received:
                     raise InputError(f".npy object ended at byte {position}; its rows end at "
