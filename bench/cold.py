@@ -6,8 +6,11 @@ the layers merged into one /opt, the runtime's own boto3 & co. beside it), and
 bench/cold_probe.py runs in a new `python -I -S -B` (-B: /opt is read-only on Lambda, so
 Python can never write a fresher .pyc there) with the function's Lambda environment. The
 baseline is the same interpreter on the same layers doing only `import onnxruntime, numpy`,
-creating a session and running it once. Runs alternate between the two and the medians are
-reported, so a busy moment hurts both alike. Running from the built layers also proves the
+creating a session and running it once; the floor is that baseline inside the observability
+every function keeps (Powertools' Logger, Tracer with the X-Ray SDK, Metrics and their three
+decorators, bench/cold_probe.py `floor`): `floor_ratio` is the least `ratio` any handler wearing
+them can reach. Runs alternate between the three and the medians are reported, so a busy
+moment hurts all alike. Running from the built layers also proves the
 trimmed runtime layer still serves every model.
 
 Where the imports' milliseconds go (`import_groups`): a few more starts of each mode with
@@ -159,12 +162,13 @@ def as_deployed(function: InferenceFunction, work: Path) -> InferenceFunction:
 
 
 def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
-    """REPEATS cold starts of the function and of the baseline, in turns; their medians."""
+    """REPEATS cold starts of the function, of the baseline and of the floor, in turns; their
+    medians."""
     function = as_deployed(built, work)
     (box,) = sandbox.prepare([function.spec], work / function.name, "us-east-1").values()
     env = {**{key: box.environment[key] for key in ("PATH", "LD_LIBRARY_PATH", "LANG")},
            **lambda_environment(function, Path(box.environment["MODELS_DIR"]), box.opt_dir)}
-    runs: dict[str, list[dict[str, float]]] = {"handler": [], "baseline": []}
+    runs: dict[str, list[dict[str, float]]] = {"handler": [], "baseline": [], "floor": []}
     for mode in runs:
         config = probe_config(function, box, mode, work / f"{function.name}-{mode}.result")
         (work / f"{function.name}-{mode}.json").write_text(json.dumps(config))
@@ -173,16 +177,17 @@ def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
         for mode, found in runs.items():
             found.append(one_start(work / f"{function.name}-{mode}.json",
                                    work / f"{function.name}-{mode}.result", env))
-    handler, base = medians(runs["handler"]), medians(runs["baseline"])
+    handler, base, floor = (medians(runs[mode]) for mode in ("handler", "baseline", "floor"))
     groups: dict[str, dict[str, float]] = {}
-    for mode in runs:
+    for mode in ("handler", "baseline"):
         starts = [import_breakdown(work / f"{function.name}-{mode}.json", env)
                   for _ in range(scaled(IMPORT_REPEATS, 1))]
         names = sorted({name for start in starts for name in start})
         groups[mode] = {name: round(statistics.median(start.get(name, 0.0) for start in starts),
                                     1) for name in names}
     return {"function": function.name, "model": function.model, "repeats": repeats,
-            "handler": handler, "baseline": base,
+            "handler": handler, "baseline": base, "floor": floor,
+            "floor_ratio": round(floor["total"] / base["total"], 2),
             "ratio": round(handler["total"] / base["total"], 2), "import_groups_ms": groups}
 
 

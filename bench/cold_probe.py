@@ -3,7 +3,10 @@
 `python -I -S cold_probe.py CONFIG.json` starts with only the standard library on sys.path
 (as Lambda's runtime does), puts the function's code and layers in front, then either imports
 the handler module exactly as Lambda would and answers one event ("handler"), or does the bare
-minimum a model needs ("baseline": import onnxruntime and numpy, create a session, run it).
+minimum a model needs ("baseline": import onnxruntime and numpy, create a session, run it), or
+that minimum inside the observability every function keeps ("floor": Powertools' Logger,
+Tracer with the X-Ray SDK and Metrics, made as model_api.aws.lambda_adapter makes them, their
+three decorators around the run): what no handler with those libraries can go below.
 Each phase's end is a time.perf_counter() stamp (CLOCK_MONOTONIC, shared by every process),
 so the parent can count from the moment it spawned this process. Results go to a file: stdout
 belongs to the handler's logs. The probe itself imports only what Lambda's own runtime
@@ -67,6 +70,36 @@ def baseline(config: dict) -> dict:
             "answered": answered}
 
 
+def floor(config: dict) -> dict:
+    """The baseline's work inside Powertools' three decorators, as the handlers wear them."""
+    import numpy
+    import onnxruntime
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+    from aws_lambda_powertools.logging import correlation_paths
+
+    logger, tracer, metrics = Logger(), Tracer(auto_patch=False), Metrics()
+    imported = time.perf_counter()
+    session = None
+    if config.get("model_file"):
+        session = onnxruntime.InferenceSession(config["model_file"],
+                                               providers=["CPUExecutionProvider"])
+    initialised = time.perf_counter()
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handle(event: dict, context: Context) -> dict:
+        if session is not None:
+            feeds = {name: numpy.array(tensor["data"], dtype=tensor["dtype"]).reshape(
+                tensor["shape"]) for name, tensor in config["inputs"].items()}
+            session.run(None, feeds)
+        return {"statusCode": 200}
+
+    handle(config["event"], Context())
+    return {"status": 200, "imported": imported, "initialised": initialised,
+            "answered": time.perf_counter()}
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM; ru_maxrss would count the parent's too)."""
     with open("/proc/self/status") as status:
@@ -78,7 +111,7 @@ def main() -> None:
     with open(sys.argv[1]) as file:
         config = json.load(file)
     sys.path[:0] = config["python_path"]
-    result = handler(config) if config["mode"] == "handler" else baseline(config)
+    result = {"handler": handler, "baseline": baseline, "floor": floor}[config["mode"]](config)
     result["started"] = STARTED
     result["max_rss_mb"] = peak_rss_mb()
     with open(config["result_file"], "w") as file:

@@ -37,6 +37,8 @@ def test_every_bench_section_runs(tmp_path: Path) -> None:
     assert {r["model"] for r in results["warm"]} == {r["model"] for r in results["http"]}
     assert all(r["handler"]["n"] > 0 for r in results["warm"])
     assert any(r["model"] is None for r in results["cold"])  # the server function's cold start
+    # ... and the floor under every handler: the baseline inside Powertools' three decorators
+    assert all(r["floor"]["total"] > 0 and r["floor_ratio"] > 0 for r in results["cold"])
     assert all(r["runner_rows_per_s"] > 0 for r in results["batch"])
     assert "| **scale**" in done.stdout and "yes" not in done.stdout.split("**warm**")[1]
 

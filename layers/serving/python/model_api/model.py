@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -294,6 +293,8 @@ def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
     if (mode or os.environ.get(WEIGHTS_VARIABLE, IN_PLACE)) != COPY:
         options = session_options(spinning)
         options.add_session_config_entry("session.disable_prepacking", "1")
+        import tempfile  # only a stored version's load needs it: not on every cold start
+
         with tempfile.TemporaryDirectory(prefix="model-api-weights-") as folder:
             (Path(folder) / str(data.location)).touch()
             options.add_session_config_entry(

@@ -18,14 +18,16 @@ server) is model_api.aws.model_store; this module knows no AWS.
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from model_api.integrity import IntegrityError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # A part of 16 MiB keeps each GET long enough to reach S3's per-connection throughput (AWS's
 # S3 performance guidelines: byte-range fetches of 8-16 MB) and 8 in flight use the function's
@@ -190,6 +192,8 @@ def fetch_into(reader: RangeReader, stored: StoredObject, buffer: np.ndarray,
         if count != end - start:
             raise StoreError(f"{stored.key}: bytes {start}-{end - 1} came back as "
                              f"{count} bytes; the object is not {stored.size} bytes long")
+
+    from concurrent.futures import ThreadPoolExecutor  # a stored version's alone (cold start)
 
     digest = hashlib.sha256()
     with ThreadPoolExecutor(max_workers=max(1, workers),

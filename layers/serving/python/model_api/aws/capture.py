@@ -28,7 +28,6 @@ minute are lost when Lambda reclaims it; the batch runner writes them at each ch
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -230,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     """make capture / make capture-erase: print a model's records as JSON Lines, or erase
     them (all, or a time window), from the bucket (--bucket, with AWS credentials) or the
     local folder (--dir, default .local-api/capture)."""
+    import argparse  # the command line's alone: a function's cold start never pays for it
+
     parser = argparse.ArgumentParser(prog="python -m model_api.aws.capture",
                                      description=main.__doc__)
     parser.add_argument("command", choices=("read", "erase"))

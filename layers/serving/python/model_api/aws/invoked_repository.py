@@ -19,9 +19,7 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +95,8 @@ def ready_event(model: str, version: str) -> dict[str, Any]:
     ready = route("VersionReady")
     resource = ready.for_model(model)
     path = ready.url(model=model, version=version)
+    import uuid  # here, as below: what only the server function does is not a model's cold start
+
     request_id = str(uuid.uuid4())
     return {
         "resource": resource, "path": path, "httpMethod": "GET",
@@ -135,6 +135,8 @@ class InvokedRepository:
                 return self._cached[1]
             if self._invoke is None:
                 self._invoke = lambda_invoke()
+            from concurrent.futures import ThreadPoolExecutor, wait
+
             asked = [(model, version) for model in self.models for version in model.versions]
             workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
             pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")

@@ -25,6 +25,7 @@ tracer, metrics) are unchanged.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -139,11 +140,18 @@ def path_from_parameters(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 class _Route:
     def __init__(self, rule: str, method: str, handler: Callable[..., Response]) -> None:
+        self.rule = rule
         self.method = method
         self.dynamic = _PARAMETER.search(rule) is not None
-        self.pattern = re.compile("^" + _PARAMETER.sub(
-            lambda found: f"(?P<{found.group(1)}>{_SEGMENT})", rule) + "/*$")
         self.handler = handler
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """The rule as a regular expression, compiled when a request first gets this far: a
+        cold start compiles only the routes its first request tries (each compile is
+        Python, ~0.2 ms; a function has 20 routes)."""
+        return re.compile("^" + _PARAMETER.sub(
+            lambda found: f"(?P<{found.group(1)}>{_SEGMENT})", self.rule) + "/*$")
 
 
 class RestApiResolver:
