@@ -16,17 +16,21 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api.aws import hooks, invoked_repository, model_store
+from model_api.aws import invoked_repository
 from model_api.aws.lambda_adapter import create_app, logger, metrics, tracer
 from model_api.aws.router import ModelRouter
 from model_api.catalog import Catalog
-from model_api.service import InferenceService
 
-service = InferenceService.from_environment(hooks=hooks.installed(),
-                                            store=model_store.from_environment())
 catalog = Catalog.from_environment(os.environ)
-app = create_app(service, invoked_repository.for_catalog(service, catalog),
-                 router=ModelRouter(catalog) if catalog is not None else None)
+if catalog is None:  # a model function: its model, loaded and checked now
+    from model_api.aws import hooks, model_store
+    from model_api.service import InferenceService
+
+    service = InferenceService.from_environment(hooks=hooks.installed(),
+                                                store=model_store.from_environment())
+    app = create_app(service)
+else:  # the server function holds no model: neither numpy nor onnxruntime is imported
+    app = create_app(None, invoked_repository.for_catalog(catalog), router=ModelRouter(catalog))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -11,7 +11,10 @@ import base64
 import gzip
 import importlib.util
 import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -363,3 +366,31 @@ def test_tabular_metadata_names_the_columns_of_the_dataset(
     names = body["parameters"]["feature_names"]["features"]
     assert names == [str(name) for name in load_breast_cancer().feature_names]
     assert names[0] == "mean radius" and len(names) == 30
+
+
+def test_the_server_function_imports_neither_numpy_nor_onnxruntime(tmp_path: Path) -> None:
+    # It holds no model: its cold start (GET /v2, readiness, the root API's forwarding) pays
+    # for neither (docs/performance.md, "Cold start").
+    catalog = tmp_path / "models.json"
+    catalog.write_text(json.dumps({"models": [{"name": "m", "versions": ["1"], "current": "1",
+                                               "group": 0}]}))
+    script = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("server_app", {str(HANDLER)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+event = json.load(open({str(EVENTS_DIR / "server" / "server-metadata.json")!r}))
+class Context:
+    function_name = "server"; aws_request_id = "0"; memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:server"
+answer = module.lambda_handler(event, Context())
+print(json.dumps({{"status": answer["statusCode"],
+                  "imported": sorted(m for m in ("numpy", "onnxruntime") if m in sys.modules)}}))
+"""
+    env = {**os.environ, "MODEL_CATALOG": str(catalog), "MODEL_FUNCTION_PREFIX": "model-",
+           "MODELS_DIR": str(tmp_path)}
+    env.pop("MODEL_NAME", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": 200, "imported": []}

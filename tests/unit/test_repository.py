@@ -183,11 +183,10 @@ def test_a_model_functions_own_index_and_the_refusals(tmp_path: Path) -> None:
 def test_the_server_asks_the_functions_the_catalog_names() -> None:
     catalog = Catalog((CatalogModel("a", (), "1", 0), CatalogModel("b", ("1", "2"), "2", 1)),
                       "model-0123abcd-")
-    repository = for_catalog(InferenceService(), catalog)
+    repository = for_catalog(catalog)
     assert isinstance(repository, InvokedRepository)
     assert repository.models == [ModelFunction("a", "model-0123abcd-a", ()),
                                  ModelFunction("b", "model-0123abcd-b", ("1", "2"))]
-    assert isinstance(for_catalog(InferenceService(), None), ServiceRepository)
 
 
 def test_a_server_waiting_only_on_large_models_loading_says_when_to_ask_again() -> None:

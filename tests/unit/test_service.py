@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_api import __version__
+from model_api import __version__, server
 from model_api.binary import HEADER_LENGTH
 from model_api.errors import ModelAPIError
 from model_api.service import InferenceService
@@ -44,9 +44,9 @@ def two_versions(tmp_path: Path) -> InferenceService:
 
 def test_the_server_function_serves_the_server_routes(tmp_path: Path) -> None:
     service = InferenceService.from_environment({"MODELS_DIR": str(tmp_path)})
-    assert service.server_metadata() == {"name": "serverless-model-api", "version": __version__,
-                                         "extensions": ["binary_tensor_data", "model_repository"]}
-    assert service.live() == {"live": True} and service.ready() == {"ready": True}
+    assert server.server_metadata() == {"name": "serverless-model-api", "version": __version__,
+                                        "extensions": ["binary_tensor_data", "model_repository"]}
+    assert server.live() == {"live": True} and service.ready() == {"ready": True}
     assert status_of(service.model_metadata, "add") == (
         404, "unknown model 'add'; this endpoint serves no model (server routes only)")
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import model_api.examples as model_examples
-from model_api import __version__
 from model_api.codec import InferResult
 from model_api.errors import Loading, NotFound, NotReady, echoed
 from model_api.limits import API_REQUEST
@@ -33,11 +32,7 @@ __all__ = ["InferResult", "InferenceService"]
 
 logger = logging.getLogger(__name__)
 
-SERVER_NAME = "serverless-model-api"
 DEFAULT_MODELS_DIR = "/opt/models"
-# The protocol extensions this API serves: Triton's binary tensor data and model repository
-# (index only: models are deployed with the stack, not loaded at run time).
-EXTENSIONS = ("binary_tensor_data", "model_repository")
 # How long an infer or explain request waits for a version still loading from the model store
 # before it is answered 503 with Retry-After (must stay under the function's timeout: the
 # template sets it with the timeout of a store-backed function). On Lambda the environment is
@@ -206,12 +201,6 @@ class InferenceService:
             if not isinstance(loaded, str):
                 logger.info("model %s version %s read from the model store in %.1f s",
                             self.model_name, folder.name, time.monotonic() - pending.started)
-
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
-
-    def live(self) -> dict[str, Any]:
-        return {"live": True}
 
     def ready(self) -> dict[str, Any]:
         """Ready when every version of the model loaded and the current one exists."""

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from model_api import limits
 from model_api.aws.dependencies import store_problems
@@ -33,13 +33,8 @@ from model_api.repository import (
     READY,
     UNAVAILABLE,
     IndexEntry,
-    Repository,
-    ServiceRepository,
 )
 from model_api.routes import route
-
-if TYPE_CHECKING:  # annotations only: the server function needs neither numpy nor onnxruntime
-    from model_api.service import InferenceService
 
 
 @dataclass(frozen=True)
@@ -184,13 +179,10 @@ class InvokedRepository:
         return {"ready": True}
 
 
-def for_catalog(service: InferenceService, catalog: Catalog | None) -> Repository:
-    """The server function's repository when it has a model catalog (its versions asked of each
-    model's function; models by name; the jobs' stores asked where named), else the
-    function's own."""
-    if catalog is not None:
-        return InvokedRepository([
-            ModelFunction(m.name, catalog.function_name(m.name), m.versions)
-            for m in sorted(catalog.models, key=lambda m: m.name)],
-            dependencies=lambda: store_problems(os.environ))
-    return ServiceRepository(service)
+def for_catalog(catalog: Catalog) -> InvokedRepository:
+    """The server function's repository: its catalog's versions, each asked of its model's
+    function; models by name; the jobs' stores asked where named."""
+    return InvokedRepository([
+        ModelFunction(m.name, catalog.function_name(m.name), m.versions)
+        for m in sorted(catalog.models, key=lambda m: m.name)],
+        dependencies=lambda: store_problems(os.environ))

@@ -24,6 +24,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from model_api import repository as model_repository
+from model_api import server
 from model_api.aws.rest import Response, RestApiResolver, path_from_parameters
 from model_api.errors import Loading, ModelAPIError, NotFound
 from model_api.routes import MODEL, SERVER, routes_of
@@ -174,12 +175,19 @@ def static_response(found: StaticFile) -> Response:
                     headers={**found.headers, "Vary": "Accept-Encoding"}, compress=True)
 
 
-def create_app(service: InferenceService, repository: Repository | None = None,
+def json_handler(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
+    """A route handler answering 200 with the JSON of `document(**the route's parameters)`."""
+    return lambda **parameters: json_response(200, document(**parameters))
+
+
+def create_app(service: InferenceService | None, repository: Repository | None = None,
                console: Console | None = None,
                router: ModelRouter | None = None,
                reports: CaptureStore | None = None) -> RestApiResolver:
     """A resolver serving the server's and the model's routes for the models `service` holds.
 
+    `service` is None only with a `router` and a `repository` (the server function, which holds
+    no model: it then imports neither numpy nor onnxruntime; ValueError otherwise).
     `repository` answers the repository index and server readiness (default: the models
     `service` holds; the server function's asks every model function, see
     model_api.repository); `console` serves the static pages (default: $CONSOLE_DIR); with
@@ -194,9 +202,68 @@ def create_app(service: InferenceService, repository: Repository | None = None,
     # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start) are imported
     # by the first GET .../monitoring, the only route that reads them.
     report_stores: list[CaptureStore | None] = [reports] if reports is not None else []
-    repository = repository or model_repository.ServiceRepository(service)
+    if repository is None:
+        if service is None:
+            raise ValueError("create_app: a function without a service (the server function) "
+                             "needs its repository and its router")
+        repository = model_repository.ServiceRepository(service)
     console = console or Console.from_environment()
 
+    def repository_index() -> Response:
+        body = raw_body(app.current_event.raw_event)
+        return json_response(200, model_repository.repository_index(repository, body))
+
+    def monitoring(model: str) -> Response:
+        if router is not None:  # the server function: the models of its catalog
+            if router.catalog.find(model) is None:
+                raise NotFound(router.catalog.unknown(model))
+        elif service is not None:
+            service.model(model)
+        from model_api.monitoring.reports import answer as monitoring_report
+
+        if not report_stores:
+            from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
+
+            report_stores.append(report_store(os.environ))
+        return json_response(200, monitoring_report(report_stores[0], model))
+
+    def console_page() -> Response:
+        # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
+        # (static/…, v2/…) need the slash.
+        sent = app.current_event.request_context.path or "/"
+        if not sent.endswith("/"):
+            return Response(status_code=301, headers={"Location": sent + "/"}, body="")
+        return static_response(console.page("console"))
+
+    bind_routes(app, SERVER, {
+        "server_metadata": json_handler(server.server_metadata),
+        "live": json_handler(server.live),
+        "ready": json_handler(repository.ready),
+        "repository_index": repository_index,
+        "repository_load": json_handler(model_repository.refuse_load),
+        "repository_unload": json_handler(model_repository.refuse_load),
+        "console": console_page,
+        "docs": lambda: static_response(console.page("docs")),
+        "asset": lambda asset: static_response(console.asset(asset)),
+        "openapi": lambda: static_response(console.openapi()),
+        "monitoring": monitoring,
+    })
+    if router is not None:
+        from model_api.aws.router import proxy_parts
+
+        def forward(model: str, version: str | None = None) -> Response:
+            status, headers, body = proxy_parts(router.forward(model, app.current_event.raw_event))
+            return Response(status_code=status, headers=headers, body=body)
+
+        return bind_routes(app, MODEL, {route.operation: forward for route in routes_of(MODEL)})
+    if service is None:
+        raise ValueError("create_app: a function without a service (the server function) "
+                         "needs its router")
+    return _serve_models(app, service)
+
+
+def _serve_models(app: RestApiResolver, service: InferenceService) -> RestApiResolver:
+    """`app` with the model routes served from `service`."""
     @tracer.capture_method(capture_response=False)
     def run_inference(model: str, version: str | None, explain: bool = False) -> Response:
         """Infer (or, `explain`, explain) and answer; metrics ExplainLatency/ExplainRows
@@ -223,56 +290,6 @@ def create_app(service: InferenceService, repository: Repository | None = None,
         body: str | bytes = result.body.decode("utf-8") if content_type == JSON else result.body
         return Response(status_code=200, content_type=content_type, body=body, headers=headers)
 
-    def json_handler(document: Callable[..., dict[str, Any]]) -> Callable[..., Response]:
-        return lambda **parameters: json_response(200, document(**parameters))
-
-    def repository_index() -> Response:
-        body = raw_body(app.current_event.raw_event)
-        return json_response(200, model_repository.repository_index(repository, body))
-
-    def monitoring(model: str) -> Response:
-        if router is not None:  # the server function: the models of its catalog
-            if router.catalog.find(model) is None:
-                raise NotFound(router.catalog.unknown(model))
-        else:
-            service.model(model)
-        from model_api.monitoring.reports import answer as monitoring_report
-
-        if not report_stores:
-            from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
-
-            report_stores.append(report_store(os.environ))
-        return json_response(200, monitoring_report(report_stores[0], model))
-
-    def console_page() -> Response:
-        # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
-        # (static/…, v2/…) need the slash.
-        sent = app.current_event.request_context.path or "/"
-        if not sent.endswith("/"):
-            return Response(status_code=301, headers={"Location": sent + "/"}, body="")
-        return static_response(console.page("console"))
-
-    bind_routes(app, SERVER, {
-        "server_metadata": json_handler(service.server_metadata),
-        "live": json_handler(service.live),
-        "ready": json_handler(repository.ready),
-        "repository_index": repository_index,
-        "repository_load": json_handler(model_repository.refuse_load),
-        "repository_unload": json_handler(model_repository.refuse_load),
-        "console": console_page,
-        "docs": lambda: static_response(console.page("docs")),
-        "asset": lambda asset: static_response(console.asset(asset)),
-        "openapi": lambda: static_response(console.openapi()),
-        "monitoring": monitoring,
-    })
-    if router is not None:
-        from model_api.aws.router import proxy_parts
-
-        def forward(model: str, version: str | None = None) -> Response:
-            status, headers, body = proxy_parts(router.forward(model, app.current_event.raw_event))
-            return Response(status_code=status, headers=headers, body=body)
-
-        return bind_routes(app, MODEL, {route.operation: forward for route in routes_of(MODEL)})
     return bind_routes(app, MODEL, {
         "metadata": json_handler(service.model_metadata),
         "ready": json_handler(service.model_ready),
