@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError
 from model_api.routes import BATCH_JOBS, routes_of
 from moto import mock_aws
 
@@ -100,15 +99,6 @@ def test_a_job_is_its_public_record(jobs: ModuleType) -> None:
 def test_anything_else_is_a_404_in_the_error_format(jobs: ModuleType, path: str, method: str,
                                                     job_id: str | None) -> None:
     assert_error(call(jobs, path, method, job_id), 404)
-
-
-def test_powertools_http_errors_keep_their_status(jobs: ModuleType,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(job_id: str) -> None:
-        raise BadRequestError(f"bad {job_id}")
-
-    monkeypatch.setattr(jobs.jobs.store, "get", refuse)
-    assert assert_error(call(jobs, f"/v2/batch/jobs/{JOB}", job_id=JOB), 400) == f"bad {JOB}"
 
 
 def test_an_unexpected_failure_is_a_500_naming_only_the_request(

@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -107,24 +106,12 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     return response
 
 
-def powertools_http_error(error: Exception) -> tuple[int, str] | None:
-    """(status, message) of Powertools' own HTTP errors (`ServiceError`, such as the
-    `BadRequestError` a handler may raise), else None. Looked up only when Powertools'
-    event_handler package was imported: importing it costs 45 ms of a cold start
-    (model_api.aws.rest), and without it no such error can exist."""
-    exceptions = sys.modules.get("aws_lambda_powertools.event_handler.exceptions")
-    if exceptions is None or not isinstance(error, exceptions.ServiceError):
-        return None
-    message = error.msg if isinstance(error.msg, str) else json.dumps(error.msg)
-    return error.status_code, message or "request refused"
-
-
 def answer_errors(app: RestApiResolver) -> RestApiResolver:
     """Make every failure of `app` the protocol's `{"error": message}` (every function of the API
     answers this way): a `ModelAPIError` with its status; a path no route matches, a 404 (a
-    path parameter the routes cannot match, such as a control character, included); Powertools'
-    own HTTP errors (`ServiceError`) with their status; anything else a 500 that counts in
-    ServerErrors and logs its traceback, but shows only the request id."""
+    path parameter the routes cannot match, such as a control character, included); anything
+    else a 500 that counts in ServerErrors and logs its traceback, but shows only the request
+    id."""
 
     @app.exception_handler(ModelAPIError)
     def protocol_error(error: ModelAPIError) -> Response:
@@ -138,9 +125,6 @@ def answer_errors(app: RestApiResolver) -> RestApiResolver:
 
     @app.exception_handler(Exception)
     def unexpected_error(error: Exception) -> Response:
-        http_error = powertools_http_error(error)
-        if http_error is not None:
-            return error_response(*http_error)
         count_server_error()
         logger.exception("unexpected error")
         request_id = app.lambda_context.aws_request_id if app.lambda_context else "unknown"
