@@ -16,9 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from model_api.aws import invoked_repository
 from model_api.aws.lambda_adapter import create_app, logger, metrics, tracer
-from model_api.aws.router import ModelRouter
 from model_api.catalog import Catalog
 
 catalog = Catalog.from_environment(os.environ)
@@ -30,6 +28,9 @@ if catalog is None:  # a model function: its model, loaded and checked now
                                                 store=model_store.from_environment())
     app = create_app(service)
 else:  # the server function holds no model: neither numpy nor onnxruntime is imported
+    from model_api.aws import invoked_repository
+    from model_api.aws.router import ModelRouter
+
     app = create_app(None, invoked_repository.for_catalog(catalog), router=ModelRouter(catalog))
 
 
