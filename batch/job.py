@@ -23,7 +23,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,8 +290,7 @@ class Job:
                 body.close()
             raise
         try:
-            for upload in uploads.values():
-                upload.complete()
+            each_upload(uploads, NpyUpload.complete)
         except BaseException as error:
             if not is_transient(error):
                 self._abort(uploads)
@@ -348,8 +348,7 @@ class Job:
                     recorded = time.monotonic()
                 return
             self._live()
-            for upload in uploads.values():
-                upload.flush()
+            each_upload(uploads, NpyUpload.flush)
             state.uploads = {name: upload.state() for name, upload in uploads.items()}
             self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
             pending, recorded = 0, time.monotonic()
@@ -478,6 +477,18 @@ class Job:
         LOG.info("job %s: every child done; %s written by child %d", self.obj.job_id, SUCCESS,
                  self.config.shard)
         return {**job_summary, "finished_job": True}
+
+
+def each_upload(uploads: Mapping[str, NpyUpload], action: Callable[[NpyUpload], None]) -> None:
+    """`action` (a request or two) on every upload, concurrently when there are several (the
+    outputs of one model); raises the first error, once all are done."""
+    if len(uploads) < 2:
+        for upload in uploads.values():
+            action(upload)
+        return
+    with ThreadPoolExecutor(len(uploads), thread_name_prefix="upload") as pool:
+        for future in [pool.submit(action, upload) for upload in uploads.values()]:
+            future.result()
 
 
 class StoppedByAnotherChild(PermanentError):

@@ -21,9 +21,10 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 MULTIPART_BYTES = 16 * 1024 * 1024  # S3 wants parts of at least 5 MiB, except the last
-# Bytes of a streamed .npy output per uploaded part (NpyUpload); S3's least is 5 MiB (but the
-# last part), and each part is a request and a checkpoint of the job
-PART_BYTES = 8 << 20
+# Bytes of a streamed .npy output per uploaded part (NpyUpload): S3's least (but for the last
+# part). Each part is a request and a checkpoint of the job; what is left after the last rows
+# (the drain) is at most a part and the last chunk's outputs, so the least is the best
+PART_BYTES = 5 << 20
 MAX_PARTS = 9_000  # S3 takes 10,000 parts an upload: a file over 9,000 x PART_BYTES has larger
 NO_SUCH_UPLOAD = ("NoSuchUpload", "404")
 CONFLICT_RETRIES = 5  # of a conditional write that met a concurrent one (409)
