@@ -20,6 +20,7 @@ from batch.aws import client
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line
+from tests.batch.test_batch_fuzz import Killed, run_until
 from tests.batch.test_batch_runner import Faults, faulty_s3, output_records, settings
 
 RNG = np.random.default_rng(23)
@@ -322,3 +323,37 @@ def test_out_of_memory_during_the_trial_ends_it_below_that_size() -> None:
     feed(tuner, {256: 1e6, 1024: 2e6}, runs=20)
     assert tuner.size == 4096
     assert tuner.out_of_memory(4096) == 1024 and tuner.size == 1024
+
+
+def test_npy_job_killed_at_any_request_resumes_to_the_same_outputs(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As tests/batch/test_batch_fuzz.py does for JSON Lines: the job dies (a BaseException
+    nothing catches) just before one of its S3 requests, then runs again; its outputs
+    are byte-identical to an uninterrupted run's, with no upload left behind. Small parts
+    (the fake S3's least lowered from 5 MiB) make several parts per output."""
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 256)
+    monkeypatch.setattr(writer, "PART_BYTES", 512)  # 3 parts of each output
+    rows = RNG.normal(size=(200, FEATURES)).astype(np.float32)
+    # 16 rows a chunk (its outputs: 128 bytes of each), ramping up from 2 rows (32 bytes)
+    monkeypatch.setattr(batch_job, "FIRST_CHUNK_BYTES", 32)
+    overrides = {"chunk_bytes": 256, "batch_rows": 8, "table": None}
+    whole = npy_job(cloud, models_dir, rows, **overrides)
+    calls: list[tuple[str, Any]] = []
+    batch_job.run_job(whole, s3=recording_s3(calls))
+    assert [part for name, part in calls if name == "UploadPart"] == [1, 1, 2, 2, 3, 3]
+    wanted = {name: client("s3").get_object(
+        Bucket=cloud.bucket, Key=parse_key(whole.bucket, whole.key, whole.version_id)
+        .output_prefix + f"{name}.npy")["Body"].read() for name in ("label", "probabilities")}
+    # Every other request (the parity shifts with each part's three requests, so both of a
+    # pair of parts, the checkpoint and the completions are each hit): half the seconds
+    assert len(calls) >= 15
+    for kill_at in range(1, len(calls) + 1, 2):
+        killed = npy_job(cloud, models_dir, rows, **overrides)
+        with pytest.raises(Killed):
+            run_until(killed, kill_at)
+        summary = batch_job.run_job(killed)
+        prefix = parse_key(killed.bucket, killed.key, killed.version_id).output_prefix
+        for name, data in wanted.items():
+            assert client("s3").get_object(Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")[
+                "Body"].read() == data, (kill_at, name)
+        assert summary["rows_read"] == 200 and uploads_in_progress(cloud, killed) == []
