@@ -133,10 +133,13 @@ class Job:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        head = self.source.head()
-        size = int(head["ContentLength"])
-        state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows,
-                                self.config.byte_limit_for(size), key=self.checkpoint_key)
+        with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:  # both requests at once
+            head = pool.submit(self.source.head)
+            state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
+                                    key=self.checkpoint_key)
+            size = int(head.result()["ContentLength"])
+        if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
+            state.chunk_bytes = self.config.byte_limit_for(size)
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
@@ -216,8 +219,13 @@ class Job:
                     errors: int, parts: list[str], progress: Progress, position: int,
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
-        checkpoint.save(self.s3, self.obj, state, key=self.checkpoint_key)
-        self._record(state, progress, position)
+        # The checkpoint and the record at once: a checkpoint that lands after an erasure
+        # began is caught by the next live check or record update, as any write is
+        with ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as pool:
+            saved = pool.submit(checkpoint.save, self.s3, self.obj, state,
+                                key=self.checkpoint_key)
+            self._record(state, progress, position)
+            saved.result()
 
     def _record(self, state: checkpoint.Checkpoint, progress: Progress, position: int) -> None:
         """The job's (or this child's) counts and progress in the jobs table, as the
@@ -348,7 +356,7 @@ class Job:
                     recorded = time.monotonic()
                 return
             self._live()
-            each_upload(uploads, NpyUpload.flush)
+            each_upload(uploads, lambda upload: upload.flush(last=position == total))
             state.uploads = {name: upload.state() for name, upload in uploads.items()}
             self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
             pending, recorded = 0, time.monotonic()

@@ -224,13 +224,20 @@ class NpyUpload:
         the last), or a MAX_PARTS'th of the file when that is more."""
         return self.pending_bytes >= max(PART_BYTES, -(-self.size // MAX_PARTS))
 
-    def flush(self) -> None:
-        """Upload the outputs held as the next part (the header before the first part)."""
+    def flush(self, last: bool = False) -> None:
+        """Upload the outputs held as the next part (the header before the first part).
+        `last`: they are the file's last rows; a file that is all in them (no part uploaded
+        yet) is then written with one PUT instead of a multipart upload of one part, and
+        marked completed (one request instead of three)."""
         if self.descr is None:
             raise ValueError(f"{self.key}: no outputs added yet")
         header = [] if self.parts else [npy_header_bytes(self.descr, self.shape)]
         body = b"".join([*header, *(array.data.cast("B") for array in self.pending
                                     if array.nbytes)])
+        if last and self.upload_id is None:
+            put_bytes(self.s3, self.bucket, self.key, body, "application/octet-stream")
+            self.pending, self.pending_bytes, self.completed = [], 0, True
+            return
         if self.upload_id is None:
             self.upload_id = self.s3.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key,
@@ -246,7 +253,9 @@ class NpyUpload:
         if self.completed:
             return
         if self.pending or not self.parts:
-            self.flush()
+            self.flush(last=True)
+            if self.completed:
+                return
         self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key,
                                           UploadId=self.upload_id,
                                           MultipartUpload={"Parts": self.parts})

@@ -161,6 +161,9 @@ def test_npy_outputs_stream_into_one_upload_each_that_a_retry_continues(
 def test_npy_uploads_a_job_left_are_completed_or_when_gone_redone(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the faults below at once, without backoff
+    # Two parts of each output: the fake S3's least part lowered from 5 MiB
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 64)
+    monkeypatch.setattr(writer, "PART_BYTES", 128)
     rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
     labels, probabilities = expected(rows)
     job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
@@ -357,3 +360,17 @@ def test_npy_job_killed_at_any_request_resumes_to_the_same_outputs(
             assert client("s3").get_object(Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")[
                 "Body"].read() == data, (kill_at, name)
         assert summary["rows_read"] == 200 and uploads_in_progress(cloud, killed) == []
+
+
+def test_npy_outputs_of_one_part_are_one_put_each(cloud: Cloud, models_dir: Path) -> None:
+    # A job whose outputs are under PART_BYTES: written with one PUT each, no multipart upload
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)
+    calls: list[tuple[str, Any]] = []
+    summary = batch_job.run_job(job, s3=recording_s3(calls))
+    assert not [name for name, _ in calls if "Multipart" in name or name == "UploadPart"]
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
