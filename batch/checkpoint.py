@@ -44,6 +44,9 @@ class Checkpoint:
     start: int = 0
     first_row: int = 0
     stop: int = 0
+    # .npy: each model output's multipart upload (batch.writer.NpyUpload.state): its upload id
+    # and the parts uploaded, which hold the outputs of the rows before next_row
+    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str],
                 headers: dict[str, dict[str, Any]] | None = None) -> None:
@@ -54,6 +57,13 @@ class Checkpoint:
         self.errors += errors
         self.parts.extend(parts)
         self.headers.update(headers or {})
+
+    def restart(self) -> None:
+        """Back to the first row (or line) of the input (of a child's share), as a fresh
+        job: the work done is forgotten; the chunk limits, model version and range stay."""
+        self.next_chunk, self.next_row, self.next_byte = 0, self.first_row, self.start
+        self.outputs_written = self.errors = 0
+        self.parts, self.headers, self.uploads = [], {}, {}
 
     @property
     def counts(self) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Erasing objects from the versioned batch bucket: every version and delete marker, not just
 the current object (a plain DeleteObject on a versioned bucket only adds a delete marker and
-keeps the data). Used by DELETE /v2/batch/jobs/{job_id} (batch.jobs_api) and by a runner that
-finds its job erased under it (batch.job).
+keeps the data), and the multipart uploads in progress (a running job's `.npy` outputs). Used
+by DELETE /v2/batch/jobs/{job_id} (batch.jobs_api) and by a runner that finds its job erased
+under it (batch.job).
 """
 
 from __future__ import annotations
@@ -23,9 +24,26 @@ def object_versions(s3: Any, bucket: str, prefix: str, exact: bool = False
     return found
 
 
+def abort_uploads(s3: Any, bucket: str, prefix: str, exact: bool = False) -> int:
+    """Abort every multipart upload in progress under `prefix` (`exact`: to that key), so that
+    its parts (a running `.npy` job's outputs, batch.writer.NpyUpload) are dropped and no
+    later completion can make them an object; how many were aborted."""
+    aborted = 0
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket,
+                                                                    Prefix=prefix):
+        for upload in page.get("Uploads", ()):
+            if not exact or upload["Key"] == prefix:
+                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+                                          UploadId=upload["UploadId"])
+                aborted += 1
+    return aborted
+
+
 def erase(s3: Any, bucket: str, prefix: str, exact: bool = False) -> int:
-    """Delete every version under `prefix` (`exact`: of that key); how many were deleted.
-    Raises RuntimeError naming the keys S3 refused to delete."""
+    """Delete every version under `prefix` (`exact`: of that key), after aborting the multipart
+    uploads in progress there; how many versions were deleted. Raises RuntimeError naming the
+    keys S3 refused to delete."""
+    abort_uploads(s3, bucket, prefix, exact)
     versions = object_versions(s3, bucket, prefix, exact)
     for first in range(0, len(versions), _DELETE_BATCH):
         answer = s3.delete_objects(Bucket=bucket, Delete={

@@ -4,7 +4,9 @@ A chunk is BATCH_CHUNK_BYTES of input (by default a quarter of the input, 8 to 6
 lines) or BATCH_CHUNK_ROWS rows, whichever ends first: each chunk costs a few S3 and DynamoDB
 requests (part, checkpoint, job record), so chunks are sized by bytes to amortise them whatever
 a row weighs. Every input line (or .npy row) yields exactly one output record, checkpointed
-per chunk (batch.checkpoint); the job's state and counts go to the jobs table. The two formats
+per chunk (batch.checkpoint); a .npy job's outputs go straight into one multipart upload per
+model output (batch.writer.NpyUpload), checkpointed per uploaded part, so nothing big is left
+to write after the last rows. The job's state and counts go to the jobs table. The two formats
 answer through the serving library's pipeline (batch.jsonl, batch.npy); only a fault of the
 job itself (its input unreadable, S3 failing, the model not loading) fails it
 (batch.failures says which faults a retry may fix). Before each write the job checks that it
@@ -21,13 +23,15 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from model_api.aws import hooks
+from model_api.datatypes import numpy_dtype
 from model_api.limits import BATCH_RECORD
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
@@ -43,16 +47,8 @@ from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.models import capture_configs
 from batch.overlap import overlapped
 from batch.progress import Progress
-from batch.reader import BLOCK, LongLine, S3Object, iter_rows, npy_layout
-from batch.writer import (
-    concatenate_npy,
-    get_json,
-    npy_bytes,
-    npy_header,
-    put_bytes,
-    put_json,
-    put_json_once,
-)
+from batch.reader import BLOCK, LongLine, NpyLayout, S3Object, iter_rows, npy_layout, open_npy
+from batch.writer import NpyUpload, concatenate_npy, get_json, put_bytes, put_json, put_json_once
 
 LOG = logging.getLogger("batch.runner")
 # Bytes of input per chunk, by default: a quarter of the input (of a child's share of it),
@@ -60,9 +56,12 @@ LOG = logging.getLogger("batch.runner")
 CHUNK_BYTES = 8 << 20
 MAX_CHUNK_BYTES = 64 << 20
 CHUNKS_PER_INPUT = 4
-# .npy outputs this attempt wrote, kept in memory up to this many bytes so that the final
-# .npy is assembled from them instead of reading every part back from S3 (the rest is read)
-HELD_BYTES = 256 << 20
+# .npy: the first chunk's bytes of input (the next ones twice as many each, up to the chunk
+# limit), so that the model starts after a small read instead of a whole chunk's
+FIRST_CHUNK_BYTES = 1 << 20
+# .npy: while rows are worked without a part to upload (batch.writer.NpyUpload: parts of at
+# least PART_BYTES of output), the jobs-table record is still updated this often (a live job)
+RECORD_SECONDS = 60.0
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -129,16 +128,18 @@ class Job:
         self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
         self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
                                  path="batch")
-        # .npy parts written by this attempt (their S3 key -> array), up to HELD_BYTES
-        self.held: dict[str, np.ndarray] = {}
-        self.held_bytes = 0
+        # .npy: each model output's shape, once its file is written
+        self.outputs: dict[str, list[int]] = {}
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        head = self.source.head()
-        size = int(head["ContentLength"])
-        state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows,
-                                self.config.byte_limit_for(size), key=self.checkpoint_key)
+        with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:  # both requests at once
+            head = pool.submit(self.source.head)
+            state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
+                                    key=self.checkpoint_key)
+            size = int(head.result()["ContentLength"])
+        if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
+            state.chunk_bytes = self.config.byte_limit_for(size)
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
@@ -167,8 +168,8 @@ class Job:
         if self.config.shards > 1:
             summary = self._child_done(state, summary, model)
         else:
-            if self.obj.format == "npy" and model is not None:
-                summary["outputs"] = self._assemble_npy(state.parts, state.headers, model)
+            if self.obj.format == "npy":
+                summary["outputs"] = self.outputs
             put_json(self.s3, self.config.bucket, self.obj.success_key, summary)
         if model_error:
             raise PermanentError(model_error)
@@ -218,9 +219,19 @@ class Job:
                     errors: int, parts: list[str], progress: Progress, position: int,
                     headers: dict[str, dict[str, Any]] | None = None) -> None:
         state.advance(rows, end, outputs, errors, parts, headers)
-        checkpoint.save(self.s3, self.obj, state, key=self.checkpoint_key)
+        # The checkpoint and the record at once: a checkpoint that lands after an erasure
+        # began is caught by the next live check or record update, as any write is
+        with ThreadPoolExecutor(1, thread_name_prefix="checkpoint") as pool:
+            saved = pool.submit(checkpoint.save, self.s3, self.obj, state,
+                                key=self.checkpoint_key)
+            self._record(state, progress, position)
+            saved.result()
+
+    def _record(self, state: checkpoint.Checkpoint, progress: Progress, position: int) -> None:
+        """The job's (or this child's) counts and progress in the jobs table, as the
+        checkpoint has them; refused (JobErased) once the job is being erased."""
         done = state.next_row - state.first_row
-        if self.store is not None:  # refused (JobErased) once the job is being erased
+        if self.store is not None:
             unit = "bytes" if self.obj.format == "jsonl" else "rows"
             snapshot = progress.snapshot(position - state.start, done, unit)
             if self.config.shards > 1:
@@ -272,7 +283,39 @@ class Job:
                         state.next_row - state.first_row, force=True)
 
     def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
-        layout = npy_layout(self.source, size)
+        """The .npy rows: read, run, and their outputs streamed into one multipart upload per
+        model output (batch.writer.NpyUpload), completed after the last rows."""
+        # A job at its first row reads the header and the rows in one GET (open_npy)
+        body = None
+        if state.next_row == 0 and self.config.shard == 0:
+            layout, body = open_npy(self.source, size)
+        else:
+            layout = npy_layout(self.source, size)
+        try:
+            uploads, total = self._npy_rows(state, layout, batcher, body)
+        except BaseException:
+            if body is not None:
+                body.close()
+            raise
+        try:
+            each_upload(uploads, NpyUpload.complete)
+        except BaseException as error:
+            if not is_transient(error):
+                self._abort(uploads)
+            raise
+        if uploads:
+            self.outputs = {name: upload.shape for name, upload in uploads.items()}
+        state.parts = [self.folder + self.obj.npy_output(name) for name in uploads]
+        state.headers = {self.folder + self.obj.npy_output(name): {
+            "descr": upload.descr, "shape": upload.shape} for name, upload in uploads.items()}
+        LOG.info("job %s%s: %d rows, outputs written: %s", self.obj.job_id, self._child,
+                 total - state.start, ", ".join(state.parts) or "none (no rows)")
+
+    def _npy_rows(self, state: checkpoint.Checkpoint, layout: NpyLayout, batcher: MicroBatcher,
+                  body: Any) -> tuple[dict[str, NpyUpload], int]:
+        """Run the rows this attempt has left, adding their outputs to the uploads (each part
+        uploaded, then the checkpoint naming it). The uploads (none for a child without
+        rows) and the row after the last."""
         spec = npy.input_spec(layout, batcher.model)
         if self.config.shards > 1 and not state.stop:  # a fresh child: its rows
             state.start, state.stop = shards.nominal_range(layout.shape[0], self.config.shard,
@@ -281,56 +324,105 @@ class Job:
             LOG.info("child %d of %d: rows [%d, %d)", self.config.shard, self.config.shards,
                      state.start, state.stop)
         total = state.stop if self.config.shards > 1 else layout.shape[0]
+        if total == state.start and self.config.shards > 1:
+            return {}, total  # a child without rows writes nothing
+        uploads = self._uploads(state, total - state.start, batcher.model)
+        if state.next_row != 0 and body is not None:
+            body.close()  # a retry: the rows are read from where it resumes
+            body = None
         per_chunk = npy.chunk_rows(state.chunk_rows, state.chunk_bytes, layout.row_bytes) \
             or max(1, total - state.start)
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
-        first_chunk = state.next_chunk
+        pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
+        recorded = time.monotonic()
 
-        def chunks() -> Iterator[tuple[int, int, int, np.ndarray]]:
-            for index, (first, stop, rows) in enumerate(iter_rows(
-                    self.source, layout, state.next_row, total, per_chunk)):
-                yield first_chunk + index, first, stop, rows
-
-        def work(chunk: tuple[int, int, int, np.ndarray]
-                 ) -> tuple[int, int, Mapping[str, np.ndarray]]:
-            index, first, stop, rows = chunk
+        def work(chunk: tuple[int, int, np.ndarray]) -> tuple[int, Mapping[str, np.ndarray]]:
+            first, stop, rows = chunk
             results = npy.predict_rows(self.pipeline, batcher, spec, rows)
             self.pipeline.flush()
-            return index, stop - first, results
+            return stop - first, results
 
-        def write(done: tuple[int, int, Mapping[str, np.ndarray]]) -> None:
-            index, rows, results = done
-            parts, headers = [], {}
+        def write(done: tuple[int, Mapping[str, np.ndarray]]) -> None:
+            nonlocal pending, recorded
+            rows, results = done
+            for name, upload in uploads.items():
+                upload.add(results[name])
+            pending += rows
+            position = state.next_row + pending
+            if position < total and not all(upload.ready for upload in uploads.values()):
+                if time.monotonic() - recorded > RECORD_SECONDS:
+                    self._record(state, progress, position)
+                    recorded = time.monotonic()
+                return
             self._live()
-            for name, array in results.items():
-                part = self.folder + self.obj.npy_part(name, index)
-                put_bytes(self.s3, self.config.bucket, self.obj.output_key(part),
-                          npy_bytes(array), "application/octet-stream")
-                parts.append(part)
-                headers[part] = npy_header(array)
-                if self.held_bytes + array.nbytes <= HELD_BYTES:
-                    self.held[self.obj.output_key(part)] = array
-                    self.held_bytes += array.nbytes
-            self._checkpoint(state, rows, 0, rows, 0, parts, progress, state.next_row + rows,
-                             headers)
+            each_upload(uploads, lambda upload: upload.flush(last=position == total))
+            state.uploads = {name: upload.state() for name, upload in uploads.items()}
+            self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
+            pending, recorded = 0, time.monotonic()
 
-        overlapped(chunks(), work, write, name=self.obj.job_id)
+        try:
+            overlapped(iter_rows(self.source, layout, state.next_row, total, per_chunk,
+                                 max(1, FIRST_CHUNK_BYTES // max(1, layout.row_bytes)), body),
+                       work, write, name=self.obj.job_id)
+        except BaseException as error:
+            if not is_transient(error) and not isinstance(error, JobErased):
+                self._abort(uploads)  # a job that failed for good leaves no upload behind
+            raise
         progress.update(total - state.start, state.next_row - state.first_row, force=True)
+        if total == state.start:  # no rows at all: an empty file per output
+            for output in batcher.model.manifest.outputs:
+                uploads[output.name].add(np.empty(
+                    (0, *(max(0, dim) for dim in output.shape[1:])),
+                    dtype=numpy_dtype(output.datatype)))
+        return uploads, total
+
+    def _uploads(self, state: checkpoint.Checkpoint, rows: int, model: LoadedModel
+                 ) -> dict[str, NpyUpload]:
+        """Each model output's upload of `rows` rows: the checkpoint's, continued, when S3
+        still has every one of them; else fresh, the rows done so far redone (state restarted)
+        and what was uploaded dropped. A checkpoint of an earlier runner (per-chunk parts, no
+        uploads) is redone too."""
+        def fresh() -> dict[str, NpyUpload]:
+            return {output.name: NpyUpload(self.s3, self.config.bucket, self.obj.output_key(
+                self.folder + self.obj.npy_output(output.name)), rows)
+                for output in model.manifest.outputs}
+
+        if state.next_row == state.first_row and not state.uploads:
+            return fresh()
+        uploads = {name: NpyUpload(self.s3, self.config.bucket, saved["key"], rows, saved)
+                   for name, saved in state.uploads.items()}
+        if set(uploads) == {output.name for output in model.manifest.outputs} \
+                and all(upload.resumable() for upload in uploads.values()):
+            LOG.info("job %s%s: continuing its .npy outputs' uploads at row %d",
+                     self.obj.job_id, self._child, state.next_row)
+            return uploads
+        LOG.warning("job %s%s: the outputs of its first %d rows cannot be continued (an "
+                    "upload gone, or a checkpoint of an earlier runner): they are redone",
+                    self.obj.job_id, self._child, state.next_row - state.first_row)
+        self._abort(uploads)
+        state.restart()
+        return fresh()
+
+    @staticmethod
+    def _abort(uploads: Mapping[str, NpyUpload]) -> None:
+        for upload in uploads.values():
+            try:
+                upload.abort()
+            except Exception:  # the job's own error is the one to raise
+                LOG.exception("aborting the upload of %s failed", upload.key)
 
     def _assemble_npy(self, parts: list[str], headers: dict[str, dict[str, Any]],
                       model: LoadedModel) -> dict[str, list[int]]:
-        """Each model output's parts (in input order) concatenated into `<output>.npy`: the
-        parts this attempt holds from memory, the others (an earlier attempt's, another
-        child's, those past HELD_BYTES) read back."""
+        """An array job's `<output>.npy` files: each output's children's files (in input
+        order) concatenated (each read back once)."""
         shapes = {}
         for output in model.manifest.outputs:
-            mine = [p for p in parts if SHARD_FOLDER.sub("", p, count=1).startswith(
-                output.name + "/")]
+            name = self.obj.npy_output(output.name)
+            mine = [p for p in parts if SHARD_FOLDER.sub("", p, count=1) == name]
             shapes[output.name] = list(concatenate_npy(
                 self.s3, self.config.bucket, [self.obj.output_key(p) for p in mine],
-                self.obj.output_key(self.obj.npy_output(output.name)),
-                [headers.get(p) for p in mine], self.held))
+                self.obj.output_key(name), [headers.get(p) for p in mine]))
         return shapes
 
     # ---- an array job's children (batch.shards)
@@ -393,6 +485,18 @@ class Job:
         LOG.info("job %s: every child done; %s written by child %d", self.obj.job_id, SUCCESS,
                  self.config.shard)
         return {**job_summary, "finished_job": True}
+
+
+def each_upload(uploads: Mapping[str, NpyUpload], action: Callable[[NpyUpload], None]) -> None:
+    """`action` (a request or two) on every upload, concurrently when there are several (the
+    outputs of one model); raises the first error, once all are done."""
+    if len(uploads) < 2:
+        for upload in uploads.values():
+            action(upload)
+        return
+    with ThreadPoolExecutor(len(uploads), thread_name_prefix="upload") as pool:
+        for future in [pool.submit(action, upload) for upload in uploads.values()]:
+            future.result()
 
 
 class StoppedByAnotherChild(PermanentError):

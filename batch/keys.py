@@ -12,14 +12,15 @@ second upload to it is a duplicate, not a new job.
 
 Outputs, under `batch/output/<model>/<job_id>/`:
     part-00000.jsonl …               JSON Lines: one part per chunk
-    <output>/part-00000.npy …        .npy: one part per chunk and model output
-    <output>.npy                     .npy: the parts of each model output, assembled
+    <output>.npy                     .npy: one per model output, written as the job goes (one
+                                     multipart upload, batch.writer.NpyUpload)
     _checkpoint.json                 how far the completed chunks reach (batch.checkpoint)
     _SUCCESS.json                    written last: the counts and the parts, in order
 A job of N > 1 children (an AWS Batch array job, batch.shards) keeps each child's parts and
-checkpoint under `shard-<i>/` (`shard-00002/part-00000.jsonl`, `shard-00002/_checkpoint.json`),
-its end in `shard-<i>/_DONE.json`; `_FINISHING.json` names the child that writes the job's
-`.npy` outputs and `_SUCCESS.json` (listing every child's parts, in input order).
+checkpoint under `shard-<i>/` (`shard-00002/part-00000.jsonl`, `shard-00002/_checkpoint.json`,
+`shard-00002/<output>.npy`: the child's rows), its end in `shard-<i>/_DONE.json`;
+`_FINISHING.json` names the child that writes the job's `.npy` outputs (its children's
+concatenated) and `_SUCCESS.json` (listing every child's parts, in input order).
 
 The job id of an upload is `<job>-<12 hex>`, the hex a hash of bucket/key/versionId, so each
 object version maps to exactly one id: that is what makes the trigger idempotent, and a re-upload
@@ -122,10 +123,6 @@ class InputObject:
     @staticmethod
     def jsonl_part(chunk: int) -> str:
         return f"part-{chunk:05d}.jsonl"
-
-    @staticmethod
-    def npy_part(output: str, chunk: int) -> str:
-        return f"{output}/part-{chunk:05d}.npy"
 
     @staticmethod
     def npy_output(output: str) -> str:

@@ -142,40 +142,75 @@ class NpyLayout:
 def npy_layout(source: S3Object, size: int) -> NpyLayout:
     """Parse the header of a .npy object (one small ranged GET)."""
     head = source.get(f"bytes=0-{min(size, NPY_HEADER_PREFETCH) - 1}").read()
-    stream = io.BytesIO(head)
+    return _npy_header(io.BytesIO(head), size)
+
+
+def open_npy(source: S3Object, size: int) -> tuple[NpyLayout, Any]:
+    """The layout of a .npy object and a stream of its rows: ONE GET of the whole object,
+    its header read from the stream, which is left at the first row (for iter_rows). A job
+    that starts at its first row needs no other request to read its input."""
+    body = source.get()
     try:
-        version = np.lib.format.read_magic(stream)
+        return _npy_header(body, size), body
+    except BaseException:
+        body.close()
+        raise
+
+
+class _Counted:
+    """A file-like reader (np.lib.format reads the header through `read`) that counts the
+    bytes read through it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.offset = stream, 0
+
+    def read(self, count: int = -1, /) -> bytes:
+        data: bytes = self.stream.read(count)
+        self.offset += len(data)
+        return data
+
+
+def _npy_header(stream: Any, size: int) -> NpyLayout:
+    """The layout from the header at the start of `stream` (file-like), left just after it.
+    InputError when it is no .npy of rows or does not fit `size` bytes."""
+    counted = _Counted(stream)
+    try:
+        version = np.lib.format.read_magic(counted)
         if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(counted)
         else:
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(counted)
     except ValueError as error:
         raise InputError(f"not a .npy file: {error}") from None
     if fortran_order or dtype.hasobject or not shape:
         raise InputError(".npy input must be a C-ordered numeric array with a batch dimension, "
                          f"got shape {shape}, dtype {dtype}, fortran_order {fortran_order}")
-    layout = NpyLayout(tuple(shape), dtype, stream.tell())
+    layout = NpyLayout(tuple(shape), dtype, counted.offset)
     if layout.data_offset + shape[0] * layout.row_bytes != size:
         raise InputError(f".npy header says {shape} of {dtype} but the object is {size} bytes")
     return layout
 
 
-def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_chunk: int
-              ) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_chunk: int,
+              first_chunk: int = 0, body: Any = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Rows [first, stop) of a .npy object in chunks of `per_chunk` rows, each as (its first
     row, the row after its last, its rows): read as ONE streamed ranged GET of the whole range,
     not a GET per chunk (a request's latency each, and, on the local fake S3, a copy of the
-    whole object each: moto slices a range out of the full value). A stream that breaks is
-    reopened at the byte it stopped, as iter_lines does."""
+    whole object each: moto slices a range out of the full value). `first_chunk` (0: as the
+    others): rows of the first chunk, the next ones twice as many each up to `per_chunk`, so
+    that the model starts on a small read. `body`: a stream of the object already at row
+    `first` (open_npy's; closed here), else one is opened. A stream that breaks is reopened at
+    the byte it stopped, as iter_lines does."""
     row_bytes = layout.row_bytes
     position = layout.data_offset + first * row_bytes  # the next byte to receive
     end = layout.data_offset + stop * row_bytes
-    body: Any = None
     breaks = StreamBreaks(source)
+    size = min(first_chunk, per_chunk) if first_chunk > 0 else per_chunk
     try:
         row = first
         while row < stop:
-            chunk_stop = min(row + max(1, per_chunk), stop)
+            chunk_stop = min(row + max(1, size), stop)
+            size = min(per_chunk, 2 * size)
             want = (chunk_stop - row) * row_bytes
             # the rows are received straight into their array (no bytes objects to join)
             rows = np.empty((chunk_stop - row, *layout.shape[1:]), dtype=layout.dtype)

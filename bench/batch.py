@@ -13,9 +13,9 @@ What each number includes (rows/s = input rows / those seconds):
   start: the runner's import and interpreter start are not counted, like the raw job's; its
   S3 client and jobs-table resource are made before the clock starts, as the raw job's S3
   client is) with
-  its default settings: the model load, the jobs table updates, every S3 read, part,
-  checkpoint, the final .npy assembly and the completion marker. It is the job's end-to-end
-  speed against the local fake S3.
+  its default settings: the model load, the jobs table updates, every S3 read, the outputs'
+  multipart uploads (parts as the job goes, then their completion), checkpoint and the
+  completion marker. It is the job's end-to-end speed against the local fake S3.
 - runner "tuned" (`runner_tuned_rows_per_s`): the same, with the overrides set by hand: the raw
   loop's best batch size (`BATCH_ROWS`) and the whole file as one chunk (one checkpoint).
 - runner "in run" (`runner_run_rows_per_s`): rows per second of the time the default job spent

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from batch import checkpoint, runner, writer
+from batch import checkpoint, erase, runner, writer
 from batch import job as batch_job
 from batch.aws import client
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line
+from tests.batch.test_batch_fuzz import Killed, run_until
 from tests.batch.test_batch_runner import Faults, faulty_s3, output_records, settings
 
 RNG = np.random.default_rng(23)
@@ -107,32 +108,94 @@ def npy_output(cloud: Cloud, job: batch_job.JobConfig, name: str) -> np.ndarray:
         Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")["Body"].read()))
 
 
-def test_npy_chunks_hold_as_many_rows_as_the_byte_budget_and_resume_on_them(
-        cloud: Cloud, models_dir: Path) -> None:
-    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)  # 16 bytes a row
-    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
-    with pytest.raises(ClientError, match="SlowDown"):
-        batch_job.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
-                                         ("PutObject",)))
+def uploads_in_progress(cloud: Cloud, job: batch_job.JobConfig) -> list[str]:
+    """The keys of the multipart uploads in progress under the job's output prefix."""
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    answer = client("s3").list_multipart_uploads(Bucket=cloud.bucket, Prefix=prefix)
+    return sorted(upload["Key"].removeprefix(prefix) for upload in answer.get("Uploads", []))
+
+
+def recording_s3(calls: list[tuple[str, Any]]) -> Any:
+    """An S3 client that appends (operation, its Range or PartNumber) of each call to `calls`."""
     s3 = client("s3")
-    part_reads: list[str] = []
-    s3.meta.events.register("before-send.s3.GetObject",
-                            lambda request, **_: part_reads.append(request.url) if
-                            "/part-" in request.url else None)
-    summary = batch_job.run_job(dataclasses.replace(job, chunk_bytes=1 << 20), s3=s3)
-    assert summary["parts"] == [f"{name}/part-{i:05d}.npy" for i in range(4)
-                                for name in ("label", "probabilities")]
+    s3.meta.events.register("before-parameter-build.s3", lambda model, params, **_: calls.append(
+        (model.name, params.get("Range") or params.get("PartNumber"))))
+    return s3
+
+
+def test_npy_outputs_stream_into_one_upload_each_that_a_retry_continues(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "PART_BYTES", 5 << 20)  # S3's least: 655,360 rows an output
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the faults below at once, without backoff
+    rows = RNG.normal(size=(700_000, FEATURES)).astype(np.float32)  # 16 bytes a row
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=1 << 20, batch_rows=16_384)
+    # Given a job that dies uploading the second part of its outputs (the last rows)
+    with pytest.raises(ClientError, match="SlowDown"):
+        batch_job.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="partNumber=2"),
+                                         ("UploadPart",)))
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    saved = json.loads(client("s3").get_object(Bucket=cloud.bucket,
+                                               Key=prefix + "_checkpoint.json")["Body"].read())
+    assert saved["next_row"] == 655_360  # the rows of the first parts (10 chunks of 65,536)
+    assert {name: len(upload["parts"]) for name, upload in saved["uploads"].items()} == {
+        "label": 1, "probabilities": 1}
+    assert uploads_in_progress(cloud, job) == ["label.npy", "probabilities.npy"]
+    # When it is retried
+    calls: list[tuple[str, Any]] = []
+    summary = batch_job.run_job(job, s3=recording_s3(calls))
+    # Then it continued both uploads at their second part, reading the rows from the
+    # checkpoint's on, and nothing was written twice
+    assert [part for name, part in calls if name == "UploadPart"] == [2, 2]
+    assert "CreateMultipartUpload" not in [name for name, _ in calls]
+    assert [r for name, r in calls if name == "GetObject" and r and r != "bytes=0-65535"] == [
+        f"bytes={128 + 655_360 * 16}-{128 + 700_000 * 16 - 1}"]
     labels, probabilities = expected(rows)
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
     np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                rtol=1e-5, atol=1e-6)
-    assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
-    # The final .npy is assembled from the headers kept in the checkpoint, from the parts this
-    # attempt wrote (held in memory) and by one read of each part of the first attempt's
-    assert sorted(url.rsplit("/", 2)[1] + "/" + url.rsplit("/", 1)[1].split("?")[0]
-                  for url in part_reads) == [f"{name}/part-{i:05d}.npy"
-                                             for name in ("label", "probabilities")
-                                             for i in range(2)]
+    assert summary["parts"] == ["label.npy", "probabilities.npy"]
+    assert summary["outputs"] == {"label": [700_000], "probabilities": [700_000, 2]}
+    assert uploads_in_progress(cloud, job) == []
+
+
+def test_npy_uploads_a_job_left_are_completed_or_when_gone_redone(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the faults below at once, without backoff
+    # Two parts of each output: the fake S3's least part lowered from 5 MiB
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 64)
+    monkeypatch.setattr(writer, "PART_BYTES", 128)
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    labels, probabilities = expected(rows)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
+    # Given a job that died completing its second output (the first is an object already)
+    with pytest.raises(ClientError, match="SlowDown"):
+        batch_job.run_job(job, s3=faulty_s3(Faults(1_000, "probabilities.npy?uploadId"),
+                                         ("CompleteMultipartUpload",)))
+    assert uploads_in_progress(cloud, job) == ["probabilities.npy"]
+    # When it is retried, it reads no row again: it completes the upload left, and only it
+    calls: list[tuple[str, Any]] = []
+    summary = batch_job.run_job(job, s3=recording_s3(calls))
+    assert [name for name, _ in calls if "Multipart" in name or name == "UploadPart"] == [
+        "CompleteMultipartUpload"]
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["rows_read"] == 23 and uploads_in_progress(cloud, job) == []
+    # Given another job that died completing its outputs, whose uploads were then aborted
+    # (erase.abort_uploads, as an erasure or the bucket's lifecycle rule does)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)
+    with pytest.raises(ClientError, match="SlowDown"):
+        batch_job.run_job(job, s3=faulty_s3(Faults(1_000, "?uploadId"),
+                                         ("CompleteMultipartUpload",)))
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    assert erase.abort_uploads(client("s3"), cloud.bucket, prefix) == 2
+    assert uploads_in_progress(cloud, job) == []
+    # When it is retried, its rows are redone from the first, into new uploads
+    summary = batch_job.run_job(job)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["rows_read"] == 23 and summary["outputs"]["label"] == [23]
 
 
 def test_npy_parts_without_a_kept_header_are_read_for_it(cloud: Cloud) -> None:
@@ -263,3 +326,51 @@ def test_out_of_memory_during_the_trial_ends_it_below_that_size() -> None:
     feed(tuner, {256: 1e6, 1024: 2e6}, runs=20)
     assert tuner.size == 4096
     assert tuner.out_of_memory(4096) == 1024 and tuner.size == 1024
+
+
+def test_npy_job_killed_at_any_request_resumes_to_the_same_outputs(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As tests/batch/test_batch_fuzz.py does for JSON Lines: the job dies (a BaseException
+    nothing catches) just before one of its S3 requests, then runs again; its outputs
+    are byte-identical to an uninterrupted run's, with no upload left behind. Small parts
+    (the fake S3's least lowered from 5 MiB) make several parts per output."""
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 256)
+    monkeypatch.setattr(writer, "PART_BYTES", 512)  # 3 parts of each output
+    rows = RNG.normal(size=(200, FEATURES)).astype(np.float32)
+    # 16 rows a chunk (its outputs: 128 bytes of each), ramping up from 2 rows (32 bytes)
+    monkeypatch.setattr(batch_job, "FIRST_CHUNK_BYTES", 32)
+    overrides = {"chunk_bytes": 256, "batch_rows": 8, "table": None}
+    whole = npy_job(cloud, models_dir, rows, **overrides)
+    calls: list[tuple[str, Any]] = []
+    batch_job.run_job(whole, s3=recording_s3(calls))
+    assert [part for name, part in calls if name == "UploadPart"] == [1, 1, 2, 2, 3, 3]
+    wanted = {name: client("s3").get_object(
+        Bucket=cloud.bucket, Key=parse_key(whole.bucket, whole.key, whole.version_id)
+        .output_prefix + f"{name}.npy")["Body"].read() for name in ("label", "probabilities")}
+    # Every other request (the parity shifts with each part's three requests, so both of a
+    # pair of parts, the checkpoint and the completions are each hit): half the seconds
+    assert len(calls) >= 15
+    for kill_at in range(1, len(calls) + 1, 2):
+        killed = npy_job(cloud, models_dir, rows, **overrides)
+        with pytest.raises(Killed):
+            run_until(killed, kill_at)
+        summary = batch_job.run_job(killed)
+        prefix = parse_key(killed.bucket, killed.key, killed.version_id).output_prefix
+        for name, data in wanted.items():
+            assert client("s3").get_object(Bucket=cloud.bucket, Key=f"{prefix}{name}.npy")[
+                "Body"].read() == data, (kill_at, name)
+        assert summary["rows_read"] == 200 and uploads_in_progress(cloud, killed) == []
+
+
+def test_npy_outputs_of_one_part_are_one_put_each(cloud: Cloud, models_dir: Path) -> None:
+    # A job whose outputs are under PART_BYTES: written with one PUT each, no multipart upload
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)
+    calls: list[tuple[str, Any]] = []
+    summary = batch_job.run_job(job, s3=recording_s3(calls))
+    assert not [name for name, _ in calls if "Multipart" in name or name == "UploadPart"]
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}

@@ -63,12 +63,14 @@ def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str,
         "dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob", "sqs:SendMessage"}
     # The jobs API finishes a stale job that Batch has failed or forgotten (batch.state);
     # it creates jobs, signs their upload and output URLs, and erases them (batch.jobs_api);
-    # it asks a model's function whether the version is ready before it creates a job
+    # (with a running .npy job's multipart uploads); it asks a model's function whether the
+    # version is ready before it creates a job
     assert actions(resources["BatchJobsFunctionRole"]) == {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
         "batch:DescribeJobs", "batch:TerminateJob", "s3:PutObject", "s3:GetObject",
         "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
-        "events:PutEvents", "lambda:InvokeFunction"}
+        "s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload", "events:PutEvents",
+        "lambda:InvokeFunction"}
     (ask,) = [s for p in resources["BatchJobsFunctionRole"]["Properties"]["Policies"]
               for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "AskModelsReady"]
     assert str(ask["Resource"]).endswith("${ModelFunctionPrefix}*:live'}"), ask  # alias live
