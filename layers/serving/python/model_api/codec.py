@@ -880,7 +880,7 @@ def encode_response(manifest: Manifest, request: InferRequest,
         header = orjson.dumps(document)
     except orjson.JSONEncodeError:  # a lone surrogate (a client's id sent as an escape)
         header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    body = b"".join([header, *blobs])
+    body = b"".join([header, *blobs]) if blobs else header
     if limits.max_answer_bytes is not None and len(body) > limits.max_answer_bytes:
         raise TooLarge(
             f"the response would be {len(body)} bytes; the limit is {limits.max_answer_bytes} "
@@ -904,8 +904,10 @@ def _response_header(manifest: Manifest, request: InferRequest,
 
 
 def _output_metadata(manifest: Manifest, name: str, array: np.ndarray) -> dict[str, Any]:
-    datatype = next(spec.datatype for spec in manifest.outputs if spec.name == name)
-    return {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    for spec in manifest.outputs:
+        if spec.name == name:
+            return {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
+    raise KeyError(name)  # never: the outputs asked for were checked against the manifest
 
 
 def _json_data(manifest: Manifest, name: str, array: np.ndarray, nonfinite: str) -> list[Any]:
@@ -915,13 +917,19 @@ def _json_data(manifest: Manifest, name: str, array: np.ndarray, nonfinite: str)
     request's doing, so a 400, not a 5xx that would count against the deployment; `nonfinite`
     says how to receive such values on the caller's path.
     """
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    values: list[Any] = array.ravel().tolist()
+    # A sum of finite values that stays finite proves them all finite (an inf or NaN never
+    # leaves a sum), in C over the list that is sent anyway; numpy's check where it does not
+    # (huge FP64 values) or where the list is long.
+    if array.dtype.kind == "f" and not (
+            len(values) <= _SMALL_TENSOR and math.isfinite(sum(values))) and not np.isfinite(
+            array).all():
         raise BadRequest(
             f"model '{manifest.name}' gives NaN or infinite values in output {name!r} for these "
             f"inputs (are they in the range the model was trained on?); JSON cannot carry them: "
             f"{nonfinite}"
         )
-    return array.ravel().tolist()
+    return values
 
 
 # --- messages -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -117,9 +117,33 @@ class ClassCounts(Hook):
         self.seen: dict[str, set[str]] = {}
 
     def after_model(self, exchange: Exchange) -> None:
-        model = exchange.manifest.name
+        self._add(exchange.manifest.name, class_counts(exchange))
+
+    def after_model_many(self, exchanges: Sequence[Exchange]) -> None:
+        """after_model on each, in order, the classes of the small exchanges (a JSON Lines
+        batch job's records) counted into one Counter per model first, in the order they are
+        first seen, so that the classes kept apart (MAX_CLASSES) are the same."""
+        pending: dict[str, Counter[str]] = {}
+        for exchange in exchanges:
+            if exchange.rows > FEW_ROWS:  # counted on its arrays, in its turn
+                self._add_all(pending)
+                pending = {}
+                self.after_model(exchange)
+                continue
+            model = exchange.manifest.name
+            counted = pending.get(model)
+            if counted is None:
+                counted = pending[model] = Counter()
+            counted.update(row_classes(exchange))
+        self._add_all(pending)
+
+    def _add_all(self, pending: dict[str, Counter[str]]) -> None:
+        for model, counted in pending.items():
+            self._add(model, counted)
+
+    def _add(self, model: str, counted: Counter[str]) -> None:
         seen = self.seen.setdefault(model, set())
-        for name, rows in class_counts(exchange).items():
+        for name, rows in counted.items():
             if name not in seen and len(seen) >= MAX_CLASSES:
                 name = OTHER
             else:
