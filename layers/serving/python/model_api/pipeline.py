@@ -274,14 +274,14 @@ def _read_only(exchange: Exchange) -> Exchange:
         request = cached[1]
     else:
         for array in exchange.request.inputs.values():
-            array.flags.writeable = False
+            array.setflags(write=False)
         inputs = cast(dict[str, np.ndarray], MappingProxyType(exchange.request.inputs))
         original = exchange.request
         request = InferRequest(original.id, inputs, original.outputs, original.parameters,
                                original.rows)
         exchange._hooks_request = (original, request)
     for array in exchange.results.values():
-        array.flags.writeable = False
+        array.setflags(write=False)
     return Exchange(exchange.model, exchange.manifest, request, exchange.explain, exchange.path,
                     MappingProxyType(exchange.results), exchange.parameters)
 
