@@ -165,7 +165,8 @@ def _decode_common(body: bytes, headers: Mapping[str, str], manifest: Manifest,
     Accepted: a JSON body (no binary tensor header) that orjson parses to an object with
     `inputs` (and any of `id`, `parameters`, `outputs`), each input a numeric or BOOL tensor
     with `data` flat or nested exactly like its `shape`; parameters of bool, number and string
-    values. What the checked path proves with its own passes is proved here on the way:
+    values. A model with a BYTES input is left to the checked path before any parse. What
+    the checked path proves with its own passes is proved here on the way:
     - parse_json's repeated keys and depth: the text's colons are counted (C) and must be the
       parsed objects' keys plus the colons inside the parsed strings, which holds exactly when
       no key was repeated (orjson keeps the last of two) given that no escaped colon
@@ -188,6 +189,8 @@ def _common(body: bytes, headers: Mapping[str, str], manifest: Manifest, limits:
             choose: Callable[[Mapping[str, Any]], Manifest] | None) -> InferRequest | None:
     if type(body) is not bytes or len(body) > limits.max_bytes or b"\\u003" in body:
         return None
+    if any(spec.datatype == BYTES for spec in manifest.inputs):
+        return None  # a text model's request: the checked path's, without a second parse
     if headers and _header(headers, HEADER_LENGTH) is not None:
         return None
     try:
