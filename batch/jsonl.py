@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 from model_api.codec import parse_json
 from model_api.errors import ModelAPIError
 from model_api.limits import BATCH_MAX_RECORD_BYTES
@@ -39,8 +40,12 @@ def line_id(line: bytes) -> str | None:
 
 
 def compact(document: Any) -> bytes:
-    """`document` as one line of compact JSON."""
-    return json.dumps(document, separators=(",", ":")).encode()
+    """`document` as one line of compact JSON (orjson, as the answers are written; the standard
+    library for what orjson refuses: a lone surrogate in a line's `id`)."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def error_record(line: bytes | LongLine, number: int, message: str) -> bytes:
@@ -82,7 +87,7 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
         elif isinstance(line, LongLine):
             fail(index, f"the line is {line.length} bytes; the limit is "
                         f"{BATCH_MAX_RECORD_BYTES} bytes per JSON Lines record")
-        elif not line.strip():
+        elif not line or line.isspace():
             fail(index, "empty line")  # its id is None: no JSON to take one from
         else:
             try:

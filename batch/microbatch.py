@@ -98,9 +98,11 @@ class BatchSizeTuner:
 
 
 def signature(request: InferRequest) -> Signature:
-    inputs = tuple((name, array.shape[1:], array.dtype.str)
+    """What requests must share to run together: their inputs' names, trailing shapes and
+    dtypes, and the outputs they ask for (once per JSON Lines line: kept cheap)."""
+    inputs = tuple((name, array.shape[1:], array.dtype)
                    for name, array in sorted(request.inputs.items()))
-    return inputs, tuple(output.name for output in request.outputs)
+    return inputs, request.outputs
 
 
 class MicroBatcher:

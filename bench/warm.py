@@ -14,8 +14,9 @@ Each case also gets `phases_ms`: the request's steps timed one by one on the sam
 turns like the timings above (medians): `decorators` (the handler minus the resolver: the
 Logger's context, the X-Ray subsegment, the EMF flush), `envelope` (the resolver minus the
 service and the body's base64: routing, the metrics and log line of the request, the proxy
-answer), `base64` (the event's body), `parse` (model_api.codec.parse_json), `validate` (the
-rest of decoding: fields, shapes, types, finiteness, the arrays), `run` (the model's session),
+answer), `base64` (the event's body), `parse` (orjson's parse of the JSON, what the codec's
+fast path for the common request parses with), `validate` (the rest of decoding: fields,
+shapes, types, finiteness, repeated keys, the arrays), `run` (the model's session),
 `hooks` (the pipeline's predict minus the run: class counts, data capture), `encode` (the
 answer's JSON or binary tensors), `flush` (the rest of `service.infer`: the hooks' flush,
 PredictedRows' EMF lines). And per model, `floor_ms`: the least any request can cost on
@@ -115,8 +116,9 @@ def measure(model: str, cases: Sequence[Case] = CASES, split: bool = True
 def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
            sent: Any) -> dict[str, float]:
     """Median milliseconds of each step of one request (see the module's docstring)."""
+    import orjson
     from model_api.aws.lambda_adapter import raw_body
-    from model_api.codec import decode_request, parse_json, split_body
+    from model_api.codec import decode_request, split_body
 
     service = app.service
     loaded = service.model(model)
@@ -131,7 +133,7 @@ def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
         "resolve": partial(app.app.resolve, event, context),
         "infer": partial(service.infer, model, None, sent.body, sent.headers),
         "base64": partial(raw_body, event),
-        "parse": partial(parse_json, json_part),
+        "parse": partial(orjson.loads, json_part),
         "decode": partial(decode_request, sent.body, sent.headers, loaded.manifest,
                           pipeline.limits),
         "run": partial(loaded.run, exchange.request.inputs, names),

@@ -186,3 +186,36 @@ def test_the_batch_path_emits_predicted_rows_per_class_once_per_chunk(
               for label in json.loads(record)["outputs"][0]["data"]]
     assert sum(counted.values()) == len(labels) == 3 * document["inputs"][0]["shape"][0]
     assert counted == {LABELS[i]: labels.count(i) for i in set(labels)}
+
+
+@pytest.mark.parametrize("service", [None, "model-api"])
+def test_predicted_rows_lines_are_those_of_powertools_single_metric(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        service: str | None) -> None:
+    """The flush writes each line from a template that Powertools made once: the same lines
+    (but their time) as one single_metric per class, with or without a service name."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    if service is None:
+        monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+    else:
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
+    hook = ClassCounts("Test")
+    counts = {(MODEL, "benign"): 3, (MODEL, "malignant"): 1,
+              ("other-model", "\u00e9t\u00e9"): 2}
+    for _ in range(2):  # the template is made on the first flush, reused on the next
+        hook.counts.update(counts)
+        hook.flush()
+        ours = capsys.readouterr().out.splitlines()
+        for (model, name), rows in sorted(counts.items()):
+            with single_metric(name="PredictedRows", unit=MetricUnit.Count, value=rows,
+                               namespace="Test",
+                               default_dimensions={"model": model, "class": name}):
+                pass
+        theirs = capsys.readouterr().out.splitlines()
+        assert len(ours) == len(theirs) == len(counts)
+        for mine, powertools in zip(ours, theirs, strict=True):
+            mine_doc, their_doc = json.loads(mine), json.loads(powertools)
+            assert abs(mine_doc["_aws"].pop("Timestamp")
+                       - their_doc["_aws"].pop("Timestamp")) < 5_000
+            assert mine_doc == their_doc and list(mine_doc) == list(their_doc)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -89,6 +89,13 @@ class Hook:
         """Called once `exchange.results` hold the model's (or explanation's) outputs, before
         the answer is encoded."""
 
+    def after_model_many(self, exchanges: Sequence[Exchange]) -> None:
+        """after_model for several exchanges that ran together (a batch job's micro-batches),
+        in order: the same as calling after_model on each, which is what it does unless a
+        hook overrides it with one pass over them all (class counts)."""
+        for exchange in exchanges:
+            self.after_model(exchange)
+
     def flush(self) -> None:
         """Called when the caller's unit of work ends (an API request; a batch job's chunk):
         emit or deliver what the hook gathered since the last flush."""
@@ -102,6 +109,10 @@ class Pipeline:
         self.limits = limits
         self.hooks = tuple(hooks)
         self.path = path
+        # Per hook point, the hooks that do something there (override Hook's no-op): a point
+        # none of them uses costs no read-only view of the exchange.
+        self._at = {point: tuple(hook for hook in self.hooks if _overrides(hook, point))
+                    for point in ("before_model", "after_model", "after_model_many", "flush")}
 
     # ---- decode
 
@@ -125,7 +136,8 @@ class Pipeline:
 
         request = decode_request(body, headers, model.manifest, self.limits, choose)
         if request.id is None:
-            request = replace(request, id=request_id)
+            request = InferRequest(request_id, request.inputs, request.outputs,
+                                   request.parameters, request.rows)
         return Exchange(model, chosen[0], request, chosen[0] is not model.manifest, self.path)
 
     def from_arrays(self, model: LoadedModel, inputs: dict[str, np.ndarray]) -> Exchange:
@@ -158,17 +170,24 @@ class Pipeline:
         micro-batcher: several requests per model run), each between its hooks; yields each
         position with its exchange, or with the reason its run failed."""
         exchanges = dict(items)
-        for _, exchange in items:
-            self._call("before_model", exchange)
+        if self._at["before_model"]:
+            for _, exchange in items:
+                self._call("before_model", exchange)
+        outcomes: list[tuple[int, Exchange | str]] = []
         for position, outcome in run_many([(position, exchange.request)
                                            for position, exchange in items]):
             if isinstance(outcome, str):
-                yield position, outcome
+                outcomes.append((position, outcome))
                 continue
             exchange = exchanges[position]
             exchange.results = outcome
-            self._call("after_model", exchange)
-            yield position, exchange
+            outcomes.append((position, exchange))
+        # The after_model point once for them all, in the order they ran: a hook that
+        # counts (class counts) does one pass, where it did one per exchange.
+        ran = [outcome for _, outcome in outcomes if not isinstance(outcome, str)]
+        if ran and self._at["after_model_many"]:
+            self._call_many(ran)
+        yield from outcomes
 
     def predict_with(self, exchange: Exchange,
                      run: Callable[[InferRequest], dict[str, np.ndarray]]) -> Exchange:
@@ -205,16 +224,43 @@ class Pipeline:
     # ---- hooks
 
     def _call(self, point: str, exchange: Exchange | None) -> None:
-        if not self.hooks:
+        hooks = self._at[point]
+        if not hooks:
             return
         arguments = () if exchange is None else (_read_only(exchange),)
-        for hook in self.hooks:
+        for hook in hooks:
             try:
                 getattr(hook, point)(*arguments)
             except Exception as error:  # a hook never fails an answer
-                logger.error("hook %s failed at %s (%s); the answer is unchanged",
-                             getattr(hook, "name", type(hook).__name__), point,
-                             type(error).__name__)
+                _failed(hook, point, error)
+
+    def _call_many(self, exchanges: list[Exchange]) -> None:
+        views = [_read_only(exchange) for exchange in exchanges]
+        for hook in self._at["after_model_many"]:
+            try:
+                many = getattr(hook, "after_model_many", None)
+                if many is None:
+                    for view in views:
+                        hook.after_model(view)
+                else:
+                    many(views)
+            except Exception as error:  # a hook never fails an answer
+                _failed(hook, "after_model", error)
+
+
+def _overrides(hook: Hook, point: str) -> bool:
+    """Whether `hook` does something at `point` (a hook that is not a Hook: always)."""
+    if not isinstance(hook, Hook):
+        return True
+    own = getattr(type(hook), point)
+    if point == "after_model_many":  # Hook's own calls after_model on each
+        return own is not Hook.after_model_many or _overrides(hook, "after_model")
+    return own is not getattr(Hook, point)
+
+
+def _failed(hook: Hook, point: str, error: Exception) -> None:
+    logger.error("hook %s failed at %s (%s); the answer is unchanged",
+                 getattr(hook, "name", type(hook).__name__), point, type(error).__name__)
 
 
 def _read_only(exchange: Exchange) -> Exchange:
@@ -228,12 +274,14 @@ def _read_only(exchange: Exchange) -> Exchange:
         request = cached[1]
     else:
         for array in exchange.request.inputs.values():
-            array.flags.writeable = False
+            array.setflags(write=False)
         inputs = cast(dict[str, np.ndarray], MappingProxyType(exchange.request.inputs))
-        request = replace(exchange.request, inputs=inputs)
-        exchange._hooks_request = (exchange.request, request)
+        original = exchange.request
+        request = InferRequest(original.id, inputs, original.outputs, original.parameters,
+                               original.rows)
+        exchange._hooks_request = (original, request)
     for array in exchange.results.values():
-        array.flags.writeable = False
+        array.setflags(write=False)
     return Exchange(exchange.model, exchange.manifest, request, exchange.explain, exchange.path,
                     MappingProxyType(exchange.results), exchange.parameters)
 
