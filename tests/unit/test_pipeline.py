@@ -5,6 +5,7 @@ rows per model and class as the PredictedRows metric on both paths. Real exporte
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -133,6 +134,9 @@ def test_class_counts_for_a_regression_is_one_class_and_classes_are_bounded() ->
     exchange = Pipeline(API_REQUEST).predict(Pipeline(API_REQUEST).decode(regression,
                                                                            request, {}))
     assert set(row_classes(exchange)) == {"-"}
+    many = dataclasses.replace(exchange.request, rows=FEW_ROWS + 1)  # counted without a list
+    assert class_counts(dataclasses.replace(exchange, request=many)) == Counter(
+        {"-": FEW_ROWS + 1})
     hook = ClassCounts("Test")
     for n in range(MAX_CLASSES + 5):
         exchange.results = {"label": np.array([n]), "probabilities": np.zeros((1, 2))}

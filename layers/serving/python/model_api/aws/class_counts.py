@@ -80,9 +80,11 @@ def class_counts(exchange: Exchange) -> Counter[str]:
     the arrays (one numpy pass over the class output), not row by row; an exchange of a few
     rows (a JSON Lines record's) row by row, which costs less there than numpy's calls."""
     rows = exchange.rows
-    found = class_output(exchange) if rows > FEW_ROWS else None
-    if rows <= FEW_ROWS or found is None:
+    if rows <= FEW_ROWS:
         return Counter(row_classes(exchange))
+    found = class_output(exchange)
+    if found is None:  # a regression: every row is NO_CLASS (not a list of `rows` names)
+        return Counter({NO_CLASS: rows}) if rows else Counter()
     kind, array = found
     labels = exchange.manifest.labels or ()
     if kind == SCORES:
