@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from model_api.aws import capture as aws_capture
 from model_api.capture import store as capture_store
 from model_api.capture.config import CaptureConfigError, parse
-from model_api.capture.hook import CaptureHook, Counts
+from model_api.capture.hook import CaptureHook, Counts, HashKeyLoading
 from model_api.capture.store import FolderStore
 from model_api.limits import API_REQUEST
 from model_api.model import LoadedModel
@@ -100,6 +101,55 @@ def test_rules_round_bucket_drop_and_sampling(tmp_path: Path) -> None:
     assert rounded["inputs"]["features"][0][0] == round(rows[0][0]) and "outputs" not in rounded
     assert set(bucketed["inputs"]["features"]["bucket"][0]) <= {0, 1, 2}
     assert dropped["inputs"] == {} and dropped["outputs"]
+
+
+@mock_aws
+def test_a_secret_hash_key_is_fetched_off_the_request_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A deployed function reads its key from Secrets Manager: boto3's import and the call
+    # (150-250 ms) run in a background thread; records that hash before it has arrived are
+    # dropped and counted (hash_key_loading), never waited for, and never delay the next ones.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    boto3.client("secretsmanager").create_secret(Name="capture-key", SecretString="k" * 32)
+    key = aws_capture.hash_key({aws_capture.KEY_SECRET_ENV: "capture-key"})
+    store, emitted = FolderStore(tmp_path), []
+    hook = CaptureHook(lambda _m: parse({"sampling": 100}), store, key, emitted.append)
+    model = _model("text-topics")
+    Pipeline(API_REQUEST, [hook]).handle(model, _body("t", [SECRET_TEXT], "BYTES"), {})
+    assert emitted[-1]["text-topics", "dropped", "hash_key_loading"] == 1
+    deadline = time.monotonic() + 30
+    while True:  # the fetch finishes in the background
+        try:
+            assert key() == b"k" * 32
+            break
+        except HashKeyLoading:
+            assert time.monotonic() < deadline, "the key never arrived"
+            time.sleep(0.01)
+    Pipeline(API_REQUEST, [hook]).handle(model, _body("t", [SECRET_TEXT], "BYTES"), {})
+    (record,) = capture_store.read(store, "text-topics")
+    assert record["inputs"]["text"]["tokens"] == [4]
+
+
+def test_a_secret_that_cannot_be_read_is_said_once_then_asked_again_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with mock_aws():
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        key = aws_capture.hash_key({aws_capture.KEY_SECRET_ENV: "no-such-secret"})
+        with pytest.raises(HashKeyLoading):
+            key()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                key()
+            except HashKeyLoading:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+                continue
+            except Exception as error:  # the fetch's own error, handed over once
+                assert "ResourceNotFound" in type(error).__name__ + str(error)
+                break
+        with pytest.raises(HashKeyLoading):  # the next call starts a new fetch
+            key()
 
 
 def test_text_never_stored_nor_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture,

@@ -13,7 +13,9 @@ Where records go (the first that is set):
                      (docs/architecture.md, "Data capture", says why this transport). Locally
                      the local API reads the worker's lines and writes them to its folder.
 The hash key (HMAC-SHA256, per deployment): CAPTURE_HASH_KEY_SECRET (a Secrets Manager secret's
-ARN, read once, on the first record that hashes), else CAPTURE_HASH_KEY (its text), else
+ARN, fetched once, in a background thread started by the first record that hashes: boto3's
+import and the call take 150-250 ms, which no request waits for; records that hash before it
+arrives are dropped as hash_key_loading, SecretKey), else CAPTURE_HASH_KEY (its text), else
 CAPTURE_HASH_KEY_FILE (a file holding it, created with a random key, mode 0600, when missing:
 make serve's), else <CAPTURE_DIR>/.hash-key likewise.
 
@@ -32,6 +34,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from model_api.capture.hook import (
     DROPPED,
     CaptureHook,
     Counts,
+    HashKeyLoading,
     Sink,
     StoreSink,
 )
@@ -164,16 +168,53 @@ def emit_metrics(namespace: str) -> Callable[[Counts], None]:
     return emit
 
 
-def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
-    """The deployment's hash key, read when first called (see the module's docstring);
-    the callable raises RuntimeError when none is configured."""
-    def read() -> bytes:
-        if environ.get(KEY_SECRET_ENV):
+class SecretKey:
+    """The hash key held in a Secrets Manager secret, fetched in a background thread.
+
+    Calling it returns the key once fetched; raises HashKeyLoading while the fetch runs (the
+    first call starts it), and the fetch's own error once, when it failed (the hook then waits
+    KEY_RETRY_S before a call starts a new fetch). A cold start's first sampled record would
+    otherwise wait 150-250 ms for boto3's import and the call."""
+
+    def __init__(self, secret_id: str) -> None:
+        self.secret_id = secret_id
+        self._value: bytes | None = None
+        self._error: Exception | None = None
+        self._thread: threading.Thread | None = None
+
+    def _fetch(self) -> None:
+        try:
             import boto3
 
             secret = boto3.client("secretsmanager").get_secret_value(
-                SecretId=environ[KEY_SECRET_ENV])["SecretString"]
-            return str(secret).encode()
+                SecretId=self.secret_id)["SecretString"]
+            self._value = str(secret).encode()
+        except Exception as error:  # handed to the next caller, who counts and logs its type
+            self._error = error
+
+    def __call__(self) -> bytes:
+        if self._value is not None:
+            return self._value
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fetch, name="capture-hash-key",
+                                            daemon=True)
+            self._thread.start()
+        if self._thread.is_alive():
+            raise HashKeyLoading("the capture hash key is being fetched")
+        if self._value is not None:
+            return self._value
+        error, self._error, self._thread = self._error, None, None
+        raise error or RuntimeError("the capture hash key could not be read")
+
+
+def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
+    """The deployment's hash key, read when first called (see the module's docstring);
+    the callable raises RuntimeError when none is configured, HashKeyLoading while a
+    secret's is being fetched (SecretKey)."""
+    if environ.get(KEY_SECRET_ENV):
+        return SecretKey(environ[KEY_SECRET_ENV])
+
+    def read() -> bytes:
         if environ.get(KEY_ENV):
             return environ[KEY_ENV].encode()
         if environ.get(KEY_FILE_ENV) or environ.get(DIR_ENV):

@@ -14,9 +14,11 @@ dropped:
 `captured` (records built), `delivered` (records the sink accepted) and `dropped` with a
 reason: `store_error` (the sink refused or failed: its error type is logged, never the data),
 `too_large` (a record over the sink's `max_record_bytes`), `unserialisable` (a value JSON cannot
-hold), `record_error` (anything else while building it, e.g. no hash key could be read),
-`buffer_full` (more than MAX_BUFFERED_BYTES waiting for one flush). A failure never reaches
-the answer: the pipeline isolates hooks, and this hook catches its own failures to count them.
+hold), `hash_key_loading` (a record that hashes, asked for before the key has arrived: a key
+read from a secret store is fetched in the background, HashKeyLoading), `record_error`
+(anything else while building it, e.g. no hash key could be read), `buffer_full` (more than
+MAX_BUFFERED_BYTES waiting for one flush). A failure never reaches the answer: the pipeline
+isolates hooks, and this hook catches its own failures to count them.
 
 A record that could only be dropped as too_large is not built: the hook keeps, per model, the
 bytes per row of a record (a probe of PROBE_ROWS rows before the first exchange of more
@@ -49,6 +51,12 @@ logger = logging.getLogger(__name__)
 # Records waiting for one flush, in bytes (a batch chunk's sampled rows): past it, dropped.
 MAX_BUFFERED_BYTES = 16 << 20
 KEY_RETRY_S = 60.0
+
+
+class HashKeyLoading(RuntimeError):
+    """Raised by a hook's `key()` while the hash key is still being fetched (in the background,
+    off the request's path): the record is dropped (hash_key_loading), the key asked for again
+    by the next record, with no KEY_RETRY_S wait."""
 # A record estimated (from the model's last record's bytes per row) at more than this many
 # times the sink's limit is counted too_large without being built.
 TOO_LARGE_MARGIN = 2.0
@@ -117,6 +125,8 @@ class CaptureHook(Hook):
                 raise RuntimeError("the capture hash key could not be read; retrying later")
             try:
                 self._secret = self._key()
+            except HashKeyLoading:
+                raise
             except Exception:
                 self._key_retry_at = time.monotonic() + KEY_RETRY_S
                 raise
@@ -158,7 +168,9 @@ class CaptureHook(Hook):
                                 exchange.request.id, exchange.path, self.key, pattern)
         except Exception as error:  # counted and logged by type, never with the data
             reason = ("unserialisable" if isinstance(error, TypeError | ValueError |
-                                                     OverflowError) else "record_error")
+                                                     OverflowError) else
+                      "hash_key_loading" if isinstance(error, HashKeyLoading) else
+                      "record_error")
             self.counts[model, DROPPED, reason] += 1
             logger.warning("capture: a record of %s was not built (%s)", model,
                            type(error).__name__)
