@@ -48,7 +48,15 @@ from batch.models import capture_configs
 from batch.overlap import overlapped
 from batch.progress import Progress
 from batch.reader import BLOCK, LongLine, NpyLayout, S3Object, iter_rows, npy_layout, open_npy
-from batch.writer import NpyUpload, concatenate_npy, get_json, put_bytes, put_json, put_json_once
+from batch.writer import (
+    PART_BYTES,
+    NpyUpload,
+    concatenate_npy,
+    get_json,
+    put_bytes,
+    put_json,
+    put_json_once,
+)
 
 LOG = logging.getLogger("batch.runner")
 # Bytes of input per chunk, by default: a quarter of the input (of a child's share of it),
@@ -62,6 +70,10 @@ FIRST_CHUNK_BYTES = 1 << 20
 # .npy: while rows are worked without a part to upload (batch.writer.NpyUpload: parts of at
 # least PART_BYTES of output), the jobs-table record is still updated this often (a live job)
 RECORD_SECONDS = 60.0
+# The most bytes one .npy output may hold while another has not yet made a part: every
+# output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
+# (a label) to reach PART_BYTES. Past it the job fails with the reason, not out of memory.
+MAX_HELD_BYTES = 2 << 30
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -351,6 +363,7 @@ class Job:
             pending += rows
             position = state.next_row + pending
             if position < total and not all(upload.ready for upload in uploads.values()):
+                held_too_much(uploads, pending)
                 if time.monotonic() - recorded > RECORD_SECONDS:
                     self._record(state, progress, position)
                     recorded = time.monotonic()
@@ -601,3 +614,18 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                     "after the erasure began were deleted", config.job_id, removed)
         raise
     return summary
+
+
+def held_too_much(uploads: Mapping[str, NpyUpload], rows: int) -> None:
+    """PermanentError when an output holds more than MAX_HELD_BYTES while waiting for another
+    to make a part (`rows`: the rows held so far), saying how to run the input instead."""
+    wide = max(uploads.values(), key=lambda upload: upload.pending_bytes)
+    if wide.pending_bytes <= MAX_HELD_BYTES:
+        return
+    narrow = min(uploads.values(), key=lambda upload: upload.pending_bytes)
+    row_bytes = max(1, wide.pending_bytes // max(1, rows))
+    raise PermanentError(
+        f"the model's outputs differ too much in size for .npy outputs: {wide.key} holds "
+        f"{wide.pending_bytes / 2**30:.1f} GiB while {narrow.key} has not made a "
+        f"{PART_BYTES >> 20} MiB part (the outputs' parts end at the same row); run this "
+        f"input as JSON Lines, or as .npy inputs of at most {MAX_HELD_BYTES // row_bytes:,} rows")

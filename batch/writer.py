@@ -176,7 +176,8 @@ class NpyUpload:
     parts and their ETags, dtype, trailing shape): an upload built from it continues where the
     checkpoint was taken; a part that a killed attempt uploaded after it is overwritten (S3
     keeps the last upload of a part number) or left out of `complete` (S3 drops unlisted parts).
-    ValueError when an added array's dtype or trailing shape differs from the first's."""
+    ValueError when an added array's dtype or trailing shape differs from the first's, or is an
+    object dtype (a BYTES output, which a .npy cannot hold without pickling)."""
 
     def __init__(self, s3: Any, bucket: str, key: str, rows: int,
                  saved: dict[str, Any] | None = None) -> None:
@@ -209,6 +210,10 @@ class NpyUpload:
 
     def add(self, array: np.ndarray) -> None:
         """Append the outputs of the next rows (held until `flush`)."""
+        if array.dtype.hasobject:  # a BYTES output: its bytes would be pointers, not strings
+            raise ValueError(f"{self.key}: a .npy output holds numbers, not {array.dtype} "
+                             "(a BYTES output such as a label): send the input as JSON Lines, "
+                             "whose records carry every output")
         descr, trailing = np.lib.format.dtype_to_descr(array.dtype), list(array.shape[1:])
         if self.descr is None:
             self.descr, self.trailing = descr, trailing

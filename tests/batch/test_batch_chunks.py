@@ -374,3 +374,24 @@ def test_npy_outputs_of_one_part_are_one_put_each(cloud: Cloud, models_dir: Path
     np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                rtol=1e-5, atol=1e-6)
     assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
+
+
+def test_a_bytes_output_is_refused_in_a_npy_file_not_written_as_pointers(cloud: Cloud) -> None:
+    # text-topics' label is BYTES (an object array): its bytes are heap pointers, and a .npy
+    # holding them is garbage that np.load refuses. The job fails with a reason instead.
+    upload = writer.NpyUpload(client("s3"), cloud.bucket, "batch/output/x/label.npy", rows=2)
+    with pytest.raises(ValueError, match="JSON Lines"):
+        upload.add(np.array(["sport", "tech"], dtype=object))
+    upload.add(np.array([1, 2], dtype=np.int64))  # numbers still go
+
+
+def test_outputs_too_uneven_for_npy_parts_fail_with_the_reason_not_out_of_memory(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wide output waits in memory for a narrow one to make a part (all outputs' parts end at
+    # the same row); past MAX_HELD_BYTES the job fails saying what to do, and leaves no upload.
+    monkeypatch.setattr(batch_job, "MAX_HELD_BYTES", 1000)
+    rows = RNG.normal(size=(400, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=4000, batch_rows=64)
+    with pytest.raises(Exception, match=r"differ too much in size for \.npy outputs"):
+        batch_job.run_job(job)
+    assert uploads_in_progress(cloud, job) == []

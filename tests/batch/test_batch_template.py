@@ -82,6 +82,23 @@ def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str,
             "Fn::GetAtt": [f"{function}Role", "Arn"]}
 
 
+def test_listing_multipart_uploads_is_never_conditioned_on_a_prefix(
+        resources: dict[str, Any]) -> None:
+    # IAM evaluates no s3:prefix for ListBucketMultipartUploads (only ListBucket and
+    # ListBucketVersions have the key): a statement conditioned on it never matches, and every
+    # erase (which aborts a job's uploads first) would be refused in AWS, not on moto.
+    found = 0
+    for role in ("BatchJobsFunctionRole", "BatchJobRole"):
+        for policy in resources[role]["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                action = statement["Action"]
+                if "s3:ListBucketMultipartUploads" in ([action] if isinstance(action, str)
+                                                       else action):
+                    found += 1
+                    assert "Condition" not in statement, (role, statement)
+    assert found == 2
+
+
 def test_runner_role_reads_inputs_writes_outputs_and_updates_jobs(
         resources: dict[str, Any]) -> None:
     [policy] = resources["BatchJobRole"]["Properties"]["Policies"]

@@ -223,3 +223,31 @@ def test_predicted_rows_lines_are_those_of_powertools_single_metric(
             assert abs(mine_doc["_aws"].pop("Timestamp")
                        - their_doc["_aws"].pop("Timestamp")) < 5_000
             assert mine_doc == their_doc and list(mine_doc) == list(their_doc)
+
+
+def test_a_hook_failing_on_one_exchange_of_a_batch_costs_only_that_exchange(
+        model: LoadedModel) -> None:
+    # A batch job's micro-batch: Hook's after_model_many calls after_model on each exchange;
+    # one that raises is logged and the others are still seen.
+    seen: list[int] = []
+
+    class Picky(Hook):
+        name = "picky"
+
+        def after_model(self, exchange: Exchange) -> None:
+            if not seen:
+                seen.append(-1)
+                raise RuntimeError("the first one")
+            seen.append(exchange.rows)
+
+    pipeline = Pipeline(API_REQUEST, [Picky()])
+    body = (EVENTS_DIR / MODEL / "infer.json").read_text()
+    event = json.loads(body)
+    request = base64.b64decode(event["body"]) if event.get("isBase64Encoded") \
+        else event["body"].encode()
+    exchanges = [pipeline.decode(model, request, {}) for _ in range(3)]
+    for exchange in exchanges:
+        pipeline.predict(exchange)
+    seen.clear()
+    pipeline._call_many(exchanges)
+    assert seen == [-1, exchanges[1].rows, exchanges[2].rows]

@@ -237,15 +237,19 @@ class Pipeline:
     def _call_many(self, exchanges: list[Exchange]) -> None:
         views = [_read_only(exchange) for exchange in exchanges]
         for hook in self._at["after_model_many"]:
-            try:
-                many = getattr(hook, "after_model_many", None)
-                if many is None:
-                    for view in views:
-                        hook.after_model(view)
-                else:
+            many = getattr(hook, "after_model_many", None)
+            if many is not None and (not isinstance(hook, Hook) or type(hook).after_model_many
+                                     is not Hook.after_model_many):  # its own pass over all
+                try:
                     many(views)
-            except Exception as error:  # a hook never fails an answer
-                _failed(hook, "after_model", error)
+                except Exception as error:  # a hook never fails an answer
+                    _failed(hook, "after_model", error)
+                continue
+            for view in views:  # one exchange's failure costs only its own call
+                try:
+                    hook.after_model(view)
+                except Exception as error:
+                    _failed(hook, "after_model", error)
 
 
 def _overrides(hook: Hook, point: str) -> bool:
