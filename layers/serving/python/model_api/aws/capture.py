@@ -185,8 +185,13 @@ class SecretKey:
     def _fetch(self) -> None:
         try:
             import boto3
+            from botocore.config import Config
 
-            secret = boto3.client("secretsmanager").get_secret_value(
+            # Short timeouts: Lambda freezes this thread between invocations, and a connection
+            # frozen mid-call should fail and be retried, not wait out botocore's 60 s.
+            config = Config(connect_timeout=2, read_timeout=5,
+                            retries={"max_attempts": 3, "mode": "standard"})
+            secret = boto3.client("secretsmanager", config=config).get_secret_value(
                 SecretId=self.secret_id)["SecretString"]
             self._value = str(secret).encode()
         except Exception as error:  # handed to the next caller, who counts and logs its type
