@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
@@ -111,12 +112,22 @@ def test_a_secret_hash_key_is_fetched_off_the_request_path(
     # dropped and counted (hash_key_loading), never waited for, and never delay the next ones.
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     boto3.client("secretsmanager").create_secret(Name="capture-key", SecretString="k" * 32)
+    # The fetch waits for the gate, as a real one takes its 150-250 ms: the first record's
+    # request does not wait for it (here, on moto in-process, it could otherwise win the race)
+    gate, fetch = threading.Event(), aws_capture.SecretKey._fetch
+
+    def slow_fetch(self: aws_capture.SecretKey) -> None:
+        gate.wait(30)
+        fetch(self)
+
+    monkeypatch.setattr(aws_capture.SecretKey, "_fetch", slow_fetch)
     key = aws_capture.hash_key({aws_capture.KEY_SECRET_ENV: "capture-key"})
     store, emitted = FolderStore(tmp_path), []
     hook = CaptureHook(lambda _m: parse({"sampling": 100}), store, key, emitted.append)
     model = _model("text-topics")
     Pipeline(API_REQUEST, [hook]).handle(model, _body("t", [SECRET_TEXT], "BYTES"), {})
     assert emitted[-1]["text-topics", "dropped", "hash_key_loading"] == 1
+    gate.set()
     deadline = time.monotonic() + 30
     while True:  # the fetch finishes in the background
         try:
@@ -132,11 +143,19 @@ def test_a_secret_hash_key_is_fetched_off_the_request_path(
 
 def test_a_secret_that_cannot_be_read_is_said_once_then_asked_again_later(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    gate, fetch = threading.Event(), aws_capture.SecretKey._fetch
+
+    def gated_fetch(self: aws_capture.SecretKey) -> None:  # each fetch waits for the gate
+        gate.wait(30)
+        fetch(self)
+
+    monkeypatch.setattr(aws_capture.SecretKey, "_fetch", gated_fetch)
     with mock_aws():
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         key = aws_capture.hash_key({aws_capture.KEY_SECRET_ENV: "no-such-secret"})
         with pytest.raises(HashKeyLoading):
             key()
+        gate.set()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -148,8 +167,10 @@ def test_a_secret_that_cannot_be_read_is_said_once_then_asked_again_later(
             except Exception as error:  # the fetch's own error, handed over once
                 assert "ResourceNotFound" in type(error).__name__ + str(error)
                 break
+        gate.clear()
         with pytest.raises(HashKeyLoading):  # the next call starts a new fetch
             key()
+        gate.set()
 
 
 def test_text_never_stored_nor_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture,
