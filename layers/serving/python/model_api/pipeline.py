@@ -237,11 +237,9 @@ class Pipeline:
     def _call_many(self, exchanges: list[Exchange]) -> None:
         views = [_read_only(exchange) for exchange in exchanges]
         for hook in self._at["after_model_many"]:
-            many = getattr(hook, "after_model_many", None)
-            if many is not None and (not isinstance(hook, Hook) or type(hook).after_model_many
-                                     is not Hook.after_model_many):  # its own pass over all
+            if _defines(hook, "after_model_many"):  # its own pass over them all
                 try:
-                    many(views)
+                    hook.after_model_many(views)
                 except Exception as error:  # a hook never fails an answer
                     _failed(hook, "after_model", error)
                 continue
@@ -252,14 +250,21 @@ class Pipeline:
                     _failed(hook, "after_model", error)
 
 
+def _defines(hook: Hook, point: str) -> bool:
+    """Whether `hook` has a `point` method of its own, not Hook's (a hook that is not a Hook:
+    whether it has one at all)."""
+    if not isinstance(hook, Hook):
+        return hasattr(hook, point)
+    return getattr(type(hook), point) is not getattr(Hook, point)
+
+
 def _overrides(hook: Hook, point: str) -> bool:
     """Whether `hook` does something at `point` (a hook that is not a Hook: always)."""
     if not isinstance(hook, Hook):
         return True
-    own = getattr(type(hook), point)
     if point == "after_model_many":  # Hook's own calls after_model on each
-        return own is not Hook.after_model_many or _overrides(hook, "after_model")
-    return own is not getattr(Hook, point)
+        return _defines(hook, point) or _defines(hook, "after_model")
+    return _defines(hook, point)
 
 
 def _failed(hook: Hook, point: str, error: Exception) -> None:
