@@ -9,14 +9,11 @@ answer, or `{"id", "line", "error"}`.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import orjson
-from model_api.codec import parse_json
+from model_api.codec import compact_json, parse_json
 from model_api.errors import ModelAPIError
 from model_api.limits import BATCH_MAX_RECORD_BYTES
 from model_api.model import LoadedModel
@@ -39,19 +36,10 @@ def line_id(line: bytes) -> str | None:
     return request_id if isinstance(request_id, str) else None
 
 
-def compact(document: Any) -> bytes:
-    """`document` as one line of compact JSON (orjson, as the answers are written; the standard
-    library for what orjson refuses: a lone surrogate in a line's `id`)."""
-    try:
-        return orjson.dumps(document)
-    except orjson.JSONEncodeError:
-        return json.dumps(document, separators=(",", ":")).encode()
-
-
 def error_record(line: bytes | LongLine, number: int, message: str) -> bytes:
     """The record of a line that gets no answer: its `id` (when it has one), number, why."""
     request_id = line_id(line) if isinstance(line, bytes) else None
-    return compact({"id": request_id, "line": number, "error": message})
+    return compact_json({"id": request_id, "line": number, "error": message})
 
 
 def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_number: int,

@@ -862,6 +862,16 @@ def _element_problem(value: Any, datatype: str) -> str | None:
 # --- responses ------------------------------------------------------------------------------
 
 
+def compact_json(document: Any) -> bytes:
+    """`document` as compact UTF-8 JSON: orjson (20-25x the standard library's speed on a
+    tensor's floats, the same values), else the standard library for what orjson refuses (a
+    lone surrogate: a client's `id` sent as an escape). ValueError for NaN or infinity."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def encode_response(manifest: Manifest, request: InferRequest,
                     results: Mapping[str, np.ndarray],
                     parameters: Mapping[str, Any] | None = None,
@@ -884,10 +894,7 @@ def encode_response(manifest: Manifest, request: InferRequest,
             entry["data"] = _json_data(manifest, output.name, array, limits.nonfinite)
         outputs.append(entry)
     document["outputs"] = outputs
-    try:  # orjson: 20-25x the standard library's speed on a tensor's floats, same values
-        header = orjson.dumps(document)
-    except orjson.JSONEncodeError:  # a lone surrogate (a client's id sent as an escape)
-        header = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    header = compact_json(document)
     body = b"".join([header, *blobs]) if blobs else header
     if limits.max_answer_bytes is not None and len(body) > limits.max_answer_bytes:
         raise TooLarge(
