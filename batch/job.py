@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,15 @@ def default_chunk_bytes(size: int) -> int:
 class Job:
     """One attempt at a job: resumes from the checkpoint, writes parts, then the marker."""
 
-    def __init__(self, config: JobConfig, s3: Any, store: JobStore | None) -> None:
+    def __init__(self, config: JobConfig, s3: Any, store: JobStore | None,
+                 background: ThreadPoolExecutor | None = None,
+                 awaiting: list[Future[Any]] | None = None) -> None:
+        """`background`: threads for requests made while others run (the caller's, shut down
+        by it; None: one of the job's own). `awaiting`: record updates in flight (the start's)
+        that must land before the job's first write."""
         self.config, self.s3, self.store = config, s3, store
+        self.background = background or ThreadPoolExecutor(2, thread_name_prefix="record")
+        self.awaiting = list(awaiting or ())
         self.obj: InputObject = parse_key(config.bucket, config.key, config.version_id)
         if self.obj.job_id != config.job_id:
             raise PermanentError(f"job id {config.job_id} does not belong to "
@@ -157,7 +164,15 @@ class Job:
                      state.next_chunk, state.next_row)
         LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
                  state.chunk_rows or "any", state.chunk_bytes or "any")
-        model, model_error = self._model(state)
+        # The model loads (and its version is recorded) while a fresh .npy job's one GET opens
+        loading = self.background.submit(self._model, state)
+        opened = self._open_npy(state, size) if self.obj.format == "npy" else None
+        try:
+            model, model_error = loading.result()
+        except BaseException:
+            if opened is not None and opened[1] is not None:
+                opened[1].close()
+            raise
         sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
         tuner = BatchSizeTuner(sizes, self.config.batch_rows)
         batcher = MicroBatcher(model, tuner) if model is not None else None
@@ -166,9 +181,10 @@ class Job:
                 self._jsonl_range(state, size)
             self._jsonl(state, size, model, model_error, batcher)
         else:
+            assert opened is not None  # a .npy job opened its input above
             if batcher is None:
                 raise PermanentError(model_error or "no model")
-            self._npy(state, size, batcher)
+            self._npy(state, opened, batcher)
         summary: dict[str, Any] = {
             "job_id": self.obj.job_id, "model": self.obj.model,
             "input": f"s3://{self.config.bucket}/{self.config.key}",
@@ -176,13 +192,14 @@ class Job:
             "model_version": state.model_version or None, **state.counts, "parts": state.parts,
             "providers": list(model.providers) if model is not None else [],
             "seconds_this_attempt": round(time.monotonic() - started, 3)}
-        self._live()
         if self.config.shards > 1:
+            self._live()
             summary = self._child_done(state, summary, model)
         else:
             if self.obj.format == "npy":
                 summary["outputs"] = self.outputs
-            put_json(self.s3, self.config.bucket, self.obj.success_key, summary)
+            self._while_live(lambda: put_json(self.s3, self.config.bucket,
+                                              self.obj.success_key, summary))
         if model_error:
             raise PermanentError(model_error)
         return summary
@@ -253,10 +270,32 @@ class Job:
                 self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
         progress.update(position - state.start, done)
 
+    def _settle(self) -> None:
+        """Wait for the record updates in flight (awaiting); raise the first one's error."""
+        while self.awaiting:
+            self.awaiting.pop(0).result()
+
+    def _while_live(self, write: Callable[[], None]) -> None:
+        """`write` while the live check (_live) runs, both at once: JobErased after the write
+        when the job is being erased, and run_job deletes what the write put there, as it does
+        for a write that slips in after a check."""
+        self._settle()
+        if self.store is None:
+            write()
+            return
+        live = self.background.submit(self._live)
+        try:
+            write()
+        finally:
+            error = live.exception()
+        if error is not None:
+            raise error
+
     def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
         nothing is written into its erased prefixes. A write that slips in between this check
         and the erasure is caught by the conditional update after it (run_job cleans up)."""
+        self._settle()
         if self.store is not None:
             record = self.store.live(self.obj.job_id)
             if self.config.shards > 1 and record.get("status") == FAILED:
@@ -294,15 +333,18 @@ class Job:
         progress.update(max(state.next_byte, stop) - state.start,
                         state.next_row - state.first_row, force=True)
 
-    def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
+    def _open_npy(self, state: checkpoint.Checkpoint, size: int) -> tuple[NpyLayout, Any]:
+        """The .npy input's layout, and a stream of its rows for a job at its first row (the
+        header and the rows in one GET: open_npy), else None (a ranged GET of the header)."""
+        if state.next_row == 0 and self.config.shard == 0:
+            return open_npy(self.source, size)
+        return npy_layout(self.source, size), None
+
+    def _npy(self, state: checkpoint.Checkpoint, opened: tuple[NpyLayout, Any],
+             batcher: MicroBatcher) -> None:
         """The .npy rows: read, run, and their outputs streamed into one multipart upload per
         model output (batch.writer.NpyUpload), completed after the last rows."""
-        # A job at its first row reads the header and the rows in one GET (open_npy)
-        body = None
-        if state.next_row == 0 and self.config.shard == 0:
-            layout, body = open_npy(self.source, size)
-        else:
-            layout = npy_layout(self.source, size)
+        layout, body = opened
         try:
             uploads, total = self._npy_rows(state, layout, batcher, body)
         except BaseException:
@@ -368,10 +410,15 @@ class Job:
                     self._record(state, progress, position)
                     recorded = time.monotonic()
                 return
-            self._live()
-            each_upload(uploads, lambda upload: upload.flush(last=position == total))
+            last = position == total
+            self._while_live(lambda: each_upload(uploads, lambda upload: upload.flush(last)))
             state.uploads = {name: upload.state() for name, upload in uploads.items()}
-            self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
+            if last and not any(upload.parts for upload in uploads.values()):
+                # The whole job in this one write, a PUT an output: no checkpoint (the marker
+                # follows; a kill before it redoes the job, as it would without one)
+                state.advance(pending, 0, pending, 0, [])
+            else:
+                self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
             pending, recorded = 0, time.monotonic()
 
         try:
@@ -555,11 +602,16 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
         store = JobStore(config.table)
     sharded = config.shards > 1
     child = f"child {config.shard} of {config.shards}: " if sharded else ""
+    background = ThreadPoolExecutor(2, thread_name_prefix="record")
+    started: Future[Any] | None = None
     try:
         if store is not None:
-            # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>)
+            # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>).
+            # A job of one child records its start while it reads its checkpoint and input
+            # and loads its model (Job.awaiting: before its first write)
             if not sharded:
-                store.update(config.job_id, RUNNING, increment_attempts=True, fields={
+                started = background.submit(store.update, config.job_id, RUNNING,
+                                            increment_attempts=True, fields={
                     "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
                     "started_at": time.time()})
             else:
@@ -572,7 +624,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                                 f"{config.shard} started")
                 store.update_shard(config.job_id, config.shard, {"state": RUNNING},
                                    merge=True)
-            summary = Job(config, s3, store).run()
+            summary = Job(config, s3, store, background,
+                          [started] if started is not None else []).run()
         except JobErased:
             raise
         except StoppedByAnotherChild as error:
@@ -587,6 +640,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # starts, or until Batch gives up and batch.state records it `failed`. A child of
             # an array job that fails for good fails the job: the others stop at their next
             # chunk (Job._live).
+            erased_at_start(started)  # the start's update lands first: this one follows it
             reason = f"{child}{type(error).__name__}: {error}"
             if store is not None and is_transient(error):
                 store.update(config.job_id, fields={
@@ -598,22 +652,31 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                        merge=True)
                 # The first child to fail a job gives its reason; a later one keeps it
                 if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
-                    store.update(config.job_id, FAILED, fields={
-                        "reason": reason, "finished_at": time.time()})
-                    notify.job_finished(store.get(config.job_id) or {})
+                    notify.job_finished(store.update(config.job_id, FAILED, fields={
+                        "reason": reason, "finished_at": time.time()}))
             raise
         if store is not None and summary.get("finished_job", True):
-            store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
+            notify.job_finished(store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
                 "finished_at": time.time(),
-                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}})
-            notify.job_finished(store.get(config.job_id) or {})
+                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}))
     except JobErased:
         obj = parse_key(config.bucket, config.key, config.version_id)
         removed = erase.erase(s3, config.bucket, obj.output_prefix)
         LOG.warning("job %s was erased while it ran: stopped; %d object version(s) it wrote "
                     "after the erasure began were deleted", config.job_id, removed)
         raise
+    finally:
+        background.shutdown(wait=True)
     return summary
+
+
+def erased_at_start(started: Future[Any] | None) -> None:
+    """Wait for the job's start update (None: none in flight); JobErased when it found the job
+    being erased (the job's own error is then not the one to record). Any other error of it
+    is the job's to report, as the attempt's error."""
+    error = started.exception() if started is not None else None
+    if isinstance(error, JobErased):
+        raise error
 
 
 def held_too_much(uploads: Mapping[str, NpyUpload], rows: int) -> None:

@@ -147,9 +147,10 @@ class JobStore:
         return self._put(record, "attribute_not_exists(job_id)", None)
 
     def update(self, job_id: str, status: str | None = None, fields: dict[str, Any] | None = None,
-               increment_attempts: bool = False, remove: tuple[str, ...] = ()) -> None:
-        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes.
-        JobErased when the job is being erased or gone (the update would bring it back)."""
+               increment_attempts: bool = False, remove: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes; the
+        job's item as the update left it (no second request to read it back). JobErased when
+        the job is being erased or gone (the update would bring it back)."""
         values: dict[str, Any] = {":updated_at": _now(), ":erasing": ERASING}
         names: dict[str, str] = {"#s": "status"}
         sets = ["updated_at = :updated_at"]
@@ -169,14 +170,16 @@ class JobStore:
         if remove:
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
         try:
-            self.table.update_item(
+            answer = self.table.update_item(
                 Key={"job_id": job_id}, UpdateExpression=expression,
                 ConditionExpression="attribute_exists(job_id) AND #s <> :erasing",
-                ExpressionAttributeValues=values, ExpressionAttributeNames=names)
+                ExpressionAttributeValues=values, ExpressionAttributeNames=names,
+                ReturnValues="ALL_NEW")
         except ClientError as error:
             if _conditional_failure(error):
                 raise JobErased(f"job {job_id} was erased") from None
             raise
+        return _plain(answer["Attributes"])
 
     def start_unless_failed(self, job_id: str) -> bool:
         """Set an array job `running` as one of its children starts, unless another child has
