@@ -152,11 +152,20 @@ class Job:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:  # both requests at once
-            head = pool.submit(self.source.head)
-            state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
-                                    key=self.checkpoint_key)
-            size = int(head.result()["ContentLength"])
+        # The input's size and the checkpoint at once. A .npy job that may start at its first
+        # row opens its input's one GET (its answer says the size) instead of a HEAD; a
+        # checkpoint further on closes it (_open_npy)
+        whole = self.obj.format == "npy" and self.config.shard == 0
+        with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:
+            head = pool.submit(self.source.open if whole else self.source.head)
+            try:
+                state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
+                                        key=self.checkpoint_key)
+            except BaseException:
+                if whole and head.exception() is None:
+                    head.result()[0].close()
+                raise
+            body, size = head.result() if whole else (None, int(head.result()["ContentLength"]))
         if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
             state.chunk_bytes = self.config.byte_limit_for(size)
         if state.next_chunk:
@@ -166,7 +175,7 @@ class Job:
                  state.chunk_rows or "any", state.chunk_bytes or "any")
         # The model loads (and its version is recorded) while a fresh .npy job's one GET opens
         loading = self.background.submit(self._model, state)
-        opened = self._open_npy(state, size) if self.obj.format == "npy" else None
+        opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
         try:
             model, model_error = loading.result()
         except BaseException:
@@ -240,8 +249,10 @@ class Job:
         if state.model_version and state.model_version != self.obj.version:
             LOG.info("serving version %s, pinned by the first attempt", state.model_version)
         state.model_version = model.manifest.version
-        if self.store is not None:
-            self.store.update(self.obj.job_id, fields={"model_version": state.model_version})
+        if self.store is not None:  # recorded while the job goes on; before its first write
+            self.awaiting.append(self.background.submit(
+                self.store.update, self.obj.job_id,
+                fields={"model_version": model.manifest.version}))
         return model, None
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
@@ -333,11 +344,15 @@ class Job:
         progress.update(max(state.next_byte, stop) - state.start,
                         state.next_row - state.first_row, force=True)
 
-    def _open_npy(self, state: checkpoint.Checkpoint, size: int) -> tuple[NpyLayout, Any]:
+    def _open_npy(self, state: checkpoint.Checkpoint, size: int, body: Any
+                  ) -> tuple[NpyLayout, Any]:
         """The .npy input's layout, and a stream of its rows for a job at its first row (the
-        header and the rows in one GET: open_npy), else None (a ranged GET of the header)."""
+        header and the rows in one GET: `body`, the whole object's stream when it was opened,
+        open_npy), else None (a ranged GET of the header; `body` is closed)."""
         if state.next_row == 0 and self.config.shard == 0:
-            return open_npy(self.source, size)
+            return open_npy(self.source, size, body)
+        if body is not None:
+            body.close()
         return npy_layout(self.source, size), None
 
     def _npy(self, state: checkpoint.Checkpoint, opened: tuple[NpyLayout, Any],
@@ -617,6 +632,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             else:
                 store.update(config.job_id, increment_attempts=True,
                              fields={"started_at": time.time()})
+        # made while the start's update is in flight, used at the job's end
+        events = client("events") if store is not None else None
         try:
             if sharded and store is not None:
                 if not store.start_unless_failed(config.job_id):
@@ -653,12 +670,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                 # The first child to fail a job gives its reason; a later one keeps it
                 if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
                     notify.job_finished(store.update(config.job_id, FAILED, fields={
-                        "reason": reason, "finished_at": time.time()}))
+                        "reason": reason, "finished_at": time.time()}), events)
             raise
         if store is not None and summary.get("finished_job", True):
             notify.job_finished(store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
                 "finished_at": time.time(),
-                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}))
+                **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}),
+                events)
     except JobErased:
         obj = parse_key(config.bucket, config.key, config.version_id)
         removed = erase.erase(s3, config.bucket, obj.output_prefix)

@@ -29,12 +29,12 @@ DETAIL = ("job_id", "model", "model_version", "status", "reason", "rows_read", "
           "errors", "attempts", "output_prefix", "finished_at")
 
 
-def job_finished(record: dict[str, Any]) -> bool:
-    """Send the job-end event for the job `record` (its item as the jobs table holds it);
-    whether EventBridge took it."""
+def job_finished(record: dict[str, Any], events: Any = None) -> bool:
+    """Send the job-end event for the job `record` (its item as the jobs table holds it)
+    through `events` (an EventBridge client; None: a new one); whether EventBridge took it."""
     detail = {key: record[key] for key in DETAIL if record.get(key) is not None}
     try:
-        answer = client("events").put_events(Entries=[{
+        answer = (events or client("events")).put_events(Entries=[{
             "Source": SOURCE, "DetailType": DETAIL_TYPE, "Detail": json.dumps(detail),
             "EventBusName": os.environ.get(BUS_VARIABLE, "default")}])
     except (BotoCoreError, ClientError) as error:

@@ -45,6 +45,15 @@ class S3Object:
             kwargs["Range"] = byte_range
         return self.s3.get_object(**kwargs)["Body"]
 
+    def open(self) -> tuple[Any, int]:
+        """The streaming body of the whole object version and its size in bytes (one GET:
+        no HEAD needed to learn the size)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version_id != "null":
+            kwargs["VersionId"] = self.version_id
+        answer = self.s3.get_object(**kwargs)
+        return answer["Body"], int(answer["ContentLength"])
+
     def head(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
         if self.version_id != "null":
@@ -145,11 +154,12 @@ def npy_layout(source: S3Object, size: int) -> NpyLayout:
     return _npy_header(io.BytesIO(head), size)
 
 
-def open_npy(source: S3Object, size: int) -> tuple[NpyLayout, Any]:
-    """The layout of a .npy object and a stream of its rows: ONE GET of the whole object,
-    its header read from the stream, which is left at the first row (for iter_rows). A job
-    that starts at its first row needs no other request to read its input."""
-    body = source.get()
+def open_npy(source: S3Object, size: int, body: Any = None) -> tuple[NpyLayout, Any]:
+    """The layout of a .npy object and a stream of its rows: ONE GET of the whole object
+    (`body`: the stream of one made already, S3Object.open), its header read from the stream,
+    which is left at the first row (for iter_rows). A job that starts at its first row needs
+    no other request to read its input."""
+    body = body if body is not None else source.get()
     try:
         return _npy_header(body, size), body
     except BaseException:
