@@ -70,6 +70,12 @@ FIRST_CHUNK_BYTES = 1 << 20
 # .npy: while rows are worked without a part to upload (batch.writer.NpyUpload: parts of at
 # least PART_BYTES of output), the jobs-table record is still updated this often (a live job)
 RECORD_SECONDS = 60.0
+# .npy: a job whose outputs' files total at most this many bytes holds them and writes each
+# with one PUT after its last rows, unless it has held them for HOLD_SECONDS by then: a
+# multipart upload's own requests (create, complete) and its checkpoints cost more than a
+# small job's redo after a kill (boto3 itself uploads files under 8 MiB in one PUT)
+ONE_PUT_BYTES = 16 << 20
+HOLD_SECONDS = 60.0
 # The most bytes one .npy output may hold while another has not yet made a part: every
 # output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
 # (a label) to reach PART_BYTES. Past it the job fails with the reason, not out of memory.
@@ -404,7 +410,7 @@ class Job:
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
-        recorded = time.monotonic()
+        recorded = flushed = time.monotonic()
 
         def work(chunk: tuple[int, int, np.ndarray]) -> tuple[int, Mapping[str, np.ndarray]]:
             first, stop, rows = chunk
@@ -413,13 +419,13 @@ class Job:
             return stop - first, results
 
         def write(done: tuple[int, Mapping[str, np.ndarray]]) -> None:
-            nonlocal pending, recorded
+            nonlocal pending, recorded, flushed
             rows, results = done
             for name, upload in uploads.items():
                 upload.add(results[name])
             pending += rows
             position = state.next_row + pending
-            if position < total and not all(upload.ready for upload in uploads.values()):
+            if position < total and not parts_due(uploads, flushed):
                 held_too_much(uploads, pending)
                 if time.monotonic() - recorded > RECORD_SECONDS:
                     self._record(state, progress, position)
@@ -435,6 +441,7 @@ class Job:
             else:
                 self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
             pending, recorded = 0, time.monotonic()
+            flushed = recorded
 
         try:
             overlapped(iter_rows(self.source, layout, state.next_row, total, per_chunk,
@@ -695,6 +702,16 @@ def erased_at_start(started: Future[Any] | None) -> None:
     error = started.exception() if started is not None else None
     if isinstance(error, JobErased):
         raise error
+
+
+def parts_due(uploads: Mapping[str, NpyUpload], since: float) -> bool:
+    """Whether the .npy outputs held go up as the next parts now (then a checkpoint): each
+    holds a part's worth (NpyUpload.ready), and the job's files total more than ONE_PUT_BYTES
+    or their outputs have been held since `since` (time.monotonic()) for HOLD_SECONDS."""
+    if not all(upload.ready for upload in uploads.values()):
+        return False
+    return (sum(upload.size for upload in uploads.values()) > ONE_PUT_BYTES
+            or time.monotonic() - since > HOLD_SECONDS)
 
 
 def held_too_much(uploads: Mapping[str, NpyUpload], rows: int) -> None:

@@ -126,6 +126,7 @@ def recording_s3(calls: list[tuple[str, Any]]) -> Any:
 def test_npy_outputs_stream_into_one_upload_each_that_a_retry_continues(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "PART_BYTES", 5 << 20)  # S3's least: 655,360 rows an output
+    monkeypatch.setattr(batch_job, "ONE_PUT_BYTES", 0)  # parts, however small the files
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the faults below at once, without backoff
     rows = RNG.normal(size=(700_000, FEATURES)).astype(np.float32)  # 16 bytes a row
     job = npy_job(cloud, models_dir, rows, chunk_bytes=1 << 20, batch_rows=16_384)
@@ -164,6 +165,7 @@ def test_npy_uploads_a_job_left_are_completed_or_when_gone_redone(
     # Two parts of each output: the fake S3's least part lowered from 5 MiB
     monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 64)
     monkeypatch.setattr(writer, "PART_BYTES", 128)
+    monkeypatch.setattr(batch_job, "ONE_PUT_BYTES", 0)  # parts, however small the files
     rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
     labels, probabilities = expected(rows)
     job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
@@ -336,6 +338,7 @@ def test_npy_job_killed_at_any_request_resumes_to_the_same_outputs(
     (the fake S3's least lowered from 5 MiB) make several parts per output."""
     monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 256)
     monkeypatch.setattr(writer, "PART_BYTES", 512)  # 3 parts of each output
+    monkeypatch.setattr(batch_job, "ONE_PUT_BYTES", 0)  # parts, however small the files
     rows = RNG.normal(size=(200, FEATURES)).astype(np.float32)
     # 16 rows a chunk (its outputs: 128 bytes of each), ramping up from 2 rows (32 bytes)
     monkeypatch.setattr(batch_job, "FIRST_CHUNK_BYTES", 32)
@@ -374,6 +377,36 @@ def test_npy_outputs_of_one_part_are_one_put_each(cloud: Cloud, models_dir: Path
     np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                rtol=1e-5, atol=1e-6)
     assert summary["outputs"] == {"label": [23], "probabilities": [23, 2]}
+
+
+def requested_keys(s3: Any) -> list[str]:
+    """'<operation> <the key's last name>' of each request `s3` makes from now on."""
+    keys: list[str] = []
+    s3.meta.events.register("before-parameter-build.s3", lambda model, params, **_: keys.append(
+        f"{model.name} {params.get('Key', '').rsplit('/', 1)[-1]}"))
+    return keys
+
+
+def test_a_small_npy_job_holds_its_outputs_for_one_put_each_unless_held_too_long(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outputs that make parts (the fake S3's least lowered from 5 MiB) but whose files total
+    # at most ONE_PUT_BYTES: held, then one PUT each after the last rows, no checkpoint
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 64)
+    monkeypatch.setattr(writer, "PART_BYTES", 128)
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    labels, probabilities = expected(rows)
+    for hold_seconds, multipart in ((batch_job.HOLD_SECONDS, False), (0.0, True)):
+        # ... unless they were held HOLD_SECONDS: then parts and checkpoints as they go
+        monkeypatch.setattr(batch_job, "HOLD_SECONDS", hold_seconds)
+        job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)
+        keys = requested_keys(s3 := client("s3"))
+        batch_job.run_job(job, s3=s3)
+        uploaded = [key for key in keys if "Multipart" in key or "UploadPart" in key]
+        assert bool(uploaded) == multipart, keys
+        assert ("PutObject _checkpoint.json" in keys) == multipart, keys
+        np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
+        np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_a_bytes_output_is_refused_in_a_npy_file_not_written_as_pointers(cloud: Cloud) -> None:
