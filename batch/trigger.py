@@ -5,7 +5,10 @@ the object version with a conditional put and only then submits: a duplicate or 
 finds the claim (or the submitted job) and submits nothing. A claim held by an invocation that
 died expires with that invocation, so the retried event can take it over. The upload of a job
 the API created (batch/input/<model>/jobs/<job_id>.<ext>) claims that job while it is
-`awaiting_upload`; any other upload to its key (a second one, one after DELETE) starts nothing.
+`awaiting_upload`; any other upload to its key (a second one, one after DELETE) starts nothing,
+and an upload to the key of a job that is not there (erased, or never created: its presigned
+URL outlives an erasure by up to its expiry) is deleted, that version of it (`discard`): no
+job would ever erase its bytes.
 A large input, or one whose creator asked for it, runs as an array job of N children
 (batch.shards says how N is chosen); its record then has `shards` (N) and `shard_states`.
 """
@@ -16,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +83,13 @@ def requested_shards(obj: InputObject, item: dict[str, Any]) -> int | None:
     return obj.shards_requested
 
 
+def delete_version(s3: Any) -> Callable[[InputObject], None]:
+    """`discard` for `handle`: delete the uploaded version of the object, through `s3`."""
+    def discard(obj: InputObject) -> None:
+        s3.delete_object(Bucket=obj.bucket, Key=obj.key, VersionId=obj.version_id)
+    return discard
+
+
 def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
     """Why this upload cannot run, or None."""
     if settings.models.find(obj.model) is None:
@@ -91,8 +102,11 @@ def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
 
 
 def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Submitter,
-           settings: TriggerConfig, token: str, claim_expires_at: float) -> Outcome:
-    """Submit the job for the object an EventBridge S3 "Object Created" event names, once."""
+           settings: TriggerConfig, token: str, claim_expires_at: float,
+           discard: Callable[[InputObject], None] | None = None) -> Outcome:
+    """Submit the job for the object an EventBridge S3 "Object Created" event names, once.
+    `discard` deletes an uploaded object version that belongs to no job (an issued key whose
+    job is gone); None keeps it (a caller without S3 access)."""
     bucket = event.detail.bucket.name
     s3_object = event.detail.object
     if settings.bucket and bucket != settings.bucket:
@@ -107,6 +121,9 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         created = store.get(obj.job_id)
         if created is None or created.get("status") != AWAITING_UPLOAD:
             said = created.get("status") if created else "not there (erased, or never created)"
+            if created is None and discard is not None:
+                discard(obj)
+                said += "; the upload was deleted"
             return Outcome("rejected", job_id=obj.job_id,
                            reason=f"job {obj.job_id} is {said}, not awaiting an upload")
         item = {**created, **item, "input": {**created.get("input", {}), **item["input"]}}

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batch import submit, trigger
+from batch.aws import client
 from batch.jobs import JobStore
 
 logger = Logger()
@@ -27,6 +28,7 @@ metrics = Metrics()
 
 settings = trigger.TriggerConfig.from_environment()
 store = JobStore(os.environ["JOBS_TABLE"])
+discard = trigger.delete_version(client("s3"))  # an upload no job will ever erase
 submitter = submit.from_environment()
 METRIC = {"submitted": "JobsSubmitted", "duplicate": "DuplicateEvents",
           "rejected": "RejectedObjects"}
@@ -39,7 +41,8 @@ METRIC = {"submitted": "JobsSubmitted", "duplicate": "DuplicateEvents",
 def lambda_handler(event: S3EventBridgeNotificationEvent, context: LambdaContext) -> dict[str, Any]:
     expires_at = time.time() + context.get_remaining_time_in_millis() / 1000
     outcome = trigger.handle(event, store, submitter, settings,
-                             token=context.aws_request_id, claim_expires_at=expires_at)
+                             token=context.aws_request_id, claim_expires_at=expires_at,
+                             discard=discard)
     metrics.add_metric(name=METRIC[outcome.status], unit=MetricUnit.Count, value=1)
     log = logger.warning if outcome.status == "rejected" else logger.info
     log("batch object", extra={"key": event.detail.object.key, **asdict(outcome)})

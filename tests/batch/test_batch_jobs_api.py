@@ -28,7 +28,7 @@ from tests.batch.test_batch_runner import (
     upload_lines,
     wait_for,
 )
-from tests.batch.test_batch_trigger import RecordingSubmitter, event_for, handle
+from tests.batch.test_batch_trigger import SETTINGS, RecordingSubmitter, event_for, handle
 from tests.conftest import catalog_of
 
 
@@ -69,10 +69,16 @@ def test_the_upload_claims_its_job_once_and_never_after_delete(cloud: Cloud) -> 
     # A second upload to the same URL starts nothing
     again = handle(cloud, event_for(cloud, key, version="v2"), submitter)
     assert again.status == "rejected" and "submitted, not awaiting" in str(again.reason)
-    # An upload to the key of a job that was erased (or never created) records nothing
+    # An upload to the key of a job that was erased (or never created) records nothing, and
+    # its bytes are deleted (the presigned URL outlives an erasure; no job would erase them)
     gone = input_key(MODEL, issue_job_id(), "jsonl", issued=True)
-    outcome = handle(cloud, event_for(cloud, gone), submitter)
+    uploaded = cloud.put(gone, b'{"inputs": []}\n')
+    outcome = trigger.handle(event_for(cloud, gone, version=uploaded), cloud.store, submitter,
+                             SETTINGS, "req-2", time.time() + 30,
+                             discard=trigger.delete_version(cloud.s3))
     assert outcome.status == "rejected" and cloud.store.get(str(outcome.job_id)) is None
+    assert "the upload was deleted" in str(outcome.reason)
+    assert not cloud.s3.list_object_versions(Bucket=cloud.bucket, Prefix=gone).get("Versions")
     assert len(submitter.submitted) == 1
 
 

@@ -60,7 +60,13 @@ def test_rule_sends_input_uploads_to_the_trigger_with_retries_and_a_dlq(
 
 def test_trigger_may_only_claim_read_submit_and_dead_letter(resources: dict[str, Any]) -> None:
     assert actions(resources["BatchTriggerFunctionRole"]) == {
-        "dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob", "sqs:SendMessage"}
+        "dynamodb:PutItem", "dynamodb:GetItem", "batch:SubmitJob", "sqs:SendMessage",
+        "s3:DeleteObjectVersion"}
+    # ... the delete only of an issued upload (batch/input/<model>/jobs/) whose job is gone
+    statements = resources["BatchTriggerFunctionRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"]["Statement"]
+    (delete,) = [s for s in statements if s["Action"] == "s3:DeleteObjectVersion"]
+    assert delete["Resource"] == {"Fn::Sub": "${BatchBucket.Arn}/batch/input/*/jobs/*"}
     # The jobs API finishes a stale job that Batch has failed or forgotten (batch.state);
     # it creates jobs, signs their upload and output URLs, and erases them (batch.jobs_api);
     # (with a running .npy job's multipart uploads); it asks a model's function whether the
