@@ -288,7 +288,8 @@ def measure(assumptions: Assumptions, batch_rows: dict[str, int]) -> list[Measur
 
     functions = [f for f in inference_functions() if f.model is not None]
     print(f"cost: timing the warm handler of {len(functions)} models ...", file=sys.stderr)
-    timed = warm.run(cases=[(rows, "json") for rows in REQUEST_ROWS], split=False)
+    with contextlib.redirect_stdout(sys.stderr):  # the handlers' metrics (EMF lines) are logs
+        timed = warm.run(cases=[(rows, "json") for rows in REQUEST_ROWS], split=False)
     print("cost: timing the batch runner ...", file=sys.stderr)
     numeric = {f.model: count for f in functions if f.model is not None
                and (count := batch_rows.get(f.model, 0))}
@@ -336,7 +337,12 @@ def model_table(m: Measured, assumptions: Assumptions) -> list[str]:
     lines = [f"{m.model}: {m.memory_mb} MB; warm handler here "
              + ", ".join(f"{m.handler_ms[rows]:.3g} ms at {rows} row{'s' if rows > 1 else ''}"
                          for rows in REQUEST_ROWS)
-             + f"; init {m.init_ms:.0f} ms ({m.init_source})", "",
+             + f"; init {m.init_ms:.0f} ms ({m.init_source}). On Lambda (x86_64) at "
+             f"{m.memory_mb} MB a function has {cpu_share(m.memory_mb, assumptions):.2f} of a "
+             f"vCPU (a full one at {assumptions.full_vcpu_mb} MB) and each time here is "
+             f"{lambda_ms(1.0, m.memory_mb, 'x86_64', assumptions):.2f}x as long there (the "
+             f"init billed {lambda_ms(m.init_ms, m.memory_mb, 'x86_64', assumptions):.0f} ms; "
+             "durations rounded up to the ms)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     names = [part.name for part in next(iter(bills.values()))]
     for index, name in enumerate(names):
