@@ -601,7 +601,7 @@ def _inputs(items: Any, tail: bytes, binary_header: bool, manifest: Manifest,
             raise BadRequest(f"input {spec.name!r} appears twice in 'inputs'")
         if item["datatype"] != spec.datatype:
             raise BadRequest(
-                f"input {spec.name!r} has datatype {_describe(item['datatype'])}; the model "
+                f"input {spec.name!r} has datatype {_datatype(item['datatype'])}; the model "
                 f"takes {spec.datatype}"
             )
         shape = _shape(spec, item["shape"], limits)
@@ -680,6 +680,11 @@ def _shape(spec: TensorSpec, value: Any, limits: RequestLimits) -> tuple[int, ..
         dim > 0 if declared == -1 else dim == declared
         for dim, declared in zip(value, spec.shape, strict=True)
     )
+    if not fits and len(value) == len(spec.shape) and any(dim <= 0 for dim in value):
+        raise BadRequest(
+            f"input {spec.name!r} has shape {_clip(str(value))}: each dimension counts "
+            f"elements, at least 1 (the model takes {list(spec.shape)}; -1: any positive size)"
+        )
     if not fits:
         raise BadRequest(
             f"input {spec.name!r} has shape {_clip(str(value))}; the model takes "
@@ -963,6 +968,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return _clip(repr(value))
+
+
+def _datatype(value: Any) -> str:
+    """A request's `datatype` for an error message: a string as its JSON ("INT64"), anything
+    else described (_describe)."""
+    return _clip(json.dumps(value[:41])) if isinstance(value, str) else _describe(value)
 
 
 def _clip(text: str, limit: int = 40) -> str:
