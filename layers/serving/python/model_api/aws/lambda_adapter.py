@@ -181,8 +181,6 @@ def create_app(service: InferenceService | None, repository: Repository | None =
     model_api.aws.monitor.report_store).
     """
     app = answer_errors(RestApiResolver())
-    from model_api.console import Console
-
     # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start) are imported
     # by the first GET .../monitoring, the only route that reads them.
     report_stores: list[CaptureStore | None] = [reports] if reports is not None else []
@@ -191,7 +189,16 @@ def create_app(service: InferenceService | None, repository: Repository | None =
             raise ValueError("create_app: a function without a service (the server function) "
                              "needs its repository and its router")
         repository = model_repository.ServiceRepository(service)
-    console = console or Console.from_environment()
+    # The console's module (its pages' table, StaticFile) is imported by the first console
+    # route: a model function's cold start never pays for it.
+    consoles: list[Console] = [console] if console is not None else []
+
+    def pages() -> Console:
+        if not consoles:
+            from model_api.console import Console
+
+            consoles.append(Console.from_environment())
+        return consoles[0]
 
     def repository_index() -> Response:
         body = raw_body(app.current_event.raw_event)
@@ -217,7 +224,7 @@ def create_app(service: InferenceService | None, repository: Repository | None =
         sent = app.current_event.request_context.path or "/"
         if not sent.endswith("/"):
             return Response(status_code=301, headers={"Location": sent + "/"}, body="")
-        return static_response(console.page("console"))
+        return static_response(pages().page("console"))
 
     bind_routes(app, SERVER, {
         "server_metadata": json_handler(server.server_metadata),
@@ -227,9 +234,9 @@ def create_app(service: InferenceService | None, repository: Repository | None =
         "repository_load": json_handler(model_repository.refuse_load),
         "repository_unload": json_handler(model_repository.refuse_load),
         "console": console_page,
-        "docs": lambda: static_response(console.page("docs")),
-        "asset": lambda asset: static_response(console.asset(asset)),
-        "openapi": lambda: static_response(console.openapi()),
+        "docs": lambda: static_response(pages().page("docs")),
+        "asset": lambda asset: static_response(pages().asset(asset)),
+        "openapi": lambda: static_response(pages().openapi()),
         "monitoring": monitoring,
     })
     if router is not None:
