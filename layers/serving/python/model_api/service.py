@@ -49,7 +49,7 @@ INITIALIZATION_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 LOAD_DURING_INIT = frozenset({"provisioned-concurrency", "snap-start"})
 
 
-@dataclass
+@dataclass(eq=False)  # one read in progress: compared by identity
 class Pending:
     """A version being read from the model store (or waiting its turn): its manifest (for the
     metadata routes), how far the read is, and when it started."""
