@@ -335,6 +335,21 @@ def test_the_background_rows_are_parsed_on_the_first_explanation_not_at_load(
         explain(model, x)
 
 
+def test_the_token_pattern_is_compiled_on_the_first_explanation_not_at_load(
+        tmp_path: Path) -> None:
+    """Its 4 ms compile is not a cold start's: a pattern that is no regular expression loads,
+    is served for inference, and answers 503 naming the pattern on /explain."""
+    folder = copy_version(tmp_path, "text-topics")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["explanation"]["token_pattern"] = "[unclosed"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = LoadedModel.load(folder)
+    x = np.array(["the team won the match"], dtype=object)
+    assert set(model.run({"text": x}, ["label"])) == {"label"}
+    with pytest.raises(NotReady, match=r"token_pattern '\[unclosed'"):
+        explain(model, x)
+
+
 def test_a_model_without_an_explanation_answers_404_saying_how_to_enable_it(
         tmp_path: Path) -> None:
     folder = copy_version(tmp_path, "breast-cancer-mlp")
