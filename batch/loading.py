@@ -15,9 +15,9 @@ from pathlib import Path
 import onnxruntime as ort
 from model_api.aws import model_store
 from model_api.errors import ModelAPIError
+from model_api.manifest import STORE_FIELD
 from model_api.model import COPY, LoadedModel
 from model_api.service import resolve_version, version_folders
-from model_api.store import STORE_FIELD
 
 from batch.failures import HostError, PermanentError
 from batch.models import current_version

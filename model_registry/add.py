@@ -31,10 +31,9 @@ from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 from model_api.examples import check as check_examples
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
-from model_api.manifest import ManifestError, TensorSpec
+from model_api.manifest import STORE_FIELD, ManifestError, TensorSpec
 from model_api.monitoring.baseline import BASELINE_FILE, manifest_section
 from model_api.names import numbered
-from model_api.store import STORE_FIELD
 
 from model_export import explanation
 from model_export.artifact import (

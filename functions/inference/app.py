@@ -17,10 +17,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_api.aws.lambda_adapter import create_app, logger, metrics, tracer
-from model_api.catalog import Catalog
+from model_api.server import CATALOG_ENV
 
-catalog = Catalog.from_environment(os.environ)
-if catalog is None:  # a model function: its model, loaded and checked now
+if not os.environ.get(CATALOG_ENV):  # a model function: its model, loaded and checked now
     from model_api.aws import hooks, model_store
     from model_api.service import InferenceService
 
@@ -30,7 +29,9 @@ if catalog is None:  # a model function: its model, loaded and checked now
 else:  # the server function holds no model: neither numpy nor onnxruntime is imported
     from model_api.aws import invoked_repository
     from model_api.aws.router import ModelRouter
+    from model_api.catalog import Catalog
 
+    catalog = Catalog.required(os.environ)
     app = create_app(None, invoked_repository.for_catalog(catalog), router=ModelRouter(catalog))
 
 

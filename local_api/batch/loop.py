@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from model_api.aws.capture import DIR_ENV
-from model_api.catalog import CATALOG_ENV
+from model_api.server import CATALOG_ENV
 from moto.server import ThreadedMotoServer
 
 from batch import submit

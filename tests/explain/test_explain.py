@@ -9,6 +9,7 @@ replacing k features chosen at random, by at least the margin each test states.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from model_api.errors import BadRequest, NotFound, TooLarge
+from model_api.errors import BadRequest, NotFound, NotReady, TooLarge
 from model_api.explainers import Explanation, Options
 from model_api.explainers.kernel_shap import coalitions, kernel_weight
 from model_api.limits import MAX_EXPLAIN_ROWS, MAX_EXPLAIN_TOKENS
@@ -314,6 +315,39 @@ def test_a_tampered_background_keeps_the_version_from_loading(tmp_path: Path) ->
     (folder / "background.npz").write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match="sha256"):
         LoadedModel.load(folder)
+
+
+def test_the_background_rows_are_parsed_on_the_first_explanation_not_at_load(
+        tmp_path: Path) -> None:
+    """A cold start's first /infer never parses the background (numpy's zipfile reader): the
+    file's sha256 is checked at load, its rows on the first explanation. A file that matches
+    its sha256 but holds no rows fitting the inputs then answers 503, and inference is served."""
+    folder = copy_version(tmp_path, "breast-cancer-mlp")
+    wrong = explanation.encode_background({"features": np.zeros((4, 3), np.float32)})
+    (folder / "background.npz").write_bytes(wrong)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["explanation"]["background"]["sha256"] = hashlib.sha256(wrong).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = LoadedModel.load(folder)
+    x = np.zeros((1, 30), np.float32)
+    assert set(model.run({"features": x}, ["label"])) == {"label"}
+    with pytest.raises(NotReady, match=r"background\.npz.*features.*\[4, 3\]"):
+        explain(model, x)
+
+
+def test_the_token_pattern_is_compiled_on_the_first_explanation_not_at_load(
+        tmp_path: Path) -> None:
+    """Its 4 ms compile is not a cold start's: a pattern that is no regular expression loads,
+    is served for inference, and answers 503 naming the pattern on /explain."""
+    folder = copy_version(tmp_path, "text-topics")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["explanation"]["token_pattern"] = "[unclosed"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = LoadedModel.load(folder)
+    x = np.array(["the team won the match"], dtype=object)
+    assert set(model.run({"text": x}, ["label"])) == {"label"}
+    with pytest.raises(NotReady, match=r"token_pattern '\[unclosed'"):
+        explain(model, x)
 
 
 def test_a_model_without_an_explanation_answers_404_saying_how_to_enable_it(

@@ -394,3 +394,39 @@ print(json.dumps({{"status": answer["statusCode"],
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": 200, "imported": []}
+
+
+# What a model function's first /infer never needs, imported by the route or load that does
+# (docs/performance.md, "Cold start: what the first /infer does not need").
+DEFERRED = ("model_api.catalog", "model_api.console", "model_api.repository", "model_api.store")
+
+
+def test_a_model_functions_first_infer_imports_only_what_it_needs() -> None:
+    # and the Kernel SHAP background (numpy's zipfile reader) is parsed by the first /explain
+    model = "breast-cancer-mlp"
+    script = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("model_app", {str(HANDLER)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+class Context:
+    function_name = "model"; aws_request_id = "0"; memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:model"
+explainer = module.service.model({model!r}).explainer
+statuses, found = [], []
+for route in ("infer", "explain"):
+    event = json.load(open({str(EVENTS_DIR / model)!r} + f"/{{route}}.json"))
+    statuses.append(module.lambda_handler(event, Context())["statusCode"])
+    found.append(sorted(name for name in {DEFERRED!r} if name in sys.modules)
+                 + (["background rows"] if "background" in vars(explainer) else []))
+print(json.dumps({{"status": statuses, "imported": found}}))
+"""
+    env = {**os.environ, "MODELS_DIR": str(MODELS_DIR), "MODEL_NAME": model,
+           "MODEL_VERSION": current_version(model)}
+    env.pop("MODEL_CATALOG", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # After /infer none of them; after /explain the background's rows, and only those.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "status": [200, 200], "imported": [[], ["background rows"]]}

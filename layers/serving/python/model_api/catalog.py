@@ -26,8 +26,8 @@ from functools import cached_property
 from pathlib import Path
 
 from model_api.errors import echoed
+from model_api.server import CATALOG_ENV
 
-CATALOG_ENV = "MODEL_CATALOG"
 PREFIX_ENV = "MODEL_FUNCTION_PREFIX"
 DEFAULT_CATALOG = "/opt/catalog/models.json"
 # An error about an unknown model names the models when there are at most this many.

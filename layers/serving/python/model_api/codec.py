@@ -54,7 +54,9 @@ class RequestedOutput:
     binary: bool
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: its arrays have no one truth value to compare, and a cold start skips the generated
+# __eq__ and __hash__ (docs/performance.md, "Cold start: what the first /infer does not need").
+@dataclass(frozen=True, slots=True, eq=False)
 class InferRequest:
     """A request that fits the manifest: arrays of the manifest's dtypes, outputs resolved."""
 

@@ -19,6 +19,9 @@ from model_api.datatypes import DATATYPES
 SCHEMA_VERSION = 1
 # Its file name in every exported version folder, beside the model file it names.
 MANIFEST_FILE = "manifest.json"
+# The manifest's field that says a version's model file is in the store (model_export/artifact;
+# model_api.store parses it): only a manifest holding it makes a load import that module.
+STORE_FIELD = "store"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -28,18 +28,17 @@ from model_api.explainers import (
     request_options,
 )
 from model_api.integrity import IntegrityError, read_verified
-from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, TensorSpec, load_manifest
-from model_api.store import (
-    Progress,
-    RangeReader,
-    StoredObject,
-    StoreError,
-    aligned_buffer,
-    external_data,
-    fetch_into,
-    fetch_verified,
-    read_file_into,
+from model_api.manifest import (
+    MANIFEST_FILE,
+    STORE_FIELD,
+    Manifest,
+    ManifestError,
+    TensorSpec,
+    load_manifest,
 )
+
+if TYPE_CHECKING:  # model_api.store is imported by a stored version's load alone (_read_stored)
+    from model_api.store import Progress, RangeReader, StoredObject
 
 logger = logging.getLogger(__name__)
 
@@ -141,24 +140,17 @@ class LoadedModel:
         IN_PLACE or COPY (session_on_weights; None: $MODEL_API_WEIGHTS, else in place)."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
-            stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
-            data = external_data(dict(manifest.extra))
         except (ManifestError, ValueError) as exc:
             raise ModelLoadError(str(exc)) from exc
         model_path = version_dir / manifest.model_file
-        weights = None
+        weights: np.ndarray | None = None
+        data: StoredObject | None = None
         try:
-            from_store = stored is not None and store is not None
-            model_bytes = (fetch_verified(store, stored, progress=progress)  # type: ignore[arg-type]
-                           if from_store else read_verified(model_path, manifest.sha256))
-            if data is not None:
-                # The weights' file: read into one buffer, checked, then run on in place
-                weights = aligned_buffer(data.size)
-                if from_store:
-                    fetch_into(store, data, weights, progress=progress)  # type: ignore[arg-type]
-                else:
-                    read_file_into(version_dir / str(data.location), data, weights)
-        except (OSError, StoreError) as exc:
+            if manifest.extra.get(STORE_FIELD) is None:  # the common case: no model_api.store
+                model_bytes = read_verified(model_path, manifest.sha256)
+            else:
+                model_bytes, weights, data = _read_stored(version_dir, manifest, store, progress)
+        except OSError as exc:
             raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
         except IntegrityError as exc:
             raise ModelIntegrityError(
@@ -265,6 +257,47 @@ class LoadedModel:
             return np.asarray(result, dtype=np.float64).reshape(result.shape[0], -1)
 
         return predict
+
+
+def _read_stored(version_dir: Path, manifest: Manifest, store: RangeReader | None,
+                 progress: Progress | None) -> tuple[bytes, np.ndarray | None,
+                                                     StoredObject | None]:
+    """The checked graph bytes of a version whose manifest names a stored object
+    (model_api.store), read from `store` when one is given, else from `version_dir`, and its
+    weights' buffer and file (ONNX external data) when it has one. ModelLoadError when the
+    manifest's `store` field is malformed or the store cannot be read; IntegrityError when a
+    file differs from its sha256."""
+    from model_api.store import (
+        StoredObject,
+        StoreError,
+        aligned_buffer,
+        external_data,
+        fetch_into,
+        fetch_verified,
+        read_file_into,
+    )
+
+    try:
+        stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)
+        data = external_data(dict(manifest.extra))
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    model_path = version_dir / manifest.model_file
+    weights = None
+    try:
+        from_store = stored is not None and store is not None
+        model_bytes = (fetch_verified(store, stored, progress=progress)  # type: ignore[arg-type]
+                       if from_store else read_verified(model_path, manifest.sha256))
+        if data is not None:
+            # The weights' file: read into one buffer, checked, then run on in place
+            weights = aligned_buffer(data.size)
+            if from_store:
+                fetch_into(store, data, weights, progress=progress)  # type: ignore[arg-type]
+            else:
+                read_file_into(version_dir / str(data.location), data, weights)
+    except StoreError as exc:
+        raise ModelLoadError(f"{model_path}: cannot read model file: {exc}") from exc
+    return model_bytes, weights, data
 
 
 def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,

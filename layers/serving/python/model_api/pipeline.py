@@ -50,7 +50,7 @@ RunMany = Callable[[list[tuple[int, InferRequest]]],
                    Iterable[tuple[int, dict[str, np.ndarray] | str]]]
 
 
-@dataclass
+@dataclass(eq=False)  # one request's state, its arrays: compared by identity
 class Exchange:
     """One request on its way through the pipeline.
 

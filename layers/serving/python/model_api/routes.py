@@ -9,7 +9,7 @@ served by one kind of function: the server function (health, server metadata), e
 function (a model's routes, at `/v2/models/{model}` and its `/versions/{version}` twin: on its
 group's API with the model's name in the path, and on the root API with `{model}`, where the
 server function forwards them to the model's function, model_api.aws.router), or the batch jobs
-function. Adding a per-model route is one `ModelOperation` here, its handler in the serving
+function. Adding a per-model route is one `model_routes(...)` here, its handler in the serving
 library and its tests. The batch jobs function serves the asynchronous jobs: created under a
 model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or at
 `/v2/batch/jobs/{job_id}`, on the root API.
@@ -98,37 +98,17 @@ class Route:
         return _PARAMETER.sub(lambda match: parameters[match.group(1)], self.path)
 
 
-@dataclass(frozen=True)
-class ModelOperation:
-    """A per-model operation: served at `/v2/models/{model}<suffix>` and at its
-    `/versions/{version}<suffix>` twin by the model's own function."""
+def model_routes(operation: str, method: str, suffix: str, answer: str,
+                 request: str | None = None, summary: str = "") -> tuple[Route, Route]:
+    """A per-model operation's two routes, served by the model's own function: at
+    `/v2/models/{model}<suffix>` and at its `/versions/{version}<suffix>` twin. (A function,
+    not a table of dataclass rows: a cold start would pay for generating that class's methods.)"""
+    name = operation.title().replace("_", "")
+    return (Route(f"Model{name}", operation, method, MODEL_PATH + suffix, MODEL, answer, request,
+                  summary),
+            Route(f"Version{name}", operation, method, VERSION_PATH + suffix, MODEL, answer,
+                  request, f"{summary} (a given version)"))
 
-    operation: str
-    method: str
-    suffix: str
-    answer: str
-    request: str | None = None
-    summary: str = ""
-
-    def routes(self) -> tuple[Route, Route]:
-        name = self.operation.title().replace("_", "")
-        return (Route(f"Model{name}", self.operation, self.method, MODEL_PATH + self.suffix,
-                      MODEL, self.answer, self.request, self.summary),
-                Route(f"Version{name}", self.operation, self.method, VERSION_PATH + self.suffix,
-                      MODEL, self.answer, self.request, f"{self.summary} (a given version)"))
-
-
-MODEL_OPERATIONS = (
-    ModelOperation("metadata", GET, "", "model_metadata",
-                   summary="Model metadata: inputs, outputs, versions, labels"),
-    ModelOperation("ready", GET, "/ready", "model_ready", summary="Model readiness"),
-    ModelOperation("infer", POST, "/infer", "inference_response", request="infer",
-                   summary="Inference"),
-    ModelOperation("explain", POST, "/explain", "inference_response", request="explain",
-                   summary="Explanation: the outputs with attributions, base_value and target "
-                           "(the model's method: linear, Kernel SHAP, occlusion or token "
-                           "ablation)"),
-)
 
 ROUTES: tuple[Route, ...] = (
     Route("ServerMetadata", "server_metadata", GET, "/v2", SERVER, "server_metadata",
@@ -168,7 +148,15 @@ ROUTES: tuple[Route, ...] = (
           summary="The model's latest drift report: the captured window against its baseline, "
                   "per feature and for the predictions (404 until one is made: daily in AWS, "
                   "`make monitor` locally)"),
-    *(route for operation in MODEL_OPERATIONS for route in operation.routes()),
+    *model_routes("metadata", GET, "", "model_metadata",
+                  summary="Model metadata: inputs, outputs, versions, labels"),
+    *model_routes("ready", GET, "/ready", "model_ready", summary="Model readiness"),
+    *model_routes("infer", POST, "/infer", "inference_response", request="infer",
+                  summary="Inference"),
+    *model_routes("explain", POST, "/explain", "inference_response", request="explain",
+                  summary="Explanation: the outputs with attributions, base_value and target "
+                          "(the model's method: linear, Kernel SHAP, occlusion or token "
+                          "ablation)"),
     Route("CreateJob", "create_job", POST, MODEL_PATH + "/jobs", BATCH_JOBS, "job_created",
           request="job", summary="Create an asynchronous job: its upload URL and status URL",
           status=201),

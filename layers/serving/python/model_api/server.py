@@ -16,6 +16,10 @@ SERVER_NAME = "serverless-model-api"
 # The protocol extensions this API serves: Triton's binary tensor data and model repository
 # (index only: models are deployed with the stack, not loaded at run time).
 EXTENSIONS = ("binary_tensor_data", "model_repository")
+# The variable naming the deployment's model catalog (model_api.catalog): set on the server
+# function and the batch functions, never on a model function, which is how
+# functions/inference/app.py tells them apart without importing the catalog's module.
+CATALOG_ENV = "MODEL_CATALOG"
 
 
 def server_metadata() -> dict[str, Any]:

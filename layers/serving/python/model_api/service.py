@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import model_api.examples as model_examples
 from model_api.codec import InferResult
@@ -26,7 +26,9 @@ from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_mani
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
 from model_api.names import version_key
 from model_api.pipeline import Hook, Pipeline
-from model_api.store import Progress, RangeReader, StoredObject, external_data
+
+if TYPE_CHECKING:  # model_api.store is imported where a stored version is read (_stored_version)
+    from model_api.store import Progress, RangeReader
 
 __all__ = ["InferResult", "InferenceService"]
 
@@ -47,7 +49,7 @@ INITIALIZATION_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 LOAD_DURING_INIT = frozenset({"provisioned-concurrency", "snap-start"})
 
 
-@dataclass
+@dataclass(eq=False)  # one read in progress: compared by identity
 class Pending:
     """A version being read from the model store (or waiting its turn): its manifest (for the
     metadata routes), how far the read is, and when it started."""
@@ -293,6 +295,8 @@ def _stored_version(folder: Path, store: RangeReader | None) -> Pending | None:
     for any other (loaded at once, its failures reported by _load_version)."""
     if store is None:
         return None
+    from model_api.store import Progress, StoredObject, external_data
+
     try:
         manifest = load_manifest(folder / MANIFEST_FILE)
         stored = StoredObject.from_manifest(dict(manifest.extra), manifest.sha256)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from model_api.integrity import IntegrityError
+from model_api.manifest import STORE_FIELD
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 # network without holding more than 8 parts beyond what was hashed.
 PART_BYTES = 16 << 20
 WORKERS = 8
-# The manifest's field that says a version's model file is in the store (model_export/artifact).
-STORE_FIELD = "store"
 # Where each tensor of the weights' file starts: a multiple of this many bytes (the alignment
 # onnxruntime's own CPU allocator gives its tensors, a cache line).
 ALIGNMENT = 64

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-from model_api import repository as model_repository
 from model_api import server
 from model_api.aws.rest import Response, RestApiResolver, path_from_parameters
 from model_api.errors import Loading, ModelAPIError, NotFound
@@ -181,21 +180,43 @@ def create_app(service: InferenceService | None, repository: Repository | None =
     model_api.aws.monitor.report_store).
     """
     app = answer_errors(RestApiResolver())
-    from model_api.console import Console
-
     # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start) are imported
     # by the first GET .../monitoring, the only route that reads them.
     report_stores: list[CaptureStore | None] = [reports] if reports is not None else []
-    if repository is None:
-        if service is None:
-            raise ValueError("create_app: a function without a service (the server function) "
-                             "needs its repository and its router")
-        repository = model_repository.ServiceRepository(service)
-    console = console or Console.from_environment()
+    if repository is None and service is None:
+        raise ValueError("create_app: a function without a service (the server function) "
+                         "needs its repository and its router")
+    # A model function's repository (its own versions) is built, and model_api.repository
+    # imported, by the first route that reads it: its first /infer never does.
+    repositories: list[Repository] = [repository] if repository is not None else []
+
+    def versions() -> Repository:
+        if not repositories:
+            from model_api.repository import ServiceRepository
+
+            repositories.append(ServiceRepository(service))  # type: ignore[arg-type]
+        return repositories[0]
+
+    def refuse_load(model: str) -> dict[str, Any]:
+        from model_api.repository import refuse_load as refused
+
+        return refused(model)
+    # The console's module (its pages' table, StaticFile) is imported by the first console
+    # route: a model function's cold start never pays for it.
+    consoles: list[Console] = [console] if console is not None else []
+
+    def pages() -> Console:
+        if not consoles:
+            from model_api.console import Console
+
+            consoles.append(Console.from_environment())
+        return consoles[0]
 
     def repository_index() -> Response:
         body = raw_body(app.current_event.raw_event)
-        return json_response(200, model_repository.repository_index(repository, body))
+        from model_api.repository import repository_index as index
+
+        return json_response(200, index(versions(), body))
 
     def monitoring(model: str) -> Response:
         if router is not None:  # the server function: the models of its catalog
@@ -217,19 +238,19 @@ def create_app(service: InferenceService | None, repository: Repository | None =
         sent = app.current_event.request_context.path or "/"
         if not sent.endswith("/"):
             return Response(status_code=301, headers={"Location": sent + "/"}, body="")
-        return static_response(console.page("console"))
+        return static_response(pages().page("console"))
 
     bind_routes(app, SERVER, {
         "server_metadata": json_handler(server.server_metadata),
         "live": json_handler(server.live),
-        "ready": json_handler(repository.ready),
+        "ready": json_handler(lambda: versions().ready()),
         "repository_index": repository_index,
-        "repository_load": json_handler(model_repository.refuse_load),
-        "repository_unload": json_handler(model_repository.refuse_load),
+        "repository_load": json_handler(refuse_load),
+        "repository_unload": json_handler(refuse_load),
         "console": console_page,
-        "docs": lambda: static_response(console.page("docs")),
-        "asset": lambda asset: static_response(console.asset(asset)),
-        "openapi": lambda: static_response(console.openapi()),
+        "docs": lambda: static_response(pages().page("docs")),
+        "asset": lambda asset: static_response(pages().asset(asset)),
+        "openapi": lambda: static_response(pages().openapi()),
         "monitoring": monitoring,
     })
     if router is not None:

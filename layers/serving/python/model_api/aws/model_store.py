@@ -9,8 +9,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from model_api.store import StoreError
-
 # The variable naming the bucket: set on the functions of store-backed models and on the batch
 # runner by the template (model_registry/template.py), and by `make serve` locally.
 BUCKET_VARIABLE = "MODEL_STORE_BUCKET"
@@ -41,6 +39,8 @@ class S3Ranges:
         """One ranged GET, its body copied into `out` a chunk at a time as it arrives
         (model_api.store.RangeReader): no part held whole beside the buffer."""
         from botocore.exceptions import BotoCoreError, ClientError
+
+        from model_api.store import StoreError
 
         end = start + len(out)
         done = 0

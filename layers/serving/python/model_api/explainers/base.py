@@ -32,7 +32,7 @@ class ExplanationError(ValueError):
     """A manifest's `explanation` object or its background file is unusable (load time)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity (no generated __eq__)
 class Explanation:
     """The explanation of a batch of `rows` rows.
 

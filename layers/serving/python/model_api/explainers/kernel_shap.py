@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,15 @@ from typing import Any
 import numpy as np
 
 from model_api.datatypes import numpy_dtype
-from model_api.errors import BadRequest, TooLarge
-from model_api.explainers.background import read_background
-from model_api.explainers.base import Explainer, Explanation, Options, Predictor
+from model_api.errors import BadRequest, NotReady, TooLarge
+from model_api.explainers.background import BackgroundFile, read_background
+from model_api.explainers.base import (
+    Explainer,
+    Explanation,
+    ExplanationError,
+    Options,
+    Predictor,
+)
 from model_api.limits import MAX_EXPLAIN_MODEL_ROWS, MAX_EXPLAIN_RUN_ROWS
 from model_api.manifest import Manifest
 
@@ -46,27 +52,61 @@ class KernelShapExplainer(Explainer):
     explains_every_input = True
 
     def __init__(self, manifest: Manifest, output: str,
-                 background: dict[str, np.ndarray]) -> None:
+                 background: Mapping[str, np.ndarray] | BackgroundFile) -> None:
+        """`background`: the rows (input name -> [K, *shape]), or their checked file, parsed on
+        first use (a cold start's first /infer never reads it)."""
         super().__init__(manifest, output)
         self.specs = manifest.inputs
-        self.background = background  # input name -> [K, *shape]
-        # Feature counts from the background: an input may declare a variable dimension
-        # (-1), but its explained requests must have the background's fixed shape.
-        self.shapes = {spec.name: background[spec.name].shape[1:] for spec in self.specs}
-        self.sizes = [math.prod(self.shapes[spec.name]) for spec in self.specs]
-        self.features = sum(self.sizes)
-        self.background_rows = next(iter(background.values())).shape[0]
-        # One dtype holding every input's values exactly (FP32 for the seeds: no FP64 copies).
-        self.dtype = np.result_type(*(numpy_dtype(spec.datatype) for spec in self.specs))
-        self.flat_background = np.concatenate(
-            [background[spec.name].reshape(self.background_rows, -1).astype(self.dtype)
+        self._background = background
+
+    @cached_property
+    def background(self) -> dict[str, np.ndarray]:
+        """Input name -> [K, *shape]. NotReady (503, counted as a server error) when the file,
+        although it matched its sha256, is not an archive of rows that fit the inputs."""
+        if not isinstance(self._background, BackgroundFile):
+            return dict(self._background)
+        try:
+            return self._background.arrays()
+        except ExplanationError as exc:
+            raise NotReady(f"explanations of {self.manifest.name!r} cannot be computed: {exc}"
+                           ) from exc
+
+    @cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Feature shapes from the background: an input may declare a variable dimension (-1),
+        but its explained requests must have the background's fixed shape."""
+        return {spec.name: self.background[spec.name].shape[1:] for spec in self.specs}
+
+    @cached_property
+    def sizes(self) -> list[int]:
+        return [math.prod(self.shapes[spec.name]) for spec in self.specs]
+
+    @property
+    def features(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def background_rows(self) -> int:
+        return next(iter(self.background.values())).shape[0]
+
+    @cached_property
+    def dtype(self) -> np.dtype[Any]:
+        """One dtype holding every input's values exactly (FP32 for the seeds: no FP64 copies)."""
+        return np.result_type(*(numpy_dtype(spec.datatype) for spec in self.specs))
+
+    @cached_property
+    def flat_background(self) -> np.ndarray:
+        """The background rows flattened and concatenated: [K, features] of `dtype`."""
+        return np.concatenate(
+            [self.background[spec.name].reshape(self.background_rows, -1).astype(self.dtype)
              for spec in self.specs], axis=1)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, section: Mapping[str, Any],
                       version_dir: Path) -> KernelShapExplainer:
         """ExplanationError unless `explanation.background` names a file of `version_dir` whose
-        sha256 matches and whose rows fit the inputs (explainers/background.py)."""
+        sha256 matches (explainers/background.py); its rows are parsed and checked against the
+        inputs on the first explanation."""
         return cls(manifest, section["output"], read_background(manifest, version_dir, section))
 
     def _explain(self, predict: Predictor, inputs: dict[str, np.ndarray], options: Options,
