@@ -163,7 +163,7 @@ class Job:
         # checkpoint further on closes it (_open_npy)
         whole = self.obj.format == "npy" and self.config.shard == 0
         with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:
-            head = pool.submit(self.source.open if whole else self.source.head)
+            head: Future[tuple[Any, int]] = pool.submit(self._size_and_body, whole)
             try:
                 state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
                                         key=self.checkpoint_key)
@@ -171,7 +171,7 @@ class Job:
                 if whole and head.exception() is None:
                     head.result()[0].close()
                 raise
-            body, size = head.result() if whole else (None, int(head.result()["ContentLength"]))
+            body, size = head.result()
         if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
             state.chunk_bytes = self.config.byte_limit_for(size)
         if state.next_chunk:
@@ -218,6 +218,13 @@ class Job:
         if model_error:
             raise PermanentError(model_error)
         return summary
+
+    def _size_and_body(self, whole: bool) -> tuple[Any, int]:
+        """The input's stream (`whole`: its one GET opened, S3Object.open) or None (a HEAD),
+        and its size in bytes."""
+        if whole:
+            return self.source.open()
+        return None, int(self.source.head()["ContentLength"])
 
     @property
     def _child(self) -> str:

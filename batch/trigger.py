@@ -120,7 +120,8 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
     if obj.issued:
         created = store.get(obj.job_id)
         if created is None or created.get("status") != AWAITING_UPLOAD:
-            said = created.get("status") if created else "not there (erased, or never created)"
+            said = str(created.get("status")) if created else \
+                "not there (erased, or never created)"
             if created is None and discard is not None:
                 discard(obj)
                 said += "; the upload was deleted"
