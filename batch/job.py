@@ -279,9 +279,9 @@ class Job:
             # The chunk's part and errors: from a worker process, else worked here and now
             nonlocal numbered, chunk
             lines, end = lines_end
-            if pool is not None:
+            if pool is not None and pool.ready.is_set():
                 part: Future[tuple[bytes, int]] = pool.submit(lines, numbered + 1)
-            else:
+            else:  # in-process, and while the workers start
                 part = Future()
                 part.set_result(chunk_part(self.pipeline, lines, numbered + 1, model,
                                            model_error, batcher.run if batcher else None))

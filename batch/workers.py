@@ -157,26 +157,50 @@ class ChunkWorkers:
         prepare(count)
         self.pool = ProcessPoolExecutor(count, multiprocessing.get_context(START_METHOD),
                                         initializer=_start_worker, initargs=(setup,))
+        # Set once every worker has started (fork server up, model loaded): until then the
+        # runner works its chunks itself rather than wait (the first submit would block on
+        # the fork server's imports)
+        self.ready = threading.Event()
+        self._starter = threading.Thread(target=self._start, name="workers-start", daemon=True)
+        self._starter.start()
         LOG.info("JSON Lines chunks worked by %d worker processes (%d onnxruntime threads "
                  "each)", count, setup.threads)
+
+    def _start(self) -> None:
+        """Start every worker (one call each: the pool starts a process per call while none
+        is idle) and set `ready`; a pool that cannot start is logged and never ready (the
+        runner then works every chunk itself)."""
+        try:
+            for started in [self.pool.submit(_started) for _ in range(self.count)]:
+                started.result()
+        except Exception as error:  # BrokenProcessPool, the fork server's own errors
+            LOG.warning("the worker processes did not start (%s: %s): chunks are worked in "
+                        "the runner's process", type(error).__name__, error)
+            return
+        self.ready.set()
 
     def submit(self, lines: Sequence[object], first_number: int) -> Future[tuple[bytes, int]]:
         """The chunk's part and its errors (batch.jsonl.chunk_part), worked by a worker.
         Raises BrokenProcessPool (from the future too) when a worker died."""
         return self.pool.submit(_work, lines, first_number)
 
+    @property
+    def processes(self) -> list[multiprocessing.process.BaseProcess]:
+        """The pool's worker processes (Python 3.14 has terminate_workers() for `close`)."""
+        return list((getattr(self.pool, "_processes", None) or {}).values())
+
     def close(self, wait: bool = True) -> None:
         """Stop the workers: with `wait`, once they are idle (every chunk done); else at once,
         pending chunks cancelled and running ones killed. Either way every worker is joined:
         no process outlives the job's attempt."""
-        # The executor's own processes (Python 3.14 has terminate_workers() for this)
-        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        workers = self.processes
         self.pool.shutdown(wait=wait, cancel_futures=True)
         for process in workers:
             if process.is_alive():
                 process.kill()
         for process in workers:
             process.join(timeout=10)
+        self._starter.join(timeout=10)
 
 
 # ---- in each worker process
@@ -212,10 +236,10 @@ def _start_worker(setup: WorkerSetup) -> None:
 
 def _die_with(runner: int) -> None:
     """End this worker as soon as the runner process `runner` has ended, however it ended
-    (killed by any signal included): a worker's parent is the fork server, which lives as long as any
-    worker does, and its queues' pipes stay open in the workers themselves, so neither tells
-    a worker that the runner is gone. Linux's pidfd says it without polling (and without
-    mistaking a reused process id); elsewhere the id is polled each second."""
+    (killed by any signal included): a worker's parent is the fork server, which lives as
+    long as any worker does, and its queues' pipes stay open in the workers themselves, so
+    neither tells a worker that the runner is gone. Linux's pidfd says it without polling
+    (and without mistaking a reused process id); elsewhere the id is polled each second."""
     try:
         watched = os.pidfd_open(runner)
     except (AttributeError, OSError):  # not Linux 5.3+: poll the id
@@ -230,6 +254,10 @@ def _die_with(runner: int) -> None:
     else:
         select.select([watched], [], [])
     os._exit(1)
+
+
+def _started() -> None:
+    """A worker's first call: it has started (the pool's initializer ran)."""
 
 
 def _work(lines: Sequence[object], first_number: int) -> tuple[bytes, int]:

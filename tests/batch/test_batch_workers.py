@@ -46,7 +46,8 @@ def mixed_lines(count: int) -> list[str]:
 
 
 class Recorded(workers.ChunkWorkers):
-    """ChunkWorkers that remember their processes' ids (and can play a fault at a chunk)."""
+    """ChunkWorkers that remember their processes' ids (and can play a fault at a chunk);
+    ready only once every worker has started, so that the chunks go to them."""
 
     made: list[Recorded] = []  # noqa: RUF012 (one test's pools)
     fault_at: int | None = None  # the submit at which the fault is played
@@ -54,6 +55,7 @@ class Recorded(workers.ChunkWorkers):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        assert self.ready.wait(timeout=60)  # (the runner itself does not wait)
         self.pids: set[int] = set()
         self.submitted = 0
         Recorded.made.append(self)
@@ -63,11 +65,15 @@ class Recorded(workers.ChunkWorkers):
         if self.submitted == Recorded.fault_at and Recorded.fault == "terminated":
             raise Terminated("stopped by signal 15 (SIGTERM)")
         future = super().submit(lines, first_number)
-        self.pids |= set(self.pool._processes)  # type: ignore[attr-defined]
+        self.pids |= {process.pid for process in self.processes if process.pid}
         if self.submitted == Recorded.fault_at and Recorded.fault == "kill":
             future.result()  # this chunk is done; then one worker dies, as the OOM killer does
             os.kill(next(iter(self.pids)), signal.SIGKILL)
         return future
+
+    def close(self, wait: bool = True) -> None:
+        self.pids |= {process.pid for process in self.processes if process.pid}
+        super().close(wait)
 
 
 @pytest.fixture
@@ -115,7 +121,7 @@ def test_two_workers_write_the_same_records_as_one_process_and_capture_them(
     outputs = {}
     for count in (1, 2):
         monkeypatch.setenv("CAPTURE_DIR", str(tmp_path / f"capture-{count}"))
-        job = settings(cloud, models_dir, key, version, chunk_bytes=3000, batch_rows=8,
+        job = settings(cloud, models_dir, key, version, chunk_bytes=4500, batch_rows=8,
                        workers=count)
         batch_job.run_job(job, s3=cloud.s3, store=cloud.store)
         outputs[count] = parts(cloud, job)
