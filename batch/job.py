@@ -270,9 +270,12 @@ class Job:
         progress = Progress(stop - state.start, state.next_byte - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         numbered, chunk = state.next_row, state.next_chunk  # of the chunks worked so far
-        if state.next_chunk == 0:  # a fresh job: its first chunks small (pinned from now on)
-            state.first_chunk_bytes = FIRST_CHUNK_BYTES if state.chunk_bytes else 0
         pool = self._workers(model, stop - state.next_byte)
+        if state.next_chunk == 0:  # a fresh job: its chunks' sizes (pinned from now on)
+            state.first_chunk_bytes = FIRST_CHUNK_BYTES if state.chunk_bytes else 0
+            if pool is not None and self.config.chunk_bytes is None and state.chunk_bytes:
+                state.chunk_bytes = workers.chunk_bytes(state.chunk_bytes, stop - state.start,
+                                                        pool.count)
         Worked = tuple[Future[tuple[bytes, int]], int, int, str]
 
         def work(lines_end: tuple[list[bytes | LongLine], int]) -> Worked:

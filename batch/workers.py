@@ -62,12 +62,17 @@ WORKERS_ENV = "BATCH_WORKERS"
 # a second in one process, less than the pool's start costs the CPUs (measured: docs/
 # performance.md, "Batch: JSON Lines in worker processes")
 MIN_POOL_BYTES = 4 << 20
+# A fresh job's chunks with workers: this many per worker at least, and at least this big
+CHUNKS_PER_WORKER = 4
+MIN_CHUNK_BYTES = 1 << 20
 # The workers' copies of the model together stay under this share of the memory
 MODEL_MEMORY_SHARE = 0.5
 START_METHOD = "forkserver"
 # Imported once by the fork server, so that each worker starts with them
+# (the hooks' modules too: data capture's imports Powertools, ~50 ms a worker otherwise)
 PRELOAD = ["numpy", "onnxruntime", "model_api.pipeline", "model_api.codec", "batch.jsonl",
-           "batch.loading", "batch.microbatch"]
+           "batch.loading", "batch.microbatch", "batch.models", "model_registry.registry",
+           "model_api.aws.hooks", "model_api.aws.class_counts", "model_api.aws.capture"]
 
 
 def available_cpus() -> int:
@@ -119,6 +124,15 @@ def worker_count(requested: int, input_bytes: int, model_size: int,
     return max(1, count)
 
 
+def chunk_bytes(default: int, input_bytes: int, count: int) -> int:
+    """A fresh job's bytes of input per chunk with `count` workers: at most `default` (the
+    runner's own: batch.job.default_chunk_bytes), and small enough that each worker gets
+    CHUNKS_PER_WORKER chunks of the input's `input_bytes`, so that none is left with a large
+    last chunk while the others wait; at least MIN_CHUNK_BYTES (each chunk costs a few
+    requests: its part, checkpoint and record)."""
+    return min(default, max(MIN_CHUNK_BYTES, input_bytes // (CHUNKS_PER_WORKER * count)))
+
+
 def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
     """Start the fork server now (once per process), so that its interpreter start and
     imports (about 0.5 s of a CPU) overlap the job's model load and first read instead of
@@ -140,7 +154,7 @@ class WorkerSetup:
     batch_rows: int  # BATCH_ROWS; 0: each worker times its own first rows
     threads: int  # onnxruntime intra-op threads per worker
     environ: dict[str, str]  # the runner's environment when the pool started
-    log_level: int
+    log_level: int  # the runner's batch.runner logger's
     runner: int  # the runner's process id: a worker ends when it does
 
 
@@ -153,7 +167,7 @@ class ChunkWorkers:
         self.count = count
         setup = WorkerSetup(folder, registry, batch_rows,
                             max(1, available_cpus() // count), dict(os.environ),
-                            logging.getLogger().getEffectiveLevel(), os.getpid())
+                            LOG.getEffectiveLevel(), os.getpid())
         prepare(count)
         self.pool = ProcessPoolExecutor(count, multiprocessing.get_context(START_METHOD),
                                         initializer=_start_worker, initargs=(setup,))
