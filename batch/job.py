@@ -263,6 +263,21 @@ class Job:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
 
+    def _workers(self, model: LoadedModel | None, left: int) -> workers.ChunkWorkers | None:
+        """The worker processes that work this JSON Lines job's chunks (batch.workers), or
+        None to work them in this process: on a GPU, without a model, for `left` bytes too
+        few to pay for a pool, or where one worker is all there is."""
+        if model is None or CUDA in model.providers:
+            return None
+        folder = version_dir(self.config.models_dir, self.obj.model, model.manifest.version,
+                             self.config.registry)
+        count = workers.worker_count(self.config.workers, left,
+                                     workers.model_bytes(model, folder))
+        if count < 2:
+            return None
+        return workers.ChunkWorkers(count, folder, self.config.registry,
+                                    self.config.batch_rows)
+
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
         # lines that begin before it are this child's (a child's range may be empty: stop 0)
@@ -314,21 +329,6 @@ class Job:
             pool.close()
         progress.update(max(state.next_byte, stop) - state.start,
                         state.next_row - state.first_row, force=True)
-
-    def _workers(self, model: LoadedModel | None, left: int) -> workers.ChunkWorkers | None:
-        """The worker processes that work this JSON Lines job's chunks (batch.workers), or
-        None to work them in this process: on a GPU, without a model, for `left` bytes too
-        few to pay for a pool, or where one worker is all there is."""
-        if model is None or CUDA in model.providers:
-            return None
-        folder = version_dir(self.config.models_dir, self.obj.model, model.manifest.version,
-                             self.config.registry)
-        count = workers.worker_count(self.config.workers, left,
-                                     workers.model_bytes(model, folder))
-        if count < 2:
-            return None
-        return workers.ChunkWorkers(count, folder, self.config.registry,
-                                    self.config.batch_rows)
 
     def _npy(self, state: checkpoint.Checkpoint, size: int, batcher: MicroBatcher) -> None:
         """The .npy rows: read, run, and their outputs streamed into one multipart upload per

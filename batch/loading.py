@@ -15,7 +15,6 @@ from pathlib import Path
 import onnxruntime as ort
 from model_api.aws import hooks, model_store
 from model_api.errors import ModelAPIError
-from model_api.limits import BATCH_RECORD
 from model_api.model import COPY, LoadedModel
 from model_api.pipeline import Pipeline
 from model_api.service import resolve_version, version_folders
@@ -115,4 +114,6 @@ def job_pipeline(registry: Path | None) -> Pipeline:
     """The pipeline a job's rows go through: the batch path's limits and the installed hooks
     (class counts; data capture as the registry configures each model: batch.models), new
     for each process that works the job's rows (the runner, each JSON Lines worker)."""
+    from model_api.limits import BATCH_RECORD
+
     return Pipeline(BATCH_RECORD, hooks.installed(capture_configs(registry)), path="batch")
