@@ -148,10 +148,10 @@ class Job:
             state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
                                     key=self.checkpoint_key)
             size = int(head.result()["ContentLength"])
-        if self.obj.format == "jsonl":  # its workers' fork server starts while the model loads
-            workers.prepare(self.config.workers, size // max(1, self.config.shards))
         if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
             state.chunk_bytes = self.config.byte_limit_for(size)
+        if self.obj.format == "jsonl":  # its workers' fork server starts while the model loads
+            workers.prepare(self.config.workers, size // max(1, self.config.shards))
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
