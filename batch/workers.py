@@ -279,5 +279,8 @@ def _work(lines: Sequence[object], first_number: int) -> tuple[bytes, int]:
     from batch.jsonl import chunk_part
 
     assert _pipeline is not None and _model is not None and _batcher is not None
-    return chunk_part(_pipeline, lines, first_number, _model, None,  # type: ignore[arg-type]
-                      _batcher.run)
+    try:
+        return chunk_part(_pipeline, lines, first_number, _model, None,  # type: ignore[arg-type]
+                          _batcher.run)
+    finally:  # the hooks' metric lines (class counts) leave with their chunk, as in-process
+        sys.stdout.flush()
