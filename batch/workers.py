@@ -39,6 +39,7 @@ fork would stay held in the child) or a fresh interpreter (spawn: 0.8-1 s a pool
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -246,6 +247,11 @@ def _start_worker(setup: WorkerSetup) -> None:
     _model = load_version(setup.folder, [CPU])
     _pipeline = job_pipeline(setup.registry)
     _batcher = MicroBatcher(_model, BatchSizeTuner(CPU_SIZES, setup.batch_rows))
+    # What the worker holds for good (modules, the model, the hooks) out of the collector's
+    # way: its full collections no longer walk it again for every few thousand lines' garbage
+    # (a line's decoding makes dozens of containers). Measured 3-13 % of a line's time.
+    gc.collect()
+    gc.freeze()
 
 
 def _die_with(runner: int) -> None:
