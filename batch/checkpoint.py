@@ -47,6 +47,9 @@ class Checkpoint:
     # .npy: each model output's multipart upload (batch.writer.NpyUpload.state): its upload id
     # and the parts uploaded, which hold the outputs of the rows before next_row
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # JSON Lines: the first chunk's bytes of input, each next one twice as many up to
+    # chunk_bytes (batch.jsonl.chunks_of_lines); 0 (a checkpoint from before): chunk_bytes each
+    first_chunk_bytes: int = 0
 
     def advance(self, rows: int, next_byte: int, outputs: int, errors: int, parts: list[str],
                 headers: dict[str, dict[str, Any]] | None = None) -> None:

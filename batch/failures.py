@@ -6,6 +6,8 @@ Batch retries the job), 2 permanent (batch.submit.PERMANENT_EXIT: a retry would 
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
+
 from botocore.exceptions import BotoCoreError, ClientError
 
 # S3's answers that no retry changes: the input or bucket is gone, or access is refused; and
@@ -39,12 +41,14 @@ def terminated(signum: int, _: object) -> None:
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt may succeed: S3 or DynamoDB still failing after botocore's own
     retries (throttling, 5xx, a dropped connection), the network, a host without its GPU, a
-    SIGTERM (a spot reclaim). Anything else (bad input, a model that does not load, a defect)
-    would fail the same way again, so it is not retried."""
+    SIGTERM (a spot reclaim), a JSON Lines worker process that died (killed for memory, a
+    crash in native code: batch.workers; the retry resumes from the checkpoint). Anything
+    else (bad input, a model that does not load, a defect) would fail the same way again, so
+    it is not retried."""
     if isinstance(error, ClientError):
         return error.response["Error"]["Code"] not in PERMANENT_S3_ERRORS
     return isinstance(error, BotoCoreError | ConnectionError | TimeoutError | HostError
-                      | Terminated)
+                      | Terminated | BrokenProcessPool)
 
 
 def store_gone(error: BaseException) -> bool:

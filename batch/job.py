@@ -30,21 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from model_api.aws import hooks
 from model_api.datatypes import numpy_dtype
-from model_api.limits import BATCH_RECORD
 from model_api.model import LoadedModel
-from model_api.pipeline import Pipeline
 
-from batch import checkpoint, erase, notify, npy, shards
+from batch import checkpoint, erase, notify, npy, shards, workers
 from batch.aws import client
 from batch.failures import PermanentError, Terminated, is_transient
 from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
-from batch.jsonl import chunks_of_lines, line_records
+from batch.jsonl import chunk_part, chunks_of_lines
 from batch.keys import CHECKPOINT, DONE, FINISHING, SUCCESS, InputObject, parse_key
-from batch.loading import CUDA, load_model
+from batch.loading import CUDA, job_pipeline, load_model, version_dir
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
-from batch.models import capture_configs
 from batch.overlap import overlapped
 from batch.progress import Progress
 from batch.reader import BLOCK, LongLine, NpyLayout, S3Object, iter_rows, npy_layout, open_npy
@@ -64,8 +60,9 @@ LOG = logging.getLogger("batch.runner")
 CHUNK_BYTES = 8 << 20
 MAX_CHUNK_BYTES = 64 << 20
 CHUNKS_PER_INPUT = 4
-# .npy: the first chunk's bytes of input (the next ones twice as many each, up to the chunk
-# limit), so that the model starts after a small read instead of a whole chunk's
+# The first chunk's bytes of input (the next ones twice as many each, up to the chunk limit),
+# so that the model (JSON Lines: each worker process) starts after a small read instead of a
+# whole chunk's
 FIRST_CHUNK_BYTES = 1 << 20
 # .npy: while rows are worked without a part to upload (batch.writer.NpyUpload: parts of at
 # least PART_BYTES of output), the jobs-table record is still updated this often (a live job)
@@ -105,6 +102,8 @@ class JobConfig:
     progress_seconds: float = 5.0
     shard: int = 0  # this child's index (AWS_BATCH_JOB_ARRAY_INDEX) of an array job
     shards: int = 1  # the array job's children (BATCH_SHARDS); 1: the whole input
+    # JSON Lines on the CPU: worker processes (BATCH_WORKERS; batch.workers); 0: one per CPU
+    workers: int = 0
 
     @property
     def byte_limit(self) -> int:
@@ -151,8 +150,7 @@ class Job:
         # This child's folder (batch.shards): "" for a job of one child
         self.folder = self.obj.shard_folder(config.shard, config.shards)
         self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
-        self.pipeline = Pipeline(BATCH_RECORD, hooks.installed(capture_configs(config.registry)),
-                                 path="batch")
+        self.pipeline = job_pipeline(config.registry)
         # .npy: each model output's shape, once its file is written
         self.outputs: dict[str, list[int]] = {}
 
@@ -174,6 +172,8 @@ class Job:
             body, size = head.result()
         if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
             state.chunk_bytes = self.config.byte_limit_for(size)
+        if self.obj.format == "jsonl":  # its workers' fork server starts while the model loads
+            workers.prepare(self.config.workers, size // max(1, self.config.shards))
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
@@ -326,6 +326,21 @@ class Job:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
 
+    def _workers(self, model: LoadedModel | None, left: int) -> workers.ChunkWorkers | None:
+        """The worker processes that work this JSON Lines job's chunks (batch.workers), or
+        None to work them in this process: on a GPU, without a model, for `left` bytes too
+        few to pay for a pool, or where one worker is all there is."""
+        if model is None or CUDA in model.providers:
+            return None
+        folder = version_dir(self.config.models_dir, self.obj.model, model.manifest.version,
+                             self.config.registry)
+        count = workers.worker_count(self.config.workers, left,
+                                     workers.model_bytes(model, folder))
+        if count < 2:
+            return None
+        return workers.ChunkWorkers(count, folder, self.config.registry,
+                                    self.config.batch_rows)
+
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
         # lines that begin before it are this child's (a child's range may be empty: stop 0)
@@ -333,27 +348,48 @@ class Job:
         progress = Progress(stop - state.start, state.next_byte - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         numbered, chunk = state.next_row, state.next_chunk  # of the chunks worked so far
+        pool = self._workers(model, stop - state.next_byte)
+        if state.next_chunk == 0:  # a fresh job: its chunks' sizes (pinned from now on)
+            state.first_chunk_bytes = FIRST_CHUNK_BYTES if state.chunk_bytes else 0
+            if pool is not None and self.config.chunk_bytes is None and state.chunk_bytes:
+                state.chunk_bytes = workers.chunk_bytes(state.chunk_bytes, stop - state.start,
+                                                        pool.count)
+        Worked = tuple[Future[tuple[bytes, int]], int, int, str]
 
-        def work(lines_end: tuple[list[bytes | LongLine], int]) -> tuple[list[bytes], int, int,
-                                                                         int, str]:
+        def work(lines_end: tuple[list[bytes | LongLine], int]) -> Worked:
+            # The chunk's part and errors: from a worker process, else worked here and now
             nonlocal numbered, chunk
             lines, end = lines_end
-            records, errors = line_records(self.pipeline, lines, numbered + 1, model,
-                                           model_error, batcher.run if batcher else None)
-            self.pipeline.flush()
+            if pool is not None and pool.ready.is_set():
+                part: Future[tuple[bytes, int]] = pool.submit(lines, numbered + 1)
+            else:  # in-process, and while the workers start
+                part = Future()
+                part.set_result(chunk_part(self.pipeline, lines, numbered + 1, model,
+                                           model_error, batcher.run if batcher else None))
             numbered, chunk = numbered + len(lines), chunk + 1
-            return records, errors, len(lines), end, self.obj.jsonl_part(chunk - 1)
+            return part, len(lines), end, self.obj.jsonl_part(chunk - 1)
 
-        def write(done: tuple[list[bytes], int, int, int, str]) -> None:
-            records, errors, lines, end, part = done
+        def write(done: Worked) -> None:
+            part, lines, end, name = done
+            body, errors = part.result()  # in input order, whichever worker finishes first
             self._live()
-            put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + part),
-                      b"\n".join(records) + b"\n", "application/x-ndjson")
-            self._checkpoint(state, lines, end, len(records) - errors, errors,
-                             [self.folder + part], progress, end)
+            put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + name),
+                      body, "application/x-ndjson")
+            self._checkpoint(state, lines, end, lines - errors, errors, [self.folder + name],
+                             progress, end)
 
-        overlapped(chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
-                                   state.chunk_bytes, stop), work, write, name=self.obj.job_id)
+        try:
+            overlapped(chunks_of_lines(self.source, state.next_byte, size, state.chunk_rows,
+                                       state.chunk_bytes, stop, state.first_chunk_bytes,
+                                       state.next_chunk),
+                       work, write, depth=pool.count if pool is not None else 1,
+                       name=self.obj.job_id)
+        except BaseException:
+            if pool is not None:
+                pool.close(wait=False)
+            raise
+        if pool is not None:
+            pool.close()
         progress.update(max(state.next_byte, stop) - state.start,
                         state.next_row - state.first_row, force=True)
 

@@ -104,18 +104,41 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
     return records, errors
 
 
+def chunk_part(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_number: int,
+               model: LoadedModel | None, model_error: str | None,
+               run_many: RunMany | None) -> tuple[bytes, int]:
+    """A chunk's part: its lines' records (line_records), one a line, each ending in a line
+    break; and how many of them are errors. The hooks are flushed after it (their unit of
+    work is the chunk). What the runner does with a chunk in-process, and what each of its
+    worker processes does with the chunks it is given (batch.workers)."""
+    records, errors = line_records(pipeline, lines, first_number, model, model_error, run_many)
+    pipeline.flush()
+    return b"\n".join(records) + b"\n", errors
+
+
 def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_bytes: int,
-                    stop: int | None = None) -> Iterator[tuple[list[bytes | LongLine], int]]:
+                    stop: int | None = None, first_bytes: int = 0, index: int = 0
+                    ) -> Iterator[tuple[list[bytes | LongLine], int]]:
     """Lists of whole lines (those that begin before `stop`; None: all), each with the byte
-    offset just past its last line: a list ends at `rows` lines or once its lines reach
-    `max_bytes` bytes (0: no such limit). The cut depends only on the input from `start`, so
-    a resumed job cuts the same chunks."""
+    offset just past its last line: a list ends at `rows` lines or once its lines reach its
+    byte limit (0: no such limit): `max_bytes`, or with `first_bytes` a ramp up to it, the
+    job's chunk number i (`index` is the first one's) ending at `first_bytes` x 2^i, so that
+    the model (and each of the job's worker processes, batch.workers) starts after a small
+    read. The cut depends only on the input from `start` and the chunk's number, so a resumed
+    job cuts the same chunks."""
+    def limit(number: int) -> int:
+        if not (first_bytes and max_bytes) or number >= max_bytes.bit_length():
+            return max_bytes
+        return min(max_bytes, first_bytes << number)
+
     lines: list[bytes | LongLine] = []
     end = chunk_start = start
+    chunk_bytes = limit(index)
     for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES, stop):
         lines.append(line)
-        if len(lines) == rows or (max_bytes and end - chunk_start >= max_bytes):
+        if len(lines) == rows or (chunk_bytes and end - chunk_start >= chunk_bytes):
             yield lines, end
-            lines, chunk_start = [], end
+            lines, chunk_start, index = [], end, index + 1
+            chunk_bytes = limit(index)
     if lines:
         yield lines, end

@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
-from model_api.aws import model_store
+from model_api.aws import hooks, model_store
 from model_api.errors import ModelAPIError
 from model_api.manifest import STORE_FIELD
 from model_api.model import COPY, LoadedModel
+from model_api.pipeline import Pipeline
 from model_api.service import resolve_version, version_folders
 
 from batch.failures import HostError, PermanentError
-from batch.models import current_version
+from batch.models import capture_configs, current_version
 
 LOG = logging.getLogger("batch.runner")
 CUDA = "CUDAExecutionProvider"
@@ -66,6 +67,26 @@ def load_model(models_dir: Path, model: str, version: str | None, registry: Path
     active (another host may have it)."""
     providers = choose_providers(use_gpu)
     folder = version_dir(models_dir, model, version, registry)
+    loaded = load_version(folder, providers)
+    active = list(loaded.providers)
+    if CUDA in active:
+        LOG.info("model %s version %s runs on the GPU (active providers %s)", model,
+                 folder.name, active)
+    elif require_gpu:
+        raise HostError(f"a GPU was required but CUDA is not active (active {active}, "
+                        f"available {ort.get_available_providers()})")
+    else:
+        LOG.warning("!!! model %s runs on the CPU: CUDA is not active (active %s, available "
+                    "%s) !!!", model, active, ort.get_available_providers())
+    return loaded
+
+
+def load_version(folder: Path, providers: list[str]) -> LoadedModel:
+    """Load and check one version folder on `providers`, as every process of a job loads it
+    (the runner, and each of its JSON Lines workers: batch.workers): the sha256 checked, a
+    version kept in the model store read from it (model_api.store), onnxruntime's threads not
+    spinning, weights copied. Raises PermanentError when it cannot load."""
+    model = folder.parent.name
     try:
         # A large model's file is read from the model store ($MODEL_STORE_BUCKET), the same
         # object and sha256 check as its API function's: no copy baked into the image.
@@ -86,14 +107,13 @@ def load_model(models_dir: Path, model: str, version: str | None, registry: Path
              f"the model store s3://{store.bucket}/{stored['key']}"
              if store is not None and isinstance(stored, dict) else folder,
              time.perf_counter() - started)
-    active = list(loaded.providers)
-    if CUDA in active:
-        LOG.info("model %s version %s runs on the GPU (active providers %s)", model,
-                 folder.name, active)
-    elif require_gpu:
-        raise HostError(f"a GPU was required but CUDA is not active (active {active}, "
-                        f"available {ort.get_available_providers()})")
-    else:
-        LOG.warning("!!! model %s runs on the CPU: CUDA is not active (active %s, available "
-                    "%s) !!!", model, active, ort.get_available_providers())
     return loaded
+
+
+def job_pipeline(registry: Path | None) -> Pipeline:
+    """The pipeline a job's rows go through: the batch path's limits and the installed hooks
+    (class counts; data capture as the registry configures each model: batch.models), new
+    for each process that works the job's rows (the runner, each JSON Lines worker)."""
+    from model_api.limits import BATCH_RECORD
+
+    return Pipeline(BATCH_RECORD, hooks.installed(capture_configs(registry)), path="batch")

@@ -49,6 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
                              "given alone; 0: no limit)")
     parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")),
                         help="rows per model run (default 0: timed on the first rows)")
+    parser.add_argument("--workers", type=int, default=int(env("BATCH_WORKERS", "0")),
+                        help="JSON Lines on the CPU: worker processes that work the chunks "
+                             "(default 0: one per CPU; 1: in this process; batch.workers)")
     parser.add_argument("--require-gpu", action="store_true",
                         default=env("REQUIRE_GPU", "false").lower() == "true")
     parser.add_argument("--cpu", action="store_true", help="do not try CUDA")
@@ -68,17 +71,18 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
     missing = [name for name in ("bucket", "key", "job_id") if not getattr(args, name)]
     if missing:
         parser.error(f"missing {', '.join(missing)} (arguments or BATCH_INPUT_* / BATCH_JOB_ID)")
-    if min(args.chunk_rows, args.chunk_bytes or 0, args.batch_rows) < 0 or (
+    if min(args.chunk_rows, args.chunk_bytes or 0, args.batch_rows, args.workers) < 0 or (
             args.chunk_rows == 0 and args.chunk_bytes == 0):
-        parser.error("--chunk-rows, --chunk-bytes and --batch-rows must be >= 0, and one of "
-                     "--chunk-rows and --chunk-bytes > 0")
+        parser.error("--chunk-rows, --chunk-bytes, --batch-rows and --workers must be >= 0, and "
+                     "one of --chunk-rows and --chunk-bytes > 0")
     return JobConfig(bucket=args.bucket, key=args.key, version_id=args.version_id,
                     job_id=args.job_id, models_dir=args.models_dir,
                     registry=args.registry, table=args.table,
                     chunk_rows=args.chunk_rows, chunk_bytes=args.chunk_bytes,
                     batch_rows=args.batch_rows,
                     require_gpu=args.require_gpu, use_gpu=not args.cpu,
-                    progress_seconds=args.progress_seconds, shard=shard, shards=count)
+                    progress_seconds=args.progress_seconds, shard=shard, shards=count,
+                    workers=args.workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

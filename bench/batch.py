@@ -286,7 +286,8 @@ def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
         summary = batch_job.run_job(config, s3=s3, store=store)
         elapsed = time.perf_counter() - started
     rows = int(summary["rows_read"])
-    return rows / elapsed, rows / sum(spent)
+    # (no runs in this process: a JSON Lines job's worker processes ran the model)
+    return rows / elapsed, rows / sum(spent) if spent else 0.0
 
 
 def async_speed(api: str, model: str, path: Path) -> float:

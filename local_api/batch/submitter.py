@@ -36,6 +36,7 @@ from batch.jobs import LOCAL, JobStore
 from batch.keys import CHECKPOINT, InputObject
 from batch.shards import INDEX_VARIABLE
 from batch.submit import PERMANENT_EXIT, runner_environment
+from batch.workers import WORKERS_ENV, available_cpus
 from local_api.logs import LOG_DIR, FunctionLogs, forward_in_thread
 
 LOG = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class LocalSubmitter:
         `shards` children as that many child processes at once, each retried on its own
         (with AWS_BATCH_JOB_ARRAY_INDEX set, as AWS Batch sets it)."""
         env = {**os.environ, **runner_environment(obj, shards)}
+        if shards > 1 and WORKERS_ENV not in env:  # the children share this machine's CPUs
+            env[WORKERS_ENV] = str(max(1, available_cpus() // shards))
         self.exit_codes[obj.job_id] = []
         self.shard_exit_codes[obj.job_id] = [[] for _ in range(shards)]
         children = [threading.Thread(target=self._attempts, args=(obj, index, shards, {
