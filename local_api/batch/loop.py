@@ -221,12 +221,17 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
         exit_codes = submitter.wait(obj.job_id)
         LOG.info("runner attempts ended with %s", exit_codes)
     status, record = get_job(obj.job_id)
+    files: list[Path] = []
     if status == 200 and record.get("status") == "succeeded":
         files = download(obj, output)
         LOG.info("wrote %s", ", ".join(map(str, files)))
+    # The presigned output URLs point at this run's fake S3, gone when it ends: the files
+    # downloaded from them are what the summary names instead
+    record.pop("output_urls", None)
     seconds = time.monotonic() - started
     rows = int(record.get("rows_read", 0))
-    summary = {"job": record, "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
+    summary = {"job": record, "outputs": [str(path) for path in files],
+               "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
                "rows_per_second": round(rows / seconds) if seconds else None}
     children = getattr(submitter, "shard_exit_codes", {}).get(obj.job_id, [])
     if len(children) > 1:  # an array job: each child's attempts
