@@ -73,6 +73,9 @@ RECORD_SECONDS = 60.0
 # small job's redo after a kill (boto3 itself uploads files under 8 MiB in one PUT)
 ONE_PUT_BYTES = 16 << 20
 HOLD_SECONDS = 60.0
+# .npy: while no write is due, whether the job still lives (an erasure, or another child of an
+# array job that failed it) is asked this often, so that such a job stops within seconds
+LIVE_SECONDS = 5.0
 # The most bytes one .npy output may hold while another has not yet made a part: every
 # output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
 # (a label) to reach PART_BYTES. Past it the job fails with the reason, not out of memory.
@@ -453,7 +456,7 @@ class Job:
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
-        recorded = flushed = time.monotonic()
+        recorded = flushed = checked = time.monotonic()
 
         def work(chunk: tuple[int, int, np.ndarray]) -> tuple[int, Mapping[str, np.ndarray]]:
             first, stop, rows = chunk
@@ -462,7 +465,7 @@ class Job:
             return stop - first, results
 
         def write(done: tuple[int, Mapping[str, np.ndarray]]) -> None:
-            nonlocal pending, recorded, flushed
+            nonlocal pending, recorded, flushed, checked
             rows, results = done
             for name, upload in uploads.items():
                 upload.add(results[name])
@@ -470,6 +473,9 @@ class Job:
             position = state.next_row + pending
             if position < total and not parts_due(uploads, flushed):
                 held_too_much(uploads, pending)
+                if time.monotonic() - checked > LIVE_SECONDS:
+                    self._live()
+                    checked = time.monotonic()
                 if time.monotonic() - recorded > RECORD_SECONDS:
                     self._record(state, progress, position)
                     recorded = time.monotonic()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from batch import checkpoint, erase, runner, writer
+from batch import checkpoint, erase, jobs, runner, writer
 from batch import job as batch_job
 from batch.aws import client
 from batch.keys import parse_key
@@ -407,6 +407,34 @@ def test_a_small_npy_job_holds_its_outputs_for_one_put_each_unless_held_too_long
         np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)
         np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its outputs held for one PUT each (no write due until the last rows), a .npy job still
+    # asks every LIVE_SECONDS whether it lives: erased after its first chunk, it stops there,
+    # writes no output and leaves nothing
+    monkeypatch.setattr(batch_job, "LIVE_SECONDS", 0.0)
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, chunk_bytes=100, batch_rows=4)  # 6 rows a chunk
+    asked: list[int] = []
+    live = batch_job.Job._live
+
+    def erased_at_the_first_ask(self: batch_job.Job) -> None:
+        if not asked:
+            cloud.store.mark_erasing(job.job_id)
+        asked.append(1)
+        live(self)
+
+    monkeypatch.setattr(batch_job.Job, "_live", erased_at_the_first_ask)
+    keys = requested_keys(s3 := client("s3"))
+    with pytest.raises(jobs.JobErased):
+        batch_job.run_job(job, s3=s3)
+    assert len(asked) == 1 and not [key for key in keys if key.endswith(".npy")
+                                     and key.startswith("PutObject")], keys
+    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
+    assert not client("s3").list_object_versions(Bucket=cloud.bucket, Prefix=prefix).get(
+        "Versions")
 
 
 def test_a_bytes_output_is_refused_in_a_npy_file_not_written_as_pointers(cloud: Cloud) -> None:
