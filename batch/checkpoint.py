@@ -12,7 +12,7 @@ first attempt chose, even if the registry's `current` changed in between.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -86,7 +86,9 @@ def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0,
         if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
             raise
         return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
-    checkpoint = Checkpoint(**document)
+    # Fields a later runner added are left out (a retry on an older image still resumes)
+    known = {each.name for each in fields(Checkpoint)}
+    checkpoint = Checkpoint(**{name: value for name, value in document.items() if name in known})
     if (checkpoint.job_id, checkpoint.input_version) != (obj.job_id, obj.version_id):
         return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
     return checkpoint

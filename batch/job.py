@@ -184,7 +184,11 @@ class Job:
                  state.chunk_rows or "any", state.chunk_bytes or "any")
         # The model loads (and its version is recorded) while a fresh .npy job's one GET opens
         loading = self.background.submit(self._model, state)
-        opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
+        try:
+            opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
+        except BaseException:
+            loading.exception()  # the load ends first: its version's update is then awaited
+            raise
         try:
             model, model_error = loading.result()
         except BaseException:
@@ -313,8 +317,12 @@ class Job:
         live = self.background.submit(self._live)
         try:
             write()
-        finally:
-            error = live.exception()
+        except BaseException:
+            found = live.exception()
+            if isinstance(found, (JobErased, StoppedByAnotherChild)):
+                raise found from None  # why the job stops, not what its last write met
+            raise
+        error = live.exception()
         if error is not None:
             raise error
 
@@ -419,6 +427,7 @@ class Job:
                 body.close()
             raise
         try:
+            self._settle()  # a job of no rows writes here first: after its start is recorded
             each_upload(uploads, NpyUpload.complete)
         except BaseException as error:
             if not is_transient(error):
@@ -675,6 +684,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     child = f"child {config.shard} of {config.shards}: " if sharded else ""
     background = ThreadPoolExecutor(2, thread_name_prefix="record")
     started: Future[Any] | None = None
+    job: Job | None = None
     try:
         if store is not None:
             # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>).
@@ -689,7 +699,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                 store.update(config.job_id, increment_attempts=True,
                              fields={"started_at": time.time()})
         # made while the start's update is in flight, used at the job's end
-        events = client("events") if store is not None else None
+        events = events_client() if store is not None else None
         try:
             if sharded and store is not None:
                 if not store.start_unless_failed(config.job_id):
@@ -697,8 +707,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                                 f"{config.shard} started")
                 store.update_shard(config.job_id, config.shard, {"state": RUNNING},
                                    merge=True)
-            summary = Job(config, s3, store, background,
-                          [started] if started is not None else []).run()
+            job = Job(config, s3, store, background, [started] if started is not None else [])
+            summary = job.run()
         except JobErased:
             raise
         except StoppedByAnotherChild as error:
@@ -713,7 +723,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # starts, or until Batch gives up and batch.state records it `failed`. A child of
             # an array job that fails for good fails the job: the others stop at their next
             # chunk (Job._live).
-            erased_at_start(started)  # the start's update lands first: this one follows it
+            # The start's update (and the model version's) land first: this one follows them
+            erased_at_start([started, *(job.awaiting if job is not None else [])])
             reason = f"{child}{type(error).__name__}: {error}"
             if store is not None and is_transient(error):
                 store.update(config.job_id, fields={
@@ -744,13 +755,24 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     return summary
 
 
-def erased_at_start(started: Future[Any] | None) -> None:
-    """Wait for the job's start update (None: none in flight); JobErased when it found the job
-    being erased (the job's own error is then not the one to record). Any other error of it
-    is the job's to report, as the attempt's error."""
-    error = started.exception() if started is not None else None
-    if isinstance(error, JobErased):
-        raise error
+def erased_at_start(updates: list[Future[Any] | None]) -> None:
+    """Wait for the record updates a job had in flight (its start's, its model version's; None:
+    none); JobErased when one found the job being erased (the job's own error is then not the
+    one to record). Any other error of theirs is the job's to report, as the attempt's error."""
+    for update in updates:
+        error = update.exception() if update is not None else None
+        if isinstance(error, JobErased):
+            raise error
+
+
+def events_client() -> Any:
+    """An EventBridge client for the job-end event, made at the start; None when it cannot be
+    made (batch.notify then makes its own and logs why it could not send)."""
+    try:
+        return client("events")
+    except Exception as error:  # botocore's (NoRegionError, a bad profile): never the job's
+        LOG.warning("no EventBridge client at the job's start: %s", error)
+        return None
 
 
 def parts_due(uploads: Mapping[str, NpyUpload], since: float) -> bool:

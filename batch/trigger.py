@@ -6,9 +6,9 @@ finds the claim (or the submitted job) and submits nothing. A claim held by an i
 died expires with that invocation, so the retried event can take it over. The upload of a job
 the API created (batch/input/<model>/jobs/<job_id>.<ext>) claims that job while it is
 `awaiting_upload`; any other upload to its key (a second one, one after DELETE) starts nothing,
-and an upload to the key of a job that is not there (erased, or never created: its presigned
-URL outlives an erasure by up to its expiry) is deleted, that version of it (`discard`): no
-job would ever erase its bytes.
+and an upload to the key of a job that is not there or being erased (erased, or never
+created: its presigned URL outlives an erasure by up to its expiry) is deleted, that version of
+it (`discard`): no job would ever erase its bytes.
 A large input, or one whose creator asked for it, runs as an array job of N children
 (batch.shards says how N is chosen); its record then has `shards` (N) and `shard_states`.
 """
@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 from model_api.catalog import Catalog
 
 from batch import shards
-from batch.jobs import AWAITING_UPLOAD, SUBMIT_FAILED, SUBMITTED, JobStore
+from batch.jobs import AWAITING_UPLOAD, ERASING, SUBMIT_FAILED, SUBMITTED, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.submit import Submitter
 
@@ -122,9 +122,14 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         if created is None or created.get("status") != AWAITING_UPLOAD:
             said = str(created.get("status")) if created else \
                 "not there (erased, or never created)"
-            if created is None and discard is not None:
-                discard(obj)
-                said += "; the upload was deleted"
+            if discard is not None and (created is None or created.get("status") == ERASING):
+                try:
+                    discard(obj)
+                    said += "; the upload was deleted"
+                except Exception as error:  # the rejection stands; the bucket's rule expires it
+                    LOG.warning("the upload %s (version %s) of a job that is gone could not be "
+                                "deleted: %s", obj.key, obj.version_id, error)
+                    said += "; the upload could not be deleted"
             return Outcome("rejected", job_id=obj.job_id,
                            reason=f"job {obj.job_id} is {said}, not awaiting an upload")
         item = {**created, **item, "input": {**created.get("input", {}), **item["input"]}}

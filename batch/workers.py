@@ -143,7 +143,11 @@ def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
         return
     context = multiprocessing.get_context(START_METHOD)
     context.set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError as error:  # no temp dir, no fds: the pool's own start falls back in-process
+        LOG.warning("the workers' fork server did not start (%s); chunks may be worked "
+                    "in-process", error)
 
 
 @dataclass(frozen=True)

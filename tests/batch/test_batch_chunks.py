@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError
 from batch import checkpoint, erase, jobs, runner, writer
 from batch import job as batch_job
 from batch.aws import client
+from batch.failures import PermanentError
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line
@@ -435,6 +437,54 @@ def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
     prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
     assert not client("s3").list_object_versions(Bucket=cloud.bucket, Prefix=prefix).get(
         "Versions")
+
+
+def slowed_updates(monkeypatch: pytest.MonkeyPatch, events: list[str], which: str) -> None:
+    """Every JobStore.update of the job's start (`which` "start") or of its model version
+    ("model_version") lands 0.3 s late, and says so in `events` when it has."""
+    real = jobs.JobStore.update
+
+    def late(self: jobs.JobStore, job_id: str, *args: Any, **kwargs: Any) -> Any:
+        if (which == "start" and kwargs.get("increment_attempts")) or (
+                which in (kwargs.get("fields") or {})):
+            time.sleep(0.3)
+            answer = real(self, job_id, *args, **kwargs)
+            events.append(f"{which} recorded")
+            return answer
+        return real(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.JobStore, "update", late)
+
+
+def test_a_job_of_no_rows_writes_nothing_before_its_start_is_recorded(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The start is recorded while the job reads; its first write waits for it, even the
+    # outputs of a job that has no rows (written when the uploads complete)
+    events: list[str] = []
+    slowed_updates(monkeypatch, events, "start")
+    job = npy_job(cloud, models_dir, np.zeros((0, FEATURES), np.float32))
+    keys = requested_keys(s3 := client("s3"))
+    s3.meta.events.register("before-parameter-build.s3.PutObject",
+                            lambda params, **_: events.append(params["Key"].rsplit("/", 1)[-1]))
+    batch_job.run_job(job, s3=s3)
+    assert events[0] == "start recorded", events
+    assert "PutObject label.npy" in keys
+
+
+def test_a_failed_job_records_its_model_version_before_it_fails(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The version is recorded in the background; a job that fails before any write (rows of
+    # the wrong width) still records it before its failure, and the job-end event has it
+    events: list[str] = []
+    slowed_updates(monkeypatch, events, "model_version")
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(batch_job.notify, "job_finished",
+                        lambda record, client=None: sent.append(record) or True)
+    job = npy_job(cloud, models_dir, np.zeros((5, FEATURES + 3), np.float32))
+    with pytest.raises(PermanentError, match="rows have shape"):
+        batch_job.run_job(job)
+    assert events == ["model_version recorded"]
+    assert sent and sent[0]["status"] == jobs.FAILED and sent[0]["model_version"] == "1", sent
 
 
 def test_a_bytes_output_is_refused_in_a_npy_file_not_written_as_pointers(cloud: Cloud) -> None:

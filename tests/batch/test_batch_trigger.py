@@ -16,7 +16,7 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 
 from batch import jobs, trigger
-from batch.keys import InputObject, InvalidKey, input_key, parse_key
+from batch.keys import InputObject, InvalidKey, input_key, issue_job_id, parse_key
 from local_api.batch.loop import load_handler, object_created_event
 from model_registry.registry import ModelEntry, RegistryError, check
 from tests.batch.conftest import MODEL, Cloud, shipping
@@ -362,3 +362,28 @@ def test_more_children_than_allowed_are_refused_with_the_reason(
                      submitter)
     assert outcome.status == "rejected" and "from 1 to 8" in (outcome.reason or "")
     assert submitter.submitted == []
+
+
+def test_an_upload_to_a_job_being_erased_is_deleted_and_a_failed_delete_still_rejects(
+        cloud: Cloud) -> None:
+    # The job is `erasing` (DELETE under way): an upload through its URL is deleted too
+    job_id = issue_job_id()
+    key = input_key(MODEL, job_id, "jsonl", issued=True)
+    cloud.store.create({"job_id": job_id, "model": MODEL, "status": jobs.AWAITING_UPLOAD})
+    cloud.store.mark_erasing(job_id)
+    discarded: list[InputObject] = []
+    outcome = trigger.handle(event_for(cloud, key), cloud.store, RecordingSubmitter(), SETTINGS,
+                             "req-1", time.time() + 30, discard=discarded.append)
+    assert outcome.status == "rejected" and [obj.key for obj in discarded] == [key]
+    assert "erasing" in str(outcome.reason) and "the upload was deleted" in str(outcome.reason)
+
+    # A delete S3 refuses leaves the rejection as it is (no retry of the event for it)
+    def refused(obj: InputObject) -> None:
+        raise RuntimeError("AccessDenied")
+
+    outcome = trigger.handle(event_for(cloud, input_key(MODEL, issue_job_id(), "jsonl",
+                                                        issued=True)),
+                             cloud.store, RecordingSubmitter(), SETTINGS, "req-2",
+                             time.time() + 30, discard=refused)
+    assert outcome.status == "rejected"
+    assert "the upload could not be deleted" in str(outcome.reason)
