@@ -36,29 +36,26 @@ class S3Object:
     key: str
     version_id: str
 
+    def _named(self) -> dict[str, Any]:
+        """The request parameters that name this object version ("null": the unversioned)."""
+        named: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.version_id != "null":
+            named["VersionId"] = self.version_id
+        return named
+
     def get(self, byte_range: str | None = None) -> Any:
         """The streaming body of this object version (optionally a `bytes=a-b` range)."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
-        if self.version_id != "null":
-            kwargs["VersionId"] = self.version_id
-        if byte_range:
-            kwargs["Range"] = byte_range
-        return self.s3.get_object(**kwargs)["Body"]
+        ranged = {"Range": byte_range} if byte_range else {}
+        return self.s3.get_object(**self._named(), **ranged)["Body"]
 
     def open(self) -> tuple[Any, int]:
         """The streaming body of the whole object version and its size in bytes (one GET:
         no HEAD needed to learn the size)."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
-        if self.version_id != "null":
-            kwargs["VersionId"] = self.version_id
-        answer = self.s3.get_object(**kwargs)
+        answer = self.s3.get_object(**self._named())
         return answer["Body"], int(answer["ContentLength"])
 
     def head(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
-        if self.version_id != "null":
-            kwargs["VersionId"] = self.version_id
-        return dict(self.s3.head_object(**kwargs))
+        return dict(self.s3.head_object(**self._named()))
 
 
 @dataclass(frozen=True)
