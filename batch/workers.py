@@ -55,7 +55,7 @@ from multiprocessing import forkserver
 from pathlib import Path
 
 from model_api.model import THREADS_VARIABLE, LoadedModel
-from model_api.store import STORE_FIELD
+from model_api.store import StoredObject, external_data
 
 LOG = logging.getLogger("batch.runner")
 WORKERS_ENV = "BATCH_WORKERS"
@@ -103,11 +103,10 @@ def memory_bytes() -> int | None:
 def model_bytes(model: LoadedModel, folder: Path) -> int:
     """The bytes of a version's files (a stored version's: the model store's objects), the
     measure of what each worker's copy of the model holds."""
-    stored = model.manifest.extra.get(STORE_FIELD)
-    if isinstance(stored, dict):
-        data = stored.get("data")
-        return int(stored.get("bytes", 0)) + int(data.get("bytes", 0)
-                                                 if isinstance(data, dict) else 0)
+    graph = StoredObject.from_manifest(model.manifest.extra, model.manifest.sha256)
+    if graph is not None:
+        weights = external_data(model.manifest.extra)
+        return graph.size + (weights.size if weights is not None else 0)
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
 
 
