@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,14 +137,13 @@ class Job:
     """One attempt at a job: resumes from the checkpoint, writes parts, then the marker."""
 
     def __init__(self, config: JobConfig, s3: Any, store: JobStore | None,
-                 background: ThreadPoolExecutor | None = None,
-                 awaiting: list[Future[Any]] | None = None) -> None:
-        """`background`: threads for requests made while others run (the caller's, shut down
-        by it; None: one of the job's own). `awaiting`: record updates in flight (the start's)
-        that must land before the job's first write."""
+                 background: ThreadPoolExecutor, awaiting: list[Future[Any]]) -> None:
+        """`background`: threads for requests made while others run (run_job's, shut down by
+        it). `awaiting`: record updates in flight (the start's) that must land before the
+        job's first write; those still in flight when the job fails (run_job waits for them)."""
         self.config, self.s3, self.store = config, s3, store
-        self.background = background or ThreadPoolExecutor(2, thread_name_prefix="record")
-        self.awaiting = list(awaiting or ())
+        self.background = background
+        self.awaiting = list(awaiting)
         self.obj: InputObject = parse_key(config.bucket, config.key, config.version_id)
         if self.obj.job_id != config.job_id:
             raise PermanentError(f"job id {config.job_id} does not belong to "
@@ -724,7 +723,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # an array job that fails for good fails the job: the others stop at their next
             # chunk (Job._live).
             # The start's update (and the model version's) land first: this one follows them
-            erased_at_start([started, *(job.awaiting if job is not None else [])])
+            erased_at_start(job.awaiting if job is not None else [started])
             reason = f"{child}{type(error).__name__}: {error}"
             if store is not None and is_transient(error):
                 store.update(config.job_id, fields={
@@ -755,7 +754,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     return summary
 
 
-def erased_at_start(updates: list[Future[Any] | None]) -> None:
+def erased_at_start(updates: Sequence[Future[Any] | None]) -> None:
     """Wait for the record updates a job had in flight (its start's, its model version's; None:
     none); JobErased when one found the job being erased (the job's own error is then not the
     one to record). Any other error of theirs is the job's to report, as the attempt's error."""
