@@ -103,9 +103,10 @@ def memory_bytes() -> int | None:
 def model_bytes(model: LoadedModel, folder: Path) -> int:
     """The bytes of a version's files (a stored version's: the model store's objects), the
     measure of what each worker's copy of the model holds."""
-    graph = StoredObject.from_manifest(model.manifest.extra, model.manifest.sha256)
+    extra = dict(model.manifest.extra)
+    graph = StoredObject.from_manifest(extra, model.manifest.sha256)
     if graph is not None:
-        weights = external_data(model.manifest.extra)
+        weights = external_data(extra)
         return graph.size + (weights.size if weights is not None else 0)
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
 
