@@ -74,7 +74,11 @@ RECORD_SECONDS = 60.0
 ONE_PUT_BYTES = 16 << 20
 HOLD_SECONDS = 60.0
 # .npy: while no write is due, whether the job still lives (an erasure, or another child of an
-# array job that failed it) is asked this often, so that such a job stops within seconds
+# array job that failed it) is asked this often, so that such a job stops within seconds. A
+# job of one child found live this recently (a check, or a conditional update of its record)
+# does not ask again before a write: an erasure begun since is caught by the conditional
+# update after the write, and run_job deletes what it wrote, as for a write that slips in
+# between a check and an erasure
 LIVE_SECONDS = 5.0
 # The most bytes one .npy output may hold while another has not yet made a part: every
 # output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
@@ -137,13 +141,17 @@ class Job:
     """One attempt at a job: resumes from the checkpoint, writes parts, then the marker."""
 
     def __init__(self, config: JobConfig, s3: Any, store: JobStore | None,
-                 background: ThreadPoolExecutor, awaiting: list[Future[Any]]) -> None:
+                 background: ThreadPoolExecutor, awaiting: list[Future[Any]],
+                 sent: float = float("-inf")) -> None:
         """`background`: threads for requests made while others run (run_job's, shut down by
         it). `awaiting`: record updates in flight (the start's) that must land before the
-        job's first write; those still in flight when the job fails (run_job waits for them)."""
+        job's first write; those still in flight when the job fails (run_job waits for them).
+        `sent`: when (time.monotonic()) the first of them was sent."""
         self.config, self.s3, self.store = config, s3, store
         self.background = background
         self.awaiting = list(awaiting)
+        # when the record was last found live (trusted once `awaiting` has landed: _settle)
+        self.live_at = sent if config.shards == 1 else float("-inf")
         self.obj: InputObject = parse_key(config.bucket, config.key, config.version_id)
         if self.obj.job_id != config.job_id:
             raise PermanentError(f"job id {config.job_id} does not belong to "
@@ -155,6 +163,7 @@ class Job:
         self.pipeline = job_pipeline(config.registry)
         # .npy: each model output's shape, once its file is written
         self.outputs: dict[str, list[int]] = {}
+        self.events: Future[Any] | None = None  # the EventBridge client, once the rows begin
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -164,6 +173,10 @@ class Job:
         whole = self.obj.format == "npy" and self.config.shard == 0
         with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:
             head: Future[tuple[Any, int]] = pool.submit(self._size_and_body, whole)
+            # The model the key names (else the current version) loads meanwhile: a fresh
+            # job's (a retry that pinned another version loads that one once its checkpoint
+            # says so)
+            loading = self.background.submit(lambda: [self._load(self.obj.version)])
             try:
                 state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
                                         key=self.checkpoint_key)
@@ -181,19 +194,16 @@ class Job:
                      state.next_chunk, state.next_row)
         LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
                  state.chunk_rows or "any", state.chunk_bytes or "any")
-        # The model loads (and its version is recorded) while a fresh .npy job's one GET opens
-        loading = self.background.submit(self._model, state)
+        opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
         try:
-            opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
-        except BaseException:
-            loading.exception()  # the load ends first: its version's update is then awaited
-            raise
-        try:
-            model, model_error = loading.result()
+            model, model_error = self._model(state, loading)
         except BaseException:
             if opened is not None and opened[1] is not None:
                 opened[1].close()
             raise
+        # the job-end event's client, made while the rows are worked (its service model's
+        # parse would hold the GIL that the job's first requests need)
+        self.events = self.background.submit(events_client) if self.store is not None else None
         sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
         tuner = BatchSizeTuner(sizes, self.config.batch_rows)
         batcher = MicroBatcher(model, tuner) if model is not None else None
@@ -251,15 +261,31 @@ class Job:
                  "%d", self.config.shard, self.config.shards, begin, end, start,
                  state.first_row + 1)
 
-    def _model(self, state: checkpoint.Checkpoint) -> tuple[LoadedModel | None, str | None]:
+    def _load(self, version: str | None) -> LoadedModel:
+        """The job's model at `version` (None: the current one); PermanentError when it
+        cannot load (batch.loading.load_model)."""
+        return load_model(self.config.models_dir, self.obj.model, version,
+                          self.config.registry, self.config.use_gpu, self.config.require_gpu)
+
+    def _model(self, state: checkpoint.Checkpoint, loading: Future[list[LoadedModel]]
+               ) -> tuple[LoadedModel | None, str | None]:
         """The model, or (JSON Lines only) the reason every line gets an error record. The
         version is the one pinned in the checkpoint by an earlier attempt, else the key's,
-        else the current one; it is pinned (and recorded in the job) once chosen."""
-        version = state.model_version or self.obj.version
+        else the current one (`loading`: that one's load, begun with the checkpoint's read, in
+        a list that this empties: a version not kept is not held while another loads);
+        it is pinned (and recorded in the job) once chosen."""
+        model: LoadedModel | None = None
         try:
-            model = load_model(self.config.models_dir, self.obj.model, version,
-                               self.config.registry, self.config.use_gpu,
-                               self.config.require_gpu)
+            try:
+                model = loading.result().pop()
+            except Exception:
+                if not state.model_version:
+                    raise
+                # a retry's pinned version may still load where the current one did not
+            if model is None or (state.model_version
+                                 and model.manifest.version != state.model_version):
+                model = None
+                model = self._load(state.model_version)
         except PermanentError as error:
             if self.obj.format != "jsonl":
                 raise
@@ -270,8 +296,7 @@ class Job:
         state.model_version = model.manifest.version
         if self.store is not None:  # recorded while the job goes on; before its first write
             self.awaiting.append(self.background.submit(
-                self.store.update, self.obj.job_id,
-                fields={"model_version": model.manifest.version}))
+                self._update, fields={"model_version": model.manifest.version}))
         return model, None
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
@@ -297,8 +322,19 @@ class Job:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
             else:
-                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
+                self._update(fields={**state.counts, "progress": snapshot})
         progress.update(position - state.start, done)
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        """Set `fields` on the job's record; JobErased once it is being erased. A job of one
+        child was live when the update was sent: no check is due before a write for
+        LIVE_SECONDS from then (_live; an array job's child still checks, for the job's
+        status that another child may have set to failed)."""
+        assert self.store is not None
+        sent = time.monotonic()
+        self.store.update(self.obj.job_id, fields=fields)
+        if self.config.shards == 1:
+            self.live_at = max(self.live_at, sent)
 
     def _settle(self) -> None:
         """Wait for the record updates in flight (awaiting); raise the first one's error."""
@@ -310,7 +346,7 @@ class Job:
         when the job is being erased, and run_job deletes what the write put there, as it does
         for a write that slips in after a check."""
         self._settle()
-        if self.store is None:
+        if self.store is None or self._recently_live(self._before_write):
             write()
             return
         live = self.background.submit(self._live)
@@ -325,13 +361,25 @@ class Job:
         if error is not None:
             raise error
 
-    def _live(self) -> None:
+    @property
+    def _before_write(self) -> float:
+        """How recently a job found live needs no check before a write (LIVE_SECONDS): a
+        child of an array job checks every time whether another child failed the job."""
+        return LIVE_SECONDS if self.config.shards == 1 else 0.0
+
+    def _recently_live(self, within: float) -> bool:
+        return time.monotonic() - self.live_at < within
+
+    def _live(self, within: float = 0.0) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
         nothing is written into its erased prefixes. A write that slips in between this check
-        and the erasure is caught by the conditional update after it (run_job cleans up)."""
+        and the erasure is caught by the conditional update after it (run_job cleans up).
+        No request when the record was found live less than `within` seconds ago."""
         self._settle()
-        if self.store is not None:
+        if self.store is not None and not self._recently_live(within):
+            sent = time.monotonic()
             record = self.store.live(self.obj.job_id)
+            self.live_at = max(self.live_at, sent)
             if self.config.shards > 1 and record.get("status") == FAILED:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
@@ -382,7 +430,7 @@ class Job:
         def write(done: Worked) -> None:
             part, lines, end, name = done
             body, errors = part.result()  # in input order, whichever worker finishes first
-            self._live()
+            self._live(self._before_write)
             put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + name),
                       body, "application/x-ndjson")
             self._checkpoint(state, lines, end, lines - errors, errors, [self.folder + name],
@@ -464,7 +512,7 @@ class Job:
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
-        recorded = flushed = checked = time.monotonic()
+        recorded = flushed = time.monotonic()
 
         def work(chunk: tuple[int, int, np.ndarray]) -> tuple[int, Mapping[str, np.ndarray]]:
             first, stop, rows = chunk
@@ -473,7 +521,7 @@ class Job:
             return stop - first, results
 
         def write(done: tuple[int, Mapping[str, np.ndarray]]) -> None:
-            nonlocal pending, recorded, flushed, checked
+            nonlocal pending, recorded, flushed
             rows, results = done
             for name, upload in uploads.items():
                 upload.add(results[name])
@@ -481,9 +529,7 @@ class Job:
             position = state.next_row + pending
             if position < total and not parts_due(uploads, flushed):
                 held_too_much(uploads, pending)
-                if time.monotonic() - checked > LIVE_SECONDS:
-                    self._live()
-                    checked = time.monotonic()
+                self._live(LIVE_SECONDS)
                 if time.monotonic() - recorded > RECORD_SECONDS:
                     self._record(state, progress, position)
                     recorded = time.monotonic()
@@ -681,8 +727,11 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
         store = JobStore(config.table)
     sharded = config.shards > 1
     child = f"child {config.shard} of {config.shards}: " if sharded else ""
+    # the start's update, the model's load, then the model version's update and the
+    # EventBridge client, beside the job's own requests
     background = ThreadPoolExecutor(2, thread_name_prefix="record")
     started: Future[Any] | None = None
+    sent = float("-inf")  # when the start's update was sent
     job: Job | None = None
     try:
         if store is not None:
@@ -690,6 +739,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # A job of one child records its start while it reads its checkpoint and input
             # and loads its model (Job.awaiting: before its first write)
             if not sharded:
+                sent = time.monotonic()
                 started = background.submit(store.update, config.job_id, RUNNING,
                                             increment_attempts=True, fields={
                     "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
@@ -697,8 +747,6 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             else:
                 store.update(config.job_id, increment_attempts=True,
                              fields={"started_at": time.time()})
-        # made while the start's update is in flight, used at the job's end
-        events = events_client() if store is not None else None
         try:
             if sharded and store is not None:
                 if not store.start_unless_failed(config.job_id):
@@ -706,7 +754,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                                 f"{config.shard} started")
                 store.update_shard(config.job_id, config.shard, {"state": RUNNING},
                                    merge=True)
-            job = Job(config, s3, store, background, [started] if started is not None else [])
+            job = Job(config, s3, store, background, [started] if started is not None else [],
+                      sent)
             summary = job.run()
         except JobErased:
             raise
@@ -736,13 +785,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                 # The first child to fail a job gives its reason; a later one keeps it
                 if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
                     notify.job_finished(store.update(config.job_id, FAILED, fields={
-                        "reason": reason, "finished_at": time.time()}), events)
+                        "reason": reason, "finished_at": time.time()}), made(job))
             raise
         if store is not None and summary.get("finished_job", True):
             notify.job_finished(store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
                 "finished_at": time.time(),
                 **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}),
-                events)
+                made(job))
     except JobErased:
         obj = parse_key(config.bucket, config.key, config.version_id)
         removed = erase.erase(s3, config.bucket, obj.output_prefix)
@@ -762,6 +811,12 @@ def erased_at_start(updates: Sequence[Future[Any] | None]) -> None:
         error = update.exception() if update is not None else None
         if isinstance(error, JobErased):
             raise error
+
+
+def made(job: Job | None) -> Any:
+    """The EventBridge client `job` made (events_client never raises), or None (the job
+    ended before it began its rows: batch.notify makes one)."""
+    return job.events.result() if job is not None and job.events is not None else None
 
 
 def events_client() -> Any:
