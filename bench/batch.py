@@ -8,7 +8,9 @@ What each number includes (rows/s = input rows / those seconds):
   two passes. No I/O, no process start.
 - raw job (`raw_job_rows_per_s`): the least a program doing the runner's job could do, no
   resumability: create the session, GET the whole .npy from the same S3, the raw loop at its
-  best batch size, PUT one .npy per model output. The honest end-to-end baseline.
+  best batch size, PUT one .npy per model output, then a `_SUCCESS.json` naming them (the
+  runner's S3 writes end with one: the same S3 reads and writes). The honest end-to-end
+  baseline.
 - runner "default" (`runner_rows_per_s`): `batch.job.run_job` in this process (no process
   start: the runner's import and interpreter start are not counted, like the raw job's; its
   S3 client and jobs-table resource are made before the clock starts, as the raw job's S3
@@ -43,6 +45,7 @@ process of its own so that the fake S3 does not share our interpreter's lock, bu
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -71,7 +74,7 @@ QUICK_ROWS = 2048
 JSONL_ROWS = {"breast-cancer-mlp": 50_000, "diabetes-linear": 50_000, "digits-cnn": 10_000}
 # The raw job and the runner run this many times each, interleaved (the best of each is kept:
 # the run least disturbed by the other work on the shared cores); a quick pass once.
-ROUNDS = 2
+ROUNDS = 4
 # A job of this many rows measures each program's fixed cost per job (session or model load,
 # requests that do not grow with the input), taken off both for the "per row" ratio.
 FIXED_ROWS = 1024
@@ -136,7 +139,8 @@ def raw_loop(model: str, rows: np.ndarray) -> dict[int, float]:
 
 def raw_job(model: str, path: Path, batch_rows: int) -> float:
     """Rows per second of the runner's job done by hand: session, one GET of the .npy from
-    S3, the raw loop, one PUT of a .npy per output (no checkpoints, no jobs table)."""
+    S3, the raw loop, one PUT of a .npy per output, a PUT of the marker naming them (no
+    checkpoints, no jobs table)."""
     import onnxruntime as ort
     from model_api.model import CPU, session_options
 
@@ -158,12 +162,22 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
         ran = session.run(outputs, {name: rows[first:first + batch_rows]})
         for into, result in zip(results, ran, strict=True):
             into.append(result)
+    written = []
     for output, parts in zip(outputs, results, strict=True):
         buffer = io.BytesIO()
         np.save(buffer, np.concatenate(parts))
-        s3.put_object(Bucket=loop.BUCKET, Key=f"raw-output/{model}/{output}.npy",
-                      Body=buffer.getvalue())
+        written.append(f"raw-output/{model}/{output}.npy")
+        s3.put_object(Bucket=loop.BUCKET, Key=written[-1], Body=buffer.getvalue())
+    put_marker(s3, model, written)
     return len(rows) / (time.perf_counter() - started)
+
+
+def put_marker(s3: Any, model: str, outputs: list[str]) -> None:
+    """A raw job's last write: a `_SUCCESS.json` naming its outputs, as the runner's is."""
+    from local_api.batch import loop
+
+    s3.put_object(Bucket=loop.BUCKET, Key=f"raw-output/{model}/_SUCCESS.json",
+                  Body=json.dumps({"outputs": outputs}).encode(), ContentType="application/json")
 
 
 def per_row_speed(rows: int, speed: float, fixed_s: float) -> float:
@@ -188,10 +202,9 @@ def raw_jsonl_job(model: str, path: Path, batch_rows: int) -> float:
     runner's JSON Lines job does: session, one GET of the whole object, `json.loads` of each
     line into arrays of the model's dtypes, the loop at `batch_rows` rows per run (lines of one
     row each, stacked), each line's answer encoded as the protocol's response with
-    `json.dumps`, one PUT of all the answers. No checks of the requests (shapes, datatypes,
-    limits), no error records, no resumability: what the runner adds to it is its price."""
-    import json
-
+    `json.dumps`, one PUT of all the answers, a PUT of the marker. No checks of the requests
+    (shapes, datatypes, limits), no error records, no resumability: what the runner adds to it
+    is its price."""
     import onnxruntime as ort
     from model_api.datatypes import numpy_dtype
     from model_api.manifest import MANIFEST_FILE, load_manifest
@@ -233,6 +246,7 @@ def raw_jsonl_job(model: str, path: Path, batch_rows: int) -> float:
                 separators=(",", ":")).encode())
     s3.put_object(Bucket=loop.BUCKET, Key=f"raw-output/{model}/answers.jsonl",
                   Body=b"\n".join(answers) + b"\n")
+    put_marker(s3, model, [f"raw-output/{model}/answers.jsonl"])
     return len(lines) / (time.perf_counter() - started)
 
 
