@@ -74,11 +74,7 @@ RECORD_SECONDS = 60.0
 ONE_PUT_BYTES = 16 << 20
 HOLD_SECONDS = 60.0
 # .npy: while no write is due, whether the job still lives (an erasure, or another child of an
-# array job that failed it) is asked this often, so that such a job stops within seconds. A
-# job of one child found live this recently (a check, or a conditional update of its record)
-# does not ask again before a write: an erasure begun since is caught by the conditional
-# update after the write, and run_job deletes what it wrote, as for a write that slips in
-# between a check and an erasure
+# array job that failed it) is asked this often, so that such a job stops within seconds
 LIVE_SECONDS = 5.0
 # The most bytes one .npy output may hold while another has not yet made a part: every
 # output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
@@ -141,17 +137,13 @@ class Job:
     """One attempt at a job: resumes from the checkpoint, writes parts, then the marker."""
 
     def __init__(self, config: JobConfig, s3: Any, store: JobStore | None,
-                 background: ThreadPoolExecutor, awaiting: list[Future[Any]],
-                 sent: float = float("-inf")) -> None:
+                 background: ThreadPoolExecutor, awaiting: list[Future[Any]]) -> None:
         """`background`: threads for requests made while others run (run_job's, shut down by
         it). `awaiting`: record updates in flight (the start's) that must land before the
-        job's first write; those still in flight when the job fails (run_job waits for them).
-        `sent`: when (time.monotonic()) the first of them was sent."""
+        job's first write; those still in flight when the job fails (run_job waits for them)."""
         self.config, self.s3, self.store = config, s3, store
         self.background = background
         self.awaiting = list(awaiting)
-        # when the record was last found live (trusted once `awaiting` has landed: _settle)
-        self.live_at = sent if config.shards == 1 else float("-inf")
         self.obj: InputObject = parse_key(config.bucket, config.key, config.version_id)
         if self.obj.job_id != config.job_id:
             raise PermanentError(f"job id {config.job_id} does not belong to "
@@ -284,7 +276,7 @@ class Job:
                 # a retry's pinned version may still load where the current one did not
             if model is None or (state.model_version
                                  and model.manifest.version != state.model_version):
-                model = None
+                model = None  # (the other version is not held while this one loads)
                 model = self._load(state.model_version)
         except PermanentError as error:
             if self.obj.format != "jsonl":
@@ -296,7 +288,8 @@ class Job:
         state.model_version = model.manifest.version
         if self.store is not None:  # recorded while the job goes on; before its first write
             self.awaiting.append(self.background.submit(
-                self._update, fields={"model_version": model.manifest.version}))
+                self.store.update, self.obj.job_id,
+                fields={"model_version": model.manifest.version}))
         return model, None
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
@@ -322,19 +315,8 @@ class Job:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
             else:
-                self._update(fields={**state.counts, "progress": snapshot})
+                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
         progress.update(position - state.start, done)
-
-    def _update(self, fields: dict[str, Any]) -> None:
-        """Set `fields` on the job's record; JobErased once it is being erased. A job of one
-        child was live when the update was sent: no check is due before a write for
-        LIVE_SECONDS from then (_live; an array job's child still checks, for the job's
-        status that another child may have set to failed)."""
-        assert self.store is not None
-        sent = time.monotonic()
-        self.store.update(self.obj.job_id, fields=fields)
-        if self.config.shards == 1:
-            self.live_at = max(self.live_at, sent)
 
     def _settle(self) -> None:
         """Wait for the record updates in flight (awaiting); raise the first one's error."""
@@ -346,7 +328,7 @@ class Job:
         when the job is being erased, and run_job deletes what the write put there, as it does
         for a write that slips in after a check."""
         self._settle()
-        if self.store is None or self._recently_live(self._before_write):
+        if self.store is None:
             write()
             return
         live = self.background.submit(self._live)
@@ -361,25 +343,13 @@ class Job:
         if error is not None:
             raise error
 
-    @property
-    def _before_write(self) -> float:
-        """How recently a job found live needs no check before a write (LIVE_SECONDS): a
-        child of an array job checks every time whether another child failed the job."""
-        return LIVE_SECONDS if self.config.shards == 1 else 0.0
-
-    def _recently_live(self, within: float) -> bool:
-        return time.monotonic() - self.live_at < within
-
-    def _live(self, within: float = 0.0) -> None:
+    def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
         nothing is written into its erased prefixes. A write that slips in between this check
-        and the erasure is caught by the conditional update after it (run_job cleans up).
-        No request when the record was found live less than `within` seconds ago."""
+        and the erasure is caught by the conditional update after it (run_job cleans up)."""
         self._settle()
-        if self.store is not None and not self._recently_live(within):
-            sent = time.monotonic()
+        if self.store is not None:
             record = self.store.live(self.obj.job_id)
-            self.live_at = max(self.live_at, sent)
             if self.config.shards > 1 and record.get("status") == FAILED:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
@@ -430,7 +400,7 @@ class Job:
         def write(done: Worked) -> None:
             part, lines, end, name = done
             body, errors = part.result()  # in input order, whichever worker finishes first
-            self._live(self._before_write)
+            self._live()
             put_bytes(self.s3, self.config.bucket, self.obj.output_key(self.folder + name),
                       body, "application/x-ndjson")
             self._checkpoint(state, lines, end, lines - errors, errors, [self.folder + name],
@@ -512,7 +482,7 @@ class Job:
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
         pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
-        recorded = flushed = time.monotonic()
+        recorded = flushed = checked = time.monotonic()
 
         def work(chunk: tuple[int, int, np.ndarray]) -> tuple[int, Mapping[str, np.ndarray]]:
             first, stop, rows = chunk
@@ -521,7 +491,7 @@ class Job:
             return stop - first, results
 
         def write(done: tuple[int, Mapping[str, np.ndarray]]) -> None:
-            nonlocal pending, recorded, flushed
+            nonlocal pending, recorded, flushed, checked
             rows, results = done
             for name, upload in uploads.items():
                 upload.add(results[name])
@@ -529,7 +499,9 @@ class Job:
             position = state.next_row + pending
             if position < total and not parts_due(uploads, flushed):
                 held_too_much(uploads, pending)
-                self._live(LIVE_SECONDS)
+                if time.monotonic() - checked > LIVE_SECONDS:
+                    self._live()
+                    checked = time.monotonic()
                 if time.monotonic() - recorded > RECORD_SECONDS:
                     self._record(state, progress, position)
                     recorded = time.monotonic()
@@ -731,7 +703,6 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     # EventBridge client, beside the job's own requests
     background = ThreadPoolExecutor(2, thread_name_prefix="record")
     started: Future[Any] | None = None
-    sent = float("-inf")  # when the start's update was sent
     job: Job | None = None
     try:
         if store is not None:
@@ -739,7 +710,6 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # A job of one child records its start while it reads its checkpoint and input
             # and loads its model (Job.awaiting: before its first write)
             if not sharded:
-                sent = time.monotonic()
                 started = background.submit(store.update, config.job_id, RUNNING,
                                             increment_attempts=True, fields={
                     "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
@@ -754,8 +724,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                                 f"{config.shard} started")
                 store.update_shard(config.job_id, config.shard, {"state": RUNNING},
                                    merge=True)
-            job = Job(config, s3, store, background, [started] if started is not None else [],
-                      sent)
+            job = Job(config, s3, store, background, [started] if started is not None else [])
             summary = job.run()
         except JobErased:
             raise

@@ -430,11 +430,11 @@ def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
     asked: list[int] = []
     live = batch_job.Job._live
 
-    def erased_at_the_first_ask(self: batch_job.Job, within: float = 0.0) -> None:
+    def erased_at_the_first_ask(self: batch_job.Job) -> None:
         if not asked:
             cloud.store.mark_erasing(job.job_id)
         asked.append(1)
-        live(self, within)
+        live(self)
 
     monkeypatch.setattr(batch_job.Job, "_live", erased_at_the_first_ask)
     keys = requested_keys(s3 := client("s3"))
@@ -445,34 +445,6 @@ def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
     prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
     assert not client("s3").list_object_versions(Bucket=cloud.bucket, Prefix=prefix).get(
         "Versions")
-
-
-def test_a_job_found_live_seconds_ago_writes_without_asking_and_an_erasure_still_wins(
-        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A small .npy job's record updates (its start, its model version) found it live: its
-    # outputs and marker go up without a GetItem each. Erased just before its outputs' PUTs,
-    # it writes them, its final update is refused, and it deletes what it wrote
-    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
-    job = npy_job(cloud, models_dir, rows)
-    s3 = client("s3")
-    asked: list[str] = []
-    live = jobs.JobStore.live
-    monkeypatch.setattr(jobs.JobStore, "live", lambda self, job_id: (
-        asked.append("GetItem"), live(self, job_id))[1])
-    erased: list[str] = []
-
-    def erase_before_the_outputs(params: dict[str, Any], **_: Any) -> None:
-        if params["Key"].endswith(".npy") and not erased:
-            cloud.store.mark_erasing(job.job_id)
-            erased.append(params["Key"])
-
-    s3.meta.events.register("provide-client-params.s3.PutObject", erase_before_the_outputs)
-    with pytest.raises(jobs.JobErased):
-        batch_job.run_job(job, s3=s3)
-    assert erased and "GetItem" not in asked, asked
-    prefix = parse_key(job.bucket, job.key, job.version_id).output_prefix
-    listed = s3.list_object_versions(Bucket=cloud.bucket, Prefix=prefix)
-    assert not listed.get("Versions") and not listed.get("DeleteMarkers")
 
 
 def slowed_updates(monkeypatch: pytest.MonkeyPatch, events: list[str], which: str) -> None:
