@@ -155,7 +155,7 @@ class Job:
         self.pipeline = job_pipeline(config.registry)
         # .npy: each model output's shape, once its file is written
         self.outputs: dict[str, list[int]] = {}
-        self.events: Future[Any] | None = None  # the EventBridge client, once the rows begin
+        self.events: Future[Any] | None = None  # the EventBridge client, once the rows are done
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -193,9 +193,6 @@ class Job:
             if opened is not None and opened[1] is not None:
                 opened[1].close()
             raise
-        # the job-end event's client, made while the rows are worked (its service model's
-        # parse would hold the GIL that the job's first requests need)
-        self.events = self.background.submit(events_client) if self.store is not None else None
         sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
         tuner = BatchSizeTuner(sizes, self.config.batch_rows)
         batcher = MicroBatcher(model, tuner) if model is not None else None
@@ -208,6 +205,10 @@ class Job:
             if batcher is None:
                 raise PermanentError(model_error or "no model")
             self._npy(state, opened, batcher)
+        # The job-end event's client, made while the marker and the final update are sent (its
+        # service model's parse holds the GIL: at the start it slowed the first requests, and
+        # with the rows the batch-size trial's runs)
+        self.events = self.background.submit(events_client) if self.store is not None else None
         summary: dict[str, Any] = {
             "job_id": self.obj.job_id, "model": self.obj.model,
             "input": f"s3://{self.config.bucket}/{self.config.key}",
@@ -784,7 +785,7 @@ def erased_at_start(updates: Sequence[Future[Any] | None]) -> None:
 
 def made(job: Job | None) -> Any:
     """The EventBridge client `job` made (events_client never raises), or None (the job
-    ended before it began its rows: batch.notify makes one)."""
+    ended before its rows were done: batch.notify makes one)."""
     return job.events.result() if job is not None and job.events is not None else None
 
 
