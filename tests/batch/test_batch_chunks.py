@@ -21,7 +21,16 @@ from batch.aws import client
 from batch.failures import PermanentError
 from batch.keys import parse_key
 from batch.microbatch import BatchSizeTuner
-from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, request_line
+from tests.batch.conftest import (
+    FEATURES,
+    MODEL,
+    WEIGHTS,
+    Cloud,
+    expected,
+    registry,
+    request_line,
+    tiny_model,
+)
 from tests.batch.test_batch_fuzz import Killed, run_until
 from tests.batch.test_batch_runner import Faults, faulty_s3, output_records, settings
 
@@ -94,6 +103,26 @@ def test_a_resumed_job_cuts_the_chunks_pinned_in_its_checkpoint(cloud: Cloud,
     assert [r["id"] for r in output_records(cloud, job)] == [f"r{n}" for n in range(200)]
     record = cloud.store.get(job.job_id)
     assert record is not None and record["attempts"] == 2 and summary["rows_read"] == 200
+
+
+def test_a_retry_serves_the_version_its_first_attempt_pinned_though_another_is_current(
+        cloud: Cloud, tmp_path: Path) -> None:
+    # Given a job whose first attempt served version 1, then current, and died at its third part
+    models = tiny_model(tiny_model(tmp_path, "1"), "2", WEIGHTS[:, ::-1].copy(), current="1")
+    key, version = upload(cloud, varied_lines(200))
+    job = settings(cloud, models, key, version, chunk_bytes=3000, registry=registry(models))
+    with pytest.raises(ClientError, match="SlowDown"):
+        batch_job.run_job(job, s3=faulty_s3(Faults(times=1_000, key_contains="part-00002"),
+                                         ("PutObject",)))
+    # When version 2 becomes current (the retry's load begins with it) and the job is retried
+    registry(models).write_text(json.dumps({"models": [
+        {"name": MODEL, "source": "seed", "versions": ["1", "2"], "current": "2"}]}))
+    summary = batch_job.run_job(job)
+    # Then the retry served version 1 too: every record, the first attempt's and its own
+    assert summary["model_version"] == "1"
+    assert {r["model_version"] for r in output_records(cloud, job)} == {"1"}
+    record = cloud.store.get(job.job_id)
+    assert record is not None and record["model_version"] == "1" and record["attempts"] == 2
 
 
 def npy_job(cloud: Cloud, models_dir: Path, rows: np.ndarray, **overrides: Any
