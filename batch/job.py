@@ -156,6 +156,7 @@ class Job:
         # .npy: each model output's shape, once its file is written
         self.outputs: dict[str, list[int]] = {}
         self.events: Future[Any] | None = None  # the EventBridge client, once the rows are done
+        self.rows_before = 0  # rows done by earlier attempts (the checkpoint's)
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -177,6 +178,7 @@ class Job:
                     head.result()[0].close()
                 raise
             body, size = head.result()
+        self.rows_before = state.counts["rows_read"]  # by earlier attempts
         if state.next_chunk == 0:  # a fresh job (a saved checkpoint has done a chunk)
             state.chunk_bytes = self.config.byte_limit_for(size)
         if self.obj.format == "jsonl":  # its workers' fork server starts while the model loads
@@ -595,8 +597,11 @@ class Job:
                  "headers": state.headers}
         put_json(self.s3, self.config.bucket, self.obj.output_key(self.folder + DONE), child)
         if self.store is not None:
+            # its pace this attempt: the job's, once every child is done (jobs_api.array_job)
+            rows = state.counts["rows_read"] - self.rows_before
             self.store.update_shard(self.obj.job_id, self.config.shard, {
-                "state": SUCCEEDED, **state.counts})
+                "state": SUCCEEDED, **state.counts, "rows_per_second": round(
+                    rows / max(float(summary["seconds_this_attempt"]), 1e-3), 1)})
         children = self._children_done()
         if len(children) < self.config.shards:
             LOG.info("job %s%s: done; %d of %d children done", self.obj.job_id, self._child,

@@ -190,7 +190,8 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
     """An array job's children as the job's answer shows them: `shards`, one {state, rows,
     outputs_written, errors, progress} per child in index order, and the job's counts and
     `progress` summed over them (a JSON Lines child's rows_total is estimated until its end,
-    so the sum is exact only once every child's is)."""
+    so the sum is exact only once every child's is; rows_per_second: the running children's
+    paces, or once none runs, the sum of each child's pace over its last attempt)."""
     children = [states[key] for key in sorted(states, key=int)]
     shown = [{"shard": index, "state": child.get("state"), "rows": child.get("rows_read", 0),
               "outputs_written": child.get("outputs_written", 0),
@@ -215,8 +216,10 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
         "rows_done": done, "rows_total": total,
         "rows_total_exact": all(p.get("rows_total_exact", False) for p in progress),
         "fraction_done": round(min(done / total, 1.0), 4) if total else None,
-        # the children run side by side: their paces add up, and the job ends with the last
-        "rows_per_second": round(sum(float(p.get("rows_per_second") or 0) for p in running), 1),
+        # the children run side by side: their paces add up, and the job ends with the last;
+        # once every child is done, their own paces as they finished (0 was no job's pace)
+        "rows_per_second": round(sum(float(p.get("rows_per_second") or 0) for p in (
+            running or children)), 1),
         "eta_seconds": (max(etas) if running and len(etas) == len(running)
                         else 0.0 if not running else None),
         "shards_done": sum(child.get("state") == SUCCEEDED for child in children)}

@@ -388,6 +388,7 @@ def test_a_job_asking_for_4_shards_runs_as_four_children(api: httpx.Client,
     progress = record["progress"]
     assert (progress["rows_done"], progress["rows_total"], progress["shards_done"],
             progress["fraction_done"], progress["eta_seconds"]) == (rows, rows, 4, 1.0, 0.0)
+    assert progress["rows_per_second"] > 0  # the children's own paces, once all are done
     manifest = json.loads(fetch(record["output_urls"]["manifest"]))
     assert [child["shard"] for child in manifest["shards"]] == [0, 1, 2, 3]
     ids = [json.loads(line)["id"] for part in record["output_urls"]["parts"]
