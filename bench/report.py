@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.batch import ROUNDS
+
 WARM_RATIO_TARGET = 2.0  # handler / raw run, digits-cnn at 32 JSON rows (issue 24; 1.3 in issue 6)
 WARM_RATIO_CASE = ("digits-cnn", 32)
 JSON_1024_TARGET = 3.0  # handler / raw run, every model at 1,024 JSON rows (issue 24)
@@ -16,7 +18,7 @@ EXPLAIN_RATIO_TARGET = 15.0  # explain / infer p50 over HTTP, breast-cancer-mlp 
 EXPLAIN_RATIO_MODEL = "breast-cancer-mlp"
 EXPLAIN_P50_TARGET_MS = 50.0  # explain p50 over HTTP at 1 row, every model
 HEADER = ("case", "served p50/p99", "baseline p50/p99", "ratio", "extra", "target")
-LEGEND = """\
+LEGEND = f"""\
 warm: the handler in-process (API Gateway event in, response out; X-Ray sampled) vs
   InferenceSession.run on the same arrays; extra = handler p50 - run p50, ms (each
   request's phases and the function's floor: phases_ms, floor_ms in the JSON).
@@ -32,10 +34,10 @@ size: the largest function's code + layers, unzipped, vs Lambda's 250 MB (zipped
 batch: rows/s of the batch runner (S3 and its jobs table on a local moto server) vs a raw
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
-  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop (raw job
-  and runner: best of 2 interleaved runs each); "per row": the same without each one's fixed
-  seconds per job (measured on a 1,024-row job); "jsonl vs raw job": the same on JSON Lines
-  (json.loads each line, the loop, json.dumps each answer);
+  "raw job": a bare program doing the same S3 GET and PUTs around that raw loop, its marker
+  last (raw job and runner: best of {ROUNDS} interleaved runs each); "per row": the same
+  without each one's fixed seconds per job (measured on a 1,024-row job); "jsonl vs raw
+  job": the same on JSON Lines (json.loads each line, the loop, json.dumps each answer);
   "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
   last output is downloaded from output_urls) vs the runner alone, in the same run.
 scale: at N synthetic models, `add-model` of one more (s) and rendering every template
