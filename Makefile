@@ -106,6 +106,7 @@ build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and funct
 $(BUILT): $(VENV)/.installed build/models/.exported template.yaml $(wildcard stacks/*.yaml) models.yaml docs/openapi.json $(SOURCES)
 	@$(STEP) "sam build: the layers (runtime trimmed, serving, console, one per model) and the functions" \
 		sam build --parameter-overrides Architecture=$(ARCH)
+	@echo "    (sam's hints above: its \`sam local invoke\` needs Docker; \`make serve\` and \`make invoke-local\` run the same handlers without it)"
 	@$(PY) -m model_registry.built || { rm -f $(BUILT); exit 1; }
 
 validate: setup ## sam validate --lint (cfn-lint included) on template.yaml and every group's stack; with a build, every function's code + layers within Lambda's 250 MB unzipped
