@@ -795,12 +795,12 @@ def made(job: Job | None) -> Any:
 
 
 def events_client() -> Any:
-    """An EventBridge client for the job-end event, made at the start; None when it cannot be
-    made (batch.notify then makes its own and logs why it could not send)."""
+    """An EventBridge client for the job-end event, made once the job's rows are done; None
+    when it cannot be made (batch.notify then makes its own and logs why it could not send)."""
     try:
         return client("events")
     except Exception as error:  # botocore's (NoRegionError, a bad profile): never the job's
-        LOG.warning("no EventBridge client at the job's start: %s", error)
+        LOG.warning("no EventBridge client for the job-end event: %s", error)
         return None
 
 

@@ -19,7 +19,7 @@ from model_api.limits import BATCH_MAX_RECORD_BYTES
 from model_api.model import LoadedModel
 from model_api.pipeline import Exchange, Pipeline, RunMany
 
-from batch.reader import LongLine, S3Object, iter_lines
+from batch.reader import LongLine, S3Object, iter_lines, ramped
 
 LOG = logging.getLogger("batch.runner")
 
@@ -126,19 +126,14 @@ def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_byte
     the model (and each of the job's worker processes, batch.workers) starts after a small
     read. The cut depends only on the input from `start` and the chunk's number, so a resumed
     job cuts the same chunks."""
-    def limit(number: int) -> int:
-        if not (first_bytes and max_bytes) or number >= max_bytes.bit_length():
-            return max_bytes
-        return min(max_bytes, first_bytes << number)
-
     lines: list[bytes | LongLine] = []
     end = chunk_start = start
-    chunk_bytes = limit(index)
+    chunk_bytes = ramped(first_bytes, max_bytes, index)
     for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES, stop):
         lines.append(line)
         if len(lines) == rows or (chunk_bytes and end - chunk_start >= chunk_bytes):
             yield lines, end
             lines, chunk_start, index = [], end, index + 1
-            chunk_bytes = limit(index)
+            chunk_bytes = ramped(first_bytes, max_bytes, index)
     if lines:
         yield lines, end

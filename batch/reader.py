@@ -198,6 +198,16 @@ def _npy_header(stream: Any, size: int) -> NpyLayout:
     return layout
 
 
+def ramped(first: int, limit: int, number: int) -> int:
+    """The size of chunk `number` (0 is the first) of a ramp: `first`, twice as much each next
+    chunk, at most `limit`; `limit` for every chunk when either is 0 (no ramp, or no limit).
+    The .npy rows (iter_rows) and JSON Lines bytes (batch.jsonl.chunks_of_lines) of a job's
+    chunks, so that the model starts after a small read."""
+    if not (first and limit) or number >= limit.bit_length():
+        return limit
+    return min(limit, first << number)
+
+
 def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_chunk: int,
               first_chunk: int = 0, body: Any = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Rows [first, stop) of a .npy object in chunks of `per_chunk` rows, each as (its first
@@ -212,12 +222,11 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
     position = layout.data_offset + first * row_bytes  # the next byte to receive
     end = layout.data_offset + stop * row_bytes
     breaks = StreamBreaks(source)
-    size = min(first_chunk, per_chunk) if first_chunk > 0 else per_chunk
     try:
-        row = first
+        row, number = first, 0
         while row < stop:
-            chunk_stop = min(row + max(1, size), stop)
-            size = min(per_chunk, 2 * size)
+            chunk_stop = min(row + max(1, ramped(first_chunk, per_chunk, number)), stop)
+            number += 1
             want = (chunk_stop - row) * row_bytes
             # the rows are received straight into their array (no bytes objects to join)
             rows = np.empty((chunk_stop - row, *layout.shape[1:]), dtype=layout.dtype)
