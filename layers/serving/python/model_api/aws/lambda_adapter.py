@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import time
@@ -180,37 +181,43 @@ def create_app(service: InferenceService | None, repository: Repository | None =
     model_api.aws.monitor.report_store).
     """
     app = answer_errors(RestApiResolver())
-    # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start) are imported
-    # by the first GET .../monitoring, the only route that reads them.
-    report_stores: list[CaptureStore | None] = [reports] if reports is not None else []
     if repository is None and service is None:
         raise ValueError("create_app: a function without a service (the server function) "
                          "needs its repository and its router")
-    # A model function's repository (its own versions) is built, and model_api.repository
-    # imported, by the first route that reads it: its first /infer never does.
-    repositories: list[Repository] = [repository] if repository is not None else []
 
+    # What only some routes read is built, and its modules imported, by the first route that
+    # reads it (functools.cache: once): a model function's first /infer pays for none of it.
+    @functools.cache
+    def report_store() -> CaptureStore | None:
+        # The drift reports' modules (monitoring, zipfile: 8-12 ms of a cold start)
+        if reports is not None:
+            return reports
+        from model_api.aws.monitor import report_store as of  # numpy: imported here alone
+
+        return of(os.environ)
+
+    @functools.cache
     def versions() -> Repository:
-        if not repositories:
-            from model_api.repository import ServiceRepository
+        # A model function's repository: its own versions (model_api.repository)
+        if repository is not None:
+            return repository
+        from model_api.repository import ServiceRepository
 
-            repositories.append(ServiceRepository(service))  # type: ignore[arg-type]
-        return repositories[0]
+        return ServiceRepository(service)  # type: ignore[arg-type]
 
     def refuse_load(model: str) -> dict[str, Any]:
         from model_api.repository import refuse_load as refused
 
         return refused(model)
-    # The console's module (its pages' table, StaticFile) is imported by the first console
-    # route: a model function's cold start never pays for it.
-    consoles: list[Console] = [console] if console is not None else []
 
+    @functools.cache
     def pages() -> Console:
-        if not consoles:
-            from model_api.console import Console
+        # The console's module (its pages' table, StaticFile)
+        if console is not None:
+            return console
+        from model_api.console import Console
 
-            consoles.append(Console.from_environment())
-        return consoles[0]
+        return Console.from_environment()
 
     def repository_index() -> Response:
         body = raw_body(app.current_event.raw_event)
@@ -226,11 +233,7 @@ def create_app(service: InferenceService | None, repository: Repository | None =
             service.model(model)
         from model_api.monitoring.reports import answer as monitoring_report
 
-        if not report_stores:
-            from model_api.aws.monitor import report_store  # numpy: not for answer_errors' users
-
-            report_stores.append(report_store(os.environ))
-        return json_response(200, monitoring_report(report_stores[0], model))
+        return json_response(200, monitoring_report(report_store(), model))
 
     def console_page() -> Response:
         # API Gateway serves the stage's root both as /v1 and /v1/; the page's relative links
