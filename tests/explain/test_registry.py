@@ -4,7 +4,6 @@ lookup to choose, and unknown methods refused at load. Synthetic manifests: no e
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ def test_each_method_declares_its_manifest_fields_options_and_outputs(
     assert "from_manifest" in vars(kind) and "_explain" in vars(kind)
     assert kind.manifest_fields and all(isinstance(f, str) for f in kind.manifest_fields)
     assert "target" in kind.options
-    assert set(kind.options) <= {f.name for f in dataclasses.fields(Options)}
+    assert set(kind.options) <= set(Options.__struct_fields__)
     outputs = [name for name, _, _ in kind.per_input_outputs]
     assert outputs[0] == "attributions"
     # The declared fields are the ones its valid section carries (besides method and output),

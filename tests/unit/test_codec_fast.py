@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from model_api import codec, limits
 from model_api.errors import BadRequest, ModelAPIError
 from model_api.manifest import Manifest
+from msgspec.structs import replace
 
 from tests.unit.tiny_models import manifest_of
 

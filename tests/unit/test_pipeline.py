@@ -5,13 +5,13 @@ rows per model and class as the PredictedRows metric on both paths. Real exporte
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
 import json
 import logging
 from collections import Counter
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from model_api.aws.class_counts import (
@@ -134,8 +134,8 @@ def test_class_counts_for_a_regression_is_one_class_and_classes_are_bounded() ->
     exchange = Pipeline(API_REQUEST).predict(Pipeline(API_REQUEST).decode(regression,
                                                                            request, {}))
     assert set(row_classes(exchange)) == {"-"}
-    many = dataclasses.replace(exchange.request, rows=FEW_ROWS + 1)  # counted without a list
-    assert class_counts(dataclasses.replace(exchange, request=many)) == Counter(
+    many = msgspec.structs.replace(exchange.request, rows=FEW_ROWS + 1)  # counted without a list
+    assert class_counts(msgspec.structs.replace(exchange, request=many)) == Counter(
         {"-": FEW_ROWS + 1})
     hook = ClassCounts("Test")
     for n in range(MAX_CLASSES + 5):

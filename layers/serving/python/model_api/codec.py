@@ -13,10 +13,10 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -46,8 +46,7 @@ _REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _OUTPUT_FIELDS = frozenset({"name", "parameters"})
 
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
+class RequestedOutput(msgspec.Struct, frozen=True):
     """An output to return; `binary` sends it as binary tensor data after the JSON."""
 
     name: str
@@ -56,8 +55,7 @@ class RequestedOutput:
 
 # eq=False: its arrays have no one truth value to compare, and a cold start skips the generated
 # __eq__ and __hash__ (docs/performance.md, "Cold start: what the first /infer does not need").
-@dataclass(frozen=True, slots=True, eq=False)
-class InferRequest:
+class InferRequest(msgspec.Struct, frozen=True, eq=False):
     """A request that fits the manifest: arrays of the manifest's dtypes, outputs resolved."""
 
     id: str | None
@@ -67,8 +65,7 @@ class InferRequest:
     rows: int
 
 
-@dataclass(frozen=True, slots=True)
-class InferResult:
+class InferResult(msgspec.Struct, frozen=True):
     """An encoded answer; `headers` carry Content-Type (and the binary header length)."""
 
     body: bytes

@@ -9,9 +9,9 @@ ONNX `string` tensors. Binary tensor data is little-endian, hence the explicit `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 from model_api.errors import BadRequest
@@ -33,8 +33,7 @@ _JSON_TYPES: dict[Kind, frozenset[type]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Datatype:
+class Datatype(msgspec.Struct, frozen=True):
     """One OIP datatype. `dtype`: the numpy dtype of its little-endian wire form (and of the
     array handed to onnxruntime); `onnx`: its onnx.TensorProto.DataType number (a number, not an
     `onnx` import: the onnx package is not part of the Lambda runtime); `ort`: onnxruntime's

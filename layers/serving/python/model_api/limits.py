@@ -7,7 +7,7 @@ most of these derive from: 6 MB (6,291,456 bytes) for the request event and for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 MiB = 1024 * 1024
 
@@ -84,8 +84,7 @@ JOB_MAX_REQUEST_BYTES = 64 * 1024
 JOB_MAX_PARAMETERS_BYTES = 16 * 1024
 
 
-@dataclass(frozen=True)
-class RequestLimits:
+class RequestLimits(msgspec.Struct, frozen=True):
     """The limits one infer request meets on a path, and how its refusals name it there."""
 
     unit: str  # what one request is called in messages

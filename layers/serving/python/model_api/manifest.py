@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from model_api.datatypes import DATATYPES
 
@@ -29,8 +30,7 @@ class ManifestError(ValueError):
     """The manifest cannot be read or breaks the format of docs/architecture.md."""
 
 
-@dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(msgspec.Struct, frozen=True):
     """One input or output of the signature; -1 in `shape` is a variable dimension."""
 
     name: str
@@ -42,8 +42,7 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(msgspec.Struct, frozen=True):
     name: str
     version: str
     platform: str
@@ -54,9 +53,9 @@ class Manifest:
     labels: tuple[str, ...] | None = None
     task: str | None = None
     description: str | None = None
-    metrics: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = msgspec.field(default_factory=dict)
     # Provenance fields (training, parity, ...) kept as exported, for tools that report them.
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)

@@ -12,10 +12,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 
@@ -114,8 +114,7 @@ def intra_op_threads() -> int:
     return default
 
 
-@dataclass(frozen=True, eq=False)
-class LoadedModel:
+class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True):
     """A version whose file matched its sha256 and whose session matches its manifest."""
 
     manifest: Manifest
@@ -123,8 +122,8 @@ class LoadedModel:
     # How /explain explains it (model_api/explainers/), from the manifest; checked at load.
     explainer: Explainer
     # The buffers onnxruntime runs on in place (a stored version's weights): kept as long as
-    # the session is.
-    pinned: tuple[Any, ...] = field(default=(), repr=False)
+    # the session is (left out of the repr when empty).
+    pinned: tuple[Any, ...] = ()
 
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None,

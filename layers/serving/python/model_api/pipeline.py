@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, cast
 
+import msgspec
 import numpy as np
 
 from model_api.codec import (
@@ -50,8 +50,8 @@ RunMany = Callable[[list[tuple[int, InferRequest]]],
                    Iterable[tuple[int, dict[str, np.ndarray] | str]]]
 
 
-@dataclass(eq=False)  # one request's state, its arrays: compared by identity
-class Exchange:
+# one request's state, its arrays: compared by identity
+class Exchange(msgspec.Struct, eq=False):
     """One request on its way through the pipeline.
 
     `manifest` is what the request is checked and answered against: the model's own, or with
@@ -65,11 +65,10 @@ class Exchange:
     request: InferRequest
     explain: bool
     path: str
-    results: Mapping[str, np.ndarray] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
+    results: Mapping[str, np.ndarray] = msgspec.field(default_factory=dict)
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     # (the request, its copy as hooks see it: read-only inputs), made at its first hook point
-    _hooks_request: tuple[InferRequest, InferRequest] | None = field(default=None, repr=False,
-                                                                      compare=False)
+    _hooks_request: tuple[InferRequest, InferRequest] | None = None
 
     @property
     def rows(self) -> int:

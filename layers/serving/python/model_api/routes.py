@@ -18,7 +18,8 @@ model (`/v2/models/{model}[/versions/{version}]/jobs`), read and erased there or
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 SERVER = "server"
 MODEL = "model"
@@ -34,8 +35,7 @@ _PARAMETER = re.compile(r"\{([a-z_]+)\}")
 TENSOR_REQUESTS = ("infer", "explain")  # bodies that are an inference request
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(msgspec.Struct, frozen=True):
     """One method and path of the API, and the function kind that serves it.
 
     `name` is the route's CloudFormation event name and the suffix of its OpenAPI operationId

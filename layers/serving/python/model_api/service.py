@@ -14,9 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 import model_api.examples as model_examples
 from model_api.codec import InferResult
@@ -49,15 +50,15 @@ INITIALIZATION_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 LOAD_DURING_INIT = frozenset({"provisioned-concurrency", "snap-start"})
 
 
-@dataclass(eq=False)  # one read in progress: compared by identity
-class Pending:
+# one read in progress: compared by identity
+class Pending(msgspec.Struct, eq=False):
     """A version being read from the model store (or waiting its turn): its manifest (for the
     metadata routes), how far the read is, and when it started."""
 
     manifest: Manifest
     progress: Progress
-    started: float = field(default_factory=time.monotonic)
-    finished: threading.Event = field(default_factory=threading.Event)
+    started: float = msgspec.field(default_factory=time.monotonic)
+    finished: threading.Event = msgspec.field(default_factory=threading.Event)
 
     def retry_after(self) -> int:
         """Seconds until the read is likely done, from its rate so far (at least 1)."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 CAPTURE_ENV = "CAPTURE"
 # Overrides every model's sampling percentage (make serve sets 100, CAPTURE=0 sets 0).
@@ -42,8 +43,7 @@ class CaptureConfigError(ValueError):
     """A capture mapping that breaks the format above; the message names the field."""
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     """What is kept of one input: `kind` one of keep, drop, hash, summary, round, bucket;
     `digits` (round) or `edges` (bucket, ascending)."""
 
@@ -59,15 +59,14 @@ class Rule:
         return self.kind
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(msgspec.Struct, frozen=True):
     """One model's capture settings (see the module's docstring)."""
 
     enabled: bool = False
     sampling: float = DEFAULT_SAMPLING
     inputs: bool = True
     outputs: bool = True
-    rules: Mapping[str, Rule] = field(default_factory=dict)
+    rules: Mapping[str, Rule] = msgspec.field(default_factory=dict)
 
     @property
     def active(self) -> bool:

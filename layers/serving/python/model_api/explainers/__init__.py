@@ -21,8 +21,9 @@ deployed; its `reason` says how to enable it.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+
+import msgspec
 
 from model_api.datatypes import is_float
 from model_api.explainers import kernel_shap, linear, occlusion, token_ablation
@@ -75,7 +76,7 @@ def output_specs(manifest: Manifest) -> tuple[TensorSpec, ...]:
 def with_outputs(manifest: Manifest) -> Manifest:
     """`manifest` with the explanation's outputs added: what an explain request is decoded
     and answered against (so `outputs` may name them, binary or not)."""
-    return replace(manifest, outputs=manifest.outputs + output_specs(manifest))
+    return msgspec.structs.replace(manifest, outputs=manifest.outputs + output_specs(manifest))
 
 
 def load_explainer(manifest: Manifest, version_dir: Path) -> Explainer:

@@ -12,10 +12,10 @@ besides `method` and `output`), `options` (the request parameters it accepts),
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 
 from model_api.errors import BadRequest, NotFound, TooLarge
@@ -32,8 +32,8 @@ class ExplanationError(ValueError):
     """A manifest's `explanation` object or its background file is unusable (load time)."""
 
 
-@dataclass(frozen=True, eq=False)  # arrays: compared by identity (no generated __eq__)
-class Explanation:
+# arrays: compared by identity (no generated __eq__)
+class Explanation(msgspec.Struct, frozen=True, eq=False):
     """The explanation of a batch of `rows` rows.
 
     `attributions` maps each explained input to FP32 [rows, *input shape without batch]
@@ -50,7 +50,7 @@ class Explanation:
     target: np.ndarray
     scores: np.ndarray
     manifest: Manifest
-    tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    tokens: dict[str, np.ndarray] = msgspec.field(default_factory=dict)
 
     def outputs(self) -> dict[str, np.ndarray]:
         """The answer's extra outputs by name: `attributions` (or `attributions_<input>` for a
@@ -142,8 +142,7 @@ class Explanation:
         return named
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(msgspec.Struct, frozen=True):
     """What a request may set: `target` (class index for every row; None: each row's
     predicted class) and `samples` (Kernel SHAP's coalitions per row; None: the default).
     A method accepts those its class lists in `options`."""
@@ -153,7 +152,7 @@ class Options:
 
     def given(self) -> list[str]:
         """The names of the options the request set (not None), in field order."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return [name for name in self.__struct_fields__ if getattr(self, name) is not None]
 
 
 def request_options(parameters: Mapping[str, Any]) -> Options:
