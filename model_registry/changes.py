@@ -83,6 +83,9 @@ def derived(project: Project, entries: list[ModelEntry], locate: Locate,
         changed = {entry.name for entry in touched}
         groups = {entry.group for entry in touched}
         known = _known_schemas(project, changed)
+    for entry in entries:  # capture rules against the exported inputs (check cannot see them)
+        if changed is None or entry.name in changed:
+            registry.check_capture_inputs(entry, locate)
     change.writes.update(template.render(entries, template.source_of(project).read_text(),
                                          project, groups))
     change.deletes.extend(template.stale_groups(entries, project))

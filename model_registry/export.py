@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             import_added(entry, args.out)
     if not args.only:
         prune(entries, args.out)
+    for entry in entries:  # once every version is there: a rule must fit each one's inputs
+        if not args.only or entry.name in args.only:
+            registry.check_capture_inputs(entry, registry.exported(args.out))
     return 0
 
 

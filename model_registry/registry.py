@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from model_api.capture.config import CaptureConfig, CaptureConfigError
+from model_api.capture.config import CaptureConfig, CaptureConfigError, check_inputs
 from model_api.capture.config import parse as parse_capture
+from model_api.manifest import MANIFEST_FILE, load_manifest
 from model_api.names import MAX_MODEL_NAME_CHARS, MODEL_NAME, VERSION, camel_name
 
 from model_registry.quotas import ACCOUNT_CONCURRENCY, GROUP_SIZE, UNRESERVED_MINIMUM
@@ -87,6 +88,24 @@ def exported(models_dir: Path) -> Locate:
 
 PROJECT = Project()
 EXPORTED = exported(PROJECT.models_dir)
+
+
+def check_capture_inputs(entry: ModelEntry, locate: Locate) -> None:
+    """RegistryError when the model's capture rules do not fit the inputs of one of its
+    versions, as exported where `locate` finds them (model_api.capture.config.check_inputs):
+    a rule that names an input the version lacks (a misspelt `drop` would otherwise leave the
+    input it meant kept in full; the functions keep no record then, capture.hook) or a rule
+    of the wrong kind for the input's datatype. `check` cannot see this: it reads no export."""
+    config = entry.capture_config
+    if not config.rules:
+        return
+    for version in entry.versions:
+        manifest = load_manifest(locate(entry.name, version) / MANIFEST_FILE)
+        try:
+            check_inputs(config, {spec.name: spec.datatype for spec in manifest.inputs},
+                         f"{entry.name} (models.yaml) version {version}: capture")
+        except CaptureConfigError as exc:
+            raise RegistryError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

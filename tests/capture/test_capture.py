@@ -27,7 +27,13 @@ from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
 from moto import mock_aws
 
-from model_registry.registry import ModelEntry, RegistryError, check
+from model_registry.registry import (
+    ModelEntry,
+    RegistryError,
+    check,
+    check_capture_inputs,
+    exported,
+)
 from tests.conftest import MODELS_DIR, local_api_server
 
 SECRET_TEXT = "Zanzibar quokka marmalade whispered"
@@ -286,3 +292,44 @@ def test_a_record_that_could_only_be_dropped_as_too_large_is_not_built(
     assert len(built) == 2
     assert emitted[1:] == [{("breast-cancer-mlp", "captured", ""): 1,
                             ("breast-cancer-mlp", "dropped", "too_large"): 1}] * 2
+
+
+def test_settings_whose_rule_names_an_input_the_model_lacks_keep_no_record(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt input in a rule (`feature: drop` for `features`) must not leave that input
+    kept in full: the hook keeps no record of the model, counts each as config_mismatch and
+    logs the reason once, naming the rule and the inputs (never the data)."""
+    emitted: list[Counts] = []
+    hook = _hook(FolderStore(tmp_path), emitted=emitted, rules={"feature": "drop"})
+    pipeline = Pipeline(API_REQUEST, [hook])
+    model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
+    with caplog.at_level(logging.ERROR, logger="model_api.capture.hook"):
+        for _ in range(2):
+            answer = pipeline.handle(model, _body("breast-cancer-mlp", rows[:2]), {})
+            assert json.loads(answer.body)["outputs"]  # answered as ever
+    assert list(capture_store.read(FolderStore(tmp_path), "breast-cancer-mlp")) == []
+    assert sum(e.get(("breast-cancer-mlp", "dropped", "config_mismatch"), 0)
+               for e in emitted) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "no input 'feature'" in errors[0] and "features" in errors[0]
+    assert str(rows[0][0]) not in errors[0]
+    # The same settings with the input's own name keep the record, the input dropped
+    fitting = _hook(FolderStore(tmp_path / "ok"), rules={"features": "drop"})
+    Pipeline(API_REQUEST, [fitting]).handle(model, _body("breast-cancer-mlp", rows[:2]), {})
+    kept = list(capture_store.read(FolderStore(tmp_path / "ok"), "breast-cancer-mlp"))
+    assert len(kept) == 1 and "features" not in kept[0]["inputs"]
+
+
+def test_the_registry_refuses_rules_that_do_not_fit_an_exported_version() -> None:
+    """`make build` (the export) and every registry change (add-model, make lint's generated
+    files) check each version's inputs: the misspelt rule is an error naming the model."""
+    version = next((MODELS_DIR / "breast-cancer-mlp").glob("*")).name
+    def entry(rules: dict[str, Any]) -> ModelEntry:
+        return ModelEntry("breast-cancer-mlp", "seed", [version], version,
+                          capture={"sampling": 20, "rules": rules})
+    with pytest.raises(RegistryError, match=r"breast-cancer-mlp \(models.yaml\) version .*no "
+                                            r"input 'feature' \(its inputs: features\)"):
+        check_capture_inputs(entry({"feature": "drop"}), exported(MODELS_DIR))
+    with pytest.raises(RegistryError, match="summary is for BYTES"):
+        check_capture_inputs(entry({"features": "summary"}), exported(MODELS_DIR))
+    check_capture_inputs(entry({"features": {"round": 1}}), exported(MODELS_DIR))

@@ -17,8 +17,12 @@ reason: `store_error` (the sink refused or failed: its error type is logged, nev
 hold), `hash_key_loading` (a record that hashes, asked for before the key has arrived: a key
 read from a secret store is fetched in the background, HashKeyLoading), `record_error`
 (anything else while building it, e.g. no hash key could be read), `buffer_full` (more than
-MAX_BUFFERED_BYTES waiting for one flush). A failure never reaches the answer: the pipeline
-isolates hooks, and this hook catches its own failures to count them.
+MAX_BUFFERED_BYTES waiting for one flush), `config_mismatch` (the model's settings do not fit
+the version's inputs: a rule names an input it lacks, e.g. misspelt, or a rule of the wrong
+kind for its datatype, capture.config.check_inputs; the registry refuses such settings, and a
+function that gets them anyway keeps no record, rather than keep in full an input that a rule
+meant to drop or hash; logged once per version, with the reason). A failure never reaches the
+answer: the pipeline isolates hooks, and this hook catches its own failures to count them.
 
 A record that could only be dropped as too_large is not built: the hook keeps, per model, the
 bytes per row of a record (a probe of PROBE_ROWS rows before the first exchange of more
@@ -43,8 +47,9 @@ from typing import Protocol
 import numpy as np
 
 from model_api.capture import record
-from model_api.capture.config import CaptureConfig
+from model_api.capture.config import CaptureConfig, CaptureConfigError, check_inputs
 from model_api.capture.store import CaptureStore, object_key
+from model_api.manifest import Manifest
 from model_api.pipeline import Exchange, Hook
 
 logger = logging.getLogger(__name__)
@@ -114,6 +119,8 @@ class CaptureHook(Hook):
         self.buffered_bytes = 0
         self.counts: Counts = Counter()
         self._patterns: dict[tuple[str, str], re.Pattern[str]] = {}
+        # per model and version: the settings it was checked with, and whether they fit it
+        self._fits: dict[tuple[str, str], tuple[CaptureConfig, bool]] = {}
         self._row_bytes: dict[str, float] = {}  # per model: a too-large record's bytes/row
 
     def key(self) -> bytes:
@@ -151,6 +158,9 @@ class CaptureHook(Hook):
             return
         manifest = exchange.model.manifest
         model = manifest.name
+        if not self._fit(config, manifest):
+            self.counts[model, DROPPED, "config_mismatch"] += 1
+            return
         sampled = exchange.rows if rows is None else len(rows)  # type: ignore[arg-type]
         pattern = self._patterns.get((model, manifest.version))
         if pattern is None:
@@ -186,6 +196,24 @@ class CaptureHook(Hook):
             return
         self.buffered.setdefault(model, []).append(line)
         self.buffered_bytes += len(line)
+
+    def _fit(self, config: CaptureConfig, manifest: Manifest) -> bool:
+        """Whether `config`'s rules fit the inputs of `manifest`'s version (checked once per
+        version and settings; a misfit is logged then, naming the rule and the inputs)."""
+        key = manifest.name, manifest.version
+        known = self._fits.get(key)
+        if known is not None and known[0] is config:
+            return known[1]
+        try:
+            check_inputs(config, {spec.name: spec.datatype for spec in manifest.inputs},
+                         f"{manifest.name} version {manifest.version}: capture")
+        except CaptureConfigError as error:
+            logger.error("capture: no record of %s is kept: %s", manifest.name, error)
+            fits = False
+        else:
+            fits = True
+        self._fits[key] = config, fits
+        return fits
 
     def _probe(self, exchange: Exchange, config: CaptureConfig, rows: np.ndarray | None,
                pattern: re.Pattern[str]) -> None:
