@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from model_api.explainers import output_specs
+from model_api.manifest import parse_manifest
 from model_api.routes import MODEL, SERVER, routes_of
 from sklearn.datasets import load_breast_cancer
 
@@ -151,7 +153,11 @@ def test_every_event_gets_a_protocol_answer(
     elif route in {"explain", "version-explain", "explain-binary"}:
         assert body["id"] == "example-1" and body["parameters"]["method"]
         names = [o["name"] for o in body["outputs"]]
-        assert {"attributions", "base_value", "target"} <= set(names)
+        # attributions (one explained input) or attributions_<input> each, base_value, target
+        explained = output_specs(parse_manifest(manifests[function]))
+        assert {spec.name for spec in explained} <= set(names)
+        assert {"base_value", "target"} <= set(names) and any(
+            name.startswith("attributions") for name in names)
         rows = json.loads(base64.b64decode(load_event(event_path)["body"]))["inputs"][0]["shape"][0]
         assert all(o["shape"][0] == rows for o in body["outputs"])
     elif route in {"metadata", "version-metadata"}:
