@@ -43,6 +43,7 @@ from batch.loading import CUDA, job_pipeline, load_model, version_dir
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.overlap import overlapped
 from batch.progress import Progress
+from batch.progress import finished as progress_finished
 from batch.reader import BLOCK, LongLine, NpyLayout, S3Object, iter_rows, npy_layout, open_npy
 from batch.writer import (
     PART_BYTES,
@@ -598,16 +599,22 @@ class Job:
         put_json(self.s3, self.config.bucket, self.obj.output_key(self.folder + DONE), child)
         if self.store is not None:
             # its pace this attempt: the job's, once every child is done (jobs_api.array_job)
-            rows = state.counts["rows_read"] - self.rows_before
             self.store.update_shard(self.obj.job_id, self.config.shard, {
-                "state": SUCCEEDED, **state.counts, "rows_per_second": round(
-                    rows / max(float(summary["seconds_this_attempt"]), 1e-3), 1)})
+                "state": SUCCEEDED, **state.counts, "rows_per_second": self.finished_progress(
+                    summary)["rows_per_second"]})
         children = self._children_done()
         if len(children) < self.config.shards:
             LOG.info("job %s%s: done; %d of %d children done", self.obj.job_id, self._child,
                      len(children), self.config.shards)
             return {**summary, "finished_job": False}
         return self._finish(children, summary, model)
+
+    def finished_progress(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """This attempt's rows are all done: the progress its record ends with
+        (batch.progress.finished), its pace over this attempt's rows."""
+        rows = int(summary["rows_read"])
+        return progress_finished(rows, rows - self.rows_before,
+                                 float(summary["seconds_this_attempt"]))
 
     def _children_done(self) -> list[dict[str, Any]]:
         """The `_DONE.json` of every child that has one, in index order."""
@@ -763,8 +770,10 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                         "reason": reason, "finished_at": time.time()}), made(job))
             raise
         if store is not None and summary.get("finished_job", True):
+            # An array job's progress is its children's (jobs_api.array_job)
+            done = {} if sharded or job is None else {"progress": job.finished_progress(summary)}
             notify.job_finished(store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
-                "finished_at": time.time(),
+                "finished_at": time.time(), **done,
                 **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}),
                 made(job))
     except JobErased:

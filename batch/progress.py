@@ -9,6 +9,15 @@ from typing import Any
 LOG = logging.getLogger("batch.progress")
 
 
+def finished(rows: int, rows_this_attempt: int, seconds: float) -> dict[str, Any]:
+    """A finished job's progress for its record: every one of its `rows` rows done (the
+    total exact), and the pace of its last attempt (`rows_this_attempt` rows in `seconds`
+    seconds). A job whose rows all fit before its first record update has no other."""
+    return {"rows_done": rows, "rows_total": rows, "rows_total_exact": True,
+            "fraction_done": 1.0, "eta_seconds": 0.0,
+            "rows_per_second": round(rows_this_attempt / max(seconds, 1e-3), 1)}
+
+
 class Progress:
     """Tracks rows done and how far through the input (bytes or rows) the job is."""
 

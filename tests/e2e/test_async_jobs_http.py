@@ -166,6 +166,11 @@ def run_npy(api: httpx.Client, tmp_path: Path, rows: int) -> None:
     seconds = time.monotonic() - started
     assert record["status"] == "succeeded", record
     assert (record["rows_read"], record["outputs_written"]) == (rows, rows)
+    # the finished job's progress, though its rows may all be done before a record update
+    progress = record["progress"]
+    assert (progress["rows_done"], progress["rows_total"], progress["rows_total_exact"],
+            progress["fraction_done"], progress["eta_seconds"]) == (rows, rows, True, 1.0, 0.0)
+    assert progress["rows_per_second"] > 0
     parts = {part["name"]: part["url"] for part in record["output_urls"]["parts"]}
     assert sorted(parts) == ["label.npy", "probabilities.npy"]
     inputs = np.load(path)
