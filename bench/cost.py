@@ -401,7 +401,8 @@ def report(measured: list[Measured], assumptions: Assumptions, prices: Prices = 
     lines.append("assumptions (flags of python -m bench.cost): " + ", ".join(
         f"{f.name}={getattr(assumptions, f.name)}" for f in fields(assumptions)))
     lines.append(f"SnapStart {'on' if snapstart_on(assumptions) else 'off'}; "
-                 "not counted: free tier, CloudWatch Logs, X-Ray traces, data transfer out.")
+                 "not counted: free tier, CloudWatch Logs but data capture's record lines (in "
+                 "its row), X-Ray traces, data transfer out.")
     lines += [f"prices: {name}: {page}" for name, page in prices.sources.items()]
     return "\n".join(lines)
 

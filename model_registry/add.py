@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
 from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
 from model_api.examples import check as check_examples
+from model_api.explainers.base import NONE
 from model_api.explainers.kernel_shap import KERNEL_SHAP
 from model_api.integrity import IntegrityError, read_verified, sha256_of
 from model_api.manifest import STORE_FIELD, ManifestError, TensorSpec
@@ -235,8 +236,10 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
     section, files = explanation.choose(entry.name, onnx.load_from_string(model_bytes), found,
                                         rows)
     if rows is not None and section["method"] != KERNEL_SHAP:
-        raise AddError(f"background rows were given, but {shown} is explained by "
-                       f"{section['method']} (background rows are for tabular models)")
+        how = (f"is explained by {section['method']}" if section["method"] != NONE else
+               f"cannot be explained: {section.get('reason', 'no method fits its inputs')}")
+        raise AddError(f"background rows were given, but {shown} {how} (background rows are "
+                       "for tabular models: inputs of [N, features] each)")
     manifest["explanation"] = section
     if in_store:
         manifest[STORE_FIELD] = store_section(

@@ -418,3 +418,26 @@ def test_a_baseline_travels_with_an_added_model_and_is_checked_by_its_sha256(
                                           .replace('"rows":300', '"rows":301'))
     with pytest.raises(baselines.BaselineError, match="sha256"):
         baselines.read(manifest, folder)
+
+
+def test_background_rows_for_a_model_no_method_explains_say_why_it_cannot_be(
+        tmp_path: Path, project: Project) -> None:
+    """BACKGROUND= for inputs Kernel SHAP cannot take (FP64 [N, 2, 3] beside INT32 [N, 1]):
+    refused with the reason no method explains the model, and nothing is written."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    path = save_model(tmp_path / "odd.onnx", helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["summed"], keepdims=0),
+         helper.make_node("Cast", ["k"], ["scale"], to=TensorProto.DOUBLE),
+         helper.make_node("Mul", ["summed", "scale"], ["y"])], "odd",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 2, 3]),
+         helper.make_tensor_value_info("k", TensorProto.INT32, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])], [axes]))
+    rng = np.random.default_rng(1)
+    background = tmp_path / "rows.npz"
+    np.savez(background, x=rng.normal(size=(5, 2, 3)),
+             k=rng.integers(0, 3, size=(5, 1)).astype(np.int32))
+    before = snapshot(project)
+    with pytest.raises(AddError, match=r"cannot be explained: no explanation method fits its "
+                                       r"inputs .*\(background rows are for tabular models"):
+        add("odd-pair", path, background_path=background, project=project)
+    assert snapshot(project) == before
