@@ -53,8 +53,7 @@ class RequestedOutput(msgspec.Struct, frozen=True):
     binary: bool
 
 
-# eq=False: its arrays have no one truth value to compare, and a cold start skips the generated
-# __eq__ and __hash__ (docs/performance.md, "Cold start: what the first /infer does not need").
+# eq=False: its arrays have no one truth value to compare (compared by identity).
 class InferRequest(msgspec.Struct, frozen=True, eq=False):
     """A request that fits the manifest: arrays of the manifest's dtypes, outputs resolved."""
 
