@@ -102,7 +102,7 @@ def check_capture_inputs(entry: ModelEntry, locate: Locate) -> None:
     for version in entry.versions:
         manifest = load_manifest(locate(entry.name, version) / MANIFEST_FILE)
         try:
-            check_inputs(config, {spec.name: spec.datatype for spec in manifest.inputs},
+            check_inputs(config, manifest.inputs,
                          f"{entry.name} (models.yaml) version {version}: capture")
         except CaptureConfigError as exc:
             raise RegistryError(str(exc)) from exc

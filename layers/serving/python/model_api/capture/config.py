@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from model_api.manifest import TensorSpec
 
 CAPTURE_ENV = "CAPTURE"
 # Overrides every model's sampling percentage (make serve sets 100, CAPTURE=0 sets 0).
@@ -149,9 +152,10 @@ def parse(raw: Any, where: str = "capture") -> CaptureConfig:
                rules.items()})
 
 
-def check_inputs(config: CaptureConfig, inputs: Mapping[str, str], where: str) -> None:
-    """CaptureConfigError when a rule names an input the model lacks (`inputs`: name ->
-    datatype) or a number rule names a BYTES input, or `summary` a number."""
+def check_inputs(config: CaptureConfig, specs: Sequence[TensorSpec], where: str) -> None:
+    """CaptureConfigError when a rule names an input the model lacks (`specs`: a manifest's
+    inputs) or a number rule names a BYTES input, or `summary` a number."""
+    inputs = {spec.name: spec.datatype for spec in specs}
     for name, rule in config.rules.items():
         if name not in inputs:
             raise CaptureConfigError(f"{where}.rules: the model has no input {name!r} (its "

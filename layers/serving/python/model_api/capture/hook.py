@@ -205,7 +205,7 @@ class CaptureHook(Hook):
         if known is not None and known[0] is config:
             return known[1]
         try:
-            check_inputs(config, {spec.name: spec.datatype for spec in manifest.inputs},
+            check_inputs(config, manifest.inputs,
                          f"{manifest.name} version {manifest.version}: capture")
         except CaptureConfigError as error:
             logger.error("capture: no record of %s is kept: %s", manifest.name, error)
