@@ -75,6 +75,12 @@ class Checkpoint:
                 "errors": self.errors}
 
 
+def fresh(obj: InputObject, chunk_rows: int, chunk_bytes: int = 0) -> Checkpoint:
+    """The checkpoint of a job that has done nothing yet: at its first row, these chunk
+    limits, no model version pinned."""
+    return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
+
+
 def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0,
          key: str | None = None) -> Checkpoint:
     """The job's checkpoint (at `key`: a child's of an array job; None: the job's), or a fresh
@@ -85,12 +91,12 @@ def load(s3: Any, obj: InputObject, chunk_rows: int, chunk_bytes: int = 0,
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("NoSuchKey", "404"):
             raise
-        return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
+        return fresh(obj, chunk_rows, chunk_bytes)
     # Fields a later runner added are left out (a retry on an older image still resumes)
     known = {each.name for each in fields(Checkpoint)}
     checkpoint = Checkpoint(**{name: value for name, value in document.items() if name in known})
     if (checkpoint.job_id, checkpoint.input_version) != (obj.job_id, obj.version_id):
-        return Checkpoint(obj.job_id, obj.version_id, chunk_rows, chunk_bytes)
+        return fresh(obj, chunk_rows, chunk_bytes)
     return checkpoint
 
 

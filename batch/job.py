@@ -138,13 +138,21 @@ class Job:
     """One attempt at a job: resumes from the checkpoint, writes parts, then the marker."""
 
     def __init__(self, config: JobConfig, s3: Any, store: JobStore | None,
-                 background: ThreadPoolExecutor, awaiting: list[Future[Any]]) -> None:
+                 background: ThreadPoolExecutor, started: Future[dict[str, Any]] | None
+                 ) -> None:
         """`background`: threads for requests made while others run (run_job's, shut down by
-        it). `awaiting`: record updates in flight (the start's) that must land before the
-        job's first write; those still in flight when the job fails (run_job waits for them)."""
+        it). `started`: the start's record update of a job of one child, in flight (None: an
+        array job's child, whose start run_job recorded before, or no jobs table); its answer
+        is the record as the update left it."""
         self.config, self.s3, self.store = config, s3, store
         self.background = background
-        self.awaiting = list(awaiting)
+        self.started = started
+        # record updates in flight (the start's) that must land before the job's first write;
+        # those still in flight when the job fails (run_job waits for them)
+        self.awaiting = [started] if started is not None else []
+        # fields for the job's record that go with its next record update or live check
+        # (the model version served), not a request of their own
+        self.unrecorded: dict[str, Any] = {}
         self.obj: InputObject = parse_key(config.bucket, config.key, config.version_id)
         if self.obj.job_id != config.job_id:
             raise PermanentError(f"job id {config.job_id} does not belong to "
@@ -161,9 +169,9 @@ class Job:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        # The input's size and the checkpoint at once. A .npy job that may start at its first
-        # row opens its input's one GET (its answer says the size) instead of a HEAD; a
-        # checkpoint further on closes it (_open_npy)
+        # The input's size and the checkpoint (a retry's: _saved_state) at once. A .npy job
+        # that may start at its first row opens its input's one GET (its answer says the
+        # size) instead of a HEAD; a checkpoint further on closes it (_open_npy)
         whole = self.obj.format == "npy" and self.config.shard == 0
         with ThreadPoolExecutor(1, thread_name_prefix="head") as pool:
             head: Future[tuple[Any, int]] = pool.submit(self._size_and_body, whole)
@@ -172,8 +180,7 @@ class Job:
             # says so)
             loading = self.background.submit(lambda: [self._load(self.obj.version)])
             try:
-                state = checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
-                                        key=self.checkpoint_key)
+                state = self._saved_state()
             except BaseException:
                 if whole and head.exception() is None:
                     head.result()[0].close()
@@ -225,11 +232,21 @@ class Job:
         else:
             if self.obj.format == "npy":
                 summary["outputs"] = self.outputs
-            self._while_live(lambda: put_json(self.s3, self.config.bucket,
+            self._last_write(lambda: put_json(self.s3, self.config.bucket,
                                               self.obj.success_key, summary))
         if model_error:
             raise PermanentError(model_error)
         return summary
+
+    def _saved_state(self) -> checkpoint.Checkpoint:
+        """The checkpoint an earlier attempt saved, else a fresh one. A job of one child whose
+        start update counted this attempt as its first (`attempts` 1) reads none: no earlier
+        attempt wrote anything, since an attempt's first write waits for its start update
+        (awaiting), which counts it. JobErased when that update found the job erased."""
+        if self.started is not None and int(self.started.result().get("attempts", 0)) == 1:
+            return checkpoint.fresh(self.obj, self.config.chunk_rows)
+        return checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,
+                               key=self.checkpoint_key)
 
     def _size_and_body(self, whole: bool) -> tuple[Any, int]:
         """The input's stream (`whole`: its one GET opened, S3Object.open) or None (a HEAD),
@@ -290,10 +307,11 @@ class Job:
         if state.model_version and state.model_version != self.obj.version:
             LOG.info("serving version %s, pinned by the first attempt", state.model_version)
         state.model_version = model.manifest.version
-        if self.store is not None:  # recorded while the job goes on; before its first write
-            self.awaiting.append(self.background.submit(
-                self.store.update, self.obj.job_id,
-                fields={"model_version": model.manifest.version}))
+        # Recorded with the job's next record update or live check, unless the record says so
+        # already (a key that names the version, a retry)
+        recorded = self.started.result().get("model_version") if self.started else None
+        if self.store is not None and recorded != state.model_version:
+            self.unrecorded["model_version"] = state.model_version
         return model, None
 
     def _checkpoint(self, state: checkpoint.Checkpoint, rows: int, end: int, outputs: int,
@@ -319,7 +337,9 @@ class Job:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
             else:
-                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot})
+                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot,
+                                                           **self.unrecorded})
+                self.unrecorded = {}
         progress.update(position - state.start, done)
 
     def _settle(self) -> None:
@@ -347,13 +367,26 @@ class Job:
         if error is not None:
             raise error
 
+    def _last_write(self, write: Callable[[], None]) -> None:
+        """`write`, a job's last before the final record update (the marker; a job written in
+        one PUT an output, those too), without a live check of its own: that conditional
+        update follows at once and is one (JobErased), and run_job then deletes what the
+        write put there, as it does for a write that slips in after a check."""
+        self._settle()
+        write()
+
     def _live(self) -> None:
         """Before each write: JobErased when the job is being erased (DELETE) or gone, so that
         nothing is written into its erased prefixes. A write that slips in between this check
-        and the erasure is caught by the conditional update after it (run_job cleans up)."""
+        and the erasure is caught by the conditional update after it (run_job cleans up).
+        Fields not yet recorded (Job.unrecorded) make it that update, a live check too."""
         self._settle()
         if self.store is not None:
-            record = self.store.live(self.obj.job_id)
+            if self.unrecorded:
+                record = self.store.update(self.obj.job_id, fields=self.unrecorded)
+                self.unrecorded = {}
+            else:
+                record = self.store.live(self.obj.job_id)
             if self.config.shards > 1 and record.get("status") == FAILED:
                 raise StoppedByAnotherChild(f"job {self.obj.job_id} failed: "
                                             f"{record.get('reason')}")
@@ -511,11 +544,13 @@ class Job:
                     recorded = time.monotonic()
                 return
             last = position == total
-            self._while_live(lambda: each_upload(uploads, lambda upload: upload.flush(last)))
+            # The whole job in this one write, a PUT an output: no checkpoint (the marker
+            # follows; a kill before it redoes the job, as it would without one)
+            whole = last and not any(upload.parts for upload in uploads.values())
+            (self._last_write if whole and self.config.shards == 1 else self._while_live)(
+                lambda: each_upload(uploads, lambda upload: upload.flush(last)))
             state.uploads = {name: upload.state() for name, upload in uploads.items()}
-            if last and not any(upload.parts for upload in uploads.values()):
-                # The whole job in this one write, a PUT an output: no checkpoint (the marker
-                # follows; a kill before it redoes the job, as it would without one)
+            if whole:
                 state.advance(pending, 0, pending, 0, [])
             else:
                 self._checkpoint(state, pending, 0, pending, 0, [], progress, position)
@@ -712,7 +747,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
         store = JobStore(config.table)
     sharded = config.shards > 1
     child = f"child {config.shard} of {config.shards}: " if sharded else ""
-    # the start's update, the model's load, then the model version's update and the
+    # the start's update, the model's load, then the live checks beside writes and the
     # EventBridge client, beside the job's own requests
     background = ThreadPoolExecutor(2, thread_name_prefix="record")
     started: Future[Any] | None = None
@@ -720,8 +755,9 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     try:
         if store is not None:
             # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>).
-            # A job of one child records its start while it reads its checkpoint and input
-            # and loads its model (Job.awaiting: before its first write)
+            # A job of one child records its start while it opens its input and loads its
+            # model; the answer says whether there can be a checkpoint to read
+            # (Job._saved_state), and it lands before the job's first write (Job.awaiting)
             if not sharded:
                 started = background.submit(store.update, config.job_id, RUNNING,
                                             increment_attempts=True, fields={
@@ -737,7 +773,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                                                 f"{config.shard} started")
                 store.update_shard(config.job_id, config.shard, {"state": RUNNING},
                                    merge=True)
-            job = Job(config, s3, store, background, [started] if started is not None else [])
+            job = Job(config, s3, store, background, started)
             summary = job.run()
         except JobErased:
             raise
@@ -753,12 +789,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # starts, or until Batch gives up and batch.state records it `failed`. A child of
             # an array job that fails for good fails the job: the others stop at their next
             # chunk (Job._live).
-            # The start's update (and the model version's) land first: this one follows them
+            # The start's update lands first: this one follows it
             erased_at_start(job.awaiting if job is not None else [started])
             reason = f"{child}{type(error).__name__}: {error}"
+            unrecorded = job.unrecorded if job is not None else {}
             if store is not None and is_transient(error):
                 store.update(config.job_id, fields={
-                    "reason": f"attempt failed, to be retried: {reason}"})
+                    "reason": f"attempt failed, to be retried: {reason}", **unrecorded})
             elif store is not None:
                 if sharded:
                     store.update_shard(config.job_id, config.shard, {"state": FAILED,
@@ -767,13 +804,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
                 # The first child to fail a job gives its reason; a later one keeps it
                 if not sharded or (store.get(config.job_id) or {}).get("status") != FAILED:
                     notify.job_finished(store.update(config.job_id, FAILED, fields={
-                        "reason": reason, "finished_at": time.time()}), made(job))
+                        "reason": reason, "finished_at": time.time(), **unrecorded}), made(job))
             raise
         if store is not None and summary.get("finished_job", True):
             # An array job's progress is its children's (jobs_api.array_job)
             done = {} if sharded or job is None else {"progress": job.finished_progress(summary)}
             notify.job_finished(store.update(config.job_id, SUCCEEDED, remove=("reason",), fields={
-                "finished_at": time.time(), **done,
+                "finished_at": time.time(), **done, **(job.unrecorded if job is not None else {}),
                 **{count: summary[count] for count in ("rows_read", "outputs_written", "errors")}}),
                 made(job))
     except JobErased:
@@ -788,8 +825,8 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
 
 
 def erased_at_start(updates: Sequence[Future[Any] | None]) -> None:
-    """Wait for the record updates a job had in flight (its start's, its model version's; None:
-    none); JobErased when one found the job being erased (the job's own error is then not the
+    """Wait for the record update a job had in flight (its start's; None: none);
+    JobErased when one found the job being erased (the job's own error is then not the
     one to record). Any other error of theirs is the job's to report, as the attempt's error."""
     for update in updates:
         error = update.exception() if update is not None else None

@@ -448,6 +448,27 @@ def test_a_small_npy_job_holds_its_outputs_for_one_put_each_unless_held_too_long
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_a_first_attempt_reads_no_checkpoint_and_records_its_version_with_its_end(
+        cloud: Cloud, models_dir: Path) -> None:
+    # A job of one child whose start update counted its first attempt reads no checkpoint
+    # (no earlier attempt wrote one); a small job's model version goes with its final update,
+    # and its last writes are checked by that conditional update: two requests to the table
+    rows = RNG.normal(size=(23, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows)
+    keys = requested_keys(s3 := client("s3"))
+    store = cloud.store
+    table: list[str] = []
+    store.table.meta.client.meta.events.register(
+        "before-parameter-build.dynamodb", lambda model, **_: table.append(model.name))
+    batch_job.run_job(job, s3=s3, store=store)
+    assert not [key for key in keys if key.endswith("_checkpoint.json")], keys
+    assert table == ["UpdateItem", "UpdateItem"], table
+    record = store.get(job.job_id)
+    assert record is not None and record["status"] == jobs.SUCCEEDED
+    assert record["model_version"] == "1" and record["attempts"] == 1
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
+
+
 def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Its outputs held for one PUT each (no write due until the last rows), a .npy job still
@@ -477,8 +498,8 @@ def test_a_npy_job_holding_its_outputs_still_stops_within_seconds_of_an_erasure(
 
 
 def slowed_updates(monkeypatch: pytest.MonkeyPatch, events: list[str], which: str) -> None:
-    """Every JobStore.update of the job's start (`which` "start") or of its model version
-    ("model_version") lands 0.3 s late, and says so in `events` when it has."""
+    """Every JobStore.update of the job's start (`which` "start") or that records its model
+    version ("model_version") lands 0.3 s late, and says so in `events` when it has."""
     real = jobs.JobStore.update
 
     def late(self: jobs.JobStore, job_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -508,10 +529,10 @@ def test_a_job_of_no_rows_writes_nothing_before_its_start_is_recorded(
     assert "PutObject label.npy" in keys
 
 
-def test_a_failed_job_records_its_model_version_before_it_fails(
+def test_a_failed_job_records_its_model_version_with_its_failure(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The version is recorded in the background; a job that fails before any write (rows of
-    # the wrong width) still records it before its failure, and the job-end event has it
+    # The version goes with the job's next record update: a job that fails before any write
+    # (rows of the wrong width) records it with its failure, and the job-end event has it
     events: list[str] = []
     slowed_updates(monkeypatch, events, "model_version")
     sent: list[dict[str, Any]] = []

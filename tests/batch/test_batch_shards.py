@@ -199,7 +199,7 @@ def test_a_child_that_fails_for_good_fails_the_job_and_the_others_stop(
 
 
 def test_a_running_child_stops_at_its_next_chunk_once_another_failed_the_job(
-        cloud: Cloud, models_dir: Path) -> None:
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(40)]
     key = f"batch/input/{MODEL}/stop.jsonl"
     version = cloud.put(key, ("\n".join(lines) + "\n").encode())
@@ -208,16 +208,16 @@ def test_a_running_child_stops_at_its_next_chunk_once_another_failed_the_job(
                         "shards": 2, "shard_states": {"0": {}, "1": {}}})
     store = cloud.store
     checks = 0
-    live = store.live
+    live = batch_job.Job._live
 
-    def failed_by_child_1(job_id: str) -> dict[str, Any]:
+    def failed_by_child_1(job: batch_job.Job) -> None:
         nonlocal checks
         checks += 1
         if checks == 2:  # child 1 fails the job while child 0 is between chunks
-            store.update(job_id, "failed", fields={"reason": "child 1 of 2: boom"})
-        return live(job_id)
+            store.update(job.obj.job_id, "failed", fields={"reason": "child 1 of 2: boom"})
+        live(job)
 
-    store.live = failed_by_child_1  # type: ignore[method-assign]
+    monkeypatch.setattr(batch_job.Job, "_live", failed_by_child_1)
     with pytest.raises(batch_job.StoppedByAnotherChild):
         batch_job.run_job(batch_job.JobConfig(
             bucket=cloud.bucket, key=key, version_id=version, job_id=obj.job_id,
