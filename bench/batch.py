@@ -73,8 +73,10 @@ QUICK_ROWS = 2048
 # Lines of the JSON Lines runs (one request of one row per line, the examples cycled).
 JSONL_ROWS = {"breast-cancer-mlp": 50_000, "diabetes-linear": 50_000, "digits-cnn": 10_000}
 # The raw job and the runner run this many times each, interleaved (the best of each is kept:
-# the run least disturbed by the other work on the shared cores); a quick pass once.
-ROUNDS = 4
+# the run least disturbed by the other work on the shared cores); a quick pass once. Six, not
+# four: the same raw loop over the same rows moved by 0.28-0.36M rows/s within a minute on
+# these cores, and a 0.25-0.5 s job's best of four still swung its ratio by 0.1.
+ROUNDS = 6
 # A job of this many rows measures each program's fixed cost per job (session or model load,
 # requests that do not grow with the input), taken off both for the "per row" ratio.
 FIXED_ROWS = 1024

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from batch import checkpoint, erase, jobs, runner, writer
+from batch import checkpoint, erase, jobs, microbatch, runner, writer
 from batch import job as batch_job
 from batch.aws import client
 from batch.failures import PermanentError
@@ -340,6 +340,25 @@ def test_the_fastest_size_on_the_first_rows_is_kept() -> None:
     assert tuner.size == 1024
 
 
+def test_the_first_runs_of_a_size_are_not_timed() -> None:
+    # onnxruntime plans and allocates on a shape's first runs: they say nothing of the size's
+    # speed (here absurdly fast ones, which would win the trial if they were timed)
+    tuner = BatchSizeTuner((256, 1024))
+    for _ in range(microbatch.WARMUP_RUNS):
+        tuner.record(256, 1e-9)
+    feed(tuner, {256: 1e6, 1024: 2e6})
+    assert microbatch.WARMUP_RUNS == 2 and tuner.rates[256] == pytest.approx(1e6)
+    assert tuner.choice == 1024
+
+
+def test_a_larger_size_is_tried_only_while_the_last_step_paid() -> None:
+    # 1024 is 5% faster than 256: not the 10% (STEP_GAIN) that would make 4096 worth a try,
+    # its warm-up and timed runs paid out of the job's rows
+    tuner = BatchSizeTuner((256, 1024, 4096, 16384))
+    feed(tuner, {256: 3e6, 1024: 3.15e6, 4096: 9e6})
+    assert tuner.choice == 1024 and set(tuner.rates) == {256, 1024}
+
+
 def test_the_trial_stops_past_the_peak_and_ignores_short_runs() -> None:
     tuner = BatchSizeTuner((256, 1024, 4096, 16384))
     tuner.record(10, 1e-9)  # a chunk's last few rows: not a measure of 256
@@ -364,7 +383,7 @@ def test_a_fixed_size_is_used_as_given_and_halved_on_out_of_memory() -> None:
 
 def test_out_of_memory_during_the_trial_ends_it_below_that_size() -> None:
     tuner = BatchSizeTuner((256, 1024, 4096, 16384))
-    feed(tuner, {256: 1e6, 1024: 2e6}, runs=20)
+    feed(tuner, {256: 1e6, 1024: 2e6}, runs=24)  # 2 + 10 runs of each
     assert tuner.size == 4096
     assert tuner.out_of_memory(4096) == 1024 and tuner.size == 1024
 
