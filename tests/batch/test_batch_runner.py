@@ -3,6 +3,7 @@ after kill -9, and S3 faults (retried when transient, a clear failure when not).
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
@@ -446,6 +447,47 @@ def test_npy_rows_are_one_stream_reopened_where_it_broke(monkeypatch: pytest.Mon
     offset, end = layout.data_offset + 100 * 12, layout.data_offset + 4321 * 12
     assert ranges[:2] == [f"bytes={offset}-{end - 1}", f"bytes={offset + 7000}-{end - 1}"]
     assert len(ranges) == -(-(end - offset) // 7000)
+
+
+class EndingBody(BreakingBody):
+    """A stream that just ends after `limit` bytes, as http.client's does when the connection
+    drops (`readinto` returns 0), rather than raising."""
+
+    def readinto(self, into: memoryview) -> int:
+        if self.left <= 0:
+            return 0
+        return super().readinto(into)
+
+
+def test_npy_rows_are_received_straight_from_http_client_and_reopened_when_it_ends(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = np.arange(5000 * 3, dtype=np.float32).reshape(5000, 3)
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    data = buffer.getvalue()
+    # A real S3 answer (the fake S3's): read through the standard library's response, not
+    # urllib3's copy
+    version = cloud.put("batch/input/x/rows.npy", data)
+    source = S3Object(client("s3"), cloud.bucket, "batch/input/x/rows.npy", version)
+    body, size = source.open()
+    assert isinstance(reader.received_into(body), http.client.HTTPResponse)
+    layout, body = reader.open_npy(source, size, body)
+    got = [chunk for _, _, chunk in reader.iter_rows(source, layout, 0, 5000, 999, body=body)]
+    np.testing.assert_array_equal(np.concatenate(got), rows)
+    # A stream that ends before its rows do is a dropped connection: reopened where it ended
+    ranges: list[str] = []
+
+    def get(self: S3Object, byte_range: str | None = None) -> EndingBody:
+        assert byte_range is not None
+        ranges.append(byte_range)
+        start, end = (int(b) for b in byte_range.removeprefix("bytes=").split("-"))
+        return EndingBody(data[start:end + 1], limit=7_000)
+
+    monkeypatch.setattr(S3Object, "get", get)
+    monkeypatch.setattr(reader.time, "sleep", lambda _: None)
+    got = [chunk for _, _, chunk in reader.iter_rows(source, layout, 0, 5000, 999)]
+    np.testing.assert_array_equal(np.concatenate(got), rows)
+    assert len(ranges) == -(-rows.nbytes // 7000)
 
 
 def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models_dir: Path,
