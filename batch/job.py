@@ -242,7 +242,9 @@ class Job:
         """The checkpoint an earlier attempt saved, else a fresh one. A job of one child whose
         start update counted this attempt as its first (`attempts` 1) reads none: no earlier
         attempt wrote anything, since an attempt's first write waits for its start update
-        (awaiting), which counts it. JobErased when that update found the job erased."""
+        (awaiting), which counts it; and the trigger's claim, which writes a record anew
+        (without `attempts`), is refused once a runner set the job `running`
+        (jobs._CLAIMABLE). JobErased when that update found the job erased."""
         if self.started is not None and int(self.started.result().get("attempts", 0)) == 1:
             return checkpoint.fresh(self.obj, self.config.chunk_rows)
         return checkpoint.load(self.s3, self.obj, self.config.chunk_rows, 0,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ResponseStreamingError
 
 LOG = logging.getLogger(__name__)
 BLOCK = 1 << 20
@@ -223,7 +223,8 @@ def received_into(body: Any) -> Any:
     of CPU, against 18-23 ms straight from http.client; CPU a model on the same cores would
     otherwise have), and neither library offers a public way around it. Read that way, a
     dropped connection surfaces as OSError or http.client.HTTPException, or as the stream
-    ending early (http.client returns 0): iter_rows reopens the range in every case."""
+    ending early (http.client returns 0): iter_rows reopens the range in every case, and
+    raises botocore's ResponseStreamingError when it gives up, as on botocore's own stream."""
     raw = getattr(body, "_raw_stream", None)  # botocore's StreamingBody: urllib3's response
     stream = getattr(raw, "_fp", None)
     if (isinstance(stream, http.client.HTTPResponse) and getattr(raw, "decode_content", True)
@@ -268,7 +269,10 @@ def iter_rows(source: S3Object, layout: NpyLayout, first: int, stop: int, per_ch
                                          f"end at byte {end}")
                 except (*BREAKS, InputError) as error:  # botocore retried the GET itself
                     body = None
-                    breaks.broke(position, error)
+                    # as botocore's own stream says it (a break another attempt may get past:
+                    # batch.failures.is_transient), however it surfaced here
+                    breaks.broke(position, error if isinstance(error, BotoCoreError)
+                                 else ResponseStreamingError(error=error))
                     continue
                 got += received
                 position += received

@@ -488,6 +488,12 @@ def test_npy_rows_are_received_straight_from_http_client_and_reopened_when_it_en
     got = [chunk for _, _, chunk in reader.iter_rows(source, layout, 0, 5000, 999)]
     np.testing.assert_array_equal(np.concatenate(got), rows)
     assert len(ranges) == -(-rows.nbytes // 7000)
+    # One that never gets past a byte gives up as botocore's own stream does: a transient
+    # error (the attempt is retried), not a permanent one about the input
+    monkeypatch.setattr(S3Object, "get", lambda self, byte_range=None: EndingBody(data, 0))
+    with pytest.raises(ResponseStreamingError, match="ended at byte") as raised:
+        list(reader.iter_rows(source, layout, 0, 5000, 999))
+    assert failures.is_transient(raised.value)
 
 
 def test_inputs_no_retry_can_fix_exit_2_and_the_rest_exit_1(cloud: Cloud, models_dir: Path,
