@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +143,11 @@ class Job:
         """`background`: threads for requests made while others run (run_job's, shut down by
         it). `started`: the start's record update of a job of one child, in flight (None: an
         array job's child, whose start run_job recorded before, or no jobs table); its answer
-        is the record as the update left it."""
+        is the record as the update left it; it lands before the job's first write (_settle),
+        and run_job waits for it when the job fails."""
         self.config, self.s3, self.store = config, s3, store
         self.background = background
         self.started = started
-        # record updates in flight (the start's) that must land before the job's first write;
-        # those still in flight when the job fails (run_job waits for them)
-        self.awaiting = [started] if started is not None else []
         # fields for the job's record that go with its next record update or live check
         # (the model version served), not a request of their own
         self.unrecorded: dict[str, Any] = {}
@@ -242,7 +240,7 @@ class Job:
         """The checkpoint an earlier attempt saved, else a fresh one. A job of one child whose
         start update counted this attempt as its first (`attempts` 1) reads none: no earlier
         attempt wrote anything, since an attempt's first write waits for its start update
-        (awaiting), which counts it; and the trigger's claim, which writes a record anew
+        (_settle), which counts it; and the trigger's claim, which writes a record anew
         (without `attempts`), is refused once a runner set the job `running`
         (jobs._CLAIMABLE). JobErased when that update found the job erased."""
         if self.started is not None and int(self.started.result().get("attempts", 0)) == 1:
@@ -345,9 +343,9 @@ class Job:
         progress.update(position - state.start, done)
 
     def _settle(self) -> None:
-        """Wait for the record updates in flight (awaiting); raise the first one's error."""
-        while self.awaiting:
-            self.awaiting.pop(0).result()
+        """Wait for the start's record update (at once once it has landed); raise its error."""
+        if self.started is not None:
+            self.started.result()
 
     def _while_live(self, write: Callable[[], None]) -> None:
         """`write` while the live check (_live) runs, both at once: JobErased after the write
@@ -759,7 +757,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # An array job's record keeps the parent's AWS Batch id (children are <id>:<i>).
             # A job of one child records its start while it opens its input and loads its
             # model; the answer says whether there can be a checkpoint to read
-            # (Job._saved_state), and it lands before the job's first write (Job.awaiting)
+            # (Job._saved_state), and it lands before the job's first write (Job._settle)
             if not sharded:
                 started = background.submit(store.update, config.job_id, RUNNING,
                                             increment_attempts=True, fields={
@@ -792,7 +790,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # an array job that fails for good fails the job: the others stop at their next
             # chunk (Job._live).
             # The start's update lands first: this one follows it
-            erased_at_start(job.awaiting if job is not None else [started])
+            erased_at_start(started)
             reason = f"{child}{type(error).__name__}: {error}"
             unrecorded = job.unrecorded if job is not None else {}
             if store is not None and is_transient(error):
@@ -826,14 +824,13 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     return summary
 
 
-def erased_at_start(updates: Sequence[Future[Any] | None]) -> None:
-    """Wait for the record update a job had in flight (its start's; None: none);
-    JobErased when one found the job being erased (the job's own error is then not the
-    one to record). Any other error of theirs is the job's to report, as the attempt's error."""
-    for update in updates:
-        error = update.exception() if update is not None else None
-        if isinstance(error, JobErased):
-            raise error
+def erased_at_start(update: Future[Any] | None) -> None:
+    """Wait for the job's start update (None: none in flight); JobErased when it found the job
+    being erased (the job's own error is then not the one to record). Any other error of it is
+    the job's to report, as the attempt's error."""
+    error = update.exception() if update is not None else None
+    if isinstance(error, JobErased):
+        raise error
 
 
 def made(job: Job | None) -> Any:
