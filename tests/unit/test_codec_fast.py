@@ -34,6 +34,7 @@ MANIFESTS = [
     manifest_of(("i", "INT64", (-1, 3)), ("u", "UINT8", (-1, 2)), ("b", "BOOL", (-1, 2))),
     manifest_of(("s", "INT8", (-1,)), ("w", "UINT64", (-1, 2))),
     manifest_of(("t", "BYTES", (-1,))),
+    manifest_of(("p", "BYTES", (-1, 2)), ("n", "INT64", (-1, 1))),  # a text and a number
     manifest_of(("big", "FP32", (-1, 700))),  # past _SMALL_TENSOR at one row
     manifest_of(("deep", "FP32", (-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))),  # rank 30: too deep nested
@@ -45,7 +46,8 @@ LIMITS = [limits.API_REQUEST, limits.BATCH_RECORD, SMALL]
 ODD_VALUES: list[Any] = [True, False, None, "1.5", "", {}, [], [1], {"a": 1}, 1e39, -1e39,
                          65504.0, 65520.0, 70000, 3.4028235e38, 3.5e38, 1.7976931348623157e308,
                          2**63, 2**64, -(2**63) - 1, 2**64 - 1, 10**30, -1, 256, 255, -129,
-                         0.5, 1.0, 0, 1, -0.0, 5e-324, 1e-45]
+                         0.5, 1.0, 0, 1, -0.0, 5e-324, 1e-45,
+                         "x" * 65_537, "ü" * 32_769, "ü" * 32_768, "x" * 65_536]
 
 
 def value(rng: random.Random, datatype: str, odd: float) -> Any:
@@ -55,7 +57,7 @@ def value(rng: random.Random, datatype: str, odd: float) -> Any:
     if datatype == "BOOL":
         return rng.random() < 0.5
     if datatype == "BYTES":
-        return rng.choice(["a", "b:c", "", "ü"])
+        return rng.choice(["a", "b:c", "", "ü", "::", '"q": [1]', "{}", "\\:", "😀:"])
     if datatype.startswith("UINT"):
         return rng.randrange(0, 200)
     if datatype.startswith("INT"):
@@ -225,7 +227,7 @@ def test_the_fast_path_answers_only_what_the_checked_path_accepts_and_the_same()
         else:
             assert isinstance(whole, codec.InferRequest) and same(whole, slow), body[:300]
         if plain and isinstance(slow, codec.InferRequest) and limit is not SMALL and \
-                manifest.inputs[0].datatype != "BYTES" and b"\\u003" not in body and \
+                b"\\u003" not in body and \
                 "deep" not in manifest.inputs[0].name:
             plain_seen += 1
             plain_answered += fast is not None
@@ -265,3 +267,27 @@ def test_the_fast_path_declines_what_it_cannot_prove() -> None:
     binary = {"Inference-Header-Content-Length": str(len(json.dumps(good)))}
     assert codec._decode_common(json.dumps(good).encode(), binary, manifest,
                                 limits.API_REQUEST, None) is None
+
+
+def test_the_fast_path_takes_text_and_declines_an_element_past_its_limit() -> None:
+    manifest = MANIFESTS[5]  # one BYTES input
+    limit = limits.BATCH_RECORD
+
+    def body(*texts: str) -> bytes:
+        return json.dumps({"id": "a:b", "inputs": [{"name": "t", "shape": [len(texts)],
+                                                    "datatype": "BYTES",
+                                                    "data": list(texts)}]}).encode()
+    at_limit = ["x" * limits.MAX_BYTES_ELEMENT, "ü" * (limits.MAX_BYTES_ELEMENT // 2),
+                'a "quoted": colon', "😀"]
+    fast = codec._decode_common(body(*at_limit), {}, manifest, limit, None)
+    assert fast is not None and fast.inputs["t"].dtype == object
+    assert fast.inputs["t"].tolist() == at_limit and fast.id == "a:b"
+    for past in ["x" * (limits.MAX_BYTES_ELEMENT + 1), "ü" * (limits.MAX_BYTES_ELEMENT // 2 + 1)]:
+        sent = body("fine", past)
+        assert codec._decode_common(sent, {}, manifest, limit, None) is None
+        try:
+            codec.decode_request(sent, {}, manifest, limit)
+        except ModelAPIError as error:
+            assert "per BYTES element" in error.message
+            continue
+        raise AssertionError("accepted an element past MAX_BYTES_ELEMENT")

@@ -161,10 +161,10 @@ def _decode_common(body: bytes, headers: Mapping[str, str], manifest: Manifest,
     and says what is wrong. Never raises.
 
     Accepted: a JSON body (no binary tensor header) that orjson parses to an object with
-    `inputs` (and any of `id`, `parameters`, `outputs`), each input a numeric or BOOL tensor
-    with `data` flat or nested exactly like its `shape`; parameters of bool, number and string
-    values. A model with a BYTES input is left to the checked path before any parse. What
-    the checked path proves with its own passes is proved here on the way:
+    `inputs` (and any of `id`, `parameters`, `outputs`), each input a numeric, BOOL or BYTES
+    tensor with `data` flat or nested exactly like its `shape`; parameters of bool, number
+    and string values. What the checked path proves with its own passes is proved here on the
+    way:
     - parse_json's repeated keys and depth: the text's colons are counted (C) and must be the
       parsed objects' keys plus the colons inside the parsed strings, which holds exactly when
       no key was repeated (orjson keeps the last of two) given that no escaped colon
@@ -173,7 +173,9 @@ def _decode_common(body: bytes, headers: Mapping[str, str], manifest: Manifest,
     - elements: one C pass over their types, as in json_tensor; nesting, by each level's
       lengths; range, by the values' max and min for a small float tensor (no overflow can
       happen in numpy's conversion then), else numpy's overflow to inf found by isfinite;
-      numpy itself refuses an integer out of its datatype's range (OverflowError).
+      numpy itself refuses an integer out of its datatype's range (OverflowError); a BYTES
+      element's size in UTF-8, each (orjson refuses a lone surrogate escape, the one str
+      that would not encode).
     tests/unit/test_codec_fast.py checks it against decode_request_checked on random valid
     and broken requests.
     """
@@ -187,8 +189,6 @@ def _common(body: bytes, headers: Mapping[str, str], manifest: Manifest, limits:
             choose: Callable[[Mapping[str, Any]], Manifest] | None) -> InferRequest | None:
     if type(body) is not bytes or len(body) > limits.max_bytes or b"\\u003" in body:
         return None
-    if any(spec.datatype == BYTES for spec in manifest.inputs):
-        return None  # a text model's request: the checked path's, without a second parse
     if headers and _header(headers, HEADER_LENGTH) is not None:
         return None
     try:
@@ -254,9 +254,11 @@ def _common(body: bytes, headers: Mapping[str, str], manifest: Manifest, limits:
                 return None
             keys += counted[0]
             colons += counted[1]
-        array = _common_tensor(spec, item["shape"], item["data"], limits)
-        if array is None or (rows != -1 and array.shape[0] != rows):
+        common = _common_tensor(spec, item["shape"], item["data"], limits)
+        if common is None or (rows != -1 and common[0].shape[0] != rows):
             return None
+        array = common[0]
+        colons += common[1]
         rows = array.shape[0]
         arrays[spec.name] = array
     if len(arrays) != len(manifest.inputs) or body.count(b":") != keys + colons:
@@ -312,9 +314,10 @@ def _default_outputs(manifest: Manifest, binary: bool) -> tuple[RequestedOutput,
 
 
 def _common_tensor(spec: TensorSpec, dims: Any, data: Any,
-                   limits: RequestLimits) -> np.ndarray | None:
-    """The array of one input's JSON `data` when it surely fits (see _decode_common); None
-    when the checked path must look."""
+                   limits: RequestLimits) -> tuple[np.ndarray, int] | None:
+    """The array of one input's JSON `data` when it surely fits (see _decode_common), and the
+    colons inside its strings (BYTES elements; 0 for numbers); None when the checked path
+    must look."""
     if (type(dims) is not list or not dims or len(dims) != len(spec.shape)
             or 3 + len(dims) > MAX_JSON_DEPTH or type(data) is not list or not data):
         return None
@@ -325,8 +328,6 @@ def _common_tensor(spec: TensorSpec, dims: Any, data: Any,
     if dims[0] > limits.max_rows or count > limits.max_tensor_elements:
         return None
     row = BY_NAME[spec.datatype]
-    if row.kind == "string":
-        return None
     flat: list[Any] = data
     if type(data[0]) is list:  # nested: each level's lengths are the shape's
         if len(data) != dims[0]:
@@ -337,21 +338,36 @@ def _common_tensor(spec: TensorSpec, dims: Any, data: Any,
             flat = list(chain.from_iterable(flat))
     if len(flat) != count or not set(map(type, flat)) <= row.json_types:
         return None
+    if row.kind == "string":
+        return _common_strings(flat, dims)
     if row.kind != "float":
         try:
-            return np.array(flat, dtype=row.dtype).reshape(dims)
+            return np.array(flat, dtype=row.dtype).reshape(dims), 0
         except OverflowError:  # an integer out of the datatype's range
             return None
     if count <= _SMALL_TENSOR:
         largest = _LARGEST[spec.datatype]
         if max(flat) > largest or min(flat) < -largest:
             return None
-        return np.array(flat, dtype=row.dtype).reshape(dims)
+        return np.array(flat, dtype=row.dtype).reshape(dims), 0
     with np.errstate(over="ignore"):  # np.fromiter: the same values as np.array, 1.3-1.4x
         array = np.fromiter(flat, dtype=row.dtype, count=count)  # faster on a long list
     if not np.isfinite(array).all():
         return None
-    return array.reshape(dims)
+    return array.reshape(dims), 0
+
+
+def _common_strings(flat: list[str], dims: list[int]) -> tuple[np.ndarray, int] | None:
+    """BYTES elements (all str, as many as the shape holds) as _strings makes them: an object
+    array, each element within MAX_BYTES_ELEMENT bytes of UTF-8; and the colons inside them.
+    orjson refuses a lone surrogate escape, so every parsed str encodes (checked anyway)."""
+    for value in flat:
+        if len(value) > MAX_BYTES_ELEMENT or (
+                not value.isascii() and len(value.encode("utf-8")) > MAX_BYTES_ELEMENT):
+            return None
+    array = np.empty(len(flat), dtype=object)  # never numpy's guess at a nested list's shape
+    array[:] = flat
+    return array.reshape(dims), "".join(flat).count(":")
 
 
 # The largest finite value of each float datatype, as a Python float.
