@@ -38,6 +38,7 @@ import orjson
 
 from model_api.capture.config import BUCKET, DROP, HASH, KEEP, ROUND, SUMMARY, CaptureConfig, Rule
 from model_api.manifest import Manifest
+from model_api.tokens import compile_token_pattern
 
 DEFAULT_TOKEN_PATTERN = re.compile(r"\w+")
 # The record of a request over this many bytes of JSON is dropped (reason "too_large").
@@ -49,11 +50,12 @@ LINE_PREFIX = f'{{"{MARKER}":{FORMAT},'.encode()
 
 def token_pattern(manifest: Manifest) -> re.Pattern[str]:
     """The model's own tokenizer pattern (the manifest's explanation.token_pattern, read from
-    the graph at export), else runs of word characters."""
+    the graph at export; compiled by model_api.tokens), else runs of word characters."""
     explanation = manifest.extra.get("explanation")
     pattern = explanation.get("token_pattern") if isinstance(explanation, Mapping) else None
     try:
-        return re.compile(pattern) if isinstance(pattern, str) else DEFAULT_TOKEN_PATTERN
+        return compile_token_pattern(pattern) if isinstance(pattern, str) else \
+            DEFAULT_TOKEN_PATTERN
     except re.error:
         return DEFAULT_TOKEN_PATTERN
 

@@ -30,6 +30,7 @@ from model_api.explainers.base import (
 )
 from model_api.limits import MAX_EXPLAIN_MODEL_ROWS, MAX_EXPLAIN_TOKENS
 from model_api.manifest import Manifest
+from model_api.tokens import compile_token_pattern
 
 TOKEN_ABLATION = "token_ablation"
 # Runs of Unicode word characters: the split used when a text model's tokenizer is unreadable.
@@ -58,7 +59,7 @@ class TokenAblationExplainer(Explainer):
         first /infer never needs. NotReady (503, counted as a server error) when it is not a
         regular expression."""
         try:
-            return re.compile(self.token_pattern)
+            return compile_token_pattern(self.token_pattern)
         except re.error as exc:
             raise NotReady(f"explanations of {self.manifest.name!r} cannot be computed: "
                            f"explanation.token_pattern {self.token_pattern!r:.80}: {exc}"
