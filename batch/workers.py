@@ -30,8 +30,9 @@ group), and each ends by itself as soon as the runner process has ended, however
 (killed by any signal included: a thread of the worker watches the runner's pidfd).
 
 Start method: a fork server (multiprocessing's "forkserver"), started once per runner process
-(`prepare`, while the job's first requests are in flight) with numpy, onnxruntime and the
-serving library imported, so that each worker is a fork of a clean single-threaded process
+(`prepare`, while the job's first requests are in flight) with numpy, onnxruntime, the
+serving library and the runner's own main module imported (`preloaded`), so that each worker
+is a fork of a clean single-threaded process
 (about 30 ms) rather than a fork of the runner's threads (a lock held by another thread at the
 fork would stay held in the child) or a fresh interpreter (spawn: 0.8-1 s a pool, measured).
 """
@@ -134,6 +135,21 @@ def chunk_bytes(default: int, input_bytes: int, count: int) -> int:
     return min(default, max(MIN_CHUNK_BYTES, input_bytes // (CHUNKS_PER_WORKER * count)))
 
 
+def preloaded() -> list[str]:
+    """The modules the fork server imports: PRELOAD, and this process's main module when it
+    was started by name (`python -m batch.runner`). Why: multiprocessing runs that module again
+    (as `__mp_main__`) in every worker before its first task, and batch.runner's imports (the
+    job, boto3) would then be imported by each worker in turn (170-200 ms of a CPU each,
+    measured); with them imported once by the fork server, each worker runs only the module's
+    own lines. A main module run from a path, or a package's `__main__` (which multiprocessing
+    does not run again), is not preloaded."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name != "__main__" and not name.endswith(".__main__"):
+        return [*PRELOAD, name]
+    return list(PRELOAD)
+
+
 def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
     """Start the fork server now (once per process), so that its interpreter start and
     imports (about 0.5 s of a CPU) overlap the job's model load and first read instead of
@@ -142,7 +158,7 @@ def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
     if available_cpus() < 2 or requested == 1 or input_bytes < MIN_POOL_BYTES:
         return
     context = multiprocessing.get_context(START_METHOD)
-    context.set_forkserver_preload(PRELOAD)
+    context.set_forkserver_preload(preloaded())
     try:
         forkserver.ensure_running()
     except OSError as error:  # no temp dir, no fds: the pool's own start falls back in-process

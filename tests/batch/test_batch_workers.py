@@ -225,3 +225,17 @@ def test_worker_count() -> None:
     assert workers.worker_count(0, big, 1 << 20, cpus=1, memory=16 << 30) == 1
     assert workers.worker_count(0, big, 3 << 30, cpus=8, memory=16 << 30) == 2
     assert workers.worker_count(0, big, 20 << 30, cpus=8, memory=16 << 30) == 1
+
+
+def test_the_fork_server_imports_a_main_module_run_by_name(models_dir: Path) -> None:
+    """Given a runner started by name (`python -m ...`, as `python -m batch.runner` is), when
+    its chunk workers start, then its main module was imported once by the fork server, so
+    that multiprocessing's run of it again in each worker finds its imports done."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "layers/serving/python")])}
+    done = subprocess.run([sys.executable, "-m", "tests.batch.pool_main",
+                           str(models_dir / MODEL / "1")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["workers"] >= 1 and answer["imported"] == [True], answer
