@@ -70,8 +70,10 @@ from local_api.background import HOST, free_port, serving, wait_until_answering
 ROWS = {"breast-cancer-mlp": 800_000, "diabetes-linear": 3_000_000, "digits-cnn": 120_000}
 BATCH_SIZES = (256, 1024, 4096, 16384)
 QUICK_ROWS = 2048
-# Lines of the JSON Lines runs (one request of one row per line, the examples cycled).
-JSONL_ROWS = {"breast-cancer-mlp": 50_000, "diabetes-linear": 50_000, "digits-cnn": 10_000}
+# Lines of the JSON Lines runs (one request of one row per line, the examples cycled): every
+# seed model, text-topics (a BYTES input: JSON Lines only) too.
+JSONL_ROWS = {"breast-cancer-mlp": 50_000, "diabetes-linear": 50_000, "digits-cnn": 10_000,
+              "text-topics": 50_000}
 # The raw job and the runner run this many times each, interleaved (the best of each is kept:
 # the run least disturbed by the other work on the shared cores); a quick pass once. Six, not
 # four: the same raw loop over the same rows moved by 0.28-0.36M rows/s within a minute on
@@ -105,6 +107,23 @@ def moto_server() -> Iterator[None]:
         captured.cleanup()
         server.terminate()
         server.wait(timeout=20)
+
+
+@contextmanager
+def metrics_to_stderr() -> Iterator[None]:
+    """File descriptor 1 is stderr's while the block runs: the runner's metrics (EMF lines,
+    which Lambda and Batch send to CloudWatch from stdout), its worker processes' and the fork
+    server's included (they inherit the descriptor), are logs here, not lines of the bench's
+    table."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def input_rows(model: str, rows: int) -> np.ndarray:
@@ -334,7 +353,8 @@ def async_speed(api: str, model: str, path: Path) -> float:
 
 def run() -> list[dict[str, Any]]:
     """Per model: the raw loop at every batch size, the raw job, the runner by default and
-    tuned by hand."""
+    tuned by hand (.npy: the numeric models of ROWS), and JSON Lines (every model of
+    JSONL_ROWS)."""
     from local_api.batch import loop
 
     logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
@@ -342,72 +362,90 @@ def run() -> list[dict[str, Any]]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the async job
     results = []
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
-            serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port:
+            serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port, metrics_to_stderr():
         loop.create_resources()
-        for model, full in ROWS.items():
-            count = scaled(full, QUICK_ROWS)
-            rows = input_rows(model, count)
-            path = Path(work) / f"{model}.npy"
-            np.save(path, rows)
-            raw = raw_loop(model, rows)
-            best = max(raw, key=lambda size: raw[size])
-            small = Path(work) / f"{model}-small.npy"
-            np.save(small, rows[:FIXED_ROWS])
-            job = default = in_runs = fixed_job = fixed_runner = 0.0
-            for _ in range(scaled(ROUNDS, 1)):  # interleaved; the best of each
-                job = max(job, raw_job(model, path, best))
-                speed, run_speed = runner_speed(model, path, 0)
-                if speed > default:
-                    default, in_runs = speed, run_speed
-                fixed_job = max(fixed_job, raw_job(model, small, best))
-                fixed_runner = max(fixed_runner, runner_speed(model, small, 0)[0])
-            tuned, _ = runner_speed(model, path, best, chunk_rows=count, chunk_bytes=0)
-            over_http = async_speed(f"http://{HOST}:{port}", model, path)
-            lines = scaled(JSONL_ROWS[model], QUICK_ROWS)
-            jsonl = Path(work) / f"{model}.jsonl"
-            write_jsonl(model, lines, jsonl)
-            jsonl_job = jsonl_runner = 0.0
-            for _ in range(scaled(ROUNDS, 1)):
-                jsonl_job = max(jsonl_job, raw_jsonl_job(model, jsonl, best))
-                jsonl_runner = max(jsonl_runner, runner_speed(model, jsonl, 0)[0])
-            # Seconds per job that do not grow with the input, and rows/s of the rest
-            small_rows = min(FIXED_ROWS, count)
-            job_fixed_s, runner_fixed_s = small_rows / fixed_job, small_rows / fixed_runner
-            job_per_row = per_row_speed(count, job, job_fixed_s)
-            runner_per_row = per_row_speed(count, default, runner_fixed_s)
-            results.append({
-                "model": model, "rows": count,
-                "raw_rows_per_s": {str(size): round(speed) for size, speed in raw.items()},
-                "raw_best_batch": best, "raw_best_rows_per_s": round(raw[best]),
-                "raw_job_rows_per_s": round(job),
-                "runner_rows_per_s": round(default), "runner_tuned_rows_per_s": round(tuned),
-                "runner_run_rows_per_s": round(in_runs),
-                "async_rows_per_s": round(over_http),
-                "ratio_async_runner": round(over_http / default, 2),
-                "tuned": {"batch_rows": best, "chunk_rows": count, "chunk_bytes": 0},
-                "ratio": round(default / raw[best], 2),
-                "ratio_tuned": round(tuned / raw[best], 2),
-                "ratio_raw_job": round(default / job, 2),
-                "ratio_tuned_raw_job": round(tuned / job, 2),
-                "rounds": scaled(ROUNDS, 1),
-                "raw_job_fixed_s": round(job_fixed_s, 3),
-                "runner_fixed_s": round(runner_fixed_s, 3),
-                "raw_job_per_row_rows_per_s": round(job_per_row),
-                "runner_per_row_rows_per_s": round(runner_per_row),
-                "ratio_per_row_raw_job": round(runner_per_row / job_per_row, 2),
-                "jsonl_rows": lines, "jsonl_bytes": jsonl.stat().st_size,
-                "jsonl_raw_job_rows_per_s": round(jsonl_job),
-                "jsonl_runner_rows_per_s": round(jsonl_runner),
-                "jsonl_ratio_raw_job": round(jsonl_runner / jsonl_job, 2)})
-            print(f"batch: {model}: end to end, runner {default:,.0f} rows/s (tuned "
-                  f"{tuned:,.0f}) vs raw job {job:,.0f} rows/s (session, S3 GET, loop at "
-                  f"b{best}, S3 PUTs): {default / job:.2f}x ({tuned / job:.2f}x); fixed "
-                  f"seconds a job {runner_fixed_s:.3f} vs {job_fixed_s:.3f}, the rest "
-                  f"{runner_per_row / job_per_row:.2f}x; as an "
-                  f"async job over HTTP {over_http:,.0f} rows/s; JSON Lines ({lines:,} lines): "
-                  f"runner {jsonl_runner:,.0f} rows/s vs raw job {jsonl_job:,.0f} rows/s: "
-                  f"{jsonl_runner / jsonl_job:.2f}x", file=sys.stderr)
+        for model in [*ROWS, *(name for name in JSONL_ROWS if name not in ROWS)]:
+            result: dict[str, Any] = {"model": model}
+            if model in ROWS:
+                result.update(npy_result(model, Path(work), f"http://{HOST}:{port}"))
+                best = result["raw_best_batch"]
+            else:
+                raw = raw_loop(model, input_rows(model, scaled(JSONL_ROWS[model], QUICK_ROWS)))
+                best = max(raw, key=lambda size: raw[size])
+            result.update(jsonl_result(model, Path(work), best))
+            results.append(result)
     return results
+
+
+def npy_result(model: str, work: Path, api: str) -> dict[str, Any]:
+    """The .npy measures of one model (see the module's docstring), printed as they come."""
+    count = scaled(ROWS[model], QUICK_ROWS)
+    rows = input_rows(model, count)
+    path = work / f"{model}.npy"
+    np.save(path, rows)
+    raw = raw_loop(model, rows)
+    best = max(raw, key=lambda size: raw[size])
+    small = work / f"{model}-small.npy"
+    np.save(small, rows[:FIXED_ROWS])
+    job = default = in_runs = fixed_job = fixed_runner = 0.0
+    for _ in range(scaled(ROUNDS, 1)):  # interleaved; the best of each
+        job = max(job, raw_job(model, path, best))
+        speed, run_speed = runner_speed(model, path, 0)
+        if speed > default:
+            default, in_runs = speed, run_speed
+        fixed_job = max(fixed_job, raw_job(model, small, best))
+        fixed_runner = max(fixed_runner, runner_speed(model, small, 0)[0])
+    tuned, _ = runner_speed(model, path, best, chunk_rows=count, chunk_bytes=0)
+    over_http = async_speed(api, model, path)
+    # Seconds per job that do not grow with the input, and rows/s of the rest
+    small_rows = min(FIXED_ROWS, count)
+    job_fixed_s, runner_fixed_s = small_rows / fixed_job, small_rows / fixed_runner
+    job_per_row = per_row_speed(count, job, job_fixed_s)
+    runner_per_row = per_row_speed(count, default, runner_fixed_s)
+    print(f"batch: {model}: end to end, runner {default:,.0f} rows/s (tuned {tuned:,.0f}) vs "
+          f"raw job {job:,.0f} rows/s (session, S3 GET, loop at b{best}, S3 PUTs): "
+          f"{default / job:.2f}x ({tuned / job:.2f}x); fixed seconds a job "
+          f"{runner_fixed_s:.3f} vs {job_fixed_s:.3f}, the rest "
+          f"{runner_per_row / job_per_row:.2f}x; as an async job over HTTP "
+          f"{over_http:,.0f} rows/s", file=sys.stderr)
+    return {
+        "rows": count,
+        "raw_rows_per_s": {str(size): round(speed) for size, speed in raw.items()},
+        "raw_best_batch": best, "raw_best_rows_per_s": round(raw[best]),
+        "raw_job_rows_per_s": round(job),
+        "runner_rows_per_s": round(default), "runner_tuned_rows_per_s": round(tuned),
+        "runner_run_rows_per_s": round(in_runs),
+        "async_rows_per_s": round(over_http),
+        "ratio_async_runner": round(over_http / default, 2),
+        "tuned": {"batch_rows": best, "chunk_rows": count, "chunk_bytes": 0},
+        "ratio": round(default / raw[best], 2),
+        "ratio_tuned": round(tuned / raw[best], 2),
+        "ratio_raw_job": round(default / job, 2),
+        "ratio_tuned_raw_job": round(tuned / job, 2),
+        "rounds": scaled(ROUNDS, 1),
+        "raw_job_fixed_s": round(job_fixed_s, 3),
+        "runner_fixed_s": round(runner_fixed_s, 3),
+        "raw_job_per_row_rows_per_s": round(job_per_row),
+        "runner_per_row_rows_per_s": round(runner_per_row),
+        "ratio_per_row_raw_job": round(runner_per_row / job_per_row, 2)}
+
+
+def jsonl_result(model: str, work: Path, best: int) -> dict[str, Any]:
+    """The JSON Lines measures of one model: its raw job at batch size `best` and the runner,
+    ROUNDS each, interleaved, the best of each; printed as they come."""
+    lines = scaled(JSONL_ROWS[model], QUICK_ROWS)
+    jsonl = work / f"{model}.jsonl"
+    write_jsonl(model, lines, jsonl)
+    jsonl_job = jsonl_runner = 0.0
+    for _ in range(scaled(ROUNDS, 1)):
+        jsonl_job = max(jsonl_job, raw_jsonl_job(model, jsonl, best))
+        jsonl_runner = max(jsonl_runner, runner_speed(model, jsonl, 0)[0])
+    print(f"batch: {model}: JSON Lines ({lines:,} lines): runner {jsonl_runner:,.0f} rows/s vs "
+          f"raw job {jsonl_job:,.0f} rows/s: {jsonl_runner / jsonl_job:.2f}x", file=sys.stderr)
+    return {"jsonl_rows": lines, "jsonl_bytes": jsonl.stat().st_size,
+            "jsonl_raw_job_rows_per_s": round(jsonl_job),
+            "jsonl_runner_rows_per_s": round(jsonl_runner),
+            "jsonl_ratio_raw_job": round(jsonl_runner / jsonl_job, 2)}
 
 
 def runner_rows_per_s(rows: dict[str, int]) -> dict[str, float]:

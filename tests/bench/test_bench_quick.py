@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import SECTIONS
+from bench.batch import JSONL_ROWS, ROWS
 from model_registry import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +40,14 @@ def test_every_bench_section_runs(tmp_path: Path) -> None:
     assert any(r["model"] is None for r in results["cold"])  # the server function's cold start
     # ... and the floor under every handler: the baseline inside Powertools' three decorators
     assert all(r["floor"]["total"] > 0 and r["floor_ratio"] > 0 for r in results["cold"])
-    assert all(r["runner_rows_per_s"] > 0 for r in results["batch"])
+    # .npy for the numeric models; JSON Lines for every model the bench lists (all the seed
+    # models), measured on both sides; the runner's metric lines kept off the table (stdout)
+    assert all(r["runner_rows_per_s"] > 0 for r in results["batch"] if "runner_rows_per_s" in r)
+    assert {r["model"] for r in results["batch"] if "runner_rows_per_s" in r} == set(ROWS)
+    assert {r["model"] for r in results["batch"]
+            if r["jsonl_runner_rows_per_s"] > 0 and r["jsonl_raw_job_rows_per_s"] > 0} == \
+        set(JSONL_ROWS)
+    assert not any(line.startswith("{") for line in done.stdout.splitlines())
     assert "| **scale**" in done.stdout and "yes" not in done.stdout.split("**warm**")[1]
 
 
