@@ -86,7 +86,7 @@ def decode_request(body: bytes, headers: Mapping[str, str], manifest: Manifest,
     given the request's `parameters`, returns the manifest its outputs are resolved against
     (a batch record's `explain` flag adds the explanation's outputs); default `manifest`.
 
-    The common request (JSON, numeric tensors, flat or nested data) is decoded by
+    The common request (JSON, numeric, BOOL or BYTES tensors, flat or nested data) is decoded by
     `_decode_common`, which answers only a request it has proved valid; anything else, and
     every request it declines, is decoded by `decode_request_checked`, whose errors (and their
     order) are the codec's messages.
