@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pytest
 from model_api import codec, limits
 from model_api.errors import BadRequest, ModelAPIError
 from model_api.manifest import Manifest
@@ -35,6 +36,7 @@ MANIFESTS = [
     manifest_of(("s", "INT8", (-1,)), ("w", "UINT64", (-1, 2))),
     manifest_of(("t", "BYTES", (-1,))),
     manifest_of(("p", "BYTES", (-1, 2)), ("n", "INT64", (-1, 1))),  # a text and a number
+    manifest_of(("g", "BYTES", (-1, 2, 2))),  # texts nested two levels deep
     manifest_of(("big", "FP32", (-1, 700))),  # past _SMALL_TENSOR at one row
     manifest_of(("deep", "FP32", (-1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))),  # rank 30: too deep nested
@@ -291,3 +293,19 @@ def test_the_fast_path_takes_text_and_declines_an_element_past_its_limit() -> No
             assert "per BYTES element" in error.message
             continue
         raise AssertionError("accepted an element past MAX_BYTES_ELEMENT")
+
+
+def test_a_text_is_never_taken_for_a_level_of_nesting() -> None:
+    """A string has a length and can be iterated like a list: data one level shallower than
+    the shape, its strings as long as the missing level, must not be split into characters."""
+    manifest = manifest_of(("g", "BYTES", (-1, 2, 2)))
+    for data in ([["ab", "cd"]], [["ab", ["c", "d"]]], [[["a", "b"], "cd"]]):
+        body = json.dumps({"inputs": [{"name": "g", "shape": [1, 2, 2], "datatype": "BYTES",
+                                       "data": data}]}).encode()
+        assert codec._decode_common(body, {}, manifest, limits.API_REQUEST, None) is None, data
+        with pytest.raises(BadRequest):
+            codec.decode_request(body, {}, manifest, limits.API_REQUEST)
+    good = json.dumps({"inputs": [{"name": "g", "shape": [1, 2, 2], "datatype": "BYTES",
+                                   "data": [[["a", "b:"], ["c", "d"]]]}]}).encode()
+    fast = codec._decode_common(good, {}, manifest, limits.API_REQUEST, None)
+    assert fast is not None and fast.inputs["g"].tolist() == [[["a", "b:"], ["c", "d"]]]

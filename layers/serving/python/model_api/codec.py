@@ -333,7 +333,8 @@ def _common_tensor(spec: TensorSpec, dims: Any, data: Any,
         if len(data) != dims[0]:
             return None
         for size in dims[1:]:
-            if set(map(len, flat)) != {size}:
+            # lists only: a str has a length too, and would be flattened into its characters
+            if set(map(type, flat)) != {list} or set(map(len, flat)) != {size}:
                 return None
             flat = list(chain.from_iterable(flat))
     if len(flat) != count or not set(map(type, flat)) <= row.json_types:
