@@ -31,8 +31,8 @@ group), and each ends by itself as soon as the runner process has ended, however
 
 Start method: a fork server (multiprocessing's "forkserver"), started once per runner process
 (`prepare`, while the job's first requests are in flight) with numpy, onnxruntime, the
-serving library and the runner's own main module imported (`preloaded`), so that each worker
-is a fork of a clean single-threaded process
+serving library and what the runner's main module imports (`RUNNER_IMPORTS`) imported, so that
+each worker is a fork of a clean single-threaded process
 (about 30 ms) rather than a fork of the runner's threads (a lock held by another thread at the
 fork would stay held in the child) or a fresh interpreter (spawn: 0.8-1 s a pool, measured).
 """
@@ -70,11 +70,20 @@ MIN_CHUNK_BYTES = 1 << 20
 # The workers' copies of the model together stay under this share of the memory
 MODEL_MEMORY_SHARE = 0.5
 START_METHOD = "forkserver"
+# What `python -m batch.runner` imports: multiprocessing runs a main module started by name
+# again (as `__mp_main__`) in every worker before its first task, and batch.runner would then
+# import the job and boto3 in each worker in turn (170-200 ms of a CPU each, measured); with
+# them in the fork server, each worker runs only the runner's own lines. Not batch.runner
+# itself: a module run again while it is in sys.modules makes runpy warn in every worker.
+# (tests/batch/test_batch_workers.py checks that the list covers the runner's imports.)
+RUNNER_IMPORTS = ["argparse", "batch.failures", "batch.job", "batch.jobs", "batch.shards",
+                  "batch.submit"]
 # Imported once by the fork server, so that each worker starts with them
 # (the hooks' modules too: data capture's imports Powertools, ~50 ms a worker otherwise)
 PRELOAD = ["numpy", "onnxruntime", "model_api.pipeline", "model_api.codec", "batch.jsonl",
            "batch.loading", "batch.microbatch", "batch.models", "model_registry.registry",
-           "model_api.aws.hooks", "model_api.aws.class_counts", "model_api.aws.capture"]
+           "model_api.aws.hooks", "model_api.aws.class_counts", "model_api.aws.capture",
+           *RUNNER_IMPORTS]
 
 
 def available_cpus() -> int:
@@ -135,21 +144,6 @@ def chunk_bytes(default: int, input_bytes: int, count: int) -> int:
     return min(default, max(MIN_CHUNK_BYTES, input_bytes // (CHUNKS_PER_WORKER * count)))
 
 
-def preloaded() -> list[str]:
-    """The modules the fork server imports: PRELOAD, and this process's main module when it
-    was started by name (`python -m batch.runner`). Why: multiprocessing runs that module again
-    (as `__mp_main__`) in every worker before its first task, and batch.runner's imports (the
-    job, boto3) would then be imported by each worker in turn (170-200 ms of a CPU each,
-    measured); with them imported once by the fork server, each worker runs only the module's
-    own lines. A main module run from a path, or a package's `__main__` (which multiprocessing
-    does not run again), is not preloaded."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name = getattr(spec, "name", None)
-    if isinstance(name, str) and name != "__main__" and not name.endswith(".__main__"):
-        return [*PRELOAD, name]
-    return list(PRELOAD)
-
-
 def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
     """Start the fork server now (once per process), so that its interpreter start and
     imports (about 0.5 s of a CPU) overlap the job's model load and first read instead of
@@ -158,7 +152,7 @@ def prepare(requested: int = 0, input_bytes: int = MIN_POOL_BYTES) -> None:
     if available_cpus() < 2 or requested == 1 or input_bytes < MIN_POOL_BYTES:
         return
     context = multiprocessing.get_context(START_METHOD)
-    context.set_forkserver_preload(preloaded())
+    context.set_forkserver_preload(PRELOAD)
     try:
         forkserver.ensure_running()
     except OSError as error:  # no temp dir, no fds: the pool's own start falls back in-process
