@@ -573,6 +573,20 @@ def test_a_bytes_output_is_refused_in_a_npy_file_not_written_as_pointers(cloud: 
     upload.add(np.array([1, 2], dtype=np.int64))  # numbers still go
 
 
+def test_a_model_with_text_inputs_or_outputs_is_refused_on_the_npy_header() -> None:
+    # text-topics takes a BYTES input and answers a BYTES label: a .npy job of it fails on the
+    # file's header, before any row runs (not after running them all, at its first output)
+    from batch.loading import CPU, load_version, version_dir
+    from batch.npy import input_spec
+    from batch.reader import NpyLayout
+    from tests.conftest import MODELS_DIR
+
+    model = load_version(version_dir(MODELS_DIR, "text-topics", None), [CPU])
+    for dtype in ("<U12", "<f4"):
+        with pytest.raises(PermanentError, match=r"input 'text', output 'label'.*JSON Lines"):
+            input_spec(NpyLayout((3,), np.dtype(dtype), 128), model)
+
+
 def test_outputs_too_uneven_for_npy_parts_fail_with_the_reason_not_out_of_memory(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A wide output waits in memory for a narrow one to make a part (all outputs' parts end at
