@@ -148,7 +148,7 @@ BATCH_SRC   := $(shell find batch -type f -not -path '*/__pycache__/*' 2>/dev/nu
 $(BUILT): $(BATCH_SRC)
 
 batch-local: build ## Batch job locally: make batch-local MODEL=breast-cancer-mlp INPUT=rows.jsonl|.npy OUTPUT=out.jsonl [VERSION=v] [KILL_AFTER_ROWS=N [KILL_ATTEMPTS=K]] [SHARDS=N [KILL_SHARD=I]]
-	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file> [VERSION=v: that version, not the current one] [KILL_AFTER_ROWS=N: SIGKILL the runner at N rows, then resume] [KILL_ATTEMPTS=K: the first K attempts]"; exit 2; }
+	@test -n "$(MODEL)" -a -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make batch-local MODEL=<name> INPUT=<file.jsonl|file.npy> OUTPUT=<file> [VERSION=v: that version, not the current one] [KILL_AFTER_ROWS=N: SIGKILL the runner at N rows, then resume] [KILL_ATTEMPTS=K: the first K attempts] [SHARDS=N: an array job of N children] [KILL_SHARD=I: the child KILL_AFTER_ROWS kills, default 0]"; exit 2; }
 	$(PY) -m local_api.batch.loop --model "$(MODEL)" --input "$(INPUT)" --output "$(OUTPUT)" $(if $(VERSION),--version "$(VERSION)") $(if $(KILL_AFTER_ROWS),--kill-after-rows "$(KILL_AFTER_ROWS)") $(if $(KILL_ATTEMPTS),--kill-attempts "$(KILL_ATTEMPTS)") $(if $(SHARDS),--shards "$(SHARDS)") $(if $(KILL_SHARD),--kill-shard "$(KILL_SHARD)")
 
 # ---- performance (issue 6): the served path against onnxruntime called directly, in one run.

@@ -192,8 +192,8 @@ class Job:
         if state.next_chunk:
             LOG.info("resuming job %s%s at chunk %d (line/row %d)", self.obj.job_id, self._child,
                      state.next_chunk, state.next_row)
-        LOG.info("chunks of at most %s rows, %s bytes of input (pinned in the checkpoint)",
-                 state.chunk_rows or "any", state.chunk_bytes or "any")
+        if self.obj.format == "npy":
+            log_chunks(state)
         opened = self._open_npy(state, size, body) if self.obj.format == "npy" else None
         try:
             model, model_error = self._model(state, loading)
@@ -419,6 +419,7 @@ class Job:
             if pool is not None and self.config.chunk_bytes is None and state.chunk_bytes:
                 state.chunk_bytes = workers.chunk_bytes(state.chunk_bytes, stop - state.start,
                                                         pool.count)
+        log_chunks(state)  # as the workers made them
         Worked = tuple[Future[tuple[bytes, int]], int, int, str]
 
         def work(lines_end: tuple[list[bytes | LongLine], int]) -> Worked:
@@ -724,6 +725,14 @@ def first_line_at(source: S3Object, offset: int, size: int) -> int:
             return position + found + 1
         position += len(block)
     return size
+
+
+def log_chunks(state: checkpoint.Checkpoint) -> None:
+    """Log the chunks' limits the job works with (pinned in its checkpoint)."""
+    limits = [f"{state.chunk_rows} rows" if state.chunk_rows else "",
+              f"{state.chunk_bytes} bytes of input" if state.chunk_bytes else ""]
+    LOG.info("chunks of at most %s (pinned in the checkpoint)",
+             " or ".join(limit for limit in limits if limit) or "the whole input")
 
 
 def count_lines(source: S3Object, stop: int) -> int:
