@@ -22,6 +22,9 @@ from model_api.pipeline import Exchange, Pipeline, RunMany
 from batch.reader import LongLine, S3Object, iter_lines, ramped
 
 LOG = logging.getLogger("batch.runner")
+# Ignored before the file's first line (Windows tools write one): RFC 8259 8.1 lets a JSON
+# parser ignore it; anywhere else it is part of its line (that line's error record says so).
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def line_id(line: bytes) -> str | None:
@@ -125,11 +128,17 @@ def chunks_of_lines(source: S3Object, start: int, size: int, rows: int, max_byte
     job's chunk number i (`index` is the first one's) ending at `first_bytes` x 2^i, so that
     the model (and each of the job's worker processes, batch.workers) starts after a small
     read. The cut depends only on the input from `start` and the chunk's number, so a resumed
-    job cuts the same chunks."""
+    job cuts the same chunks. A UTF-8 byte order mark before the file's first line is not
+    part of that line (UTF8_BOM)."""
     lines: list[bytes | LongLine] = []
     end = chunk_start = start
     chunk_bytes = ramped(first_bytes, max_bytes, index)
+    first_of_file = start == 0
     for line, end in iter_lines(source, start, size, BATCH_MAX_RECORD_BYTES, stop):
+        if first_of_file:
+            first_of_file = False
+            if isinstance(line, bytes) and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM):]  # its byte order mark ignored
         lines.append(line)
         if len(lines) == rows or (chunk_bytes and end - chunk_start >= chunk_bytes):
             yield lines, end

@@ -78,6 +78,21 @@ def test_jsonl_chunks_end_on_whole_lines_at_the_byte_budget(cloud: Cloud,
     assert (pinned["chunk_rows"], pinned["chunk_bytes"]) == (0, 3000)
 
 
+def test_a_byte_order_mark_before_the_first_line_is_ignored(cloud: Cloud,
+                                                          models_dir: Path) -> None:
+    # Windows tools write a UTF-8 BOM first; RFC 8259 8.1 lets a parser ignore it. Only there:
+    # the same bytes at the start of a later line are that line's error
+    lines = varied_lines(30)
+    key = f"batch/input/{MODEL}/bom.jsonl"
+    body = "\ufeff" + "\n".join(lines[:20]) + "\n\ufeff" + "\n".join(lines[20:]) + "\n"
+    job = settings(cloud, models_dir, key, cloud.put(key, body.encode()), chunk_bytes=500)
+    batch_job.run_job(job)
+    records = output_records(cloud, job)
+    assert [r.get("id") for r in records[:20]] == [f"r{n}" for n in range(20)]
+    assert records[20]["line"] == 21 and "error" in records[20]
+    assert [r.get("id") for r in records[21:]] == [f"r{n}" for n in range(21, 30)]
+
+
 def test_a_row_limit_ends_a_chunk_before_the_byte_budget(cloud: Cloud, models_dir: Path) -> None:
     lines = varied_lines(50)
     key, version = upload(cloud, lines)
