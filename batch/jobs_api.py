@@ -264,13 +264,17 @@ class JobsApi:
     # ------------------------------------------------------------------------------ create
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
-        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request;
+        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request (a
+        .npy job of a version the catalog says takes JSON Lines only: BadRequest too);
         NotReady (503) for a version that is not ready (`ready`)."""
         found = self.settings.models.find(model)
         if found is None:
             raise NotFound(self.settings.models.unknown(model))
         request = read_job_request(body, self.settings.max_bytes)
         wanted = version or found.current
+        refused = found.npy_refusal(wanted) if request["format"] == "npy" else None
+        if refused is not None:
+            raise BadRequest(f"`format` npy: {refused}")
         why = self.ready(model, wanted) if self.ready and wanted in found.versions else None
         if why is not None:
             raise NotReady(f"model {model!r} version {wanted!r} is not ready, so a job of it "

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from model_api.datatypes import BYTES, numpy_dtype
+from model_api.catalog import npy_refusal
+from model_api.datatypes import numpy_dtype
 from model_api.manifest import TensorSpec
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
@@ -27,18 +28,10 @@ def input_spec(layout: NpyLayout, model: LoadedModel) -> TensorSpec:
     (a .npy holds numbers; its outputs are .npy files too), or the rows' trailing shape or
     dtype do not fit the input."""
     name = model.manifest.name
-    inputs = model.manifest.inputs
-    if len(inputs) != 1:
-        raise PermanentError(f"model {name} has {len(inputs)} inputs; .npy input "
-                             "fits only single-input models (use JSON Lines)")
-    spec = inputs[0]
-    texts = [f"{kind} {tensor.name!r}" for kind, tensors in (("input", inputs),
-                                                               ("output", model.manifest.outputs))
-             for tensor in tensors if tensor.datatype == BYTES]
-    if texts:
-        raise PermanentError(f"model {name} has BYTES (text) {', '.join(texts)}; a .npy job's "
-                             "input and outputs hold numbers only: send the rows as JSON Lines, "
-                             "whose records carry every output")
+    refused = npy_refusal(model.manifest)
+    if refused is not None:
+        raise PermanentError(refused)
+    spec = model.manifest.inputs[0]
     wanted = tuple(spec.shape[1:])
     got = layout.shape[1:]
     if len(got) != len(wanted) or any(w not in (-1, g) for w, g in zip(wanted, got,

@@ -44,7 +44,7 @@ from local_api.batch import submitter as local_submitter
 from local_api.capture import CAPTURE_DIR
 from local_api.context import LambdaContext
 from model_registry import catalog as model_catalog
-from model_registry.registry import PROJECT, STORE
+from model_registry.registry import PROJECT, STORE, exported
 from model_registry.registry import load as load_registry
 from model_registry.store import stored_versions
 
@@ -146,7 +146,8 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
     batch.submit here (`provide_local`), since the shipped package never imports it."""
     submit.provide_local(local_submitter.shared)
     registry = (registry or registry_path()).resolve()
-    catalog = model_catalog.write(load_registry(registry), models_dir.parent / "catalog.json")
+    catalog = model_catalog.write(load_registry(registry), models_dir.parent / "catalog.json",
+                                  exported(models_dir))
     return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, CATALOG_ENV: str(catalog),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
             "MODELS_REGISTRY": str(registry),

@@ -296,6 +296,14 @@ def test_a_job_request_that_cannot_be_served_is_refused(
     assert answer.status_code == status and says in answer.json()["error"], answer.text
 
 
+def test_a_npy_job_of_a_text_model_is_refused_when_created(api: httpx.Client) -> None:
+    # text-topics takes and answers text: its .npy job could only fail after the upload
+    answer = api.post("/v2/models/text-topics/jobs", json={"size": 10, "format": "npy"})
+    assert answer.status_code == 400, answer.text
+    assert "input 'text', output 'label'" in answer.json()["error"], answer.text
+    assert api.post("/v2/models/text-topics/jobs", json={"size": 10}).status_code == 201
+
+
 def test_a_job_of_another_model_or_an_unknown_one_is_404(api: httpx.Client) -> None:
     job = create(api, 10)
     job_id = job["job_id"]

@@ -173,3 +173,20 @@ def test_a_command_on_an_invalid_registry_says_why_without_a_traceback(
     assert capsys.readouterr().err == (
         "error: models.yaml: the models reserve 2000 concurrent executions\n")
     assert registry.run(lambda: 0) == 0
+
+
+def test_the_catalog_lists_the_versions_that_take_json_lines_only() -> None:
+    """From the exported manifests: text-topics (a BYTES input and label) takes JSON Lines jobs
+    only, with the reason; the numeric seed models take .npy too; a version not exported yet
+    is not listed (its runner says it)."""
+    from model_registry import catalog
+    from tests.conftest import MODELS_DIR
+
+    entries = registry.load()
+    found = {m.name: dict(m.jsonl_only)
+             for m in catalog.catalog(entries, registry.exported(MODELS_DIR)).models}
+    assert set(found["text-topics"]) == {"1"}
+    assert "input 'text', output 'label'" in found["text-topics"]["1"]
+    assert found["breast-cancer-mlp"] == found["digits-cnn"] == {}
+    assert all(m.jsonl_only == () for m in catalog.catalog(
+        entries, registry.exported(MODELS_DIR / "nowhere")).models)

@@ -34,6 +34,14 @@ def test_the_catalog_file_lists_models_versions_and_groups(tmp_path: Path) -> No
     assert catalog.function_name("add") == PREFIX + "add"
     assert Catalog.parse(json.dumps(catalog.document()), PREFIX) == catalog
     assert Catalog.from_environment({}) is None
+    # a version that takes JSON Lines jobs only carries its reason, and reads back the same
+    text = Catalog((CatalogModel("t", ("1", "2"), "2", 0, (("1", "a BYTES input"),)),))
+    assert Catalog.parse(json.dumps(text.document())) == text
+    assert text.models[0].npy_refusal("1") == "a BYTES input"
+    assert text.models[0].npy_refusal("2") is None
+    with pytest.raises(CatalogError, match="jsonl_only"):
+        Catalog.parse(json.dumps({"models": [{**text.document()["models"][0],
+                                              "jsonl_only": ["1"]}]}))
     with pytest.raises(CatalogError, match="MODEL_CATALOG must name"):
         Catalog.required({})
     with pytest.raises(CatalogError, match="cannot be read"):

@@ -8,7 +8,9 @@ trigger and jobs functions) read a catalog file instead: `models.json` in the ca
 mounted at /opt/catalog (`MODEL_CATALOG`), built by `sam build` from models.yaml
 (`python -m model_registry.catalog`). Its shape:
 
-    {"models": [{"name": "breast-cancer-mlp", "versions": ["1"], "current": "1", "group": 0}]}
+    {"models": [{"name": "breast-cancer-mlp", "versions": ["1"], "current": "1", "group": 0},
+                {"name": "text-topics", "versions": ["1"], "current": "1", "group": 0,
+                 "jsonl_only": {"1": "<why a .npy job cannot serve it: npy_refusal>"}}]}
 
 Each model function is named `<MODEL_FUNCTION_PREFIX><model>`: the template gives every model
 function and the server function the same prefix (the root stack's ModelFunctionPrefix, at most
@@ -24,9 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_api.errors import echoed
 from model_api.server import CATALOG_ENV
+
+if TYPE_CHECKING:  # (no import at run time: the server function reads the catalog, not numpy)
+    from model_api.manifest import Manifest
 
 PREFIX_ENV = "MODEL_FUNCTION_PREFIX"
 DEFAULT_CATALOG = "/opt/catalog/models.json"
@@ -38,15 +44,41 @@ class CatalogError(ValueError):
     """The catalog file is missing or not the shape above; the message says which."""
 
 
+def npy_refusal(manifest: Manifest) -> str | None:
+    """Why a `.npy` batch job cannot serve this model version, else None: a .npy input is one
+    tensor of numbers and its outputs are .npy files of numbers (batch/README.md), so the model
+    needs one input and no BYTES (text) input or output. The jobs API refuses such a job when
+    it is created (from the catalog's `jsonl_only`); the runner, on the file's header."""
+    if len(manifest.inputs) != 1:
+        return (f"model {manifest.name} has {len(manifest.inputs)} inputs; .npy input fits "
+                "only single-input models (use JSON Lines)")
+    texts = [f"{kind} {tensor.name!r}" for kind, tensors in (("input", manifest.inputs),
+                                                               ("output", manifest.outputs))
+             for tensor in tensors if tensor.datatype == "BYTES"]  # datatypes.BYTES: that
+    # module brings numpy, which the server function, a reader of the catalog, does without
+    if texts:
+        return (f"model {manifest.name} has BYTES (text) {', '.join(texts)}; a .npy job's "
+                "input and outputs hold numbers only: send the rows as JSON Lines, whose "
+                "records carry every output")
+    return None
+
+
 @dataclass(frozen=True)
 class CatalogModel:
-    """One model of the deployment: its versions (as listed), the current one, and its group
-    (the nested stack and REST API serving it)."""
+    """One model of the deployment: its versions (as listed), the current one, its group
+    (the nested stack and REST API serving it), and the versions that take JSON Lines jobs
+    only, each with the reason (npy_refusal; those whose manifest was not at hand when the
+    catalog was written are not listed: their runner says it)."""
 
     name: str
     versions: tuple[str, ...]
     current: str
     group: int
+    jsonl_only: tuple[tuple[str, str], ...] = ()
+
+    def npy_refusal(self, version: str) -> str | None:
+        """Why a .npy job of `version` cannot run, or None."""
+        return dict(self.jsonl_only).get(version)
 
 
 @dataclass(frozen=True)
@@ -99,8 +131,12 @@ class Catalog:
                     and isinstance(item.get("group"), int)):
                 raise CatalogError(f"model catalog entry {item!r}: needs name, versions, "
                                    "current and group")
+            only = item.get("jsonl_only", {})
+            if not (isinstance(only, dict) and all(isinstance(v, str) for v in only.values())):
+                raise CatalogError(f"model catalog entry {item['name']!r}: jsonl_only must map "
+                                   "versions to reasons")
             models.append(CatalogModel(item["name"], tuple(item["versions"]), item["current"],
-                                       item["group"]))
+                                       item["group"], tuple(only.items())))
         return cls(tuple(models), function_prefix)
 
     @classmethod
@@ -134,4 +170,6 @@ class Catalog:
     def document(self) -> dict[str, list[dict[str, object]]]:
         """The JSON document of this catalog (the file's shape)."""
         return {"models": [{"name": m.name, "versions": list(m.versions), "current": m.current,
-                            "group": m.group} for m in self.models]}
+                            "group": m.group,
+                            **({"jsonl_only": dict(m.jsonl_only)} if m.jsonl_only else {})}
+                           for m in self.models]}
