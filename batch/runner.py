@@ -106,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.exception("job %s failed (%s)", config.job_id,
                       "a retry may succeed" if transient else "permanent")
         return 1 if transient else PERMANENT_EXIT
-    LOG.info("job %s done: %s", config.job_id,
+    # an array job's child counts its own rows; the child that finishes the job, every child's
+    whose = ("" if config.shards < 2 else " (every child)" if summary.get("finished_job")
+             else f" (child {config.shard})")
+    LOG.info("job %s done%s: %s", config.job_id, whose,
              {k: summary[k] for k in ("rows_read", "outputs_written", "errors")})
     return 0
 
