@@ -7,8 +7,9 @@ The rows are the example inputs that travel with the model's current version (mo
 `model_api.examples` reads them (real held-back dataset rows for a seed model), repeated in
 order until `--rows` rows are written. `.jsonl`: one infer request of one row per line (every
 input of the model), `id` = the line number from 0; `.npy`: one array of the model's single
-input (rows x the input's shape, its dtype: any numeric datatype; a BYTES input, or a model of
-several inputs, takes JSON Lines).
+input (rows x the input's shape, its dtype: any numeric datatype; a model that a .npy job
+cannot serve, model_api.catalog.npy_refusal: a BYTES input or output, several inputs, takes
+JSON Lines).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import model_api.examples as examples
 import numpy as np
-from model_api.datatypes import BYTES
+from model_api.catalog import npy_refusal
 from model_api.manifest import MANIFEST_FILE, Manifest, load_manifest
 
 from batch.models import current_version, registry_path
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no exported {args.model!r} version {version} under {args.models_dir} "
                      "(make models)")
     manifest = load_manifest(path)
-    if args.out.suffix == ".npy" and (len(manifest.inputs) != 1
-                                      or manifest.inputs[0].datatype == BYTES):
+    refused = npy_refusal(manifest) if args.out.suffix == ".npy" else None
+    if refused is not None:  # a .npy job of it would be refused (the jobs API, the runner)
         parser.error(f"{manifest.name} takes {len(manifest.inputs)} input(s) of "
-                     f"{', '.join(spec.datatype for spec in manifest.inputs)}: .npy input takes "
-                     "one numeric tensor only; write JSON Lines (.jsonl) instead")
+                     f"{', '.join(spec.datatype for spec in manifest.inputs)}: {refused} "
+                     "(an --out file ending .jsonl)")
     rows = examples.load(path.parent, manifest)
     size = len(next(iter(rows.values())))
     if args.out.suffix == ".jsonl":
