@@ -337,10 +337,16 @@ class Job:
                 self.store.update_shard(self.obj.job_id, self.config.shard, {
                     "state": RUNNING, **state.counts, "progress": snapshot})
             else:
-                self.store.update(self.obj.job_id, fields={**state.counts, "progress": snapshot,
-                                                           **self.unrecorded})
-                self.unrecorded = {}
+                self._update_record({**state.counts, "progress": snapshot})
         progress.update(position - state.start, done)
+
+    def _update_record(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Update the job's record with `fields` and what is not recorded yet (unrecorded);
+        the record as the update left it. JobErased once the job is being erased."""
+        assert self.store is not None
+        record = self.store.update(self.obj.job_id, fields={**fields, **self.unrecorded})
+        self.unrecorded = {}
+        return record
 
     def _settle(self) -> None:
         """Wait for the start's record update (at once once it has landed); raise its error."""
@@ -383,8 +389,7 @@ class Job:
         self._settle()
         if self.store is not None:
             if self.unrecorded:
-                record = self.store.update(self.obj.job_id, fields=self.unrecorded)
-                self.unrecorded = {}
+                record = self._update_record({})
             else:
                 record = self.store.live(self.obj.job_id)
             if self.config.shards > 1 and record.get("status") == FAILED:
