@@ -56,7 +56,17 @@ from model_api.routes import route
 
 from batch import erase, shards
 from batch.aws import retry_config
-from batch.jobs import AWAITING_UPLOAD, ERASING, FINAL, SUCCEEDED, JobStore, aws_batch_job
+from batch.jobs import (
+    AWAITING_UPLOAD,
+    ERASING,
+    FINAL,
+    SUBMIT_FAILED,
+    SUBMITTED,
+    SUBMITTING,
+    SUCCEEDED,
+    JobStore,
+    aws_batch_job,
+)
 from batch.keys import FORMATS, JOB_ID, InputObject, InvalidKey, input_key, issue_job_id, parse_key
 from batch.state import reconcile
 
@@ -193,7 +203,8 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
     so the sum is exact only once every child's is; rows_per_second: the running children's
     paces, or once none runs, the sum of each child's pace over its last attempt)."""
     children = [states[key] for key in sorted(states, key=int)]
-    shown = [{"shard": index, "state": child.get("state"), "rows": child.get("rows_read", 0),
+    shown = [{"shard": index, "state": child_state(child, record),
+              "rows": child.get("rows_read", 0),
               "outputs_written": child.get("outputs_written", 0),
               "errors": child.get("errors", 0),
               **({"reason": child["reason"]} if "reason" in child else {}),
@@ -224,6 +235,17 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
                         else 0.0 if not running else None),
         "shards_done": sum(child.get("state") == SUCCEEDED for child in children)}
     return answer
+
+
+def child_state(child: dict[str, Any], record: dict[str, Any]) -> Any:
+    """A child's state as the job's answer shows it: `submitting` (the trigger's, while it
+    submits the job) is `submitted` once the job is past it. The trigger moves every child
+    there with the job, unless a child started first (a local child process can) and so moved
+    the job on: the others were submitted all the same."""
+    state = child.get("state")
+    if state == SUBMITTING and record.get("status") not in (SUBMITTING, SUBMIT_FAILED):
+        return SUBMITTED
+    return state
 
 
 # Why version `version` of `model` is not ready to run jobs, or None when it is (or when this

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 from model_api.catalog import Catalog
 
 from batch import shards
-from batch.jobs import AWAITING_UPLOAD, ERASING, SUBMIT_FAILED, SUBMITTED, JobStore
+from batch.jobs import AWAITING_UPLOAD, ERASING, SUBMIT_FAILED, SUBMITTED, SUBMITTING, JobStore
 from batch.keys import InputObject, InvalidKey, parse_key
 from batch.submit import Submitter
 
@@ -139,9 +139,9 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
     except shards.ShardsError as error:
         reason = reason or str(error)
         count = 1
-    if count > 1:
+    if count > 1:  # each child's state is the job's until the child starts
         item["shards"] = count
-        item["shard_states"] = {str(index): {"state": SUBMITTED} for index in range(count)}
+        item["shard_states"] = children_in(SUBMITTING, count)
     if reason:
         store.reject(item, reason, issued=obj.issued)
         return Outcome("rejected", job_id=obj.job_id, reason=reason)
@@ -154,7 +154,15 @@ def handle(event: S3EventBridgeNotificationEvent, store: JobStore, submitter: Su
         # Recorded, then raised: the event is retried and, once retries run out, dead-lettered.
         store.release(item, token, SUBMIT_FAILED, reason=f"submission failed: {error}")
         raise
+    submitted = {"shard_states": children_in(SUBMITTED, count)} if count > 1 else {}
     if not store.release(item, token, SUBMITTED, batch_job_id=batch_job_id,
-                         compute=submitter.compute):
+                         compute=submitter.compute, **submitted):
         LOG.info("job %s moved on before it was marked submitted", obj.job_id)
     return Outcome("submitted", job_id=obj.job_id, batch_job_id=batch_job_id)
+
+
+def children_in(state: str, count: int) -> dict[str, dict[str, str]]:
+    """An array job's `shard_states` before any of its `count` children started: each in
+    `state`, the job's own (`submitting`, then `submitted`), so that no answer shows children
+    further on than their job."""
+    return {str(index): {"state": state} for index in range(count)}

@@ -228,3 +228,19 @@ def test_output_urls_page_through_every_part(cloud: Cloud,
     assert pages == [parts[0:2], parts[2:4], parts[4:5]]
     with pytest.raises(BadRequest, match="0 to 4"):
         jobs_api.describe(job_id, MODEL, 5)
+
+
+@pytest.mark.parametrize(("job", "child", "shown"), [
+    ("submitting", "submitting", "submitting"),
+    ("submit_failed", "submitting", "submitting"),
+    # a local child process started (the job is running) before the trigger moved its
+    # siblings to submitted: they were submitted all the same
+    ("running", "submitting", "submitted"),
+    ("running", "running", "running"),
+    ("failed", "stopped", "stopped"),
+])
+def test_an_array_jobs_children_are_never_shown_behind_or_ahead_of_it(
+        job: str, child: str, shown: str) -> None:
+    answer = jobs_api_module.array_job({"0": {"state": child}, "1": {"state": child}},
+                                       {"status": job})
+    assert [entry["state"] for entry in answer["shards"]] == [shown, shown]

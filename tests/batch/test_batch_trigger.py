@@ -180,10 +180,12 @@ def test_the_handler_submits_once_for_the_sample_event(
         monkeypatch.setenv(name, value)
     app = load_handler("batch_trigger")
     calls: list[dict[str, Any]] = []
+    during: list[dict[str, Any]] = []  # the job's record while it is being submitted
 
     class FakeBatch:
         def submit_job(self, **request: Any) -> dict[str, str]:
             calls.append(request)
+            during.extend(cloud.store.table.scan()["Items"])
             return {"jobId": "aws-batch-job-1"}
 
     app.submitter.batch = FakeBatch()
@@ -332,10 +334,12 @@ def test_a_large_or_asked_for_job_is_submitted_as_an_array_job(
     monkeypatch.setenv("BATCH_SHARD_BYTES", "100")
     monkeypatch.setenv("BATCH_MAX_SHARDS", "8")
     calls: list[dict[str, Any]] = []
+    during: list[dict[str, Any]] = []  # the job's record while it is being submitted
 
     class FakeBatch:
         def submit_job(self, **request: Any) -> dict[str, str]:
             calls.append(request)
+            during.extend(cloud.store.table.scan()["Items"])
             return {"jobId": "aws-batch-job-1"}
 
     submitter = BatchSubmitter("queue", "definition")
@@ -352,6 +356,13 @@ def test_a_large_or_asked_for_job_is_submitted_as_an_array_job(
     record = cloud.store.get(outcome.job_id or "")
     assert record is not None and record.get("shards", 1) == shards
     assert len(record.get("shard_states", {})) == (shards if shards > 1 else 0)
+    # no child is further on than its job: submitting with it, then submitted with it
+    (submitting,) = during
+    assert submitting["status"] == "submitting" and record["status"] == "submitted"
+    assert {child["state"] for child in submitting.get("shard_states", {}).values()} <= {
+        "submitting"}
+    assert {child["state"] for child in record.get("shard_states", {}).values()} <= {
+        "submitted"}
 
 
 def test_more_children_than_allowed_are_refused_with_the_reason(
