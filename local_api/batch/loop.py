@@ -6,7 +6,9 @@ gets the EventBridge "Object Created" event for that object version (the shape o
 events/batch/object-created.json), its local submitter starts the runner as a child process
 (retrying it as Batch's retry strategy would), the REAL jobs handler answers
 `GET /v2/batch/jobs/{job_id}` at the end, and the output is downloaded: the parts of a JSON
-Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per model output.
+Lines job concatenated in input order, or one `<OUTPUT stem>.<output>.npy` per model output,
+and the job's completion marker as `<OUTPUT stem>._SUCCESS.json` (its counts, parts in input
+order and, for an array job, each child's).
 `--kill-after-rows N` plays a spot reclaim: the first runner is killed with SIGKILL once its
 checkpoint has N rows done, and the submitter's retry resumes from that checkpoint
 (`--kill-attempts K`: the first K attempts are killed; as many as the attempts, and the job
@@ -37,7 +39,7 @@ from moto.server import ThreadedMotoServer
 
 from batch import submit
 from batch.aws import client
-from batch.keys import InputObject, input_key, parse_key
+from batch.keys import SUCCESS, InputObject, input_key, parse_key
 from batch.models import registry_path
 from local_api import model_store
 from local_api.batch import submitter as local_submitter
@@ -179,16 +181,24 @@ def get_job(job_id: str) -> tuple[int, dict[str, Any]]:
     return int(answer["statusCode"]), json.loads(answer["body"])
 
 
+def marker_path(output: Path) -> Path:
+    """Where `make batch-local` keeps the job's completion marker: `<OUTPUT stem>._SUCCESS.json`
+    beside the outputs (the fake S3 that held it is gone when the loop ends)."""
+    return output.with_name(f"{output.stem}.{SUCCESS}")
+
+
 def download(obj: InputObject, output: Path) -> list[Path]:
-    """The job's outputs, as listed by its completion marker."""
+    """The job's outputs, as listed by its completion marker (written to marker_path too)."""
     s3 = client("s3")
-    marker = json.loads(s3.get_object(Bucket=obj.bucket, Key=obj.success_key)["Body"].read())
+    body = s3.get_object(Bucket=obj.bucket, Key=obj.success_key)["Body"].read()
+    marker = json.loads(body)
     output.parent.mkdir(parents=True, exist_ok=True)
+    marker_path(output).write_bytes(body)
     if obj.format == "jsonl":
         with output.open("wb") as sink:
             for part in marker["parts"]:
-                body = s3.get_object(Bucket=obj.bucket, Key=obj.output_key(part))["Body"]
-                shutil.copyfileobj(body, sink)
+                shutil.copyfileobj(s3.get_object(Bucket=obj.bucket, Key=obj.output_key(part))[
+                    "Body"], sink)
         return [output]
     written = []
     for name in marker["outputs"]:
@@ -232,6 +242,7 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     seconds = time.monotonic() - started
     rows = int(record.get("rows_read", 0))
     summary = {"job": record, "outputs": [str(path) for path in files],
+               **({"marker": str(marker_path(output))} if files else {}),
                "runner_exit_codes": exit_codes, "seconds": round(seconds, 3),
                "rows_per_second": round(rows / seconds) if seconds else None}
     children = getattr(submitter, "shard_exit_codes", {}).get(obj.job_id, [])

@@ -116,6 +116,8 @@ def test_npy_upload_to_download(models_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "result.label.npy"), labels)
     np.testing.assert_allclose(np.load(tmp_path / "result.probabilities.npy"), probabilities,
                                rtol=1e-5, atol=1e-6)
+    marker = json.loads((tmp_path / "result._SUCCESS.json").read_text())
+    assert marker["rows_read"] == 90 and set(marker["outputs"]) == {"label", "probabilities"}
 
 
 def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: Path) -> None:

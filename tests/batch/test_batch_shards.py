@@ -166,6 +166,12 @@ def test_a_4_child_local_job_with_one_child_killed_twice(models_dir: Path,
     assert "was written already" not in result.stderr
     ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
     assert ids == [str(n) for n in range(count)]
+    # the marker, kept beside the output: each child's rows, its parts in input order
+    marker = json.loads((tmp_path / "answers._SUCCESS.json").read_text())
+    assert summary["marker"] == str(tmp_path / "answers._SUCCESS.json")
+    assert [child["shard"] for child in marker["shards"]] == [0, 1, 2, 3]
+    assert sum(child["rows_read"] for child in marker["shards"]) == marker["rows_read"] == count
+    assert marker["parts"] == [part for child in marker["shards"] for part in child["parts"]]
 
 
 def test_a_child_that_fails_for_good_fails_the_job_and_the_others_stop(
