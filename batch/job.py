@@ -524,6 +524,10 @@ class Job:
             or max(1, total - state.start)
         progress = Progress(total - state.start, state.next_row - state.start,
                             state.next_row - state.first_row, self.config.progress_seconds)
+        if self.config.shards > 1:
+            # its exact rows now, from the header: the job's rows_total (its children's sum,
+            # jobs_api.array_job) need not wait for this child's first checkpoint
+            self._record(state, progress, state.next_row)
         pending = 0  # rows whose outputs are added to the uploads but not uploaded yet
         recorded = flushed = checked = time.monotonic()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from batch import shards
 from batch.failures import Terminated, is_transient, store_gone, terminated
-from batch.job import CHUNK_BYTES, MAX_CHUNK_BYTES, JobConfig, run_job
+from batch.job import CHUNK_BYTES, MAX_CHUNK_BYTES, JobConfig, StoppedByAnotherChild, run_job
 from batch.jobs import JobErased
 from batch.submit import PERMANENT_EXIT
 
@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_job(config)
     except JobErased:
         return PERMANENT_EXIT  # nothing to retry: the job is gone
+    except StoppedByAnotherChild:
+        return PERMANENT_EXIT  # not this child's fault: run_job said why, and the job's reason
     except (Exception, Terminated) as error:
         if store_gone(error):  # the jobs table or bucket is gone, the job's record with it
             LOG.error("job %s: %s; nothing left to run for (not retried)", config.job_id, error)

@@ -91,9 +91,15 @@ def delete_version(s3: Any) -> Callable[[InputObject], None]:
 
 
 def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
-    """Why this upload cannot run, or None."""
-    if settings.models.find(obj.model) is None:
+    """Why this upload cannot run, or None: an unknown model, an empty or too large object,
+    or a .npy input of a model version that only JSON Lines can serve (the catalog's
+    `jsonl_only`, the jobs API's rule: refused here, before an instance starts for it)."""
+    found = settings.models.find(obj.model)
+    if found is None:
         return settings.models.unknown(obj.model)
+    refused = found.npy_refusal(obj.version or found.current) if obj.format == "npy" else None
+    if refused is not None:
+        return f"a .npy input: {refused}"
     if size <= 0:
         return "the input object is empty"
     if size > settings.max_bytes:

@@ -41,6 +41,8 @@ from batch import submit
 from batch.aws import client
 from batch.keys import SUCCESS, InputObject, input_key, parse_key
 from batch.models import registry_path
+from batch.shards import ShardsError, max_shards
+from batch.shards import check as check_shards
 from local_api import model_store
 from local_api.batch import submitter as local_submitter
 from local_api.capture import CAPTURE_DIR
@@ -219,6 +221,8 @@ def run_loop(model: str, input_path: Path, output: Path, models_dir: Path,
     if shards is not None:
         name += f".shards-{shards}"
     key = input_key(model, name, extension, version)
+    # An earlier run's marker must not pass for this run's, whatever becomes of it
+    marker_path(output).unlink(missing_ok=True)
     started = time.monotonic()
     event = upload(input_path, BUCKET, key)
     obj = parse_key(BUCKET, key, event["detail"]["object"]["version-id"])
@@ -284,6 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--input must be a .jsonl or .npy file")
     if args.kill_after_rows < 0 or args.kill_attempts < 0:
         parser.error("--kill-after-rows and --kill-attempts must be >= 0")
+    if args.shards is not None:
+        try:  # the jobs API's and the trigger's rule: never a quiet plain job instead
+            check_shards(args.shards)
+        except ShardsError as error:
+            parser.error(f"--shards: {error}")
+    children = args.shards or max_shards()
+    if not 0 <= args.kill_shard < children:
+        parser.error(f"--kill-shard must name one of the job's children: 0 to {children - 1}, "
+                     f"not {args.kill_shard}")
     with LocalCloud():
         create_resources()
         fill_model_store(args.models_dir.resolve(), args.registry)

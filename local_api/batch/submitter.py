@@ -11,7 +11,8 @@ as a child process and plays:
   `failed` with the reason and the attempt count (batch.state.gave_up, the rule the AWS path
   uses);
 - spot reclaims, when `BATCH_LOCAL_KILL_AFTER_ROWS` is set: an attempt is killed with SIGKILL
-  as soon as the job's checkpoint shows that many rows done; the first
+  as soon as the job's checkpoint shows that many rows done by it (a retry's count starts at
+  the checkpoint it resumes from); the first
   `BATCH_LOCAL_KILL_ATTEMPTS` (1) attempts are (as many as the attempts: killed every time);
   of an array job, only child `BATCH_LOCAL_KILL_SHARD` (0) is;
 - an array job (batch.shards): its N children run as N processes at once, each retried on its
@@ -132,20 +133,26 @@ class LocalSubmitter:
 
     def _reclaim(self, obj: InputObject, process: subprocess.Popen[bytes],
                  checkpoint_key: str) -> None:
-        """Play a spot reclaim: SIGKILL the runner once its checkpoint has `kill_after_rows`
-        rows done (the checkpoint, not a timer: the retry must have progress to resume from)."""
+        """Play a spot reclaim: SIGKILL the runner once its checkpoint shows `kill_after_rows`
+        rows done by this attempt (the checkpoint, not a timer: the retry must have progress to
+        resume from; counted from the attempt's start, so that a retry is killed only after
+        rows of its own, not at once on its predecessor's checkpoint)."""
         s3 = client("s3")
+        before = checkpoint.load(s3, obj, chunk_rows=0, key=checkpoint_key)
+        at_start = before.next_row - before.first_row  # read before this runner can write
         while process.poll() is None:
             done = checkpoint.load(s3, obj, chunk_rows=0, key=checkpoint_key)
-            if done.next_row - done.first_row >= self.kill_after_rows:
+            rows = done.next_row - done.first_row
+            if rows - at_start >= self.kill_after_rows:
                 process.send_signal(signal.SIGKILL)  # a no-op if it has just exited
                 LOG.warning("job %s: spot reclaim played: SIGKILL to runner pid %d, its "
-                            "checkpoint at chunk %d (%d rows done)", obj.job_id, process.pid,
-                            done.next_chunk, done.next_row - done.first_row)
+                            "checkpoint at chunk %d (%d rows done, %d by this attempt)",
+                            obj.job_id, process.pid, done.next_chunk, rows, rows - at_start)
                 return
             time.sleep(RECLAIM_POLL_SECONDS)
-        LOG.warning("job %s: the runner ended before its checkpoint reached %d rows; nothing "
-                    "was killed", obj.job_id, self.kill_after_rows)
+        LOG.warning("job %s: the runner ended before its checkpoint reached %d rows more than "
+                    "at its start (%d); nothing was killed", obj.job_id, self.kill_after_rows,
+                    at_start)
 
 
 _shared: LocalSubmitter | None = None

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.batch.conftest import FEATURES, MODEL, expected, registry, request_line, tiny_model
 
@@ -65,7 +66,7 @@ def test_a_spot_reclaim_midway_is_resumed_from_the_checkpoint(models_dir: Path,
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
     assert (job["rows_read"], job["outputs_written"], job["errors"]) == (count, count, 0)
     killed = re.search(r"spot reclaim played: SIGKILL to runner pid \d+, its checkpoint at "
-                       r"chunk (\d+) \((\d+) rows done\)", result.stderr)
+                       r"chunk (\d+) \((\d+) rows done, ", result.stderr)
     assert killed is not None and int(killed[2]) >= 200
     resumed = re.search(r"resuming job \S+ at chunk (\d+)", result.stderr)
     assert resumed is not None and int(resumed[1]) >= int(killed[1]) > 0
@@ -124,6 +125,7 @@ def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: 
     source = tmp_path / "rows.jsonl"
     source.write_text(request_line("a", np.zeros((1, FEATURES))) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    (tmp_path / "out._SUCCESS.json").write_text("{}")  # an earlier run's
     result = subprocess.run(
         [sys.executable, "-m", "local_api.batch.loop", "--model", "no-such-model", "--input",
          str(source), "--output", str(tmp_path / "out.jsonl"), "--models-dir", str(models_dir)],
@@ -132,6 +134,27 @@ def test_an_unknown_model_is_refused_by_the_trigger(models_dir: Path, tmp_path: 
     job = json.loads(result.stdout.splitlines()[-1])["job"]
     assert job["status"] == "failed" and "unknown model 'no-such-model'" in job["reason"]
     assert not (tmp_path / "out.jsonl").exists()
+    assert not (tmp_path / "out._SUCCESS.json").exists()  # nothing passes for this run's marker
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--shards", "0"], "--shards: `shards` must be an integer from 1 to 20"),
+    (["--shards", "-1"], "--shards: `shards` must be an integer from 1 to 20"),
+    (["--shards", "4", "--kill-shard", "7"], "--kill-shard must name one of the job's "
+                                             "children: 0 to 3, not 7"),
+    (["--kill-shard", "-1"], "0 to 19, not -1"),
+])
+def test_children_that_cannot_be_are_refused_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str],
+        said: str) -> None:
+    from local_api.batch import loop
+
+    source = tmp_path / "rows.jsonl"
+    source.write_text(request_line("a", np.zeros((1, FEATURES))) + "\n")
+    with pytest.raises(SystemExit) as exited:
+        loop.main(["--model", MODEL, "--input", str(source), "--output",
+                   str(tmp_path / "out.jsonl"), *options])
+    assert exited.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_a_job_killed_on_every_attempt_ends_failed_with_the_reason(models_dir: Path,
@@ -151,6 +174,10 @@ def test_a_job_killed_on_every_attempt_ends_failed_with_the_reason(models_dir: P
     assert job["reason"] == ("the local submitter gave up after 3 attempt(s): the runner ended "
                              "with -9, -9, -9 (negative: killed by that signal)")
     assert 40 <= job["rows_read"] < 4000 and not (tmp_path / "answers.jsonl").exists()
+    # and each attempt was killed after rows of its own, not at once on the one before's
+    mine = re.findall(r"spot reclaim played: .* rows done, (\d+) by this attempt\)",
+                      result.stderr)
+    assert len(mine) == 3 and all(int(rows) >= 40 for rows in mine), mine
 
 
 def test_a_store_backed_version_is_read_from_the_local_model_store(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ from batch import shards
 from batch.failures import PermanentError
 from batch.jobs import SUBMITTED
 from batch.keys import parse_key
+from batch.submit import PERMANENT_EXIT
 from tests.batch.conftest import FEATURES, MODEL, Cloud, expected, registry, request_line
 from tests.batch.test_batch_runner import output_records
 
@@ -130,6 +132,29 @@ def test_npy_children_take_their_rows_and_the_outputs_are_assembled_once(
     np.testing.assert_allclose(array, probabilities, rtol=1e-5)
 
 
+def test_a_npy_child_records_its_exact_rows_as_it_starts(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batch.jobs import JobStore
+
+    key = f"batch/input/{MODEL}/rows.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, RNG.normal(size=(101, FEATURES)).astype(np.float32))
+    entries: list[dict[str, Any]] = []
+    original = JobStore.update_shard
+
+    def spy(self: JobStore, job_id: str, index: int, entry: dict[str, Any],
+            merge: bool = False) -> None:
+        entries.append(entry)
+        original(self, job_id, index, entry, merge)
+
+    monkeypatch.setattr(JobStore, "update_shard", spy)
+    run_children(cloud, models_dir, key, cloud.put(key, buffer.getvalue()), 2, [1],
+                 chunk_rows=10)
+    # child 1 of 2 (rows 50 to 100): its total before any of its rows is done
+    first = next(entry["progress"] for entry in entries if "progress" in entry)
+    assert (first["rows_done"], first["rows_total"], first["rows_total_exact"]) == (0, 51, True)
+
+
 def test_a_4_child_local_job_with_one_child_killed_twice(models_dir: Path,
                                                           tmp_path: Path) -> None:
     """`make batch-local` as an array job: 4 child processes, child 1 SIGKILLed twice (each
@@ -154,12 +179,14 @@ def test_a_4_child_local_job_with_one_child_killed_twice(models_dir: Path,
     # Then child 1 ran three times (killed, killed, done) and the others once
     assert summary["child_exit_codes"] == [[0], [-signal.SIGKILL, -signal.SIGKILL, 0], [0], [0]]
     job = summary["job"]
-    # (a retry killed before it started counts in Batch's attempts, not always in the runner's)
-    assert job["status"] == "succeeded" and job["attempts"] in (5, 6)
+    # each attempt recorded its start: a retry is killed only after rows of its own
+    assert job["status"] == "succeeded" and job["attempts"] == 6
     assert (job["rows_read"], job["outputs_written"], job["errors"]) == (count, count, 0)
     assert [child["state"] for child in job["shards"]] == ["succeeded"] * 4
     assert sum(child["rows"] for child in job["shards"]) == count
-    assert len(re.findall(r"spot reclaim played", result.stderr)) == 2
+    mine = re.findall(r"spot reclaim played: .* rows done, (\d+) by this attempt\)",
+                      result.stderr)
+    assert len(mine) == 2 and all(int(rows) >= count // 40 for rows in mine), mine
     assert re.search(r"resuming job \S+ \(child 1 of 4\) at chunk [1-9]", result.stderr)
     # and one _SUCCESS.json, written once, lists parts that hold one record per line, in order
     assert len(re.findall(r"_SUCCESS\.json written by child", result.stderr)) == 1
@@ -199,6 +226,21 @@ def test_a_child_that_fails_for_good_fails_the_job_and_the_others_stop(
     assert after is not None and after["status"] == "failed"
     assert after["reason"] == record["reason"] and after["shard_states"]["0"]["state"] == \
         "stopped"
+
+
+def test_a_stopped_child_exits_without_an_error_of_its_own(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from batch import runner
+
+    def stopped(config: batch_job.JobConfig) -> dict[str, object]:
+        raise batch_job.StoppedByAnotherChild("job j failed before child 1 started")
+
+    monkeypatch.setattr(runner, "run_job", stopped)
+    code = runner.main(["--bucket", "b", "--key", f"batch/input/{MODEL}/rows.jsonl",
+                        "--job-id", "j", "--shard", "1", "--shards", "2", "--cpu"])
+    # not retried, and no traceback: the job's reason is the child's that failed it
+    assert code == PERMANENT_EXIT
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_running_child_stops_at_its_next_chunk_once_another_failed_the_job(

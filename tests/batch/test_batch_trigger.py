@@ -169,6 +169,29 @@ def test_uploads_that_cannot_run_are_refused(cloud: Cloud, key: str, size: int,
         assert record is not None and record["status"] == jobs.FAILED
 
 
+def test_a_npy_upload_of_a_text_model_is_refused_before_any_instance_starts(
+        cloud: Cloud) -> None:
+    from model_api.catalog import Catalog, CatalogModel
+
+    why = "model text has a BYTES (text) input; a .npy holds numbers: send JSON Lines"
+    settings = trigger.TriggerConfig(models=Catalog((CatalogModel(
+        "text", ("1", "2"), "2", 0, jsonl_only=(("2", why),)),)), max_bytes=1000)
+    submitter = RecordingSubmitter()
+
+    def upload(key: str) -> trigger.Outcome:
+        return trigger.handle(event_for(cloud, key=key, size=10), cloud.store, submitter,
+                              settings, "req-1", time.time() + 30)
+
+    refused = upload("batch/input/text/rows.npy")  # the current version, 2
+    assert refused.status == "rejected" and refused.reason == f"a .npy input: {why}"
+    record = cloud.store.get(refused.job_id or "")
+    assert record is not None and record["status"] == jobs.FAILED and why in record["reason"]
+    assert submitter.submitted == []
+    # JSON Lines of it, and a .npy of a version that can take one, are submitted
+    assert upload("batch/input/text/rows.jsonl").status == "submitted"
+    assert upload("batch/input/text/versions/1/rows.npy").status == "submitted"
+
+
 def test_the_handler_submits_once_for_the_sample_event(
         cloud: Cloud, monkeypatch: pytest.MonkeyPatch, lambda_context: LambdaContext,
         tmp_path: Path) -> None:
