@@ -203,12 +203,10 @@ def test_the_handler_submits_once_for_the_sample_event(
         monkeypatch.setenv(name, value)
     app = load_handler("batch_trigger")
     calls: list[dict[str, Any]] = []
-    during: list[dict[str, Any]] = []  # the job's record while it is being submitted
 
     class FakeBatch:
         def submit_job(self, **request: Any) -> dict[str, str]:
             calls.append(request)
-            during.extend(cloud.store.table.scan()["Items"])
             return {"jobId": "aws-batch-job-1"}
 
     app.submitter.batch = FakeBatch()
