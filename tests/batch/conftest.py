@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,8 +97,33 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("models"))
 
 
+def atomic_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes atomic, as DynamoDB's are: a conditional write checks its
+    condition and writes the item as one step. moto checks, then writes, in the thread of each
+    request of its threaded server, so two concurrent claims of one job can both pass the
+    check (test_concurrent_deliveries_start_one_job saw two `submitted` of eight once, in a CI
+    run on a loaded machine; 60 tries of it under load did not do it again). One lock around
+    moto's item writes gives the tests the service's guarantee, which the trigger's claim
+    relies on."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        method = getattr(DynamoDBBackend, name)
+        if getattr(method, "atomic", False):
+            continue
+
+        def atomic(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with lock:
+                return __method(*args, **kwargs)
+
+        atomic.atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    atomic_dynamodb_writes()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
