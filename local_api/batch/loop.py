@@ -190,23 +190,25 @@ def marker_path(output: Path) -> Path:
 
 
 def download(obj: InputObject, output: Path) -> list[Path]:
-    """The job's outputs, as listed by its completion marker (written to marker_path too)."""
+    """The job's outputs, as listed by its completion marker, then the marker itself
+    (marker_path: last, so that it stands beside whole outputs only)."""
     s3 = client("s3")
     body = s3.get_object(Bucket=obj.bucket, Key=obj.success_key)["Body"].read()
     marker = json.loads(body)
     output.parent.mkdir(parents=True, exist_ok=True)
-    marker_path(output).write_bytes(body)
+    written = []
     if obj.format == "jsonl":
         with output.open("wb") as sink:
             for part in marker["parts"]:
                 shutil.copyfileobj(s3.get_object(Bucket=obj.bucket, Key=obj.output_key(part))[
                     "Body"], sink)
-        return [output]
-    written = []
-    for name in marker["outputs"]:
-        target = output.with_name(f"{output.stem}.{name}.npy")
-        s3.download_file(obj.bucket, obj.output_key(obj.npy_output(name)), str(target))
-        written.append(target)
+        written.append(output)
+    else:
+        for name in marker["outputs"]:
+            target = output.with_name(f"{output.stem}.{name}.npy")
+            s3.download_file(obj.bucket, obj.output_key(obj.npy_output(name)), str(target))
+            written.append(target)
+    marker_path(output).write_bytes(body)
     return written
 
 
