@@ -294,7 +294,7 @@ class JobsApi:
             raise NotFound(self.settings.models.unknown(model))
         request = read_job_request(body, self.settings.max_bytes)
         wanted = version or found.current
-        refused = found.npy_refusal(wanted) if request["format"] == "npy" else None
+        refused = found.job_refusal(request["format"], wanted)
         if refused is not None:
             raise BadRequest(f"`format` npy: {refused}")
         why = self.ready(model, wanted) if self.ready and wanted in found.versions else None

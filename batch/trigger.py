@@ -97,7 +97,7 @@ def refusal(obj: InputObject, size: int, settings: TriggerConfig) -> str | None:
     found = settings.models.find(obj.model)
     if found is None:
         return settings.models.unknown(obj.model)
-    refused = found.npy_refusal(obj.version or found.current) if obj.format == "npy" else None
+    refused = found.job_refusal(obj.format, obj.version)
     if refused is not None:
         return f"a .npy input: {refused}"
     if size <= 0:

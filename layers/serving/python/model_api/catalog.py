@@ -80,6 +80,12 @@ class CatalogModel:
         """Why a .npy job of `version` cannot run, or None."""
         return dict(self.jsonl_only).get(version)
 
+    def job_refusal(self, format_: str, version: str | None) -> str | None:
+        """Why a batch job of `format_` ("jsonl" or "npy") of `version` (None: the current
+        one) cannot run, or None: the rule the jobs API applies when a job is created and the
+        trigger when an input is uploaded."""
+        return self.npy_refusal(version or self.current) if format_ == "npy" else None
+
 
 @dataclass(frozen=True)
 class Catalog:
