@@ -36,7 +36,7 @@ from model_api.model import LoadedModel
 from batch import checkpoint, erase, notify, npy, shards, workers
 from batch.aws import client
 from batch.failures import PermanentError, Terminated, is_transient
-from batch.jobs import FAILED, RUNNING, SUCCEEDED, JobErased, JobStore
+from batch.jobs import FAILED, RUNNING, STOPPED, SUCCEEDED, JobErased, JobStore
 from batch.jsonl import chunk_part, chunks_of_lines
 from batch.keys import CHECKPOINT, DONE, FINISHING, SUCCESS, InputObject, parse_key
 from batch.loading import CUDA, job_pipeline, load_model, version_dir
@@ -649,8 +649,11 @@ class Job:
                     summary)["rows_per_second"]})
         children = self._children_done()
         if len(children) < self.config.shards:
-            LOG.info("job %s%s: done; %d of %d children done", self.obj.job_id, self._child,
-                     len(children), self.config.shards)
+            # (children that end at once can log the same count: each sees the other's done)
+            waiting = sorted(set(range(self.config.shards)) - {c["shard"] for c in children})
+            LOG.info("job %s%s: done; %d of %d children done, waiting for child%s %s",
+                     self.obj.job_id, self._child, len(children), self.config.shards,
+                     "ren" if len(waiting) > 1 else "", ", ".join(map(str, waiting)))
             return {**summary, "finished_job": False}
         return self._finish(children, summary, model)
 
@@ -776,14 +779,15 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
             # A job of one child records its start while it opens its input and loads its
             # model; the answer says whether there can be a checkpoint to read
             # (Job._saved_state), and it lands before the job's first write (Job._settle)
+            # `started_at` is the first attempt's (of any child): a retry keeps it
             if not sharded:
-                started = background.submit(store.update, config.job_id, RUNNING,
-                                            increment_attempts=True, fields={
-                    "batch_job_id": os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}"),
-                    "started_at": time.time()})
+                batch_job_id = os.environ.get("AWS_BATCH_JOB_ID", f"pid-{os.getpid()}")
+                started = background.submit(
+                    store.update, config.job_id, RUNNING, increment_attempts=True,
+                    fields={"batch_job_id": batch_job_id}, first={"started_at": time.time()})
             else:
                 store.update(config.job_id, increment_attempts=True,
-                             fields={"started_at": time.time()})
+                             first={"started_at": time.time()})
         try:
             if sharded and store is not None:
                 if not store.start_unless_failed(config.job_id):
@@ -798,7 +802,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
         except StoppedByAnotherChild as error:
             LOG.warning("%s", error)
             if store is not None:
-                store.update_shard(config.job_id, config.shard, {"state": "stopped"},
+                store.update_shard(config.job_id, config.shard, {"state": STOPPED},
                                    merge=True)
             raise
         except (Exception, Terminated) as error:

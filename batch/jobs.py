@@ -35,6 +35,11 @@ FAILED = "failed"
 AWAITING_UPLOAD = "awaiting_upload"
 ERASING = "erasing"
 FINAL = (SUCCEEDED, FAILED)
+# An array job's children (`shard_states`) have the job's states, and these two: a child that
+# stopped because another failed the job, and, as the jobs API shows it, one that will
+# (batch.jobs_api.child_state)
+STOPPED = "stopped"
+STOPPING = "stopping"
 # Where a job runs: the record's `compute` field (see the module's docstring).
 AWS_BATCH = "aws-batch"
 LOCAL = "local"
@@ -147,10 +152,13 @@ class JobStore:
         return self._put(record, "attribute_not_exists(job_id)", None)
 
     def update(self, job_id: str, status: str | None = None, fields: dict[str, Any] | None = None,
-               increment_attempts: bool = False, remove: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Set `fields` (and `status`) on the runner's job, drop the `remove` attributes; the
-        job's item as the update left it (no second request to read it back). JobErased when
-        the job is being erased or gone (the update would bring it back)."""
+               increment_attempts: bool = False, remove: tuple[str, ...] = (),
+               first: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Set `fields` (and `status`) on the runner's job, and each of `first` that the job
+        has not got yet (DynamoDB's if_not_exists: the first attempt's `started_at` stays
+        through retries and an array job's children); drop the `remove` attributes. The job's
+        item as the update left it (no second request to read it back). JobErased when the
+        job is being erased or gone (the update would bring it back)."""
         values: dict[str, Any] = {":updated_at": _now(), ":erasing": ERASING}
         names: dict[str, str] = {"#s": "status"}
         sets = ["updated_at = :updated_at"]
@@ -161,6 +169,10 @@ class JobStore:
             names[f"#f{index}"] = name
             values[f":f{index}"] = _number(value)
             sets.append(f"#f{index} = :f{index}")
+        for index, (name, value) in enumerate((first or {}).items()):
+            names[f"#o{index}"] = name
+            values[f":o{index}"] = _number(value)
+            sets.append(f"#o{index} = if_not_exists(#o{index}, :o{index})")
         expression = "SET " + ", ".join(sets)
         if increment_attempts:
             expression += " ADD attempts :one"

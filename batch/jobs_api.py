@@ -59,7 +59,10 @@ from batch.aws import retry_config
 from batch.jobs import (
     AWAITING_UPLOAD,
     ERASING,
+    FAILED,
     FINAL,
+    RUNNING,
+    STOPPING,
     SUBMIT_FAILED,
     SUBMITTED,
     SUBMITTING,
@@ -238,11 +241,15 @@ def array_job(states: dict[str, dict[str, Any]], record: dict[str, Any]) -> dict
 
 
 def child_state(child: dict[str, Any], record: dict[str, Any]) -> Any:
-    """A child's state as the job's answer shows it: `submitting` (the trigger's, while it
-    submits the job) is `submitted` once the job is past it. The trigger moves every child
-    there with the job, unless a child started first (a local child process can) and so moved
-    the job on: the others were submitted all the same."""
+    """A child's state as the job's answer shows it, never behind or ahead of the job's:
+    `submitting` (the trigger's, while it submits the job) is `submitted` once the job is
+    past it (the trigger moves every child there with the job, unless a child started first,
+    as a local child process can, and so moved the job on: the others were submitted all the
+    same); once the job has `failed`, a child not yet ended is `stopping` (it stops, `stopped`,
+    at its next chunk or as it starts: batch.job.StoppedByAnotherChild)."""
     state = child.get("state")
+    if record.get("status") == FAILED and state in (SUBMITTING, SUBMITTED, RUNNING):
+        return STOPPING
     if state == SUBMITTING and record.get("status") not in (SUBMITTING, SUBMIT_FAILED):
         return SUBMITTED
     return state

@@ -238,6 +238,10 @@ def test_output_urls_page_through_every_part(cloud: Cloud,
     ("running", "submitting", "submitted"),
     ("running", "running", "running"),
     ("failed", "stopped", "stopped"),
+    # another child failed the job: these stop at their next chunk, or as they start
+    ("failed", "running", "stopping"),
+    ("failed", "submitted", "stopping"),
+    ("failed", "succeeded", "succeeded"),
 ])
 def test_an_array_jobs_children_are_never_shown_behind_or_ahead_of_it(
         job: str, child: str, shown: str) -> None:

@@ -204,6 +204,7 @@ def test_a_job_killed_midway_resumes_and_writes_each_record_once(
     assert done and first.returncode == -signal.SIGKILL
     reached = checkpoint_chunks(cloud, prefix)
     # When the job is retried
+    retried_at = time.time()
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     # Then it resumed where the checkpoint was, and every line has exactly one record
     assert second.returncode == 0, second.stderr[-2000:]
@@ -216,6 +217,7 @@ def test_a_job_killed_midway_resumes_and_writes_each_record_once(
     record = cloud.store.get(job.job_id)
     assert record is not None and record["status"] == "succeeded"
     assert record["attempts"] == 2 and record["rows_read"] == count
+    assert float(record["started_at"]) < retried_at  # the first attempt's start, kept
 
 
 def checkpoint_chunks(cloud: Cloud, prefix: str) -> int:

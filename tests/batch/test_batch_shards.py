@@ -188,6 +188,8 @@ def test_a_4_child_local_job_with_one_child_killed_twice(models_dir: Path,
                       result.stderr)
     assert len(mine) == 2 and all(int(rows) >= count // 40 for rows in mine), mine
     assert re.search(r"resuming job \S+ \(child 1 of 4\) at chunk [1-9]", result.stderr)
+    assert re.search(r"[1-3] of 4 children done, waiting for child(ren)? [0-3](, [0-3])*$",
+                     result.stderr, re.MULTILINE)
     # and one _SUCCESS.json, written once, lists parts that hold one record per line, in order
     assert len(re.findall(r"_SUCCESS\.json written by child", result.stderr)) == 1
     assert "was written already" not in result.stderr
