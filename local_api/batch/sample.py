@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(path)
     refused = npy_refusal(manifest) if args.out.suffix == ".npy" else None
     if refused is not None:  # a .npy job of it would be refused (the jobs API, the runner)
-        parser.error(f"{manifest.name} takes {len(manifest.inputs)} input(s) of "
-                     f"{', '.join(spec.datatype for spec in manifest.inputs)}: {refused} "
-                     "(an --out file ending .jsonl)")
+        parser.error(f"no .npy input for it: {refused} (an --out file ending .jsonl)")
     rows = examples.load(path.parent, manifest)
     size = len(next(iter(rows.values())))
     if args.out.suffix == ".jsonl":

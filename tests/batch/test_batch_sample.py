@@ -92,4 +92,6 @@ def test_npy_of_a_bytes_input_is_refused_saying_to_use_json_lines(
     with pytest.raises(SystemExit):
         sample.main(["--model", MODEL, "--rows", "10", "--out", str(tmp_path / "rows.npy"),
                      *arguments])
-    assert "input(s) of BYTES" in capsys.readouterr().err and not (tmp_path / "rows.npy").exists()
+    said = capsys.readouterr().err
+    assert "has BYTES (text) input" in said and "as JSON Lines" in said
+    assert not (tmp_path / "rows.npy").exists()
