@@ -8,6 +8,9 @@ checked and a missing GPU is said loudly, or fails the attempt when one was requ
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import logging
 import time
 from pathlib import Path
@@ -29,9 +32,32 @@ CPU = "CPUExecutionProvider"
 
 
 def choose_providers(use_gpu: bool) -> list[str]:
-    """CUDA first when this onnxruntime build has it, the CPU always as the fallback."""
+    """CUDA first when this onnxruntime build has it (its CUDA libraries loaded first:
+    preload_cuda), the CPU always as the fallback."""
     available = ort.get_available_providers()
-    return [CUDA, CPU] if use_gpu and CUDA in available else [CPU]
+    if not (use_gpu and CUDA in available):
+        return [CPU]
+    preload_cuda()
+    return [CUDA, CPU]
+
+
+@functools.cache
+def preload_cuda() -> None:
+    """Load onnxruntime-gpu's CUDA and cuDNN libraries from the nvidia-* wheels installed
+    beside it (the image's: batch/Dockerfile), once per process, before the first CUDA
+    session: onnxruntime's CUDA provider has no search path of its own to them, so without
+    this it finds none and onnxruntime falls back to the CPU
+    (`onnxruntime.preload_dlls`, https://onnxruntime.ai/docs/install/#cuda-and-cudnn). What
+    it prints (a library that did not load) is logged as a warning; load_model then says
+    whether CUDA is active. A build without preload_dlls relies on the system's paths."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # stdout is the job's metrics (EMF) lines
+        preload()
+    if said.getvalue().strip():
+        LOG.warning("loading CUDA's libraries for onnxruntime: %s", said.getvalue().strip())
 
 
 def version_dir(models_dir: Path, model: str, version: str | None,

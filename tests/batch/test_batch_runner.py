@@ -342,6 +342,37 @@ def test_cuda_is_asked_for_only_when_this_onnxruntime_has_it() -> None:
     assert loading.choose_providers(use_gpu=False) == ["CPUExecutionProvider"]
 
 
+def test_cuda_libraries_are_loaded_once_before_cuda_is_chosen_and_what_failed_is_a_warning(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime-gpu finds the CUDA and cuDNN libraries of the nvidia-* wheels only once
+    onnxruntime.preload_dlls has loaded them (the image's: batch/Dockerfile; the real thing
+    is tests/batch/test_batch_image_env.py, opt-in). What it prints, a library that did not
+    load, is the job's log, not its stdout (the metrics' lines)."""
+    calls = []
+
+    def preload_dlls() -> None:
+        calls.append(1)
+        print("Failed to load libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(loading.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(loading.ort, "preload_dlls", preload_dlls, raising=False)
+    loading.preload_cuda.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="batch.runner"):
+            assert loading.choose_providers(use_gpu=False) == ["CPUExecutionProvider"]
+            assert calls == []  # not asked for the GPU: nothing loaded
+            for _ in range(2):
+                assert loading.choose_providers(use_gpu=True) == ["CUDAExecutionProvider",
+                                                                 "CPUExecutionProvider"]
+    finally:
+        loading.preload_cuda.cache_clear()
+    assert calls == [1]
+    assert capsys.readouterr().out == ""
+    assert "loading CUDA's libraries for onnxruntime: Failed to load libcudnn.so.9" in caplog.text
+
+
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_cuda_listed_but_not_active_runs_on_the_cpu_and_says_so(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch,

@@ -125,7 +125,8 @@ def test_job_definition_needs_a_gpu_retries_and_times_out(resources: dict[str, A
     environment = {e["Name"]: e["Value"] for e in definition["ContainerProperties"]["Environment"]}
     assert environment["REQUIRE_GPU"] == "true"
     compute = resources["BatchComputeEnvironment"]["Properties"]["ComputeResources"]
-    assert compute["Ec2Configuration"] == [{"ImageType": "ECS_AL2_NVIDIA"}]
+    # the AMI whose NVIDIA driver runs the image's CUDA 13 (batch/Dockerfile)
+    assert compute["Ec2Configuration"] == [{"ImageType": "ECS_AL2023_NVIDIA"}]
 
 
 def test_batch_gives_up_on_a_job_and_the_state_function_hears_it(
