@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 from model_api.codec import InferRequest
-from model_api.model import LoadedModel
+from model_api.model import LoadedModel, is_memory_error
 
 LOG = logging.getLogger(__name__)
 Signature = tuple[Any, ...]
-MEMORY_ERRORS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
 CPU_SIZES = (256, 1024, 4096, 16384)
 GPU_SIZES = (1024, 4096, 16384, 65536)
 # The first runs of a size are not timed: onnxruntime plans and allocates its memory for each
@@ -43,10 +42,6 @@ TRIAL_MAX_RUNS = 10  # a fast model's trial stays short: its smaller sizes cost 
 # 120,000-row bench job, for nothing.) Sizes are 4x apart: a step that gains under 10% rarely
 # leads to one that gains more.
 STEP_GAIN = 1.1
-
-
-def is_memory_error(error: BaseException) -> bool:
-    return any(marker in str(error).lower() for marker in MEMORY_ERRORS)
 
 
 class BatchSizeTuner:

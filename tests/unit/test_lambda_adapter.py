@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import pytest
+from model_api.aws import lambda_adapter
 from model_api.aws.lambda_adapter import (
     RestApiResolver,
     bind_routes,
@@ -17,9 +20,10 @@ from model_api.aws.lambda_adapter import (
 from model_api.binary import HEADER_LENGTH
 from model_api.routes import BATCH_JOBS
 from model_api.service import InferenceService
+from onnx import helper, numpy_helper
 
 from tests.conftest import LambdaContext
-from tests.unit.tiny_models import add_version
+from tests.unit.tiny_models import add_version, graph_model, write_version
 
 
 def event(method: str, path: str, body: bytes | None = None,
@@ -107,3 +111,52 @@ def test_the_function_serves_what_the_decoded_path_parameters_name() -> None:
     assert path_from_parameters(literal)["path"] == "/v2/models/m-x/ready"
     bare = {key: value for key, value in event("GET", "/v2").items() if key != "resource"}
     assert path_from_parameters(bare) is bare  # no resource: the event as it came
+
+
+def embedding_version(folder: Path) -> Path:
+    """out = embedding[ids] * mask: INT64 ids and mask [-1, -1] (one variable axis each, which
+    the graph needs equal), an embedding of 10 rows of 4."""
+    inputs = [("ids", "INT64", (-1, -1)), ("mask", "INT64", (-1, -1))]
+    outputs = [("out", "FP32", (-1, -1, 4))]
+    model = graph_model([
+        helper.make_node("Gather", ["embedding", "ids"], ["rows"]),
+        helper.make_node("Cast", ["mask"], ["weights"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["weights", "last"], ["column"]),
+        helper.make_node("Mul", ["rows", "column"], ["out"])], inputs, outputs)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "embedding"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "last")])
+    return write_version(folder, model, inputs, outputs)
+
+
+@pytest.mark.parametrize(("ids", "mask", "operator", "reason"), [
+    ([[1, 2, 99]], [[1, 1, 1]], "Gather", "indices element out of data bounds, idx=99"),
+    ([[1, 2, 3]], [[1, 1]], "Mul", "Attempting to broadcast an axis by a dimension other than 1"),
+])
+def test_inputs_that_the_models_graph_refuses_get_a_400_saying_why_never_a_500(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: list[list[int]],
+        mask: list[list[int]], operator: str, reason: str) -> None:
+    """Inputs that fit the signature, but whose values or lengths the graph refuses when it
+    runs (an added model of several inputs, or of token ids): the caller's to fix, so a 400,
+    and no ServerErrors, whose alarm would roll a deployment back."""
+    embedding_version(tmp_path / "embed" / "1")
+    function = InferenceService.from_environment(
+        {"MODELS_DIR": str(tmp_path), "MODEL_NAME": "embed", "MODEL_VERSION": "1"})
+    counted: list[int] = []
+    monkeypatch.setattr(lambda_adapter, "count_server_error", lambda: counted.append(1))
+    request = {"inputs": [
+        {"name": "ids", "shape": [1, len(ids[0])], "datatype": "INT64", "data": ids},
+        {"name": "mask", "shape": [1, len(mask[0])], "datatype": "INT64", "data": mask}]}
+    status, body, _ = call(function, "POST", "/v2/models/embed/infer",
+                           json.dumps(request).encode())
+    assert status == 400 and counted == [], body
+    assert body["error"].startswith(
+        f"the model could not run on these inputs (its {operator} operator): {reason}")
+    assert "onnxruntime_src" not in body["error"] and "was false" not in body["error"]
+    # and inputs it takes still run
+    request["inputs"][0]["data"], request["inputs"][1]["data"] = [[1, 2]], [[1, 1]]
+    for tensor in request["inputs"]:
+        tensor["shape"] = [1, 2]
+    status, body, _ = call(function, "POST", "/v2/models/embed/infer",
+                           json.dumps(request).encode())
+    assert status == 200 and body["outputs"][0]["data"] == [4, 5, 6, 7, 8, 9, 10, 11]

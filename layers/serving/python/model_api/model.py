@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from model_api.datatypes import ORT_TYPES
-from model_api.errors import TooLarge
+from model_api.errors import BadRequest, TooLarge
 from model_api.explainers import (
     Explainer,
     ExplanationError,
@@ -114,6 +116,41 @@ def intra_op_threads() -> int:
     return default
 
 
+class ModelRunError(BadRequest):
+    """400: the inputs fit the model's signature, but the model's graph refused what they hold
+    when it ran (an index beyond an embedding's rows, two inputs whose shared axis differs)."""
+
+
+# What onnxruntime raises when a kernel refuses its inputs at run time: INVALID_ARGUMENT,
+# FAIL (a failed check of a kernel's, such as a broadcast of mismatched axes) and
+# RUNTIME_EXCEPTION (a Reshape to a size the input does not have).
+RUN_INPUT_ERRORS = (ort_errors.InvalidArgument, ort_errors.Fail, ort_errors.RuntimeException)
+# A run that failed for want of memory is the machine's fault, never the request's.
+MEMORY_ERRORS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+_SOURCE_CHECK = re.compile(r"^/\S+:\d+ .*? was false\. ")  # onnxruntime's own source line
+
+
+def is_memory_error(error: BaseException) -> bool:
+    """Whether `error` (onnxruntime's) says a run ran out of memory, on the CPU or the GPU."""
+    return any(marker in str(error).lower() for marker in MEMORY_ERRORS)
+
+
+def run_error(error: Exception) -> ModelRunError | None:
+    """The 400 for a model run that onnxruntime refused (one of RUN_INPUT_ERRORS), or None
+    for one that ran out of memory. A version is served only once its examples ran
+    (model_registry's import checks), so a kernel that refuses a request's inputs refuses
+    what they hold; its reason names the operator and what was wrong, without onnxruntime's
+    source file and check. (In the logs onnxruntime's own line says it whole.)"""
+    if is_memory_error(error):
+        return None
+    text = str(error)
+    node = re.search(r"while running (\w+) node", text)
+    reason = text.split("Status Message: ", 1)[-1]
+    reason = _SOURCE_CHECK.sub("", reason).strip()
+    where = f" (its {node[1]} operator)" if node else ""
+    return ModelRunError(f"the model could not run on these inputs{where}: {reason[:500]}")
+
+
 class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True):
     """A version whose file matched its sha256 and whose session matches its manifest."""
 
@@ -189,9 +226,17 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
 
     def run(self, inputs: dict[str, np.ndarray],
             output_names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run the session; `inputs` must already fit the manifest (the codec checks them)."""
+        """Run the session; `inputs` must already fit the manifest (the codec checks them).
+        Raises ModelRunError (400) when onnxruntime refuses what these inputs hold (see
+        run_error); anything else it raises (out of memory, a device fault) as it raised it."""
         names = list(output_names)
-        return dict(zip(names, self.session.run(names, inputs), strict=True))
+        try:
+            return dict(zip(names, self.session.run(names, inputs), strict=True))
+        except RUN_INPUT_ERRORS as error:
+            refused = run_error(error)
+            if refused is None:
+                raise
+            raise refused from None
 
     def explain(self, inputs: dict[str, np.ndarray], output_names: Sequence[str],
                 parameters: Mapping[str, Any], budget_s: float | None = None
