@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.aws.invoked_repository import ready_answer, ready_event
 from model_api.catalog import Catalog
-from model_api.errors import BadRequest, NotFound, NotReady, TooLarge, Unavailable
+from model_api.errors import BadRequest, NotFound, NotReady, TooLarge, Unavailable, no_version
 from model_api.limits import (
     JOB_MAX_OUTPUT_URLS,
     JOB_MAX_PARAMETERS_BYTES,
@@ -293,12 +293,15 @@ class JobsApi:
     # ------------------------------------------------------------------------------ create
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
-        NotFound for a model batch jobs do not run; BadRequest/TooLarge for the request (a
+        NotFound for a model batch jobs do not run or a version it does not have;
+        BadRequest/TooLarge for the request (a
         .npy job of a version the catalog says takes JSON Lines only: BadRequest too);
         NotReady (503) for a version that is not ready (`ready`)."""
         found = self.settings.models.find(model)
         if found is None:
             raise NotFound(self.settings.models.unknown(model))
+        if version is not None and version not in found.versions:
+            raise no_version(model, version, found.versions)  # as its infer and ready answer
         request = read_job_request(body, self.settings.max_bytes)
         wanted = version or found.current
         refused = found.job_refusal(request["format"], wanted)

@@ -192,6 +192,17 @@ def test_delete_terminates_the_batch_job_only_while_it_may_run(
         jobs_api.describe(job_id)
 
 
+@pytest.mark.parametrize("format_", ["jsonl", "npy"])
+def test_a_job_of_a_version_the_model_does_not_have_is_a_404_before_any_upload(
+        cloud: Cloud, format_: str) -> None:
+    """As its infer and ready routes answer: never a job that fails once its input is in."""
+    with pytest.raises(NotFound) as refused:
+        api(cloud).create(MODEL, "9", json.dumps({"size": 10, "format": format_}).encode())
+    assert refused.value.message == f"model '{MODEL}' has no version '9'; versions: '1'"
+    assert cloud.s3.list_objects_v2(Bucket=cloud.bucket).get("KeyCount", 0) == 0
+    assert api(cloud).create(MODEL, "1", b'{"size": 10}')["model_version"] == "1"
+
+
 def test_an_upload_its_job_cannot_run_fails_that_job(cloud: Cloud) -> None:
     """A model taken out of the batch models between POST and the upload: the job is
     recorded failed with the reason (a PutItem, all the trigger's role may write)."""

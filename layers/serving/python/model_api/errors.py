@@ -6,6 +6,8 @@ so a message must tell a person what was wrong and what is allowed instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # The most characters of a caller's own text (a model name, a version, a file name) an error
 # message echoes: a 20,000-character name is clipped, never sent back whole.
 ECHO_LIMIT = 64
@@ -82,3 +84,10 @@ class Unavailable(ModelAPIError):
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(503, message, retry_after=retry_after)
+
+
+def no_version(model: str, version: str, versions: Iterable[str]) -> NotFound:
+    """The 404 for a version `model` does not have, listing those it has: what an infer, ready
+    or jobs request naming it answers."""
+    listed = ", ".join(f"'{name}'" for name in versions) or "none"
+    return NotFound(f"model {echoed(model)} has no version {echoed(version)}; versions: {listed}")

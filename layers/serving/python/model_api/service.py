@@ -21,7 +21,7 @@ import msgspec
 
 import model_api.examples as model_examples
 from model_api.codec import InferResult
-from model_api.errors import Loading, NotFound, NotReady, echoed
+from model_api.errors import Loading, NotFound, NotReady, echoed, no_version
 from model_api.limits import API_REQUEST
 from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 from model_api.model import LoadedModel, ModelIntegrityError, ModelLoadError
@@ -103,8 +103,7 @@ def resolve_version(name: str, version: str | None, current: str | None,
             )
         return current
     if version not in installed:
-        raise NotFound(f"model {echoed(name)} has no version {echoed(version)}; versions: "
-                       f"{_listed(installed)}")
+        raise no_version(name, version, installed)
     return version
 
 
