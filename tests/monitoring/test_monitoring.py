@@ -10,7 +10,7 @@ import io
 import json
 import time
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +250,34 @@ def test_reports_in_a_bucket_missing_is_none_and_erasure_removes_every_version()
         assert reports.erase(store, MODEL) == 2
         listed = s3.list_object_versions(Bucket="capture", Prefix="monitoring/")
         assert not listed.get("Versions") and not listed.get("DeleteMarkers")
+
+
+@pytest.mark.parametrize(("since", "until", "said"), [
+    ("2026-12-06T00:00:00Z", "2026-12-01T00:00:00Z", "must be before --until"),
+    ("2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", "must be before --until"),
+    ((datetime.now(UTC) + timedelta(days=1)).isoformat(), None, "not before now"),
+])
+def test_a_window_that_can_hold_no_record_is_refused_and_writes_no_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], since: str, until: str | None,
+        said: str) -> None:
+    """A report of an empty window would become the model's latest, hiding the last real one
+    from GET .../monitoring and the console: a typo in --since/--until is an error instead."""
+    folder = tmp_path / "capture"
+    arguments = ["--model", MODEL, "--since", since, "--dir", str(folder), "--models-dir",
+                 str(MODELS_DIR), *(["--until", until] if until else [])]
+    assert reports.main(arguments) == 2
+    assert said in capsys.readouterr().err
+    assert reports.latest(FolderStore(folder), MODEL) is None
+    with pytest.raises(ValueError, match="must be before --until"):
+        capture_store.time_window("2026-12-06T00:00:00Z", "2026-12-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("command", ["read", "erase"])
+def test_capture_of_a_model_with_no_records_at_all_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`make capture MODEL=Text-Topics` (a name mistyped) was silent: nothing printed, exit 0."""
+    folder = tmp_path / "capture"
+    FolderStore(folder).put(capture_store.object_key(MODEL), b"")
+    assert aws_capture.main([command, "--model", "Text-Topics", "--dir", str(folder)]) == 2
+    assert "no captured records of model 'Text-Topics'" in capsys.readouterr().err
+    assert aws_capture.main([command, "--model", MODEL, "--dir", str(folder)]) == 0

@@ -292,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     where: CaptureStore = S3Store(args.bucket) if args.bucket else FolderStore(args.dir)
+    if not capture_store.has_records(where, args.model):  # a name mistyped, most likely
+        store_name = f"s3://{args.bucket}" if args.bucket else str(args.dir)
+        print(f"error: no captured records of model {args.model!r} in {store_name}, in any "
+              "window: check the name (as models.yaml spells it) and the store",
+              file=sys.stderr)
+        return 2
     if args.command == "read":
         for item in capture_store.read(where, args.model, since, until):
             sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")

@@ -79,11 +79,20 @@ def parse_time(text: str) -> datetime:
 def time_window(since: str | None, until: str | None
                 ) -> tuple[datetime | None, datetime | None]:
     """The --since/--until of a command line, parsed (parse_time; None where not given).
-    ValueError naming both options when either is not an ISO 8601 time."""
+    ValueError naming both options when either is not an ISO 8601 time, or when --since is
+    not before --until (an empty window is a typo, not a question)."""
     try:
-        return (parse_time(since) if since else None, parse_time(until) if until else None)
+        window = (parse_time(since) if since else None, parse_time(until) if until else None)
     except ValueError as exc:
         raise ValueError(f"--since/--until must be ISO 8601 times: {exc}") from None
+    if window[0] is not None and window[1] is not None and window[0] >= window[1]:
+        raise ValueError(f"--since ({since}) must be before --until ({until})")
+    return window
+
+
+def has_records(store: CaptureStore, model: str) -> bool:
+    """Whether the store holds any object of `model` (in any window)."""
+    return next(iter(store.keys(model_prefix(model))), None) is not None
 
 
 def _in_days(key: str, since: datetime | None, until: datetime | None) -> bool:

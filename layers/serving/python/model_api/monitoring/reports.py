@@ -208,10 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    now = datetime.now(UTC)
     if since is not None and until is None:
-        until = datetime.now(UTC)
+        until = now
     if until is not None and since is None:
         since = until - timedelta(days=DEFAULT_DAYS)
+    if since is not None and since >= now:  # its report would hide the latest behind no rows
+        print(f"error: the window starts at {since.isoformat()}, not before now "
+              f"({now.isoformat(timespec='seconds')}): no record can be in it", file=sys.stderr)
+        return 2
+    if since is not None and until is not None and since >= until:
+        print(f"error: --since ({since.isoformat()}) must be before --until "
+              f"({until.isoformat()})", file=sys.stderr)
+        return 2
     store = FolderStore(args.dir)
     try:
         report = build(store, args.model, installed_versions(args.models_dir, args.model),
