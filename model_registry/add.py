@@ -419,6 +419,7 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
             raise AddError(f"cannot read {location}, the file of {onnx_path}'s tensors beside "
                            f"it: {exc}") from exc
     examples = read_examples(examples_path) if examples_path is not None else None
+    asked_version = version
     version = version or next_version(existing)
     size = len(model_bytes) + (len(external[1]) if external else 0)
     given_external = external is not None
@@ -437,6 +438,13 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     baseline = _rows_to_store(record, "baseline", BASELINE_STORED, baseline_path)
     if kept is not None:
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
+    same = [v for v, f in (existing.files.items() if existing else ()) if f.get("sha256")
+            == record["sha256"] and v != version]
+    if asked_version is None and same:  # the same command run twice, most likely
+        raise AddError(f"{onnx_path} is {name} version {same[0]} already (the same sha256): "
+                       f"nothing to add; VERSION={same[0]} records what this add brings "
+                       "(labels, examples, background rows) for it, and VERSION=<new> adds the "
+                       "same file as another version on purpose")
     if existing is None:
         entry = ModelEntry(name, "onnx", [version], version, files={version: record},
                            labels=labels, group=registry.free_group(entries))

@@ -195,6 +195,11 @@ def test_a_second_version_is_served_beside_the_first_and_can_become_current(
     # Adding the same file again under its version changes nothing.
     again = add("scorer", tmp_path / "v2.onnx", version="2", project=project)
     assert again.versions == entry.versions
+    # The same command run twice (no VERSION) adds no copy of a version as the next one
+    before = project.registry.read_text()
+    with pytest.raises(AddError, match=r"is scorer version 2 already \(the same sha256\)"):
+        add("scorer", tmp_path / "v2.onnx", project=project)
+    assert project.registry.read_text() == before
 
 
 def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
