@@ -164,7 +164,9 @@ def compare(baseline: Mapping[str, Any], features: Mapping[str, np.ndarray],
         found = compare_feature(summary, prediction)
         predictions = {"output": summary["output"], **found}
     drifted = [e["name"] for e in entries if e["drifted"]]
+    said = (f"; the predictions ({predictions['output']}) "
+            + ("drifted" if predictions["drifted"] else "did not drift") if predictions else "")
     return {"status": OK, "features": entries, "predictions": predictions,
             "histograms": histograms,
             "message": (f"{len(drifted)} of {len(entries)} feature(s) drifted"
-                        + (f": {', '.join(drifted)}" if drifted else ""))}
+                        + (f": {', '.join(drifted)}" if drifted else "") + said)}

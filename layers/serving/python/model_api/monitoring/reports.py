@@ -177,15 +177,33 @@ def summary(report: Mapping[str, Any]) -> str:
     named = [("feature " + f["name"], f) for f in rows]
     if predictions:
         named.append((f"prediction {predictions['output']}", predictions))
+    # a number's Wasserstein distance / the baseline's std, reported beside its PSI
+    histograms = report.get("histograms") or {}
+    beside = {name: histograms.get(name[len("feature "):], {}).get(drift.WASSERSTEIN)
+              for name, _ in named}
     if named:
         width = max(len(name) for name, _ in named)
-        lines.append(f"  {'':{width}}  {'statistic':<15} {'value':>9} {'threshold':>9}")
+        lines.append(f"  {'':{width}}  {'statistic':<15} {'value':>9} {'threshold':>9}  "
+                     f"{'':7}  wasserstein")
         lines += [f"  {name:{width}}  {f['statistic']:<15} {f['value']:>9.4f} "
-                  f"{f['threshold']:>9g}  {'DRIFTED' if f['drifted'] else 'ok'}"
+                  f"{f['threshold']:>9g}  "
+                  + ("DRIFTED" if f["drifted"] else "ok").ljust(7 if beside[name] else 0)
+                  + (f"  {beside[name]:>11.4f}" if beside[name] is not None else "")
                   for name, f in named]
     lines += [f"  skipped {name}: {why}" for name, why in report.get("skipped", {}).items()]
-    lines.append(f"{report['status']}: {report['message']}")
+    lines.append(f"{verdict(report)}: {report['message']}")
     return "\n".join(lines)
+
+
+def verdict(report: Mapping[str, Any]) -> str:
+    """A report in a word or two: "insufficient data" (its status), "DRIFT" (a
+    feature or the predictions drifted) or "no drift". (`status` says only whether a
+    comparison was made: "ok" for a report with drifted features too.)"""
+    if report.get("status") != drift.OK:
+        return "insufficient data"
+    drifted = any(f["drifted"] for f in report.get("features", [])) or bool(
+        (report.get("predictions") or {}).get("drifted"))
+    return "DRIFT" if drifted else "no drift"
 
 
 def main(argv: list[str] | None = None) -> int:
