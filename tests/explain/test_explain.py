@@ -284,6 +284,10 @@ def test_options_out_of_range_are_refused(models: dict[str, LoadedModel]) -> Non
         explain(models["diabetes-linear"], np.zeros((MAX_EXPLAIN_ROWS + 1, 10), np.float32))
     with pytest.raises(TooLarge, match=f"at most {MAX_EXPLAIN_TOKENS}"):
         explain(models["text-topics"], np.array(["word " * (MAX_EXPLAIN_TOKENS + 1)], object))
+    # the coalitions it would score, fewer than the samples asked for: the message says why
+    with pytest.raises(TooLarge, match=r"64 rows x \d+ coalitions \(8192 samples, duplicates "
+                                       r"merged\) x \d+ background rows is \d+ model evaluations"):
+        explain(models["breast-cancer-mlp"], x[:64], samples=8192)
 
 
 def test_an_explanation_over_its_time_budget_is_a_413_saying_how_to_get_it(

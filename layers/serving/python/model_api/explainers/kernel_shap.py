@@ -125,8 +125,10 @@ class KernelShapExplainer(Explainer):
         count, k = masks.shape[0], self.background_rows
         per_row = count * k
         if rows * per_row > MAX_EXPLAIN_MODEL_ROWS:
+            merged = (f" ({samples} samples, duplicates merged)"
+                      if count < samples and 2 ** self.features - 2 > samples else "")
             raise TooLarge(
-                f"{rows} rows x {count} coalitions x {k} background rows is "
+                f"{rows} rows x {count} coalitions{merged} x {k} background rows is "
                 f"{rows * per_row} model evaluations; the limit is {MAX_EXPLAIN_MODEL_ROWS} "
                 "per request (send fewer rows or a smaller 'samples')")
         flat = np.concatenate([inputs[spec.name].reshape(rows, -1).astype(self.dtype)

@@ -137,7 +137,9 @@ def answer(store: CaptureStore | None, model: str) -> dict[str, Any]:
     if report is None:
         raise NotFound(f"model {model!r} has no monitoring report yet: reports are made daily "
                        "in AWS (MonitorFunction), locally with `make monitor MODEL="
-                       f"{model}` once requests were captured (README 'Monitoring')")
+                       f"{model}` once requests were captured, for a version that has a "
+                       "baseline to compare with (training rows given to add-model as BASELINE "
+                       "or EXAMPLES; the seed models have theirs) (README 'Monitoring')")
     return report
 
 
