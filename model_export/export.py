@@ -79,6 +79,10 @@ class Trained:
     # The rows it was trained on: the monitoring baseline (model_api.monitoring.baseline) is
     # summarised from them and from the model's outputs on them.
     train: Split | None = None
+    # Words a text model drops before its vocabulary (its vectorizer's stop words), which the
+    # graph does not list: a captured text's out-of-vocabulary share leaves them out
+    # (the manifest's monitoring.vocabulary.ignored; model_api.capture.record.oov_share).
+    ignored_words: frozenset[str] | None = None
 
 
 def metrics(task: str, split: Split, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -117,6 +121,8 @@ def write_baseline(manifest: dict[str, Any], trained: Trained, run: Any,
                        run.run(None, {input_name: trained.train.x}), strict=True))
     words = graph_vocabulary(trained.model)
     if words is not None:
+        if trained.ignored_words:
+            words["ignored"] = sorted(trained.ignored_words)
         manifest["monitoring"] = {"vocabulary": words}
     data = baseline_file(manifest, trained.inputs, trained.outputs,
                          {input_name: trained.train.x}, outputs,

@@ -82,4 +82,5 @@ def train() -> Trained:
         dataset="model_export/data/text_topics.jsonl (written for this project, Apache-2.0)",
         seed=SEED,
         frameworks=SKLEARN_FRAMEWORKS,
+        ignored_words=frozenset(vectorizer.get_stop_words() or ()),
     )

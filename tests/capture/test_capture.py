@@ -18,6 +18,7 @@ import boto3
 import numpy as np
 import pytest
 from model_api.aws import capture as aws_capture
+from model_api.capture import record
 from model_api.capture import store as capture_store
 from model_api.capture.config import CaptureConfigError, parse
 from model_api.capture.hook import CaptureHook, Counts, HashKeyLoading
@@ -199,6 +200,30 @@ def test_text_never_stored_nor_logged(tmp_path: Path, caplog: pytest.LogCaptureF
     for word in SECRET_TEXT.split():
         assert word.encode() not in written and word.lower().encode() not in written
         assert word not in logged
+
+
+def test_a_texts_out_of_vocabulary_share_leaves_the_models_stop_words_out(
+        tmp_path: Path) -> None:
+    """text-topics' vectorizer drops English stop words before its vocabulary ("the", "in",
+    "to" are in no topic's vocabulary): counting them as out of it measured stop words.
+    The export lists them (monitoring.vocabulary.ignored) and the share leaves them out."""
+    model = _model("text-topics")
+    known = record.vocabulary(model.manifest)
+    assert known is not None and {"the", "in", "to"} <= known.ignored
+    assert not known.ignored & known.words
+    vocabulary = sorted(known.words)
+    text = f"The {vocabulary[0]} and the {vocabulary[1]} in the zzzquokka"  # 2 known, 1 not
+    store = FolderStore(tmp_path)
+    hook = CaptureHook(lambda _m: parse({"sampling": 100}), store,
+                       aws_capture.hash_key({"CAPTURE_DIR": str(tmp_path)}),
+                       aws_capture.emit_metrics("Test"))
+    Pipeline(API_REQUEST, [hook]).handle(model, _body("t", [text, "the and in"], "BYTES"), {})
+    (captured,) = capture_store.read(store, "text-topics")
+    assert captured["inputs"]["text"]["tokens"] == [8, 3]
+    assert captured["inputs"]["text"]["oov"] == [round(1 / 3, 4), None]  # none looked up
+    # a model whose export lists no ignored words counts every token, as before
+    plain = record.Vocabulary(known.words, known.lowercase)
+    assert record.oov_share(["The", vocabulary[0], "zzzquokka"], plain) == round(2 / 3, 4)
 
 
 class _FailingStore(FolderStore):

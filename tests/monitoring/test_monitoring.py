@@ -64,7 +64,7 @@ def test_too_few_rows_says_so_instead_of_guessing() -> None:
     assert found["status"] == "insufficient_data" and found["features"] == []
     assert "50 captured row(s)" in found["message"] and "at least 122" in found["message"]
     # a text's out-of-vocabulary share, after the model's own lower-casing
-    known = (frozenset({"goal", "match"}), True)
+    known = record.Vocabulary(frozenset({"goal", "match"}), True)
     assert record.oov_share(["Goal", "quokka", "match", "zebra"], known) == 0.5
     assert record.oov_share([], known) is None
     small = {**document, "rows": 60}

@@ -11,9 +11,11 @@
 (model_api.capture.config): a BYTES input's default, `summary`, keeps per row its length in
 characters, its token count (the model's own token pattern when the manifest names one, else
 runs of word characters), the share of those tokens outside the model's vocabulary (`oov`,
-when the manifest's `monitoring.vocabulary` lists it: read from the graph at export; null for a
-text without tokens) and an HMAC-SHA256 of its UTF-8 bytes under the deployment's key, so
-equal texts can be counted without keeping them; never the text. `outputs` are the model's
+when the manifest's `monitoring.vocabulary` lists it: read from the graph at export; the words
+the model drops first, a vectorizer's stop words, when the export lists them as `ignored`,
+count as neither; null for a text without a token looked up) and an HMAC-SHA256 of its UTF-8
+bytes under the deployment's key, so equal texts can be counted without keeping them; never
+the text. `outputs` are the model's
 own outputs (not an explanation's). Never the API key, the headers or the body as sent.
 
 `capture` (MARKER, first) is the record format's version and the mark by which a log line is
@@ -31,7 +33,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -60,30 +62,45 @@ def token_pattern(manifest: Manifest) -> re.Pattern[str]:
         return DEFAULT_TOKEN_PATTERN
 
 
-_VOCABULARIES: dict[tuple[str, str, str], tuple[frozenset[str], bool] | None] = {}
+class Vocabulary(NamedTuple):
+    """A text model's vocabulary: `words` it looks tokens up in, whether tokens are
+    lower-cased first, and the words it drops before that (`ignored`: a vectorizer's stop
+    words), which are neither in nor out of it."""
+
+    words: frozenset[str]
+    lowercase: bool
+    ignored: frozenset[str] = frozenset()
 
 
-def vocabulary(manifest: Manifest) -> tuple[frozenset[str], bool] | None:
-    """The model's vocabulary (its words, and whether tokens are lower-cased before lookup)
-    from the manifest's `monitoring.vocabulary`, read once per model file; None without one."""
+_VOCABULARIES: dict[tuple[str, str, str], Vocabulary | None] = {}
+
+
+def vocabulary(manifest: Manifest) -> Vocabulary | None:
+    """The model's vocabulary from the manifest's `monitoring.vocabulary` ({"words",
+    "lowercase", "ignored"}), read once per model file; None without one."""
     key = (manifest.name, manifest.version, manifest.sha256)
     if key not in _VOCABULARIES:
         section = manifest.extra.get("monitoring")
         found = section.get("vocabulary") if isinstance(section, Mapping) else None
         words = found.get("words") if isinstance(found, Mapping) else None
-        _VOCABULARIES[key] = ((frozenset(str(w) for w in words), bool(found.get("lowercase")))
-                              if isinstance(words, list) and isinstance(found, Mapping)
-                              else None)
+        ignored = found.get("ignored") if isinstance(found, Mapping) else None
+        _VOCABULARIES[key] = (
+            Vocabulary(frozenset(str(w) for w in words), bool(found.get("lowercase")),
+                       frozenset(str(w) for w in ignored) if isinstance(ignored, list)
+                       else frozenset())
+            if isinstance(words, list) and isinstance(found, Mapping) else None)
     return _VOCABULARIES[key]
 
 
-def oov_share(tokens: list[str], known: tuple[frozenset[str], bool]) -> float | None:
-    """The share of `tokens` not in the vocabulary `known` (4 decimals); None without tokens."""
-    if not tokens:
+def oov_share(tokens: list[str], known: Vocabulary) -> float | None:
+    """The share of `tokens` not in the vocabulary `known` (4 decimals), its ignored words
+    (stop words) left out of both counts; None without a token it looks up."""
+    looked_up = [token.lower() if known.lowercase else token for token in tokens]
+    looked_up = [token for token in looked_up if token not in known.ignored]
+    if not looked_up:
         return None
-    words, lowercase = known
-    missing = sum((token.lower() if lowercase else token) not in words for token in tokens)
-    return round(missing / len(tokens), 4)
+    missing = sum(token not in known.words for token in looked_up)
+    return round(missing / len(looked_up), 4)
 
 
 def _texts(array: np.ndarray) -> list[str]:
@@ -131,7 +148,7 @@ def now_iso() -> str:
 
 def desensitise(array: np.ndarray, rule: Rule, key: Callable[[], bytes],
                 pattern: re.Pattern[str],
-                known: tuple[frozenset[str], bool] | None = None) -> Any:
+                known: Vocabulary | None = None) -> Any:
     """What the record keeps of one input (`array`: batch first) under `rule`: JSON-ready
     lists, a mapping for summary/hash/bucket. `key` gives the deployment's hash key (read only
     when a rule hashes); `known` the model's vocabulary (summary's `oov`)."""
