@@ -154,6 +154,11 @@ def main(config: dict[str, Any]) -> None:
               f"Duration: {duration:.2f} ms\tBilled Duration: {int(duration) + 1} ms\t"
               f"Memory Size: {memory} MB\tMax Memory Used: {used} MB{init}",
               file=sys.stderr, flush=True)
+        if used > int(memory):  # not a routine line: make serve's output shows it
+            print(f"WARNING RequestId: {request_id}: Max Memory Used {used} MB is over the "
+                  f"function's Memory Size {memory} MB: on Lambda this invocation would end in "
+                  "Runtime.OutOfMemory (the limit is not enforced locally)",
+                  file=sys.stderr, flush=True)
         first = False
         send(protocol_out, answer)
 
