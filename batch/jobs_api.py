@@ -294,9 +294,9 @@ class JobsApi:
     def create(self, model: str, version: str | None, body: bytes) -> dict[str, Any]:
         """A new job `awaiting_upload` and its upload URL (the 201 answer's body).
         NotFound for a model batch jobs do not run or a version it does not have;
-        BadRequest/TooLarge for the request (a
-        .npy job of a version the catalog says takes JSON Lines only: BadRequest too);
-        NotReady (503) for a version that is not ready (`ready`)."""
+        BadRequest/TooLarge for the request (a .npy job of a version the catalog says takes
+        JSON Lines only: BadRequest too); NotReady (503) for a version that is not ready
+        (`ready`)."""
         found = self.settings.models.find(model)
         if found is None:
             raise NotFound(self.settings.models.unknown(model))

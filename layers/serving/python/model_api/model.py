@@ -230,8 +230,12 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
         Raises ModelRunError (400) when onnxruntime refuses what these inputs hold (see
         run_error); anything else it raises (out of memory, a device fault) as it raised it."""
         names = list(output_names)
+        return dict(zip(names, self._session_run(names, inputs), strict=True))
+
+    def _session_run(self, names: list[str], inputs: dict[str, np.ndarray]) -> list[Any]:
+        """session.run, what onnxruntime refuses of the inputs raised as ModelRunError."""
         try:
-            return dict(zip(names, self.session.run(names, inputs), strict=True))
+            return list(self.session.run(names, inputs))
         except RUN_INPUT_ERRORS as error:
             refused = run_error(error)
             if refused is None:
@@ -272,7 +276,7 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
         deadline = None if budget_s is None else time.perf_counter() + budget_s
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            return np.asarray(self.session.run([output], inputs)[0])
+            return np.asarray(self._session_run([output], inputs)[0])
 
         def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
             rows = next(iter(inputs.values())).shape[0]
