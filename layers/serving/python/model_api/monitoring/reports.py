@@ -181,16 +181,17 @@ def summary(report: Mapping[str, Any]) -> str:
         named.append((f"prediction {predictions['output']}", predictions))
     # a number's Wasserstein distance / the baseline's std, reported beside its PSI
     histograms = report.get("histograms") or {}
-    beside = {name: histograms.get(name[len("feature "):], {}).get(drift.WASSERSTEIN)
-              for name, _ in named}
+    beside = {f"feature {f['name']}": histograms.get(f["name"], {}).get(drift.WASSERSTEIN)
+              for f in rows}
     if named:
         width = max(len(name) for name, _ in named)
         lines.append(f"  {'':{width}}  {'statistic':<15} {'value':>9} {'threshold':>9}  "
                      f"{'':7}  wasserstein")
         lines += [f"  {name:{width}}  {f['statistic']:<15} {f['value']:>9.4f} "
                   f"{f['threshold']:>9g}  "
-                  + ("DRIFTED" if f["drifted"] else "ok").ljust(7 if beside[name] else 0)
-                  + (f"  {beside[name]:>11.4f}" if beside[name] is not None else "")
+                  + ("DRIFTED" if f["drifted"] else "ok").ljust(
+                      0 if beside.get(name) is None else 7)
+                  + ("" if beside.get(name) is None else f"  {beside[name]:>11.4f}")
                   for name, f in named]
     lines += [f"  skipped {name}: {why}" for name, why in report.get("skipped", {}).items()]
     lines.append(f"{verdict(report)}: {report['message']}")
