@@ -289,3 +289,28 @@ def test_capture_of_a_model_with_no_records_at_all_says_so(
     assert aws_capture.main([command, "--model", "Text-Topics", "--dir", str(folder)]) == 2
     assert "no captured records of model 'Text-Topics'" in capsys.readouterr().err
     assert aws_capture.main([command, "--model", MODEL, "--dir", str(folder)]) == 0
+    # a window the model's records are not in: said too
+    FolderStore(folder).put(capture_store.object_key(MODEL), b"")  # (erase took the first)
+    window = ["--since", "2027-01-01T00:00:00Z"]
+    assert aws_capture.main([command, "--model", MODEL, "--dir", str(folder), *window]) == 0
+    assert ("no record of" if command == "read" else "erased 0 record(s)") in \
+        capsys.readouterr().err
+
+
+def test_a_report_of_an_older_window_goes_into_the_history_not_over_the_latest(
+        tmp_path: Path) -> None:
+    """`make monitor SINCE=2025-12-01... UNTIL=2025-12-06...` (a year mistyped) made its empty
+    report the latest, hiding the last real one from GET .../monitoring and the console."""
+    store = FolderStore(tmp_path)
+
+    def report(end: str, created: str) -> dict[str, Any]:
+        return {"model_name": MODEL, "created": created,
+                "window": {"start": "2026-11-01T00:00:00Z", "end": end, "rows": 1}}
+
+    newer = report("2026-12-06T00:00:00Z", "2026-12-06T10:00:00Z")
+    assert reports.save(store, newer)[1] is True
+    key, is_latest = reports.save(store, report("2025-12-06T00:00:00Z", "2026-12-06T11:00:00Z"))
+    assert is_latest is False and json.loads(store.get(key))["window"]["end"].startswith("2025")
+    assert reports.latest(store, MODEL) == newer
+    later = report("2026-12-07T00:00:00Z", "2026-12-07T10:00:00Z")
+    assert reports.save(store, later)[1] is True and reports.latest(store, MODEL) == later

@@ -299,8 +299,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.command == "read":
+        count = 0
         for item in capture_store.read(where, args.model, since, until):
             sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+            count += 1
+        if not count:  # said, not only an empty output (the model has records elsewhen)
+            print(f"no record of {args.model} in the window {args.since or 'its first'} to "
+                  f"{args.until or 'now'}", file=sys.stderr)
         return 0
     erased = capture_store.erase(where, args.model, since, until)
     if since is None and until is None:  # the model's drift reports go with its records

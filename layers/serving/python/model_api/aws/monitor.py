@@ -68,7 +68,7 @@ def run(environ: Mapping[str, str], store: CaptureStore) -> list[dict[str, Any]]
             logger.warning("no report", extra={"model": folder.name, "reason": str(exc)})
             done.append({"model": folder.name, "error": str(exc)})
             continue
-        key = reports.save(store, report)
+        key, _ = reports.save(store, report)  # the day's window: the latest unless clocks err
         put_metrics(report, namespace)
         drifted_models += any(feature["drifted"] for feature in report["features"])
         logger.info("report", extra={"model": folder.name, "key": key,

@@ -104,14 +104,25 @@ def build(store: CaptureStore, model: str, versions: Mapping[str, tuple[Manifest
             "skipped": window.unavailable}
 
 
-def save(store: CaptureStore, report: Mapping[str, Any]) -> str:
-    """Write `report` as the model's latest and into its history; returns the history key."""
+def save(store: CaptureStore, report: Mapping[str, Any]) -> tuple[str, bool]:
+    """Write `report` into the model's history and, unless the latest report covers a window
+    that ends later (a report of an older window, a year mistyped say, never hides a newer
+    one from GET .../monitoring and the console), as its latest. Returns the history key and
+    whether it became the latest."""
     body = (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode()
+    model = str(report["model_name"])
     created = parse_time(str(report["created"]))
-    key = f"{report_prefix(str(report['model_name']))}{created:%Y/%m/%d/%H%M%S}Z.json"
+    key = f"{report_prefix(model)}{created:%Y/%m/%d/%H%M%S}Z.json"
     store.put(key, body)
-    store.put(latest_key(str(report["model_name"])), body)
-    return key
+    current = latest(store, model)
+    try:
+        newer = current is not None and parse_time(str(current["window"]["end"])) > parse_time(
+            str(report["window"]["end"]))
+    except (KeyError, TypeError, ValueError):  # a latest of another shape: replaced
+        newer = False
+    if not newer:
+        store.put(latest_key(model), body)
+    return key, not newer
 
 
 def latest(store: CaptureStore, model: str) -> dict[str, Any] | None:
@@ -249,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    key = save(store, report)
+    key, is_latest = save(store, report)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary(report))
-    print(f"report written to {args.dir / key} (and {latest_key(args.model)})"
+    print(f"report written to {args.dir / key} "
+          + (f"(and {latest_key(args.model)})" if is_latest else
+             f"(not as {latest_key(args.model)}: the latest report covers a later window)")
           + ("" if args.json else "; JSON=1 prints it whole"), file=sys.stderr)
     return 0
 
