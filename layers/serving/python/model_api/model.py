@@ -235,7 +235,8 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
     def _session_run(self, names: list[str], inputs: dict[str, np.ndarray]) -> list[Any]:
         """session.run, what onnxruntime refuses of the inputs raised as ModelRunError."""
         try:
-            return list(self.session.run(names, inputs))
+            results: list[Any] = self.session.run(names, inputs)
+            return results
         except RUN_INPUT_ERRORS as error:
             refused = run_error(error)
             if refused is None:
