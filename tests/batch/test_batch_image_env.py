@@ -29,7 +29,7 @@ from model_api.manifest import MANIFEST_FILE, load_manifest
 from batch.keys import parse_key
 from batch.loading import version_dir
 from local_api.batch.sample import write_jsonl
-from tests.batch.conftest import Cloud
+from tests.batch.conftest import Cloud, image_requirements
 from tests.conftest import MODELS_DIR, ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -40,15 +40,6 @@ pytestmark = pytest.mark.skipif(
 ENV_DIR = ROOT / "build" / "batch-image-env"
 SEED_MODELS = ("breast-cancer-mlp", "diabetes-linear", "digits-cnn", "text-topics")
 ROWS = 2000
-
-
-def image_requirements() -> list[str]:
-    """The arguments of batch/Dockerfile's `RUN pip install --disable-pip-version-check`."""
-    dockerfile = (ROOT / "batch" / "Dockerfile").read_text().replace("\\\n", " ")
-    found = re.search(r"^RUN pip install --disable-pip-version-check (.+)$", dockerfile,
-                      re.MULTILINE)
-    assert found is not None
-    return [argument.strip('"') for argument in found[1].split()]
 
 
 @pytest.fixture(scope="module")

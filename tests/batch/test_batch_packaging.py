@@ -16,7 +16,7 @@ import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from tests.architecture.import_graph import Module, build
-from tests.batch.conftest import shipping
+from tests.batch.conftest import image_requirements, shipping
 from tests.conftest import ROOT
 
 BATCH = ROOT / "batch"
@@ -173,11 +173,7 @@ def test_the_runner_imports_only_what_the_image_holds() -> None:
     modules = build()
     image = {module_name(path) for path in listed_for("image")}
     serving = {name for name in modules if modules[name].package == "model_api"}
-    dockerfile = (BATCH / "Dockerfile").read_text().replace("\\\n", " ")
-    pip = re.search(r"^RUN pip install --disable-pip-version-check (.+)$", dockerfile,
-                    re.MULTILINE)
-    assert pip is not None
-    installed = requirement_names(pip[1].split())
+    installed = requirement_names(image_requirements())
     problems = missing(modules, image, image | serving, installed)
     assert not problems, "\n".join(problems)
     assert "batch.runner" in image
