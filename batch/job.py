@@ -106,7 +106,8 @@ class JobConfig:
     progress_seconds: float = 5.0
     shard: int = 0  # this child's index (AWS_BATCH_JOB_ARRAY_INDEX) of an array job
     shards: int = 1  # the array job's children (BATCH_SHARDS); 1: the whole input
-    # JSON Lines on the CPU: worker processes (BATCH_WORKERS; batch.workers); 0: one per CPU
+    # On the CPU, JSON Lines: worker processes (BATCH_WORKERS; batch.workers); .npy: model runs
+    # at once (batch.microbatch); 0: one per CPU
     workers: int = 0
 
     @property
@@ -164,6 +165,11 @@ class Job:
         self.outputs: dict[str, list[int]] = {}
         self.events: Future[Any] | None = None  # the EventBridge client, once the rows are done
         self.rows_before = 0  # rows done by earlier attempts (the checkpoint's)
+        # A .npy job's micro-batches that run at once on the CPU (BATCH_WORKERS; 0: one per
+        # CPU), each on one onnxruntime thread (batch.microbatch.MicroBatcher); on the GPU
+        # one at a time
+        self.runs = (config.workers or workers.available_cpus()) \
+            if self.obj.format == "npy" else 1
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -201,9 +207,10 @@ class Job:
             if opened is not None and opened[1] is not None:
                 opened[1].close()
             raise
-        sizes = GPU_SIZES if model is not None and CUDA in model.providers else CPU_SIZES
-        tuner = BatchSizeTuner(sizes, self.config.batch_rows)
-        batcher = MicroBatcher(model, tuner) if model is not None else None
+        on_gpu = model is not None and CUDA in model.providers
+        tuner = BatchSizeTuner(GPU_SIZES if on_gpu else CPU_SIZES, self.config.batch_rows)
+        batcher = MicroBatcher(model, tuner, 1 if on_gpu else self.runs) \
+            if model is not None else None
         if self.obj.format == "jsonl":
             if self.config.shards > 1 and not state.stop:
                 self._jsonl_range(state, size)
@@ -278,7 +285,8 @@ class Job:
         """The job's model at `version` (None: the current one); PermanentError when it
         cannot load (batch.loading.load_model)."""
         return load_model(self.config.models_dir, self.obj.model, version,
-                          self.config.registry, self.config.use_gpu, self.config.require_gpu)
+                          self.config.registry, self.config.use_gpu, self.config.require_gpu,
+                          1 if self.runs > 1 else None)
 
     def _model(self, state: checkpoint.Checkpoint, loading: Future[list[LoadedModel]]
                ) -> tuple[LoadedModel | None, str | None]:

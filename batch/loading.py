@@ -86,14 +86,15 @@ def version_dir(models_dir: Path, model: str, version: str | None,
 
 
 def load_model(models_dir: Path, model: str, version: str | None, registry: Path | None,
-               use_gpu: bool, require_gpu: bool) -> LoadedModel:
+               use_gpu: bool, require_gpu: bool, threads: int | None = None) -> LoadedModel:
     """Load the version a job serves with the best provider and check what is ACTIVE (a version
-    kept in the model store is read from it, sha256-checked: model_api.store).
+    kept in the model store is read from it, sha256-checked: model_api.store); `threads`:
+    onnxruntime's intra-op threads (None: one per CPU, model_api.model.intra_op_threads).
     Raises PermanentError when it cannot load; HostError when `require_gpu` and CUDA is not
     active (another host may have it)."""
     providers = choose_providers(use_gpu)
     folder = version_dir(models_dir, model, version, registry)
-    loaded = load_version(folder, providers)
+    loaded = load_version(folder, providers, threads)
     active = list(loaded.providers)
     if CUDA in active:
         LOG.info("model %s version %s runs on the GPU (active providers %s)", model,
@@ -107,11 +108,13 @@ def load_model(models_dir: Path, model: str, version: str | None, registry: Path
     return loaded
 
 
-def load_version(folder: Path, providers: list[str]) -> LoadedModel:
+def load_version(folder: Path, providers: list[str], threads: int | None = None
+                 ) -> LoadedModel:
     """Load and check one version folder on `providers`, as every process of a job loads it
     (the runner, and each of its JSON Lines workers: batch.workers): the sha256 checked, a
     version kept in the model store read from it (model_api.store), onnxruntime's threads not
-    spinning, weights copied. Raises PermanentError when it cannot load."""
+    spinning, weights copied, `threads` intra-op threads (None: the default). Raises
+    PermanentError when it cannot load."""
     model = folder.parent.name
     try:
         # A large model's file is read from the model store ($MODEL_STORE_BUCKET), the same
@@ -124,7 +127,7 @@ def load_version(folder: Path, providers: list[str]) -> LoadedModel:
         store = model_store.from_environment()
         started = time.perf_counter()
         loaded = LoadedModel.load(folder, providers=providers, store=store, spinning=False,
-                                  weights_mode=COPY)
+                                  weights_mode=COPY, threads=threads)
     except Exception as error:  # ModelLoadError, or onnxruntime's own: no retry loads it
         raise PermanentError(f"model {model!r} version {folder.name!r} failed to load: "
                              f"{error}") from error

@@ -10,13 +10,21 @@ the job.
 The micro-batch size is `BATCH_ROWS` when given, else `BatchSizeTuner` picks it on the job's
 first rows: the best size depends on the model and the machine (256 rows for a small MLP on a
 CPU, 16,384 for a linear model whose runs cost mostly per call), so it is measured, not guessed.
+
+A .npy chunk (one request of many rows: `MicroBatcher.run_rows`) runs several micro-batches
+side by side on the CPU, each on one onnxruntime thread, while a run takes at least
+SIDE_BY_SIDE_SECONDS (see MicroBatcher).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -42,6 +50,13 @@ TRIAL_MAX_RUNS = 10  # a fast model's trial stays short: its smaller sizes cost 
 # 120,000-row bench job, for nothing.) Sizes are 4x apart: a step that gains under 10% rarely
 # leads to one that gains more.
 STEP_GAIN = 1.1
+# A .npy chunk's micro-batches run side by side (MicroBatcher.runs) while a run takes at least
+# this long; shorter ones run one at a time: each call's own Python (its inputs and results
+# wrapped, under the GIL) is then most of the run, and two threads only hand the GIL to and
+# fro (measured, 2 cores: diabetes-linear at 16,384 rows, 0.2 ms a run, 0.74x side by side;
+# digits-cnn at 256 rows, 2 ms a run, 1.23x; docs/performance.md, "Batch: micro-batches side
+# by side"). A model whose ops are that small gains nothing from more intra-op threads either.
+SIDE_BY_SIDE_SECONDS = 0.001
 
 
 class BatchSizeTuner:
@@ -67,16 +82,17 @@ class BatchSizeTuner:
     def size(self) -> int:
         return self.choice if self.choice is not None else self.sizes[self.index]
 
-    def record(self, rows: int, seconds: float) -> None:
-        """A model run of `rows` rows took `seconds` (only runs at about the size on trial
-        count: a chunk's last, shorter micro-batch says little)."""
+    def record(self, rows: int, seconds: float, at_once: int = 1) -> None:
+        """A model run of `rows` rows took `seconds`, one of `at_once` runs side by side (its
+        rate counts as `at_once` x its own: the job's throughput); only runs at about the size
+        on trial count (a chunk's last, shorter micro-batch says little)."""
         if self.choice is not None or rows * 2 < self.size or seconds <= 0:
             return
         self.runs += 1
         if self.runs <= WARMUP_RUNS:
             return
         self.seconds += seconds
-        self.best_rate = max(self.best_rate, rows / seconds)
+        self.best_rate = max(self.best_rate, rows * at_once / seconds)
         timed = self.runs - WARMUP_RUNS
         if timed < TRIAL_RUNS or (self.seconds < TRIAL_SECONDS and timed < TRIAL_MAX_RUNS):
             return
@@ -114,11 +130,25 @@ def signature(request: InferRequest) -> Signature:
 
 
 class MicroBatcher:
-    """Runs (position, request) pairs on one model; yields (position, results | error)."""
+    """Runs (position, request) pairs on one model; yields (position, results | error). A
+    request of many rows (run_rows: a .npy chunk) runs as `runs` micro-batches at once, each
+    on a thread of its own (onnxruntime releases the GIL while it runs, and one session may run
+    several calls at once): with one intra-op thread each, they keep every core busy without
+    the synchronisation at each operator's end that one run on all the cores has, so a run
+    slowed by other work on its core (the job's reads and writes) does not hold the others
+    (docs/performance.md, "Batch: micro-batches run side by side")."""
 
-    def __init__(self, model: LoadedModel, tuner: BatchSizeTuner) -> None:
+    def __init__(self, model: LoadedModel, tuner: BatchSizeTuner, runs: int = 1) -> None:
         self.model = model
         self.tuner = tuner
+        self.runs = max(1, runs)
+        self._tuning = threading.Lock()  # the tuner is told of runs from several threads
+        self.run_seconds = SIDE_BY_SIDE_SECONDS  # the last run's of about the size (run_timed)
+
+    def at_once(self) -> int:
+        """How many micro-batches run side by side now: `runs`, or 1 while a run of about the
+        micro-batch size takes under SIDE_BY_SIDE_SECONDS."""
+        return self.runs if self.run_seconds >= SIDE_BY_SIDE_SECONDS else 1
 
     def run(self, requests: list[tuple[int, InferRequest]]
             ) -> Iterator[tuple[int, dict[str, np.ndarray] | str]]:
@@ -166,40 +196,73 @@ class MicroBatcher:
 
     def run_rows(self, request: InferRequest) -> dict[str, np.ndarray]:
         """Every output `request` asks for, run in micro-batches of its rows (a .npy chunk:
-        one request of many rows) and concatenated. Out of memory halves the micro-batch and
-        retries it; any other failure, or one of a single row, is raised."""
+        one request of many rows), `runs` of them at once, and concatenated in row order. Out
+        of memory halves the micro-batch size and redoes the rows from the micro-batch that
+        ran out (the ones in flight after it are waited for and redone too); any other
+        failure, or one of a single row, is raised once no run is in flight."""
         names = [output.name for output in request.outputs]
         results: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        first = 0
-        while first < request.rows:
-            batch = {name: array[first:first + self.tuner.size]
-                     for name, array in request.inputs.items()}
-            rows = len(next(iter(batch.values())))
-            try:
-                ran = self.run_timed(batch, names, rows, splittable=rows > 1)
-            except Exception as error:  # onnxruntime's own types; only memory is retried
-                if rows == 1 or not is_memory_error(error):
-                    raise
-                continue  # at the size run_timed halved the micro-batch to
-            for name in names:
-                results[name].append(ran[name])
-            first += rows
+        in_flight: deque[tuple[int, int, Future[dict[str, np.ndarray]]]] = deque()
+        first = 0  # the first row not yet handed to a run
+        with ThreadPoolExecutor(self.runs, thread_name_prefix="run") \
+                if self.runs > 1 else contextlib.nullcontext() as pool:
+            while first < request.rows or in_flight:
+                while first < request.rows and len(in_flight) < (at_once := self.at_once()):
+                    stop = min(first + self.tuner.size, request.rows)
+                    batch = {name: array[first:stop] for name, array in request.inputs.items()}
+                    in_flight.append((first, stop, self._start(
+                        pool if at_once > 1 else None, batch, names, stop - first, at_once)))
+                    first = stop
+                start, stop, running = in_flight.popleft()
+                try:
+                    ran = running.result()
+                except Exception as error:  # onnxruntime's own types; only memory is retried
+                    if stop - start == 1 or not is_memory_error(error):
+                        raise
+                    wait([later for _, _, later in in_flight])
+                    in_flight.clear()
+                    first = start  # again, at the size run_timed halved the micro-batch to
+                    continue
+                for name in names:
+                    results[name].append(ran[name])
         return {name: np.concatenate(parts) for name, parts in results.items()}
 
+    def _start(self, pool: ThreadPoolExecutor | None, inputs: dict[str, np.ndarray],
+               names: list[str], rows: int, at_once: int) -> Future[dict[str, np.ndarray]]:
+        """One micro-batch's run, one of `at_once`: on `pool` (its result or error when done),
+        else run here, its outcome in a finished Future."""
+        if pool is not None:
+            return pool.submit(self.run_timed, inputs, names, rows, rows > 1, at_once)
+        done: Future[dict[str, np.ndarray]] = Future()
+        try:
+            done.set_result(self.run_timed(inputs, names, rows, rows > 1, at_once))
+        except Exception as error:
+            done.set_exception(error)
+        return done
+
     def run_timed(self, inputs: dict[str, np.ndarray], names: list[str], rows: int,
-                  splittable: bool) -> dict[str, np.ndarray]:
-        """One model run of `rows` rows, timed for the tuner. When it runs out of memory and
-        the caller will retry it in smaller parts (`splittable`), the micro-batch size is
-        halved first (logged); the run's error is raised either way."""
+                  splittable: bool, at_once: int = 1) -> dict[str, np.ndarray]:
+        """One model run of `rows` rows, one of `at_once` side by side, timed for the tuner
+        and for at_once(). When it runs out of memory and the caller will retry it in smaller
+        parts (`splittable`), the micro-batch size is halved first (logged); the run's error
+        is raised either way."""
         started = time.perf_counter()
         try:
             results = self.model.run(inputs, names)
         except Exception as error:
             if splittable and is_memory_error(error):
-                LOG.warning("out of memory with %d rows; micro-batches now at most %d rows",
-                            rows, self.tuner.out_of_memory(rows))
+                with self._tuning:
+                    # (a run beside it that ran out first may have halved the size already)
+                    size = self.tuner.out_of_memory(rows) if rows <= self.tuner.size else 0
+                if size:
+                    LOG.warning("out of memory with %d rows; micro-batches now at most %d "
+                                "rows", rows, size)
             raise
-        self.tuner.record(rows, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        with self._tuning:
+            self.tuner.record(rows, seconds, at_once)
+            if rows * 2 >= self.tuner.size:
+                self.run_seconds = seconds
         return results
 
     def _after_failure(self, batch: list[tuple[int, InferRequest]], error: Exception

@@ -50,8 +50,10 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
     parser.add_argument("--batch-rows", type=int, default=int(env("BATCH_ROWS", "0")),
                         help="rows per model run (default 0: timed on the first rows)")
     parser.add_argument("--workers", type=int, default=int(env("BATCH_WORKERS", "0")),
-                        help="JSON Lines on the CPU: worker processes that work the chunks "
-                             "(default 0: one per CPU; 1: in this process; batch.workers)")
+                        help="on the CPU: JSON Lines' worker processes that work the chunks "
+                             "(batch.workers), .npy's model runs at once, each on one thread "
+                             "(batch.microbatch); default 0: one per CPU; 1: in this process, "
+                             "one run at a time")
     parser.add_argument("--require-gpu", action="store_true",
                         default=env("REQUIRE_GPU", "false").lower() == "true")
     parser.add_argument("--cpu", action="store_true", help="do not try CUDA")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -278,10 +280,64 @@ def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path
 
     monkeypatch.setattr(LoadedModel, "run", small_memory)
     rows = RNG.normal(size=(20, FEATURES)).astype(np.float32)
-    job = npy_job(cloud, models_dir, rows, batch_rows=16)
+    job = npy_job(cloud, models_dir, rows, batch_rows=16, workers=1)  # one run at a time
     batch_job.run_job(job)
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
     assert sizes[:4] == [16, 8, 4, 2] and set(sizes[4:]) == {2}
+
+
+def test_npy_micro_batches_run_side_by_side_on_one_thread_each(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_api.model import LoadedModel
+
+    original = LoadedModel.run
+    seen: list[tuple[str, int, int]] = []  # (thread, rows, the session's intra-op threads)
+
+    def recorded(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        seen.append((threading.current_thread().name, len(next(iter(inputs.values()))),
+                     self.session.get_session_options().intra_op_num_threads))
+        time.sleep(0.002)  # long enough that the next run starts while this one runs
+        return original(self, inputs, names)
+
+    monkeypatch.setattr(LoadedModel, "run", recorded)
+    rows = RNG.normal(size=(1000, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, batch_rows=16, workers=3)
+    summary = batch_job.run_job(job)
+    labels, probabilities = expected(rows)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)  # in row order
+    np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
+                               rtol=1e-5, atol=1e-6)
+    assert summary["rows_read"] == 1000 and sum(rows for _, rows, _ in seen) == 1000
+    assert {threads for *_, threads in seen} == {1}
+    assert len({thread for thread, *_ in seen}) == 3  # three runs at once
+
+
+def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from model_api.model import LoadedModel
+
+    original = LoadedModel.run
+    ran: list[int] = []
+
+    def small_memory(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        (array,) = inputs.values()
+        if len(array) > 3:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
+                               "allocate memory for requested buffer")
+        ran.append(len(array))
+        return original(self, inputs, names)
+
+    monkeypatch.setattr(LoadedModel, "run", small_memory)
+    rows = RNG.normal(size=(50, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, batch_rows=16, workers=3)
+    with caplog.at_level(logging.WARNING, "batch"):
+        summary = batch_job.run_job(job)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
+    # (a run beside one that ran out may have succeeded: its rows are redone all the same)
+    assert summary["rows_read"] == 50 and sum(ran) >= 50 and max(ran) <= 3
+    halved = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert halved[0] == "out of memory with 16 rows; micro-batches now at most 8 rows"
 
 
 def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud) -> None:
@@ -401,6 +457,38 @@ def test_out_of_memory_during_the_trial_ends_it_below_that_size() -> None:
     feed(tuner, {256: 1e6, 1024: 2e6}, runs=24)  # 2 + 10 runs of each
     assert tuner.size == 4096
     assert tuner.out_of_memory(4096) == 1024 and tuner.size == 1024
+
+
+def test_a_run_beside_others_counts_as_their_throughput() -> None:
+    # Two runs side by side, each at 0.6x the speed of one alone: 1.2x the rows a second
+    tuner = BatchSizeTuner((256, 1024))
+    while tuner.size == 256:
+        tuner.record(256, 256 / 1e6)
+    while tuner.choice is None:
+        tuner.record(1024, 1024 / 0.6e6, at_once=2)
+    assert tuner.rates == {256: pytest.approx(1e6), 1024: pytest.approx(1.2e6)}
+    assert tuner.choice == 1024
+
+
+def test_npy_runs_shorter_than_a_millisecond_run_one_at_a_time(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tiny model's runs take microseconds: after the first runs, side by side until they
+    # were timed, the rest run in the job's own thread
+    from model_api.model import LoadedModel
+
+    original = LoadedModel.run
+    threads: list[str] = []
+
+    def recorded(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(self, inputs, names)
+
+    monkeypatch.setattr(LoadedModel, "run", recorded)
+    rows = RNG.normal(size=(500, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, batch_rows=10, workers=2)
+    batch_job.run_job(job)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
+    assert len(threads) == 50 and set(threads[4:]) == {"MainThread"}
 
 
 def test_npy_job_killed_at_any_request_resumes_to_the_same_outputs(

@@ -68,7 +68,8 @@ class ModelIntegrityError(ModelLoadError):
     """The model file is not the one its manifest describes (sha256 mismatch)."""
 
 
-def session_options(spinning: bool | None = None) -> ort.SessionOptions:
+def session_options(spinning: bool | None = None, threads: int | None = None
+                    ) -> ort.SessionOptions:
     """Session settings for a short-lived, one-request-at-a-time Lambda container.
 
     Graph optimisations stay at their highest level (the CNN runs 2.5x faster with them, and
@@ -77,10 +78,12 @@ def session_options(spinning: bool | None = None) -> ort.SessionOptions:
     function gets a fraction of one vCPU, so a spinning pool burns the quota its own other
     thread needs (docs/performance.md: 2.2x slower at 1,024 rows on one core). `spinning`
     False turns spinning off anywhere (the batch runner, whose reader and writer threads need
-    the cores between model runs); None: off on Lambda only.
+    the cores between model runs); None: off on Lambda only. `threads`: onnxruntime's intra-op
+    threads (None: intra_op_threads(); the batch runner's .npy jobs take 1 and run several
+    micro-batches at once instead: batch.microbatch).
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads()
+    options.intra_op_num_threads = threads or intra_op_threads()
     # One request runs at a time in a Lambda container: no use for parallel graph branches.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -165,15 +168,17 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
     @classmethod
     def load(cls, version_dir: Path, providers: Sequence[str] | None = None,
              store: RangeReader | None = None, progress: Progress | None = None,
-             spinning: bool | None = None, weights_mode: str | None = None) -> LoadedModel:
+             spinning: bool | None = None, weights_mode: str | None = None,
+             threads: int | None = None) -> LoadedModel:
         """Check and load `version_dir`; ModelLoadError (or ModelIntegrityError) says why not.
 
         A version whose manifest names a stored object (`store`: the model is too large for a
         layer, model_api.store) is read from `store` when one is given (a model function, the
         batch runner: sha256-checked on the stream, `progress` counting the bytes), else from
-        its folder like any other. `spinning`: whether onnxruntime's threads spin between runs
-        (session_options). `weights_mode`: how a stored version's weights reach onnxruntime,
-        IN_PLACE or COPY (session_on_weights; None: $MODEL_API_WEIGHTS, else in place)."""
+        its folder like any other. `spinning`: whether onnxruntime's threads spin between runs,
+        `threads`: how many intra-op threads it runs on (session_options). `weights_mode`: how
+        a stored version's weights reach onnxruntime, IN_PLACE or COPY (session_on_weights;
+        None: $MODEL_API_WEIGHTS, else in place)."""
         try:
             manifest = load_manifest(version_dir / MANIFEST_FILE)
         except (ManifestError, ValueError) as exc:
@@ -198,10 +203,11 @@ class LoadedModel(msgspec.Struct, frozen=True, eq=False, repr_omit_defaults=True
             if data is not None and weights is not None:
                 session, pinned = session_on_weights(model_bytes, weights, data,
                                                       list(providers or CPU), spinning,
-                                                      weights_mode)
+                                                      weights_mode, threads)
             else:
-                session = ort.InferenceSession(model_bytes, sess_options=session_options(spinning),
-                                               providers=list(providers or CPU))
+                session = ort.InferenceSession(
+                    model_bytes, sess_options=session_options(spinning, threads),
+                    providers=list(providers or CPU))
         except Exception as exc:  # onnxruntime's own error classes derive from Exception only
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it: {exc}") from exc
         # onnxruntime's Python session keeps the bytes it was built from (`_model_bytes`, only
@@ -351,7 +357,7 @@ def _read_stored(version_dir: Path, manifest: Manifest, store: RangeReader | Non
 
 def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
                         providers: list[str], spinning: bool | None,
-                        mode: str | None = None
+                        mode: str | None = None, threads: int | None = None
                         ) -> tuple[ort.InferenceSession, tuple[Any, ...]]:
     """The session of `graph`, whose large tensors are in a weights' file (ONNX's external-data
     format, model_api.store) read and checked into `weights`; and what must stay alive as long
@@ -373,7 +379,7 @@ def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
     values = [ort.OrtValue.ortvalue_from_numpy_with_onnx_type(tensor.view(weights), tensor.type)
               for tensor in data.tensors]
     if (mode or os.environ.get(WEIGHTS_VARIABLE, IN_PLACE)) != COPY:
-        options = session_options(spinning)
+        options = session_options(spinning, threads)
         options.add_session_config_entry("session.disable_prepacking", "1")
         import tempfile  # only a stored version's load needs it: not on every cold start
 
@@ -390,7 +396,7 @@ def session_on_weights(graph: bytes, weights: np.ndarray, data: StoredObject,
                 logger.warning("%s: the weights cannot be used in place (%s); onnxruntime "
                                "copies them instead (twice their size at the peak)",
                                data.key, exc)
-    options = session_options(spinning)
+    options = session_options(spinning, threads)
     options.add_external_initializers([tensor.name for tensor in data.tensors], values)
     return ort.InferenceSession(graph, sess_options=options, providers=providers), ()
 
