@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,62 @@ def test_two_workers_write_the_same_records_as_one_process_and_capture_them(
     captured = [line for path in (tmp_path / "capture-2").rglob("*.jsonl")
                 for line in path.read_text().splitlines()]
     assert len(captured) >= len(answered) > 100
+
+
+class LateWorkers(workers.ChunkWorkers):
+    """ChunkWorkers that become ready only once `released` is set (as a cold fork server's
+    do, about 1 s into a job), counting the chunks submitted to them."""
+
+    released = threading.Event()
+    submitted = 0
+
+    def _start(self) -> None:
+        assert LateWorkers.released.wait(timeout=60)
+        super()._start()
+
+    def submit(self, lines: Any, first_number: int) -> Any:
+        LateWorkers.submitted += 1
+        return super().submit(lines, first_number)
+
+
+def test_the_next_chunk_goes_to_the_workers_while_the_runner_works_its_own(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given workers that start while the runner works the job's first chunk itself, when
+    they are ready, then the next chunks go to them at once, while the runner's chunk is still
+    worked (on a thread of the runner's own, not the one that hands chunks out), and the
+    records are those of one process, byte for byte."""
+    monkeypatch.setattr(workers, "MIN_POOL_BYTES", 0)
+    monkeypatch.setattr(batch_job.workers, "ChunkWorkers", LateWorkers)
+    LateWorkers.released.clear()
+    LateWorkers.submitted = 0
+    original = batch_job.chunk_part
+    runners: list[str] = []
+    went_meanwhile: list[int] = []
+
+    def runner_chunk(*args: Any) -> Any:
+        runners.append(threading.current_thread().name)
+        if len(runners) == 1:  # the first chunk: the workers start, and get the next ones
+            LateWorkers.released.set()
+            deadline = time.monotonic() + 30
+            while LateWorkers.submitted < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            went_meanwhile.append(LateWorkers.submitted)
+        return original(*args)
+
+    monkeypatch.setattr(batch_job, "chunk_part", runner_chunk)
+    lines = mixed_lines(120)
+    key, version = upload_lines(cloud, lines, "late-workers")
+    job = settings(cloud, models_dir, key, version, chunk_bytes=2000, batch_rows=8, workers=2)
+    batch_job.run_job(job, s3=cloud.s3, store=cloud.store)
+    together, marker = parts(cloud, job)
+    assert runners[:1] and runners[0].startswith("chunk") and went_meanwhile[0] >= 2
+    assert len(marker["parts"]) > len(runners) + 2  # the workers worked the rest
+    cloud.s3.delete_object(Bucket=job.bucket, Key=parse_key(job.bucket, key,
+                                                            version).checkpoint_key)
+    alone = settings(cloud, models_dir, key, version, chunk_bytes=2000, batch_rows=8,
+                     workers=1, table=None)
+    batch_job.run_job(alone, s3=cloud.s3)
+    assert together == parts(cloud, alone)[0]
 
 
 def test_a_worker_that_dies_fails_the_attempt_as_transient_and_the_retry_resumes(
