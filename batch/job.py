@@ -39,7 +39,7 @@ from batch.failures import PermanentError, Terminated, is_transient
 from batch.jobs import FAILED, RUNNING, STOPPED, SUCCEEDED, JobErased, JobStore
 from batch.jsonl import chunk_part, chunks_of_lines
 from batch.keys import CHECKPOINT, DONE, FINISHING, SUCCESS, InputObject, parse_key
-from batch.loading import CUDA, job_pipeline, load_model, version_dir
+from batch.loading import CUDA, cpu_only, job_pipeline, load_model, version_dir
 from batch.microbatch import CPU_SIZES, GPU_SIZES, BatchSizeTuner, MicroBatcher
 from batch.overlap import overlapped
 from batch.progress import Progress
@@ -169,10 +169,11 @@ class Job:
         self.events: Future[Any] | None = None  # the EventBridge client, once the rows are done
         self.rows_before = 0  # rows done by earlier attempts (the checkpoint's)
         # A .npy job's micro-batches that run at once on the CPU (BATCH_WORKERS; 0: one per
-        # CPU), each on one onnxruntime thread (batch.microbatch.MicroBatcher); on the GPU
-        # one at a time
+        # CPU), each on one onnxruntime thread (batch.microbatch.MicroBatcher). A job that may
+        # run on the GPU runs one at a time, its session's threads as many as the CPUs (also
+        # when CUDA does not load and it runs on the CPU: the loud fallback)
         self.runs = (config.workers or workers.available_cpus()) \
-            if self.obj.format == "npy" else 1
+            if self.obj.format == "npy" and cpu_only(config.use_gpu) else 1
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -212,8 +213,7 @@ class Job:
             raise
         on_gpu = model is not None and CUDA in model.providers
         tuner = BatchSizeTuner(GPU_SIZES if on_gpu else CPU_SIZES, self.config.batch_rows)
-        batcher = MicroBatcher(model, tuner, 1 if on_gpu else self.runs) \
-            if model is not None else None
+        batcher = MicroBatcher(model, tuner, self.runs) if model is not None else None
         if self.obj.format == "jsonl":
             if self.config.shards > 1 and not state.stop:
                 self._jsonl_range(state, size)

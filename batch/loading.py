@@ -34,11 +34,16 @@ CPU = "CPUExecutionProvider"
 def choose_providers(use_gpu: bool) -> list[str]:
     """CUDA first when this onnxruntime build has it (its CUDA libraries loaded first:
     preload_cuda), the CPU always as the fallback."""
-    available = ort.get_available_providers()
-    if not (use_gpu and CUDA in available):
+    if cpu_only(use_gpu):
         return [CPU]
     preload_cuda()
     return [CUDA, CPU]
+
+
+def cpu_only(use_gpu: bool) -> bool:
+    """Whether a job runs on the CPU for sure: no GPU asked for, or no CUDA in this
+    onnxruntime build (choose_providers then gives the CPU alone)."""
+    return not (use_gpu and CUDA in ort.get_available_providers())
 
 
 @functools.cache

@@ -57,6 +57,7 @@ STEP_GAIN = 1.1
 # digits-cnn at 256 rows, 2 ms a run, 1.23x; docs/performance.md, "Batch: micro-batches side
 # by side"). A model whose ops are that small gains nothing from more intra-op threads either.
 SIDE_BY_SIDE_SECONDS = 0.001
+RECENT_RUNS = 4
 
 
 class BatchSizeTuner:
@@ -143,12 +144,14 @@ class MicroBatcher:
         self.tuner = tuner
         self.runs = max(1, runs)
         self._tuning = threading.Lock()  # the tuner is told of runs from several threads
-        self.run_seconds = SIDE_BY_SIDE_SECONDS  # the last run's of about the size (run_timed)
+        # the seconds of the last RECENT_RUNS runs of about the micro-batch size (run_timed)
+        self.recent: deque[float] = deque(maxlen=RECENT_RUNS)
 
     def at_once(self) -> int:
-        """How many micro-batches run side by side now: `runs`, or 1 while a run of about the
-        micro-batch size takes under SIDE_BY_SIDE_SECONDS."""
-        return self.runs if self.run_seconds >= SIDE_BY_SIDE_SECONDS else 1
+        """How many micro-batches run side by side now: `runs`, or 1 once the quickest of the
+        recent runs of about the micro-batch size took under SIDE_BY_SIDE_SECONDS (the
+        quickest: a run slowed by other work on its core says little of the model)."""
+        return 1 if self.recent and min(self.recent) < SIDE_BY_SIDE_SECONDS else self.runs
 
     def run(self, requests: list[tuple[int, InferRequest]]
             ) -> Iterator[tuple[int, dict[str, np.ndarray] | str]]:
@@ -208,19 +211,24 @@ class MicroBatcher:
                 if self.runs > 1 else contextlib.nullcontext() as pool:
             while first < request.rows or in_flight:
                 while first < request.rows and len(in_flight) < (at_once := self.at_once()):
-                    stop = min(first + self.tuner.size, request.rows)
+                    size = self.tuner.size
+                    stop = min(first + size, request.rows)
                     batch = {name: array[first:stop] for name, array in request.inputs.items()}
                     in_flight.append((first, stop, self._start(
-                        pool if at_once > 1 else None, batch, names, stop - first, at_once)))
+                        pool if at_once > 1 else None, batch, names, size, at_once)))
                     first = stop
                 start, stop, running = in_flight.popleft()
                 try:
                     ran = running.result()
                 except Exception as error:  # onnxruntime's own types; only memory is retried
-                    if stop - start == 1 or not is_memory_error(error):
+                    if not is_memory_error(error) or (stop - start == 1 and self.runs == 1):
                         raise
                     wait([later for _, _, later in in_flight])
                     in_flight.clear()
+                    if stop - start == 1:  # a row runs out beside others: one run at a time
+                        LOG.warning("out of memory with 1 row and %d runs at once; one run at "
+                                    "a time from now on", self.runs)
+                        self.runs = 1
                     first = start  # again, at the size run_timed halved the micro-batch to
                     continue
                 for name in names:
@@ -228,32 +236,36 @@ class MicroBatcher:
         return {name: np.concatenate(parts) for name, parts in results.items()}
 
     def _start(self, pool: ThreadPoolExecutor | None, inputs: dict[str, np.ndarray],
-               names: list[str], rows: int, at_once: int) -> Future[dict[str, np.ndarray]]:
-        """One micro-batch's run, one of `at_once`: on `pool` (its result or error when done),
-        else run here, its outcome in a finished Future."""
+               names: list[str], size: int, at_once: int) -> Future[dict[str, np.ndarray]]:
+        """One micro-batch's run (cut at the micro-batch size `size`), one of `at_once`: on
+        `pool` (its result or error when done), else run here, its outcome in a finished
+        Future."""
+        rows = len(next(iter(inputs.values())))
         if pool is not None:
-            return pool.submit(self.run_timed, inputs, names, rows, rows > 1, at_once)
+            return pool.submit(self.run_timed, inputs, names, rows, rows > 1, at_once, size)
         done: Future[dict[str, np.ndarray]] = Future()
         try:
-            done.set_result(self.run_timed(inputs, names, rows, rows > 1, at_once))
+            done.set_result(self.run_timed(inputs, names, rows, rows > 1, at_once, size))
         except Exception as error:
             done.set_exception(error)
         return done
 
     def run_timed(self, inputs: dict[str, np.ndarray], names: list[str], rows: int,
-                  splittable: bool, at_once: int = 1) -> dict[str, np.ndarray]:
+                  splittable: bool, at_once: int = 1, cut_at: int | None = None
+                  ) -> dict[str, np.ndarray]:
         """One model run of `rows` rows, one of `at_once` side by side, timed for the tuner
         and for at_once(). When it runs out of memory and the caller will retry it in smaller
-        parts (`splittable`), the micro-batch size is halved first (logged); the run's error
-        is raised either way."""
+        parts (`splittable`), the micro-batch size is halved first (logged), unless it was cut
+        at a size (`cut_at`) that a run beside it has halved already; the run's error is
+        raised either way."""
         started = time.perf_counter()
         try:
             results = self.model.run(inputs, names)
         except Exception as error:
             if splittable and is_memory_error(error):
                 with self._tuning:
-                    # (a run beside it that ran out first may have halved the size already)
-                    size = self.tuner.out_of_memory(rows) if rows <= self.tuner.size else 0
+                    size = self.tuner.out_of_memory(rows) \
+                        if cut_at in (None, self.tuner.size) else 0
                 if size:
                     LOG.warning("out of memory with %d rows; micro-batches now at most %d "
                                 "rows", rows, size)
@@ -262,7 +274,7 @@ class MicroBatcher:
         with self._tuning:
             self.tuner.record(rows, seconds, at_once)
             if rows * 2 >= self.tuner.size:
-                self.run_seconds = seconds
+                self.recent.append(seconds)
         return results
 
     def _after_failure(self, batch: list[tuple[int, InferRequest]], error: Exception

@@ -292,12 +292,21 @@ def test_npy_micro_batches_run_side_by_side_on_one_thread_each(
 
     original = LoadedModel.run
     seen: list[tuple[str, int, int]] = []  # (thread, rows, the session's intra-op threads)
+    running, most = [0], [0]  # runs under way now, and the most at once
+    lock = threading.Lock()
 
     def recorded(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
-        seen.append((threading.current_thread().name, len(next(iter(inputs.values()))),
-                     self.session.get_session_options().intra_op_num_threads))
-        time.sleep(0.002)  # long enough that the next run starts while this one runs
-        return original(self, inputs, names)
+        with lock:
+            seen.append((threading.current_thread().name, len(next(iter(inputs.values()))),
+                         self.session.get_session_options().intra_op_num_threads))
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.005)  # a run long enough to go side by side (SIDE_BY_SIDE_SECONDS)
+            return original(self, inputs, names)
+        finally:
+            with lock:
+                running[0] -= 1
 
     monkeypatch.setattr(LoadedModel, "run", recorded)
     rows = RNG.normal(size=(1000, FEATURES)).astype(np.float32)
@@ -309,7 +318,7 @@ def test_npy_micro_batches_run_side_by_side_on_one_thread_each(
                                rtol=1e-5, atol=1e-6)
     assert summary["rows_read"] == 1000 and sum(rows for _, rows, _ in seen) == 1000
     assert {threads for *_, threads in seen} == {1}
-    assert len({thread for thread, *_ in seen}) == 3  # three runs at once
+    assert len({thread for thread, *_ in seen}) == 3 and most == [3]  # three runs at once
 
 
 def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
@@ -335,9 +344,41 @@ def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
         summary = batch_job.run_job(job)
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
     # (a run beside one that ran out may have succeeded: its rows are redone all the same)
-    assert summary["rows_read"] == 50 and sum(ran) >= 50 and max(ran) <= 3
+    assert summary["rows_read"] == 50 and sum(ran) >= 50
+    # Halved once each time, by the first run of a size to run out, not by every one beside it
     halved = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
-    assert halved[0] == "out of memory with 16 rows; micro-batches now at most 8 rows"
+    assert halved == [f"out of memory with {rows} rows; micro-batches now at most {rows // 2} "
+                      "rows" for rows in (16, 8, 4)]
+
+
+def test_npy_out_of_memory_with_one_row_beside_others_runs_one_at_a_time(
+        cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model that fits one row only while it runs alone: the job ends one run at a time
+    from model_api.model import LoadedModel
+
+    original = LoadedModel.run
+    running = [0]
+    lock = threading.Lock()
+
+    def alone_only(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        with lock:
+            running[0] += 1
+            crowded = running[0] > 1 or len(next(iter(inputs.values()))) > 1
+        try:
+            time.sleep(0.005)
+            if crowded:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
+                                   "allocate memory for requested buffer")
+            return original(self, inputs, names)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(LoadedModel, "run", alone_only)
+    rows = RNG.normal(size=(6, FEATURES)).astype(np.float32)
+    job = npy_job(cloud, models_dir, rows, batch_rows=4, workers=2)
+    batch_job.run_job(job)
+    np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
 
 
 def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud) -> None:
@@ -472,9 +513,12 @@ def test_a_run_beside_others_counts_as_their_throughput() -> None:
 
 def test_npy_runs_shorter_than_a_millisecond_run_one_at_a_time(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The tiny model's runs take microseconds: after the first runs, side by side until they
-    # were timed, the rest run in the job's own thread
+    # Runs under the threshold (here 10 s, so that no run on a busy machine is slow enough to
+    # count as long): after the first runs, side by side until one was timed, the rest run
+    # in the job's own thread
     from model_api.model import LoadedModel
+
+    monkeypatch.setattr(microbatch, "SIDE_BY_SIDE_SECONDS", 10.0)
 
     original = LoadedModel.run
     threads: list[str] = []
