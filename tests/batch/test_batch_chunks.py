@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,29 +287,47 @@ def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path
     assert sizes[:4] == [16, 8, 4, 2] and set(sizes[4:]) == {2}
 
 
+class SlowRuns:
+    """The model's runs (LoadedModel.run, patched) made at least 5 ms long, long enough to go
+    side by side (SIDE_BY_SIDE_SECONDS), each recorded (its thread, rows, the session's
+    intra-op threads) and the runs under way at once counted. `crowded(rows, running)`: True
+    makes a run run out of memory instead (a model that fits only so much at once)."""
+
+    OUT_OF_MEMORY = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory "
+                     "for requested buffer")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch,
+                 crowded: Callable[[int, int], bool] = lambda rows, running: False) -> None:
+        from model_api.model import LoadedModel
+
+        self.original, self.crowded = LoadedModel.run, crowded
+        self.seen: list[tuple[str, int, int]] = []
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+        monkeypatch.setattr(LoadedModel, "run", lambda model, inputs, names: self.run(
+            model, inputs, names))
+
+    def run(self, model: Any, inputs: dict[str, np.ndarray], names: Any) -> Any:
+        rows = len(next(iter(inputs.values())))
+        with self.lock:
+            self.seen.append((threading.current_thread().name, rows,
+                              model.session.get_session_options().intra_op_num_threads))
+            self.running += 1
+            self.most = max(self.most, self.running)
+            crowded = self.crowded(rows, self.running)
+        try:
+            time.sleep(0.005)
+            if crowded:
+                raise RuntimeError(self.OUT_OF_MEMORY)
+            return self.original(model, inputs, names)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
 def test_npy_micro_batches_run_side_by_side_on_one_thread_each(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model_api.model import LoadedModel
-
-    original = LoadedModel.run
-    seen: list[tuple[str, int, int]] = []  # (thread, rows, the session's intra-op threads)
-    running, most = [0], [0]  # runs under way now, and the most at once
-    lock = threading.Lock()
-
-    def recorded(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
-        with lock:
-            seen.append((threading.current_thread().name, len(next(iter(inputs.values()))),
-                         self.session.get_session_options().intra_op_num_threads))
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        try:
-            time.sleep(0.005)  # a run long enough to go side by side (SIDE_BY_SIDE_SECONDS)
-            return original(self, inputs, names)
-        finally:
-            with lock:
-                running[0] -= 1
-
-    monkeypatch.setattr(LoadedModel, "run", recorded)
+    runs = SlowRuns(monkeypatch)
     rows = RNG.normal(size=(1000, FEATURES)).astype(np.float32)
     job = npy_job(cloud, models_dir, rows, batch_rows=16, workers=3)
     summary = batch_job.run_job(job)
@@ -316,9 +335,9 @@ def test_npy_micro_batches_run_side_by_side_on_one_thread_each(
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), labels)  # in row order
     np.testing.assert_allclose(npy_output(cloud, job, "probabilities"), probabilities,
                                rtol=1e-5, atol=1e-6)
-    assert summary["rows_read"] == 1000 and sum(rows for _, rows, _ in seen) == 1000
-    assert {threads for *_, threads in seen} == {1}
-    assert len({thread for thread, *_ in seen}) == 3 and most == [3]  # three runs at once
+    assert summary["rows_read"] == 1000 and sum(rows for _, rows, _ in runs.seen) == 1000
+    assert {threads for *_, threads in runs.seen} == {1}
+    assert len({thread for thread, *_ in runs.seen}) == 3 and runs.most == 3  # three at once
 
 
 def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
@@ -354,31 +373,12 @@ def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
 def test_npy_out_of_memory_with_one_row_beside_others_runs_one_at_a_time(
         cloud: Cloud, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A model that fits one row only while it runs alone: the job ends one run at a time
-    from model_api.model import LoadedModel
-
-    original = LoadedModel.run
-    running = [0]
-    lock = threading.Lock()
-
-    def alone_only(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
-        with lock:
-            running[0] += 1
-            crowded = running[0] > 1 or len(next(iter(inputs.values()))) > 1
-        try:
-            time.sleep(0.005)
-            if crowded:
-                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
-                                   "allocate memory for requested buffer")
-            return original(self, inputs, names)
-        finally:
-            with lock:
-                running[0] -= 1
-
-    monkeypatch.setattr(LoadedModel, "run", alone_only)
+    runs = SlowRuns(monkeypatch, crowded=lambda rows, running: rows > 1 or running > 1)
     rows = RNG.normal(size=(6, FEATURES)).astype(np.float32)
     job = npy_job(cloud, models_dir, rows, batch_rows=4, workers=2)
     batch_job.run_job(job)
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
+    assert runs.most == 2
 
 
 def test_a_checkpoint_from_before_byte_chunks_keeps_its_row_chunks(cloud: Cloud) -> None:
