@@ -137,7 +137,7 @@ class MicroBatcher:
     several calls at once): with one intra-op thread each, they keep every core busy without
     the synchronisation at each operator's end that one run on all the cores has, so a run
     slowed by other work on its core (the job's reads and writes) does not hold the others
-    (docs/performance.md, "Batch: micro-batches run side by side")."""
+    (docs/performance.md, "Batch: micro-batches side by side")."""
 
     def __init__(self, model: LoadedModel, tuner: BatchSizeTuner, runs: int = 1) -> None:
         self.model = model
