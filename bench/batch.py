@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 from model_api.aws.capture import DIR_ENV as CAPTURE_DIR_ENV
+from model_api.model import CPU
 
 from bench.common import BUILT_TEMPLATE, MODELS_DIR, scaled
 from bench.payloads import example_inputs
@@ -133,21 +134,38 @@ def input_rows(model: str, rows: int) -> np.ndarray:
     return array
 
 
-def raw_loop(model: str, rows: np.ndarray) -> dict[int, float]:
-    """Rows per second of `InferenceSession.run` over `rows`, per batch size: the best of two
-    passes, each in a fresh session as a job has (its first runs allocate memory too)."""
+def raw_session(model_file: str, options: Any, providers: Sequence[str]) -> Any:
+    """An `InferenceSession` of `model_file` on `providers` (CUDA's libraries loaded first
+    when it asks for CUDA: batch.loading.preload_cuda). Raises RuntimeError when onnxruntime
+    fell back from the first provider asked for (a GPU figure that is the CPU's would lie)."""
     import onnxruntime as ort
-    from model_api.model import CPU, session_options
+
+    from batch.loading import CUDA, preload_cuda
+
+    if CUDA in providers:
+        preload_cuda()
+    session = ort.InferenceSession(model_file, sess_options=options, providers=list(providers))
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(f"asked for {providers[0]}, onnxruntime gave "
+                           f"{session.get_providers()}")
+    return session
+
+
+def raw_loop(model: str, rows: np.ndarray, sizes: Sequence[int] = BATCH_SIZES,
+             providers: Sequence[str] = CPU) -> dict[int, float]:
+    """Rows per second of `InferenceSession.run` over `rows`, per batch size of `sizes`: the
+    best of two passes, each in a fresh session on `providers` as a job has (its first runs
+    allocate memory too)."""
+    from model_api.model import session_options
 
     from batch.loading import version_dir
 
     model_file = str(version_dir(MODELS_DIR, model, None) / "model.onnx")
     speeds = {}
-    for size in BATCH_SIZES:
+    for size in sizes:
         passes = []
         for _ in range(2):
-            session = ort.InferenceSession(model_file, sess_options=session_options(),
-                                           providers=list(CPU))
+            session = raw_session(model_file, session_options(), providers)
             name = session.get_inputs()[0].name
             outputs = [output.name for output in session.get_outputs()]
             started = time.perf_counter()
@@ -158,12 +176,11 @@ def raw_loop(model: str, rows: np.ndarray) -> dict[int, float]:
     return speeds
 
 
-def raw_job(model: str, path: Path, batch_rows: int) -> float:
-    """Rows per second of the runner's job done by hand: session, one GET of the .npy from
-    S3, the raw loop, one PUT of a .npy per output, a PUT of the marker naming them (no
-    checkpoints, no jobs table)."""
-    import onnxruntime as ort
-    from model_api.model import CPU, session_options
+def raw_job(model: str, path: Path, batch_rows: int, providers: Sequence[str] = CPU) -> float:
+    """Rows per second of the runner's job done by hand: session (on `providers`), one GET of
+    the .npy from S3, the raw loop, one PUT of a .npy per output, a PUT of the marker naming
+    them (no checkpoints, no jobs table)."""
+    from model_api.model import session_options
 
     from batch.aws import client
     from batch.loading import version_dir
@@ -173,8 +190,8 @@ def raw_job(model: str, path: Path, batch_rows: int) -> float:
     key = f"batch/input/{model}/raw-{batch_rows}.npy"
     s3.upload_file(str(path), loop.BUCKET, key)
     started = time.perf_counter()
-    session = ort.InferenceSession(str(version_dir(MODELS_DIR, model, None) / "model.onnx"),
-                                   sess_options=session_options(), providers=list(CPU))
+    session = raw_session(str(version_dir(MODELS_DIR, model, None) / "model.onnx"),
+                          session_options(), providers)
     name = session.get_inputs()[0].name
     outputs = [output.name for output in session.get_outputs()]
     rows = np.load(io.BytesIO(s3.get_object(Bucket=loop.BUCKET, Key=key)["Body"].read()))
@@ -226,10 +243,9 @@ def raw_jsonl_job(model: str, path: Path, batch_rows: int) -> float:
     `json.dumps`, one PUT of all the answers, a PUT of the marker. No checks of the requests
     (shapes, datatypes, limits), no error records, no resumability: what the runner adds to it
     is its price."""
-    import onnxruntime as ort
     from model_api.datatypes import numpy_dtype
     from model_api.manifest import MANIFEST_FILE, load_manifest
-    from model_api.model import CPU, session_options
+    from model_api.model import session_options
 
     from batch.aws import client
     from batch.loading import version_dir
@@ -241,8 +257,7 @@ def raw_jsonl_job(model: str, path: Path, batch_rows: int) -> float:
     folder = version_dir(MODELS_DIR, model, None)
     manifest = load_manifest(folder / MANIFEST_FILE)
     started = time.perf_counter()
-    session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=session_options(),
-                                   providers=list(CPU))
+    session = raw_session(str(folder / "model.onnx"), session_options(), CPU)
     outputs = [output.name for output in session.get_outputs()]
     types = {spec.name: (numpy_dtype(spec.datatype), spec.datatype) for spec in manifest.inputs}
     out_types = {spec.name: spec.datatype for spec in manifest.outputs}
@@ -294,28 +309,42 @@ def time_in_runs() -> Iterator[list[float]]:
         LoadedModel.run = original  # type: ignore[method-assign]
 
 
-def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
-                 chunk_bytes: int | None = None) -> tuple[float, float]:
-    """Rows per second of one whole runner job over the uploaded file (.npy or .jsonl; a fresh
-    job each time),
-    and rows per second of the time its model runs took. chunk_bytes None: the default."""
-    from batch import job as batch_job
-    from batch.aws import client
+def submit(model: str, path: Path, name: str) -> tuple[str, str, str]:
+    """Upload `path` as the job input `name` of `model` to the local batch bucket and record
+    the job as submitted (what the trigger does before the runner starts): its key, the
+    object's version and the job's id."""
     from batch.jobs import SUBMITTED, JobStore
     from batch.keys import parse_key
     from local_api.batch import loop
 
-    key = f"batch/input/{model}/bench-{batch_rows}-{chunk_rows}-{chunk_bytes}{path.suffix}"
+    key = f"batch/input/{model}/{name}{path.suffix}"
     event = loop.upload(path, loop.BUCKET, key)
     version = event["detail"]["object"]["version-id"]
     job = parse_key(loop.BUCKET, key, version)
+    JobStore(loop.TABLE).create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
+    return key, version, job.job_id
+
+
+def runner_speed(model: str, path: Path, batch_rows: int, chunk_rows: int = 0,
+                 chunk_bytes: int | None = None, gpu: bool = False) -> tuple[float, float]:
+    """Rows per second of one whole runner job over the uploaded file (.npy or .jsonl; a fresh
+    job each time),
+    and rows per second of the time its model runs took. chunk_bytes None: the default. gpu:
+    the job requires CUDA (as the image's runner with REQUIRE_GPU), else it runs on the CPU."""
+    from batch import job as batch_job
+    from batch.aws import client
+    from batch.jobs import JobStore
+    from local_api.batch import loop
+
+    key, version, job_id = submit(
+        model, path, f"bench-{batch_rows}-{chunk_rows}-{chunk_bytes}-{gpu:d}")
     store = JobStore(loop.TABLE)
-    store.create({"job_id": job.job_id, "model": model, "status": SUBMITTED})
     s3 = client("s3")  # made before the clock starts, as the raw job's is
     config = batch_job.JobConfig(bucket=loop.BUCKET, key=key, version_id=version,
-                                 job_id=job.job_id, models_dir=MODELS_DIR, table=loop.TABLE,
+                                 job_id=job_id, models_dir=MODELS_DIR, table=loop.TABLE,
                                  batch_rows=batch_rows, chunk_rows=chunk_rows,
-                                 chunk_bytes=chunk_bytes, use_gpu=False, progress_seconds=3600)
+                                 chunk_bytes=chunk_bytes, use_gpu=gpu, require_gpu=gpu,
+                                 progress_seconds=3600)
     with time_in_runs() as spent:
         started = time.perf_counter()
         summary = batch_job.run_job(config, s3=s3, store=store)
@@ -351,15 +380,20 @@ def async_speed(api: str, model: str, path: Path) -> float:
     return int(record["rows_read"]) / elapsed
 
 
+def quiet_logs() -> None:
+    """Only the libraries' news worth a line on the bench's stderr."""
+    logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found endpoint for s3 via ..."
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the async job
+
+
 def run() -> list[dict[str, Any]]:
     """Per model: the raw loop at every batch size, the raw job, the runner by default and
     tuned by hand (.npy: the numeric models of ROWS), and JSON Lines (every model of
     JSONL_ROWS)."""
     from local_api.batch import loop
 
-    logging.getLogger("batch").setLevel(logging.ERROR)  # its CPU-only warning, once per job
-    logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found endpoint for s3 via ..."
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the async job
+    quiet_logs()
     results = []
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work, \
             serving(BUILT_TEMPLATE, subprocess.DEVNULL) as port, metrics_to_stderr():
@@ -454,8 +488,7 @@ def runner_rows_per_s(rows: dict[str, int]) -> dict[str, float]:
     single-input models only: .npy). What `make cost` prices the batch path from."""
     from local_api.batch import loop
 
-    logging.getLogger("batch").setLevel(logging.ERROR)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    quiet_logs()
     speeds = {}
     with moto_server(), tempfile.TemporaryDirectory(prefix="bench-batch-") as work:
         loop.create_resources()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -175,16 +174,6 @@ def runner_env(cloud: Cloud, models_dir: Path) -> dict[str, str]:
     root = Path(__file__).resolve().parents[2]
     return {**os.environ, "MODELS_DIR": str(models_dir), "JOBS_TABLE": cloud.table,
             "PYTHONPATH": os.pathsep.join([str(root), str(root / "layers/serving/python")])}
-
-
-def image_requirements() -> list[str]:
-    """The arguments of batch/Dockerfile's `RUN pip install --disable-pip-version-check`
-    (the image's pinned packages, quotes removed)."""
-    dockerfile = (Path(__file__).resolve().parents[2] / "batch" / "Dockerfile").read_text()
-    found = re.search(r"^RUN pip install --disable-pip-version-check (.+)$",
-                      dockerfile.replace("\\\n", " "), re.MULTILINE)
-    assert found is not None, "batch/Dockerfile has no `RUN pip install` line"
-    return [argument.strip('"') for argument in found[1].split()]
 
 
 def shipping() -> dict[str, set[str]]:

@@ -28,8 +28,9 @@ from model_api.manifest import MANIFEST_FILE, load_manifest
 
 from batch.keys import parse_key
 from batch.loading import version_dir
+from bench.gpu_kit import image_requirements
 from local_api.batch.sample import write_jsonl
-from tests.batch.conftest import Cloud, image_requirements
+from tests.batch.conftest import Cloud
 from tests.conftest import MODELS_DIR, ROOT
 
 pytestmark = pytest.mark.skipif(

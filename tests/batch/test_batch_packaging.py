@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from bench.gpu_kit import image_requirements
 from tests.architecture.import_graph import Module, build
-from tests.batch.conftest import image_requirements, shipping
+from tests.batch.conftest import shipping
 from tests.conftest import ROOT
 
 BATCH = ROOT / "batch"
