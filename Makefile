@@ -32,13 +32,19 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  variables: PORT=$(PORT) ARCH=$(ARCH) FUNCTION=$(FUNCTION) EVENT=$(EVENT)"
 
+# uv installs the requirements (tools/install.sh says why; pip when it cannot), at the version
+# requirements-dev.txt pins.
+UV_PIN      := $(shell grep -E '^uv==' requirements-dev.txt)
+
 setup: $(VENV)/.installed ## Create the venv (python3.12) with everything the project needs
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt model_export/requirements.txt pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install it (Lambda's runtime) or set PYTHON312=/path/to/python3.12"; exit 1; }
 	@test -x $(PY) || $(STEP) "creating $(VENV) with $(PYTHON312)" $(PYTHON312) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(STEP) "installing $(UV_PIN) into $(VENV) (it installs the rest)" \
+		$(PY) -m pip install --quiet --disable-pip-version-check $(UV_PIN)
 	@$(STEP) "installing requirements-dev.txt into $(VENV) (serving, export, SAM CLI, tests)" \
-		$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+		env UV=$(CURDIR)/$(VENV)/bin/uv $(CURDIR)/tools/install.sh $(PY) requirements-dev.txt
 	@$(STEP) "installing this project (model_api and its tools) into $(VENV), editable" \
 		$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,10 @@ def checkov_executable() -> Path:
     executable = CHECKOV_VENV / "bin" / "checkov"
     if not executable.exists():
         subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
-        subprocess.run([str(CHECKOV_VENV / "bin" / "pip"), "install", "--quiet",
-                        "--disable-pip-version-check", "-r", str(CHECKOV_REQUIREMENTS)], check=True)
+        # with the project venv's uv when it has one, else pip (tools/install.sh)
+        subprocess.run([str(ROOT / "tools" / "install.sh"), str(CHECKOV_VENV / "bin" / "python"),
+                        str(CHECKOV_REQUIREMENTS)], check=True,
+                       env={**os.environ, "UV": str(Path(sys.executable).parent / "uv")})
     return executable
 
 
