@@ -163,7 +163,7 @@ class Job:
         # This child's folder (batch.shards): "" for a job of one child
         self.folder = self.obj.shard_folder(config.shard, config.shards)
         self.checkpoint_key = self.obj.output_key(self.folder + CHECKPOINT)
-        self.pipeline = job_pipeline(config.registry)
+        self.pipeline = job_pipeline(config.registry, config.job_id)
         # .npy: each model output's shape, once its file is written
         self.outputs: dict[str, list[int]] = {}
         self.events: Future[Any] | None = None  # the EventBridge client, once the rows are done
@@ -420,7 +420,7 @@ class Job:
         if count < 2:
             return None
         return workers.ChunkWorkers(count, folder, self.config.registry,
-                                    self.config.batch_rows)
+                                    self.config.batch_rows, self.config.job_id)
 
     def _jsonl(self, state: checkpoint.Checkpoint, size: int, model: LoadedModel | None,
                model_error: str | None, batcher: MicroBatcher | None) -> None:
@@ -796,6 +796,7 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
         store = JobStore(config.table)
     sharded = config.shards > 1
     child = f"child {config.shard} of {config.shards}: " if sharded else ""
+    attempt_started = time.time()
     # the start's update, the model's load, then the live checks beside writes and the
     # EventBridge client, beside the job's own requests
     background = ThreadPoolExecutor(2, thread_name_prefix="record")
@@ -866,8 +867,16 @@ def run_job(config: JobConfig, s3: Any = None, store: JobStore | None = None) ->
     except JobErased:
         obj = parse_key(config.bucket, config.key, config.version_id)
         removed = erase.erase(s3, config.bucket, obj.output_prefix)
-        LOG.warning("job %s was erased while it ran: stopped; %d object version(s) it wrote "
-                    "after the erasure began were deleted", config.job_id, removed)
+        captured: int | None = None
+        try:
+            captured = erase.erase_captured(obj.model, config.job_id, attempt_started)
+        except Exception as error:  # the job stays erased: say what is left, exit as erased
+            LOG.error("job %s: its data capture records of this attempt could not be erased "
+                      "(%s: %s); they expire at the capture bucket's retention",
+                      config.job_id, type(error).__name__, error)
+        LOG.warning("job %s was erased while it ran: stopped; %d object version(s) and %d "
+                    "data capture object(s) it wrote after the erasure began were deleted",
+                    config.job_id, removed, captured or 0)
         raise
     finally:
         background.shutdown(wait=True)

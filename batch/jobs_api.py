@@ -407,7 +407,9 @@ class JobsApi:
     def erase(self, job_id: str, model: str | None = None) -> dict[str, Any]:
         """Stop the job if it runs, delete its input (every version of an API job's key; only
         its own version of an uploaded key, whose other versions are other jobs), every object
-        version under its output prefix, then its item. What was erased."""
+        version under its output prefix, its data capture records (erase.erase_captured:
+        `captured.objects` null where the function names no capture store), then its item.
+        What was erased."""
         self._record(job_id, model)
         record = self.store.mark_erasing(job_id)
         if record is None:
@@ -419,13 +421,18 @@ class JobsApi:
         else:
             inputs = self._erase_version(obj)
         outputs = erase.erase(self.s3, obj.bucket, obj.output_prefix)
+        # the sampled rows data capture kept of it, before the record that dates them goes
+        started = [float(record[name]) for name in ("created_at", "started_at")
+                   if record.get(name) is not None]
+        captured = erase.erase_captured(obj.model, job_id, min(started, default=None))
         self.store.delete(job_id)
         LOG.info("job erased", extra={"job_id": job_id, "input_versions": inputs,
-                                      "output_versions": outputs, "stopped": stopped})
+                                      "output_versions": outputs, "capture_objects": captured,
+                                      "stopped": stopped})
         return {"job_id": job_id, "status": "erased", "stopped": stopped,
                 "erased": {"input": {"key": obj.key, "versions": inputs},
                            "outputs": {"prefix": obj.output_prefix, "versions": outputs},
-                           "record": True}}
+                           "captured": {"objects": captured}, "record": True}}
 
     def _erase_version(self, obj: InputObject) -> int:
         if obj.version_id == "null":

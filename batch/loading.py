@@ -144,10 +144,12 @@ def load_version(folder: Path, providers: list[str], threads: int | None = None
     return loaded
 
 
-def job_pipeline(registry: Path | None) -> Pipeline:
+def job_pipeline(registry: Path | None, job_id: str | None = None) -> Pipeline:
     """The pipeline a job's rows go through: the batch path's limits and the installed hooks
-    (class counts; data capture as the registry configures each model: batch.models), new
-    for each process that works the job's rows (the runner, each JSON Lines worker)."""
+    (class counts; data capture as the registry configures each model: batch.models, its
+    records those of `job_id`), new for each process that works the job's rows (the runner,
+    each JSON Lines worker)."""
     from model_api.limits import BATCH_RECORD
 
-    return Pipeline(BATCH_RECORD, hooks.installed(capture_configs(registry)), path="batch")
+    return Pipeline(BATCH_RECORD, hooks.installed(capture_configs(registry), job_id),
+                    path="batch")

@@ -171,6 +171,7 @@ class WorkerSetup:
     environ: dict[str, str]  # the runner's environment when the pool started
     log_level: int  # the runner's batch.runner logger's
     runner: int  # the runner's process id: a worker ends when it does
+    job_id: str | None = None  # the job: its data capture records say so
 
 
 class ChunkWorkers:
@@ -178,11 +179,11 @@ class ChunkWorkers:
     docstring). `submit` hands a chunk to the next free worker; `close` stops them all."""
 
     def __init__(self, count: int, folder: Path, registry: Path | None,
-                 batch_rows: int) -> None:
+                 batch_rows: int, job_id: str | None = None) -> None:
         self.count = count
         setup = WorkerSetup(folder, registry, batch_rows,
                             max(1, available_cpus() // count), dict(os.environ),
-                            LOG.getEffectiveLevel(), os.getpid())
+                            LOG.getEffectiveLevel(), os.getpid(), job_id)
         prepare(count)
         self.pool = ProcessPoolExecutor(count, multiprocessing.get_context(START_METHOD),
                                         initializer=_start_worker, initargs=(setup,))
@@ -259,7 +260,7 @@ def _start_worker(setup: WorkerSetup) -> None:
     from batch.microbatch import CPU_SIZES, BatchSizeTuner, MicroBatcher
 
     _model = load_version(setup.folder, [CPU])
-    _pipeline = job_pipeline(setup.registry)
+    _pipeline = job_pipeline(setup.registry, setup.job_id)
     _batcher = MicroBatcher(_model, BatchSizeTuner(CPU_SIZES, setup.batch_rows))
     # What the worker holds for good (modules, the model, the hooks) out of the collector's
     # way: its full collections no longer walk it again for every few thousand lines' garbage

@@ -4,6 +4,7 @@ local batch runner are given for it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from local_api.background import PROJECT_ROOT
@@ -36,3 +37,16 @@ def runner_capture_environment(capture: str, folder: Path = CAPTURE_DIR) -> dict
     from model_api.capture.config import SAMPLING_ENV
 
     return {DIR_ENV: str(folder.resolve()), SAMPLING_ENV: "100" if capture == "1" else "0"}
+
+
+def eraser_environment(environments: Mapping[str, Mapping[str, str]],
+                       folder: Path = CAPTURE_DIR) -> dict[str, dict[str, str]]:
+    """For the function that erases batch jobs (its template environment names the jobs table
+    and the capture bucket: DELETE erases a job's captured records, batch.erase.erase_captured),
+    the local capture store instead of the deployed bucket: `folder`, where the local runner
+    writes them."""
+    from model_api.aws.capture import BUCKET_ENV, DIR_ENV
+
+    return {function: {DIR_ENV: str(folder.resolve()), BUCKET_ENV: ""}
+            for function, environment in environments.items()
+            if "JOBS_TABLE" in environment and BUCKET_ENV in environment}

@@ -24,7 +24,12 @@ from typing import Any
 
 from local_api import gateway, sandbox
 from local_api.background import PROJECT_ROOT
-from local_api.capture import CAPTURE_DIR, capture_environment, runner_capture_environment
+from local_api.capture import (
+    CAPTURE_DIR,
+    capture_environment,
+    eraser_environment,
+    runner_capture_environment,
+)
 from local_api.http11 import READ_TIMEOUT_S
 from local_api.lambda_endpoint import LocalLambda
 from local_api.logs import LOG_DIR, FunctionLogs
@@ -143,7 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
         spec = root_api_only(spec)
     local_lambda = LocalLambda.create(args.host, args.port)
     os.environ.update(runner_capture_environment(args.capture, args.capture_dir))
-    with state_folder() as state, _batch_stack(spec, args.batch) as overrides:
+    with state_folder() as state, \
+            _batch_stack(spec, args.batch, args.capture_dir) as overrides:
         local_lambda = dataclasses.replace(local_lambda, other_key_ids=tuple(
             {found["AWS_ACCESS_KEY_ID"] for found in overrides.values()
              if "AWS_ACCESS_KEY_ID" in found}))
@@ -169,9 +175,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[str, str]]]:
+def _batch_stack(spec: TemplateSpec, wanted: bool, capture_dir: Path
+                 ) -> Iterator[dict[str, dict[str, str]]]:
     """The batch path's local AWS (local_api.batch.stack) while serving, when the template has its
-    jobs function and `wanted`; the environment overrides of the functions that use it."""
+    jobs function and `wanted`; the environment overrides of the functions that use it (the
+    jobs function's capture store: `capture_dir`, local_api.capture.eraser_environment)."""
     if not wanted or "BatchJobsFunction" not in spec.functions:
         yield {}
         return
@@ -183,6 +191,8 @@ def _batch_stack(spec: TemplateSpec, wanted: bool) -> Iterator[dict[str, dict[st
               f"{stack.bucket}; uploads run the runner here", flush=True)
         environments = {name: function.environment for name, function in spec.functions.items()}
         found = stack.overrides(environments)
+        for function, values in eraser_environment(environments, capture_dir).items():
+            found[function] = {**found.get(function, {}), **values}
         # Large models: the model store in the same local S3, for their functions and the
         # batch runner (a child of this process: os.environ).
         stored = model_store.publish(spec.functions.values(), stack.models_dir)

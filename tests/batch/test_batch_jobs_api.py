@@ -83,7 +83,9 @@ def test_the_upload_claims_its_job_once_and_never_after_delete(cloud: Cloud) -> 
 
 
 def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
-        cloud: Cloud, models_dir: Path) -> None:
+        cloud: Cloud, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPTURE_SAMPLING", "100")  # every row captured, chunk by chunk
+    monkeypatch.setenv("CAPTURE_DIR", str(tmp_path / "capture"))
     lines = [request_line(f"r{n}", RNG.normal(size=(1, FEATURES))) for n in range(40)]
     created = api(cloud).create(MODEL, None, json.dumps({"size": 10}).encode())
     key = input_key(MODEL, created["job_id"], "jsonl", issued=True)
@@ -104,8 +106,17 @@ def test_a_runner_whose_job_is_erased_stops_and_leaves_nothing(
             cloud.store.mark_erasing(obj.job_id)
 
     s3.meta.events.register("provide-client-params.s3.PutObject", erase_before_second_part)
+    captured: list[Path] = []
+
+    def flushed(**_: Any) -> None:
+        captured.extend((tmp_path / "capture").rglob("*.jsonl"))
+
+    s3.meta.events.register("provide-client-params.s3.PutObject", flushed)
     with pytest.raises(jobs.JobErased):
         batch_job.run_job(settings, s3=s3)
+    # what it captured (the first chunk's rows, before the erasure) it erased too
+    assert captured and all(f"/job-{obj.job_id}/" in str(path) for path in captured)
+    assert list((tmp_path / "capture").rglob("*.jsonl")) == []
     # It wrote the first part and checkpoint, then the second part, whose record update was
     # refused: it stopped there (no third part) and deleted every version it had written
     assert [k.rsplit("/", 1)[1] for k in written] == [

@@ -140,6 +140,12 @@ def test_two_workers_write_the_same_records_as_one_process_and_capture_them(
     captured = [line for path in (tmp_path / "capture-2").rglob("*.jsonl")
                 for line in path.read_text().splitlines()]
     assert len(captured) >= len(answered) > 100
+    # every worker's flushes in the job's own folders, each record naming it (what erasing
+    # the job erases: model_api.capture.store.erase_job)
+    job_id = parse_key(job.bucket, key, version).job_id
+    assert {path.parent.name for path in (tmp_path / "capture-2").rglob("*.jsonl")} == {
+        f"job-{job_id}"}
+    assert {json.loads(line)["job_id"] for line in captured} == {job_id}
 
 
 class LateWorkers(workers.ChunkWorkers):

@@ -266,6 +266,52 @@ def test_erasure_on_a_versioned_bucket_leaves_nothing() -> None:
     assert not listed.get("Versions") and not listed.get("DeleteMarkers")
 
 
+def _job_hook(store: Any, job_id: str) -> CaptureHook:
+    config = parse({"sampling": 100})
+    return CaptureHook(lambda _model: config, store, lambda: KEY, job_id=job_id)
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_a_batch_jobs_records_are_kept_apart_and_erased_with_it_alone(
+        tmp_path: Path, kind: str) -> None:
+    with mock_aws():
+        if kind == "s3":
+            s3 = boto3.client("s3", region_name="us-east-1")
+            s3.create_bucket(Bucket="capture")
+            s3.put_bucket_versioning(Bucket="capture",
+                                     VersioningConfiguration={"Status": "Enabled"})
+            store: Any = aws_capture.S3Store("capture", s3)
+        else:
+            store = FolderStore(tmp_path)
+        model, body = _model("breast-cancer-mlp"), _body("x", _held_back("breast-cancer-mlp"))
+        since = datetime.now(UTC) - timedelta(days=2)
+        # two jobs (one a prefix of the other's id), and the API's own records
+        for hook in (_job_hook(store, "job-a"), _job_hook(store, "job-a-2"),
+                     _hook(store)):
+            pipeline = Pipeline(API_REQUEST, [hook], path="batch" if hook.job_id else "api")
+            for _ in range(2):
+                pipeline.handle(model, body, {})
+        keys = list(store.keys("capture/"))
+        assert sum("/job-job-a/" in key for key in keys) == 2 and len(keys) == 6
+        # an old flush of the job, two days back, is in its folder of that day
+        old = capture_store.object_key("breast-cancer-mlp", since + timedelta(hours=1), "job-a")
+        store.put(old, store.get(next(k for k in keys if "/job-job-a/" in k)))
+        by_job = {r.get("job_id") for r in capture_store.read(store, "breast-cancer-mlp")}
+        assert by_job == {"job-a", "job-a-2", None}
+        assert capture_store.erase_job(store, "breast-cancer-mlp", "job-a", since) == 3
+        left = list(capture_store.read(store, "breast-cancer-mlp"))
+        assert sorted(r.get("job_id") or "api" for r in left) == ["api", "api", "job-a-2",
+                                                                  "job-a-2"]
+        assert capture_store.erase_job(store, "breast-cancer-mlp", "job-a", since) == 0
+        if kind == "s3":  # every version gone, not hidden behind a delete marker
+            listed = s3.list_object_versions(Bucket="capture", Prefix="capture/")
+            assert not any("/job-job-a/" in v["Key"] for v in (
+                *listed.get("Versions", []), *listed.get("DeleteMarkers", [])))
+    for bad in ("", "a/b", "..", "."):
+        with pytest.raises(ValueError, match="not a batch job id"):
+            capture_store.job_prefixes("m", bad, since)
+
+
 def test_local_api_captures_held_back_rows_for_make_capture(tmp_path: Path) -> None:
     folder = tmp_path / "capture"
     rows = _held_back("breast-cancer-mlp")

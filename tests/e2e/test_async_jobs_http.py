@@ -40,12 +40,18 @@ CHUNK_BYTES = 1 << 20  # the runner's chunks here: several per job, so a DELETE 
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def capture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local API's capture store (the runner writes its records there too)."""
+    return tmp_path_factory.mktemp("async-jobs-capture")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, capture_dir: Path) -> Iterator[httpx.Client]:
     log = tmp_path_factory.mktemp("async-jobs") / "server.log"
     saved = os.environ.get("BATCH_CHUNK_BYTES")
     os.environ["BATCH_CHUNK_BYTES"] = str(CHUNK_BYTES)  # the runner inherits the server's
     try:
-        with local_api_server(log) as (client, _):
+        with local_api_server(log, extra=("--capture-dir", str(capture_dir))) as (client, _):
             yield client
     finally:
         if saved is None:
@@ -113,20 +119,35 @@ def fetch(url: str) -> bytes:
     return answer.content
 
 
-def erase_and_check(api: httpx.Client, job: dict[str, Any], record: dict[str, Any]) -> None:
-    """DELETE the job: then it is 404, and S3 holds nothing under its input key and its
-    output prefix (every version listed)."""
+def captured_by(folder: Path, job_id: str) -> list[Path]:
+    """The data capture objects of batch job `job_id` in the local capture store `folder`
+    (capture/<model>/<yyyy>/<mm>/<dd>/job-<job_id>/: model_api.capture.store)."""
+    return sorted(folder.glob(f"capture/*/*/*/*/job-{job_id}/*.jsonl"))
+
+
+def erase_and_check(api: httpx.Client, job: dict[str, Any], record: dict[str, Any],
+                    capture_dir: Path) -> int:
+    """DELETE the job: then it is 404, S3 holds nothing under its input key and its output
+    prefix (every version listed), and the capture store nothing it captured (records it
+    kept, each naming the job, until then). How many capture objects it had."""
     s3 = s3_at(job["upload_url"])
     prefix = record["output_prefix"].split(f"s3://{BUCKET}/", 1)[1]
+    captured = captured_by(capture_dir, job["job_id"])
+    for path in captured:
+        assert all(json.loads(line)["job_id"] == job["job_id"] and
+                   json.loads(line)["path"] == "batch" for line in path.read_text().splitlines())
     answer = api.delete(f"/v2/batch/jobs/{job['job_id']}")
     assert answer.status_code == 200, answer.text
     erased = answer.json()["erased"]
     assert erased["input"]["versions"] == 1 and erased["record"] is True
+    assert erased["captured"] == {"objects": len(captured)}
     assert api.get(job["status_url"]).status_code == 404
     assert keys_under(s3, record["input"]["key"]) == [] and keys_under(s3, prefix) == []
+    assert captured_by(capture_dir, job["job_id"]) == []
+    return len(captured)
 
 
-def run_jsonl(api: httpx.Client, tmp_path: Path, rows: int) -> None:
+def run_jsonl(api: httpx.Client, tmp_path: Path, rows: int, capture_dir: Path) -> None:
     path = tmp_path / "rows.jsonl"
     sample.main(["--model", MODEL, "--rows", str(rows), "--out", str(path)])
     parameters = {"owner": "e2e", "weights": [0.5, 1e-3], "": {"nested": [None, True]}}
@@ -153,10 +174,12 @@ def run_jsonl(api: httpx.Client, tmp_path: Path, rows: int) -> None:
     assert ids == [str(n) for n in range(rows)]  # every line exactly one record, in order
     print(f"\n{rows} rows, {path.stat().st_size / 1e6:.0f} MB of JSON Lines: upload to "
           f"outputs available in {seconds:.1f} s ({rows / seconds:,.0f} rows/s)")
-    erase_and_check(api, job, record)
+    # every line an exchange of one row, sampled (make serve's 100 %): records in each chunk's
+    # flush, in the job's folders, erased with it
+    assert erase_and_check(api, job, record, capture_dir) > 0
 
 
-def run_npy(api: httpx.Client, tmp_path: Path, rows: int) -> None:
+def run_npy(api: httpx.Client, tmp_path: Path, rows: int, capture_dir: Path) -> None:
     path = tmp_path / "rows.npy"
     sample.main(["--model", MODEL, "--rows", str(rows), "--out", str(path)])
     job = create(api, path.stat().st_size, "npy")
@@ -184,29 +207,33 @@ def run_npy(api: httpx.Client, tmp_path: Path, rows: int) -> None:
                                    rtol=1e-5, atol=1e-6)
     print(f"\n{rows} rows, {path.stat().st_size / 1e6:.0f} MB of .npy: upload to outputs "
           f"available in {seconds:.1f} s ({rows / seconds:,.0f} rows/s)")
-    erase_and_check(api, job, record)
+    erase_and_check(api, job, record, capture_dir)
 
 
 @pytest.mark.slow
-def test_a_json_lines_job_over_http(api: httpx.Client, tmp_path: Path) -> None:
-    run_jsonl(api, tmp_path, 20_000)
+def test_a_json_lines_job_over_http(api: httpx.Client, tmp_path: Path,
+                                    capture_dir: Path) -> None:
+    run_jsonl(api, tmp_path, 20_000, capture_dir)
 
 
 @pytest.mark.slow
-def test_a_npy_job_over_http(api: httpx.Client, tmp_path: Path) -> None:
-    run_npy(api, tmp_path, 100_000)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not BIG, reason="the 200 MB inputs run with MODEL_API_BIG_JOBS=1")
-def test_a_200_mb_json_lines_job_over_http(api: httpx.Client, tmp_path: Path) -> None:
-    run_jsonl(api, tmp_path, BIG_JSONL_ROWS)
+def test_a_npy_job_over_http(api: httpx.Client, tmp_path: Path,
+                             capture_dir: Path) -> None:
+    run_npy(api, tmp_path, 100_000, capture_dir)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not BIG, reason="the 200 MB inputs run with MODEL_API_BIG_JOBS=1")
-def test_a_200_mb_npy_job_over_http(api: httpx.Client, tmp_path: Path) -> None:
-    run_npy(api, tmp_path, BIG_NPY_ROWS)
+def test_a_200_mb_json_lines_job_over_http(api: httpx.Client, tmp_path: Path,
+                                           capture_dir: Path) -> None:
+    run_jsonl(api, tmp_path, BIG_JSONL_ROWS, capture_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BIG, reason="the 200 MB inputs run with MODEL_API_BIG_JOBS=1")
+def test_a_200_mb_npy_job_over_http(api: httpx.Client, tmp_path: Path,
+                                    capture_dir: Path) -> None:
+    run_npy(api, tmp_path, BIG_NPY_ROWS, capture_dir)
 
 
 def test_s3_refuses_a_tampered_expired_or_oversized_upload(api: httpx.Client) -> None:
@@ -334,8 +361,8 @@ def test_a_versioned_job_runs_that_version(api: httpx.Client, tmp_path: Path) ->
     assert api.delete(job["status_url"]).status_code == 200
 
 
-def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client,
-                                                            tmp_path: Path) -> None:
+def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client, tmp_path: Path,
+                                                            capture_dir: Path) -> None:
     path = tmp_path / "rows.jsonl"
     sample.main(["--model", MODEL, "--rows", "100000", "--out", str(path)])  # 34 chunks
     job = create(api, path.stat().st_size)
@@ -345,8 +372,10 @@ def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client,
     s3 = s3_at(job["upload_url"])
     prefix = running["output_prefix"].split(f"s3://{BUCKET}/", 1)[1]
     assert keys_under(s3, prefix)  # the runner has written parts
+    assert captured_by(capture_dir, job["job_id"])  # and captured some of its rows
     answer = api.delete(f"/v2/models/{MODEL}/jobs/{job['job_id']}")
     assert answer.status_code == 200, answer.text
+    assert answer.json()["erased"]["captured"]["objects"] > 0
     assert api.get(job["status_url"]).status_code == 404
     # Nothing under its prefixes once the runner has met the erasure, and nothing after it had
     # time for several more chunks. A write it had in flight as the erasure began (a chunk's
@@ -354,10 +383,13 @@ def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client,
     # the runner deletes it at its next check, a chunk later at most (docs/security.md).
     left = (running["input"]["key"], prefix)
     deadline = time.monotonic() + 10
-    while any(keys_under(s3, key) for key in left) and time.monotonic() < deadline:
+    while ((any(keys_under(s3, key) for key in left) or captured_by(capture_dir, job["job_id"]))
+           and time.monotonic() < deadline):
         time.sleep(0.1)
     for _ in range(3):
         assert keys_under(s3, running["input"]["key"]) == [] and keys_under(s3, prefix) == []
+        # what it captured in a chunk it was working as the erasure began, it erased itself
+        assert captured_by(capture_dir, job["job_id"]) == []
         time.sleep(1)
 
 
@@ -390,7 +422,8 @@ def test_a_finished_job_sends_its_event(api: httpx.Client, tmp_path: Path) -> No
 
 
 def test_a_job_asking_for_4_shards_runs_as_four_children(api: httpx.Client,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path,
+                                                         capture_dir: Path) -> None:
     """`"parameters": {"shards": 4}`: an array job of four children (local: four runner
     processes), each visible in the job's status, one job to the client."""
     rows = 4000
@@ -414,4 +447,5 @@ def test_a_job_asking_for_4_shards_runs_as_four_children(api: httpx.Client,
     ids = [json.loads(line)["id"] for part in record["output_urls"]["parts"]
            for line in fetch(part["url"]).splitlines()]
     assert ids == [str(n) for n in range(rows)]
-    erase_and_check(api, job, record)
+    # the four children captured into the one job's folders, all erased with it
+    assert erase_and_check(api, job, record, capture_dir) > 0

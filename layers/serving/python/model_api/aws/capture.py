@@ -235,22 +235,30 @@ def hash_key(environ: Mapping[str, str]) -> Callable[[], bytes]:
     return read
 
 
-def sink_from_environment(environ: Mapping[str, str]) -> Sink:
-    """The store CAPTURE_BUCKET or CAPTURE_DIR names, else stdout (see the module's
-    docstring)."""
+def store_from_environment(environ: Mapping[str, str]) -> CaptureStore | None:
+    """The store CAPTURE_BUCKET or CAPTURE_DIR names (the first that is set), else None."""
     if environ.get(BUCKET_ENV):
-        return StoreSink(S3Store(environ[BUCKET_ENV]))
+        return S3Store(environ[BUCKET_ENV])
     if environ.get(DIR_ENV):
-        return StoreSink(FolderStore(Path(environ[DIR_ENV])))
-    return LogSink()
+        return FolderStore(Path(environ[DIR_ENV]))
+    return None
+
+
+def sink_from_environment(environ: Mapping[str, str], job_id: str | None = None) -> Sink:
+    """The store CAPTURE_BUCKET or CAPTURE_DIR names (a batch job's flushes in its folder:
+    `job_id`), else stdout (see the module's docstring)."""
+    store = store_from_environment(environ)
+    return LogSink() if store is None else StoreSink(store, job_id)
 
 
 def hook(environ: Mapping[str, str] = os.environ,
-         configs: Mapping[str, CaptureConfig] | None = None) -> CaptureHook | None:
+         configs: Mapping[str, CaptureConfig] | None = None,
+         job_id: str | None = None) -> CaptureHook | None:
     """The capture hook of this process: `configs` per model (the batch runner's, from the
     registry: counts written at each flush) or the function's own CAPTURE settings for every
     model it serves (counts written at most every EMIT_EVERY_S); None when nothing is ever
-    captured."""
+    captured. `job_id`: the batch job the hook captures for (its records and folders say
+    so)."""
     if configs is None:
         own = from_environment(environ)
         if not own.active:
@@ -267,8 +275,9 @@ def hook(environ: Mapping[str, str] = os.environ,
         def lookup(model: str) -> CaptureConfig:
             return table.get(model, off)
     namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
-    return CaptureHook(lookup, sink_from_environment(environ), hash_key(environ),
-                       emit_metrics(namespace), emit_every=EMIT_EVERY_S if configs is None else 0)
+    return CaptureHook(lookup, sink_from_environment(environ, job_id), hash_key(environ),
+                       emit_metrics(namespace), emit_every=EMIT_EVERY_S if configs is None else 0,
+                       job_id=job_id)
 
 
 def main(argv: list[str] | None = None) -> int:

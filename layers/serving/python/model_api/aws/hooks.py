@@ -11,10 +11,12 @@ from model_api.capture.config import CaptureConfig, from_environment
 from model_api.pipeline import Hook
 
 
-def installed(capture: Mapping[str, CaptureConfig] | None = None) -> list[Hook]:
+def installed(capture: Mapping[str, CaptureConfig] | None = None,
+              job_id: str | None = None) -> list[Hook]:
     """New instances of the installed hooks, for one process. `capture`: each model's capture
     settings where the process serves many (the batch runner, from the registry); None: the
-    function's own (its CAPTURE environment variable)."""
+    function's own (its CAPTURE environment variable). `job_id`: the batch job they serve
+    (data capture keeps its records apart, so that erasing the job erases them)."""
     from model_api.aws.class_counts import ClassCounts
 
     found: list[Hook] = [ClassCounts()]
@@ -22,7 +24,7 @@ def installed(capture: Mapping[str, CaptureConfig] | None = None) -> list[Hook]:
         return found  # nothing is captured: data capture's modules are not imported (8-10 ms)
     from model_api.aws import capture as data_capture  # Powertools: only where hooks run
 
-    capture_hook = data_capture.hook(os.environ, capture)
+    capture_hook = data_capture.hook(os.environ, capture, job_id)
     if capture_hook is not None:
         found.append(capture_hook)
     return found

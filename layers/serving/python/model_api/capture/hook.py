@@ -86,15 +86,15 @@ class Sink(Protocol):
 
 class StoreSink:
     """Records to a store (model_api.capture.store): one JSON Lines object per flush and model,
-    under its date-partitioned key."""
+    under its date-partitioned key (in batch job `job_id`'s folder when given)."""
 
     max_record_bytes = record.MAX_RECORD_BYTES
 
-    def __init__(self, store: CaptureStore) -> None:
-        self.store = store
+    def __init__(self, store: CaptureStore, job_id: str | None = None) -> None:
+        self.store, self.job_id = store, job_id
 
     def deliver(self, model: str, lines: list[bytes]) -> None:
-        self.store.put(object_key(model), b"".join(lines))
+        self.store.put(object_key(model, job_id=self.job_id), b"".join(lines))
 
 
 class CaptureHook(Hook):
@@ -103,16 +103,19 @@ class CaptureHook(Hook):
 
     `configs(model)` gives a model's settings (one model's from the environment on a model
     function; the registry's on the batch runner); `key()` the deployment's hash key (called
-    on the first record that hashes); `emit(counts)` publishes the counts at each flush."""
+    on the first record that hashes); `emit(counts)` publishes the counts at each flush;
+    `job_id`: the batch job whose exchanges these are (each record carries it)."""
 
     name = "capture"
 
     def __init__(self, configs: Callable[[str], CaptureConfig], sink: Sink | CaptureStore,
                  key: Callable[[], bytes], emit: Callable[[Counts], None] = lambda _: None,
-                 rng: random.Random | None = None, emit_every: float = 0.0) -> None:
+                 rng: random.Random | None = None, emit_every: float = 0.0,
+                 job_id: str | None = None) -> None:
         self.configs, self.emit, self.emit_every = configs, emit, emit_every
+        self.job_id = job_id
         self.emitted = time.monotonic()
-        self.sink: Sink = sink if hasattr(sink, "deliver") else StoreSink(sink)  # type: ignore[assignment]
+        self.sink: Sink = sink if hasattr(sink, "deliver") else StoreSink(sink, job_id)  # type: ignore[assignment]
         self._key, self._secret, self._key_retry_at = key, b"", 0.0
         self.random = rng or random.Random()
         self.buffered: dict[str, list[bytes]] = {}
@@ -175,7 +178,8 @@ class CaptureHook(Hook):
         try:
             line = record.build(manifest, config, exchange.request.inputs, exchange.results,
                                 None if rows is None else rows,  # type: ignore[arg-type]
-                                exchange.request.id, exchange.path, self.key, pattern)
+                                exchange.request.id, exchange.path, self.key, pattern,
+                                self.job_id)
         except Exception as error:  # counted and logged by type, never with the data
             reason = ("unserialisable" if isinstance(error, TypeError | ValueError |
                                                      OverflowError) else

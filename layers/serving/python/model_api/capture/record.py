@@ -2,7 +2,7 @@
 
     {"capture": 1, "model": "text-topics", "version": "1", "time": "2026-12-01T10:00:00.123456Z",
      "request_id": "<128 random bits, hex>", "id": "<the request's own id, or null>", "path": "api",
-     "rows": 1,
+     "rows": 1,   (a batch job's records: "path": "batch", then "job_id": "<its id>")
      "inputs": {"text": {"length": [29], "tokens": [6], "oov": [0.1667],
                          "hash": ["<hmac-sha256 hex>"]}},
      "outputs": {"label": ["sport"], "probabilities": [[0.02, 0.91, 0.04, 0.03]]}}
@@ -187,18 +187,21 @@ def default_rule(datatype: str) -> Rule:
 
 def build(manifest: Manifest, config: CaptureConfig, inputs: Mapping[str, np.ndarray],
           results: Mapping[str, np.ndarray], rows: np.ndarray | None, request_id: str | None,
-          path: str, key: Callable[[], bytes], pattern: re.Pattern[str]) -> bytes:
+          path: str, key: Callable[[], bytes], pattern: re.Pattern[str],
+          job_id: str | None = None) -> bytes:
     """One record as a JSON line (UTF-8, ending in a line break), of the rows `rows` picks
-    (None: all). Raises what numpy or json raise on data they cannot hold (the hook counts
-    it as dropped)."""
+    (None: all), with `job_id` after `path` when a batch job's. Raises what numpy or json
+    raise on data they cannot hold (the hook counts it as dropped)."""
     def pick(array: np.ndarray) -> np.ndarray:
         return array if rows is None else array[rows]
 
     record: dict[str, Any] = {
         MARKER: FORMAT, "model": manifest.name, "version": manifest.version,
-        "time": now_iso(), "request_id": os.urandom(16).hex(), "id": request_id, "path": path,
-        "rows": len(rows) if rows is not None else
-        int(next(iter(inputs.values())).shape[0]) if inputs else 0}
+        "time": now_iso(), "request_id": os.urandom(16).hex(), "id": request_id, "path": path}
+    if job_id is not None:
+        record["job_id"] = job_id
+    record["rows"] = (len(rows) if rows is not None else
+                      int(next(iter(inputs.values())).shape[0]) if inputs else 0)
     if config.inputs:
         kept: dict[str, Any] = {}
         for spec in manifest.inputs:

@@ -3,8 +3,11 @@
 Key layout (the same in S3 and in a local folder), JSON Lines objects date-partitioned by UTC
 time under each model's prefix:
 
-    capture/<model>/<yyyy>/<mm>/<dd>/<HHMMSS.ffffff>Z-<uuid4 hex>.jsonl    one per flush (a
-        batch chunk; make serve: a worker's lines as the local API reads them)
+    capture/<model>/<yyyy>/<mm>/<dd>/<HHMMSS.ffffff>Z-<uuid4 hex>.jsonl    one per flush (make
+        serve: a worker's lines as the local API reads them)
+    capture/<model>/<yyyy>/<mm>/<dd>/job-<job_id>/<HHMMSS.ffffff>Z-<uuid4 hex>.jsonl    one per
+        flush of a batch job (a chunk), its records carrying its `job_id`: erasing the job
+        (DELETE of it, batch.jobs_api) erases these folders (erase_job)
     capture/<model>/<yyyy>/<mm>/<dd>/<HH>/<stream>-<n>-<time>-<uuid>.jsonl  Firehose's objects
         (the Lambda functions' log lines, a few minutes' worth each)
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +30,9 @@ from typing import Any, Protocol
 from model_api.capture.record import FORMAT, MARKER
 
 PREFIX = "capture/"
+
+
+JOB_FOLDER = "job-"  # capture/<model>/<day>/job-<job_id>/: one batch job's flushes of that day
 
 
 class CaptureStore(Protocol):
@@ -46,16 +53,56 @@ class CaptureStore(Protocol):
     def replace(self, key: str, body: bytes) -> None:
         """Write `body` as the object's only content: no earlier version remains."""
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under `prefix`, every version; how many (versions) went."""
+
 
 def model_prefix(model: str) -> str:
     return f"{PREFIX}{model}/"
 
 
-def object_key(model: str, when: datetime | None = None) -> str:
-    """A new object's key for `model` at `when` (default now, UTC)."""
+def object_key(model: str, when: datetime | None = None, job_id: str | None = None) -> str:
+    """A new object's key for `model` at `when` (default now, UTC), in the folder of batch job
+    `job_id` when given (see the module's docstring). ValueError for a job id that could leave
+    its folder."""
     when = when or datetime.now(UTC)
-    return (f"{model_prefix(model)}{when:%Y/%m/%d}/{when:%H%M%S.%f}Z-"
-            f"{uuid.uuid4().hex}.jsonl")
+    folder = f"{model_prefix(model)}{when:%Y/%m/%d}/"
+    if job_id is not None:
+        folder += f"{JOB_FOLDER}{_checked_job(job_id)}/"
+    return f"{folder}{when:%H%M%S.%f}Z-{uuid.uuid4().hex}.jsonl"
+
+
+def _checked_job(job_id: str) -> str:
+    if not job_id or "/" in job_id or job_id in (".", ".."):
+        raise ValueError(f"not a batch job id for a capture key: {job_id!r}")
+    return job_id
+
+
+def job_prefixes(model: str, job_id: str, since: datetime,
+                 until: datetime | None = None) -> list[str]:
+    """The folders batch job `job_id` of `model` flushed records into from `since` (the job's
+    creation) to `until` (default now): one per UTC day. ValueError as object_key."""
+    job = _checked_job(job_id)
+    day, last = since.astimezone(UTC).date(), (until or datetime.now(UTC)).astimezone(UTC).date()
+    found = []
+    while day <= last:
+        found.append(f"{model_prefix(model)}{day:%Y/%m/%d}/{JOB_FOLDER}{job}/")
+        day += timedelta(days=1)
+    return found
+
+
+def erase_job(store: CaptureStore, model: str, job_id: str, since: datetime,
+              until: datetime | None = None) -> int:
+    """Delete every record batch job `job_id` of `model` captured from `since` to `until`
+    (default now; job_prefixes), every version: its folders whole, none of another job's or
+    of the API's records. Returns the number of objects (flushes) erased."""
+    erased = 0
+    for prefix in job_prefixes(model, job_id, since, until):
+        found = sum(1 for _ in store.keys(prefix))
+        if found:
+            store.delete_prefix(prefix)
+            erased += found
+    return erased
 
 
 def day_of(key: str) -> date | None:
@@ -198,3 +245,11 @@ class FolderStore:
 
     def replace(self, key: str, body: bytes) -> None:
         self.put(key, body)
+
+    def delete_prefix(self, prefix: str) -> int:
+        base = self.root / prefix
+        if not base.is_dir():
+            return 0
+        found = sum(1 for path in base.rglob("*") if path.is_file())
+        shutil.rmtree(base)
+        return found
