@@ -18,6 +18,7 @@ from model_api.aws.lambda_adapter import create_app
 from model_api.catalog import Catalog, CatalogModel
 from model_api.errors import ModelAPIError
 from model_api.repository import (
+    LOADING,
     READY,
     UNAVAILABLE,
     IndexEntry,
@@ -187,6 +188,42 @@ def test_the_server_asks_the_functions_the_catalog_names() -> None:
     assert isinstance(repository, InvokedRepository)
     assert repository.models == [ModelFunction("a", "model-0123abcd-a", ()),
                                  ModelFunction("b", "model-0123abcd-b", ("1", "2"))]
+
+
+def test_a_loading_version_is_asked_again_within_the_cache_time_and_shows_ready_at_once(
+        ) -> None:
+    """A large model's cold start: its READY answer shows at the next call, not after the
+    index's cache time; the versions already READY are not asked again meanwhile."""
+    now, calls = [100.0], []
+    loaded = threading.Event()
+
+    def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+        calls.append(function)
+        if function == "BigFunction" and not loaded.is_set():
+            return {"statusCode": 503, "headers": {"Retry-After": "30"},
+                    "body": json.dumps({"error": "model 'big' version '1' is loading: 10% "
+                                                 "of 300 MB read from the model store"})}
+        return {"statusCode": 200, "body": '{"ready": true}'}
+
+    repository = InvokedRepository([ModelFunction("big", "BigFunction", ("1",)),
+                                    ModelFunction("small", "SmallFunction", ("1",))], invoke,
+                                   clock=lambda: now[0])
+    assert [e.state for e in repository.index()] == [LOADING, READY]
+    now[0] += 1
+    assert [e.state for e in repository.index()] == [LOADING, READY]
+    loaded.set()
+    now[0] += 1
+    assert [e.state for e in repository.index()] == [READY, READY]
+    assert repository.ready() == {"ready": True}
+    # the first round asks both (in parallel: in either order), the next two the loading one
+    assert sorted(calls[:2]) == ["BigFunction", "SmallFunction"]
+    assert calls[2:] == ["BigFunction", "BigFunction"]
+    # ready now for the rest of the cache time: asked no more until it runs out
+    repository.index()
+    assert len(calls) == 4
+    now[0] += limits.REPOSITORY_CACHE_S
+    repository.index()
+    assert len(calls) == 6
 
 
 def test_a_server_waiting_only_on_large_models_loading_says_when_to_ask_again() -> None:

@@ -141,7 +141,8 @@ LOADING_RETRY_AFTER_S = 5
 REPOSITORY_INVOKE_TIMEOUT_S = 10
 
 # How long (seconds) the server keeps the index it asked for: health checks every second cost
-# one round of invocations every few seconds, and a deployment's change shows within this.
+# one round of invocations every few seconds, and a deployment's change shows within this. A
+# version still LOADING is asked again at every call (model_api.aws.invoked_repository).
 REPOSITORY_CACHE_S = 5
 
 # The root API's model routes (model_api.aws.router): the server function waits this long (seconds)

@@ -9,8 +9,9 @@ so the index, the server's readiness, a model's `/ready` and its `/infer` all co
 one check the model function made when it loaded (sha256, session, signature). Invocations run
 in parallel (at most `limits.REPOSITORY_INVOKE_CONCURRENCY`), each within
 `limits.REPOSITORY_INVOKE_TIMEOUT_S`, all within `limits.REPOSITORY_INDEX_DEADLINE_S`, and the
-index is kept `limits.REPOSITORY_CACHE_S` seconds. The index's format and a model function's
-own repository are the core's (model_api.repository).
+index is kept `limits.REPOSITORY_CACHE_S` seconds (a version still LOADING is asked again at
+every call, so a large model shows ready the moment it is). The index's format and a model
+function's own repository are the core's (model_api.repository).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def ready_event(model: str, version: str) -> dict[str, Any]:
 
 class InvokedRepository:
     """The stack's models as the server function sees them: each version's state is what its
-    own function answers to its ready route (kept REPOSITORY_CACHE_S seconds)."""
+    own function answers to its ready route (kept REPOSITORY_CACHE_S seconds, a LOADING one
+    asked again at every call: index)."""
 
     def __init__(self, models: Sequence[ModelFunction], invoke: Invoke | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -123,28 +125,46 @@ class InvokedRepository:
 
     def index(self) -> list[IndexEntry]:
         """Every version of every model, in registry order (models by name, versions as
-        listed); a version whose function cannot be asked is UNAVAILABLE with the reason."""
+        listed); a version whose function cannot be asked is UNAVAILABLE with the reason.
+        Kept REPOSITORY_CACHE_S seconds, except a version still LOADING (a large model's cold
+        start): that one is asked again at every call, so that it shows READY as soon as its
+        function says so (one invocation per loading version and call)."""
         with self._lock:
             now = self._clock()
             if self._cached is not None and now - self._cached[0] < limits.REPOSITORY_CACHE_S:
-                return self._cached[1]
-            if self._invoke is None:
-                self._invoke = lambda_invoke()
-            from concurrent.futures import ThreadPoolExecutor, wait
-
-            asked = [(model, version) for model in self.models for version in model.versions]
-            workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")
-            futures = [pool.submit(self._ask, model, version) for model, version in asked]
-            finished, _ = wait(futures, timeout=limits.REPOSITORY_INDEX_DEADLINE_S)
-            pool.shutdown(wait=False, cancel_futures=True)  # the late ones answer no one
-            late = (f"its function did not answer within {limits.REPOSITORY_INDEX_DEADLINE_S} s "
-                    "(cold starts of many models at once): ask again")
-            entries = [future.result() if future in finished else
-                       IndexEntry(model.name, version, UNAVAILABLE, late)
-                       for future, (model, version) in zip(futures, asked, strict=True)]
+                entries = list(self._cached[1])
+                loading = [at for at, entry in enumerate(entries) if entry.state == LOADING]
+                if loading:
+                    by_name = {model.name: model for model in self.models}
+                    again = self._ask_all([(by_name[entries[at].name], entries[at].version)
+                                           for at in loading])
+                    for at, entry in zip(loading, again, strict=True):
+                        entries[at] = entry
+                    self._cached = (self._cached[0], entries)
+                return entries
+            entries = self._ask_all([(model, version) for model in self.models
+                                     for version in model.versions])
             self._cached = (now, entries)
             return entries
+
+    def _ask_all(self, asked: list[tuple[ModelFunction, str]]) -> list[IndexEntry]:
+        """Each (model, version)'s entry, asked in parallel (at most
+        REPOSITORY_INVOKE_CONCURRENCY at once) within REPOSITORY_INDEX_DEADLINE_S; one not
+        answered by then is UNAVAILABLE, saying so."""
+        if self._invoke is None:
+            self._invoke = lambda_invoke()
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        workers = max(1, min(limits.REPOSITORY_INVOKE_CONCURRENCY, len(asked)))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="repository")
+        futures = [pool.submit(self._ask, model, version) for model, version in asked]
+        finished, _ = wait(futures, timeout=limits.REPOSITORY_INDEX_DEADLINE_S)
+        pool.shutdown(wait=False, cancel_futures=True)  # the late ones answer no one
+        late = (f"its function did not answer within {limits.REPOSITORY_INDEX_DEADLINE_S} s "
+                "(cold starts of many models at once): ask again")
+        return [future.result() if future in finished else
+                IndexEntry(model.name, version, UNAVAILABLE, late)
+                for future, (model, version) in zip(futures, asked, strict=True)]
 
     def _ask(self, model: ModelFunction, version: str) -> IndexEntry:
         assert self._invoke is not None
