@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +81,6 @@ LIVE_SECONDS = 5.0
 # output's parts end at the same row, so a wide output (an embedding) waits for a narrow one
 # (a label) to reach PART_BYTES. Past it the job fails with the reason, not out of memory.
 MAX_HELD_BYTES = 2 << 30
-# JSON Lines: while the worker processes start and the runner works a chunk itself, whether
-# they are ready is looked at this often (the next chunk goes to the first of the two free)
-READY_POLL_SECONDS = 0.01
 SHARD_FOLDER = re.compile(r"^shard-[0-9]{5}/")  # an array job's part names begin with it
 
 
@@ -455,9 +452,9 @@ class Job:
                 part.set_result(chunk_part(self.pipeline, lines, numbered + 1, model,
                                            model_error, run_many))
             else:
-                while not pool.ready.is_set() and working is not None and not working.done():
-                    pool.ready.wait(READY_POLL_SECONDS)
-                if pool.ready.is_set():
+                if working is not None:  # the next chunk to the first of the two free
+                    wait([working, pool.ready], return_when=FIRST_COMPLETED)
+                if pool.ready.done():
                     part = pool.submit(lines, numbered + 1)
                 else:  # the workers still start, and the runner's thread is free
                     working = part = inline.submit(chunk_part, self.pipeline, lines,

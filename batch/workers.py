@@ -187,10 +187,11 @@ class ChunkWorkers:
         prepare(count)
         self.pool = ProcessPoolExecutor(count, multiprocessing.get_context(START_METHOD),
                                         initializer=_start_worker, initargs=(setup,))
-        # Set once every worker has started (fork server up, model loaded): until then the
+        # Done once every worker has started (fork server up, model loaded): until then the
         # runner works its chunks itself rather than wait (the first submit would block on
-        # the fork server's imports)
-        self.ready = threading.Event()
+        # the fork server's imports). A future, so that the runner can wait for it or for its
+        # own chunk, whichever comes first (concurrent.futures.wait)
+        self.ready: Future[None] = Future()
         self._starter = threading.Thread(target=self._start, name="workers-start", daemon=True)
         self._starter.start()
         LOG.info("JSON Lines chunks worked by %d worker processes (%d onnxruntime threads "
@@ -198,7 +199,7 @@ class ChunkWorkers:
 
     def _start(self) -> None:
         """Start every worker (one call each: the pool starts a process per call while none
-        is idle) and set `ready`; a pool that cannot start is logged and never ready (the
+        is idle), then `ready` is done; a pool that cannot start is logged and never ready (the
         runner then works every chunk itself)."""
         try:
             for started in [self.pool.submit(_started) for _ in range(self.count)]:
@@ -207,7 +208,7 @@ class ChunkWorkers:
             LOG.warning("the worker processes did not start (%s: %s): chunks are worked in "
                         "the runner's process", type(error).__name__, error)
             return
-        self.ready.set()
+        self.ready.set_result(None)
 
     def submit(self, lines: Sequence[object], first_number: int) -> Future[tuple[bytes, int]]:
         """The chunk's part and its errors (batch.jsonl.chunk_part), worked by a worker.

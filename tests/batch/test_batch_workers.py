@@ -56,7 +56,7 @@ class Recorded(workers.ChunkWorkers):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert self.ready.wait(timeout=60)  # (the runner itself does not wait)
+        self.ready.result(timeout=60)  # (the runner itself does not wait)
         self.pids: set[int] = set()
         self.submitted = 0
         Recorded.made.append(self)
