@@ -37,6 +37,9 @@ from tests.batch.conftest import (
 from tests.batch.test_batch_fuzz import Killed, run_until
 from tests.batch.test_batch_runner import Faults, faulty_s3, output_records, settings
 
+# What onnxruntime raises when a run's memory cannot be allocated (batch.microbatch halves then)
+OUT_OF_MEMORY = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for "
+                 "requested buffer")
 RNG = np.random.default_rng(23)
 
 
@@ -275,8 +278,7 @@ def test_npy_out_of_memory_halves_the_micro_batch(cloud: Cloud, models_dir: Path
         (array,) = inputs.values()
         sizes.append(len(array))
         if len(array) > 3:
-            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
-                               "allocate memory for requested buffer")
+            raise RuntimeError(OUT_OF_MEMORY)
         return original(self, inputs, names)
 
     monkeypatch.setattr(LoadedModel, "run", small_memory)
@@ -292,9 +294,6 @@ class SlowRuns:
     side by side (SIDE_BY_SIDE_SECONDS), each recorded (its thread, rows, the session's
     intra-op threads) and the runs under way at once counted. `crowded(rows, running)`: True
     makes a run run out of memory instead (a model that fits only so much at once)."""
-
-    OUT_OF_MEMORY = ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory "
-                     "for requested buffer")
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch,
                  crowded: Callable[[int, int], bool] = lambda rows, running: False) -> None:
@@ -318,7 +317,7 @@ class SlowRuns:
         try:
             time.sleep(0.005)
             if crowded:
-                raise RuntimeError(self.OUT_OF_MEMORY)
+                raise RuntimeError(OUT_OF_MEMORY)
             return self.original(model, inputs, names)
         finally:
             with self.lock:
@@ -351,8 +350,7 @@ def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
     def small_memory(self: LoadedModel, inputs: dict[str, np.ndarray], names: Any) -> Any:
         (array,) = inputs.values()
         if len(array) > 3:
-            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
-                               "allocate memory for requested buffer")
+            raise RuntimeError(OUT_OF_MEMORY)
         ran.append(len(array))
         return original(self, inputs, names)
 
