@@ -362,10 +362,15 @@ def test_npy_out_of_memory_with_runs_side_by_side_redoes_their_rows(
     np.testing.assert_array_equal(npy_output(cloud, job, "label"), expected(rows)[0])
     # (a run beside one that ran out may have succeeded: its rows are redone all the same)
     assert summary["rows_read"] == 50 and sum(ran) >= 50
-    # Halved once each time, by the first run of a size to run out, not by every one beside it
+    # Halved once each time, by the first run of a size to run out, not by every one beside
+    # it: 16, 8, 4 rows; or 16 then 4, where a run of 4 rows (a piece of the chunk), beside
+    # two of 8, happens to run out first (the order of runs side by side is the threads')
     halved = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    sizes = [int(message.split(" with ")[1].split()[0]) for message in halved]
     assert halved == [f"out of memory with {rows} rows; micro-batches now at most {rows // 2} "
-                      "rows" for rows in (16, 8, 4)]
+                      "rows" for rows in sizes]
+    assert sizes[0] == 16 and sizes == sorted(set(sizes), reverse=True)
+    assert 4 <= sizes[-1] <= 7  # the last halving is the one that makes every run fit (3 rows)
 
 
 def test_npy_out_of_memory_with_one_row_beside_others_runs_one_at_a_time(
