@@ -1,5 +1,5 @@
 """GPU: the batch image's runner on CUDA against onnxruntime's own loop and job on CUDA, and all
-three on the CPU of the same machine (issue 23, item 3).
+three on the CPU of the same machine.
 
 `python -m bench.gpu [--rows N] [--rounds R] [--out FILE] [--allow-no-gpu]` measures digits-cnn
 (the CNN) on `.npy` rows, with S3 and the jobs table on a local moto server as `make bench`'s
@@ -21,8 +21,9 @@ Raw jobs and runner jobs run `--rounds` times each, interleaved; the best of eac
 card (nvidia-smi's name, driver and memory) and the CPU go into the results with the figures, and
 a Markdown table for docs/performance.md is printed.
 
-It needs onnxruntime-gpu with its CUDA libraries (the batch image's, batch/Dockerfile); the
-device machines' image lacks it, and `python -m bench.gpu_kit` packs what to carry there. On a
+It needs onnxruntime-gpu with its CUDA libraries (the batch image's, batch/Dockerfile: on a
+machine of your own, batch/README.md "On a GPU" says how to swap it in; the development
+sandbox's GPU machines lack it, and `python -m bench.gpu_kit` packs what to carry there). On a
 machine without CUDA it exits 3 before measuring, or, with `--allow-no-gpu`, measures the CPU
 alone (what CI's test runs, at a few rows).
 """

@@ -1,9 +1,11 @@
 """What `python -m bench.gpu` needs on a lent GPU machine and its image lacks, carried there in
-parts (issue 23, item 3).
+parts. (On a GPU machine of your own, install onnxruntime-gpu instead: batch/README.md, "On a
+GPU".)
 
-The device machines (../.library/device) have CUDA 13, cuDNN 9 and PyTorch's nvidia-* wheels,
-onnxruntime's CPU build and no AWS libraries; one call carries at most 64 MiB of ignored files,
-and onnxruntime-gpu's wheel alone is 256 MB. So the wheels travel as a tar cut into parts:
+The development sandbox's GPU machines, reached through its remote-run ("device") tool, have
+CUDA 13, cuDNN 9 and PyTorch's nvidia-* wheels, onnxruntime's CPU build and no AWS libraries;
+one call carries at most 64 MiB of ignored files, and onnxruntime-gpu's wheel alone is 256 MB.
+So the wheels travel as a tar cut into parts:
 
     python -m bench.gpu_kit pack       # here: KIT_DIR/kit.json and KIT_DIR/part-1 ... part-N
 
@@ -38,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 KIT_DIR = ROOT / ".gpu"  # ignored (.gitignore): nothing of it is committed
 MANIFEST = KIT_DIR / "kit.json"
-# A call carries at most 64 MiB (../.library/device/README.md): the working tree, build/models
+# A call carries at most 64 MiB (the device tool's limit): the working tree, build/models
 # and one part, with this much to spare for files changed after the pack
 CARRY_LIMIT = 64 * 2**20
 CARRY_SPARE = 2 * 2**20

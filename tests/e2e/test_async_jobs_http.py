@@ -46,8 +46,14 @@ def capture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, capture_dir: Path) -> Iterator[httpx.Client]:
-    log = tmp_path_factory.mktemp("async-jobs") / "server.log"
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local API's output, the runners' logs included."""
+    return tmp_path_factory.mktemp("async-jobs") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def api(server_log: Path, capture_dir: Path) -> Iterator[httpx.Client]:
+    log = server_log
     saved = os.environ.get("BATCH_CHUNK_BYTES")
     os.environ["BATCH_CHUNK_BYTES"] = str(CHUNK_BYTES)  # the runner inherits the server's
     try:
@@ -362,7 +368,8 @@ def test_a_versioned_job_runs_that_version(api: httpx.Client, tmp_path: Path) ->
 
 
 def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client, tmp_path: Path,
-                                                            capture_dir: Path) -> None:
+                                                            capture_dir: Path,
+                                                            server_log: Path) -> None:
     path = tmp_path / "rows.jsonl"
     sample.main(["--model", MODEL, "--rows", "100000", "--out", str(path)])  # 34 chunks
     job = create(api, path.stat().st_size)
@@ -381,14 +388,17 @@ def test_delete_mid_run_stops_the_runner_and_leaves_nothing(api: httpx.Client, t
     # time for several more chunks. A write it had in flight as the erasure began (a chunk's
     # checkpoint goes out beside its record update) may land just after the erasure's listing:
     # the runner deletes it at its next check, a chunk later at most (docs/security.md).
+    # So too what it captured of a chunk it was working as the erasure began: the runner
+    # erases that itself as it stops (its log says so), then nothing of the job is left.
     left = (running["input"]["key"], prefix)
-    deadline = time.monotonic() + 10
-    while ((any(keys_under(s3, key) for key in left) or captured_by(capture_dir, job["job_id"]))
+    stopped = f"job {job['job_id']} was erased while it ran: stopped"
+    deadline = time.monotonic() + 30
+    while ((any(keys_under(s3, key) for key in left) or stopped not in server_log.read_text())
            and time.monotonic() < deadline):
         time.sleep(0.1)
+    assert stopped in server_log.read_text()
     for _ in range(3):
         assert keys_under(s3, running["input"]["key"]) == [] and keys_under(s3, prefix) == []
-        # what it captured in a chunk it was working as the erasure began, it erased itself
         assert captured_by(capture_dir, job["job_id"]) == []
         time.sleep(1)
 
