@@ -453,7 +453,8 @@ class Job:
                                            model_error, run_many))
             else:
                 if working is not None:  # the next chunk to the first of the two free
-                    wait([working, pool.ready], return_when=FIRST_COMPLETED)
+                    either: list[Future[Any]] = [working, pool.ready]
+                    wait(either, return_when=FIRST_COMPLETED)
                 if pool.ready.done():
                     part = pool.submit(lines, numbered + 1)
                 else:  # the workers still start, and the runner's thread is free
