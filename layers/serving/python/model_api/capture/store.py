@@ -98,10 +98,8 @@ def erase_job(store: CaptureStore, model: str, job_id: str, since: datetime,
     of the API's records. Returns the number of objects (flushes) erased."""
     erased = 0
     for prefix in job_prefixes(model, job_id, since, until):
-        found = sum(1 for _ in store.keys(prefix))
-        if found:
-            store.delete_prefix(prefix)
-            erased += found
+        erased += sum(1 for _ in store.keys(prefix))
+        store.delete_prefix(prefix)  # also older versions an object without a current one left
     return erased
 
 
