@@ -71,8 +71,10 @@ def erase_captured(model: str, job_id: str, since: float | None,
     from model_api.capture.store import erase_job
 
     store = store_from_environment(environ)
-    if store is None or since is None:
-        return None if store is None else 0
+    if store is None:
+        return None
+    if since is None:
+        return 0
     erased = erase_job(store, model, job_id, datetime.fromtimestamp(since, UTC))
     logging.getLogger("batch").info("job %s: %d data capture object(s) erased", job_id, erased)
     return erased

@@ -66,10 +66,15 @@ def object_key(model: str, when: datetime | None = None, job_id: str | None = No
     `job_id` when given (see the module's docstring). ValueError for a job id that could leave
     its folder."""
     when = when or datetime.now(UTC)
-    folder = f"{model_prefix(model)}{when:%Y/%m/%d}/"
-    if job_id is not None:
-        folder += f"{JOB_FOLDER}{_checked_job(job_id)}/"
+    folder = (f"{model_prefix(model)}{when:%Y/%m/%d}/" if job_id is None
+              else job_folder(model, when.date(), job_id))
     return f"{folder}{when:%H%M%S.%f}Z-{uuid.uuid4().hex}.jsonl"
+
+
+def job_folder(model: str, day: date, job_id: str) -> str:
+    """The folder of batch job `job_id`'s flushes of `model` on UTC `day`. ValueError for a job
+    id that could leave it."""
+    return f"{model_prefix(model)}{day:%Y/%m/%d}/{JOB_FOLDER}{_checked_job(job_id)}/"
 
 
 def _checked_job(job_id: str) -> str:
@@ -82,11 +87,11 @@ def job_prefixes(model: str, job_id: str, since: datetime,
                  until: datetime | None = None) -> list[str]:
     """The folders batch job `job_id` of `model` flushed records into from `since` (the job's
     creation) to `until` (default now): one per UTC day. ValueError as object_key."""
-    job = _checked_job(job_id)
+    _checked_job(job_id)  # (refused even when the window holds no day)
     day, last = since.astimezone(UTC).date(), (until or datetime.now(UTC)).astimezone(UTC).date()
     found = []
     while day <= last:
-        found.append(f"{model_prefix(model)}{day:%Y/%m/%d}/{JOB_FOLDER}{job}/")
+        found.append(job_folder(model, day, job_id))
         day += timedelta(days=1)
     return found
 
