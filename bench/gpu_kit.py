@@ -18,14 +18,14 @@ It keeps each carried part (sha256 checked) in KEEP, outside the checkout; once 
 part it joins them, checks the tar's sha256, installs the wheels into SITE (`pip install
 --no-index --no-deps --target`, ahead of the image's packages on PYTHONPATH) and runs `python -m
 bench.gpu` with $OUT/gpu.json and $OUT/gpu.log. Until then it says which parts it still lacks.
-Arguments after `--` go to bench.gpu. Only the standard library is imported here: on the device
-this runs before anything is installed.
+Arguments after `--` go to bench.gpu. Only the standard library is imported here (and
+model_api.integrity, which imports nothing else): on the device this runs before anything is
+installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -38,6 +38,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The serving library's own sha256 (standard library only). On the device nothing is installed
+# yet when this runs: there, the checkout's copy, as layers/models/find_model.py takes it.
+try:
+    from model_api.integrity import file_sha256, sha256_of
+except ImportError:
+    sys.path.insert(0, str(ROOT / "layers" / "serving" / "python"))
+    from model_api.integrity import file_sha256, sha256_of
+
 KIT_DIR = ROOT / ".gpu"  # ignored (.gitignore): nothing of it is committed
 MANIFEST = KIT_DIR / "kit.json"
 # A call carries at most 64 MiB (the device tool's limit): the working tree, build/models
@@ -79,15 +87,6 @@ def kit_requirements() -> list[str]:
     return [*wanted, f"{BENCH_EXTRAS}=={moto[1]}", "flask", "flask-cors"]
 
 
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(8 * 2**20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def part_bytes() -> int:
     """The most a part can hold, whole MiB: what a call carries besides it (the working tree
     as the device tool sends it, tracked and untracked-but-not-ignored files, and the exported
@@ -115,7 +114,7 @@ def split(archive: Path, into: Path, part_bytes: int) -> list[dict[str, Any]]:
             path = into / f"part-{len(parts) + 1}"
             path.write_bytes(block)
             parts.append({"name": path.name, "bytes": len(block),
-                          "sha256": hashlib.sha256(block).hexdigest()})
+                          "sha256": sha256_of(block)})
     return parts
 
 
@@ -143,7 +142,7 @@ def pack(kit_dir: Path = KIT_DIR) -> dict[str, Any]:
     archive = kit_dir / "kit.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(wheels, arcname="wheels")
-    manifest = {"tar_sha256": sha256(archive), "tar_bytes": archive.stat().st_size,
+    manifest = {"tar_sha256": file_sha256(archive), "tar_bytes": archive.stat().st_size,
                 "wheels": sorted(wheel.name for wheel in wheels.iterdir()),
                 "parts": split(archive, kit_dir, part_bytes())}
     archive.unlink()
@@ -159,7 +158,7 @@ def keep_parts(manifest: dict[str, Any], carried: Path, keep: Path) -> list[str]
     for part in manifest["parts"]:
         source = carried / part["name"]
         if source.is_file():
-            if sha256(source) == part["sha256"]:
+            if file_sha256(source) == part["sha256"]:
                 shutil.move(source, keep / part["name"])
             else:
                 print(f"gpu_kit: {part['name']} is not the manifest's (sha256): dropped, carry "
@@ -176,7 +175,7 @@ def join(manifest: dict[str, Any], keep: Path, into: Path) -> Path:
         for part in manifest["parts"]:
             with (keep / part["name"]).open("rb") as stream:
                 shutil.copyfileobj(stream, out)
-    if sha256(archive) != manifest["tar_sha256"]:
+    if file_sha256(archive) != manifest["tar_sha256"]:
         raise ValueError("the joined kit's sha256 is not the manifest's: pack it again")
     return archive
 

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from model_api.integrity import file_sha256
 
 from bench import gpu, gpu_kit
 
@@ -96,7 +97,7 @@ def test_parts_kept_one_call_at_a_time_join_to_the_same_tar(tmp_path: Path) -> N
     parts = gpu_kit.split(archive, carried, part_bytes=30_000)
     assert [p["name"] for p in parts] == ["part-1", "part-2", "part-3"]
     assert sum(p["bytes"] for p in parts) == archive.stat().st_size
-    manifest = {"tar_sha256": gpu_kit.sha256(archive), "parts": parts}
+    manifest = {"tar_sha256": file_sha256(archive), "parts": parts}
     # one part per call: the first call has part-1 alone, and so on
     hold = tmp_path / "hold"
     hold.mkdir()
@@ -117,7 +118,7 @@ def test_a_damaged_part_is_dropped_and_a_wrong_tar_refused(
     carried, keep = tmp_path / "carried", tmp_path / "keep"
     carried.mkdir()
     parts = gpu_kit.split(archive, carried, part_bytes=20_000)
-    manifest = {"tar_sha256": gpu_kit.sha256(archive), "parts": parts}
+    manifest = {"tar_sha256": file_sha256(archive), "parts": parts}
     damaged = carried / "part-2"
     damaged.write_bytes(b"x" + damaged.read_bytes()[1:])
     assert gpu_kit.keep_parts(manifest, carried, keep) == ["part-2"]
