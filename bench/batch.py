@@ -176,6 +176,11 @@ def raw_loop(model: str, rows: np.ndarray, sizes: Sequence[int] = BATCH_SIZES,
     return speeds
 
 
+def best_size(speeds: dict[int, float]) -> int:
+    """The batch size of the most rows per second (raw_loop's answer)."""
+    return max(speeds, key=lambda size: speeds[size])
+
+
 def raw_job(model: str, path: Path, batch_rows: int, providers: Sequence[str] = CPU) -> float:
     """Rows per second of the runner's job done by hand: session (on `providers`), one GET of
     the .npy from S3, the raw loop, one PUT of a .npy per output, a PUT of the marker naming
@@ -405,7 +410,7 @@ def run() -> list[dict[str, Any]]:
                 best = result["raw_best_batch"]
             else:
                 raw = raw_loop(model, input_rows(model, scaled(JSONL_ROWS[model], QUICK_ROWS)))
-                best = max(raw, key=lambda size: raw[size])
+                best = best_size(raw)
             result.update(jsonl_result(model, Path(work), best))
             results.append(result)
     return results
@@ -418,7 +423,7 @@ def npy_result(model: str, work: Path, api: str) -> dict[str, Any]:
     path = work / f"{model}.npy"
     np.save(path, rows)
     raw = raw_loop(model, rows)
-    best = max(raw, key=lambda size: raw[size])
+    best = best_size(raw)
     small = work / f"{model}-small.npy"
     np.save(small, rows[:FIXED_ROWS])
     job = default = in_runs = fixed_job = fixed_runner = 0.0

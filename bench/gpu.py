@@ -88,18 +88,13 @@ def cuda_missing() -> str | None:
     return None
 
 
-def best(speeds: dict[int, float]) -> int:
-    """The batch size of the most rows per second."""
-    return max(speeds, key=lambda size: speeds[size])
-
-
 def device_figures(path: Path, rows: int, sizes: tuple[int, ...], providers: tuple[str, ...],
                    gpu: bool, rounds: int) -> dict[str, Any]:
     """One device's raw loop, raw job and runner over the `.npy` at `path` (see the module's
     docstring); rows/s rounded, ratios to two places."""
     array = np.load(path)
     raw = batch.raw_loop(MODEL, array, sizes, providers)
-    size = best(raw)
+    size = batch.best_size(raw)
     runner_sizes = RUNNER_SIZES if gpu else (0,)
     job = 0.0
     runner = dict.fromkeys(runner_sizes, 0.0)

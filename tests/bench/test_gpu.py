@@ -17,12 +17,9 @@ import pytest
 from model_api.integrity import file_sha256
 
 from bench import gpu, gpu_kit
+from tests.bench.test_bench_quick import bench_env
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def bench_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if not key.startswith("POWERTOOLS_")}
 
 
 def test_without_cuda_it_says_why_and_measures_nothing(tmp_path: Path) -> None:
