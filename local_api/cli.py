@@ -191,8 +191,6 @@ def _batch_stack(spec: TemplateSpec, wanted: bool, capture_dir: Path
               f"{stack.bucket}; uploads run the runner here", flush=True)
         environments = {name: function.environment for name, function in spec.functions.items()}
         found = stack.overrides(environments)
-        for function, values in eraser_environment(environments, capture_dir).items():
-            found[function] = {**found.get(function, {}), **values}
         # Large models: the model store in the same local S3, for their functions and the
         # batch runner (a child of this process: os.environ).
         stored = model_store.publish(spec.functions.values(), stack.models_dir)
@@ -202,9 +200,10 @@ def _batch_stack(spec: TemplateSpec, wanted: bool, capture_dir: Path
             print(f"Model store: {len(versions)} large model version(s), {len(stored)} "
                   f"object(s) in local bucket {model_store.BUCKET}: {', '.join(stored)}",
                   flush=True)
-        for function, values in model_store.overrides(
-                environments, stack.endpoint, stack.credentials()).items():
-            found[function] = {**found.get(function, {}), **values}
+        for more in (eraser_environment(environments, capture_dir),
+                     model_store.overrides(environments, stack.endpoint, stack.credentials())):
+            for function, values in more.items():
+                found[function] = {**found.get(function, {}), **values}
         yield found
 
 
