@@ -39,6 +39,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from model_api.aws.dependencies import BATCH_BUCKET_ENV
 from model_api.aws.invoke import Invoke, lambda_invoke
 from model_api.aws.invoked_repository import ready_answer, ready_event
 from model_api.catalog import Catalog
@@ -91,7 +92,7 @@ class JobsApiConfig:
     @classmethod
     def from_environment(cls) -> JobsApiConfig:
         env = os.environ.get
-        return cls(bucket=env("BATCH_BUCKET", ""),
+        return cls(bucket=env(BATCH_BUCKET_ENV, ""),
                    models=Catalog.required(os.environ),
                    max_bytes=min(int(env("BATCH_MAX_INPUT_BYTES", JOB_MAX_UPLOAD_BYTES)),
                                  JOB_MAX_UPLOAD_BYTES),

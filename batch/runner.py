@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model_api.aws.dependencies import JOBS_TABLE_ENV
+
 from batch import shards
 from batch.failures import Terminated, is_transient, store_gone, terminated
 from batch.job import CHUNK_BYTES, MAX_CHUNK_BYTES, JobConfig, StoppedByAnotherChild, run_job
@@ -39,7 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> JobConfig:
     parser.add_argument("--models-dir", type=Path, default=Path(env("MODELS_DIR", "/opt/models")))
     parser.add_argument("--registry", type=Path, default=env("MODELS_REGISTRY"),
                         help="models.yaml, where the models' current versions are declared")
-    parser.add_argument("--table", default=env("JOBS_TABLE"))
+    parser.add_argument("--table", default=env(JOBS_TABLE_ENV))
     parser.add_argument("--chunk-rows", type=int, default=int(env("BATCH_CHUNK_ROWS", "0")),
                         help="rows (JSON Lines: lines) per chunk; given alone, chunks are cut "
                              "by rows only (default: by bytes)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
+from model_api.aws.dependencies import BATCH_BUCKET_ENV
 from model_api.catalog import Catalog
 
 from batch import shards
@@ -47,7 +48,7 @@ class TriggerConfig:
     def from_environment(cls) -> TriggerConfig:
         return cls(models=Catalog.required(os.environ),
                    max_bytes=int(os.environ.get("BATCH_MAX_INPUT_BYTES", DEFAULT_MAX_BYTES)),
-                   bucket=os.environ.get("BATCH_BUCKET") or None)
+                   bucket=os.environ.get(BATCH_BUCKET_ENV) or None)
 
 
 @dataclass(frozen=True)

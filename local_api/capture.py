@@ -46,7 +46,8 @@ def eraser_environment(environments: Mapping[str, Mapping[str, str]],
     the local capture store instead of the deployed bucket: `folder`, where the local runner
     writes them."""
     from model_api.aws.capture import BUCKET_ENV, DIR_ENV
+    from model_api.aws.dependencies import JOBS_TABLE_ENV
 
     return {function: {DIR_ENV: str(folder.resolve()), BUCKET_ENV: ""}
             for function, environment in environments.items()
-            if "JOBS_TABLE" in environment and BUCKET_ENV in environment}
+            if JOBS_TABLE_ENV in environment and BUCKET_ENV in environment}

@@ -15,6 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from model_api.aws.dependencies import JOBS_TABLE_ENV
 from model_api.aws.lambda_adapter import (
     Response,
     RestApiResolver,
@@ -37,7 +38,7 @@ tracer.patch(["botocore"])  # the shared tracer patches nothing; the jobs table 
 app = answer_errors(RestApiResolver())
 settings = JobsApiConfig.from_environment()
 # Short timeouts and one retry: a client is waiting (batch.aws.api_config).
-jobs = JobsApi(settings, JobStore(os.environ["JOBS_TABLE"], api_config()),
+jobs = JobsApi(settings, JobStore(os.environ[JOBS_TABLE_ENV], api_config()),
                presigner(api_config()), client("batch", api_config()),
                invoked_readiness(settings.models))
 

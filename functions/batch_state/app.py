@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from model_api.aws.dependencies import JOBS_TABLE_ENV
 
 from batch import state
 from batch.jobs import JobStore
@@ -20,7 +21,7 @@ from batch.jobs import JobStore
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-store = JobStore(os.environ["JOBS_TABLE"])
+store = JobStore(os.environ[JOBS_TABLE_ENV])
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import (
     event_source,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from model_api.aws.dependencies import JOBS_TABLE_ENV
 
 from batch import submit, trigger
 from batch.aws import client
@@ -27,7 +28,7 @@ tracer = Tracer()
 metrics = Metrics()
 
 settings = trigger.TriggerConfig.from_environment()
-store = JobStore(os.environ["JOBS_TABLE"])
+store = JobStore(os.environ[JOBS_TABLE_ENV])
 discard = trigger.delete_version(client("s3"))  # an upload no job will ever erase
 submitter = submit.from_environment()
 METRIC = {"submitted": "JobsSubmitted", "duplicate": "DuplicateEvents",

@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from model_api.aws.capture import DIR_ENV
+from model_api.aws.dependencies import BATCH_BUCKET_ENV, JOBS_TABLE_ENV
 from model_api.server import CATALOG_ENV
 from moto.server import ThreadedMotoServer
 
@@ -152,7 +153,7 @@ def trigger_environment(models_dir: Path, bucket: str = BUCKET, table: str = TAB
     registry = (registry or registry_path()).resolve()
     catalog = model_catalog.write(load_registry(registry), models_dir.parent / "catalog.json",
                                   exported(models_dir))
-    return {"JOBS_TABLE": table, "BATCH_BUCKET": bucket, CATALOG_ENV: str(catalog),
+    return {JOBS_TABLE_ENV: table, BATCH_BUCKET_ENV: bucket, CATALOG_ENV: str(catalog),
             "BATCH_SUBMITTER": "local", "MODELS_DIR": str(models_dir),
             "MODELS_REGISTRY": str(registry),
             "POWERTOOLS_SERVICE_NAME": "batch-trigger", "POWERTOOLS_TRACE_DISABLED": "true",

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from model_api.aws.dependencies import BATCH_BUCKET_ENV, JOBS_TABLE_ENV
+
 from batch.aws import api_config, client
 from batch.keys import INPUT_PREFIX
 from batch.models import registry_path
@@ -52,8 +54,6 @@ HOST = "127.0.0.1"
 ACCESS_KEY = SECRET_KEY = "testing"
 QUEUE = "local-model-api-batch-events"
 RULE = "local-model-api-batch-object-created"
-# Environment variables that mark a function of the batch path (they all read the jobs table).
-BATCH_FUNCTION_VARIABLE = "JOBS_TABLE"
 
 
 class LocalStack:
@@ -130,12 +130,12 @@ class LocalStack:
         """For each function of the batch path among `environments` (function id -> its
         template environment), the variables that point it at this stack."""
         values = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                  "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "JOBS_TABLE": self.table,
-                  "BATCH_BUCKET": self.bucket, "BATCH_SUBMITTER": "local"}
+                  "AWS_SECRET_ACCESS_KEY": SECRET_KEY, JOBS_TABLE_ENV: self.table,
+                  BATCH_BUCKET_ENV: self.bucket, "BATCH_SUBMITTER": "local"}
         return {function: {k: v for k, v in values.items()
                            if k in environment or k.startswith("AWS_")}
                 for function, environment in environments.items()
-                if BATCH_FUNCTION_VARIABLE in environment}
+                if JOBS_TABLE_ENV in environment}  # the batch path's functions
 
     # ------------------------------------------------------------------------ resources
     def _create(self) -> str:

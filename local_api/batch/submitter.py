@@ -30,6 +30,7 @@ import threading
 import time
 
 from botocore.exceptions import BotoCoreError, ClientError
+from model_api.aws.dependencies import JOBS_TABLE_ENV
 
 from batch import checkpoint, state
 from batch.aws import api_config, client
@@ -166,6 +167,6 @@ def shared() -> LocalSubmitter:
         _shared = LocalSubmitter(int(env("BATCH_LOCAL_ATTEMPTS", "3")),
                                  int(env("BATCH_LOCAL_KILL_AFTER_ROWS", "0")),
                                  int(env("BATCH_LOCAL_KILL_ATTEMPTS", "1")),
-                                 env("JOBS_TABLE") or None,
+                                 env(JOBS_TABLE_ENV) or None,
                                  int(env("BATCH_LOCAL_KILL_SHARD", "0")))
     return _shared

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# The environment variables that name the stores: the template gives them to the functions of
+# the jobs path (and to the server function), the local API and the batch runner read them
+JOBS_TABLE_ENV = "JOBS_TABLE"
+BATCH_BUCKET_ENV = "BATCH_BUCKET"
 # Seconds to connect and to read one answer; one attempt each: a probe must answer quickly.
 CONNECT_TIMEOUT_S = 2
 READ_TIMEOUT_S = 2
@@ -19,7 +23,7 @@ def store_problems(environ: Mapping[str, str]) -> list[str]:
     """What is wrong with the jobs table and the batch bucket named in `environ`: one line per
     store that is unreachable, slow, missing or refusing (DescribeTable, HeadBucket); [] when
     both answer or none is named."""
-    table, bucket = environ.get("JOBS_TABLE"), environ.get("BATCH_BUCKET")
+    table, bucket = environ.get(JOBS_TABLE_ENV), environ.get(BATCH_BUCKET_ENV)
     if not table and not bucket:
         return []
     import boto3
