@@ -89,11 +89,13 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
                     plain.append((index, exchange))
                     continue
                 records[index] = pipeline.encode(pipeline.predict(exchange)).body
+                pipeline.answered([exchange])
             except ModelAPIError as error:
                 fail(index, error.message)
             except Exception as error:
                 unforeseen(index, "decoded", error)
     if run_many is not None:
+        answered: list[Exchange] = []  # in the order they ran
         for index, outcome in pipeline.predict_batched(plain, run_many):
             if isinstance(outcome, str):
                 fail(index, outcome)
@@ -102,8 +104,12 @@ def line_records(pipeline: Pipeline, lines: Sequence[bytes | LongLine], first_nu
                 records[index] = pipeline.encode(outcome).body
             except ModelAPIError as error:
                 fail(index, error.message)
+                continue
             except Exception as error:
                 unforeseen(index, "answered", error)
+                continue
+            answered.append(outcome)
+        pipeline.answered(answered)  # (an error record's exchange is not: data capture)
     return records, errors
 
 

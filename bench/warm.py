@@ -17,7 +17,8 @@ service and the body's base64: routing, the metrics and log line of the request,
 answer), `base64` (the event's body), `parse` (orjson's parse of the JSON, what the codec's
 fast path for the common request parses with), `validate` (the rest of decoding: fields,
 shapes, types, finiteness, repeated keys, the arrays), `run` (the model's session),
-`hooks` (the pipeline's predict minus the run: class counts, data capture), `encode` (the
+`hooks` (the pipeline's predict minus the run, and its after_model hooks once answered:
+class counts, data capture), `encode` (the
 answer's JSON or binary tensors), `flush` (the rest of `service.infer`: the hooks' flush,
 PredictedRows' EMF lines). And per model, `floor_ms`: the least any request can cost on
 this function, a handler that only returns `{}` through the same three Powertools decorators
@@ -139,14 +140,16 @@ def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
         "run": partial(loaded.run, exchange.request.inputs, names),
         "predict": partial(pipeline.predict, exchange),
         "encode": partial(pipeline.encode, exchange),
+        "answered": partial(pipeline.answered, [exchange]),
     }, *budget(*BUDGET[rows]))
     p50 = {name: summary(ms)["p50_ms"] for name, ms in timings.items()}
     steps = {"decorators": p50["handler"] - p50["resolve"],
              "envelope": p50["resolve"] - p50["infer"] - p50["base64"],
              "base64": p50["base64"], "parse": p50["parse"],
              "validate": p50["decode"] - p50["parse"], "run": p50["run"],
-             "hooks": p50["predict"] - p50["run"], "encode": p50["encode"],
-             "flush": p50["infer"] - p50["decode"] - p50["predict"] - p50["encode"]}
+             "hooks": p50["predict"] - p50["run"] + p50["answered"], "encode": p50["encode"],
+             "flush": (p50["infer"] - p50["decode"] - p50["predict"] - p50["encode"]
+                       - p50["answered"])}
     return {name: round(ms, 4) for name, ms in steps.items()}
 
 

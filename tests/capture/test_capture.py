@@ -23,6 +23,7 @@ from model_api.capture import store as capture_store
 from model_api.capture.config import CaptureConfigError, parse
 from model_api.capture.hook import CaptureHook, Counts, HashKeyLoading
 from model_api.capture.store import FolderStore
+from model_api.codec import InferRequest
 from model_api.limits import API_REQUEST
 from model_api.model import LoadedModel
 from model_api.pipeline import Pipeline
@@ -56,6 +57,11 @@ def _held_back(name: str) -> list[list[float]]:
     rows: list[list[float]] = json.loads(
         next((MODELS_DIR / name).glob("*/examples.json")).read_text())["inputs"]["features"]
     return rows
+
+
+def _run(model: LoadedModel, request: InferRequest) -> dict[str, np.ndarray]:
+    """The model's run on one request's inputs, every output it asks for."""
+    return model.run(request.inputs, [output.name for output in request.outputs])
 
 
 def _hook(store: Any, sampling: float = 100, emitted: list[Counts] | None = None,
@@ -93,6 +99,38 @@ def test_held_back_rows_captured_and_read_back(tmp_path: Path) -> None:
     assert datetime.fromisoformat(records[0]["time"].replace("Z", "+00:00")).tzinfo
     assert emitted == [{("breast-cancer-mlp", "captured", ""): 1,
                         ("breast-cancer-mlp", "delivered", ""): 1}]
+
+
+def test_what_was_not_answered_and_explanations_are_not_captured(tmp_path: Path) -> None:
+    # Rows so large that the model's probabilities are NaN: the JSON answer is a 400, and
+    # the record of it would put 3e38 into the window's drift; an /explain call's rows are
+    # (most often) ones already predicted; a batch chunk keeps only its answered lines
+    from model_api.errors import BadRequest
+    from model_api.limits import BATCH_RECORD
+
+    from batch.jsonl import line_records
+
+    model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
+    huge = [[3e38] * len(rows[0])]
+    api = Pipeline(API_REQUEST, [_hook(FolderStore(tmp_path / "api"))])
+    with pytest.raises(BadRequest, match="NaN or infinite"):
+        api.handle(model, _body("breast-cancer-mlp", huge), {})
+    api.handle(model, _body("breast-cancer-mlp", rows[:1]), {}, explain=True)
+    assert list(capture_store.read(FolderStore(tmp_path / "api"), "breast-cancer-mlp")) == []
+    api.handle(model, _body("breast-cancer-mlp", rows[:2]), {})
+    (kept,) = capture_store.read(FolderStore(tmp_path / "api"), "breast-cancer-mlp")
+    assert kept["rows"] == 2
+
+    batch = Pipeline(BATCH_RECORD, [_hook(FolderStore(tmp_path / "batch"))], path="batch")
+    lines = [_body("breast-cancer-mlp", rows[:1]), _body("breast-cancer-mlp", huge),
+             _body("breast-cancer-mlp", rows[1:2])]
+    records, errors = line_records(batch, lines, 1, model, None, lambda items: (
+        (position, _run(model, request)) for position, request in items))
+    batch.flush()
+    assert errors == 1 and b"NaN or infinite" in records[1]
+    captured = list(capture_store.read(FolderStore(tmp_path / "batch"), "breast-cancer-mlp"))
+    assert [r["inputs"]["features"] for r in captured] == [
+        [[float(str(np.float32(v))) for v in row]] for row in rows[:2]]
 
 
 def test_rules_round_bucket_drop_and_sampling(tmp_path: Path) -> None:
@@ -354,8 +392,9 @@ def test_a_record_that_could_only_be_dropped_as_too_large_is_not_built(
     original = record.build
     monkeypatch.setattr(record, "build", lambda *a, **k: built.append(1) or original(*a, **k))
     for count in (1, 2_000, 2_000):  # a small record, then two far over the limit
-        pipeline.predict(pipeline.from_arrays(model, {"features": rows[np.arange(count)
-                                                                       % len(rows)]}))
+        pipeline.predict_with(pipeline.from_arrays(model, {"features": rows[np.arange(count)
+                                                                            % len(rows)]}),
+                              lambda request: _run(model, request))
         pipeline.flush()
     # Built: the first record (stored) and, before the second, a probe of 64 rows that
     # shows it far over the limit: neither the second nor the third is built, both are

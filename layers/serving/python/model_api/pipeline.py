@@ -1,12 +1,18 @@
 """The one inference pipeline: the only place a request is decoded, run (or explained) and
 encoded, for the API's functions and for the batch runner's JSON Lines and .npy inputs alike.
 
-    decode ──▶ before_model hooks ──▶ predict | explain ──▶ after_model hooks ──▶ encode
+    decode ──▶ before_model hooks ──▶ predict | explain ──▶ encode ──▶ after_model hooks
 
 Each stage is a method of `Pipeline`, so that a caller that runs many requests at once (the
 batch runner's micro-batches, `predict_batched`) still goes through the same steps in the same
 order; `handle` chains them for one request (the API). A `Pipeline` is parameterised by its
 caller's `RequestLimits` (limits.API_REQUEST or limits.BATCH_RECORD) and its hooks.
+
+The after_model hooks (`answered`) see an exchange once its answer is made: an exchange whose
+answer fails to encode (NaN or infinity in a JSON output, an answer over the size limit: a
+4xx to the client, an error record in a batch job) is not seen there, so that data capture
+and the class counts hold only what was answered. A .npy batch input's answer is its arrays:
+`predict_with` calls them at once.
 
 Hook points, in the manner of KServe's preprocess / predict / postprocess and MLServer's
 inference middlewares: a hook (a `Hook` subclass) has `before_model(exchange)`,
@@ -85,8 +91,9 @@ class Hook:
         """Called once the request is decoded and checked, before the model runs."""
 
     def after_model(self, exchange: Exchange) -> None:
-        """Called once `exchange.results` hold the model's (or explanation's) outputs, before
-        the answer is encoded."""
+        """Called once `exchange.results` hold the model's (or explanation's) outputs and the
+        answer to them is made (Pipeline.answered): never for an exchange answered with an
+        error."""
 
     def after_model_many(self, exchanges: Sequence[Exchange]) -> None:
         """after_model for several exchanges that ran together (a batch job's micro-batches),
@@ -150,8 +157,9 @@ class Pipeline:
     # ---- run
 
     def predict(self, exchange: Exchange) -> Exchange:
-        """Run the model (or explain) on one exchange between its hooks. Raises what the model
-        raises: the explainer's ModelAPIError (4xx), onnxruntime's own errors."""
+        """Run the model (or explain) on one exchange after its before_model hooks (its
+        after_model hooks follow its answer: `answered`). Raises what the model raises: the
+        explainer's ModelAPIError (4xx), onnxruntime's own errors."""
         self._call("before_model", exchange)
         names = [output.name for output in exchange.request.outputs]
         if exchange.explain:
@@ -160,14 +168,14 @@ class Pipeline:
                 self.limits.explain_seconds)
         else:
             exchange.results = exchange.model.run(exchange.request.inputs, names)
-        self._call("after_model", exchange)
         return exchange
 
     def predict_batched(self, items: Sequence[tuple[int, Exchange]], run_many: RunMany
                         ) -> Iterator[tuple[int, Exchange | str]]:
         """Predict many (position, exchange) pairs of plain inference through `run_many` (a
-        micro-batcher: several requests per model run), each between its hooks; yields each
-        position with its exchange, or with the reason its run failed."""
+        micro-batcher: several requests per model run), each after its before_model hooks;
+        yields each position with its exchange, or with the reason its run failed. The caller
+        encodes them and passes those answered to `answered`, all at once."""
         exchanges = dict(items)
         if self._at["before_model"]:
             for _, exchange in items:
@@ -181,20 +189,16 @@ class Pipeline:
             exchange = exchanges[position]
             exchange.results = outcome
             outcomes.append((position, exchange))
-        # The after_model point once for them all, in the order they ran: a hook that
-        # counts (class counts) does one pass, where it did one per exchange.
-        ran = [outcome for _, outcome in outcomes if not isinstance(outcome, str)]
-        if ran and self._at["after_model_many"]:
-            self._call_many(ran)
         yield from outcomes
 
     def predict_with(self, exchange: Exchange,
                      run: Callable[[InferRequest], dict[str, np.ndarray]]) -> Exchange:
         """Predict one exchange through `run` (the .npy path's micro-batched run over a chunk's
-        rows) between its hooks; raises what `run` raises."""
+        rows) between its hooks (its results are its answer: `answered` at once); raises what
+        `run` raises."""
         self._call("before_model", exchange)
         exchange.results = run(exchange.request)
-        self._call("after_model", exchange)
+        self.answered([exchange])
         return exchange
 
     # ---- encode
@@ -202,17 +206,29 @@ class Pipeline:
     def encode(self, exchange: Exchange) -> InferResult:
         """The protocol's answer to the exchange, within the caller's limits (JSON, or binary
         tensors where the path carries them). Raises TooLarge (413) or BadRequest (400: NaN
-        or infinity in a JSON output)."""
+        or infinity in a JSON output). The caller passes the exchange to `answered` once
+        it has its answer."""
         return encode_response(exchange.manifest, exchange.request, exchange.results,
                                exchange.parameters, self.limits)
 
+    def answered(self, exchanges: Sequence[Exchange]) -> None:
+        """The after_model hooks of exchanges whose answers were made, in the order they ran:
+        several at once (a batch chunk's micro-batches) as one pass of a hook that counts
+        (after_model_many: class counts)."""
+        if len(exchanges) == 1:
+            self._call("after_model", exchanges[0])
+        elif exchanges and self._at["after_model_many"]:
+            self._call_many(list(exchanges))
+
     def handle(self, model: LoadedModel, body: bytes, headers: Mapping[str, str],
                explain: bool = False, request_id: str = "") -> InferResult:
-        """decode, predict and encode one request, then flush the hooks: what an API
-        function does (`request_id`: see decode)."""
+        """decode, predict and encode one request, its after_model hooks once it is answered,
+        then flush the hooks: what an API function does (`request_id`: see decode)."""
         try:
-            return self.encode(self.predict(
-                self.decode(model, body, headers, explain, request_id)))
+            exchange = self.predict(self.decode(model, body, headers, explain, request_id))
+            answer = self.encode(exchange)
+            self.answered([exchange])
+            return answer
         finally:
             self.flush()
 

@@ -3,6 +3,11 @@ first (nothing else is done for an unsampled request), build the record (model_a
 record) and keep it in memory; at flush (the end of an API request, of a batch chunk) hand each
 model's records to the sink (`Sink`) and count them.
 
+What is captured is what the model was asked to predict and answered: /infer requests and
+batch rows. Not an /explain call (its rows are most often ones already predicted: captured
+twice, drift would weigh them twice), and not a request answered with an error (the pipeline
+calls after_model once the answer is made: a NaN in a JSON output is a 400, not a record).
+
 Sinks: on a Lambda function, one line per record on stdout (model_api.aws.capture.LogSink:
 CloudWatch Logs keeps it after the function returns, and a subscription sends it on to the
 capture bucket, so nothing waits on the request path); for the batch runner and local tests, a
@@ -153,6 +158,10 @@ class CaptureHook(Hook):
         return picked if picked.size else False
 
     def after_model(self, exchange: Exchange) -> None:
+        # What the model is asked to predict: an explanation's rows are most often rows
+        # already predicted (and captured); captured again, drift would weigh them twice
+        if exchange.explain:
+            return
         config = self.configs(exchange.model.manifest.name)
         if not config.active or exchange.rows == 0:
             return
