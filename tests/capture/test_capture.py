@@ -377,6 +377,32 @@ def test_local_api_captures_held_back_rows_for_make_capture(tmp_path: Path) -> N
     assert not list(folder.glob("capture/text-topics/**/*.jsonl"))
 
 
+def test_make_capture_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    # `make capture MODEL=m | head -2`: far more records than the pipe holds, the reader
+    # gone after two lines; no BrokenPipeError traceback, exit 0
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    pipeline = Pipeline(API_REQUEST, [_hook(FolderStore(tmp_path))])
+    model, rows = _model("breast-cancer-mlp"), _held_back("breast-cancer-mlp")
+    pipeline.handle(model, _body("breast-cancer-mlp", rows[:1]), {})
+    (key,) = [p for p in tmp_path.rglob("*.jsonl")]
+    key.write_bytes(key.read_bytes() * 2_000)  # about 1 MB of records
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "model_api.aws.capture", "read", "--model", "breast-cancer-mlp",
+         "--dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "serving" / "python")})
+    assert reader.stdout is not None and reader.stderr is not None
+    assert json.loads(reader.stdout.readline())["model"] == "breast-cancer-mlp"
+    reader.stdout.close()
+    error = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 0, error
+    assert "Traceback" not in error and "BrokenPipe" not in error
+
+
 def test_a_record_that_could_only_be_dropped_as_too_large_is_not_built(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from model_api.capture import record

@@ -309,9 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "read":
         count = 0
-        for item in capture_store.read(where, args.model, since, until):
-            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
-            count += 1
+        try:
+            for item in capture_store.read(where, args.model, since, until):
+                sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+                count += 1
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped (`| head`): done, not an error. Python's docs ("Note on
+            # SIGPIPE"): stdout onto /dev/null, so that the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if not count:  # said, not only an empty output (the model has records elsewhen)
             print(f"no record of {args.model} in the window {args.since or 'its first'} to "
                   f"{args.until or 'now'}", file=sys.stderr)
