@@ -86,8 +86,10 @@ FIXED_ROWS = 1024
 
 
 @contextmanager
-def moto_server() -> Iterator[None]:
-    """A moto server process on a free loopback port, and boto3's environment pointing at it."""
+def moto_server(capture: bool = True) -> Iterator[None]:
+    """A moto server process on a free loopback port, and boto3's environment pointing at it;
+    `capture`: with data capture into a temporary folder (the batch runner's), not onto
+    stdout."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -97,7 +99,8 @@ def moto_server() -> Iterator[None]:
     captured = tempfile.TemporaryDirectory(prefix="bench-capture-")
     os.environ.update({"AWS_ENDPOINT_URL": f"http://{HOST}:{port}",
                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", CAPTURE_DIR_ENV: captured.name})
+                       "AWS_DEFAULT_REGION": "us-east-1",
+                       **({CAPTURE_DIR_ENV: captured.name} if capture else {})})
     os.environ.pop("AWS_PROFILE", None)
     try:
         wait_until_answering(port, server, "/moto-api/")

@@ -192,6 +192,16 @@ def measure(built: InferenceFunction, work: Path) -> dict[str, Any]:
 
 
 def run() -> list[dict[str, Any]]:
-    """Every inference function, from one set of deployed copies."""
+    """Every inference function, from one set of deployed copies; but a model served from the
+    model store, whose start reads the model in the background and whose first request waits
+    for it: its load is `make bench ONLY=large`'s (bench.large)."""
+    from local_api.model_store import stored
+
+    functions = inference_functions()
+    for function in functions:
+        if stored(function.spec):
+            print(f"cold: {function.model}: not measured here: served from the model store, "
+                  "its cold start and load are `make bench ONLY=large`'s", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as work:
-        return [measure(function, Path(work)) for function in inference_functions()]
+        return [measure(function, Path(work)) for function in functions
+                if not stored(function.spec)]

@@ -31,7 +31,8 @@ import base64
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -51,6 +52,7 @@ from bench.common import (
 from bench.functions import HANDLER, inference_functions, lambda_environment
 from bench.payloads import example_event
 from local_api.context import LambdaContext
+from local_api.template import FunctionSpec
 
 # Per row count: (most rounds, seconds) of the three interleaved timings.
 BUDGET = {1: (300, 1.0), 32: (300, 1.0), 1024: (40, 1.5)}
@@ -75,7 +77,7 @@ def measure(model: str, cases: Sequence[Case] = CASES, split: bool = True
     assert spec is not None and spec.loader is not None
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)  # module-scope init: the model loads here, as in Lambda
-    loaded = app.service.model(model)
+    loaded = loaded_model(app.service, model)
     raw = ort.InferenceSession(str(MODELS_DIR / model / loaded.manifest.version / "model.onnx"),
                                sess_options=session_options(), providers=list(CPU))
     context = LambdaContext(function_name=model)
@@ -114,6 +116,23 @@ def measure(model: str, cases: Sequence[Case] = CASES, split: bool = True
     return [{**result, "max_rss_mb": round(peak, 1), **floor} for result in results]
 
 
+def loaded_model(service: Any, model: str, timeout_s: float = 600) -> Any:
+    """The service's model, once loaded: a version in the model store loads in the background
+    (model_api.service), read from the local one that `run` fills. Loading (503) after
+    `timeout_s` seconds."""
+    import time
+
+    from model_api.errors import Loading
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return service.model(model, wait=True)
+        except Loading:
+            if time.monotonic() > deadline:
+                raise
+
+
 def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
            sent: Any) -> dict[str, float]:
     """Median milliseconds of each step of one request (see the module's docstring)."""
@@ -122,7 +141,7 @@ def phases(app: Any, model: str, event: dict[str, Any], context: LambdaContext,
     from model_api.codec import decode_request, split_body
 
     service = app.service
-    loaded = service.model(model)
+    loaded = loaded_model(service, model)
     pipeline = service.pipeline
     exchange = pipeline.decode(loaded, sent.body, sent.headers)
     json_part = split_body(sent.body, int(sent.headers[HEADER_LENGTH]))[0] \
@@ -177,17 +196,44 @@ def floors(app: Any, model: str, context: LambdaContext) -> dict[str, float]:
 def run(cases: Sequence[Case] = CASES, models: Sequence[str] | None = None,
         split: bool = True) -> list[dict[str, Any]]:
     """Every model function (or those of `models`), one child process each, over `cases`;
-    `split`: with each request's phases and the function's floor (make cost needs neither)."""
+    `split`: with each request's phases and the function's floor (make cost needs neither).
+    A model served from the model store (`make add-model PLACE=store`) reads its version from
+    a local one (a moto server, filled as `make serve` fills its own) and is timed once
+    loaded."""
+    from local_api import model_store
+
+    functions = [function for function in inference_functions() if function.model is not None
+                 and (models is None or function.model in models)]
+    stored = [function.spec for function in functions if model_store.stored(function.spec)]
     results: list[dict[str, Any]] = []
-    for function in inference_functions():
-        if function.model is None or (models is not None and function.model not in models):
-            continue
-        env = {**os.environ, **lambda_environment(function, MODELS_DIR),
-               "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/serving/python")])}
-        results.extend(run_child("bench.warm", [function.model, *(
-            f"{rows}:{encoding}" for rows, encoding in cases), *([] if split else [NO_SPLIT])],
-            env))
+    with local_model_store(stored):
+        for function in functions:
+            env = {**os.environ, **lambda_environment(function, MODELS_DIR),
+                   "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                  str(ROOT / "layers/serving/python")])}
+            if function.spec in stored:
+                env[model_store.BUCKET_VARIABLE] = model_store.BUCKET
+            assert function.model is not None
+            results.extend(run_child("bench.warm", [function.model, *(
+                f"{rows}:{encoding}" for rows, encoding in cases),
+                *([] if split else [NO_SPLIT])], env))
     return results
+
+
+@contextmanager
+def local_model_store(functions: Sequence[FunctionSpec]) -> Iterator[None]:
+    """For the store-backed `functions` (none: nothing is started), a moto server holding
+    their stored versions in local_api.model_store's bucket, boto3's environment pointing at
+    it while the block runs."""
+    if not functions:
+        yield
+        return
+    from bench.batch import moto_server
+    from local_api import model_store
+
+    with moto_server(capture=False):
+        model_store.publish(functions, MODELS_DIR)
+        yield
 
 
 def main() -> None:

@@ -12,14 +12,24 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+# The variable a store-backed function (and the batch runner) reads the bucket's name from
+from model_api.aws.model_store import BUCKET_VARIABLE
+
 from batch.aws import client
 from local_api.template import FunctionSpec
 from model_registry.store import stored_versions, sync
 
 LOG = logging.getLogger(__name__)
 BUCKET = "local-model-api-models"
-# The variable a store-backed function (and the batch runner) reads the bucket's name from.
-BUCKET_VARIABLE = "MODEL_STORE_BUCKET"
+
+
+__all__ = ["BUCKET", "BUCKET_VARIABLE", "fill", "overrides", "publish", "stored"]
+
+
+def stored(function: FunctionSpec) -> bool:
+    """Whether `function` serves a model version from the model store (its template
+    environment names the store's bucket)."""
+    return BUCKET_VARIABLE in function.environment
 
 
 def publish(functions: Iterable[FunctionSpec], models_dir: Path,
@@ -30,7 +40,7 @@ def publish(functions: Iterable[FunctionSpec], models_dir: Path,
     it has them, else from `models_dir`, the exported models); the keys."""
     wanted: dict[str, tuple[Path, str]] = {}
     for function in functions:
-        if BUCKET_VARIABLE not in function.environment:
+        if not stored(function):
             continue
         for layer in function.layer_dirs:
             if (layer / "models").is_dir():
