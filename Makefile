@@ -103,7 +103,7 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 # OpenAPI in one atomic change).
 OPTIMIZE_CMD = $(PY) -m model_registry.optimize
 optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [PASSES=7] [DRY_RUN=1]
-	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows and targets] [DRY_RUN=1]"; exit 2; }
+	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows, an array per input named as it, and \`targets\`] [DRY_RUN=1]"; exit 2; }
 	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(PASSES),--passes $(PASSES)) $(if $(DRY_RUN),--dry-run)
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions

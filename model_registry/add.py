@@ -673,9 +673,12 @@ def main(argv: list[str] | None = None) -> int:
           f"`make serve` to serve it); its file is "
           f"kept in {STORE}/{entry.name}/ (commit it: a fresh clone rebuilds from there)")
     if not (args.baseline or args.background or args.examples):
+        added = read_intact(PROJECT.models_dir / entry.name / (args.version or entry.versions[-1]))
+        rows = ("rows.npy" if added is None or len(added.inputs) == 1 else
+                "rows.npz (one array per input, named as the input)")
         print(f"no monitoring baseline: {entry.name} was added without rows to build one from, "
               "so `make monitor` cannot report drift for it; add the version again with "
-              "BASELINE=rows.npy (training rows; README 'Monitoring') to have one")
+              f"BASELINE={rows} (training rows; README 'Monitoring') to have one")
     return 0
 
 

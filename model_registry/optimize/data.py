@@ -62,8 +62,13 @@ def seed_dataset(name: str, version: str, manifest: Manifest) -> Dataset | None:
                           f"{len(splits.train.y)} training rows")
 
 
+TARGETS = "targets"  # the .npz array of the rows' true targets (labels or values)
+
+
 def file_dataset(path: Path, manifest: Manifest) -> Dataset:
-    """Rows from an .npz of arrays named after the model's inputs, and optionally `targets`."""
+    """Rows from an .npz of arrays named after the model's inputs, and optionally `targets`
+    (TARGETS). OptimizeError for an array named neither (its targets under another name,
+    most likely: they would be left out, and the quality gate would measure nothing)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -73,9 +78,15 @@ def file_dataset(path: Path, manifest: Manifest) -> Dataset:
     missing = [n for n in names if n not in arrays]
     if missing:
         raise OptimizeError(f"{path} has no array for inputs {missing} (it has {sorted(arrays)})")
+    unknown = sorted(set(arrays) - {*names, TARGETS})
+    if unknown:
+        raise OptimizeError(
+            f"{path} has arrays {unknown} that are neither an input of the model ({names}) "
+            f"nor {TARGETS!r}: name the rows' true targets (labels or values) {TARGETS!r}, "
+            "so that the quality gate can measure the metric")
     inputs = {spec.name: arrays[spec.name].astype(NUMPY_DTYPES[spec.datatype])
               for spec in manifest.inputs}
-    targets = arrays.get("targets")
+    targets = arrays.get(TARGETS)
     counts = {len(v) for v in (*inputs.values(), *([targets] if targets is not None else []))}
     if len(counts) != 1 or 0 in counts:
         raise OptimizeError(f"{path}: every array needs the same number of rows, at least one")

@@ -268,6 +268,26 @@ def test_no_targets_means_nothing_is_published(tmp_path: Path, project: Project)
     assert result.failures[0].startswith("metric: not measured")
 
 
+def test_rows_whose_targets_are_named_otherwise_are_refused(tmp_path: Path) -> None:
+    # An .npz of X and y (scikit-learn's names) for a model whose input is X: y would be
+    # left out and the gate would measure no metric; it is refused, naming `targets`
+    from model_api.manifest import Manifest, TensorSpec
+
+    from model_registry.optimize.data import file_dataset
+
+    manifest = Manifest(name="m", version="1", platform="onnxruntime_onnx",
+                        model_file="model.onnx", sha256="0" * 64,
+                        inputs=(TensorSpec("X", "FP32", (-1, 4)),),
+                        outputs=(TensorSpec("label", "INT64", (-1,)),))
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, X=np.zeros((3, 4), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(OptimizeError, match=r"\['y'\] that are neither an input.*'targets'"):
+        file_dataset(rows, manifest)
+    np.savez(rows, X=np.zeros((3, 4), np.float32), targets=np.zeros(3, np.int64))
+    dataset = file_dataset(rows, manifest)
+    assert dataset.test.targets is not None and len(dataset.test) == 3
+
+
 def test_unknown_model_version_and_method_are_refused(project: Project,
                                                       tmp_path: Path) -> None:
     with pytest.raises(OptimizeError, match="no model 'nope'"):
