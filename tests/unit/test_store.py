@@ -19,7 +19,7 @@ from model_api.errors import Loading
 from model_api.integrity import IntegrityError
 from model_api.model import COPY, WEIGHTS_VARIABLE, LoadedModel, ModelIntegrityError
 from model_api.repository import LOADING, READY, service_index
-from model_api.service import InferenceService
+from model_api.service import InferenceService, size_text
 from model_api.store import (
     ALIGNMENT,
     Progress,
@@ -116,6 +116,11 @@ def test_a_stored_version_loads_from_the_store_and_a_tampered_one_is_refused(
         LoadedModel.load(folder, store=store)
 
 
+def test_sizes_read_in_the_unit_that_fits() -> None:
+    assert [size_text(n) for n in (0, 860, 8_600, 20_000_000, 2_200_000_000, 400_000_000)] == [
+        "0 B", "860 B", "8.6 kB", "20 MB", "2.2 GB", "400 MB"]
+
+
 def test_while_it_loads_it_answers_503_with_retry_after_then_serves(tmp_path: Path) -> None:
     _, store, gate = store_backed(tmp_path / "m" / "1")
     service = InferenceService.from_directory(tmp_path, "m", "1", store=store, background=True)
@@ -125,7 +130,11 @@ def test_while_it_loads_it_answers_503_with_retry_after_then_serves(tmp_path: Pa
     with pytest.raises(Loading) as raised:
         service.model_ready("m")
     assert raised.value.status == 503 and "is loading: 0% of" in raised.value.message
-    assert int(raised.value.headers["Retry-After"]) >= 1
+    # a small file says its size as it is (not "0 MB"), and nothing read yet asks again
+    # after the time its size takes at the expected rate: a second, not a fixed five
+    size = next(iter(store.objects.values()))
+    assert f"0% of {size_text(len(size))} read" in raised.value.message
+    assert len(size) < 1e6 and int(raised.value.headers["Retry-After"]) == 1
     assert [entry.state for entry in service_index(service)] == [LOADING]
     assert service.model_metadata("m")["inputs"][0]["name"] == "x"  # from the manifest
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",

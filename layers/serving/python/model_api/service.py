@@ -48,6 +48,10 @@ DEFAULT_LOAD_WAIT_S = 10.0
 # before the init ends instead of in the background.
 INITIALIZATION_VARIABLE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 LOAD_DURING_INIT = frozenset({"provisioned-concurrency", "snap-start"})
+# A read that has not started yet is expected to take its size at this rate (the low end of
+# single-stream downloads into Lambda measured by others: docs/performance.md, "Large models"),
+# for its first Retry-After; once bytes arrive, their own rate says
+EXPECTED_READ_BYTES_PER_S = 50e6
 
 
 # one read in progress: compared by identity
@@ -61,19 +65,29 @@ class Pending(msgspec.Struct, eq=False):
     finished: threading.Event = msgspec.field(default_factory=threading.Event)
 
     def retry_after(self) -> int:
-        """Seconds until the read is likely done, from its rate so far (at least 1)."""
+        """Seconds until the read is likely done (at least 1): from its rate so far, else
+        (nothing read yet) from its size at EXPECTED_READ_BYTES_PER_S."""
         elapsed = time.monotonic() - self.started
         fraction = self.progress.fraction()
         if fraction <= 0 or elapsed <= 0:
-            return 5
+            return max(1, math.ceil(self.progress.total / EXPECTED_READ_BYTES_PER_S))
         return max(1, math.ceil(elapsed * (1 - fraction) / fraction))
 
     def loading(self, name: str) -> Loading:
         """The 503 of a request for it now: its message and Retry-After give the same seconds."""
-        mb, seconds = self.progress.total / 1e6, self.retry_after()
+        seconds = self.retry_after()
         return Loading(f"model {name!r} version {self.manifest.version!r} is loading: "
-                       f"{self.progress.fraction():.0%} of {mb:,.0f} MB read from the model "
-                       f"store; retry after {seconds} s", seconds)
+                       f"{self.progress.fraction():.0%} of {size_text(self.progress.total)} "
+                       f"read from the model store; retry after {seconds} s", seconds)
+
+
+def size_text(size: int) -> str:
+    """`size` bytes in the unit that reads best: "860 B", "8.6 kB", "20 MB", "2.2 GB" (SI)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:,.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    return f"{size} B"
 
 
 def version_folders(model_dir: Path) -> list[Path]:
