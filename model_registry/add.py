@@ -55,7 +55,9 @@ from model_registry.sizing import Sizing, SizingError, measure
 
 # Manifest fields a version's fields file may set; the sha256 and signature always come from
 # the file itself.
-KEPT_FIELDS = frozenset({"labels", "task", "metrics", "description", "training", "optimization"})
+KEPT_FIELDS = frozenset({"labels", "task", "metrics", "description", "training", "optimization",
+                         "feature_names"})
+FEATURE_NAMES = "feature_names"  # {"<input>": [a name per column]}: explanations and drift say them
 FIELDS_STORED = "fields.json"  # model_store/<name>/<version>/fields.json
 
 
@@ -174,6 +176,24 @@ def read_fields(path: Path) -> dict[str, Any]:
     if not isinstance(fields, dict) or not set(fields) <= KEPT_FIELDS:
         raise AddError(f"{path}: give a JSON object with keys among {sorted(KEPT_FIELDS)}")
     return fields
+
+
+def feature_names_field(names: list[str], inputs: list[dict[str, Any]], source: str
+                        ) -> dict[str, list[str]]:
+    """The manifest's `feature_names` for a model of one tabular input ([N, features], its
+    width fixed): {input: names}, a name per column, in order. AddError for another signature,
+    a count that is not the width, or names empty or repeated."""
+    if len(inputs) != 1 or len(inputs[0]["shape"]) != 2 or inputs[0]["shape"][1] < 1:
+        shapes = ", ".join(f"{spec['name']} {spec['shape']}" for spec in inputs)
+        raise AddError(f"FEATURE_NAMES names the columns of a model of one input of [N, "
+                       f"features]; {source}'s inputs are {shapes}")
+    (spec,) = inputs
+    if len(names) != spec["shape"][1]:
+        raise AddError(f"FEATURE_NAMES gives {len(names)} names; input {spec['name']!r} has "
+                       f"{spec['shape'][1]} columns")
+    if not all(names) or len(set(names)) != len(names):
+        raise AddError(f"FEATURE_NAMES {names}: give distinct, non-empty names, one per column")
+    return {spec["name"]: names}
 
 
 def read_background(data: bytes, source: str,
@@ -380,7 +400,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         background_path: Path | None = None, fields: Path | None = None,
         project: Project = PROJECT, place: str | None = None,
         placed: list[placement.Placement] | None = None,
-        baseline_path: Path | None = None, sizing_path: Path | None = None) -> ModelEntry:
+        baseline_path: Path | None = None, sizing_path: Path | None = None,
+        feature_names: list[str] | None = None) -> ModelEntry:
     """Serve `onnx_path` as `name` (version `version`, or the next number); returns the entry.
 
     The file is copied to model_store/<name>/<version>/model.onnx (with its examples and its
@@ -397,7 +418,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     fresh process and runs a sizing request (`sizing_path`: rows, .npz by input name; else the
     default worst case, model_registry.sizing): its function is sized from the measured peak,
     recorded in models.yaml (files[version].sizing). A version no Lambda function can hold is
-    refused (AddError).
+    refused (AddError). `feature_names`: the names of a tabular input's columns, in order,
+    kept with the version's fields (explanations' summaries and drift reports say them).
     """
     entries = registry.load(project.registry)
     existing = next((e for e in entries if e.name == name), None)
@@ -418,6 +440,10 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         except OSError as exc:
             raise AddError(f"cannot read {location}, the file of {onnx_path}'s tensors beside "
                            f"it: {exc}") from exc
+    if feature_names is not None:
+        kept = {**(kept or {}), FEATURE_NAMES: feature_names_field(
+            feature_names, read_signature(model_bytes, str(onnx_path), onnx_path)["inputs"],
+            str(onnx_path))}
     examples = read_examples(examples_path) if examples_path is not None else None
     asked_version = version
     version = version or next_version(existing)
@@ -437,6 +463,9 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
     background = _rows_to_store(record, "background", BACKGROUND_STORED, background_path)
     baseline = _rows_to_store(record, "baseline", BASELINE_STORED, baseline_path)
     if kept is not None:
+        earlier = existing.files.get(version, {}).get("fields") if existing else None
+        if earlier:  # the same version again: what its fields file holds stays
+            kept = {**read_fields(project.root / earlier), **kept}
         record["fields"] = str(Path(record["path"]).with_name(FIELDS_STORED))
     same = [v for v, f in (existing.files.items() if existing else ()) if f.get("sha256")
             == record["sha256"] and v != version]
@@ -648,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="training rows for the monitoring baseline (README 'Monitoring'): "
                              ".npy or .npz with one array per input name; default: the "
                              "background rows, else the examples")
+    parser.add_argument("--feature-names",
+                        help="a tabular model's column names, comma-separated, in order: its "
+                             "explanations and drift reports name them")
     parser.add_argument("--current", action="store_true",
                         help="make this version the one the unversioned routes serve")
     parser.add_argument("--place", choices=placement.HOMES,
@@ -663,7 +695,9 @@ def main(argv: list[str] | None = None) -> int:
         placed: list[placement.Placement] = []
         entry = add(args.name, args.onnx, args.version, labels, args.current, args.examples,
                     args.background, place=args.place, placed=placed,
-                    baseline_path=args.baseline, sizing_path=args.sizing)
+                    baseline_path=args.baseline, sizing_path=args.sizing,
+                    feature_names=[name.strip() for name in args.feature_names.split(",")]
+                    if args.feature_names else None)
     except AddError as exc:
         print(f"add-model refused: {exc}", file=sys.stderr)
         return 2

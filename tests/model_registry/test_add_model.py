@@ -202,6 +202,37 @@ def test_a_second_version_is_served_beside_the_first_and_can_become_current(
     assert project.registry.read_text() == before
 
 
+def test_a_tabular_models_feature_names_name_its_explanations_and_stay_with_its_version(
+        tmp_path: Path, project: Project) -> None:
+    from model_api.service import InferenceService
+
+    x, _, source = logistic_regression(tmp_path)
+    background = tmp_path / "rows.npy"
+    np.save(background, x[:10])
+    # A count that is not the input's width, and repeated names, are refused up front
+    assert "gives 2 names; input 'X' has 3 columns" in refusal(
+        project, source, feature_names=["age", "bmi"])
+    assert "distinct" in refusal(project, source, feature_names=["age", "age", "bp"])
+    add("logreg", source, project=project, background_path=background,
+        feature_names=["age", "bmi", "bp"])
+    service = InferenceService.from_directory(project.models_dir, "logreg", "1")
+    assert service.model_metadata("logreg")["parameters"]["feature_names"] == {
+        "X": ["age", "bmi", "bp"]}
+    body = json.dumps({"inputs": [{"name": "X", "shape": [1, 3], "datatype": "FP32",
+                                   "data": [3.0, 0.0, 0.0]}]}).encode()
+    summary = json.loads(service.explain("logreg", None, body, {}).body)["parameters"]["summary"]
+    assert "because of age" in summary and "X[" not in summary, summary
+    # and the monitoring baseline (drift reports) names its features so
+    baseline = json.loads((project.models_dir / "logreg" / "1" / "baseline.json").read_text())
+    assert sorted(baseline["features"]) == ["age", "bmi", "bp"]
+    # `make models` on a fresh clone imports it again with them (its fields file)
+    added = next(e for e in registry.load(project.registry) if e.name == "logreg")
+    assert added.files["1"]["fields"] == "model_store/logreg/1/fields.json"
+    assert reimport(added, tmp_path / "again", project.root) == ["1"]
+    again = json.loads((tmp_path / "again" / "logreg" / "1" / "manifest.json").read_text())
+    assert again["feature_names"] == {"X": ["age", "bmi", "bp"]}
+
+
 def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
            monkeypatch: pytest.MonkeyPatch, status: int = 200) -> dict[str, Any]:
     """Outputs of an infer request for `rows` POSTed to `path` through the real inference handler
