@@ -60,6 +60,22 @@ QUANT_OPTIONS = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 FP16_BLOCKED = [*float16.DEFAULT_OP_BLOCK_LIST, "TfIdfVectorizer"]
 
 
+def loaded(model: bytes) -> onnx.ModelProto:
+    """The parent's graph as the tools are given it: one opset import per domain, the highest
+    version of each. skl2onnx writes the default domain twice for some estimators (a
+    LogisticRegression's graph: `('ai.onnx.ml', 1), ('', 18), ('', 18)`), which onnxruntime
+    runs but its quantiser refuses ("Failed to find proper ai.onnx domain")."""
+    proto = onnx.load_from_string(model)
+    versions: dict[str, int] = {}
+    for entry in proto.opset_import:
+        versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
+    if len(versions) != len(proto.opset_import):
+        del proto.opset_import[:]
+        proto.opset_import.extend(onnx.helper.make_opsetid(domain, version)
+                                  for domain, version in versions.items())
+    return proto
+
+
 # Each method takes the parent's bytes, its rows and a scratch folder; returns the candidate's.
 
 def ort_offline(model: bytes, data: Dataset, work: Path) -> bytes:
@@ -73,12 +89,12 @@ def ort_offline(model: bytes, data: Dataset, work: Path) -> bytes:
 
 def slim(model: bytes, data: Dataset, work: Path) -> bytes:
     """onnxslim's simplified graph."""
-    return canonical_bytes(onnxslim.slim(onnx.load_from_string(model)))
+    return canonical_bytes(onnxslim.slim(loaded(model)))
 
 
 def dynamic_int8(model: bytes, data: Dataset, work: Path) -> bytes:
     """Int8 weights; activations quantised per run from their observed range."""
-    quantize_dynamic(onnx.load_from_string(model), work / "dynamic.onnx",
+    quantize_dynamic(loaded(model), work / "dynamic.onnx",
                      weight_type=QuantType.QInt8, extra_options=QUANT_OPTIONS)
     return (work / "dynamic.onnx").read_bytes()
 
@@ -87,7 +103,7 @@ def static_int8_qdq(model: bytes, data: Dataset, work: Path) -> bytes:
     """QuantizeLinear/DequantizeLinear pairs with ranges calibrated on `data.calibration`."""
     # Without quant_pre_process: on breast-cancer-mlp it left the activations unquantised
     # (int8 weights only) and the model 1.6x slower at 1,024 rows instead of 1.5x faster.
-    quantize_static(onnx.load_from_string(model), work / "qdq.onnx",
+    quantize_static(loaded(model), work / "qdq.onnx",
                     RowsReader(data.calibration),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
@@ -98,7 +114,7 @@ def static_int8_qdq(model: bytes, data: Dataset, work: Path) -> bytes:
 def fp16(model: bytes, data: Dataset, work: Path) -> bytes:
     """float16 weights and arithmetic inside; float32 inputs and outputs as before."""
     converted = OnnxModel(float16.convert_float_to_float16(
-        onnx.load_from_string(model), keep_io_types=True, op_block_list=FP16_BLOCKED))
+        loaded(model), keep_io_types=True, op_block_list=FP16_BLOCKED))
     converted.topological_sort()  # the converter appends its input casts after their users
     return canonical_bytes(converted.model)
 

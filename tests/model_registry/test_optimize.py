@@ -288,6 +288,33 @@ def test_rows_whose_targets_are_named_otherwise_are_refused(tmp_path: Path) -> N
     assert dataset.test.targets is not None and len(dataset.test) == 3
 
 
+def test_a_graph_that_imports_its_opset_twice_is_quantised(tmp_path: Path) -> None:
+    # skl2onnx writes the default domain twice for a LogisticRegression; onnxruntime's
+    # quantiser refused it ("Failed to find proper ai.onnx domain"): every candidate builds
+    from model_api.manifest import Manifest, TensorSpec
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    from model_registry.optimize.candidates import METHODS, build
+    from model_registry.optimize.data import random_dataset
+
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    graph = to_onnx(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x[:1],
+                    options={"zipmap": False}, target_opset=18)
+    domains = [entry.domain for entry in graph.opset_import]
+    assert len(domains) > len(set(domains))  # (as skl2onnx writes it: the case itself)
+    manifest = Manifest(name="m", version="1", platform="onnxruntime_onnx",
+                        model_file="model.onnx", sha256="0" * 64,
+                        inputs=(TensorSpec("X", "FP32", (-1, 8)),),
+                        outputs=(TensorSpec("label", "INT64", (-1,)),))
+    data = random_dataset(manifest)
+    for method in METHODS:
+        result = build(method, graph.SerializeToString(), data)
+        assert result.error is None and result.model_bytes, (method, result.error)
+        session = ort.InferenceSession(result.model_bytes, providers=["CPUExecutionProvider"])
+        assert session.run(None, {"X": x})[0].shape == (64,)
+
+
 def test_unknown_model_version_and_method_are_refused(project: Project,
                                                       tmp_path: Path) -> None:
     with pytest.raises(OptimizeError, match="no model 'nope'"):
