@@ -77,7 +77,7 @@ START_METHOD = "forkserver"
 # itself: a module run again while it is in sys.modules makes runpy warn in every worker.
 # (tests/batch/test_batch_workers.py checks that the list covers the runner's imports.)
 RUNNER_IMPORTS = ["argparse", "batch.failures", "batch.job", "batch.jobs", "batch.shards",
-                  "batch.submit"]
+                  "batch.submit", "model_api.aws.dependencies"]
 # Imported once by the fork server, so that each worker starts with them
 # (the hooks' modules too: data capture's imports Powertools, ~50 ms a worker otherwise)
 PRELOAD = ["numpy", "onnxruntime", "model_api.pipeline", "model_api.codec", "batch.jsonl",
