@@ -35,7 +35,8 @@ batch: rows/s of the batch runner (S3 and its jobs table on a local moto server)
   session.run loop at its best batch size (b<rows>); "in run": rows per second of the
   time the runner's model runs took, without its S3 reads, writes and checkpoints;
   "raw job": a bare program doing the same S3 GET and PUTs around that raw loop, its marker
-  last (raw job and runner: best of {ROUNDS} interleaved runs each); "per row": the same
+  last (raw job and runner: best of {ROUNDS} interleaved runs each; extra: the ratio of their
+  medians); "per row": the same
   without each one's fixed seconds per job (measured on a 1,024-row job); "jsonl vs raw
   job": the same on JSON Lines (json.loads each line, the loop, json.dumps each answer);
   "async HTTP": the same rows as an asynchronous job over HTTP (PUT to upload_url until the
@@ -213,7 +214,8 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
         if "jsonl_raw_job_rows_per_s" in r:  # the same for JSON Lines
             job, runner = r["jsonl_raw_job_rows_per_s"], r["jsonl_runner_rows_per_s"]
             rows.append((f"{r['model']} jsonl vs raw job", f"{rate(runner)} rows/s",
-                         f"{rate(job)} raw job", ratio(runner / job), "",
+                         f"{rate(job)} raw job", ratio(runner / job),
+                         median_text(r.get("jsonl_ratio_raw_job_median")),
                          judged(f"≥{BATCH_TARGET}x", runner / job >= BATCH_TARGET)))
         # The asynchronous job over HTTP (upload to outputs downloaded) against the runner.
         if "async_rows_per_s" in r:
@@ -221,6 +223,11 @@ def batch_rows(results: list[dict[str, Any]]) -> list[Row]:
                          f"{rate(r['runner_rows_per_s'])} runner",
                          ratio(r["async_rows_per_s"] / r["runner_rows_per_s"]), "", ""))
     return rows
+
+
+def median_text(value: float | None) -> str:
+    """The extra column of a runner-vs-raw-job row: the ratio of the rounds' medians."""
+    return "" if value is None else f"medians {ratio(value)}"
 
 
 def npy_rows(r: dict[str, Any]) -> list[Row]:
@@ -238,7 +245,7 @@ def npy_rows(r: dict[str, Any]) -> list[Row]:
     job = r["raw_job_rows_per_s"]
     share = r["runner_rows_per_s"] / job
     rows.append((f"{r['model']} vs raw job", f"{rate(r['runner_rows_per_s'])} rows/s",
-                 f"{rate(job)} raw job", ratio(share), "",
+                 f"{rate(job)} raw job", ratio(share), median_text(r.get("ratio_raw_job_median")),
                  judged(f"≥{BATCH_TARGET}x", share >= BATCH_TARGET)))
     if "runner_per_row_rows_per_s" in r:  # without each program's fixed cost per job
         rows.append((f"{r['model']} per row vs raw job",
