@@ -92,7 +92,7 @@ check-generated: build/models/.exported ## Render every generated file again (te
 add-model: setup build/models/.exported ## Serve an existing .onnx file: make add-model NAME=my-model ONNX=path [VERSION=2] [LABELS=a,b] [FEATURE_NAMES=x,y] [EXAMPLES=rows.npz] [BACKGROUND=rows.npy] [BASELINE=rows.npy] [CURRENT=1] [PLACE=layer|store] [SIZING=rows.npz] [OPTIMIZE=1 [ROWS=rows.npz]]
 	@test -n "$(NAME)" -a -n "$(ONNX)" || { echo "usage: make add-model NAME=my-model ONNX=path/to/model.onnx [VERSION=2] [LABELS=a,b] [FEATURE_NAMES=x,y: a tabular input's column names] [EXAMPLES=rows.npz|rows.json] [BACKGROUND=rows.npy: training rows, for explanations of a tabular model] [BASELINE=rows.npy: training rows, for the monitoring baseline] [CURRENT=1] [PLACE=layer|store] [SIZING=rows.npz: a store version's sizing request] [OPTIMIZE=1 [ROWS=rows.npz]]"; exit 2; }
 	$(PY) -m model_registry.add --name "$(NAME)" --onnx "$(ONNX)" $(if $(VERSION),--version "$(VERSION)") $(if $(LABELS),--labels "$(LABELS)") $(if $(FEATURE_NAMES),--feature-names "$(FEATURE_NAMES)") $(if $(EXAMPLES),--examples "$(EXAMPLES)") $(if $(BACKGROUND),--background "$(BACKGROUND)") $(if $(BASELINE),--baseline "$(BASELINE)") $(if $(CURRENT),--current) $(if $(PLACE),--place "$(PLACE)") $(if $(SIZING),--sizing "$(SIZING)")
-	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)"))
+	$(if $(OPTIMIZE),-$(OPTIMIZE_CMD) --model "$(NAME)" $(if $(VERSION),--version "$(VERSION)",--newest) $(if $(ROWS),--rows "$(ROWS)") $(if $(TASK),--task "$(TASK)"))
 
 remove-model: setup build/models/.exported ## Stop serving a model or one version: make remove-model NAME=my-model [VERSION=2] [NEW_CURRENT=<version>]
 	@test -n "$(NAME)" || { echo "usage: make remove-model NAME=my-model [VERSION=v] [NEW_CURRENT=v: the version that becomes current when VERSION is the current one]"; exit 2; }
@@ -102,9 +102,9 @@ remove-model: setup build/models/.exported ## Stop serving a model or one versio
 # published as a new version (not current), through add-model (registry, template, events,
 # OpenAPI in one atomic change).
 OPTIMIZE_CMD = $(PY) -m model_registry.optimize
-optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [PASSES=7] [DRY_RUN=1]
-	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows, an array per input named as it, and \`targets\`] [DRY_RUN=1]"; exit 2; }
-	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(PASSES),--passes $(PASSES)) $(if $(DRY_RUN),--dry-run)
+optimize: setup build/models/.exported ## Optimise a model, publish the best candidate that passes the gate: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz] [TASK=classification|regression] [PASSES=7] [DRY_RUN=1]
+	@test -n "$(MODEL)" || { echo "usage: make optimize MODEL=<name> [VERSION=v] [ROWS=rows.npz: an added model's rows, an array per input named as it, and \`targets\`] [TASK=classification|regression: a model added without LABELS] [DRY_RUN=1]"; exit 2; }
+	$(OPTIMIZE_CMD) --model "$(MODEL)" $(if $(VERSION),--version "$(VERSION)") $(if $(ROWS),--rows "$(ROWS)") $(if $(TASK),--task "$(TASK)") $(if $(PASSES),--passes $(PASSES)) $(if $(DRY_RUN),--dry-run)
 
 build: $(BUILT) ## sam build: layers (runtime, serving, one per model) and functions
 

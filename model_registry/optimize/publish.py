@@ -8,10 +8,14 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from model_api.examples import EXAMPLES_FILE
+from model_api.explainers.kernel_shap import KERNEL_SHAP
+from model_api.manifest import Manifest
 from model_api.model import session_options
 
+from model_export.explanation import BACKGROUND_FILE, encode_background
 from model_registry import add, registry
 from model_registry.optimize.candidates import TOOLS
 from model_registry.optimize.data import Dataset
@@ -37,6 +41,8 @@ def manifest_fields(reference: Parent, best: Result, timing: Timing,
         fields["metrics"] = best.metrics
     fields["description"] = (f"{parent.description or parent.name} Optimised by "
                              f"`make optimize` ({best.method}) from version {parent.version}.")
+    if "feature_names" in parent.extra:  # the same columns: explanations and drift name them
+        fields["feature_names"] = parent.extra["feature_names"]
     if "training" in parent.extra:  # less the fingerprint: this version is not trained
         fields["training"] = {k: v for k, v in parent.extra["training"].items()
                               if k != "fingerprint"}
@@ -67,8 +73,10 @@ def manifest_fields(reference: Parent, best: Result, timing: Timing,
 def publish_version(entry: registry.ModelEntry, parent: Parent, best: Result, data: Dataset,
                     timing: Timing, project: Project) -> str:
     """Add the candidate as the model's next version (not current) with model_registry.add,
-    its measured manifest fields with it: add-model keeps both in model_store/ and renders the
-    template, events and OpenAPI in one atomic change. The version."""
+    its measured manifest fields with it, and what the parent version was served with
+    (`parent_rows`: its examples, Kernel SHAP background, monitoring baseline rows): add-model
+    keeps them in model_store/ and renders the template, events and OpenAPI in one atomic
+    change. The version."""
     assert best.model_bytes is not None
     version = add.next_version(entry)
     with tempfile.TemporaryDirectory(prefix="optimized-") as work:
@@ -76,6 +84,38 @@ def publish_version(entry: registry.ModelEntry, parent: Parent, best: Result, da
         (folder / "model.onnx").write_bytes(best.model_bytes)
         (folder / FIELDS_FILE).write_text(
             json.dumps(manifest_fields(parent, best, timing, data), indent=2) + "\n")
+        rows = parent_rows(entry, parent.manifest, data, project, folder)
         add.add(entry.name, folder / "model.onnx", version, fields=folder / FIELDS_FILE,
-                project=project)
+                project=project, examples_path=rows.examples, background_path=rows.background,
+                baseline_path=rows.baseline)
     return version
+
+
+class ParentRows(NamedTuple):
+    """The parent version's row files that add-model takes (None: it has none)."""
+
+    examples: Path | None  # its examples.json
+    background: Path | None  # its Kernel SHAP background rows (.npz by input name)
+    baseline: Path | None  # the rows its monitoring baseline was built from
+
+
+def parent_rows(entry: registry.ModelEntry, parent: Manifest, data: Dataset, project: Project,
+                work: Path) -> ParentRows:
+    """The parent's row files for its optimised version, so that it is explained, shown and
+    monitored as the parent is: its examples, its background when it is explained by Kernel
+    SHAP, and the rows its baseline was built from (those add-model recorded, or a seed's
+    training rows from its recipe, written into `work`; else None: add-model builds the
+    baseline from the background or the examples, as it did the parent's)."""
+    folder = project.models_dir / entry.name / parent.version
+    examples = folder / EXAMPLES_FILE
+    explained = parent.extra.get("explanation") or {}
+    background = folder / BACKGROUND_FILE
+    recorded = entry.files.get(parent.version, {}).get("baseline")
+    baseline = project.root / recorded if recorded else None
+    if baseline is None and data.full is not None:  # a seed's recipe: its training rows
+        baseline = work / "baseline.npz"
+        baseline.write_bytes(encode_background(data.calibration))
+    return ParentRows(
+        examples if examples.is_file() else None,
+        background if explained.get("method") == KERNEL_SHAP and background.is_file() else None,
+        baseline)

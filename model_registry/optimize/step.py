@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
+import msgspec
 from model_api.integrity import IntegrityError, read_verified
 from model_api.manifest import MANIFEST_FILE, Manifest, ManifestError, load_manifest
 
@@ -67,12 +68,13 @@ def optimize(name: str, version: str | None = None, rows: Path | None = None,
         raise OptimizeError(f"{models_dir / name / version} is missing or fails its sha256 "
                             "check: run `make models`") from None
     if task is not None and parent.task is None:
-        parent = replace(parent, task=task)
+        parent = msgspec.structs.replace(parent, task=task)  # (a Manifest is a msgspec Struct)
     data = (file_dataset(rows, parent) if rows is not None
             else seed_dataset(name, version, parent) or random_dataset(parent))
     if parent.task is None and data.test.targets is not None:
-        raise OptimizeError(f"{name} {version} has no task in its manifest: give --task "
-                            "classification or regression to measure its metric")
+        raise OptimizeError(f"{name} {version} has no task in its manifest (add-model sets "
+                            "one with LABELS): give TASK=classification or regression (--task) "
+                            "to measure its metric")
     reference = Parent.load(parent, parent_bytes, data, timing)
     reference = replace(reference, control=control(reference, data, timing))
     print(f"optimize {name} version {version} ({len(parent_bytes) / 1024:.1f} KB): rows from "

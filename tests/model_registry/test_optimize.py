@@ -133,6 +133,41 @@ def test_a_passing_candidate_is_published_with_the_figures_that_were_measured(
     assert (models / "dense" / "2" / "manifest.json").read_text() == before
 
 
+def test_the_published_version_keeps_what_its_parent_is_served_with(
+        tmp_path: Path, project: Project) -> None:
+    # Given a classifier added without LABELS (no task), with background rows (Kernel SHAP),
+    # feature names, examples and baseline rows
+    rows = np.random.default_rng(1).standard_normal((300, 32)).astype(np.float32)
+    parent = dense_classifier(tmp_path / "dense.onnx", (32, 256, 256, 4))
+    np.save(tmp_path / "background.npy", rows[:20])
+    np.save(tmp_path / "baseline.npy", rows[:200])
+    np.savez(tmp_path / "examples.npz", features=rows[:3])
+    names = [f"f{i}" for i in range(32)]
+    add.add("dense", parent, background_path=tmp_path / "background.npy",
+            baseline_path=tmp_path / "baseline.npy", examples_path=tmp_path / "examples.npz",
+            feature_names=names, project=project)
+    np.savez(tmp_path / "rows.npz", features=rows, targets=labels_of(parent, rows))
+    # When it is optimised without a task: refused, naming TASK; with one, published
+    with pytest.raises(OptimizeError, match="TASK=classification"):
+        optimize("dense", rows=tmp_path / "rows.npz", methods=("dynamic-int8",), timing=FAST,
+                 gate=SIZE_ONLY, project=project, out=io.StringIO())
+    outcome = optimize("dense", rows=tmp_path / "rows.npz", methods=("dynamic-int8",),
+                       timing=FAST, gate=SIZE_ONLY, task="classification", project=project,
+                       out=io.StringIO())
+    assert outcome.published == "2"
+    # Then version 2 is explained, named, shown and monitored as version 1 is
+    one, two = (project.models_dir / "dense" / v for v in ("1", "2"))
+    first, second = read_intact(one), read_intact(two)
+    assert first is not None and second is not None
+    assert second.task == "classification" and second.metrics["test"]["accuracy"] >= 0.99
+    assert second.extra["feature_names"] == first.extra["feature_names"] == {"features": names}
+    assert second.extra["explanation"]["method"] == first.extra["explanation"]["method"] \
+        == "kernel_shap"
+    assert (two / "examples.json").read_text() == (one / "examples.json").read_text()
+    assert json.loads((two / "baseline.json").read_text())["rows"] == json.loads(
+        (one / "baseline.json").read_text())["rows"] == 200
+
+
 def test_a_candidate_that_loses_accuracy_is_refused_and_nothing_is_published(
         tmp_path: Path, project: Project) -> None:
     # Given a linear classifier and rows a hair's breadth from its decision boundary, so that
@@ -186,6 +221,9 @@ def test_a_seed_model_is_optimised_and_its_published_version_served_with_its_met
     assert entry.current == before.current
     manifest = read_intact(models / "breast-cancer-mlp" / new)
     assert manifest is not None
+    # explained and named as its parent (Kernel SHAP on its background; the dataset's names)
+    assert manifest.extra["explanation"]["method"] == parent.extra["explanation"]["method"]
+    assert manifest.extra["feature_names"] == parent.extra["feature_names"]
     # and its metric deltas are against the parent's manifest metrics, held-back and whole
     for split in ("test", "full_dataset"):
         assert manifest.extra["optimization"]["metric_delta"][split]["accuracy"] == (
