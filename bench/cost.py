@@ -368,8 +368,8 @@ def model_table(m: Measured, assumptions: Assumptions) -> list[str]:
                      f" (rows ${dollars(batch['on_demand_rows'])} + job start-up "
                      f"${dollars(batch['on_demand_start'])})")
     else:
-        lines.append("\nbatch: not measured (the batch bench reads numeric .npy rows; this "
-                     "model's input is not one)")
+        lines.append("\nbatch: not measured (make cost times the batch runner on .npy rows of "
+                     "the seed models whose input is numeric, bench.batch.ROWS: not this one)")
     return lines
 
 

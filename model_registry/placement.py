@@ -171,7 +171,9 @@ def place(size: int, layer_sizes: Iterable[int] = (), store_sizes: Iterable[int]
               f"layer ({RUNTIME_LAYER_BYTES / MB:,.1f} MB), the serving layer and code "
               f"({(SERVING_LAYER_BYTES + FUNCTION_CODE_BYTES) / MB:,.1f} MB) and "
               f"{LAYER_MARGIN_BYTES / MB:,.1f} MB kept free")
-    together = f"{(in_layer + size) / MB:,.1f} MB" + (" with its other layer versions"
+    from model_api.store import size_text  # (numpy: not for every template render)
+
+    together = size_text(in_layer + size) + (" with its other layer versions"
                                                       if in_layer else "")
     if home == LAYER and not fits:
         raise PlacementError(f"it does not fit a layer ({together}; {budget})")

@@ -57,6 +57,8 @@ def sync(wanted: dict[str, tuple[Path, str]], bucket: str, s3: Any, log: Any = p
         for item in page.get("Contents", []):
             present[item["Key"]] = s3.head_object(Bucket=bucket, Key=item["Key"]).get(
                 "Metadata", {}).get(SHA256_METADATA, "")
+    from model_api.store import size_text
+
     uploaded = []
     for key, (path, sha256) in wanted.items():
         if present.get(key) == sha256:
@@ -65,7 +67,7 @@ def sync(wanted: dict[str, tuple[Path, str]], bucket: str, s3: Any, log: Any = p
         s3.upload_file(str(path), bucket, key,
                        ExtraArgs={"Metadata": {SHA256_METADATA: sha256}},
                        Config=TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8))
-        log(f"model store: {key} ({path.stat().st_size / 1e6:,.0f} MB) uploaded in "
+        log(f"model store: {key} ({size_text(path.stat().st_size)}) uploaded in "
             f"{time.perf_counter() - started:.1f} s")
         uploaded.append(key)
     deleted = sorted(set(present) - set(wanted)) if delete else []

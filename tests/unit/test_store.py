@@ -19,7 +19,7 @@ from model_api.errors import Loading
 from model_api.integrity import IntegrityError
 from model_api.model import COPY, WEIGHTS_VARIABLE, LoadedModel, ModelIntegrityError
 from model_api.repository import LOADING, READY, service_index
-from model_api.service import InferenceService, size_text
+from model_api.service import InferenceService
 from model_api.store import (
     ALIGNMENT,
     Progress,
@@ -31,6 +31,7 @@ from model_api.store import (
     fetch_into,
     fetch_verified,
     read_file_into,
+    size_text,
 )
 from onnx import TensorProto, helper, numpy_helper
 

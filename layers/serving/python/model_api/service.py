@@ -75,19 +75,12 @@ class Pending(msgspec.Struct, eq=False):
 
     def loading(self, name: str) -> Loading:
         """The 503 of a request for it now: its message and Retry-After give the same seconds."""
+        from model_api.store import size_text  # (imported already: the version is stored)
+
         seconds = self.retry_after()
         return Loading(f"model {name!r} version {self.manifest.version!r} is loading: "
                        f"{self.progress.fraction():.0%} of {size_text(self.progress.total)} "
                        f"read from the model store; retry after {seconds} s", seconds)
-
-
-def size_text(size: int) -> str:
-    """`size` bytes in the unit that reads best: "860 B", "8.6 kB", "20 MB", "2.2 GB" (SI)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            value = size / scale
-            return f"{value:,.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
-    return f"{size} B"
 
 
 def version_folders(model_dir: Path) -> list[Path]:

@@ -158,6 +158,15 @@ class Progress:
         return self.done / self.total if self.total else 1.0
 
 
+def size_text(size: int) -> str:
+    """`size` bytes in the unit that reads best: "860 B", "8.6 kB", "20 MB", "2.2 GB" (SI)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:,.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    return f"{size} B"
+
+
 def aligned_buffer(size: int) -> np.ndarray:
     """`size` bytes (uint8, uninitialised) starting at a multiple of ALIGNMENT: allocated once,
     filled in place by `fetch_into`."""
