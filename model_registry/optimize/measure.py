@@ -94,15 +94,22 @@ class Parent:
         """OptimizeError when the parent itself does not run on the rows."""
         try:
             session = serving_session(model_bytes, timing)
-            return cls(manifest, model_bytes, session,
-                       add.read_signature(model_bytes, "the parent"),
-                       measure_metrics(manifest.task, session, data),
-                       outputs_of(session, agreement_rows(data).inputs))
+            signature = add.read_signature(model_bytes, "the parent")
+            outputs = outputs_of(session, agreement_rows(data).inputs)
         except OptimizeError:
             raise
         except Exception as exc:  # onnxruntime's own types, AddError
             raise OptimizeError(f"the parent does not run on the rows: {first_line(exc)}"
                                 ) from exc
+        try:
+            metrics = measure_metrics(manifest.task, session, data)
+        except OptimizeError:
+            raise
+        except Exception as exc:  # scikit-learn's metrics: targets that do not fit the task
+            raise OptimizeError(f"the parent's {manifest.task} metric cannot be measured on "
+                                f"the rows' targets: {first_line(exc)} (are `targets` the "
+                                "true labels or values, of the outputs' type?)") from exc
+        return cls(manifest, model_bytes, session, signature, metrics, outputs)
 
 
 def control(parent: Parent, data: Dataset, timing: Timing) -> dict[int, float]:

@@ -353,6 +353,19 @@ def test_a_graph_that_imports_its_opset_twice_is_quantised(tmp_path: Path) -> No
         assert session.run(None, {"X": x})[0].shape == (64,)
 
 
+def test_targets_the_metric_cannot_take_are_said_to_be_the_targets_fault(
+        tmp_path: Path, project: Project) -> None:
+    # Class names as targets of a model whose label output is a class index: the parent runs
+    # on the rows; its metric cannot be measured, and the refusal says so
+    rows = np.random.default_rng(2).standard_normal((50, 8)).astype(np.float32)
+    parent = dense_classifier(tmp_path / "dense.onnx", (8, 16, 3))
+    rows_file = added(tmp_path, project, parent, rows, labels_of(parent, rows))
+    np.savez(rows_file, features=rows, targets=np.array(["cat", "dog"] * 25))
+    with pytest.raises(OptimizeError, match="metric cannot be measured on the rows' targets"):
+        optimize("dense", rows=rows_file, methods=("onnxslim",), timing=FAST, publish=False,
+                 project=project, out=io.StringIO())
+
+
 def test_unknown_model_version_and_method_are_refused(project: Project,
                                                       tmp_path: Path) -> None:
     with pytest.raises(OptimizeError, match="no model 'nope'"):
