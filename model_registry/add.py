@@ -27,7 +27,7 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from model_api.datatypes import numpy_dtype
-from model_api.examples import EXAMPLES_FILE, Examples, ExamplesError
+from model_api.examples import EXAMPLE_ROWS, EXAMPLES_FILE, Examples, ExamplesError
 from model_api.examples import check as check_examples
 from model_api.explainers.base import NONE
 from model_api.explainers.kernel_shap import KERNEL_SHAP
@@ -260,6 +260,8 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
                f"cannot be explained: {section.get('reason', 'no method fits its inputs')}")
         raise AddError(f"background rows were given, but {shown} {how} (background rows are "
                        "for tabular models: inputs of [N, features] each)")
+    if examples is None and rows is not None:  # real rows, not values made from the signature
+        examples = {name: array[:EXAMPLE_ROWS] for name, array in rows.items()}
     manifest["explanation"] = section
     if in_store:
         manifest[STORE_FIELD] = store_section(

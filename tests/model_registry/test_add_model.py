@@ -231,6 +231,9 @@ def test_a_tabular_models_feature_names_name_its_explanations_and_stay_with_its_
     assert reimport(added, tmp_path / "again", project.root) == ["1"]
     again = json.loads((tmp_path / "again" / "logreg" / "1" / "manifest.json").read_text())
     assert again["feature_names"] == {"X": ["age", "bmi", "bp"]}
+    # Given no EXAMPLES, its example inputs are the background's first rows, not made-up values
+    examples = json.loads((project.models_dir / "logreg" / "1" / "examples.json").read_text())
+    np.testing.assert_allclose(examples["inputs"]["X"], x[:2], rtol=1e-6)
 
 
 def served(models: Path, entry: ModelEntry, path: str, rows: np.ndarray,
