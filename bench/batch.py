@@ -433,17 +433,17 @@ def npy_result(model: str, work: Path, api: str) -> dict[str, Any]:
     best = best_size(raw)
     small = work / f"{model}-small.npy"
     np.save(small, rows[:FIXED_ROWS])
-    job = default = in_runs = fixed_job = fixed_runner = 0.0
-    jobs, defaults = [], []  # every round's, for the medians
-    for _ in range(scaled(ROUNDS, 1)):  # interleaved; the best of each
+    default = in_runs = fixed_job = fixed_runner = 0.0
+    jobs, defaults = [], []  # every round's: the best of each, and the medians
+    for _ in range(scaled(ROUNDS, 1)):  # interleaved
         jobs.append(raw_job(model, path, best))
-        job = max(job, jobs[-1])
         speed, run_speed = runner_speed(model, path, 0)
         defaults.append(speed)
         if speed > default:
             default, in_runs = speed, run_speed
         fixed_job = max(fixed_job, raw_job(model, small, best))
         fixed_runner = max(fixed_runner, runner_speed(model, small, 0)[0])
+    job = max(jobs)
     tuned, _ = runner_speed(model, path, best, chunk_rows=count, chunk_bytes=0)
     over_http = async_speed(api, model, path)
     # Seconds per job that do not grow with the input, and rows/s of the rest
