@@ -57,7 +57,9 @@ from model_registry.sizing import Sizing, SizingError, measure
 # the file itself.
 KEPT_FIELDS = frozenset({"labels", "task", "metrics", "description", "training", "optimization",
                          "feature_names"})
-FEATURE_NAMES = "feature_names"  # {"<input>": [a name per column]}: explanations and drift say them
+# A tabular input's column names, which explanations and drift reports say: in the manifest
+# {"<input>": [a name per column]}; in a fields file also the list add-model was given
+FEATURE_NAMES = "feature_names"
 FIELDS_STORED = "fields.json"  # model_store/<name>/<version>/fields.json
 
 
@@ -270,6 +272,9 @@ def import_version(entry: ModelEntry, version: str, model_bytes: bytes, source: 
             placement.store_key(entry.name, version, external[0]) if external else None,
             external[0] if external else DATA_FILE)
     manifest.update(fields or {})
+    if isinstance(manifest.get(FEATURE_NAMES), list):  # as add-model was given them
+        manifest[FEATURE_NAMES] = feature_names_field(manifest[FEATURE_NAMES], found["inputs"],
+                                                      shown)
     if external is not None:
         files = {**files, external[0]: external[1]}
     words = graph_vocabulary(onnx.load_from_string(model_bytes))
@@ -442,10 +447,8 @@ def add(name: str, onnx_path: Path, version: str | None = None, labels: list[str
         except OSError as exc:
             raise AddError(f"cannot read {location}, the file of {onnx_path}'s tensors beside "
                            f"it: {exc}") from exc
-    if feature_names is not None:
-        kept = {**(kept or {}), FEATURE_NAMES: feature_names_field(
-            feature_names, read_signature(model_bytes, str(onnx_path), onnx_path)["inputs"],
-            str(onnx_path))}
+    if feature_names is not None:  # (checked against the signature by import_version)
+        kept = {**(kept or {}), FEATURE_NAMES: feature_names}
     examples = read_examples(examples_path) if examples_path is not None else None
     asked_version = version
     version = version or next_version(existing)
